@@ -1,0 +1,77 @@
+//! Wiring: validated config → services → HTTP server → drain on shutdown.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::llm::UpstreamClient;
+
+/// Why the program could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The upstream HTTP client could not be built (TLS setup).
+    #[error("cannot build the upstream HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// The server failed while running.
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Builds every service the handlers share.
+pub fn build_state(config: Config) -> Result<AppState, AppError> {
+    let upstream = UpstreamClient::new(config.upstream.clone())?;
+    Ok(AppState::new(Arc::new(config), upstream))
+}
+
+/// Binds `config.listen`.
+pub async fn bind(config: &Config) -> Result<TcpListener, AppError> {
+    TcpListener::bind(config.listen).await.map_err(|source| AppError::Bind { addr: config.listen, source })
+}
+
+/// Runs the gateway on `listener` until `shutdown` is cancelled and requests have drained.
+pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), AppError> {
+    let addr = listener.local_addr().map_err(AppError::Serve)?;
+    if config.auth.api_keys.is_empty() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "auth.api_keys is empty: the gateway is open to anyone who can reach this address");
+    }
+    let state = build_state(config)?;
+    tracing::info!(%addr, upstream = state.upstream.display_url(), "mcp-middleware listening");
+    http::serve(listener, state, shutdown).await.map_err(AppError::Serve)?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown signal received; draining in-flight requests");
+    token.cancel();
+}

@@ -1,0 +1,393 @@
+//! Configuration: `config.yaml` → environment references resolved → raw structs (unknown keys
+//! rejected) → validated [`Config`].
+//!
+//! Every error names the key path (`upstream.connect_timeout: …`) and all validation problems
+//! are reported at once. The environment is injected through [`EnvSource`], so tests never
+//! touch the process environment.
+
+pub mod env;
+pub mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::Url;
+
+pub use env::{EnvSource, ProcessEnv};
+use raw::{DurationValue, RawConfig, RawMcpServer};
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:4001";
+/// Default upstream: LiteLLM on the same host.
+pub const DEFAULT_UPSTREAM: &str = "http://localhost:4000/v1";
+/// Environment variable naming the config file when `--config` is absent.
+pub const CONFIG_ENV: &str = "MCP_MIDDLEWARE_CONFIG";
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path that was tried.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The YAML is not well-formed.
+    #[error("config is not valid YAML: {0}")]
+    Syntax(String),
+    /// One or more keys are missing, unknown or invalid; each line names its key path.
+    #[error("invalid config:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+/// A secret string (API key, token). Its `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; call only where it is sent, never where it is logged.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The validated configuration the program runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// The model gateway.
+    pub upstream: UpstreamConfig,
+    /// Inbound authentication.
+    pub auth: AuthConfig,
+    /// HTTP server limits.
+    pub limits: LimitsConfig,
+    /// Log output.
+    pub logging: LoggingConfig,
+    /// MCP servers in name order.
+    pub mcp_servers: Vec<McpServerConfig>,
+}
+
+/// The model gateway requests are forwarded to.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Base URL including `/v1`, without a trailing slash.
+    pub base_url: Url,
+    /// Bearer key sent upstream, if any.
+    pub api_key: Option<Secret>,
+    /// Forward the client's `Authorization` instead of `api_key`.
+    pub forward_client_auth: bool,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Longest silence while reading a response.
+    pub read_timeout: Duration,
+    /// Retries of connection failures before any byte was sent.
+    pub max_retries: u32,
+}
+
+impl UpstreamConfig {
+    /// The base URL without credentials or query, safe to show in errors and logs.
+    pub fn display_url(&self) -> String {
+        let mut u = self.base_url.clone();
+        let _ = u.set_username("");
+        let _ = u.set_password(None);
+        u.set_query(None);
+        u.to_string().trim_end_matches('/').to_owned()
+    }
+}
+
+/// Inbound authentication.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// Accepted keys; empty means the gateway is open.
+    pub api_keys: Vec<Secret>,
+}
+
+/// HTTP server limits.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// Drain period after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// SSE keep-alive comment interval.
+    pub sse_keepalive: Duration,
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pretty" | "text" => Ok(Self::Pretty),
+            "json" => Ok(Self::Json),
+            other => Err(format!("unknown log format `{other}` (use pretty or json)")),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone)]
+pub struct LoggingConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// Default tracing filter.
+    pub level: String,
+}
+
+/// One MCP server.
+#[derive(Debug, Clone)]
+pub struct McpServerConfig {
+    /// Name from the `mcpServers` key.
+    pub name: String,
+    /// How to reach it.
+    pub transport: McpTransportConfig,
+    /// Whether to connect it at all.
+    pub enabled: bool,
+    /// Per-call timeout, reset on progress.
+    pub tool_timeout: Duration,
+    /// Time allowed to start and initialize.
+    pub startup_timeout: Duration,
+    /// Only these original tool names are exposed, when set.
+    pub include_tools: Option<Vec<String>>,
+    /// Original tool names never exposed.
+    pub exclude_tools: Vec<String>,
+}
+
+/// How an MCP server is reached.
+#[derive(Debug, Clone)]
+pub enum McpTransportConfig {
+    /// A child process speaking JSON-RPC over stdin/stdout.
+    Stdio {
+        /// Program to run.
+        command: String,
+        /// Its arguments.
+        args: Vec<String>,
+        /// Extra environment.
+        env: BTreeMap<String, String>,
+        /// Working directory.
+        cwd: Option<PathBuf>,
+    },
+    /// Streamable HTTP (MCP 2025-03-26 and later).
+    StreamableHttp {
+        /// Endpoint URL.
+        url: Url,
+        /// Extra headers (may hold secrets; never logged).
+        headers: BTreeMap<String, Secret>,
+    },
+    /// Legacy HTTP+SSE (MCP 2024-11-05).
+    Sse {
+        /// URL of the SSE endpoint.
+        url: Url,
+        /// Extra headers (may hold secrets; never logged).
+        headers: BTreeMap<String, Secret>,
+    },
+}
+
+impl McpTransportConfig {
+    /// `stdio`, `streamable-http` or `sse`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Stdio { .. } => "stdio",
+            Self::StreamableHttp { .. } => "streamable-http",
+            Self::Sse { .. } => "sse",
+        }
+    }
+}
+
+/// Where the config file is: `--config`, else `$MCP_MIDDLEWARE_CONFIG`, else `./config.yaml`.
+pub fn config_path(flag: Option<PathBuf>, env: &dyn EnvSource) -> PathBuf {
+    flag.or_else(|| env.var(CONFIG_ENV).filter(|s| !s.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("config.yaml"))
+}
+
+/// Reads and validates the file at `path`.
+pub fn load_file(path: &Path, env: &dyn EnvSource) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    load_str(&text, env)
+}
+
+/// Parses and validates YAML text. An empty document yields the defaults.
+pub fn load_str(yaml: &str, env: &dyn EnvSource) -> Result<Config, ConfigError> {
+    let mut value: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(yaml).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+    if value.is_null() {
+        value = serde_yaml_ng::Value::Mapping(Default::default());
+    }
+    let mut problems = Vec::new();
+    env::resolve(&mut value, env, "", &mut problems);
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
+    let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { "(root)".to_owned() } else { path };
+        ConfigError::Invalid(vec![format!("{path}: {}", e.into_inner())])
+    })?;
+    validate(raw)
+}
+
+/// Checks a raw config and builds the typed one, reporting every problem found.
+pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let mut p = Problems::default();
+    let listen = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = p.check(
+        "listen",
+        listen.parse::<SocketAddr>().map_err(|_| format!("`{listen}` is not an address:port such as 0.0.0.0:4001")),
+    );
+
+    let up = raw.upstream;
+    let base = up.base_url.as_deref().unwrap_or(DEFAULT_UPSTREAM).trim_end_matches('/');
+    let base_url = p.check("upstream.base_url", http_url(base));
+    let upstream = base_url.map(|base_url| UpstreamConfig {
+        base_url,
+        api_key: up.api_key.filter(|k| !k.is_empty()).map(Secret),
+        forward_client_auth: up.forward_client_auth.unwrap_or(false),
+        connect_timeout: dur(up.connect_timeout, 10),
+        read_timeout: dur(up.read_timeout, 300),
+        max_retries: up.max_retries.unwrap_or(2),
+    });
+
+    let mut api_keys = Vec::new();
+    for (i, key) in raw.auth.api_keys.into_iter().enumerate() {
+        if key.trim().is_empty() {
+            p.push(format!("auth.api_keys[{i}]"), "an API key must not be empty");
+        } else {
+            api_keys.push(Secret(key));
+        }
+    }
+
+    let max_body = raw.limits.max_body_bytes.unwrap_or(32 * 1024 * 1024);
+    if max_body == 0 {
+        p.push("limits.max_body_bytes", "must be greater than 0");
+    }
+    let limits = LimitsConfig {
+        max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
+        shutdown_grace: dur(raw.limits.shutdown_grace, 30),
+        sse_keepalive: dur(raw.limits.sse_keepalive, 15),
+    };
+    if limits.sse_keepalive.is_zero() {
+        p.push("limits.sse_keepalive", "must be greater than 0");
+    }
+
+    let format = raw.logging.format.as_deref().unwrap_or("pretty");
+    let format = p.check("logging.format", format.parse::<LogFormat>());
+    let logging =
+        format.map(|format| LoggingConfig { format, level: raw.logging.level.unwrap_or_else(|| "info".to_owned()) });
+
+    let mut mcp_servers = Vec::new();
+    for (name, server) in raw.mcp_servers {
+        if let Some(s) = mcp_server(&name, server, &mut p) {
+            mcp_servers.push(s);
+        }
+    }
+
+    match (p.0.is_empty(), listen, upstream, logging) {
+        (true, Some(listen), Some(upstream), Some(logging)) => {
+            Ok(Config { listen, upstream, auth: AuthConfig { api_keys }, limits, logging, mcp_servers })
+        }
+        _ => Err(ConfigError::Invalid(p.0)),
+    }
+}
+
+fn mcp_server(name: &str, raw: RawMcpServer, p: &mut Problems) -> Option<McpServerConfig> {
+    let at = |key: &str| format!("mcpServers.{name}.{key}");
+    if name.trim().is_empty() {
+        p.push("mcpServers", "a server name must not be empty");
+        return None;
+    }
+    let transport = match (&raw.command, &raw.url) {
+        (Some(_), Some(_)) => {
+            p.push(at("url"), "set either `command` (stdio) or `url`, not both");
+            return None;
+        }
+        (None, None) => {
+            p.push(at("command"), "missing: set `command` (stdio) or `url` (HTTP)");
+            return None;
+        }
+        (Some(command), None) => {
+            if let Some(t) = raw.transport.as_deref().filter(|t| *t != "stdio") {
+                p.push(at("transport"), format!("`{t}` needs a `url`; `command` runs a stdio server"));
+                return None;
+            }
+            if command.trim().is_empty() {
+                p.push(at("command"), "must not be empty");
+                return None;
+            }
+            McpTransportConfig::Stdio { command: command.clone(), args: raw.args, env: raw.env, cwd: raw.cwd }
+        }
+        (None, Some(url)) => {
+            let url = p.check(at("url"), http_url(url))?;
+            let headers = raw.headers.into_iter().map(|(k, v)| (k, Secret(v))).collect();
+            let implied_sse = url.path().trim_end_matches('/').ends_with("/sse");
+            match raw.transport.as_deref() {
+                Some("sse") => McpTransportConfig::Sse { url, headers },
+                None if implied_sse => McpTransportConfig::Sse { url, headers },
+                Some("streamable-http" | "streamable_http" | "streamableHttp" | "http") | None => {
+                    McpTransportConfig::StreamableHttp { url, headers }
+                }
+                Some(other) => {
+                    p.push(at("transport"), format!("unknown transport `{other}` (use stdio, streamable-http or sse)"));
+                    return None;
+                }
+            }
+        }
+    };
+    Some(McpServerConfig {
+        name: name.to_owned(),
+        transport,
+        enabled: raw.enabled.unwrap_or(true),
+        tool_timeout: dur(raw.tool_timeout, 60),
+        startup_timeout: dur(raw.startup_timeout, 30),
+        include_tools: raw.include_tools,
+        exclude_tools: raw.exclude_tools,
+    })
+}
+
+fn dur(value: Option<DurationValue>, default_secs: u64) -> Duration {
+    value.map_or(Duration::from_secs(default_secs), |d| d.0)
+}
+
+fn http_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    match url.scheme() {
+        "http" | "https" => Ok(url),
+        other => Err(format!("scheme `{other}` is not supported (use http or https)")),
+    }
+}
+
+/// Validation problems, each prefixed with its key path.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn push(&mut self, path: impl fmt::Display, msg: impl fmt::Display) {
+        self.0.push(format!("{path}: {msg}"));
+    }
+    fn check<T>(&mut self, path: impl fmt::Display, r: Result<T, String>) -> Option<T> {
+        r.map_err(|e| self.push(path, e)).ok()
+    }
+}

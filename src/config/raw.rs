@@ -1,0 +1,176 @@
+//! The YAML contract users write against: serde structs that reject unknown keys.
+//!
+//! Nothing here is trusted yet; [`super::validate`] turns a [`RawConfig`] into a
+//! [`super::Config`]. Durations accept a number of seconds or a string with a unit
+//! (`250ms`, `10s`, `5m`, `1h`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The whole `config.yaml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address the gateway listens on. Default `0.0.0.0:4001`.
+    pub listen: Option<String>,
+    /// The OpenAI-compatible model gateway requests are forwarded to.
+    #[serde(default)]
+    pub upstream: RawUpstream,
+    /// Who may call the gateway.
+    #[serde(default)]
+    pub auth: RawAuth,
+    /// Size and time limits of the HTTP server.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// Log output.
+    #[serde(default)]
+    pub logging: RawLogging,
+    /// MCP servers, keyed by name, in the Claude Desktop `mcpServers` shape.
+    #[serde(default, rename = "mcpServers")]
+    pub mcp_servers: BTreeMap<String, RawMcpServer>,
+}
+
+/// `upstream:` — the model gateway (LiteLLM or any OpenAI-compatible URL).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Base URL including the `/v1` prefix. Default `http://localhost:4000/v1` (LiteLLM).
+    pub base_url: Option<String>,
+    /// Key sent upstream as `Authorization: Bearer …`. Empty means none.
+    pub api_key: Option<String>,
+    /// Forward the client's own `Authorization` header instead of `api_key`. Default false.
+    pub forward_client_auth: Option<bool>,
+    /// Time allowed to open a TCP/TLS connection upstream. Default 10 s.
+    pub connect_timeout: Option<DurationValue>,
+    /// Longest silence allowed while reading an upstream response (not a total deadline, so
+    /// long streams survive). Default 300 s.
+    pub read_timeout: Option<DurationValue>,
+    /// Retries of a request whose connection failed before any byte was sent. Default 2.
+    pub max_retries: Option<u32>,
+}
+
+/// `auth:` — inbound authentication.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Accepted keys (`Authorization: Bearer <key>` or `x-api-key`). Empty means open.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+}
+
+/// `limits:` — HTTP server limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Largest request body accepted, in bytes. Default 32 MiB (chat bodies carry base64 images).
+    pub max_body_bytes: Option<u64>,
+    /// How long in-flight requests may run after SIGINT/SIGTERM before the process exits. Default 30 s.
+    pub shutdown_grace: Option<DurationValue>,
+    /// Interval of SSE keep-alive comments while a stream is idle. Default 15 s.
+    pub sse_keepalive: Option<DurationValue>,
+}
+
+/// `logging:` — log output.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    /// `pretty` (default) or `json`. The `--log-format` flag and `MCP_MIDDLEWARE_LOG_FORMAT` win.
+    pub format: Option<String>,
+    /// A tracing filter such as `info` or `mcp_middleware=debug`. `RUST_LOG` wins. Default `info`.
+    pub level: Option<String>,
+}
+
+/// One entry of `mcpServers:`. Either `command` (stdio) or `url` (HTTP) is set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMcpServer {
+    /// Program started as a stdio MCP server.
+    pub command: Option<String>,
+    /// Arguments of `command`.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment of `command`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory of `command`.
+    pub cwd: Option<PathBuf>,
+    /// URL of a remote MCP server.
+    pub url: Option<String>,
+    /// `stdio`, `streamable-http` or `sse` (legacy HTTP+SSE). Inferred when absent: `command`
+    /// means stdio, a URL ending in `/sse` means sse, any other URL streamable-http.
+    #[serde(alias = "type")]
+    pub transport: Option<String>,
+    /// HTTP headers sent to a remote server (e.g. `Authorization`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Connect this server. Default true.
+    pub enabled: Option<bool>,
+    /// Longest wait for one tool call, reset by progress notifications. Default 60 s.
+    pub tool_timeout: Option<DurationValue>,
+    /// Longest wait for the server to start and answer `initialize`. Default 30 s.
+    pub startup_timeout: Option<DurationValue>,
+    /// Only these tools are exposed (original names). Absent means all.
+    pub include_tools: Option<Vec<String>>,
+    /// These tools are never exposed (original names).
+    #[serde(default)]
+    pub exclude_tools: Vec<String>,
+}
+
+/// A duration written as seconds (`30`, `1.5`) or with a unit (`250ms`, `10s`, `5m`, `1h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationValue(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Secs(f64),
+            Text(String),
+        }
+        let parsed = match Repr::deserialize(de)? {
+            Repr::Secs(s) => secs(s),
+            Repr::Text(t) => parse_duration(&t),
+        };
+        parsed.map(DurationValue).map_err(serde::de::Error::custom)
+    }
+}
+
+fn secs(s: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(s).map_err(|_| format!("{s} is not a valid duration"))
+}
+
+/// Parses `250ms`, `10s`, `1.5s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| format!("`{text}` is not a duration (try `10s`, `500ms`, `5m`)"))?;
+    let factor = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown duration unit `{other}` in `{text}` (use ms, s, m or h)")),
+    };
+    secs(value * factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+}

@@ -1,0 +1,95 @@
+//! Request bodies and headers on their way upstream: size limits, hop-by-hop filtering.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, header};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+use super::ApiError;
+
+/// Bodies up to this size are read into memory so a failed connect can be retried.
+pub const REPLAYABLE_BODY: usize = 1024 * 1024;
+
+/// The declared `Content-Length`, if any.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Reads a whole body, refusing more than `limit` bytes (413 before reading when declared).
+pub async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    if content_length(headers).is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large { ApiError::PayloadTooLarge { limit } } else { ApiError::BodyRead }
+    })
+}
+
+/// A body stream that fails once more than `limit` bytes went through.
+pub fn limited_stream(body: Body, limit: usize) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let mut seen = 0usize;
+    body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        seen += chunk.len();
+        if seen > limit {
+            return Err(std::io::Error::other(format!("request body exceeds {limit} bytes")));
+        }
+        Ok(chunk)
+    })
+}
+
+/// How the body will be sent upstream, which decides the framing headers kept.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// We send a new body (re-serialised or buffered): drop length and encoding negotiation.
+    Rewritten,
+    /// The client's body bytes stream through unchanged: keep `Content-Length`.
+    Streamed,
+}
+
+/// Headers to forward upstream: all but hop-by-hop, `Host`, and the client's credentials (the
+/// upstream client adds the right `Authorization`).
+pub fn forward_headers(incoming: &HeaderMap, framing: Framing) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(incoming.len());
+    for (name, value) in incoming {
+        if is_hop_by_hop(name) || dropped_upstream(name, framing) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+/// Response headers to pass back to the client: all but hop-by-hop.
+pub fn response_headers(upstream: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(upstream.len());
+    for (name, value) in upstream {
+        if !is_hop_by_hop(name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+fn dropped_upstream(name: &HeaderName, framing: Framing) -> bool {
+    if name == header::HOST || name == header::AUTHORIZATION || name.as_str() == "x-api-key" {
+        return true;
+    }
+    framing == Framing::Rewritten && (name == header::CONTENT_LENGTH || name == header::ACCEPT_ENCODING)
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}

@@ -1,0 +1,88 @@
+//! HTTP serving: routes, auth, body limits, request ids, SSE, and the error → OpenAI JSON map.
+//!
+//! This is the only module that knows axum. Handlers parse and check what arrives, call into
+//! the domain modules, and turn what they return (JSON, byte streams, event streams, errors) into
+//! responses.
+
+mod auth;
+mod body;
+mod chat;
+mod error;
+mod health;
+mod proxy;
+mod server;
+mod sse;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::routing::{any, get, post};
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+pub use error::{ApiError, ErrorReply, openai_error};
+pub use server::serve;
+
+use crate::config::Config;
+use crate::llm::UpstreamClient;
+
+/// Shared state of every handler: cheap to clone, everything behind `Arc`s.
+#[derive(Clone)]
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// The pooled upstream client.
+    pub upstream: UpstreamClient,
+    /// When the process started serving.
+    pub started: Instant,
+}
+
+impl AppState {
+    /// State for `config`, with a new upstream client.
+    pub fn new(config: Arc<Config>, upstream: UpstreamClient) -> Self {
+        Self { config, upstream, started: Instant::now() }
+    }
+}
+
+/// All routes. Health routes are open; everything else needs a key when keys are configured.
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/v1/chat/completions", post(chat::completions))
+        .route("/chat/completions", post(chat::completions))
+        .route("/v1/{*rest}", any(proxy::forward))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
+    let health = Router::new()
+        .route("/health", get(health::summary))
+        .route("/health/liveliness", get(health::liveliness))
+        .route("/health/readiness", get(health::readiness));
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|req: &Request| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
+        })
+        .on_response(DefaultOnResponse::new().level(Level::INFO));
+    Router::new()
+        .merge(protected)
+        .merge(health)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(trace),
+        )
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::NotFound { method: req.method().clone(), path: req.uri().path().to_owned() }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

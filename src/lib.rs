@@ -1,0 +1,10 @@
+//! mcp-middleware: an OpenAI-compatible gateway that gives chat clients the tools of MCP servers.
+//!
+//! See `ARCHITECTURE.md` for the code map. The binary (`main.rs`) only parses the command line
+//! and calls [`app`].
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod llm;
+pub mod telemetry;

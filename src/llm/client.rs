@@ -1,0 +1,209 @@
+//! The one pooled HTTP client to the upstream model gateway.
+//!
+//! Connect timeout and an idle read timeout (no total deadline, so long streams survive).
+//! A request is retried with backoff only when its connection failed before any byte was sent,
+//! and only when its body can be replayed; a request that may have reached the model never is.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+
+use super::{LlmError, SseEvent, sse};
+use crate::config::UpstreamConfig;
+
+/// Largest error body read from the upstream to hand back to the client.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// The upstream client, cheap to clone (shares one connection pool).
+#[derive(Clone)]
+pub struct UpstreamClient {
+    http: reqwest::Client,
+    config: std::sync::Arc<UpstreamConfig>,
+    display: std::sync::Arc<str>,
+}
+
+/// A request body for the upstream.
+pub enum UpstreamBody {
+    /// No body.
+    Empty,
+    /// A body held in memory; replayable, so connection failures are retried.
+    Bytes(Bytes),
+    /// A streamed body; sent once, never retried.
+    Stream(reqwest::Body),
+}
+
+/// A request to send upstream.
+pub struct UpstreamRequest {
+    /// HTTP method.
+    pub method: Method,
+    /// Path and query relative to the base URL, starting with `/` (e.g. `/models?x=1`).
+    pub path_and_query: String,
+    /// Headers to forward (already filtered of hop-by-hop and auth headers).
+    pub headers: HeaderMap,
+    /// The client's own `Authorization`, used when `forward_client_auth` is set.
+    pub client_auth: Option<HeaderValue>,
+    /// The body.
+    pub body: UpstreamBody,
+}
+
+/// A successful (2xx/3xx) upstream response whose body has not been read yet.
+pub struct UpstreamResponse {
+    /// Status code.
+    pub status: StatusCode,
+    /// Response headers.
+    pub headers: HeaderMap,
+    inner: reqwest::Response,
+    display: std::sync::Arc<str>,
+}
+
+impl UpstreamClient {
+    /// Builds the pooled client.
+    pub fn new(config: UpstreamConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()?;
+        let display = config.display_url().into();
+        Ok(Self { http, config: config.into(), display })
+    }
+
+    /// The upstream base URL without credentials, for errors and logs.
+    pub fn display_url(&self) -> &str {
+        &self.display
+    }
+
+    /// Sends a request; non-success statuses become [`LlmError`]s (4xx keep their body).
+    pub async fn send(&self, req: UpstreamRequest) -> Result<UpstreamResponse, LlmError> {
+        let url = format!("{}{}", self.config.base_url.as_str().trim_end_matches('/'), req.path_and_query);
+        let auth = self.auth_header(req.client_auth);
+        let mut headers = req.headers;
+        if let Some(auth) = auth {
+            headers.insert(header::AUTHORIZATION, auth);
+        }
+        let response = match req.body {
+            UpstreamBody::Stream(body) => {
+                let builder = self.http.request(req.method, &url).headers(headers).body(body);
+                builder.send().await.map_err(|e| self.transport_error(e))?
+            }
+            UpstreamBody::Empty => self.send_replayable(&req.method, &url, &headers, None).await?,
+            UpstreamBody::Bytes(b) => self.send_replayable(&req.method, &url, &headers, Some(b)).await?,
+        };
+        self.check(response).await
+    }
+
+    /// Whether the upstream answers HTTP at all (any status counts), within `timeout`.
+    pub async fn probe(&self, timeout: Duration) -> bool {
+        let url = format!("{}/models", self.config.base_url.as_str().trim_end_matches('/'));
+        let mut req = self.http.get(url).timeout(timeout);
+        if let Some(auth) = self.auth_header(None) {
+            req = req.header(header::AUTHORIZATION, auth);
+        }
+        req.send().await.is_ok()
+    }
+
+    fn auth_header(&self, client_auth: Option<HeaderValue>) -> Option<HeaderValue> {
+        if self.config.forward_client_auth && client_auth.is_some() {
+            return client_auth;
+        }
+        let key = self.config.api_key.as_ref()?;
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose())).ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    }
+
+    async fn send_replayable(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<reqwest::Response, LlmError> {
+        let mut attempt = 0;
+        loop {
+            let mut builder = self.http.request(method.clone(), url).headers(headers.clone());
+            if let Some(body) = &body {
+                builder = builder.body(body.clone());
+            }
+            match builder.send().await {
+                Ok(resp) => return Ok(resp),
+                Err(e) if e.is_connect() && attempt < self.config.max_retries => {
+                    attempt += 1;
+                    let backoff = Duration::from_millis(100u64 << attempt.min(6));
+                    tracing::warn!(upstream = %self.display, attempt, error = %e, "upstream connect failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                }
+                Err(e) => return Err(self.transport_error(e)),
+            }
+        }
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> LlmError {
+        let upstream = self.display.to_string();
+        if e.is_timeout() {
+            LlmError::Timeout { upstream }
+        } else {
+            LlmError::Unreachable { upstream, source: e.without_url() }
+        }
+    }
+
+    async fn check(&self, resp: reqwest::Response) -> Result<UpstreamResponse, LlmError> {
+        let status = resp.status();
+        if status.is_client_error() {
+            let retry_after = resp.headers().get(header::RETRY_AFTER).cloned();
+            let body = read_bounded(resp, MAX_ERROR_BODY).await;
+            return Err(LlmError::Rejected { status, body, retry_after });
+        }
+        if status.is_server_error() {
+            tracing::warn!(upstream = %self.display, %status, "upstream server error");
+            return Err(LlmError::ServerError { upstream: self.display.to_string(), status });
+        }
+        Ok(UpstreamResponse { status, headers: resp.headers().clone(), inner: resp, display: self.display.clone() })
+    }
+}
+
+async fn read_bounded(resp: reqwest::Response, max: usize) -> Bytes {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = max - out.len();
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= max {
+            break;
+        }
+    }
+    out.into()
+}
+
+impl UpstreamResponse {
+    /// Whether the body is an SSE stream.
+    pub fn is_event_stream(&self) -> bool {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"))
+    }
+
+    /// The body as it arrives, chunk by chunk.
+    pub fn bytes_stream(self) -> impl Stream<Item = Result<Bytes, LlmError>> + Send + 'static {
+        let display = self.display;
+        self.inner.bytes_stream().map(move |r| {
+            r.map_err(|e| {
+                let upstream = display.to_string();
+                if e.is_timeout() {
+                    LlmError::Timeout { upstream }
+                } else {
+                    LlmError::StreamBroken { upstream, detail: e.without_url().to_string() }
+                }
+            })
+        })
+    }
+
+    /// The body parsed as server-sent events, event by event.
+    pub fn events(self) -> impl Stream<Item = Result<SseEvent, LlmError>> + Send + 'static {
+        sse::events(self.inner.bytes_stream(), self.display.to_string())
+    }
+}

@@ -1,0 +1,35 @@
+//! Upstream SSE, parsed event by event with eventsource-stream as bytes arrive (never buffered
+//! whole).
+
+use futures_util::{Stream, StreamExt};
+
+use super::LlmError;
+
+/// One server-sent event from the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event:` name; `message` when absent.
+    pub event: String,
+    /// The `data:` payload (`[DONE]` for the OpenAI terminator).
+    pub data: String,
+}
+
+impl SseEvent {
+    /// Whether this is the OpenAI `[DONE]` terminator.
+    pub fn is_done(&self) -> bool {
+        self.data.trim() == "[DONE]"
+    }
+}
+
+/// Parses a byte stream into events; errors of the byte stream become [`LlmError`]s.
+pub(super) fn events<S>(bytes: S, upstream: String) -> impl Stream<Item = Result<SseEvent, LlmError>> + Send
+where
+    S: Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send,
+{
+    use eventsource_stream::{EventStreamError, Eventsource};
+    bytes.eventsource().map(move |item| match item {
+        Ok(ev) => Ok(SseEvent { event: ev.event, data: ev.data }),
+        Err(EventStreamError::Transport(e)) if e.is_timeout() => Err(LlmError::Timeout { upstream: upstream.clone() }),
+        Err(e) => Err(LlmError::StreamBroken { upstream: upstream.clone(), detail: e.to_string() }),
+    })
+}

@@ -1,0 +1,79 @@
+//! The `mcp-middleware` binary: parse the command line, load and check the config before any
+//! port is bound, start logging, run the gateway.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mcp_middleware::config::{self, LogFormat, ProcessEnv};
+use mcp_middleware::{app, telemetry};
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for a bad configuration (EX_CONFIG is 78; 64 is EX_USAGE, as linkerd uses).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(version, about = "OpenAI-compatible gateway that gives chat clients the tools of MCP servers")]
+struct Cli {
+    /// Config file (default: $MCP_MIDDLEWARE_CONFIG, else ./config.yaml).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Validate the config and exit.
+    #[arg(long)]
+    validate_only: bool,
+    /// Override the `listen` address of the config.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Log format: pretty or json (overrides `logging.format`).
+    #[arg(long, env = "MCP_MIDDLEWARE_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config and exit (same as --validate-only).
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = config::config_path(cli.config, &ProcessEnv);
+    let mut config = match config::load_file(&path, &ProcessEnv) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    if cli.validate_only || matches!(cli.command, Some(Command::Check)) {
+        println!("{}: ok ({} MCP servers)", path.display(), config.mcp_servers.len());
+        return ExitCode::SUCCESS;
+    }
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    telemetry::init(cli.log_format.unwrap_or(config.logging.format), &config.logging.level);
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let listener = app::bind(&config).await?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(app::cancel_on_signal(shutdown.clone()));
+        app::serve(config, listener, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "mcp-middleware failed");
+            ExitCode::FAILURE
+        }
+    }
+}
