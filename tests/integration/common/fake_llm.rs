@@ -1,0 +1,324 @@
+//! A scripted OpenAI-compatible model server on `127.0.0.1:0`.
+//!
+//! It speaks the real wire format: non-streaming `chat.completion` objects and streaming
+//! `chat.completion.chunk` SSE with a role chunk, content in pieces, tool-call arguments split
+//! across several deltas, a finish chunk, the `stream_options.include_usage` chunk and `[DONE]`.
+//! Every request is recorded so tests can assert what the gateway sent upstream.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+/// Usage the fake reports for every turn.
+pub const PROMPT_TOKENS: u64 = 11;
+/// Usage the fake reports for every turn.
+pub const COMPLETION_TOKENS: u64 = 7;
+
+/// One scripted answer.
+#[derive(Clone, Debug)]
+pub enum Turn {
+    /// An assistant message with text.
+    Text(String),
+    /// An assistant message calling tools (name, arguments).
+    ToolCalls(Vec<(String, Value)>),
+    /// An HTTP error with a body and optional `Retry-After`.
+    Status { status: u16, body: Value, retry_after: Option<String> },
+    /// Never answers (for timeouts).
+    Hang,
+    /// Streams `text`, then breaks the connection before finishing.
+    BreakMidStream(String),
+}
+
+/// What the fake received.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    /// The body as JSON (panics when it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("recorded body is JSON")
+    }
+}
+
+/// Builder of the scripted model.
+#[derive(Default)]
+pub struct FakeLlm {
+    turns: VecDeque<Turn>,
+    chunk_delay: Duration,
+    gated: bool,
+}
+
+/// A running fake.
+pub struct FakeLlmHandle {
+    /// Base URL including `/v1`.
+    pub url: String,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    turns: Mutex<VecDeque<Turn>>,
+    requests: Mutex<Vec<Recorded>>,
+    chunk_delay: Duration,
+    gate: Option<Arc<Notify>>,
+}
+
+impl FakeLlm {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Next turn answers with text.
+    pub fn text(mut self, text: &str) -> Self {
+        self.turns.push_back(Turn::Text(text.to_owned()));
+        self
+    }
+    /// Next turn calls one tool.
+    pub fn tool_call(self, name: &str, args: Value) -> Self {
+        self.tool_calls(&[(name, args)])
+    }
+    /// Next turn calls several tools in parallel.
+    pub fn tool_calls(mut self, calls: &[(&str, Value)]) -> Self {
+        self.turns.push_back(Turn::ToolCalls(calls.iter().map(|(n, a)| (n.to_string(), a.clone())).collect()));
+        self
+    }
+    /// Next turn answers with an HTTP error.
+    pub fn status(mut self, status: u16, body: Value, retry_after: Option<&str>) -> Self {
+        self.turns.push_back(Turn::Status { status, body, retry_after: retry_after.map(str::to_owned) });
+        self
+    }
+    /// Any scripted turn.
+    pub fn turn(mut self, turn: Turn) -> Self {
+        self.turns.push_back(turn);
+        self
+    }
+    /// Pause between streamed chunks.
+    pub fn chunk_delay(mut self, delay: Duration) -> Self {
+        self.chunk_delay = delay;
+        self
+    }
+    /// Streams hold after their first chunk until [`FakeLlmHandle::release`] is called.
+    pub fn gated(mut self) -> Self {
+        self.gated = true;
+        self
+    }
+
+    pub async fn start(self) -> FakeLlmHandle {
+        let shared = Arc::new(Shared {
+            turns: Mutex::new(self.turns),
+            requests: Mutex::new(Vec::new()),
+            chunk_delay: self.chunk_delay,
+            gate: self.gated.then(|| Arc::new(Notify::new())),
+        });
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/models", get(models))
+            .route("/v1/{*rest}", any(echo))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeLlmHandle { url: format!("http://{addr}/v1"), shared }
+    }
+}
+
+impl FakeLlmHandle {
+    /// Everything received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+    /// Chat requests received so far, as JSON.
+    pub fn chat_requests(&self) -> Vec<Value> {
+        self.requests().iter().filter(|r| r.path.ends_with("/chat/completions")).map(Recorded::json).collect()
+    }
+    /// Lets a gated stream continue.
+    pub fn release(&self) {
+        if let Some(gate) = &self.shared.gate {
+            gate.notify_one();
+        }
+    }
+}
+
+async fn record(shared: &Shared, req: Request) -> Recorded {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let rec = Recorded {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers,
+        body,
+    };
+    shared.requests.lock().unwrap().push(rec.clone());
+    rec
+}
+
+async fn models(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    record(&shared, req).await;
+    axum::Json(json!({"object": "list", "data": [
+        {"id": "fake-model", "object": "model", "created": 1_700_000_000, "owned_by": "tests"}
+    ]}))
+    .into_response()
+}
+
+/// Any other route: answers with what it received, so pass-through can be asserted.
+async fn echo(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let rec = record(&shared, req).await;
+    axum::Json(json!({
+        "method": rec.method, "path": rec.path, "query": rec.query, "body_len": rec.body.len(),
+        "content_type": rec.headers.get("content-type").and_then(|v| v.to_str().ok()),
+    }))
+    .into_response()
+}
+
+async fn chat(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let rec = record(&shared, req).await;
+    let body = rec.json();
+    let turn = {
+        let mut turns = shared.turns.lock().unwrap();
+        // The last turn repeats, so a model that "always calls a tool" is one line.
+        if turns.len() > 1 { turns.pop_front() } else { turns.front().cloned() }
+    }
+    .unwrap_or(Turn::Text("(script exhausted)".into()));
+    let model = body["model"].as_str().unwrap_or("fake-model").to_owned();
+    let stream = body["stream"].as_bool().unwrap_or(false);
+    let include_usage = body["stream_options"]["include_usage"].as_bool().unwrap_or(false);
+    let n = shared.requests.lock().unwrap().len();
+    let id = format!("chatcmpl-fake{n}");
+    match turn {
+        Turn::Status { status, body, retry_after } => {
+            let mut resp = (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
+            if let Some(ra) = retry_after {
+                resp.headers_mut().insert("retry-after", ra.parse().unwrap());
+            }
+            resp
+        }
+        Turn::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            StatusCode::OK.into_response()
+        }
+        turn if stream => stream_response(shared, turn, &id, &model, include_usage),
+        turn => axum::Json(completion(&turn, &id, &model)).into_response(),
+    }
+}
+
+fn usage() -> Value {
+    json!({"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
+           "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS})
+}
+
+fn tool_call_json(i: usize, name: &str, args: &Value) -> Value {
+    json!({"id": format!("call_{i}_{name}"), "type": "function",
+           "function": {"name": name, "arguments": args.to_string()}})
+}
+
+fn completion(turn: &Turn, id: &str, model: &str) -> Value {
+    let (message, finish) = match turn {
+        Turn::Text(t) | Turn::BreakMidStream(t) => {
+            (json!({"role": "assistant", "content": t, "refusal": null}), "stop")
+        }
+        Turn::ToolCalls(calls) => {
+            let calls: Vec<Value> = calls.iter().enumerate().map(|(i, (n, a))| tool_call_json(i, n, a)).collect();
+            (json!({"role": "assistant", "content": null, "tool_calls": calls, "refusal": null}), "tool_calls")
+        }
+        Turn::Status { .. } | Turn::Hang => unreachable!(),
+    };
+    json!({"id": id, "object": "chat.completion", "created": 1_700_000_000, "model": model,
+           "system_fingerprint": null,
+           "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+           "usage": usage()})
+}
+
+/// Splits `s` into pieces of at most `n` characters.
+fn pieces(s: &str, n: usize) -> Vec<String> {
+    let chars: Vec<char> = s.chars().collect();
+    chars.chunks(n).map(|c| c.iter().collect()).collect()
+}
+
+fn stream_response(shared: Arc<Shared>, turn: Turn, id: &str, model: &str, include_usage: bool) -> Response {
+    let chunk = |delta: Value, finish: Option<&str>| {
+        let mut c = json!({"id": id, "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+            "system_fingerprint": null,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        format!("data: {c}\n\n")
+    };
+    let mut frames = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    let mut broken = false;
+    match &turn {
+        Turn::Text(t) | Turn::BreakMidStream(t) => {
+            frames.extend(pieces(t, 4).into_iter().map(|p| chunk(json!({"content": p}), None)));
+            broken = matches!(turn, Turn::BreakMidStream(_));
+        }
+        Turn::ToolCalls(calls) => {
+            for (i, (name, args)) in calls.iter().enumerate() {
+                let head = json!({"tool_calls": [{"index": i, "id": format!("call_{i}_{name}"), "type": "function",
+                    "function": {"name": name, "arguments": ""}}]});
+                frames.push(chunk(head, None));
+                for p in pieces(&args.to_string(), 5) {
+                    frames.push(chunk(json!({"tool_calls": [{"index": i, "function": {"arguments": p}}]}), None));
+                }
+            }
+        }
+        Turn::Status { .. } | Turn::Hang => unreachable!(),
+    }
+    if !broken {
+        let finish = if matches!(turn, Turn::ToolCalls(_)) { "tool_calls" } else { "stop" };
+        frames.push(chunk(json!({}), Some(finish)));
+        if include_usage {
+            let u = json!({"id": id, "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+                "system_fingerprint": null, "choices": [], "usage": usage()});
+            frames.push(format!("data: {u}\n\n"));
+        }
+        frames.push("data: [DONE]\n\n".to_owned());
+    }
+    let delay = shared.chunk_delay;
+    let body = futures_util::stream::iter(frames.into_iter().enumerate())
+        .then(move |(i, frame)| {
+            let shared = shared.clone();
+            async move {
+                if i == 1
+                    && let Some(gate) = &shared.gate
+                {
+                    gate.notified().await;
+                }
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Ok::<_, Infallible>(Bytes::from(frame))
+            }
+        })
+        .map(|r| r.map_err(|e: Infallible| std::io::Error::other(format!("{e:?}"))));
+    let body: Body = if broken {
+        // Let the frames flush before the connection is cut, as a real mid-stream failure would.
+        let fail = futures_util::stream::once(async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Err(std::io::Error::other("connection reset by fake"))
+        });
+        Body::from_stream(body.chain(fail))
+    } else {
+        Body::from_stream(body)
+    };
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(body)
+        .unwrap()
+}

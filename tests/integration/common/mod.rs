@@ -1,0 +1,95 @@
+//! The test harness: boot the gateway from a YAML string on `127.0.0.1:0` next to real peers.
+
+pub mod fake_llm;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mcp_middleware::config;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use fake_llm::{FakeLlm, FakeLlmHandle, Turn};
+
+/// A gateway running in this process.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), mcp_middleware::app::AppError>>,
+}
+
+impl TestApp {
+    /// Boots the gateway from `yaml` (env references resolved from `env`, not the process).
+    pub async fn spawn_with_env(yaml: &str, env: &[(&str, &str)]) -> Self {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut cfg = config::load_str(yaml, &env).expect("test config is valid");
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        let listener = mcp_middleware::app::bind(&cfg).await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(mcp_middleware::app::serve(cfg, listener, shutdown.clone()));
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        Self { addr, client, shutdown, task }
+    }
+
+    /// Boots the gateway from `yaml`.
+    pub async fn spawn(yaml: &str) -> Self {
+        Self::spawn_with_env(yaml, &[]).await
+    }
+
+    /// Boots the gateway in front of `llm` with extra YAML appended.
+    pub async fn in_front_of(llm: &FakeLlmHandle, extra_yaml: &str) -> Self {
+        let yaml = format!("upstream:\n  base_url: ${{UPSTREAM}}\n{extra_yaml}");
+        Self::spawn_with_env(&yaml, &[("UPSTREAM", &llm.url)]).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Cancels the server and waits (bounded) for it to drain.
+    pub async fn shutdown(self) -> Result<(), mcp_middleware::app::AppError> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task).await.expect("server drained").expect("server task")
+    }
+
+    /// Starts shutdown without waiting.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// POSTs JSON to `path`.
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(body).send().await.expect("request sent")
+    }
+}
+
+/// Reads an SSE response to its end: the `data:` payloads in order.
+pub async fn sse_data(resp: reqwest::Response) -> Vec<String> {
+    use eventsource_stream::Eventsource;
+    let mut events = resp.bytes_stream().eventsource();
+    let mut out = Vec::new();
+    while let Some(ev) = events.next().await {
+        out.push(ev.expect("well-formed SSE").data);
+    }
+    out
+}
+
+/// The JSON chunks of an SSE data list (everything but `[DONE]`).
+pub fn chunks(data: &[String]) -> Vec<Value> {
+    data.iter().filter(|d| *d != "[DONE]").map(|d| serde_json::from_str(d).expect("chunk is JSON")).collect()
+}
+
+/// Concatenated `delta.content` of a chunk list.
+pub fn streamed_text(chunks: &[Value]) -> String {
+    chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect()
+}
+
+/// The `data:` payloads of raw SSE text (for tests that read the body byte by byte).
+pub fn sse_payloads(raw: &str) -> Vec<String> {
+    raw.lines().filter_map(|l| l.strip_prefix("data: ")).map(str::to_owned).collect()
+}

@@ -1,0 +1,9 @@
+//! One integration test binary: the gateway booted from YAML against real peers on loopback.
+
+mod common;
+
+mod auth;
+mod config;
+mod errors;
+mod lifecycle;
+mod proxy;
