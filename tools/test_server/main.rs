@@ -1,0 +1,2 @@
+//! Placeholder; replaced by the test MCP server.
+fn main() {}
