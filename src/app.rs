@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::llm::UpstreamClient;
+use crate::mcp::Hub;
 
 /// Why the program could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -28,10 +29,11 @@ pub enum AppError {
     Serve(std::io::Error),
 }
 
-/// Builds every service the handlers share.
-pub fn build_state(config: Config) -> Result<AppState, AppError> {
+/// Builds every service the handlers share; MCP servers start connecting in the background.
+pub fn build_state(config: Config, shutdown: &CancellationToken) -> Result<AppState, AppError> {
     let upstream = UpstreamClient::new(config.upstream.clone())?;
-    Ok(AppState::new(Arc::new(config), upstream))
+    let hub = Hub::start(&config.mcp_servers, shutdown.child_token());
+    Ok(AppState::new(Arc::new(config), upstream, hub))
 }
 
 /// Binds `config.listen`.
@@ -42,14 +44,20 @@ pub async fn bind(config: &Config) -> Result<TcpListener, AppError> {
 /// Runs the gateway on `listener` until `shutdown` is cancelled and requests have drained.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), AppError> {
     let addr = listener.local_addr().map_err(AppError::Serve)?;
-    if config.auth.api_keys.is_empty() && !addr.ip().is_loopback() {
+    if config.auth.is_open() && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "auth.api_keys is empty: the gateway is open to anyone who can reach this address");
     }
-    let state = build_state(config)?;
+    // The hub gets its own token: it must outlive the HTTP drain, so requests in flight can
+    // still finish their tool calls.
+    let hub_token = CancellationToken::new();
+    let state = build_state(config, &hub_token)?;
+    let hub = state.hub.clone();
     tracing::info!(%addr, upstream = state.upstream.display_url(), "mcp-middleware listening");
-    http::serve(listener, state, shutdown).await.map_err(AppError::Serve)?;
+    let served = http::serve(listener, state, shutdown).await;
+    hub.shutdown().await;
+    hub_token.cancel();
     tracing::info!("stopped");
-    Ok(())
+    served.map_err(AppError::Serve)
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.

@@ -3,8 +3,11 @@
 //! See `ARCHITECTURE.md` for the code map. The binary (`main.rs`) only parses the command line
 //! and calls [`app`].
 
+pub mod agent;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod llm;
+pub mod mcp;
 pub mod telemetry;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use mcp_middleware::config::{self, LogFormat, ProcessEnv};
-use mcp_middleware::{app, telemetry};
+use mcp_middleware::{app, cli, telemetry};
 use tokio_util::sync::CancellationToken;
 
 /// Exit code for a bad configuration (EX_CONFIG is 78; 64 is EX_USAGE, as linkerd uses).
@@ -35,6 +35,15 @@ struct Cli {
 enum Command {
     /// Validate the config and exit (same as --validate-only).
     Check,
+    /// Connect to every MCP server, print the tool catalog per server, exit.
+    Tools,
+    /// Call one tool by its exposed name and print the MCP result as JSON.
+    Call {
+        /// Exposed tool name (`<server>__<tool>`).
+        name: String,
+        /// Arguments as a JSON object.
+        arguments: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,6 +72,25 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match cli.command {
+        Some(Command::Tools) => {
+            print!("{}", runtime.block_on(cli::tools(&config)));
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Call { name, arguments }) => {
+            return match runtime.block_on(cli::call(&config, &name, arguments.as_deref())) {
+                Ok(json) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Check) | None => {}
+    }
     let result = runtime.block_on(async move {
         let listener = app::bind(&config).await?;
         let shutdown = CancellationToken::new();

@@ -17,7 +17,7 @@ use std::time::Duration;
 use url::Url;
 
 pub use env::{EnvSource, ProcessEnv};
-use raw::{DurationValue, RawConfig, RawMcpServer};
+use raw::{DurationValue, RawConfig, RawMcpServer, RawToolPolicy};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:4001";
@@ -81,6 +81,58 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// MCP servers in name order.
     pub mcp_servers: Vec<McpServerConfig>,
+    /// The chat tool loop.
+    pub tool_loop: ToolLoopConfig,
+    /// Per-model policies, most specific pattern first.
+    pub models: Vec<ModelPolicy>,
+}
+
+/// The chat tool loop's limits and presentation.
+#[derive(Debug, Clone)]
+pub struct ToolLoopConfig {
+    /// Model rounds per request.
+    pub max_rounds: u32,
+    /// Tool calls per request.
+    pub max_tool_calls: u32,
+    /// Wall time per request.
+    pub max_duration: Duration,
+    /// Concurrent calls per round.
+    pub parallel_calls: usize,
+    /// Identical consecutive calls allowed before one is refused.
+    pub repeat_limit: u32,
+    /// Emit Open WebUI tool cards.
+    pub tool_cards: bool,
+    /// Inline budget of one tool output, in bytes.
+    pub max_inline_bytes: usize,
+}
+
+/// Which tools a policy allows. `None` means no restriction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolSelection {
+    /// Allowed servers.
+    pub servers: Option<Vec<String>>,
+    /// Allowed tools: exposed or original names, `*` globs.
+    pub tools: Option<Vec<String>>,
+}
+
+/// The policy of models matching `pattern`.
+#[derive(Debug, Clone)]
+pub struct ModelPolicy {
+    /// Model name or `*` glob.
+    pub pattern: String,
+    /// Tools injected for these models.
+    pub selection: ToolSelection,
+    /// Whether tools are injected at all.
+    pub inject: bool,
+}
+
+/// A key with its own tool policy.
+#[derive(Debug, Clone)]
+pub struct KeyConfig {
+    /// The key.
+    pub key: Secret,
+    /// What requests with this key may use.
+    pub selection: ToolSelection,
 }
 
 /// The model gateway requests are forwarded to.
@@ -114,8 +166,17 @@ impl UpstreamConfig {
 /// Inbound authentication.
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
-    /// Accepted keys; empty means the gateway is open.
+    /// Accepted keys without a policy of their own.
     pub api_keys: Vec<Secret>,
+    /// Accepted keys with a tool policy.
+    pub keys: Vec<KeyConfig>,
+}
+
+impl AuthConfig {
+    /// Whether no key is configured (the gateway is open).
+    pub fn is_open(&self) -> bool {
+        self.api_keys.is_empty() && self.keys.is_empty()
+    }
 }
 
 /// HTTP server limits.
@@ -280,6 +341,52 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
 
+    let mut keys = Vec::new();
+    for (i, k) in raw.auth.keys.into_iter().enumerate() {
+        if k.key.trim().is_empty() {
+            p.push(format!("auth.keys[{i}].key"), "an API key must not be empty");
+        } else {
+            keys.push(KeyConfig {
+                key: Secret(k.key),
+                selection: ToolSelection { servers: k.servers, tools: k.tools },
+            });
+        }
+    }
+
+    let tl = raw.tool_loop;
+    let tool_loop = ToolLoopConfig {
+        max_rounds: tl.max_rounds.unwrap_or(10),
+        max_tool_calls: tl.max_tool_calls.unwrap_or(50),
+        max_duration: dur(tl.max_duration, 600),
+        parallel_calls: tl.parallel_calls.unwrap_or(8),
+        repeat_limit: tl.repeat_limit.unwrap_or(3),
+        tool_cards: tl.tool_cards.unwrap_or(true),
+        max_inline_bytes: tl.max_inline_bytes.unwrap_or(16 * 1024),
+    };
+    for (key, value) in [
+        ("max_rounds", tool_loop.max_rounds as usize),
+        ("parallel_calls", tool_loop.parallel_calls),
+        ("repeat_limit", tool_loop.repeat_limit as usize),
+    ] {
+        if value == 0 {
+            p.push(format!("tool_loop.{key}"), "must be at least 1");
+        }
+    }
+    if tool_loop.max_inline_bytes < 256 {
+        p.push("tool_loop.max_inline_bytes", "must be at least 256");
+    }
+    let mut models: Vec<ModelPolicy> = raw
+        .models
+        .into_iter()
+        .map(|(pattern, RawToolPolicy { servers, tools, inject })| ModelPolicy {
+            pattern,
+            selection: ToolSelection { servers, tools },
+            inject: inject.unwrap_or(true),
+        })
+        .collect();
+    // Most specific first: exact names before globs, longer patterns before shorter.
+    models.sort_by_key(|m| (m.pattern.contains('*'), std::cmp::Reverse(m.pattern.len())));
+
     let max_body = raw.limits.max_body_bytes.unwrap_or(32 * 1024 * 1024);
     if max_body == 0 {
         p.push("limits.max_body_bytes", "must be greater than 0");
@@ -306,9 +413,16 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
 
     match (p.0.is_empty(), listen, upstream, logging) {
-        (true, Some(listen), Some(upstream), Some(logging)) => {
-            Ok(Config { listen, upstream, auth: AuthConfig { api_keys }, limits, logging, mcp_servers })
-        }
+        (true, Some(listen), Some(upstream), Some(logging)) => Ok(Config {
+            listen,
+            upstream,
+            auth: AuthConfig { api_keys, keys },
+            limits,
+            logging,
+            mcp_servers,
+            tool_loop,
+            models,
+        }),
         _ => Err(ConfigError::Invalid(p.0)),
     }
 }

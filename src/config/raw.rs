@@ -28,6 +28,13 @@ pub struct RawConfig {
     /// Log output.
     #[serde(default)]
     pub logging: RawLogging,
+    /// The tool loop run for chat requests.
+    #[serde(default)]
+    pub tool_loop: RawToolLoop,
+    /// Per-model tool policy, keyed by model name or glob (`gpt-4*`). The most specific
+    /// (longest) matching pattern applies.
+    #[serde(default)]
+    pub models: BTreeMap<String, RawToolPolicy>,
     /// MCP servers, keyed by name, in the Claude Desktop `mcpServers` shape.
     #[serde(default, rename = "mcpServers")]
     pub mcp_servers: BTreeMap<String, RawMcpServer>,
@@ -59,6 +66,56 @@ pub struct RawAuth {
     /// Accepted keys (`Authorization: Bearer <key>` or `x-api-key`). Empty means open.
     #[serde(default)]
     pub api_keys: Vec<String>,
+    /// Keys with a tool policy of their own: which servers and tools requests made with them may use.
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+}
+
+/// One entry of `auth.keys`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    /// The key itself (read it from the environment).
+    pub key: String,
+    /// Servers this key may use. Absent means all.
+    pub servers: Option<Vec<String>>,
+    /// Tools (exposed or original names, `*` globs) this key may use. Absent means all.
+    pub tools: Option<Vec<String>>,
+}
+
+/// A tool policy (per model).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToolPolicy {
+    /// Servers whose tools are injected. Absent means all.
+    pub servers: Option<Vec<String>>,
+    /// Tools (exposed or original names, `*` globs) injected. Absent means all.
+    pub tools: Option<Vec<String>>,
+    /// Inject MCP tools at all for this model. Default true.
+    pub inject: Option<bool>,
+}
+
+/// `tool_loop:` — how chat requests run MCP tools.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToolLoop {
+    /// Model rounds per request; the last one is sent with `tool_choice: "none"`. Default 10.
+    pub max_rounds: Option<u32>,
+    /// Tool calls per request, over all rounds. Default 50.
+    pub max_tool_calls: Option<u32>,
+    /// Wall time per request after which the model must answer. Default 10 m.
+    pub max_duration: Option<DurationValue>,
+    /// Tool calls of one round run at once. Default 8.
+    pub parallel_calls: Option<usize>,
+    /// An identical call (same tool, same arguments) this many times in a row is not run again.
+    /// Default 3.
+    pub repeat_limit: Option<u32>,
+    /// Show tool calls in the streamed content as Open WebUI tool cards
+    /// (`<details type="tool_calls">`). Turn off for clients that are not Open WebUI. Default true.
+    pub tool_cards: Option<bool>,
+    /// Longest tool output (bytes) put into the model's context; longer text keeps its head
+    /// and tail. Default 16384.
+    pub max_inline_bytes: Option<usize>,
 }
 
 /// `limits:` — HTTP server limits.

@@ -1,5 +1,8 @@
 //! Inbound authentication: `Authorization: Bearer <key>` or `x-api-key: <key>`, compared in
-//! constant time against `auth.api_keys`. An empty list leaves the gateway open.
+//! constant time against `auth.api_keys` and `auth.keys`. With no key configured the gateway is
+//! open. A key from `auth.keys` puts its tool policy into the request's extensions.
+
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
@@ -8,18 +11,35 @@ use axum::response::Response;
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
+use crate::config::ToolSelection;
+
+/// The tool policy of the key a request was made with (absent: no restriction).
+#[derive(Clone)]
+pub struct KeyPolicy(pub Arc<ToolSelection>);
 
 /// Middleware on every route but health: lets a request through only with a configured key.
-pub async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
-    let keys = &state.config.auth.api_keys;
-    if keys.is_empty() {
+pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+    let auth = &state.config.auth;
+    if auth.is_open() {
         return Ok(next.run(req).await);
     }
-    let presented = presented_key(req.headers()).ok_or(ApiError::Unauthorized)?;
+    let presented = presented_key(req.headers()).ok_or(ApiError::Unauthorized)?.as_bytes();
     // Compare against every key so timing says nothing about which one (if any) matched.
-    let matched =
-        keys.iter().fold(subtle::Choice::from(0), |acc, k| acc | k.expose().as_bytes().ct_eq(presented.as_bytes()));
-    if bool::from(matched) { Ok(next.run(req).await) } else { Err(ApiError::Unauthorized) }
+    let plain =
+        auth.api_keys.iter().fold(subtle::Choice::from(0), |acc, k| acc | k.expose().as_bytes().ct_eq(presented));
+    let mut policy = None;
+    for key in &auth.keys {
+        if bool::from(key.key.expose().as_bytes().ct_eq(presented)) {
+            policy = Some(KeyPolicy(Arc::new(key.selection.clone())));
+        }
+    }
+    if !bool::from(plain) && policy.is_none() {
+        return Err(ApiError::Unauthorized);
+    }
+    if let Some(policy) = policy {
+        req.extensions_mut().insert(policy);
+    }
+    Ok(next.run(req).await)
 }
 
 /// The key a client presents, if any.

@@ -11,6 +11,11 @@
 //! | upstream 4xx (429 keeps `Retry-After`)  | same   | the upstream's own body |
 //! | upstream unreachable or 5xx             | 502    | `upstream_error`        |
 //! | upstream silent past the read timeout   | 504    | `timeout_error`         |
+//! | unknown tool                            | 404    | `invalid_request_error` |
+//! | tool arguments not matching the schema  | 400    | `invalid_request_error` |
+//! | MCP server down                         | 503    | `mcp_error`             |
+//! | tool call timed out                     | 504    | `timeout_error`         |
+//! | MCP server answered a JSON-RPC error    | 502    | `mcp_error`             |
 //!
 //! 5xx bodies name the upstream URL (never credentials); their causes go to the log only.
 
@@ -21,6 +26,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::llm::LlmError;
+use crate::mcp::McpError;
 
 /// Every error a handler can return.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +34,12 @@ pub enum ApiError {
     /// A model-side error (bad chat request or upstream failure).
     #[error(transparent)]
     Llm(#[from] LlmError),
+    /// A tool-side error (REST tool API).
+    #[error(transparent)]
+    Mcp(#[from] McpError),
+    /// The request is malformed in a way no domain checks (e.g. a REST body).
+    #[error("{0}")]
+    BadRequest(String),
     /// Missing or unknown API key.
     #[error("invalid or missing API key")]
     Unauthorized,
@@ -83,6 +95,22 @@ impl ApiError {
             Self::Llm(LlmError::Timeout { .. }) => {
                 (StatusCode::GATEWAY_TIMEOUT, "timeout_error", "upstream_timeout", None)
             }
+            Self::Mcp(e) => match e {
+                McpError::UnknownTool { .. } => {
+                    (StatusCode::NOT_FOUND, "invalid_request_error", "tool_not_found", None)
+                }
+                McpError::InvalidArguments { .. } => {
+                    (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_arguments", Some("arguments"))
+                }
+                McpError::ServerUnavailable { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "mcp_error", "server_unavailable", None)
+                }
+                McpError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", "tool_timeout", None),
+                McpError::Protocol { .. } | McpError::Cancelled => {
+                    (StatusCode::BAD_GATEWAY, "mcp_error", "tool_failed", None)
+                }
+            },
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", None),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key", None),
             Self::NotFound { .. } => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found", None),
             Self::MethodNotAllowed => {

@@ -37,7 +37,8 @@ pub async fn summary(State(state): State<AppState>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "upstream": {"url": state.upstream.display_url(), "reachable": reachable},
-        "auth": if state.config.auth.api_keys.is_empty() { "open" } else { "api_keys" },
-        "mcp_servers": {"configured": state.config.mcp_servers.len()},
+        "auth": if state.config.auth.is_open() { "open" } else { "api_keys" },
+        "mcp_servers": state.hub.servers(),
+        "tools": state.hub.catalog().len(),
     }))
 }

@@ -9,6 +9,7 @@ mod body;
 mod chat;
 mod error;
 mod health;
+mod mcp;
 mod proxy;
 mod server;
 mod sse;
@@ -27,8 +28,10 @@ use tracing::Level;
 pub use error::{ApiError, ErrorReply, openai_error};
 pub use server::serve;
 
+use crate::agent::Agent;
 use crate::config::Config;
 use crate::llm::UpstreamClient;
+use crate::mcp::Hub;
 
 /// Shared state of every handler: cheap to clone, everything behind `Arc`s.
 #[derive(Clone)]
@@ -37,14 +40,19 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The pooled upstream client.
     pub upstream: UpstreamClient,
+    /// The MCP servers and their tool catalog.
+    pub hub: Arc<Hub>,
+    /// The tool loop.
+    pub agent: Agent,
     /// When the process started serving.
     pub started: Instant,
 }
 
 impl AppState {
     /// State for `config`, with a new upstream client.
-    pub fn new(config: Arc<Config>, upstream: UpstreamClient) -> Self {
-        Self { config, upstream, started: Instant::now() }
+    pub fn new(config: Arc<Config>, upstream: UpstreamClient, hub: Arc<Hub>) -> Self {
+        let agent = Agent { hub: hub.clone(), upstream: upstream.clone(), limits: Arc::new(config.tool_loop.clone()) };
+        Self { config, upstream, hub, agent, started: Instant::now() }
     }
 }
 
@@ -54,6 +62,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(chat::completions))
         .route("/chat/completions", post(chat::completions))
         .route("/v1/{*rest}", any(proxy::forward))
+        .route("/mcp/servers", get(mcp::servers))
+        .route("/mcp/tools/list", get(mcp::list_tools).post(mcp::list_tools))
+        .route("/mcp/tools/call", post(mcp::call_tool))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
     let health = Router::new()
         .route("/health", get(health::summary))

@@ -2,8 +2,11 @@
 
 mod common;
 
+mod agent;
 mod auth;
 mod config;
 mod errors;
 mod lifecycle;
+mod mcp;
+mod policy;
 mod proxy;

@@ -1,2 +1,127 @@
-//! Placeholder; replaced by the test MCP server.
-fn main() {}
+//! `mcp-test-server`: an MCP server for tests and operators that provokes every case an MCP
+//! gateway must handle (echo, progress and cancellation, tool errors, crashes, images, large
+//! results, tool-list changes, awkward tool names), over stdio, streamable HTTP and the legacy
+//! HTTP+SSE transport, plus a `hang` mode that never answers.
+//!
+//! ```text
+//! mcp-test-server [--name NAME] stdio
+//! mcp-test-server [--name NAME] http [--port N]   # streamable HTTP at /mcp
+//! mcp-test-server [--name NAME] sse  [--port N]   # GET /sse + POST /message?sessionId=
+//! mcp-test-server hang                            # reads stdin, never answers
+//! ```
+//!
+//! `http` and `sse` bind 127.0.0.1 (port 0 picks a free port) and print one line
+//! `listening on 127.0.0.1:PORT` to stdout. Logs go to stderr (`RUST_LOG`, default `warn`).
+//! If `MCP_TEST_EVENTS` names a file, `slow` appends `started slow`, `completed slow` and
+//! `cancelled slow` lines to it.
+
+mod server;
+mod sse;
+mod tools;
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use rmcp::ServiceExt;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::server::TestServer;
+use crate::tools::Shared;
+
+#[derive(Parser)]
+#[command(name = "mcp-test-server", about = "MCP server that provokes every case a gateway must handle")]
+struct Cli {
+    /// Server name reported in `serverInfo`.
+    #[arg(long, global = true, default_value = "mcp-test-server")]
+    name: String,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Serve MCP over stdin/stdout.
+    Stdio,
+    /// Serve streamable HTTP at /mcp on 127.0.0.1.
+    Http {
+        /// Port to bind; 0 picks a free one.
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+    /// Serve the legacy HTTP+SSE transport (GET /sse, POST /message) on 127.0.0.1.
+    Sse {
+        /// Port to bind; 0 picks a free one.
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+    /// Read stdin and never answer anything (exits when stdin closes).
+    Hang,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> Result<(), BoxError> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
+        .init();
+    if let Mode::Hang = cli.mode {
+        return hang();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(cli))
+}
+
+async fn serve(cli: Cli) -> Result<(), BoxError> {
+    let shared = Arc::new(Shared::from_env()?);
+    let name: Arc<str> = cli.name.into();
+    let make_server = move || TestServer::new(Arc::clone(&name), Arc::clone(&shared));
+    match cli.mode {
+        Mode::Stdio => {
+            let running = make_server().serve(rmcp::transport::stdio()).await?;
+            let reason = running.waiting().await?;
+            tracing::info!(?reason, "stdio session ended");
+        }
+        Mode::Http { port } => {
+            let service = StreamableHttpService::new(
+                move || Ok(make_server()),
+                Arc::new(LocalSessionManager::default()),
+                StreamableHttpServerConfig::default(),
+            );
+            let app = axum::Router::new().route_service("/mcp", service);
+            let listener = bind(port).await?;
+            axum::serve(listener, app).await?;
+        }
+        Mode::Sse { port } => {
+            let listener = bind(port).await?;
+            axum::serve(listener, sse::router(make_server)).await?;
+        }
+        Mode::Hang => unreachable!("handled before the runtime starts"),
+    }
+    Ok(())
+}
+
+/// Binds 127.0.0.1:`port` and announces the actual port on stdout.
+async fn bind(port: u16) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {addr}")?;
+    stdout.flush()?;
+    Ok(listener)
+}
+
+/// Swallows stdin without ever writing to stdout.
+fn hang() -> Result<(), BoxError> {
+    let mut buffer = [0u8; 8192];
+    let mut stdin = std::io::stdin().lock();
+    while stdin.read(&mut buffer)? > 0 {}
+    tracing::info!("stdin closed; hang mode exits");
+    Ok(())
+}

@@ -195,6 +195,11 @@ async fn chat(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         if turns.len() > 1 { turns.pop_front() } else { turns.front().cloned() }
     }
     .unwrap_or(Turn::Text("(script exhausted)".into()));
+    // Like a real model, `tool_choice: "none"` gets an answer, not a tool call.
+    let turn = match turn {
+        Turn::ToolCalls(_) if body["tool_choice"] == "none" => Turn::Text("Answering without tools.".into()),
+        other => other,
+    };
     let model = body["model"].as_str().unwrap_or("fake-model").to_owned();
     let stream = body["stream"].as_bool().unwrap_or(false);
     let include_usage = body["stream_options"]["include_usage"].as_bool().unwrap_or(false);
@@ -222,9 +227,17 @@ fn usage() -> Value {
            "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS})
 }
 
+/// The arguments text the model emits: a JSON string value is taken as raw (possibly broken) text.
+fn args_text(args: &Value) -> String {
+    match args {
+        Value::String(raw) => raw.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn tool_call_json(i: usize, name: &str, args: &Value) -> Value {
     json!({"id": format!("call_{i}_{name}"), "type": "function",
-           "function": {"name": name, "arguments": args.to_string()}})
+           "function": {"name": name, "arguments": args_text(args)}})
 }
 
 fn completion(turn: &Turn, id: &str, model: &str) -> Value {
@@ -272,7 +285,7 @@ fn stream_response(shared: Arc<Shared>, turn: Turn, id: &str, model: &str, inclu
                 let head = json!({"tool_calls": [{"index": i, "id": format!("call_{i}_{name}"), "type": "function",
                     "function": {"name": name, "arguments": ""}}]});
                 frames.push(chunk(head, None));
-                for p in pieces(&args.to_string(), 5) {
+                for p in pieces(&args_text(args), 5) {
                     frames.push(chunk(json!({"tool_calls": [{"index": i, "function": {"arguments": p}}]}), None));
                 }
             }

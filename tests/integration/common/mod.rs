@@ -1,6 +1,7 @@
 //! The test harness: boot the gateway from a YAML string on `127.0.0.1:0` next to real peers.
 
 pub mod fake_llm;
+pub mod peers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,6 +19,8 @@ pub use fake_llm::{FakeLlm, FakeLlmHandle, Turn};
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
+    /// Key the harness helpers send (when the config enables auth).
+    pub key: Option<String>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), mcp_middleware::app::AppError>>,
 }
@@ -33,7 +36,7 @@ impl TestApp {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(mcp_middleware::app::serve(cfg, listener, shutdown.clone()));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Self { addr, client, shutdown, task }
+        Self { addr, client, key: None, shutdown, task }
     }
 
     /// Boots the gateway from `yaml`.
@@ -62,9 +65,21 @@ impl TestApp {
         self.shutdown.cancel();
     }
 
-    /// POSTs JSON to `path`.
+    /// POSTs JSON to `path` (with the harness key, if set).
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client.post(self.url(path)).json(body).send().await.expect("request sent")
+        self.authed(self.client.post(self.url(path))).json(body).send().await.expect("request sent")
+    }
+
+    /// GETs `path` (with the harness key, if set).
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.authed(self.client.get(self.url(path))).send().await.expect("request sent")
+    }
+
+    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.key {
+            Some(key) => req.bearer_auth(key),
+            None => req,
+        }
     }
 }
 
@@ -92,4 +107,57 @@ pub fn streamed_text(chunks: &[Value]) -> String {
 /// The `data:` payloads of raw SSE text (for tests that read the body byte by byte).
 pub fn sse_payloads(raw: &str) -> Vec<String> {
     raw.lines().filter_map(|l| l.strip_prefix("data: ")).map(str::to_owned).collect()
+}
+
+impl TestApp {
+    /// Polls `GET /mcp/tools/list` until `pred` holds for the tool names (10 s at most).
+    pub async fn wait_for_tools(&self, pred: impl Fn(&[String]) -> bool) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let body: Value = self.get("/mcp/tools/list").await.json().await.unwrap();
+            let tools = body["tools"].as_array().cloned().unwrap_or_default();
+            let names: Vec<String> = tools.iter().filter_map(|t| t["name"].as_str().map(str::to_owned)).collect();
+            if pred(&names) {
+                return tools;
+            }
+            assert!(std::time::Instant::now() < deadline, "tools never matched; last: {names:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `GET /mcp/servers`, as a map from server name to its status object.
+    pub async fn servers(&self) -> HashMap<String, Value> {
+        let body: Value = self.get("/mcp/servers").await.json().await.unwrap();
+        body["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["name"].as_str().unwrap().to_owned(), s.clone()))
+            .collect()
+    }
+
+    /// Polls `/mcp/servers` until `server` is in `state` (20 s at most).
+    pub async fn wait_for_state(&self, server: &str, state: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = self.servers().await.remove(server).expect("server is listed");
+            if status["state"] == state {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "{server} never became {state}: {status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `POST /mcp/tools/call`: status and JSON body.
+    pub async fn call_tool(&self, name: &str, arguments: Value) -> (u16, Value) {
+        let resp = self.post("/mcp/tools/call", &serde_json::json!({"name": name, "arguments": arguments})).await;
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+}
+
+/// The text of the first content block of an MCP result.
+pub fn first_text(result: &Value) -> &str {
+    result["content"][0]["text"].as_str().unwrap_or_default()
 }

@@ -1,0 +1,154 @@
+//! Running one round's tool calls: parsed and checked arguments, caps, repeat detection, and the
+//! calls themselves in parallel (bounded), results in the model's original order.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::results::{ToolOutput, to_tool_output};
+use super::round::AssembledCall;
+use crate::config::ToolLoopConfig;
+use crate::mcp::Hub;
+
+/// One executed (or refused) call, for the tool message, the card and the trace.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolRun {
+    /// Call id from the model.
+    pub id: String,
+    /// Exposed tool name.
+    pub name: String,
+    /// Arguments as the model sent them (parsed when they were JSON).
+    pub arguments: Value,
+    /// What the model is told.
+    #[serde(skip)]
+    pub output: String,
+    /// Whether it failed (tool error, bad arguments, timeout, refused).
+    pub is_error: bool,
+    /// Wall time of the call.
+    pub duration_ms: u64,
+}
+
+/// Tracks identical calls in consecutive rounds and the per-request call budget. Identical
+/// calls within one round (a model fanning out) are not repeats.
+#[derive(Default)]
+pub struct CallLedger {
+    previous: HashMap<(String, String), u32>,
+    current: HashMap<(String, String), u32>,
+    /// Calls run so far in this request.
+    pub total: u32,
+}
+
+enum Plan {
+    Run(Value),
+    Refuse(String),
+}
+
+impl CallLedger {
+    fn plan(&mut self, call: &AssembledCall, limits: &ToolLoopConfig) -> Plan {
+        let args = if call.arguments.trim().is_empty() {
+            Ok(Value::Object(Default::default()))
+        } else {
+            serde_json::from_str::<Value>(&call.arguments)
+        };
+        let args = match args {
+            Ok(v) => v,
+            Err(e) => {
+                return Plan::Refuse(format!(
+                    "Error: the arguments are not valid JSON ({e}); call the tool again with a JSON object."
+                ));
+            }
+        };
+        let key = (call.name.clone(), canonical(&args));
+        let streak = match self.current.get(&key) {
+            Some(s) => *s,
+            None => self.previous.get(&key).map_or(1, |s| s + 1),
+        };
+        self.current.insert(key, streak);
+        if streak >= limits.repeat_limit {
+            return Plan::Refuse(format!(
+                "Not run: this exact call was already made {} times in a row with the same arguments. \
+                 Use the earlier results, change the arguments, or answer the user.",
+                streak - 1
+            ));
+        }
+        if self.total >= limits.max_tool_calls {
+            return Plan::Refuse(format!(
+                "Not run: the limit of {} tool calls for this request was reached. Answer with what you have.",
+                limits.max_tool_calls
+            ));
+        }
+        self.total += 1;
+        Plan::Run(args)
+    }
+}
+
+/// Key-order-independent form of arguments, for repeat detection.
+fn canonical(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let inner: Vec<String> = keys.iter().map(|k| format!("{k:?}:{}", canonical(&m[*k]))).collect();
+            format!("{{{}}}", inner.join(","))
+        }
+        Value::Array(a) => format!("[{}]", a.iter().map(canonical).collect::<Vec<_>>().join(",")),
+        other => other.to_string(),
+    }
+}
+
+/// Runs `calls` (at most `limits.parallel_calls` at once); results in the same order.
+pub async fn run_calls(
+    hub: &Hub,
+    calls: &[&AssembledCall],
+    ledger: &mut CallLedger,
+    limits: &ToolLoopConfig,
+) -> Vec<ToolRun> {
+    let permits = tokio::sync::Semaphore::new(limits.parallel_calls.max(1));
+    let budget = limits.max_inline_bytes;
+    let runs = calls.iter().map(|call| {
+        let plan = ledger.plan(call, limits);
+        let permits = &permits;
+        async move {
+            let _permit = permits.acquire().await;
+            run_one(hub, call, plan, budget).await
+        }
+    });
+    let runs: Vec<_> = runs.collect();
+    ledger.previous = std::mem::take(&mut ledger.current);
+    futures_util::future::join_all(runs).await
+}
+
+async fn run_one(hub: &Hub, call: &AssembledCall, plan: Plan, budget: usize) -> ToolRun {
+    let started = Instant::now();
+    let (arguments, ToolOutput { text, is_error }) = match plan {
+        Plan::Refuse(text) => {
+            let args = serde_json::from_str(&call.arguments).unwrap_or(Value::String(call.arguments.clone()));
+            (args, ToolOutput { text, is_error: true })
+        }
+        Plan::Run(args) => {
+            let span = tracing::info_span!("mcp.call", tool = %call.name);
+            let result = tracing::Instrument::instrument(hub.call(&call.name, args.clone()), span).await;
+            let output = match result {
+                Ok(result) => to_tool_output(&result, budget),
+                Err(e) => ToolOutput { text: format!("Error: {e}"), is_error: true },
+            };
+            tracing::info!(tool = %call.name, is_error = output.is_error,
+                duration_ms = duration_ms(started.elapsed()), "mcp.call finished");
+            (args, output)
+        }
+    };
+    ToolRun {
+        id: call.id.clone(),
+        name: call.name.clone(),
+        arguments,
+        output: text,
+        is_error,
+        duration_ms: duration_ms(started.elapsed()),
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,83 @@
+//! Open WebUI tool cards: `<details type="tool_calls" …>` blocks in the content stream, which its
+//! frontend (0.6 through 0.12) renders as native collapsible "View Result from …" cards.
+//!
+//! The shape follows what Open WebUI's own backend wrote before 0.10: attribute values are
+//! `html.escape(json.dumps(value))` (so `arguments`, already JSON text, is encoded twice), a
+//! newline right after the opening tag (its tokenizer requires it), the whole block in one
+//! delta, and blank lines around it so surrounding markdown cannot swallow it. The stream is
+//! append-only, so only finished cards (`done="true"`) are emitted.
+
+use super::calls::ToolRun;
+
+/// The card for one finished call.
+pub fn render(run: &ToolRun) -> String {
+    let arguments_text = match &run.arguments {
+        serde_json::Value::String(raw) => raw.clone(),
+        other => other.to_string(),
+    };
+    format!(
+        "\n\n<details type=\"tool_calls\" done=\"true\" id=\"{}\" name=\"{}\" arguments=\"{}\" result=\"{}\" files=\"\" embeds=\"\">\n<summary>Tool Executed</summary>\n</details>\n\n",
+        escape(&run.id),
+        escape(&run.name),
+        escape(&json_string(&arguments_text)),
+        escape(&json_string(&run.output)),
+    )
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
+}
+
+/// HTML attribute escaping as Python's `html.escape(s, quote=True)` does it.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The inverse of [`escape`], also accepting the decimal forms browsers and Python emit.
+pub fn unescape(s: &str) -> String {
+    if !s.contains('&') {
+        return s.to_owned();
+    }
+    s.replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&#34;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cards_escape_every_attribute() {
+        let run = ToolRun {
+            id: "call_1".into(),
+            name: "ev__echo".into(),
+            arguments: serde_json::json!({"message": "a \"quoted\" <b>"}),
+            output: "line1\nit's & done".into(),
+            is_error: false,
+            duration_ms: 3,
+        };
+        let card = render(&run);
+        assert!(card.starts_with("\n\n<details type=\"tool_calls\" done=\"true\" id=\"call_1\" name=\"ev__echo\""));
+        assert!(card.contains(">\n<summary>Tool Executed</summary>\n</details>\n\n"));
+        let opening = card.trim_start().lines().next().unwrap();
+        assert!(!opening.contains('<') || opening.matches('<').count() == 1, "{opening}");
+        assert!(opening.contains("result=\"&quot;line1\\nit&#x27;s &amp; done&quot;\""), "{opening}");
+        assert_eq!(unescape(&escape("a&b<\"'>")), "a&b<\"'>");
+    }
+}

@@ -1,0 +1,19 @@
+//! The agent: which MCP tools a chat request gets, the loop that runs them, and the conversions
+//! between MCP results, OpenAI messages and Open WebUI's tool cards.
+//!
+//! `agent/` produces values and streams of events; it knows nothing of axum. `http/` turns
+//! them into JSON or SSE.
+
+pub(crate) mod calls;
+pub(crate) mod cards;
+mod history;
+mod policy;
+mod results;
+mod round;
+mod run;
+
+pub use calls::ToolRun;
+pub use history::expand_tool_cards;
+pub use policy::{RequestControls, client_tool_names, glob, is_background_task, select};
+pub use results::{ToolOutput, cut_to_budget, to_tool_output};
+pub use run::{Agent, ChatJob};

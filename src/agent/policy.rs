@@ -1,0 +1,188 @@
+//! Which MCP tools a chat request gets.
+//!
+//! Three levels, most specific first: the request (`x-mcp-servers: a,b` header, or a body field
+//! `"mcp": {"servers": [...], "tools": [...], "enabled": false}` that is removed before the
+//! request goes upstream), then the model (`models:` in config, longest matching pattern), then
+//! everything. The key's policy (`auth.keys`) is a permission, not a preference: whatever was
+//! selected is narrowed to what the key may use, never widened. `tool_choice: "none"` and Open
+//! WebUI's background task requests get no tools.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::config::{ModelPolicy, ToolSelection};
+use crate::mcp::{Catalog, ToolEntry};
+
+/// Per-request controls taken from the header and the body.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RequestControls {
+    /// Explicit selection, if the request made one.
+    pub selection: Option<ToolSelection>,
+    /// `false` turns injection off for this request.
+    pub enabled: Option<bool>,
+    /// The client said this is a background task (Open WebUI 0.10+ can send `{{TASK}}` in a
+    /// custom header: `X-OpenWebUI-Task`).
+    pub background: bool,
+}
+
+impl RequestControls {
+    /// Reads `x-mcp-servers` and removes the body's `mcp` field.
+    pub fn take(header: Option<&str>, body: &mut Map<String, Value>) -> Result<Self, String> {
+        let mut controls = RequestControls::default();
+        if let Some(h) = header.map(str::trim) {
+            if h.eq_ignore_ascii_case("none") || h.is_empty() {
+                controls.enabled = Some(false);
+            } else {
+                let servers = h.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+                controls.selection = Some(ToolSelection { servers: Some(servers), tools: None });
+            }
+        }
+        if let Some(mcp) = body.remove("mcp") {
+            let Value::Object(mcp) = mcp else { return Err("`mcp` must be an object".into()) };
+            let list = |key: &str| -> Result<Option<Vec<String>>, String> {
+                match mcp.get(key) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::Array(items)) => items
+                        .iter()
+                        .map(|v| v.as_str().map(str::to_owned).ok_or(format!("`mcp.{key}` must be a list of strings")))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(Some),
+                    Some(_) => Err(format!("`mcp.{key}` must be a list of strings")),
+                }
+            };
+            let (servers, tools) = (list("servers")?, list("tools")?);
+            if servers.is_some() || tools.is_some() {
+                let mut sel = controls.selection.take().unwrap_or_default();
+                sel.servers = servers.or(sel.servers);
+                sel.tools = tools;
+                controls.selection = Some(sel);
+            }
+            match mcp.get("enabled") {
+                None | Some(Value::Null) => {}
+                Some(Value::Bool(b)) => controls.enabled = Some(*b),
+                Some(_) => return Err("`mcp.enabled` must be a boolean".into()),
+            }
+        }
+        Ok(controls)
+    }
+}
+
+/// The tools injected into one request (empty: forward as a plain proxy).
+pub fn select(
+    catalog: &Catalog,
+    body: &Map<String, Value>,
+    models: &[ModelPolicy],
+    key: Option<&ToolSelection>,
+    request: &RequestControls,
+) -> Vec<Arc<ToolEntry>> {
+    if request.enabled == Some(false) || body.get("tool_choice").and_then(Value::as_str) == Some("none") {
+        return Vec::new();
+    }
+    if request.background || is_background_task(body) {
+        return Vec::new();
+    }
+    let model = body.get("model").and_then(Value::as_str).unwrap_or_default();
+    let model_policy = models.iter().find(|m| glob(&m.pattern, model));
+    if request.enabled.is_none() && model_policy.is_some_and(|m| !m.inject) {
+        return Vec::new();
+    }
+    let chosen = request.selection.as_ref().or(model_policy.map(|m| &m.selection));
+    let client_names: HashSet<&str> = client_tool_names(body).collect();
+    catalog
+        .entries()
+        .iter()
+        .filter(|e| chosen.is_none_or(|s| allows(s, e)))
+        .filter(|e| key.is_none_or(|s| allows(s, e)))
+        .filter(|e| !client_names.contains(e.name.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Names of the tools the client sent itself.
+pub fn client_tool_names(body: &Map<String, Value>) -> impl Iterator<Item = &str> {
+    body.get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.get("function").and_then(|f| f.get("name")).and_then(Value::as_str))
+}
+
+fn allows(sel: &ToolSelection, entry: &ToolEntry) -> bool {
+    let server_ok = sel.servers.as_ref().is_none_or(|s| s.iter().any(|n| n == &entry.server));
+    let tool_ok =
+        sel.tools.as_ref().is_none_or(|t| t.iter().any(|p| glob(p, &entry.name) || glob(p, &entry.original_name)));
+    server_ok && tool_ok
+}
+
+/// `*` matches any run of characters; everything else is literal.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) || text.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Open WebUI's background requests (title, tags, follow-ups, queries, autocomplete): built by
+/// its `routers/tasks.py` as one user message from a prompt template starting `### Task:`, with
+/// `stream: false` and no `tools` (Open WebUI strips its `metadata.task` before sending, so the
+/// prompt is what a proxy can see). The emoji task's template starts `Your task is to reflect`.
+pub fn is_background_task(body: &Map<String, Value>) -> bool {
+    if body.get("tools").is_some_and(|t| t.as_array().is_some_and(|a| !a.is_empty())) {
+        return false;
+    }
+    let Some(messages) = body.get("messages").and_then(Value::as_array) else { return false };
+    let Some(last_user) = messages.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user")) else {
+        return false;
+    };
+    let text = match last_user.get("content") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(Value::Array(parts)) => parts.iter().find_map(|p| p.get("text").and_then(Value::as_str)).unwrap_or(""),
+        _ => "",
+    };
+    let text = text.trim_start();
+    text.starts_with("### Task:") || text.starts_with("Your task is to reflect the speaker's likely facial expression")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("gpt-4*", "gpt-4o"));
+        assert!(glob("*", "anything"));
+        assert!(glob("a*c*e", "abcde"));
+        assert!(!glob("a*c*e", "abde"));
+        assert!(glob("exact", "exact") && !glob("exact", "exactly"));
+        assert!(!glob("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn request_controls_from_header_and_body() {
+        let mut body: Map<String, Value> =
+            serde_json::from_value(serde_json::json!({"model": "m", "mcp": {"tools": ["ts__*"]}})).unwrap();
+        let c = RequestControls::take(Some("a, b"), &mut body).unwrap();
+        assert!(!body.contains_key("mcp"), "the control field never goes upstream");
+        let sel = c.selection.unwrap();
+        assert_eq!(sel.servers.unwrap(), ["a", "b"]);
+        assert_eq!(sel.tools.unwrap(), ["ts__*"]);
+        let mut body = Map::new();
+        assert_eq!(RequestControls::take(Some("none"), &mut body).unwrap().enabled, Some(false));
+        body.insert("mcp".into(), serde_json::json!({"enabled": "yes"}));
+        assert!(RequestControls::take(None, &mut body).is_err());
+    }
+}

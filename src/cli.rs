@@ -1,0 +1,63 @@
+//! Operator commands: `mcp-middleware tools` (connect, print the catalog per server, exit) and
+//! `mcp-middleware call <name> '<json>'` (one tool call, result printed as JSON).
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::mcp::Hub;
+
+/// Why an operator command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The arguments are not JSON.
+    #[error("arguments are not valid JSON: {0}")]
+    BadArguments(serde_json::Error),
+    /// The call failed.
+    #[error(transparent)]
+    Call(#[from] crate::mcp::McpError),
+}
+
+async fn connected_hub(config: &Config) -> (std::sync::Arc<Hub>, CancellationToken) {
+    let token = CancellationToken::new();
+    let hub = Hub::start(&config.mcp_servers, token.clone());
+    let longest = config.mcp_servers.iter().map(|s| s.startup_timeout).max().unwrap_or_default();
+    hub.settled(longest + Duration::from_secs(1)).await;
+    // Servers announce tools right after connecting; give a late list_changed a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (hub, token)
+}
+
+/// Prints every server's state and tools.
+pub async fn tools(config: &Config) -> String {
+    let (hub, _token) = connected_hub(config).await;
+    let catalog = hub.catalog();
+    let mut out = String::new();
+    for server in hub.servers() {
+        out.push_str(&format!("{} ({}, {:?})", server.name, server.transport, server.state).to_lowercase());
+        if let Some(err) = &server.last_error {
+            out.push_str(&format!(" — {err}"));
+        }
+        out.push('\n');
+        for tool in catalog.entries().iter().filter(|t| t.server == server.name) {
+            let description = tool.description.as_deref().unwrap_or("").lines().next().unwrap_or("");
+            out.push_str(&format!("  {:<40} {}\n", tool.name, description));
+        }
+    }
+    hub.shutdown().await;
+    out
+}
+
+/// Calls one tool by exposed name; returns the MCP result as pretty JSON.
+pub async fn call(config: &Config, name: &str, arguments: Option<&str>) -> Result<String, CliError> {
+    let arguments: Value = match arguments {
+        Some(text) => serde_json::from_str(text).map_err(CliError::BadArguments)?,
+        None => Value::Null,
+    };
+    let (hub, _token) = connected_hub(config).await;
+    let result = hub.call(name, arguments).await;
+    hub.shutdown().await;
+    Ok(serde_json::to_string_pretty(&result?).unwrap_or_default())
+}

@@ -1,0 +1,255 @@
+//! The tool catalog: the union of every server's tools under names models accept, built once
+//! per change (connect, `list_changed`, reconnect) and shared read-only by every request.
+//!
+//! Exposed names are `<server>__<tool>`, sanitised to `[A-Za-z0-9_-]` and at most 64
+//! characters. A name that is too long or would collide is shortened and given a stable
+//! 8-hex-digit hash of `(server, tool)`, so it never changes between rebuilds. Input schemas
+//! are sanitised for strict providers and the OpenAI `tools` entry is prepared as JSON here, so
+//! injecting the catalog into a request is a clone of ready values.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+/// Longest tool name the OpenAI API accepts.
+pub const MAX_NAME: usize = 64;
+/// Separator between server and tool in exposed names.
+pub const SEPARATOR: &str = "__";
+
+/// One tool as clients and models see it.
+#[derive(Debug)]
+pub struct ToolEntry {
+    /// Name exposed to models and REST clients.
+    pub name: String,
+    /// Server it belongs to.
+    pub server: String,
+    /// The tool's name on its server.
+    pub original_name: String,
+    /// The server's description.
+    pub description: Option<String>,
+    /// Sanitised input schema (always `type: object`).
+    pub input_schema: Arc<Map<String, Value>>,
+    /// The ready `{"type":"function","function":{…}}` entry for chat requests.
+    pub openai_tool: Value,
+    validator: Option<jsonschema::Validator>,
+}
+
+impl ToolEntry {
+    /// Checks arguments against the input schema; `Err` carries a message a model can act on.
+    pub fn validate(&self, args: &Value) -> Result<(), String> {
+        let Some(validator) = &self.validator else { return Ok(()) };
+        let problems: Vec<String> = validator
+            .iter_errors(args)
+            .take(5)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                if at.is_empty() { e.to_string() } else { format!("{at}: {e}") }
+            })
+            .collect();
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    }
+
+    /// The REST/JSON view: `{name, server, original_name, description, inputSchema}`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "server": self.server,
+            "original_name": self.original_name,
+            "description": self.description,
+            "inputSchema": &*self.input_schema,
+        })
+    }
+}
+
+/// A tool as a server listed it, before naming.
+#[derive(Debug, Clone)]
+pub struct SourceTool {
+    /// Server name.
+    pub server: String,
+    /// Original tool name.
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Input schema as the server sent it.
+    pub input_schema: Arc<Map<String, Value>>,
+}
+
+/// An immutable snapshot of all tools.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    entries: Vec<Arc<ToolEntry>>,
+    by_name: HashMap<String, usize>,
+    by_origin: HashMap<(String, String), usize>,
+    openai_tools: Arc<Vec<Value>>,
+}
+
+impl Catalog {
+    /// Builds a catalog from the tools of every server (in a stable order: by server, then
+    /// the server's own order).
+    pub fn build(tools: impl IntoIterator<Item = SourceTool>) -> Self {
+        let mut catalog = Catalog::default();
+        for tool in tools {
+            let name = catalog.unique_name(&tool.server, &tool.name);
+            let input_schema = Arc::new(sanitize_schema(&tool.input_schema));
+            let validator = compile(&tool.server, &tool.name, &input_schema);
+            let openai_tool = json!({"type": "function", "function": {
+                "name": name,
+                "description": tool.description.clone().unwrap_or_default(),
+                "parameters": &*input_schema,
+            }});
+            let index = catalog.entries.len();
+            catalog.by_name.insert(name.clone(), index);
+            catalog.by_origin.insert((tool.server.clone(), tool.name.clone()), index);
+            catalog.entries.push(Arc::new(ToolEntry {
+                name,
+                server: tool.server,
+                original_name: tool.name,
+                description: tool.description,
+                input_schema,
+                openai_tool,
+                validator,
+            }));
+        }
+        catalog.openai_tools = Arc::new(catalog.entries.iter().map(|e| e.openai_tool.clone()).collect());
+        catalog
+    }
+
+    /// All entries in catalog order.
+    pub fn entries(&self) -> &[Arc<ToolEntry>] {
+        &self.entries
+    }
+
+    /// The entry exposed as `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<ToolEntry>> {
+        self.by_name.get(name).map(|&i| &self.entries[i])
+    }
+
+    /// The entry for a server's original tool name.
+    pub fn by_origin(&self, server: &str, original: &str) -> Option<&Arc<ToolEntry>> {
+        self.by_origin.get(&(server.to_owned(), original.to_owned())).map(|&i| &self.entries[i])
+    }
+
+    /// Prepared OpenAI `tools` entries, in catalog order.
+    pub fn openai_tools(&self) -> &Arc<Vec<Value>> {
+        &self.openai_tools
+    }
+
+    /// Number of tools.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no tools.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn unique_name(&self, server: &str, tool: &str) -> String {
+        let plain = sanitize(&format!("{server}{SEPARATOR}{tool}"));
+        if plain.len() <= MAX_NAME && !self.by_name.contains_key(&plain) {
+            return plain;
+        }
+        let mut hash = fnv1a(format!("{server}\u{0}{tool}").as_bytes());
+        loop {
+            let suffix = format!("_{:08x}", hash as u32);
+            let keep = MAX_NAME - suffix.len();
+            let head: String = plain.chars().take(keep).collect();
+            let name = format!("{head}{suffix}");
+            if !self.by_name.contains_key(&name) {
+                return name;
+            }
+            hash = fnv1a(&hash.to_le_bytes());
+        }
+    }
+}
+
+/// Replaces every character outside `[A-Za-z0-9_-]` with `_`.
+pub fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
+}
+
+/// 64-bit FNV-1a: small, stable across versions and platforms.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// Makes a schema acceptable to strict providers: no `$schema`, `type: object`, `properties`
+/// present.
+pub fn sanitize_schema(schema: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = schema.clone();
+    out.remove("$schema");
+    out.remove("$id");
+    if out.get("type").and_then(Value::as_str) != Some("object") {
+        out.insert("type".into(), Value::String("object".into()));
+    }
+    if !out.get("properties").is_some_and(Value::is_object) {
+        out.insert("properties".into(), Value::Object(Map::new()));
+    }
+    out
+}
+
+fn compile(server: &str, tool: &str, schema: &Map<String, Value>) -> Option<jsonschema::Validator> {
+    // Built without the resolve-http/resolve-file features: remote `$ref`s are never fetched.
+    match jsonschema::validator_for(&Value::Object(schema.clone())) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(server, tool, error = %e, "tool schema does not compile; arguments will not be checked");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(server: &str, name: &str) -> SourceTool {
+        let schema = json!({"$schema": "x", "properties": {"text": {"type": "string"}}, "required": ["text"]});
+        SourceTool {
+            server: server.into(),
+            name: name.into(),
+            description: None,
+            input_schema: Arc::new(schema.as_object().unwrap().clone()),
+        }
+    }
+
+    #[test]
+    fn names_are_valid_distinct_and_reversible() {
+        let long = "t".repeat(100);
+        let cat = Catalog::build([
+            tool("a", "echo"),
+            tool("b", "echo"),
+            tool("a", "weird.name"),
+            tool("a", "weird_name"),
+            tool("a", &long),
+            tool("my server", &long),
+        ]);
+        let names: Vec<&str> = cat.entries().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(&names[..3], ["a__echo", "b__echo", "a__weird_name"]);
+        let unique: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        for e in cat.entries() {
+            assert!(e.name.len() <= MAX_NAME, "{}", e.name);
+            assert!(e.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'), "{}", e.name);
+            let back = cat.get(&e.name).unwrap();
+            assert_eq!((&back.server, &back.original_name), (&e.server, &e.original_name));
+        }
+        // Stable: rebuilding gives the same names.
+        let again = Catalog::build([tool("a", &long)]);
+        assert_eq!(again.entries()[0].name, cat.by_origin("a", &long).unwrap().name);
+    }
+
+    #[test]
+    fn schemas_are_sanitised_and_enforced() {
+        let cat = Catalog::build([tool("a", "echo")]);
+        let e = cat.get("a__echo").unwrap();
+        assert!(!e.input_schema.contains_key("$schema"));
+        assert_eq!(e.input_schema["type"], "object");
+        assert_eq!(e.openai_tool["function"]["name"], "a__echo");
+        assert!(e.validate(&json!({"text": "hi"})).is_ok());
+        let err = e.validate(&json!({"text": 5})).unwrap_err();
+        assert!(err.contains("/text"), "{err}");
+        assert!(e.validate(&json!({})).unwrap_err().contains("text"));
+    }
+}

@@ -1,0 +1,120 @@
+//! Opening one MCP connection, whatever the transport: stdio child process, streamable HTTP or
+//! legacy HTTP+SSE. Everything above this file sees only a [`Connection`].
+
+use std::process::Stdio;
+use std::sync::Arc;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use rmcp::model::{ClientCapabilities, ClientConfig, Implementation};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::Notify;
+
+use super::sse::{SseClientTransport, SseError};
+use crate::config::{McpServerConfig, McpTransportConfig, Secret};
+
+/// A live, initialised MCP session.
+pub type Connection = RunningService<RoleClient, HubClient>;
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The child process could not be started.
+    #[error("cannot start `{command}`: {source}")]
+    Spawn {
+        /// The command.
+        command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The legacy SSE stream could not be opened.
+    #[error("SSE connection failed: {0}")]
+    Sse(#[from] SseError),
+    /// The `initialize` handshake failed.
+    #[error("initialize failed: {0}")]
+    Initialize(String),
+    /// A configured header is not a valid HTTP header.
+    #[error("header `{0}` is not a valid HTTP header")]
+    Header(String),
+}
+
+/// Our side of every MCP session: announces the client and reports tool-list changes.
+pub struct HubClient {
+    tools_changed: Arc<Notify>,
+}
+
+impl HubClient {
+    /// A client that signals `tools_changed` on `notifications/tools/list_changed`.
+    pub fn new(tools_changed: Arc<Notify>) -> Self {
+        Self { tools_changed }
+    }
+}
+
+impl ClientHandler for HubClient {
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.tools_changed.notify_one();
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("mcp-middleware", env!("CARGO_PKG_VERSION")),
+        )
+    }
+}
+
+/// Opens and initialises a session with `server`.
+pub async fn connect(
+    server: &McpServerConfig,
+    http: &reqwest::Client,
+    client: HubClient,
+) -> Result<Connection, ConnectError> {
+    let init = |e: rmcp::service::ClientInitializeError| ConnectError::Initialize(e.to_string());
+    match &server.transport {
+        McpTransportConfig::Stdio { command, args, env, cwd } => {
+            let mut cmd = tokio::process::Command::new(command);
+            cmd.args(args).envs(env).kill_on_drop(true);
+            if let Some(cwd) = cwd {
+                cmd.current_dir(cwd);
+            }
+            let spawn_err = |source| ConnectError::Spawn { command: command.clone(), source };
+            let (transport, stderr) =
+                TokioChildProcess::builder(cmd).stderr(Stdio::piped()).spawn().map_err(spawn_err)?;
+            if let Some(stderr) = stderr {
+                let name = server.name.clone();
+                tokio::spawn(async move {
+                    let mut lines = tokio::io::BufReader::new(stderr).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        tracing::info!(server = %name, "{line}");
+                    }
+                });
+            }
+            client.serve(transport).await.map_err(init)
+        }
+        McpTransportConfig::StreamableHttp { url, headers } => {
+            let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+            config.reinit_on_expired_session = true;
+            config.custom_headers = header_map(headers)?.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
+            let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
+            client.serve(transport).await.map_err(init)
+        }
+        McpTransportConfig::Sse { url, headers } => {
+            let transport = SseClientTransport::connect(http.clone(), url.clone(), header_map(headers)?).await?;
+            client.serve(transport).await.map_err(init)
+        }
+    }
+}
+
+fn header_map(headers: &std::collections::BTreeMap<String, Secret>) -> Result<HeaderMap, ConnectError> {
+    let mut out = HeaderMap::new();
+    for (name, value) in headers {
+        let key = HeaderName::try_from(name.as_str()).map_err(|_| ConnectError::Header(name.clone()))?;
+        let mut value = HeaderValue::from_str(value.expose()).map_err(|_| ConnectError::Header(name.clone()))?;
+        value.set_sensitive(true);
+        out.insert(key, value);
+    }
+    Ok(out)
+}

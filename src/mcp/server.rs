@@ -1,0 +1,303 @@
+//! One supervised MCP server: connect with a startup timeout, list its tools, watch for
+//! `list_changed`, reconnect with capped exponential backoff when the connection ends, and run
+//! tool calls on the live connection (many in flight at once: JSON-RPC ids, no lock).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rmcp::RoleClient;
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam, ClientRequest, ErrorCode,
+    JsonObject, RequestId, ServerResult, Tool,
+};
+use rmcp::service::{Peer, PeerRequestOptions, ServiceError};
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::McpError;
+use super::connect::{HubClient, connect};
+use crate::config::McpServerConfig;
+
+/// Longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A connection that lived this long resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// Where a server is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerState {
+    /// `enabled: false`.
+    Disabled,
+    /// First connection under way.
+    Connecting,
+    /// Initialised; calls go through.
+    Ready,
+    /// The connection ended; reconnecting.
+    Restarting,
+    /// The last attempt failed; waiting to retry.
+    Failed,
+}
+
+/// What `/mcp/servers` shows for one server.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerStatus {
+    /// Name.
+    pub name: String,
+    /// `stdio`, `streamable-http` or `sse`.
+    pub transport: &'static str,
+    /// Current state.
+    pub state: ServerState,
+    /// Number of exposed tools.
+    pub tools: usize,
+    /// Last connection or protocol error.
+    pub last_error: Option<String>,
+    /// Reconnections so far.
+    pub restarts: u32,
+}
+
+#[derive(Clone)]
+struct Conn {
+    state: ServerState,
+    peer: Option<Peer<RoleClient>>,
+}
+
+#[derive(Default)]
+struct Info {
+    tools: Vec<Tool>,
+    last_error: Option<String>,
+    restarts: u32,
+}
+
+/// A server and its supervisor's shared state.
+pub struct ServerHandle {
+    /// The server's configuration.
+    pub config: McpServerConfig,
+    conn: watch::Sender<Conn>,
+    info: Mutex<Info>,
+    tools_changed: Arc<Notify>,
+}
+
+impl ServerHandle {
+    /// A handle in its initial state (`connecting`, or `disabled`).
+    pub fn new(config: McpServerConfig) -> Arc<Self> {
+        let state = if config.enabled { ServerState::Connecting } else { ServerState::Disabled };
+        let (conn, _) = watch::channel(Conn { state, peer: None });
+        Arc::new(Self { config, conn, info: Mutex::new(Info::default()), tools_changed: Arc::new(Notify::new()) })
+    }
+
+    /// Server name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Current state.
+    pub fn state(&self) -> ServerState {
+        self.conn.borrow().state
+    }
+
+    /// The status row.
+    pub fn status(&self) -> ServerStatus {
+        let info = self.info.lock().unwrap_or_else(|e| e.into_inner());
+        ServerStatus {
+            name: self.config.name.clone(),
+            transport: self.config.transport.kind(),
+            state: self.state(),
+            tools: info.tools.len(),
+            last_error: info.last_error.clone(),
+            restarts: info.restarts,
+        }
+    }
+
+    /// The last known (filtered) tool list.
+    pub fn tools(&self) -> Vec<Tool> {
+        self.info.lock().unwrap_or_else(|e| e.into_inner()).tools.clone()
+    }
+
+    /// Waits until the server left `connecting` (ready, failed or disabled).
+    pub async fn settled(&self) {
+        let mut rx = self.conn.subscribe();
+        let _ = rx.wait_for(|c| c.state != ServerState::Connecting).await;
+    }
+
+    /// Keeps the server connected until `shutdown`; `on_change` runs whenever its tools change.
+    pub async fn supervise(
+        self: Arc<Self>,
+        http: reqwest::Client,
+        on_change: Arc<dyn Fn() + Send + Sync>,
+        shutdown: CancellationToken,
+    ) {
+        if !self.config.enabled {
+            return;
+        }
+        let mut failures = 0u32;
+        loop {
+            let started = Instant::now();
+            match self.connect_once(&http, &on_change, &shutdown).await {
+                Ok(()) if shutdown.is_cancelled() => return,
+                Ok(()) => self.set_error("connection closed"),
+                Err(e) => self.set_error(&e),
+            }
+            if shutdown.is_cancelled() {
+                return;
+            }
+            failures = if started.elapsed() >= STABLE_AFTER { 1 } else { failures + 1 };
+            let backoff = (Duration::from_millis(250) * 2u32.saturating_pow(failures - 1)).min(MAX_BACKOFF);
+            tracing::warn!(server = %self.name(), backoff_ms = backoff.as_millis() as u64, "MCP server unavailable; reconnecting");
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            self.info.lock().unwrap_or_else(|e| e.into_inner()).restarts += 1;
+            self.set_state(ServerState::Restarting, None);
+        }
+    }
+
+    /// One connection's life: connect, list tools, serve until it ends. `Ok` when it ended.
+    async fn connect_once(
+        &self,
+        http: &reqwest::Client,
+        on_change: &Arc<dyn Fn() + Send + Sync>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), String> {
+        let timeout = self.config.startup_timeout;
+        let client = HubClient::new(self.tools_changed.clone());
+        let running = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            r = tokio::time::timeout(timeout, connect(&self.config, http, client)) => match r {
+                Ok(Ok(running)) => running,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err(format!("no answer to initialize within {timeout:?}")),
+            },
+        };
+        let peer = running.peer().clone();
+        match tokio::time::timeout(timeout, peer.list_all_tools()).await {
+            Ok(Ok(tools)) => self.store_tools(tools),
+            Ok(Err(e)) => return Err(format!("tools/list failed: {e}")),
+            Err(_) => return Err(format!("no answer to tools/list within {timeout:?}")),
+        }
+        self.info.lock().unwrap_or_else(|e| e.into_inner()).last_error = None;
+        self.set_state(ServerState::Ready, Some(peer.clone()));
+        tracing::info!(server = %self.name(), tools = self.tools().len(), "MCP server ready");
+        on_change();
+
+        let stop = running.cancellation_token();
+        let ended = running.waiting();
+        tokio::pin!(ended);
+        loop {
+            tokio::select! {
+                _ = &mut ended => break,
+                () = shutdown.cancelled() => {
+                    stop.cancel();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), ended).await;
+                    self.set_state(ServerState::Disabled, None);
+                    return Ok(());
+                }
+                () = self.tools_changed.notified() => {
+                    match tokio::time::timeout(timeout, peer.list_all_tools()).await {
+                        Ok(Ok(tools)) => {
+                            self.store_tools(tools);
+                            tracing::info!(server = %self.name(), tools = self.tools().len(), "tool list changed");
+                            on_change();
+                        }
+                        Ok(Err(e)) => tracing::warn!(server = %self.name(), error = %e, "tools/list after list_changed failed"),
+                        Err(_) => tracing::warn!(server = %self.name(), "tools/list after list_changed timed out"),
+                    }
+                }
+            }
+        }
+        self.set_state(ServerState::Restarting, None);
+        Ok(())
+    }
+
+    fn store_tools(&self, tools: Vec<Tool>) {
+        let include = self.config.include_tools.as_ref();
+        let exclude = &self.config.exclude_tools;
+        let kept = tools
+            .into_iter()
+            .filter(|t| include.is_none_or(|inc| inc.iter().any(|n| n == t.name.as_ref())))
+            .filter(|t| !exclude.iter().any(|n| n == t.name.as_ref()))
+            .collect();
+        self.info.lock().unwrap_or_else(|e| e.into_inner()).tools = kept;
+    }
+
+    fn set_state(&self, state: ServerState, peer: Option<Peer<RoleClient>>) {
+        self.conn.send_replace(Conn { state, peer });
+    }
+
+    fn set_error(&self, error: &str) {
+        tracing::warn!(server = %self.name(), error, "MCP server connection problem");
+        self.info.lock().unwrap_or_else(|e| e.into_inner()).last_error = Some(error.to_owned());
+        self.set_state(ServerState::Failed, None);
+    }
+
+    /// Calls `tool` (original name). Fails at once when the server is not connected. Dropping
+    /// the future sends `notifications/cancelled`; the timeout is reset by progress.
+    pub async fn call(&self, tool: &str, arguments: Option<JsonObject>) -> Result<CallToolResult, McpError> {
+        let Some(peer) = self.conn.borrow().peer.clone() else {
+            return Err(self.unavailable());
+        };
+        let mut params = CallToolRequestParams::new(tool.to_owned());
+        params.arguments = arguments;
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        let options = PeerRequestOptions::with_timeout(self.config.tool_timeout).reset_timeout_on_progress();
+        let handle = peer.send_request_with_option(request, options).await.map_err(|e| self.call_error(tool, e))?;
+        let guard = CancelOnDrop { peer: Some(peer), id: handle.id.clone() };
+        let result = handle.await_response().await;
+        guard.disarm();
+        match result.map_err(|e| self.call_error(tool, e))? {
+            ServerResult::CallToolResult(result) => Ok(result),
+            _ => Err(McpError::Protocol {
+                server: self.name().to_owned(),
+                message: "unexpected reply to tools/call".into(),
+            }),
+        }
+    }
+
+    fn unavailable(&self) -> McpError {
+        let status = self.status();
+        let reason = status.last_error.unwrap_or_else(|| format!("{:?}", status.state).to_lowercase());
+        McpError::ServerUnavailable { server: self.name().to_owned(), reason }
+    }
+
+    fn call_error(&self, tool: &str, e: ServiceError) -> McpError {
+        let server = self.name().to_owned();
+        match e {
+            ServiceError::McpError(data) if data.code == ErrorCode::INVALID_PARAMS => {
+                McpError::InvalidArguments { tool: tool.to_owned(), message: data.message.into_owned() }
+            }
+            ServiceError::McpError(data) => McpError::Protocol { server, message: data.message.into_owned() },
+            ServiceError::Timeout { timeout } => McpError::Timeout { server, tool: tool.to_owned(), after: timeout },
+            ServiceError::Cancelled { .. } => McpError::Cancelled,
+            ServiceError::TransportClosed | ServiceError::TransportSend(_) => {
+                McpError::ServerUnavailable { server, reason: format!("connection lost during the call ({e})") }
+            }
+            other => McpError::Protocol { server, message: other.to_string() },
+        }
+    }
+}
+
+/// Sends `notifications/cancelled` for a request whose caller went away before the answer.
+struct CancelOnDrop {
+    peer: Option<Peer<RoleClient>>,
+    id: RequestId,
+}
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.peer = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(peer) = self.peer.take() else { return };
+        let params = CancelledNotificationParam::new(Some(self.id.clone()), Some("the client went away".into()));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = peer.notify_cancelled(params).await;
+            });
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The MCP handler every transport serves: `tools/list` and `tools/call` for the test tools.
+//! One `TestServer` value is made per session; they all share one [`Shared`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode, Implementation, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::json;
+
+use crate::tools::{self, Shared};
+
+/// The test MCP server of one session.
+#[derive(Clone)]
+pub struct TestServer {
+    name: Arc<str>,
+    shared: Arc<Shared>,
+}
+
+impl TestServer {
+    pub fn new(name: Arc<str>, shared: Arc<Shared>) -> Self {
+        Self { name, shared }
+    }
+
+    fn is_added(&self, name: &str) -> bool {
+        self.shared.added.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|tool| tool.name == name)
+    }
+
+    async fn slow(
+        &self,
+        request: &CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let ms = tools::required_u64(&request.arguments, "ms")?;
+        let steps = tools::optional_u64(&request.arguments, "steps")?.unwrap_or(5).max(1);
+        // rmcp moves the request's `_meta` (and with it `progressToken`) into the context.
+        let progress_token = context.meta.get_progress_token();
+        let guard = self.shared.start_slow();
+        let mut slept = 0;
+        for step in 1..=steps {
+            // Spread `ms` over the steps so the total is exact.
+            let until = ms * step / steps;
+            let pause = Duration::from_millis(until - slept);
+            slept = until;
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = context.ct.cancelled() => {
+                    tracing::info!(step, "slow cancelled");
+                    drop(guard); // records the cancellation
+                    return Ok(CallToolResult::error(vec![ContentBlock::text("cancelled")]));
+                }
+            }
+            if let Some(token) = &progress_token {
+                let param = ProgressNotificationParam::new(token.clone(), step as f64)
+                    .with_total(steps as f64)
+                    .with_message(format!("step {step} of {steps}"));
+                if let Err(error) = context.peer.notify_progress(param).await {
+                    tracing::warn!(%error, "cannot send progress");
+                }
+            }
+        }
+        guard.complete();
+        Ok(CallToolResult::success(vec![ContentBlock::text(format!("slept {ms} ms"))]))
+    }
+
+    async fn list_change(&self, context: &RequestContext<RoleServer>) -> CallToolResult {
+        let name = {
+            let mut added = self.shared.added.lock().unwrap_or_else(|p| p.into_inner());
+            let name = format!("added_{}", added.len() + 1);
+            added.push(tools::echo_like_tool(name.clone(), "Echo-like; added at runtime by list_change."));
+            name
+        };
+        if let Err(error) = context.peer.notify_tool_list_changed().await {
+            tracing::warn!(%error, "cannot send tools/list_changed");
+        }
+        CallToolResult::success(vec![ContentBlock::text(format!("added {name}"))])
+    }
+}
+
+fn echo(text: String) -> CallToolResult {
+    let mut result = CallToolResult::success(vec![ContentBlock::text(text.clone())]);
+    result.structured_content = Some(json!({ "text": text }));
+    result
+}
+
+impl ServerHandler for TestServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
+            .with_server_info(Implementation::new(self.name.to_string(), env!("CARGO_PKG_VERSION")))
+            .with_instructions("Test server: every behaviour an MCP gateway must handle.")
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let mut tools = tools::builtin_tools();
+        tools.extend(self.shared.added.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let name = request.name.as_ref();
+        let result = match name {
+            "slow" => self.slow(&request, &context).await?,
+            "fail" => {
+                let message = tools::optional_str(&request.arguments, "message")?.unwrap_or_default();
+                CallToolResult::error(vec![ContentBlock::text(format!("failure requested: {message}"))])
+            }
+            "crash" => {
+                tracing::warn!("crash requested: exiting with code 3");
+                std::process::exit(3);
+            }
+            "image" => CallToolResult::success(vec![
+                ContentBlock::image(tools::TINY_PNG_BASE64, "image/png"),
+                ContentBlock::text("an image"),
+            ]),
+            "big" => {
+                let bytes = tools::required_u64(&request.arguments, "bytes")?;
+                if bytes > tools::BIG_MAX_BYTES {
+                    return Err(McpError::invalid_params(
+                        format!("argument `bytes` must be at most {}", tools::BIG_MAX_BYTES),
+                        None,
+                    ));
+                }
+                let bytes = usize::try_from(bytes).map_err(|_| McpError::invalid_params("`bytes` too large", None))?;
+                CallToolResult::success(vec![ContentBlock::text(tools::big_text(bytes))])
+            }
+            "list_change" => self.list_change(&context).await,
+            "stats" => {
+                let stats = self.shared.stats();
+                let mut result = CallToolResult::success(vec![ContentBlock::text(stats.to_string())]);
+                result.structured_content = Some(stats);
+                result
+            }
+            name if tools::is_echo_like(name) || self.is_added(name) => {
+                echo(tools::required_str(&request.arguments, "text")?)
+            }
+            // As rmcp's own tool router does: an unknown tool is invalid params (-32602), which
+            // is also what the MCP specification prescribes for `tools/call`.
+            other => {
+                return Err(McpError::new(
+                    ErrorCode::INVALID_PARAMS,
+                    format!("tool not found: {other}"),
+                    Some(json!({ "tool": other })),
+                ));
+            }
+        };
+        Ok(result.into())
+    }
+}
