@@ -290,3 +290,68 @@ async fn open_webui_history_with_tool_cards_reaches_the_model_as_tool_messages()
     assert_eq!(history[4]["content"], "The sum is 5.");
     assert!(!sent[2].to_string().contains("<details"), "the model never sees the HTML");
 }
+
+/// The gateway with our test server over stdio, recording its events to a file.
+async fn with_test_server(llm: &FakeLlmHandle, extra: &str) -> (TestApp, std::path::PathBuf) {
+    let events = std::env::temp_dir().join(format!("mcpmw-events-{}-{}", std::process::id(), uuid_like()));
+    let yaml = format!(
+        "mcpServers:\n  ts:\n    command: {}\n    args: [stdio]\n    env: {{MCP_TEST_EVENTS: \"{}\"}}\n{extra}",
+        crate::common::peers::TEST_SERVER,
+        events.display()
+    );
+    let app = TestApp::in_front_of(llm, &yaml).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__slow")).await;
+    (app, events)
+}
+
+fn uuid_like() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+async fn wait_for_event(file: &std::path::Path, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if text.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the server never logged {line:?}; it logged {text:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_call_cancels_it_on_the_mcp_server() {
+    for stream in [true, false] {
+        let llm = FakeLlm::new().tool_call("ts__slow", json!({"ms": 20000, "steps": 4})).text("never").start().await;
+        let (app, events) = with_test_server(&llm, "").await;
+        let mut req = user("slow please");
+        req["stream"] = json!(stream);
+        // The client leaves while the tool runs: its response (or request future) is dropped,
+        // closing the connection.
+        if stream {
+            let response = app.post("/v1/chat/completions", &req).await;
+            assert_eq!(response.status(), 200);
+            wait_for_event(&events, "started slow").await;
+            drop(response);
+        } else {
+            tokio::select! {
+                _ = app.post("/v1/chat/completions", &req) => panic!("the slow call cannot finish first"),
+                () = wait_for_event(&events, "started slow") => {}
+            }
+        }
+        wait_for_event(&events, "cancelled slow").await;
+        assert_eq!(llm.chat_requests().len(), 1, "no further round for a client that left (stream: {stream})");
+    }
+}
+
+#[tokio::test]
+async fn keep_alive_comments_flow_while_a_slow_tool_runs() {
+    let llm = FakeLlm::new().tool_call("ts__slow", json!({"ms": 1200, "steps": 2})).text("done").start().await;
+    let (app, _) = with_test_server(&llm, "limits:\n  sse_keepalive: 200ms\n").await;
+    let mut req = user("slow");
+    req["stream"] = json!(true);
+    let raw = app.post("/v1/chat/completions", &req).await.text().await.unwrap();
+    assert!(raw.lines().filter(|l| l.starts_with(':')).count() >= 3, "keep-alive comments while the tool ran: {raw}");
+    assert!(raw.trim_end().ends_with("data: [DONE]"));
+}
