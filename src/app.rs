@@ -1,11 +1,13 @@
 //! Wiring: validated config → services → HTTP server → drain on shutdown.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::artifacts::{Artifacts, LocalStore};
+use crate::config::{ArtifactsConfig, Config, StoreConfig};
 use crate::http::{self, AppState};
 use crate::llm::UpstreamClient;
 use crate::mcp::Hub;
@@ -24,16 +26,43 @@ pub enum AppError {
     /// The upstream HTTP client could not be built (TLS setup).
     #[error("cannot build the upstream HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The artifact store could not be opened.
+    #[error("cannot open the artifact store: {0}")]
+    Artifacts(String),
     /// The server failed while running.
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
 
 /// Builds every service the handlers share; MCP servers start connecting in the background.
-pub fn build_state(config: Config, shutdown: &CancellationToken) -> Result<AppState, AppError> {
+pub fn build_state(config: Config, shutdown: &CancellationToken, addr: SocketAddr) -> Result<AppState, AppError> {
     let upstream = UpstreamClient::new(config.upstream.clone())?;
     let hub = Hub::start(&config.mcp_servers, shutdown.child_token());
-    Ok(AppState::new(Arc::new(config), upstream, hub))
+    let (artifacts, local) = open_store(&config.artifacts, addr)?;
+    Ok(AppState::new(Arc::new(config), upstream, hub, artifacts, local))
+}
+
+/// Opens the configured artifact store.
+pub fn open_store(
+    config: &ArtifactsConfig,
+    addr: SocketAddr,
+) -> Result<(Artifacts, Option<Arc<LocalStore>>), AppError> {
+    match &config.store {
+        StoreConfig::Local { dir, public_url, secret } => {
+            let public_url = public_url.clone().unwrap_or_else(|| {
+                if addr.ip().is_unspecified() {
+                    format!("http://localhost:{}", addr.port())
+                } else {
+                    format!("http://{addr}")
+                }
+            });
+            let local = LocalStore::open(dir, secret.as_ref().map(|s| s.expose()), &public_url)
+                .map_err(|e| AppError::Artifacts(format!("{}: {e}", dir.display())))?;
+            let local = Arc::new(local);
+            Ok((Artifacts { store: local.clone(), url_ttl: config.url_ttl }, Some(local)))
+        }
+        StoreConfig::S3(_) => Err(AppError::Artifacts("the s3 store is not available in this build".into())),
+    }
 }
 
 /// Binds `config.listen`.
@@ -50,7 +79,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     // The hub gets its own token: it must outlive the HTTP drain, so requests in flight can
     // still finish their tool calls.
     let hub_token = CancellationToken::new();
-    let state = build_state(config, &hub_token)?;
+    let state = build_state(config, &hub_token, addr)?;
     let hub = state.hub.clone();
     tracing::info!(%addr, upstream = state.upstream.display_url(), "mcp-middleware listening");
     let served = http::serve(listener, state, shutdown).await;

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod app;
+pub mod artifacts;
 pub mod cli;
 pub mod config;
 pub mod http;

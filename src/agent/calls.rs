@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::results::{ToolOutput, to_tool_output};
 use super::round::AssembledCall;
+use crate::artifacts::{Artifact, Artifacts};
 use crate::config::ToolLoopConfig;
 use crate::mcp::Hub;
 
@@ -26,6 +27,9 @@ pub struct ToolRun {
     pub output: String,
     /// Whether it failed (tool error, bad arguments, timeout, refused).
     pub is_error: bool,
+    /// Artifacts made from its output.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<Artifact>,
     /// Wall time of the call.
     pub duration_ms: u64,
 }
@@ -101,18 +105,19 @@ fn canonical(v: &Value) -> String {
 /// Runs `calls` (at most `limits.parallel_calls` at once); results in the same order.
 pub async fn run_calls(
     hub: &Hub,
+    store: &Artifacts,
+    budget: usize,
     calls: &[&AssembledCall],
     ledger: &mut CallLedger,
     limits: &ToolLoopConfig,
 ) -> Vec<ToolRun> {
     let permits = tokio::sync::Semaphore::new(limits.parallel_calls.max(1));
-    let budget = limits.max_inline_bytes;
     let runs = calls.iter().map(|call| {
         let plan = ledger.plan(call, limits);
         let permits = &permits;
         async move {
             let _permit = permits.acquire().await;
-            run_one(hub, call, plan, budget).await
+            run_one(hub, store, call, plan, budget).await
         }
     });
     let runs: Vec<_> = runs.collect();
@@ -120,19 +125,19 @@ pub async fn run_calls(
     futures_util::future::join_all(runs).await
 }
 
-async fn run_one(hub: &Hub, call: &AssembledCall, plan: Plan, budget: usize) -> ToolRun {
+async fn run_one(hub: &Hub, store: &Artifacts, call: &AssembledCall, plan: Plan, budget: usize) -> ToolRun {
     let started = Instant::now();
-    let (arguments, ToolOutput { text, is_error }) = match plan {
+    let (arguments, ToolOutput { text, is_error, artifacts }) = match plan {
         Plan::Refuse(text) => {
             let args = serde_json::from_str(&call.arguments).unwrap_or(Value::String(call.arguments.clone()));
-            (args, ToolOutput { text, is_error: true })
+            (args, ToolOutput { text, is_error: true, artifacts: Vec::new() })
         }
         Plan::Run(args) => {
             let span = tracing::info_span!("mcp.call", tool = %call.name);
             let result = tracing::Instrument::instrument(hub.call(&call.name, args.clone()), span).await;
             let output = match result {
-                Ok(result) => to_tool_output(&result, budget),
-                Err(e) => ToolOutput { text: format!("Error: {e}"), is_error: true },
+                Ok(result) => to_tool_output(&result, store, budget, &call.name).await,
+                Err(e) => ToolOutput { text: format!("Error: {e}"), is_error: true, artifacts: Vec::new() },
             };
             tracing::info!(tool = %call.name, is_error = output.is_error,
                 duration_ms = duration_ms(started.elapsed()), "mcp.call finished");
@@ -145,6 +150,7 @@ async fn run_one(hub: &Hub, call: &AssembledCall, plan: Plan, budget: usize) -> 
         arguments,
         output: text,
         is_error,
+        artifacts,
         duration_ms: duration_ms(started.elapsed()),
     }
 }

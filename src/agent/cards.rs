@@ -70,6 +70,7 @@ mod tests {
             arguments: serde_json::json!({"message": "a \"quoted\" <b>"}),
             output: "line1\nit's & done".into(),
             is_error: false,
+            artifacts: Vec::new(),
             duration_ms: 3,
         };
         let card = render(&run);

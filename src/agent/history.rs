@@ -139,6 +139,7 @@ mod tests {
             arguments: json!({"a": 1, "b": 2}),
             output: out.into(),
             is_error: false,
+            artifacts: Vec::new(),
             duration_ms: 1,
         };
         let content =

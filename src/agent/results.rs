@@ -1,12 +1,19 @@
 //! The one conversion from an MCP tool result to the text of a `tool` message.
 //!
-//! Text blocks are joined; structured content is added as JSON when no text says it already;
-//! images, audio and blobs become short placeholders (never base64 in the model's context);
-//! text over the inline budget keeps its head and tail with a marker saying what was left out.
+//! Text blocks are joined; structured content is added as JSON when no text says it already.
+//! Images, audio, blobs and embedded binary resources become artifacts, and the model sees a
+//! compact line with the link (`[image/png 12.0 KB: <url>]`), never base64. Text over the
+//! inline budget keeps its head and tail with a marker, and the whole text is stored as an
+//! artifact the model can page through with `read_artifact`. If the store is unreachable the
+//! result still arrives, with short placeholders and a note.
 
 use std::fmt::Write;
 
+use base64::Engine;
+use bytes::Bytes;
 use rmcp::model::{CallToolResult, ContentBlock, ResourceContents};
+
+use crate::artifacts::{Artifact, Artifacts};
 
 /// What the model sees of one tool call.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,21 +22,24 @@ pub struct ToolOutput {
     pub text: String,
     /// Whether the tool reported failure.
     pub is_error: bool,
+    /// Artifacts made from the result.
+    pub artifacts: Vec<Artifact>,
 }
 
-/// Converts a result, keeping at most `budget` bytes of text.
-pub fn to_tool_output(result: &CallToolResult, budget: usize) -> ToolOutput {
+/// Converts a result, keeping at most `budget` bytes of text inline.
+pub async fn to_tool_output(result: &CallToolResult, store: &Artifacts, budget: usize, source: &str) -> ToolOutput {
+    let mut saver = Saver { store, source, artifacts: Vec::new(), store_failed: false };
     let mut parts: Vec<String> = Vec::with_capacity(result.content.len() + 1);
     for block in &result.content {
-        parts.push(match block {
+        let part = match block {
             ContentBlock::Text(t) => t.text.clone(),
-            ContentBlock::Image(i) => placeholder("image", &i.mime_type, base64_len(&i.data)),
-            ContentBlock::Audio(a) => placeholder("audio", &a.mime_type, base64_len(&a.data)),
+            ContentBlock::Image(i) => saver.binary("image", &i.mime_type, &i.data).await,
+            ContentBlock::Audio(a) => saver.binary("audio", &a.mime_type, &a.data).await,
             ContentBlock::Resource(r) => match &r.resource {
                 ResourceContents::TextResourceContents { uri, text, .. } => format!("[resource {uri}]\n{text}"),
                 ResourceContents::BlobResourceContents { uri, mime_type, blob, .. } => {
                     let mime = mime_type.as_deref().unwrap_or("application/octet-stream");
-                    format!("{} {uri}", placeholder("resource", mime, base64_len(blob)))
+                    format!("{} (from {uri})", saver.binary("resource", mime, blob).await)
                 }
                 _ => "[resource of an unsupported kind]".to_owned(),
             },
@@ -42,7 +52,8 @@ pub fn to_tool_output(result: &CallToolResult, budget: usize) -> ToolOutput {
                 s
             }
             _ => "[content of an unsupported kind]".to_owned(),
-        });
+        };
+        parts.push(part);
     }
     if let Some(structured) = &result.structured_content {
         let has_text = result.content.iter().any(|b| matches!(b, ContentBlock::Text(_)));
@@ -58,17 +69,57 @@ pub fn to_tool_output(result: &CallToolResult, budget: usize) -> ToolOutput {
     if is_error && !text.starts_with("Error") {
         text = format!("Error: {text}");
     }
-    ToolOutput { text: cut_to_budget(&text, budget), is_error }
+    if text.len() > budget {
+        let note = match saver.store.save(Bytes::from(text.clone().into_bytes()), "text/plain", Some(source)).await {
+            Ok(a) => {
+                let note = format!(
+                    "\n[Full output: {} stored as artifact `{}`; read any part with the read_artifact tool (offset/length/grep).]",
+                    human_size(text.len()),
+                    a.key
+                );
+                saver.artifacts.push(a);
+                note
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not store a long tool output");
+                "\n[The full output could not be stored.]".to_owned()
+            }
+        };
+        text = format!("{}{note}", cut_to_budget(&text, budget.saturating_sub(note.len())));
+    }
+    if saver.store_failed {
+        text.push_str("\n[Note: the artifact store is unavailable; binary content was left out.]");
+    }
+    ToolOutput { text, is_error, artifacts: saver.artifacts }
 }
 
-fn placeholder(kind: &str, mime: &str, bytes: usize) -> String {
-    format!("[{kind} {mime}, {} — binary content not shown]", human_size(bytes))
+struct Saver<'a> {
+    store: &'a Artifacts,
+    source: &'a str,
+    artifacts: Vec<Artifact>,
+    store_failed: bool,
 }
 
-/// Decoded size of base64 data, without decoding it.
-fn base64_len(data: &str) -> usize {
-    let trimmed = data.trim_end_matches('=');
-    trimmed.len() * 3 / 4
+impl Saver<'_> {
+    /// Stores base64 content and returns the line the model sees.
+    async fn binary(&mut self, kind: &str, mime: &str, data: &str) -> String {
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data.trim()) else {
+            return format!("[{kind} {mime}: undecodable base64 left out]");
+        };
+        let size = bytes.len();
+        match self.store.save(Bytes::from(bytes), mime, Some(self.source)).await {
+            Ok(artifact) => {
+                let line = format!("[{mime} {}: {}]", human_size(size), artifact.url);
+                self.artifacts.push(artifact);
+                line
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, kind, "artifact store unavailable; leaving binary content out");
+                self.store_failed = true;
+                format!("[{kind} {mime}, {} — not shown]", human_size(size))
+            }
+        }
+    }
 }
 
 /// `512 B`, `12.3 KB`, `4.0 MB`.
@@ -115,41 +166,52 @@ fn ceil_boundary(s: &str, mut i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::artifacts::LocalStore;
     use serde_json::json;
+    use std::sync::Arc;
 
     fn result(v: serde_json::Value) -> CallToolResult {
         serde_json::from_value(v).unwrap()
     }
 
-    #[test]
-    fn joins_text_and_replaces_binary() {
+    fn store() -> Artifacts {
+        let dir = std::env::temp_dir().join(format!("mcpmw-results-{}", uuid::Uuid::new_v4().simple()));
+        let local = LocalStore::open(&dir, Some("secret"), "http://gw").unwrap();
+        Artifacts { store: Arc::new(local), url_ttl: std::time::Duration::from_secs(60) }
+    }
+
+    #[tokio::test]
+    async fn binary_becomes_a_link_and_text_is_joined() {
         let r = result(json!({"content": [
             {"type": "text", "text": "first"},
             {"type": "image", "data": "aGVsbG8gd29ybGQ=", "mimeType": "image/png"},
             {"type": "resource_link", "uri": "file:///a", "name": "a"},
         ]}));
-        let out = to_tool_output(&r, 1000);
-        assert_eq!(
-            out.text,
-            "first\n[image image/png, 11 B — binary content not shown]\n[resource link: file:///a (a)]"
-        );
-        assert!(!out.is_error);
+        let out = to_tool_output(&r, &store(), 1000, "s/t").await;
+        assert_eq!(out.artifacts.len(), 1);
+        let url = &out.artifacts[0].url;
+        assert_eq!(out.text, format!("first\n[image/png 11 B: {url}]\n[resource link: file:///a (a)]"));
+        assert!(!out.text.contains("aGVsbG8"), "no base64 reaches the model");
     }
 
-    #[test]
-    fn structured_content_and_errors() {
+    #[tokio::test]
+    async fn structured_content_errors_and_long_text() {
+        let s = store();
         let r = result(json!({"content": [], "structuredContent": {"t": 1}}));
-        assert_eq!(to_tool_output(&r, 1000).text, r#"{"t":1}"#);
+        assert_eq!(to_tool_output(&r, &s, 1000, "s/t").await.text, r#"{"t":1}"#);
         let r = result(json!({"content": [{"type": "text", "text": "bad"}], "isError": true}));
-        assert_eq!(to_tool_output(&r, 1000), ToolOutput { text: "Error: bad".into(), is_error: true });
+        let out = to_tool_output(&r, &s, 1000, "s/t").await;
+        assert_eq!((out.text.as_str(), out.is_error), ("Error: bad", true));
+        let long = format!("{}{}", "a".repeat(5000), "z".repeat(5000));
+        let r = result(json!({"content": [{"type": "text", "text": long}]}));
+        let out = to_tool_output(&r, &s, 1000, "s/t").await;
+        assert!(out.text.len() <= 1000, "{}", out.text.len());
+        assert!(out.text.starts_with("aaa") && out.text.contains("omitted") && out.text.contains("read_artifact"));
+        assert_eq!(out.artifacts[0].size, 10_000);
     }
 
     #[test]
-    fn long_text_keeps_head_and_tail() {
-        let text = format!("{}{}", "a".repeat(5000), "z".repeat(5000));
-        let cut = cut_to_budget(&text, 1000);
-        assert!(cut.len() <= 1000, "{}", cut.len());
-        assert!(cut.starts_with("aaa") && cut.ends_with("zzz") && cut.contains("omitted"));
+    fn cut_keeps_char_boundaries() {
         let multibyte = "é".repeat(3000);
         assert!(cut_to_budget(&multibyte, 501).len() <= 501);
     }

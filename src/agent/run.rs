@@ -3,6 +3,7 @@
 //! tools are assembled and run, never shown raw.
 
 use std::collections::HashSet;
+use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,6 +15,7 @@ use tokio::sync::mpsc;
 use super::calls::{CallLedger, ToolRun, run_calls};
 use super::cards;
 use super::round::{Round, add_usage};
+use crate::artifacts::Artifacts;
 use crate::config::ToolLoopConfig;
 use crate::llm::{LlmError, SseEvent, UpstreamBody, UpstreamClient, UpstreamRequest};
 use crate::mcp::{Hub, ToolEntry};
@@ -27,6 +29,10 @@ pub struct Agent {
     pub upstream: UpstreamClient,
     /// Loop limits and presentation.
     pub limits: Arc<ToolLoopConfig>,
+    /// Where binary and oversized outputs go.
+    pub artifacts: Artifacts,
+    /// Inline budget of one tool output, in bytes.
+    pub max_inline_bytes: usize,
 }
 
 /// One chat request to run through the loop.
@@ -190,13 +196,18 @@ impl Agent {
             let mut assistant = json!({"role": "assistant", "content": if round.content.is_empty() { Value::Null } else { Value::String(round.content.clone()) }});
             assistant["tool_calls"] = Value::Array(gateway.iter().map(|c| c.to_message_json()).collect());
             messages.push(assistant);
-            let runs = run_calls(&self.hub, &gateway, &mut ledger, limits).await;
+            let runs =
+                run_calls(&self.hub, &self.artifacts, self.max_inline_bytes, &gateway, &mut ledger, limits).await;
             for run in &runs {
                 messages.push(json!({"role": "tool", "tool_call_id": run.id, "content": run.output}));
-                if limits.tool_cards {
-                    let card = cards::render(run);
-                    content.push_str(&card);
-                    out.delta(json!({"content": card}), None).await;
+                let mut shown = if limits.tool_cards { cards::render(run) } else { String::new() };
+                // Images a tool produced reach the user as markdown images in the answer.
+                for image in run.artifacts.iter().filter(|a| a.mime_type.starts_with("image/")) {
+                    let _ = write!(shown, "\n\n![{}]({})\n\n", run.name, image.url);
+                }
+                if !shown.is_empty() {
+                    content.push_str(&shown);
+                    out.delta(json!({"content": shown}), None).await;
                 }
             }
             trace.extend(runs);

@@ -31,6 +31,9 @@ pub struct RawConfig {
     /// The tool loop run for chat requests.
     #[serde(default)]
     pub tool_loop: RawToolLoop,
+    /// Where binary and oversized tool outputs are kept.
+    #[serde(default)]
+    pub artifacts: RawArtifacts,
     /// Per-model tool policy, keyed by model name or glob (`gpt-4*`). The most specific
     /// (longest) matching pattern applies.
     #[serde(default)]
@@ -113,9 +116,59 @@ pub struct RawToolLoop {
     /// Show tool calls in the streamed content as Open WebUI tool cards
     /// (`<details type="tool_calls">`). Turn off for clients that are not Open WebUI. Default true.
     pub tool_cards: Option<bool>,
+}
+
+/// `artifacts:` — the artifact store.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawArtifacts {
+    /// `local` (default: files served by the gateway) or `s3` (MinIO or any S3 server).
+    pub store: Option<String>,
+    /// Lifetime of artifact links. Default 24 h, at most 7 days (the S3 presigning limit).
+    pub url_ttl: Option<DurationValue>,
     /// Longest tool output (bytes) put into the model's context; longer text keeps its head
-    /// and tail. Default 16384.
+    /// and tail and is stored whole as an artifact. Default 16384.
     pub max_inline_bytes: Option<usize>,
+    /// Settings of the `local` store.
+    #[serde(default)]
+    pub local: RawLocalStore,
+    /// Settings of the `s3` store.
+    #[serde(default)]
+    pub s3: RawS3Store,
+}
+
+/// `artifacts.local:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLocalStore {
+    /// Directory of the files. Default `./data/artifacts`.
+    pub dir: Option<PathBuf>,
+    /// Base URL users' browsers reach the gateway at, for links. Default from `listen`
+    /// (`http://localhost:<port>` when listening on all interfaces).
+    pub public_url: Option<String>,
+    /// Secret that signs links. Default: generated once and kept in `<dir>/.signing-key`.
+    pub secret: Option<String>,
+}
+
+/// `artifacts.s3:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawS3Store {
+    /// S3 endpoint the gateway talks to (e.g. `http://minio:9000`).
+    pub endpoint: Option<String>,
+    /// Endpoint in links, as users' browsers see it (presigned signatures cover the host).
+    /// Default: `endpoint`.
+    pub public_endpoint: Option<String>,
+    /// Bucket, created when missing. Default `mcp-storage`.
+    pub bucket: Option<String>,
+    /// Region used for signing. Default `us-east-1`.
+    pub region: Option<String>,
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), as MinIO needs. Default true.
+    pub path_style: Option<bool>,
 }
 
 /// `limits:` — HTTP server limits.

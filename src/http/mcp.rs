@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::body::read_limited;
 use super::{ApiError, AppState};
+use crate::agent;
 
 /// `GET /mcp/servers`: each server's state, tool count, last error and restarts.
 pub async fn servers(State(state): State<AppState>) -> Json<Value> {
@@ -53,9 +54,13 @@ pub async fn call_tool(State(state): State<AppState>, headers: HeaderMap, body: 
         Some(server) => state.hub.call_original(server, &call.name, call.arguments).await?,
         None => state.hub.call(&call.name, call.arguments).await?,
     };
+    let name = call.server.as_ref().map_or(call.name.clone(), |s| format!("{s}/{}", call.name));
+    let budget = state.config.artifacts.max_inline_bytes;
+    let converted = agent::to_tool_output(&result, &state.artifacts, budget, &name).await;
     let mut value = serde_json::to_value(&result).unwrap_or_default();
     if let Some(obj) = value.as_object_mut() {
         obj.entry("isError").or_insert(Value::Bool(false));
+        obj.insert("artifacts".into(), serde_json::to_value(&converted.artifacts).unwrap_or_default());
     }
     Ok(Json(value))
 }

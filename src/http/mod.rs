@@ -4,6 +4,7 @@
 //! the domain modules, and turn what they return (JSON, byte streams, event streams, errors) into
 //! responses.
 
+mod artifacts;
 mod auth;
 mod body;
 mod chat;
@@ -29,6 +30,7 @@ pub use error::{ApiError, ErrorReply, openai_error};
 pub use server::serve;
 
 use crate::agent::Agent;
+use crate::artifacts::{Artifacts, LocalStore};
 use crate::config::Config;
 use crate::llm::UpstreamClient;
 use crate::mcp::Hub;
@@ -44,15 +46,31 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// The tool loop.
     pub agent: Agent,
+    /// The artifact store.
+    pub artifacts: Artifacts,
+    /// The local store, when artifacts are served by the gateway itself.
+    pub local_store: Option<Arc<LocalStore>>,
     /// When the process started serving.
     pub started: Instant,
 }
 
 impl AppState {
     /// State for `config`, with a new upstream client.
-    pub fn new(config: Arc<Config>, upstream: UpstreamClient, hub: Arc<Hub>) -> Self {
-        let agent = Agent { hub: hub.clone(), upstream: upstream.clone(), limits: Arc::new(config.tool_loop.clone()) };
-        Self { config, upstream, hub, agent, started: Instant::now() }
+    pub fn new(
+        config: Arc<Config>,
+        upstream: UpstreamClient,
+        hub: Arc<Hub>,
+        artifacts: Artifacts,
+        local_store: Option<Arc<LocalStore>>,
+    ) -> Self {
+        let agent = Agent {
+            hub: hub.clone(),
+            upstream: upstream.clone(),
+            limits: Arc::new(config.tool_loop.clone()),
+            artifacts: artifacts.clone(),
+            max_inline_bytes: config.artifacts.max_inline_bytes,
+        };
+        Self { config, upstream, hub, agent, artifacts, local_store, started: Instant::now() }
     }
 }
 
@@ -69,7 +87,8 @@ pub fn router(state: AppState) -> Router {
     let health = Router::new()
         .route("/health", get(health::summary))
         .route("/health/liveliness", get(health::liveliness))
-        .route("/health/readiness", get(health::readiness));
+        .route("/health/readiness", get(health::readiness))
+        .route("/artifacts/{*key}", get(artifacts::serve));
     let trace = TraceLayer::new_for_http()
         .make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");

@@ -3,6 +3,7 @@
 mod common;
 
 mod agent;
+mod artifacts;
 mod auth;
 mod config;
 mod errors;

@@ -31,6 +31,12 @@ impl TestApp {
         let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut cfg = config::load_str(yaml, &env).expect("test config is valid");
         cfg.listen = "127.0.0.1:0".parse().unwrap();
+        // Each test keeps its artifacts in a directory of its own.
+        if let config::StoreConfig::Local { dir, .. } = &mut cfg.artifacts.store
+            && dir.as_os_str() == "data/artifacts"
+        {
+            *dir = std::env::temp_dir().join(format!("mcpmw-artifacts-{}", uuid::Uuid::new_v4().simple()));
+        }
         let listener = mcp_middleware::app::bind(&cfg).await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();

@@ -1,0 +1,222 @@
+//! The default store: files in a directory, served by the gateway at `/artifacts/<key>` with
+//! links signed by HMAC-SHA256 over key and expiry. The secret comes from config or is
+//! generated once and kept in `<dir>/.signing-key`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use super::{ArtifactError, ArtifactMeta, ArtifactStore, ObjectInfo, hex, valid_key};
+
+/// Files under a directory.
+pub struct LocalStore {
+    dir: PathBuf,
+    secret: Vec<u8>,
+    public_url: String,
+}
+
+/// Why a signed link was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LinkError {
+    /// Past its expiry.
+    Expired,
+    /// Signature does not match (tampered key, expiry or signature).
+    BadSignature,
+}
+
+impl LocalStore {
+    /// Opens (creating) `dir`; `secret` signs links (generated and persisted when absent).
+    pub fn open(dir: &Path, secret: Option<&str>, public_url: &str) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let secret = match secret {
+            Some(s) => s.as_bytes().to_vec(),
+            None => {
+                let path = dir.join(".signing-key");
+                match std::fs::read(&path) {
+                    Ok(existing) if existing.len() >= 32 => existing,
+                    _ => {
+                        let fresh = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+                        std::fs::write(&path, &fresh)?;
+                        fresh.into_bytes()
+                    }
+                }
+            }
+        };
+        Ok(Self { dir: dir.to_owned(), secret, public_url: public_url.trim_end_matches('/').to_owned() })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, ArtifactError> {
+        if !valid_key(key) || key.starts_with('.') {
+            return Err(ArtifactError::InvalidKey(key.to_owned()));
+        }
+        Ok(self.dir.join(key))
+    }
+
+    fn sign(&self, key: &str, expires: u64) -> String {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        mac.update(key.as_bytes());
+        mac.update(b"\n");
+        mac.update(expires.to_string().as_bytes());
+        hex(&mac.finalize().into_bytes())
+    }
+
+    /// Checks a link's expiry and signature (constant-time).
+    pub fn verify(&self, key: &str, expires: u64, signature: &str) -> Result<(), LinkError> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        mac.update(key.as_bytes());
+        mac.update(b"\n");
+        mac.update(expires.to_string().as_bytes());
+        let given = decode_hex(signature).ok_or(LinkError::BadSignature)?;
+        mac.verify_slice(&given).map_err(|_| LinkError::BadSignature)?;
+        if now() > expires {
+            return Err(LinkError::Expired);
+        }
+        Ok(())
+    }
+
+    /// Reads a file for serving.
+    pub async fn read(&self, key: &str) -> Result<Bytes, ArtifactError> {
+        let path = self.path(key)?;
+        tokio::fs::read(&path).await.map(Bytes::from).map_err(|_| ArtifactError::NotFound(key.to_owned()))
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+fn io(e: std::io::Error) -> ArtifactError {
+    ArtifactError::Unavailable(e.to_string())
+}
+
+impl ArtifactStore for LocalStore {
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        bytes: Bytes,
+        meta: &'a ArtifactMeta,
+    ) -> BoxFuture<'a, Result<(), ArtifactError>> {
+        async move {
+            let path = self.path(key)?;
+            if let Some(parent) = path.parent() {
+                tokio::fs::create_dir_all(parent).await.map_err(io)?;
+            }
+            // Write then rename, so a reader never sees half a file.
+            let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
+            tokio::fs::write(&tmp, &bytes).await.map_err(io)?;
+            tokio::fs::rename(&tmp, &path).await.map_err(io)?;
+            let meta_json = serde_json::to_vec(meta).unwrap_or_default();
+            tokio::fs::write(meta_path(&path), meta_json).await.map_err(io)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(Bytes, ArtifactMeta), ArtifactError>> {
+        async move {
+            let bytes = self.read(key).await?;
+            let path = self.path(key)?;
+            let meta = tokio::fs::read(meta_path(&path))
+                .await
+                .ok()
+                .and_then(|m| serde_json::from_slice(&m).ok())
+                .unwrap_or_else(|| ArtifactMeta {
+                    content_type: super::mime_of(key).to_owned(),
+                    size: bytes.len() as u64,
+                    source: None,
+                });
+            Ok((bytes, meta))
+        }
+        .boxed()
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ArtifactError>> {
+        async move {
+            let mut out = Vec::new();
+            let mut stack = vec![self.dir.clone()];
+            while let Some(dir) = stack.pop() {
+                let Ok(mut entries) = tokio::fs::read_dir(&dir).await else { continue };
+                while let Ok(Some(entry)) = entries.next_entry().await {
+                    let path = entry.path();
+                    let Ok(rel) = path.strip_prefix(&self.dir) else { continue };
+                    let key = rel.to_string_lossy().replace('\\', "/");
+                    let Ok(ft) = entry.file_type().await else { continue };
+                    if ft.is_dir() {
+                        stack.push(path);
+                    } else if !key.starts_with('.')
+                        && !key.ends_with(".meta.json")
+                        && !key.contains(".tmp-")
+                        && key.starts_with(prefix)
+                    {
+                        let size = entry.metadata().await.map_or(0, |m| m.len());
+                        out.push(ObjectInfo { key, size });
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), ArtifactError>> {
+        async move {
+            let path = self.path(key)?;
+            let _ = tokio::fs::remove_file(meta_path(&path)).await;
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io(e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn url<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, Result<String, ArtifactError>> {
+        async move {
+            self.path(key)?;
+            let expires = now() + ttl.as_secs();
+            Ok(format!("{}/artifacts/{key}?expires={expires}&signature={}", self.public_url, self.sign(key, expires)))
+        }
+        .boxed()
+    }
+}
+
+fn meta_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".meta.json");
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_verify_and_refuse_tampering() {
+        let dir = std::env::temp_dir().join(format!("mcpmw-local-{}", uuid::Uuid::new_v4().simple()));
+        let store = LocalStore::open(&dir, None, "http://gw").unwrap();
+        let sig = store.sign("a.png", now() + 60);
+        assert_eq!(store.verify("a.png", now() + 60, &sig), Ok(()));
+        assert_eq!(store.verify("b.png", now() + 60, &sig), Err(LinkError::BadSignature));
+        assert_eq!(store.verify("a.png", now() + 61, &sig), Err(LinkError::BadSignature));
+        assert_eq!(store.verify("a.png", now() + 60, "zz"), Err(LinkError::BadSignature));
+        let old = now() - 10;
+        assert_eq!(store.verify("a.png", old, &store.sign("a.png", old)), Err(LinkError::Expired));
+        // The generated secret is persisted: a reopened store accepts old links.
+        let again = LocalStore::open(&dir, None, "http://gw").unwrap();
+        assert_eq!(again.verify("a.png", now() + 60, &sig), Ok(()));
+    }
+}

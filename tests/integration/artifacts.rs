@@ -1,0 +1,114 @@
+//! Artifacts: binary and oversized tool outputs become links; the local store's signed URLs.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::agent::with_everything;
+use crate::common::peers::TEST_SERVER;
+use crate::common::{FakeLlm, TestApp};
+
+const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+fn user(text: &str) -> Value {
+    json!({"model": "gpt-test", "messages": [{"role": "user", "content": text}]})
+}
+
+/// The first artifact link in `text`.
+fn first_link(text: &str) -> String {
+    let start = text.find("http://").expect("a link");
+    text[start..].split([')', ']', ' ', '\n']).next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_tool_image_reaches_the_user_as_a_link_and_never_the_model_as_base64() {
+    let llm = FakeLlm::new().tool_call("ev__get-tiny-image", json!({})).text("Here it is.").start().await;
+    let app = with_everything(&llm, "").await;
+    let mut req = user("show me an image");
+    req["stream"] = json!(true);
+    let data = crate::common::sse_data(app.post("/v1/chat/completions", &req).await).await;
+    let text = crate::common::streamed_text(&crate::common::chunks(&data));
+    assert!(text.contains("![ev__get-tiny-image](http://"), "a markdown image in the answer: {text}");
+    let url = first_link(&text[text.find("![").unwrap()..]);
+    let resp = reqwest::get(&url).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "image/png");
+    assert!(resp.bytes().await.unwrap().starts_with(PNG_MAGIC));
+
+    let second = llm.chat_requests()[1].to_string();
+    assert!(!second.contains("iVBORw0KGgo"), "the model never receives base64");
+    let tool_message = &llm.chat_requests()[1]["messages"][2];
+    assert!(tool_message["content"].as_str().unwrap().contains("[image/png"), "{tool_message}");
+}
+
+#[tokio::test]
+async fn signed_links_dedup_expire_and_refuse_tampering() {
+    let yaml =
+        format!("mcpServers:\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\nartifacts:\n  url_ttl: 2s\n");
+    let app = TestApp::spawn(&yaml).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__image")).await;
+    let (status, first) = app.call_tool("ts__image", json!({})).await;
+    assert_eq!(status, 200, "{first}");
+    let (_, second) = app.call_tool("ts__image", json!({})).await;
+    let artifact = &first["artifacts"][0];
+    assert_eq!(artifact["mime_type"], "image/png");
+    assert_eq!(artifact["key"], second["artifacts"][0]["key"], "the same bytes are one object");
+    assert!(artifact["key"].as_str().unwrap().ends_with(".png"));
+    let url = artifact["url"].as_str().unwrap().to_owned();
+    let ok = reqwest::get(&url).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.bytes().await.unwrap().starts_with(PNG_MAGIC));
+
+    let tampered_sig = format!("{}0", &url[..url.len() - 1]).replace("signature=0", "signature=1");
+    let flipped = if url.ends_with('0') { format!("{}1", &url[..url.len() - 1]) } else { tampered_sig };
+    assert_eq!(reqwest::get(&flipped).await.unwrap().status(), 403, "tampered signature");
+    let other_key = url.replacen("/artifacts/", "/artifacts/0", 1);
+    assert_eq!(reqwest::get(&other_key).await.unwrap().status(), 403, "signature does not cover another key");
+    let later = url.replace("expires=", "expires=9");
+    assert_eq!(reqwest::get(&later).await.unwrap().status(), 403, "a stretched expiry is refused");
+    let unsigned = url.split('?').next().unwrap().to_owned();
+    assert_eq!(reqwest::get(&unsigned).await.unwrap().status(), 403);
+    for traversal in ["/artifacts/..%2F..%2Fetc%2Fpasswd", "/artifacts/%2e%2e/secret", "/artifacts/.signing-key"] {
+        // (A client may normalise `..` away before sending: then no artifact route matches.)
+        let status = reqwest::get(app.url(traversal)).await.unwrap().status().as_u16();
+        assert!(status == 403 || status == 404, "{traversal}: {status}");
+    }
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 403, "expired");
+}
+
+#[tokio::test]
+async fn a_megabyte_of_text_is_cut_to_the_budget_with_a_marker() {
+    let llm = FakeLlm::new().tool_call("ts__big", json!({"bytes": 1_048_576})).text("Summarised.").start().await;
+    let yaml = format!("mcpServers:\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n");
+    let app = TestApp::in_front_of(&llm, &yaml).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__big")).await;
+    let body: Value = app.post("/v1/chat/completions", &user("big")).await.json().await.unwrap();
+    assert!(body["choices"][0]["message"]["content"].as_str().unwrap().ends_with("Summarised."));
+    let tool = llm.chat_requests()[1]["messages"][2]["content"].as_str().unwrap().to_owned();
+    assert!(tool.len() <= 16 * 1024, "{} bytes reached the model", tool.len());
+    assert!(tool.contains("omitted") && tool.contains("read_artifact"), "{}", &tool[tool.len() - 300..]);
+    assert_eq!(body["mcp_tool_calls"][0]["artifacts"][0]["size"], 1_048_576);
+}
+
+#[tokio::test]
+async fn an_unavailable_store_degrades_and_the_loop_still_answers() {
+    let dir = std::env::temp_dir().join(format!("mcpmw-broken-store-{}", std::process::id()));
+    let llm = FakeLlm::new().tool_call("ts__image", json!({})).text("Answered anyway.").start().await;
+    let yaml = format!(
+        "mcpServers:\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\nartifacts:\n  local:\n    dir: {}\n",
+        dir.display()
+    );
+    let app = TestApp::in_front_of(&llm, &yaml).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__image")).await;
+    // The store's directory disappears and a file takes its place: every write fails.
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+    let resp = app.post("/v1/chat/completions", &user("image")).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["choices"][0]["message"]["content"].as_str().unwrap().ends_with("Answered anyway."));
+    let tool = llm.chat_requests()[1]["messages"][2]["content"].as_str().unwrap().to_owned();
+    assert!(tool.contains("unavailable") && tool.contains("an image"), "{tool}");
+    let _ = std::fs::remove_file(&dir);
+}
