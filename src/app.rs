@@ -7,10 +7,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::artifacts::{Artifacts, LocalStore};
+use crate::builtin::BuiltinTools;
 use crate::config::{ArtifactsConfig, Config, StoreConfig};
 use crate::http::{self, AppState};
 use crate::llm::UpstreamClient;
-use crate::mcp::Hub;
+use crate::mcp::{Hub, HubDirectory};
 
 /// Why the program could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +38,18 @@ pub enum AppError {
 /// Builds every service the handlers share; MCP servers start connecting in the background.
 pub fn build_state(config: Config, shutdown: &CancellationToken, addr: SocketAddr) -> Result<AppState, AppError> {
     let upstream = UpstreamClient::new(config.upstream.clone())?;
-    let hub = Hub::start(&config.mcp_servers, shutdown.child_token());
     let (artifacts, local) = open_store(&config.artifacts, addr)?;
+    let hub = start_hub(&config, &artifacts, shutdown.child_token());
     Ok(AppState::new(Arc::new(config), upstream, hub, artifacts, local))
+}
+
+/// Starts the MCP hub with every configured server and the built-in tools on `artifacts`.
+pub fn start_hub(config: &Config, artifacts: &Artifacts, shutdown: CancellationToken) -> Arc<Hub> {
+    let directory = Arc::new(HubDirectory::default());
+    let builtin = BuiltinTools::new(artifacts.store.clone(), artifacts.url_ttl, directory.clone());
+    let hub = Hub::start(&config.mcp_servers, Some(builtin), shutdown);
+    directory.set(&hub);
+    hub
 }
 
 /// Opens the configured artifact store.

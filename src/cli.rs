@@ -22,7 +22,13 @@ pub enum CliError {
 
 async fn connected_hub(config: &Config) -> (std::sync::Arc<Hub>, CancellationToken) {
     let token = CancellationToken::new();
-    let hub = Hub::start(&config.mcp_servers, token.clone());
+    let hub = match crate::app::open_store(&config.artifacts, config.listen) {
+        Ok((artifacts, _)) => crate::app::start_hub(config, &artifacts, token.clone()),
+        Err(e) => {
+            tracing::warn!(error = %e, "artifact store unavailable; built-in tools left out");
+            Hub::start(&config.mcp_servers, None, token.clone())
+        }
+    };
     let longest = config.mcp_servers.iter().map(|s| s.startup_timeout).max().unwrap_or_default();
     hub.settled(longest + Duration::from_secs(1)).await;
     // Servers announce tools right after connecting; give a late list_changed a moment.

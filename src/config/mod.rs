@@ -305,6 +305,8 @@ pub enum McpTransportConfig {
         /// Extra headers (may hold secrets; never logged).
         headers: BTreeMap<String, Secret>,
     },
+    /// Our built-in tools, served inside the process.
+    InProcess,
     /// Legacy HTTP+SSE (MCP 2024-11-05).
     Sse {
         /// URL of the SSE endpoint.
@@ -321,9 +323,13 @@ impl McpTransportConfig {
             Self::Stdio { .. } => "stdio",
             Self::StreamableHttp { .. } => "streamable-http",
             Self::Sse { .. } => "sse",
+            Self::InProcess => "in-process",
         }
     }
 }
+
+/// Name of the built-in tool server.
+pub const BUILTIN_SERVER: &str = "builtin";
 
 /// Where the config file is: `--config`, else `$MCP_MIDDLEWARE_CONFIG`, else `./config.yaml`.
 pub fn config_path(flag: Option<PathBuf>, env: &dyn EnvSource) -> PathBuf {
@@ -449,6 +455,23 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         format.map(|format| LoggingConfig { format, level: raw.logging.level.unwrap_or_else(|| "info".to_owned()) });
 
     let mut mcp_servers = Vec::new();
+    if raw.mcp_servers.contains_key(BUILTIN_SERVER) {
+        p.push(
+            format!("mcpServers.{BUILTIN_SERVER}"),
+            "the name is reserved for the built-in tools (see builtin_tools)",
+        );
+    }
+    if raw.builtin_tools.enabled.unwrap_or(true) {
+        mcp_servers.push(McpServerConfig {
+            name: BUILTIN_SERVER.to_owned(),
+            transport: McpTransportConfig::InProcess,
+            enabled: true,
+            tool_timeout: Duration::from_secs(60),
+            startup_timeout: Duration::from_secs(10),
+            include_tools: raw.builtin_tools.include_tools,
+            exclude_tools: raw.builtin_tools.exclude_tools,
+        });
+    }
     for (name, server) in raw.mcp_servers {
         if let Some(s) = mcp_server(&name, server, &mut p) {
             mcp_servers.push(s);

@@ -31,6 +31,9 @@ pub struct RawConfig {
     /// The tool loop run for chat requests.
     #[serde(default)]
     pub tool_loop: RawToolLoop,
+    /// The built-in tools (storage, `read_artifact`, `list_mcp_tools`), served as server `builtin`.
+    #[serde(default)]
+    pub builtin_tools: RawBuiltinTools,
     /// Where binary and oversized tool outputs are kept.
     #[serde(default)]
     pub artifacts: RawArtifacts,
@@ -116,6 +119,19 @@ pub struct RawToolLoop {
     /// Show tool calls in the streamed content as Open WebUI tool cards
     /// (`<details type="tool_calls">`). Turn off for clients that are not Open WebUI. Default true.
     pub tool_cards: Option<bool>,
+}
+
+/// `builtin_tools:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuiltinTools {
+    /// Serve the built-in tools. Default true.
+    pub enabled: Option<bool>,
+    /// Only these built-in tools are exposed. Absent means all.
+    pub include_tools: Option<Vec<String>>,
+    /// These built-in tools are never exposed.
+    #[serde(default)]
+    pub exclude_tools: Vec<String>,
 }
 
 /// `artifacts:` — the artifact store.

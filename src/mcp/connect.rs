@@ -14,6 +14,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::Notify;
 
 use super::sse::{SseClientTransport, SseError};
+use crate::builtin::BuiltinTools;
 use crate::config::{McpServerConfig, McpTransportConfig, Secret};
 
 /// A live, initialised MCP session.
@@ -66,11 +67,12 @@ impl ClientHandler for HubClient {
     }
 }
 
-/// Opens and initialises a session with `server`.
+/// Opens and initialises a session with `server`; `builtin` serves the in-process server.
 pub async fn connect(
     server: &McpServerConfig,
     http: &reqwest::Client,
     client: HubClient,
+    builtin: Option<&BuiltinTools>,
 ) -> Result<Connection, ConnectError> {
     let init = |e: rmcp::service::ClientInitializeError| ConnectError::Initialize(e.to_string());
     match &server.transport {
@@ -100,6 +102,20 @@ pub async fn connect(
             config.custom_headers = header_map(headers)?.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
             let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
             client.serve(transport).await.map_err(init)
+        }
+        McpTransportConfig::InProcess => {
+            let tools =
+                builtin.cloned().ok_or_else(|| ConnectError::Initialize("built-in tools are not available".into()))?;
+            let (ours, theirs) = tokio::io::duplex(256 * 1024);
+            tokio::spawn(async move {
+                match tools.serve(theirs).await {
+                    Ok(running) => {
+                        let _ = running.waiting().await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "built-in tool server failed to start"),
+                }
+            });
+            client.serve(ours).await.map_err(init)
         }
         McpTransportConfig::Sse { url, headers } => {
             let transport = SseClientTransport::connect(http.clone(), url.clone(), header_map(headers)?).await?;

@@ -27,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 pub use catalog::{Catalog, SourceTool, ToolEntry};
 pub use server::{ServerHandle, ServerState, ServerStatus};
 
-use crate::config::McpServerConfig;
+use crate::builtin::{BuiltinTools, DirectoryEntry, ToolDirectory};
+use crate::config::{McpServerConfig, McpTransportConfig};
 
 /// Everything that can go wrong with a tool call.
 #[derive(Debug, thiserror::Error)]
@@ -89,14 +90,22 @@ pub struct Hub {
 impl Hub {
     /// Starts a supervisor per enabled server; returns at once (servers connect in the
     /// background, so one slow server never delays the gateway).
-    pub fn start(configs: &[McpServerConfig], shutdown: CancellationToken) -> Arc<Self> {
+    pub fn start(configs: &[McpServerConfig], builtin: Option<BuiltinTools>, shutdown: CancellationToken) -> Arc<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
         let hub = Arc::new(Self {
-            servers: configs.iter().cloned().map(ServerHandle::new).collect(),
+            servers: configs
+                .iter()
+                .cloned()
+                .map(|c| {
+                    let inproc =
+                        matches!(c.transport, McpTransportConfig::InProcess).then(|| builtin.clone()).flatten();
+                    ServerHandle::new(c, inproc)
+                })
+                .collect(),
             catalog: RwLock::new(Arc::new(Catalog::default())),
             version: watch::channel(0).0,
             shutdown,
@@ -199,5 +208,31 @@ impl Hub {
         self.shutdown.cancel();
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         let _ = tokio::time::timeout(Duration::from_secs(10), futures_util::future::join_all(tasks)).await;
+    }
+}
+
+/// The hub's catalog as the built-in `list_mcp_tools` sees it (set once the hub exists).
+#[derive(Default)]
+pub struct HubDirectory(std::sync::OnceLock<std::sync::Weak<Hub>>);
+
+impl HubDirectory {
+    /// Points the directory at `hub`.
+    pub fn set(&self, hub: &Arc<Hub>) {
+        let _ = self.0.set(Arc::downgrade(hub));
+    }
+}
+
+impl ToolDirectory for HubDirectory {
+    fn tools(&self) -> Vec<DirectoryEntry> {
+        let Some(hub) = self.0.get().and_then(std::sync::Weak::upgrade) else { return Vec::new() };
+        hub.catalog()
+            .entries()
+            .iter()
+            .map(|e| DirectoryEntry {
+                server: e.server.clone(),
+                name: e.name.clone(),
+                description: e.description.clone().unwrap_or_default(),
+            })
+            .collect()
     }
 }

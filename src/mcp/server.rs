@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::McpError;
 use super::connect::{HubClient, connect};
+use crate::builtin::BuiltinTools;
 use crate::config::McpServerConfig;
 
 /// Longest pause between reconnection attempts.
@@ -77,14 +78,16 @@ pub struct ServerHandle {
     conn: watch::Sender<Conn>,
     info: Mutex<Info>,
     tools_changed: Arc<Notify>,
+    builtin: Option<BuiltinTools>,
 }
 
 impl ServerHandle {
     /// A handle in its initial state (`connecting`, or `disabled`).
-    pub fn new(config: McpServerConfig) -> Arc<Self> {
+    pub fn new(config: McpServerConfig, builtin: Option<BuiltinTools>) -> Arc<Self> {
         let state = if config.enabled { ServerState::Connecting } else { ServerState::Disabled };
         let (conn, _) = watch::channel(Conn { state, peer: None });
-        Arc::new(Self { config, conn, info: Mutex::new(Info::default()), tools_changed: Arc::new(Notify::new()) })
+        let tools_changed = Arc::new(Notify::new());
+        Arc::new(Self { config, conn, info: Mutex::new(Info::default()), tools_changed, builtin })
     }
 
     /// Server name.
@@ -165,7 +168,7 @@ impl ServerHandle {
         let client = HubClient::new(self.tools_changed.clone());
         let running = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(timeout, connect(&self.config, http, client)) => match r {
+            r = tokio::time::timeout(timeout, connect(&self.config, http, client, self.builtin.as_ref())) => match r {
                 Ok(Ok(running)) => running,
                 Ok(Err(e)) => return Err(e.to_string()),
                 Err(_) => return Err(format!("no answer to initialize within {timeout:?}")),

@@ -30,10 +30,11 @@ fn shipped_config_parses_with_defaults() {
     assert!(cfg.auth.api_keys.is_empty());
     assert_eq!(cfg.limits.max_body_bytes, 32 * 1024 * 1024);
     let names: Vec<_> = cfg.mcp_servers.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["everything", "remote"]);
-    assert!(matches!(&cfg.mcp_servers[0].transport, McpTransportConfig::Stdio { command, .. } if command == "npx"));
-    assert!(matches!(cfg.mcp_servers[1].transport, McpTransportConfig::StreamableHttp { .. }));
-    assert!(!cfg.mcp_servers[1].enabled, "the example remote server is off until configured");
+    assert_eq!(names, ["builtin", "everything", "remote"]);
+    assert!(matches!(cfg.mcp_servers[0].transport, McpTransportConfig::InProcess));
+    assert!(matches!(&cfg.mcp_servers[1].transport, McpTransportConfig::Stdio { command, .. } if command == "npx"));
+    assert!(matches!(cfg.mcp_servers[2].transport, McpTransportConfig::StreamableHttp { .. }));
+    assert!(!cfg.mcp_servers[2].enabled, "the example remote server is off until configured");
 }
 
 #[test]
@@ -49,8 +50,8 @@ fn shipped_config_reads_the_environment() {
     assert_eq!(cfg.listen.to_string(), "127.0.0.1:9999");
     assert_eq!(cfg.upstream.base_url.as_str(), "https://gw.example/v1");
     assert_eq!(cfg.upstream.api_key.as_ref().unwrap().expose(), "sk-master");
-    assert!(cfg.mcp_servers[1].enabled, "a boolean from the environment lands as a boolean");
-    let McpTransportConfig::StreamableHttp { headers, .. } = &cfg.mcp_servers[1].transport else { panic!() };
+    assert!(cfg.mcp_servers[2].enabled, "a boolean from the environment lands as a boolean");
+    let McpTransportConfig::StreamableHttp { headers, .. } = &cfg.mcp_servers[2].transport else { panic!() };
     assert_eq!(headers["Authorization"].expose(), "Bearer tok");
     assert!(!format!("{cfg:?}").contains("sk-master"), "secrets never appear in Debug output");
 }
@@ -60,7 +61,10 @@ fn empty_file_is_all_defaults() {
     let cfg = config::load_str("", &env(&[])).unwrap();
     assert_eq!(cfg.listen.to_string(), "0.0.0.0:4001");
     assert_eq!(cfg.upstream.read_timeout, Duration::from_secs(300));
-    assert!(cfg.mcp_servers.is_empty());
+    let names: Vec<_> = cfg.mcp_servers.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["builtin"], "only the built-in tools");
+    let off = config::load_str("builtin_tools:\n  enabled: false\n", &env(&[])).unwrap();
+    assert!(off.mcp_servers.is_empty());
 }
 
 #[test]
@@ -77,6 +81,9 @@ fn errors_name_the_key_path() {
         ("mcpServers:\n  r:\n    url: http://h/mcp\n    command: x\n", "mcpServers.r.url"),
         ("mcpServers:\n  r:\n    url: http://h/mcp\n    tool_timeout: 5 parsecs\n", "mcpServers.r.tool_timeout"),
         ("auth:\n  api_keys: [\"\"]\n", "auth.api_keys[0]"),
+        ("mcpServers:\n  builtin:\n    command: x\n", "mcpServers.builtin: the name is reserved"),
+        ("artifacts:\n  store: s3\n", "artifacts.s3.endpoint: missing"),
+        ("artifacts:\n  url_ttl: 30d\n", "artifacts.url_ttl"),
         ("upstream:\n  api_key: ${NOT_SET_ANYWHERE}\n", "upstream.api_key: environment variable NOT_SET_ANYWHERE"),
         ("upstream: [1, 2\n", "not valid YAML"),
     ];
@@ -104,7 +111,7 @@ fn environment_references_resolve_in_every_form() {
     assert_eq!(cfg.upstream.api_key.unwrap().expose(), "k1");
     assert_eq!(cfg.limits.max_body_bytes, 2048);
     assert_eq!(cfg.limits.sse_keepalive, Duration::from_secs(2));
-    let McpTransportConfig::Stdio { command, env, .. } = &cfg.mcp_servers[0].transport else { panic!() };
+    let McpTransportConfig::Stdio { command, env, .. } = &cfg.mcp_servers[1].transport else { panic!() };
     assert_eq!(command, "srv");
     assert_eq!(env["TOKEN"], "${literal}");
 }
@@ -112,7 +119,7 @@ fn environment_references_resolve_in_every_form() {
 #[test]
 fn sse_transport_is_implied_by_the_url() {
     let cfg = config::load_str("mcpServers:\n  old:\n    url: http://h:1/sse\n", &env(&[])).unwrap();
-    assert!(matches!(cfg.mcp_servers[0].transport, McpTransportConfig::Sse { .. }));
+    assert!(matches!(cfg.mcp_servers[1].transport, McpTransportConfig::Sse { .. }));
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod common;
 mod agent;
 mod artifacts;
 mod auth;
+mod builtin;
 mod config;
 mod errors;
 mod lifecycle;

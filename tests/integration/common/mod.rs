@@ -31,6 +31,11 @@ impl TestApp {
         let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut cfg = config::load_str(yaml, &env).expect("test config is valid");
         cfg.listen = "127.0.0.1:0".parse().unwrap();
+        // The built-in tools are on by default; tests opt in by naming `builtin_tools`, so the
+        // others see exactly the servers they configure.
+        if !yaml.contains("builtin_tools") {
+            cfg.mcp_servers.retain(|s| s.name != config::BUILTIN_SERVER);
+        }
         // Each test keeps its artifacts in a directory of its own.
         if let config::StoreConfig::Local { dir, .. } = &mut cfg.artifacts.store
             && dir.as_os_str() == "data/artifacts"

@@ -1,0 +1,35 @@
+//! `mcp-builtin-tools`: the built-in tools as a standalone stdio MCP server, on a local store.
+//!
+//! ```text
+//! mcp-builtin-tools [--dir DIR] [--public-url URL]
+//! ```
+//! Links point at `--public-url` (`/artifacts/<key>`), e.g. a gateway serving the same directory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use mcp_middleware::artifacts::LocalStore;
+use mcp_middleware::builtin::{BuiltinTools, EmptyDirectory};
+use rmcp::ServiceExt;
+
+#[derive(Parser)]
+#[command(about = "The mcp-middleware built-in tools over stdio")]
+struct Cli {
+    /// Directory of the local store.
+    #[arg(long, default_value = "data/artifacts")]
+    dir: PathBuf,
+    /// Base URL of links.
+    #[arg(long, default_value = "http://localhost:4001")]
+    public_url: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let cli = Cli::parse();
+    let store = Arc::new(LocalStore::open(&cli.dir, None, &cli.public_url)?);
+    let tools = BuiltinTools::new(store, Duration::from_secs(24 * 3600), Arc::new(EmptyDirectory));
+    tools.serve(rmcp::transport::stdio()).await?.waiting().await?;
+    Ok(())
+}
