@@ -14,6 +14,6 @@ mod run;
 
 pub use calls::ToolRun;
 pub use history::expand_tool_cards;
-pub use policy::{RequestControls, client_tool_names, glob, is_background_task, select};
+pub use policy::{RequestControls, client_tool_names, glob, is_background_task, select, takes_images};
 pub use results::{ToolOutput, cut_to_budget, to_tool_output};
 pub use run::{Agent, ChatJob};

@@ -100,6 +100,12 @@ pub fn select(
         .collect()
 }
 
+/// Whether the request's model is marked `vision: true` (most specific pattern wins).
+pub fn takes_images(body: &Map<String, Value>, models: &[ModelPolicy]) -> bool {
+    let model = body.get("model").and_then(Value::as_str).unwrap_or_default();
+    models.iter().find(|m| glob(&m.pattern, model)).is_some_and(|m| m.vision)
+}
+
 /// Names of the tools the client sent itself.
 pub fn client_tool_names(body: &Map<String, Value>) -> impl Iterator<Item = &str> {
     body.get("tools")

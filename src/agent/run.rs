@@ -45,6 +45,8 @@ pub struct ChatJob {
     pub headers: HeaderMap,
     /// The client's `Authorization`.
     pub client_auth: Option<HeaderValue>,
+    /// The model takes images: tool images are also shown to it.
+    pub vision: bool,
 }
 
 /// The identity every chunk of one response shares.
@@ -146,7 +148,7 @@ impl Agent {
 
     async fn drive(&self, job: ChatJob, out: &mut Emitter) -> Result<Outcome, LlmError> {
         let started = Instant::now();
-        let ChatJob { mut body, tools, headers, client_auth } = job;
+        let ChatJob { mut body, tools, headers, client_auth, vision } = job;
         let client_tools: HashSet<String> = super::client_tool_names(&body).map(str::to_owned).collect();
         let mut merged_tools: Vec<Value> = body.get("tools").and_then(Value::as_array).cloned().unwrap_or_default();
         merged_tools.extend(tools.iter().map(|t| t.openai_tool.clone()));
@@ -208,6 +210,20 @@ impl Agent {
                 if !shown.is_empty() {
                     content.push_str(&shown);
                     out.delta(json!({"content": shown}), None).await;
+                }
+            }
+            if vision {
+                let parts: Vec<Value> = runs
+                    .iter()
+                    .flat_map(|r| &r.artifacts)
+                    .filter(|a| a.mime_type.starts_with("image/"))
+                    .map(|a| json!({"type": "image_url", "image_url": {"url": a.url}}))
+                    .collect();
+                if !parts.is_empty() {
+                    // Tool messages take text only; images follow as a user message.
+                    let mut content = vec![json!({"type": "text", "text": "Images returned by the tool calls above:"})];
+                    content.extend(parts);
+                    messages.push(json!({"role": "user", "content": content}));
                 }
             }
             trace.extend(runs);

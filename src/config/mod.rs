@@ -170,6 +170,8 @@ pub struct ModelPolicy {
     pub selection: ToolSelection,
     /// Whether tools are injected at all.
     pub inject: bool,
+    /// Whether the model takes images.
+    pub vision: bool,
 }
 
 /// A key with its own tool policy.
@@ -427,10 +429,11 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut models: Vec<ModelPolicy> = raw
         .models
         .into_iter()
-        .map(|(pattern, RawToolPolicy { servers, tools, inject })| ModelPolicy {
+        .map(|(pattern, RawToolPolicy { servers, tools, inject, vision })| ModelPolicy {
             pattern,
             selection: ToolSelection { servers, tools },
             inject: inject.unwrap_or(true),
+            vision: vision.unwrap_or(false),
         })
         .collect();
     // Most specific first: exact names before globs, longer patterns before shorter.

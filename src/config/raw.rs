@@ -99,6 +99,9 @@ pub struct RawToolPolicy {
     pub tools: Option<Vec<String>>,
     /// Inject MCP tools at all for this model. Default true.
     pub inject: Option<bool>,
+    /// The model can see images: images from tools are also given to it as `image_url` parts
+    /// (in a user message after the tool results, where the API allows images). Default false.
+    pub vision: Option<bool>,
 }
 
 /// `tool_loop:` — how chat requests run MCP tools.

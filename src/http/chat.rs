@@ -67,7 +67,8 @@ pub async fn completions(
         return Ok(proxy::passthrough(response));
     }
 
-    let job = ChatJob { body: chat.body, tools, headers: upstream_headers, client_auth };
+    let vision = agent::takes_images(&chat.body, &state.config.models);
+    let job = ChatJob { body: chat.body, tools, headers: upstream_headers, client_auth, vision };
     if !stream {
         return Ok(Json(state.agent.complete(job).await?).into_response());
     }

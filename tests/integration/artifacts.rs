@@ -112,3 +112,25 @@ async fn an_unavailable_store_degrades_and_the_loop_still_answers() {
     assert!(tool.contains("unavailable") && tool.contains("an image"), "{tool}");
     let _ = std::fs::remove_file(&dir);
 }
+
+#[tokio::test]
+async fn vision_models_also_get_tool_images_as_image_url_parts() {
+    let llm = FakeLlm::new()
+        .tool_call("ev__get-tiny-image", json!({}))
+        .text("I see a tiny image.")
+        .tool_call("ev__get-tiny-image", json!({}))
+        .text("No eyes here.")
+        .start()
+        .await;
+    let app = with_everything(&llm, "models:\n  gpt-vision:\n    vision: true\n").await;
+    let mut req = user("look");
+    req["model"] = json!("gpt-vision");
+    app.post("/v1/chat/completions", &req).await;
+    app.post("/v1/chat/completions", &user("look")).await;
+    let sent = llm.chat_requests();
+    let seen = sent[1]["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(seen["role"], "user");
+    let url = seen["content"][1]["image_url"]["url"].as_str().unwrap();
+    assert!(url.contains("/artifacts/") && url.contains(".png"), "{seen}");
+    assert_eq!(sent[3]["messages"].as_array().unwrap().last().unwrap()["role"], "tool", "no images for other models");
+}
