@@ -288,3 +288,41 @@ async fn operator_cli_lists_and_calls_tools() {
     let bad = tokio::process::Command::new(bin).arg("--config").arg(&config).args(["call", "ts__nope"]).output().await;
     assert!(!bad.unwrap().status.success());
 }
+
+#[tokio::test]
+async fn include_and_exclude_filter_a_servers_tools() {
+    let servers = format!(
+        "{}{}",
+        stdio("only", "    include_tools: [echo, slow]\n"),
+        stdio("most", "    exclude_tools: [crash, fail]\n")
+    );
+    let app = app_with(&servers).await;
+    let tools = app
+        .wait_for_tools(|n| n.iter().any(|t| t.starts_with("only__")) && n.iter().any(|t| t.starts_with("most__")))
+        .await;
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let only: Vec<&&str> = names.iter().filter(|n| n.starts_with("only__")).collect();
+    assert_eq!(only, [&"only__echo", &"only__slow"]);
+    assert!(names.contains(&"most__echo") && !names.contains(&"most__crash") && !names.contains(&"most__fail"));
+    let (status, _) = app.call_tool("most__crash", json!({})).await;
+    assert_eq!(status, 404, "an excluded tool cannot be called");
+}
+
+#[tokio::test]
+async fn shutdown_closes_and_reaps_stdio_children() {
+    let marker = format!("reap-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
+    let servers = format!("  ts:\n    command: {TEST_SERVER}\n    args: [--name, {marker}, stdio]\n");
+    let app = app_with(&servers).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__echo")).await;
+    let running = || {
+        let out = std::process::Command::new("pgrep").args(["-f", &marker]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert_eq!(running(), 1, "the child runs while the gateway does");
+    app.shutdown().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running() > 0 {
+        assert!(Instant::now() < deadline, "the stdio child outlived the gateway");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
