@@ -20,6 +20,19 @@ use crate::config::{McpServerConfig, McpTransportConfig, Secret};
 /// A live, initialised MCP session.
 pub type Connection = RunningService<RoleClient, HubClient>;
 
+/// Kills a stdio server's whole process group when dropped (the connection ended or the hub
+/// shut down): launchers such as `npx` leave no children behind.
+pub struct ProcessGroupGuard(Option<i32>);
+
+impl Drop for ProcessGroupGuard {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(pgid) = self.0 {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -73,7 +86,7 @@ pub async fn connect(
     http: &reqwest::Client,
     client: HubClient,
     builtin: Option<&BuiltinTools>,
-) -> Result<Connection, ConnectError> {
+) -> Result<(Connection, ProcessGroupGuard), ConnectError> {
     let init = |e: rmcp::service::ClientInitializeError| ConnectError::Initialize(e.to_string());
     match &server.transport {
         McpTransportConfig::Stdio { command, args, env, cwd } => {
@@ -83,8 +96,13 @@ pub async fn connect(
                 cmd.current_dir(cwd);
             }
             let spawn_err = |source| ConnectError::Spawn { command: command.clone(), source };
+            // Its own process group: stopping the server also stops what it started (`npx` → node).
+            let mut wrapped = process_wrap::tokio::CommandWrap::from(cmd);
+            #[cfg(unix)]
+            wrapped.wrap(process_wrap::tokio::ProcessGroup::leader());
             let (transport, stderr) =
-                TokioChildProcess::builder(cmd).stderr(Stdio::piped()).spawn().map_err(spawn_err)?;
+                TokioChildProcess::builder(wrapped).stderr(Stdio::piped()).spawn().map_err(spawn_err)?;
+            let group = ProcessGroupGuard(transport.id().and_then(|id| i32::try_from(id).ok()));
             if let Some(stderr) = stderr {
                 let name = server.name.clone();
                 tokio::spawn(async move {
@@ -94,14 +112,14 @@ pub async fn connect(
                     }
                 });
             }
-            client.serve(transport).await.map_err(init)
+            Ok((client.serve(transport).await.map_err(init)?, group))
         }
         McpTransportConfig::StreamableHttp { url, headers } => {
             let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
             config.reinit_on_expired_session = true;
             config.custom_headers = header_map(headers)?.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
             let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
-            client.serve(transport).await.map_err(init)
+            Ok((client.serve(transport).await.map_err(init)?, ProcessGroupGuard(None)))
         }
         McpTransportConfig::InProcess => {
             let tools =
@@ -115,11 +133,11 @@ pub async fn connect(
                     Err(e) => tracing::warn!(error = %e, "built-in tool server failed to start"),
                 }
             });
-            client.serve(ours).await.map_err(init)
+            Ok((client.serve(ours).await.map_err(init)?, ProcessGroupGuard(None)))
         }
         McpTransportConfig::Sse { url, headers } => {
             let transport = SseClientTransport::connect(http.clone(), url.clone(), header_map(headers)?).await?;
-            client.serve(transport).await.map_err(init)
+            Ok((client.serve(transport).await.map_err(init)?, ProcessGroupGuard(None)))
         }
     }
 }

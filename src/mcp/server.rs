@@ -169,11 +169,12 @@ impl ServerHandle {
         let running = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             r = tokio::time::timeout(timeout, connect(&self.config, http, client, self.builtin.as_ref())) => match r {
-                Ok(Ok(running)) => running,
+                Ok(Ok(connected)) => connected,
                 Ok(Err(e)) => return Err(e.to_string()),
                 Err(_) => return Err(format!("no answer to initialize within {timeout:?}")),
             },
         };
+        let (running, _group) = running;
         let peer = running.peer().clone();
         match tokio::time::timeout(timeout, peer.list_all_tools()).await {
             Ok(Ok(tools)) => self.store_tools(tools),

@@ -159,6 +159,9 @@ fn binary_serves_with_the_shipped_config_and_stops_on_sigterm() {
     let mut child = Command::new(BIN)
         .args(["--config", SHIPPED, "--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"])
         .env_remove("MCP_MIDDLEWARE_CONFIG")
+        // The shipped config as is, but without downloading the example npm server.
+        .env("EVERYTHING_MCP_ENABLED", "false")
+        .env("ARTIFACT_DIR", std::env::temp_dir().join(format!("mcpmw-run-{port}")))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
