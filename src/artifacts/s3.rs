@@ -1,0 +1,199 @@
+//! The `s3` store: MinIO, SeaweedFS or AWS through aws-sdk-s3 (path-style addressing, static
+//! credentials, checksums only when required so every S3 server accepts the requests). Links
+//! are presigned GETs signed for `public_endpoint`, the host users' browsers see (the signature
+//! covers the host). The bucket is created when missing, on first use, so a store that is down
+//! at startup does not keep the gateway from starting.
+
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use tokio::sync::Mutex;
+
+use super::{ArtifactError, ArtifactMeta, ArtifactStore, ObjectInfo, valid_key};
+use crate::config::S3Config;
+
+/// An S3 bucket.
+pub struct S3Store {
+    client: Client,
+    presigner: Client,
+    bucket: String,
+    bucket_ready: Mutex<bool>,
+}
+
+impl S3Store {
+    /// Builds the clients; no request is made yet.
+    pub fn new(cfg: &S3Config) -> Self {
+        let client = |endpoint: &url::Url| {
+            let credentials = Credentials::new(
+                cfg.access_key_id.expose(),
+                cfg.secret_access_key.expose(),
+                None,
+                None,
+                "mcp-middleware-config",
+            );
+            let timeouts = TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_timeout(Duration::from_secs(30))
+                .build();
+            let conf = aws_sdk_s3::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new(cfg.region.clone()))
+                .credentials_provider(credentials)
+                .endpoint_url(endpoint.as_str().trim_end_matches('/'))
+                .force_path_style(cfg.path_style)
+                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+                .timeout_config(timeouts)
+                .build();
+            Client::from_conf(conf)
+        };
+        Self {
+            client: client(&cfg.endpoint),
+            presigner: client(&cfg.public_endpoint),
+            bucket: cfg.bucket.clone(),
+            bucket_ready: Mutex::new(false),
+        }
+    }
+
+    /// Creates the bucket if it does not exist (once; retried after a failure).
+    pub async fn ensure_bucket(&self) -> Result<(), ArtifactError> {
+        let mut ready = self.bucket_ready.lock().await;
+        if *ready {
+            return Ok(());
+        }
+        if self.client.head_bucket().bucket(&self.bucket).send().await.is_err() {
+            match self.client.create_bucket().bucket(&self.bucket).send().await {
+                Ok(_) => tracing::info!(bucket = %self.bucket, "created the artifact bucket"),
+                Err(e) => {
+                    let owned = e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you());
+                    if !owned {
+                        return Err(unavailable(e));
+                    }
+                }
+            }
+        }
+        *ready = true;
+        Ok(())
+    }
+}
+
+fn unavailable<E: std::error::Error>(e: E) -> ArtifactError {
+    ArtifactError::Unavailable(DisplayErrorContext(e).to_string())
+}
+
+fn check(key: &str) -> Result<(), ArtifactError> {
+    if valid_key(key) { Ok(()) } else { Err(ArtifactError::InvalidKey(key.to_owned())) }
+}
+
+impl ArtifactStore for S3Store {
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        bytes: Bytes,
+        meta: &'a ArtifactMeta,
+    ) -> BoxFuture<'a, Result<(), ArtifactError>> {
+        async move {
+            check(key)?;
+            self.ensure_bucket().await?;
+            let mut req = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_type(&meta.content_type)
+                .body(ByteStream::from(bytes));
+            if let Some(source) = &meta.source {
+                req = req.metadata("source", source);
+            }
+            req.send().await.map_err(unavailable)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(Bytes, ArtifactMeta), ArtifactError>> {
+        async move {
+            check(key)?;
+            let out = self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(|e| {
+                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+                    ArtifactError::NotFound(key.to_owned())
+                } else {
+                    unavailable(e)
+                }
+            })?;
+            let content_type = out.content_type().unwrap_or("application/octet-stream").to_owned();
+            let source = out.metadata().and_then(|m| m.get("source")).cloned();
+            let bytes = out.body.collect().await.map_err(unavailable)?.into_bytes();
+            let meta = ArtifactMeta { content_type, size: bytes.len() as u64, source };
+            Ok((bytes, meta))
+        }
+        .boxed()
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ArtifactError>> {
+        async move {
+            let mut out = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let page = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(prefix)
+                    .set_continuation_token(token.take())
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                for object in page.contents() {
+                    if let Some(key) = object.key() {
+                        let size = object.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+                        out.push(ObjectInfo { key: key.to_owned(), size });
+                    }
+                }
+                match page.next_continuation_token() {
+                    Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
+                    _ => break,
+                }
+            }
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), ArtifactError>> {
+        async move {
+            check(key)?;
+            self.client.delete_object().bucket(&self.bucket).key(key).send().await.map_err(unavailable)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn url<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, Result<String, ArtifactError>> {
+        async move {
+            check(key)?;
+            let presigning = PresigningConfig::expires_in(ttl).map_err(unavailable)?;
+            let request = self
+                .presigner
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .presigned(presigning)
+                .await
+                .map_err(unavailable)?;
+            Ok(request.uri().to_string())
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,107 @@
+//! The s3 artifact store against a real S3 server that checks signatures (SeaweedFS).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::agent::with_everything;
+use crate::common::peers::{S3_SECRET, Seaweed, TEST_SERVER};
+use crate::common::{FakeLlm, TestApp, first_text};
+
+const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+fn stdio_ts() -> String {
+    format!("mcpServers:\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n")
+}
+
+#[tokio::test]
+async fn presigned_links_dedup_expire_and_refuse_tampering() {
+    let s3 = Seaweed::start().await;
+    let yaml = format!("{}{}builtin_tools:\n  enabled: true\n", stdio_ts(), s3.artifacts_yaml(S3_SECRET, "3s"));
+    let app = TestApp::spawn(&yaml).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__image") && n.iter().any(|t| t == "builtin__minio_get_url")).await;
+
+    let (status, first) = app.call_tool("ts__image", json!({})).await;
+    assert_eq!(status, 200, "{first}");
+    let (_, second) = app.call_tool("ts__image", json!({})).await;
+    let artifact = &first["artifacts"][0];
+    assert_eq!(artifact["key"], second["artifacts"][0]["key"], "the same bytes are one object");
+    let url = artifact["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with(&s3.endpoint) && url.contains("X-Amz-Signature="), "{url}");
+    let resp = reqwest::get(&url).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "image/png");
+    assert!(resp.bytes().await.unwrap().starts_with(PNG_MAGIC));
+
+    let tampered =
+        if url.ends_with('0') { format!("{}1", &url[..url.len() - 1]) } else { format!("{}0", &url[..url.len() - 1]) };
+    assert_eq!(reqwest::get(&tampered).await.unwrap().status(), 403, "tampered signature");
+    let unsigned = url.split('?').next().unwrap();
+    assert_eq!(reqwest::get(unsigned).await.unwrap().status(), 403, "anonymous reads are refused");
+
+    // The built-in storage tools work on the S3 store too.
+    let (status, _) = app.call_tool("builtin__minio_upload_object", json!({"key": "a.txt", "text": "on s3"})).await;
+    assert_eq!(status, 200);
+    let (_, listed) = app.call_tool("builtin__minio_list_objects", json!({})).await;
+    assert_eq!(listed["structuredContent"]["objects"][0]["key"], "a.txt");
+    let (_, link) = app.call_tool("builtin__minio_get_url", json!({"key": "a.txt"})).await;
+    assert_eq!(reqwest::get(first_text(&link)).await.unwrap().text().await.unwrap(), "on s3");
+
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 403, "expired");
+}
+
+#[tokio::test]
+async fn a_tool_image_through_the_loop_lands_in_s3() {
+    let s3 = Seaweed::start().await;
+    let llm = FakeLlm::new().tool_call("ev__get-tiny-image", json!({})).text("Done.").start().await;
+    let app = with_everything(&llm, &s3.artifacts_yaml(S3_SECRET, "1h")).await;
+    let body: Value = app
+        .post("/v1/chat/completions", &json!({"model": "m", "messages": [{"role": "user", "content": "image"}]}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+    let start = content.find("](").expect("a markdown image") + 2;
+    let url = &content[start..start + content[start..].find(')').unwrap()];
+    assert!(url.starts_with(&s3.endpoint), "{url}");
+    let resp = reqwest::get(url).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "image/png");
+    assert!(resp.bytes().await.unwrap().starts_with(PNG_MAGIC));
+    assert!(!llm.chat_requests()[1].to_string().contains("iVBORw0KGgo"), "no base64 reached the model");
+}
+
+#[tokio::test]
+async fn wrong_credentials_or_a_dead_s3_degrade_and_the_loop_still_answers() {
+    let s3 = Seaweed::start().await;
+    // Wrong secret: every request is refused by the server's signature check.
+    let llm = FakeLlm::new().tool_call("ts__image", json!({})).text("Still here.").start().await;
+    let yaml = format!("{}{}", stdio_ts(), s3.artifacts_yaml("wrong-secret", "1h"));
+    let app = TestApp::in_front_of(&llm, &yaml).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__image")).await;
+    let body: Value = app
+        .post("/v1/chat/completions", &json!({"model": "m", "messages": [{"role": "user", "content": "image"}]}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(body["choices"][0]["message"]["content"].as_str().unwrap().ends_with("Still here."));
+    let tool = llm.chat_requests()[1]["messages"][2]["content"].as_str().unwrap().to_owned();
+    assert!(tool.contains("unavailable"), "{tool}");
+
+    // Right secret, then the server dies.
+    let llm = FakeLlm::new().tool_call("ts__image", json!({})).text("Answered.").start().await;
+    let yaml = format!("{}{}", stdio_ts(), s3.artifacts_yaml(S3_SECRET, "1h"));
+    let app = TestApp::in_front_of(&llm, &yaml).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__image")).await;
+    s3.kill().await;
+    let resp = app
+        .post("/v1/chat/completions", &json!({"model": "m", "messages": [{"role": "user", "content": "image"}]}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["choices"][0]["message"]["content"].as_str().unwrap().ends_with("Answered."));
+    let tool = llm.chat_requests()[1]["messages"][2]["content"].as_str().unwrap().to_owned();
+    assert!(tool.contains("unavailable") && tool.contains("an image"), "{tool}");
+}
