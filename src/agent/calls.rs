@@ -133,13 +133,17 @@ async fn run_one(hub: &Hub, store: &Artifacts, call: &AssembledCall, plan: Plan,
             (args, ToolOutput { text, is_error: true, artifacts: Vec::new() })
         }
         Plan::Run(args) => {
-            let span = tracing::info_span!("mcp.call", tool = %call.name);
+            let server = hub.catalog().get(&call.name).map(|e| e.server.clone()).unwrap_or_default();
+            let span = tracing::info_span!("mcp.call", server = %server, tool = %call.name);
             let result = tracing::Instrument::instrument(hub.call(&call.name, args.clone()), span).await;
-            let output = match result {
-                Ok(result) => to_tool_output(&result, store, budget, &call.name).await,
-                Err(e) => ToolOutput { text: format!("Error: {e}"), is_error: true, artifacts: Vec::new() },
+            let (output, error) = match result {
+                Ok(result) => (to_tool_output(&result, store, budget, &call.name).await, None),
+                Err(e) => {
+                    let text = format!("Error: {e}");
+                    (ToolOutput { text, is_error: true, artifacts: Vec::new() }, Some(e.to_string()))
+                }
             };
-            tracing::info!(tool = %call.name, is_error = output.is_error,
+            tracing::info!(server = %server, tool = %call.name, is_error = output.is_error, error = error.as_deref(),
                 duration_ms = duration_ms(started.elapsed()), "mcp.call finished");
             (args, output)
         }

@@ -28,6 +28,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::server::TestServer;
 
+/// Interval of SSE comment lines that keep idle connections open (a closed client is noticed
+/// at once regardless).
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
 /// Messages buffered per direction and session.
 const CHANNEL_CAPACITY: usize = 64;
 
@@ -127,7 +131,7 @@ async fn open_session(State(state): State<AppState>) -> Sse<impl Stream<Item = R
         Some((Ok(event), (rx, guard)))
     });
     let events = stream::once(async move { Ok(endpoint) }).chain(messages);
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(1)))
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }
 
 #[derive(Deserialize)]
