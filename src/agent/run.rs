@@ -252,9 +252,14 @@ impl Agent {
         client_tools: &HashSet<String>,
         out: &mut Emitter,
     ) -> Result<Round, LlmError> {
-        let mut request_body = body.clone();
-        request_body.insert("messages".into(), Value::Array(messages.to_vec()));
-        let bytes = serde_json::to_vec(&request_body).unwrap_or_default();
+        // Serialised straight from the shared parts: no copy of the history per round.
+        #[derive(serde::Serialize)]
+        struct RoundBody<'a> {
+            #[serde(flatten)]
+            body: &'a Map<String, Value>,
+            messages: &'a [Value],
+        }
+        let bytes = serde_json::to_vec(&RoundBody { body, messages }).unwrap_or_default();
         let mut headers = headers.clone();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let response = self

@@ -57,22 +57,23 @@ impl LocalStore {
         Ok(self.dir.join(key))
     }
 
-    fn sign(&self, key: &str, expires: u64) -> String {
+    /// HMAC-SHA256 over `key`, a newline and `expires`.
+    fn mac(&self, key: &str, expires: u64) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret).expect("HMAC takes any key length");
         mac.update(key.as_bytes());
         mac.update(b"\n");
         mac.update(expires.to_string().as_bytes());
-        hex(&mac.finalize().into_bytes())
+        mac
+    }
+
+    fn sign(&self, key: &str, expires: u64) -> String {
+        hex(&self.mac(key, expires).finalize().into_bytes())
     }
 
     /// Checks a link's expiry and signature (constant-time).
     pub fn verify(&self, key: &str, expires: u64, signature: &str) -> Result<(), LinkError> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret).expect("HMAC takes any key length");
-        mac.update(key.as_bytes());
-        mac.update(b"\n");
-        mac.update(expires.to_string().as_bytes());
         let given = decode_hex(signature).ok_or(LinkError::BadSignature)?;
-        mac.verify_slice(&given).map_err(|_| LinkError::BadSignature)?;
+        self.mac(key, expires).verify_slice(&given).map_err(|_| LinkError::BadSignature)?;
         if now() > expires {
             return Err(LinkError::Expired);
         }
