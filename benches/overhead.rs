@@ -98,7 +98,7 @@ impl Gateway {
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("config.yaml");
         let yaml = format!(
-            "listen: 127.0.0.1:{port}\nupstream:\n  base_url: {upstream}\nlogging:\n  level: warn\nmcpServers:{servers}\n"
+            "listen: 127.0.0.1:{port}\nupstream:\n  base_url: {upstream}\nlogging:\n  level: warn\nbuiltin_tools:\n  enabled: false\nmcpServers:{servers}\n"
         );
         std::fs::write(&config, yaml).unwrap();
         let child = std::process::Command::new(GATEWAY).arg("--config").arg(&config).spawn().expect("gateway starts");
