@@ -318,9 +318,14 @@ async fn shutdown_closes_and_reaps_stdio_children() {
     );
     let app = app_with(&servers).await;
     app.wait_for_tools(|n| n.iter().any(|t| t == "ts__echo")).await;
+    // Processes whose command line names the marker (read from /proc; zombies have none).
     let running = || {
-        let out = std::process::Command::new("pgrep").args(["-f", &marker]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().count()
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .filter(|cmdline| String::from_utf8_lossy(cmdline).contains(&marker))
+            .count()
     };
     assert!(running() >= 2, "the server and its sibling run while the gateway does");
     app.shutdown().await.unwrap();
