@@ -54,6 +54,8 @@ impl S3Store {
                 .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
                 .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
                 .timeout_config(timeouts)
+                // Fail fast when the store is down: the tool loop degrades instead of waiting.
+                .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(2))
                 .build();
             Client::from_conf(conf)
         };
@@ -113,7 +115,9 @@ impl ArtifactStore for S3Store {
                 .content_type(&meta.content_type)
                 .body(ByteStream::from(bytes));
             if let Some(source) = &meta.source {
-                req = req.metadata("source", source);
+                // User metadata travels as an HTTP header: keep it printable ASCII.
+                let safe: String = source.chars().map(|c| if c.is_ascii_graphic() { c } else { '_' }).collect();
+                req = req.metadata("source", safe);
             }
             req.send().await.map_err(unavailable)?;
             Ok(())

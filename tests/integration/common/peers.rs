@@ -176,6 +176,8 @@ impl Seaweed {
             format!("-webdav.port={}", free_port_pair()),
             "-s3.port.iceberg=0".into(),
             "-s3.port.lance=0".into(),
+            // It reports to its vendor by default; tests send nothing off this machine.
+            "-master.telemetry=false".into(),
         ];
         let child = Command::new(&weed)
             .arg("mini")
