@@ -62,6 +62,10 @@ fn main() -> ExitCode {
     }
     if let Some(listen) = cli.listen {
         config.listen = listen;
+        if let Err(problem) = config::check_exposure(&config.auth, listen) {
+            eprintln!("error: --listen {listen}: {problem}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
     }
     telemetry::init(cli.log_format.unwrap_or(config.logging.format), &config.logging.level);
 

@@ -1,7 +1,9 @@
-//! Running one round's tool calls: parsed and checked arguments, caps, repeat detection, and the
-//! calls themselves in parallel (bounded), results in the model's original order.
+//! Running one round's tool calls: permission (only tools offered to this request run), parsed
+//! and checked arguments, caps, repeat detection, and the calls themselves in parallel
+//! (bounded), results in the model's original order.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -11,7 +13,7 @@ use super::results::{ToolOutput, to_tool_output};
 use super::round::AssembledCall;
 use crate::artifacts::{Artifact, Artifacts};
 use crate::config::ToolLoopConfig;
-use crate::mcp::Hub;
+use crate::mcp::{Hub, ToolEntry};
 
 /// One executed (or refused) call, for the tool message, the card and the trace.
 #[derive(Debug, Clone, Serialize)]
@@ -45,12 +47,19 @@ pub struct CallLedger {
 }
 
 enum Plan {
-    Run(Value),
+    Run(Arc<ToolEntry>, Value),
     Refuse(String),
 }
 
 impl CallLedger {
-    fn plan(&mut self, call: &AssembledCall, limits: &ToolLoopConfig) -> Plan {
+    fn plan(&mut self, call: &AssembledCall, offered: &[Arc<ToolEntry>], limits: &ToolLoopConfig) -> Plan {
+        // The permission check: the request's access decided what was offered; nothing else runs.
+        let Some(entry) = offered.iter().find(|e| e.name == call.name) else {
+            return Plan::Refuse(format!(
+                "Error: unknown tool `{}`: it is not available to you. Use only the tools you were given.",
+                call.name
+            ));
+        };
         let args = if call.arguments.trim().is_empty() {
             Ok(Value::Object(Default::default()))
         } else {
@@ -84,7 +93,7 @@ impl CallLedger {
             ));
         }
         self.total += 1;
-        Plan::Run(args)
+        Plan::Run(entry.clone(), args)
     }
 }
 
@@ -102,22 +111,32 @@ fn canonical(v: &Value) -> String {
     }
 }
 
+/// What one round's calls need besides the calls.
+pub struct CallScope<'a> {
+    /// The MCP servers.
+    pub hub: &'a Hub,
+    /// Where binary and oversized outputs go.
+    pub store: &'a Artifacts,
+    /// Inline budget of one output, in bytes.
+    pub budget: usize,
+    /// The tools offered to this request: the only ones that run.
+    pub offered: &'a [Arc<ToolEntry>],
+}
+
 /// Runs `calls` (at most `limits.parallel_calls` at once); results in the same order.
 pub async fn run_calls(
-    hub: &Hub,
-    store: &Artifacts,
-    budget: usize,
+    scope: &CallScope<'_>,
     calls: &[&AssembledCall],
     ledger: &mut CallLedger,
     limits: &ToolLoopConfig,
 ) -> Vec<ToolRun> {
     let permits = tokio::sync::Semaphore::new(limits.parallel_calls.max(1));
     let runs = calls.iter().map(|call| {
-        let plan = ledger.plan(call, limits);
+        let plan = ledger.plan(call, scope.offered, limits);
         let permits = &permits;
         async move {
             let _permit = permits.acquire().await;
-            run_one(hub, store, call, plan, budget).await
+            run_one(scope, call, plan).await
         }
     });
     let runs: Vec<_> = runs.collect();
@@ -125,19 +144,21 @@ pub async fn run_calls(
     futures_util::future::join_all(runs).await
 }
 
-async fn run_one(hub: &Hub, store: &Artifacts, call: &AssembledCall, plan: Plan, budget: usize) -> ToolRun {
+async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> ToolRun {
     let started = Instant::now();
     let (arguments, ToolOutput { text, is_error, artifacts }) = match plan {
         Plan::Refuse(text) => {
             let args = serde_json::from_str(&call.arguments).unwrap_or(Value::String(call.arguments.clone()));
             (args, ToolOutput { text, is_error: true, artifacts: Vec::new() })
         }
-        Plan::Run(args) => {
-            let server = hub.catalog().get(&call.name).map(|e| e.server.clone()).unwrap_or_default();
+        Plan::Run(entry, args) => {
+            let server = &entry.server;
             let span = tracing::info_span!("mcp.call", server = %server, tool = %call.name);
-            let result = tracing::Instrument::instrument(hub.call(&call.name, args.clone()), span).await;
+            let visible = || Some(scope.offered.iter().map(|e| e.name.clone()).collect());
+            let result =
+                tracing::Instrument::instrument(scope.hub.call_entry(&entry, args.clone(), visible), span).await;
             let (output, error) = match result {
-                Ok(result) => (to_tool_output(&result, store, budget, &call.name).await, None),
+                Ok(result) => (to_tool_output(&result, scope.store, scope.budget, &call.name).await, None),
                 Err(e) => {
                     let text = format!("Error: {e}");
                     (ToolOutput { text, is_error: true, artifacts: Vec::new() }, Some(e.to_string()))

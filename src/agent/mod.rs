@@ -14,6 +14,8 @@ mod run;
 
 pub use calls::ToolRun;
 pub use history::expand_tool_cards;
-pub use policy::{RequestControls, client_tool_names, glob, is_background_task, select, takes_images};
+pub use policy::{
+    RequestControls, ToolAccess, client_tool_names, glob, is_background_task, model_policy, select, takes_images,
+};
 pub use results::{ToolOutput, cut_to_budget, to_tool_output};
 pub use run::{Agent, ChatJob};

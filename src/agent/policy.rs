@@ -1,11 +1,12 @@
 //! Which MCP tools a chat request gets.
 //!
-//! Three levels, most specific first: the request (`x-mcp-servers: a,b` header, or a body field
+//! [`ToolAccess`] is the one permission check, used by every surface that lists or runs a tool
+//! (the chat loop, the REST API, the built-in `list_mcp_tools`): a tool is allowed only when the
+//! key's policy (`auth.keys`), the model's policy (`models:` in config, most specific pattern)
+//! and the request's controls (`x-mcp-servers: a,b` header, or a body field
 //! `"mcp": {"servers": [...], "tools": [...], "enabled": false}` that is removed before the
-//! request goes upstream), then the model (`models:` in config, longest matching pattern), then
-//! everything. The key's policy (`auth.keys`) is a permission, not a preference: whatever was
-//! selected is narrowed to what the key may use, never widened. `tool_choice: "none"` and Open
-//! WebUI's background task requests get no tools.
+//! request goes upstream) all allow it. Each level narrows, none widens. `tool_choice: "none"`
+//! and Open WebUI's background task requests get no tools.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -69,7 +70,50 @@ impl RequestControls {
     }
 }
 
-/// The tools injected into one request (empty: forward as a plain proxy).
+/// What one caller may list and run: every rule must allow a tool (key ∩ model ∩ request).
+#[derive(Debug, Clone, Default)]
+pub struct ToolAccess {
+    rules: Vec<ToolSelection>,
+    denied: bool,
+}
+
+impl ToolAccess {
+    /// The access of a request made with `key` (its `auth.keys` policy, if any), for a model
+    /// with `model` policy (none on the REST API), narrowed by the request's own controls.
+    pub fn new(key: Option<&ToolSelection>, model: Option<&ModelPolicy>, request: &RequestControls) -> Self {
+        let mut access = ToolAccess { rules: Vec::new(), denied: request.enabled == Some(false) };
+        for rule in [key, model.map(|m| &m.selection), request.selection.as_ref()].into_iter().flatten() {
+            if rule.servers.is_some() || rule.tools.is_some() {
+                access.rules.push(rule.clone());
+            }
+        }
+        access
+    }
+
+    /// Whether `entry` may be listed and run.
+    pub fn allows(&self, entry: &ToolEntry) -> bool {
+        !self.denied && self.rules.iter().all(|rule| allows(rule, entry))
+    }
+
+    /// Whether nothing narrows this access (every tool is allowed).
+    pub fn is_unrestricted(&self) -> bool {
+        !self.denied && self.rules.is_empty()
+    }
+
+    /// The allowed entries of `catalog`, in catalog order.
+    pub fn visible<'a>(&'a self, catalog: &'a Catalog) -> impl Iterator<Item = &'a Arc<ToolEntry>> + 'a {
+        catalog.entries().iter().filter(|e| self.allows(e))
+    }
+}
+
+/// The policy of the request's model (most specific pattern first).
+pub fn model_policy<'a>(body: &Map<String, Value>, models: &'a [ModelPolicy]) -> Option<&'a ModelPolicy> {
+    let model = body.get("model").and_then(Value::as_str).unwrap_or_default();
+    models.iter().find(|m| glob(&m.pattern, model))
+}
+
+/// The tools injected into one request (empty: forward as a plain proxy). These are also the
+/// only tools the loop runs for it.
 pub fn select(
     catalog: &Catalog,
     body: &Map<String, Value>,
@@ -77,33 +121,24 @@ pub fn select(
     key: Option<&ToolSelection>,
     request: &RequestControls,
 ) -> Vec<Arc<ToolEntry>> {
-    if request.enabled == Some(false) || body.get("tool_choice").and_then(Value::as_str) == Some("none") {
+    if body.get("tool_choice").and_then(Value::as_str) == Some("none") {
         return Vec::new();
     }
     if request.background || is_background_task(body) {
         return Vec::new();
     }
-    let model = body.get("model").and_then(Value::as_str).unwrap_or_default();
-    let model_policy = models.iter().find(|m| glob(&m.pattern, model));
-    if request.enabled.is_none() && model_policy.is_some_and(|m| !m.inject) {
+    let model = model_policy(body, models);
+    if request.enabled.is_none() && model.is_some_and(|m| !m.inject) {
         return Vec::new();
     }
-    let chosen = request.selection.as_ref().or(model_policy.map(|m| &m.selection));
+    let access = ToolAccess::new(key, model, request);
     let client_names: HashSet<&str> = client_tool_names(body).collect();
-    catalog
-        .entries()
-        .iter()
-        .filter(|e| chosen.is_none_or(|s| allows(s, e)))
-        .filter(|e| key.is_none_or(|s| allows(s, e)))
-        .filter(|e| !client_names.contains(e.name.as_str()))
-        .cloned()
-        .collect()
+    access.visible(catalog).filter(|e| !client_names.contains(e.name.as_str())).cloned().collect()
 }
 
 /// Whether the request's model is marked `vision: true` (most specific pattern wins).
 pub fn takes_images(body: &Map<String, Value>, models: &[ModelPolicy]) -> bool {
-    let model = body.get("model").and_then(Value::as_str).unwrap_or_default();
-    models.iter().find(|m| glob(&m.pattern, model)).is_some_and(|m| m.vision)
+    model_policy(body, models).is_some_and(|m| m.vision)
 }
 
 /// Names of the tools the client sent itself.

@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderValue, Method, header};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use super::calls::{CallLedger, ToolRun, run_calls};
+use super::calls::{CallLedger, CallScope, ToolRun, run_calls};
 use super::cards;
 use super::round::{Round, add_usage};
 use crate::artifacts::Artifacts;
@@ -198,8 +198,9 @@ impl Agent {
             let mut assistant = json!({"role": "assistant", "content": if round.content.is_empty() { Value::Null } else { Value::String(round.content.clone()) }});
             assistant["tool_calls"] = Value::Array(gateway.iter().map(|c| c.to_message_json()).collect());
             messages.push(assistant);
-            let runs =
-                run_calls(&self.hub, &self.artifacts, self.max_inline_bytes, &gateway, &mut ledger, limits).await;
+            let scope =
+                CallScope { hub: &self.hub, store: &self.artifacts, budget: self.max_inline_bytes, offered: &tools };
+            let runs = run_calls(&scope, &gateway, &mut ledger, limits).await;
             for run in &runs {
                 messages.push(json!({"role": "tool", "tool_call_id": run.id, "content": run.output}));
                 let mut shown = if limits.tool_cards { cards::render(run) } else { String::new() };
@@ -239,7 +240,17 @@ impl Agent {
                 });
             }
         }
-        unreachable!("the last round is sent with tool_choice none and returns")
+        // Only a model that ignored `tool_choice: "none"` on the last round gets here: what it
+        // said so far is the answer.
+        tracing::warn!(rounds = limits.max_rounds, "the model kept calling tools past the last round");
+        Ok(Outcome {
+            identity: out.identity.clone().unwrap_or_default(),
+            content,
+            client_calls: Vec::new(),
+            finish_reason: "length".into(),
+            usage,
+            trace,
+        })
     }
 
     /// One upstream request, streamed; text and client tool deltas are passed on as they come.

@@ -19,8 +19,8 @@ use url::Url;
 pub use env::{EnvSource, ProcessEnv};
 use raw::{DurationValue, RawConfig, RawMcpServer, RawToolPolicy};
 
-/// Default listen address.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:4001";
+/// Default listen address: loopback, so a gateway without keys is reachable only from this host.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4001";
 /// Default upstream: LiteLLM on the same host.
 pub const DEFAULT_UPSTREAM: &str = "http://localhost:4000/v1";
 /// Environment variable naming the config file when `--config` is absent.
@@ -198,6 +198,8 @@ pub struct UpstreamConfig {
     pub read_timeout: Duration,
     /// Retries of connection failures before any byte was sent.
     pub max_retries: u32,
+    /// Forward every `/v1/*` route, not only the OpenAI API's.
+    pub forward_all_routes: bool,
 }
 
 impl UpstreamConfig {
@@ -218,6 +220,8 @@ pub struct AuthConfig {
     pub api_keys: Vec<Secret>,
     /// Accepted keys with a tool policy.
     pub keys: Vec<KeyConfig>,
+    /// Serving without keys on a non-loopback address was chosen deliberately (`auth.open`).
+    pub open: bool,
 }
 
 impl AuthConfig {
@@ -299,6 +303,8 @@ pub enum McpTransportConfig {
         env: BTreeMap<String, String>,
         /// Working directory.
         cwd: Option<PathBuf>,
+        /// Names (or `PREFIX_*`) of the gateway's variables passed on beyond the allowlist.
+        inherit_env: Vec<String>,
     },
     /// Streamable HTTP (MCP 2025-03-26 and later).
     StreamableHttp {
@@ -384,6 +390,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         connect_timeout: dur(up.connect_timeout, 10),
         read_timeout: dur(up.read_timeout, 300),
         max_retries: up.max_retries.unwrap_or(2),
+        forward_all_routes: up.forward_all_routes.unwrap_or(false),
     });
 
     let mut api_keys = Vec::new();
@@ -481,11 +488,17 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
 
+    let auth = AuthConfig { api_keys, keys, open: raw.auth.open.unwrap_or(false) };
+    if let Some(listen) = listen
+        && let Err(problem) = check_exposure(&auth, listen)
+    {
+        p.push("auth", problem);
+    }
     match (p.0.is_empty(), listen, upstream, logging, artifacts) {
         (true, Some(listen), Some(upstream), Some(logging), Some(artifacts)) => Ok(Config {
             listen,
             upstream,
-            auth: AuthConfig { api_keys, keys },
+            auth,
             limits,
             logging,
             mcp_servers,
@@ -495,6 +508,19 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }),
         _ => Err(ConfigError::Invalid(p.0)),
     }
+}
+
+/// A gateway without keys on an address other than loopback must be a deliberate choice
+/// (`auth.open: true`): it runs tools and spends the upstream's key for anyone who reaches it.
+pub fn check_exposure(auth: &AuthConfig, listen: SocketAddr) -> Result<(), String> {
+    if auth.is_open() && !auth.open && !listen.ip().is_loopback() {
+        return Err(format!(
+            "no API key is configured and `listen` is {listen}, which other hosts can reach: anyone there \
+             could run every tool. Set auth.api_keys (e.g. - ${{MCP_MIDDLEWARE_API_KEY}}), listen on \
+             127.0.0.1, or set auth.open: true to serve without keys deliberately"
+        ));
+    }
+    Ok(())
 }
 
 fn artifacts_config(raw: raw::RawArtifacts, p: &mut Problems) -> Option<ArtifactsConfig> {
@@ -576,7 +602,13 @@ fn mcp_server(name: &str, raw: RawMcpServer, p: &mut Problems) -> Option<McpServ
                 p.push(at("command"), "must not be empty");
                 return None;
             }
-            McpTransportConfig::Stdio { command: command.clone(), args: raw.args, env: raw.env, cwd: raw.cwd }
+            McpTransportConfig::Stdio {
+                command: command.clone(),
+                args: raw.args,
+                env: raw.env,
+                cwd: raw.cwd,
+                inherit_env: raw.inherit_env,
+            }
         }
         (None, Some(url)) => {
             let url = p.check(at("url"), http_url(url))?;

@@ -63,6 +63,11 @@ pub struct RawUpstream {
     pub read_timeout: Option<DurationValue>,
     /// Retries of a request whose connection failed before any byte was sent. Default 2.
     pub max_retries: Option<u32>,
+    /// Forward every `/v1/*` route to the upstream, not only the OpenAI API's routes (models,
+    /// embeddings, completions, audio, images, files, batches, responses …). Default false:
+    /// the upstream receives `upstream.api_key`, which on LiteLLM is the master key of its
+    /// admin API, so other routes stay closed unless you open them.
+    pub forward_all_routes: Option<bool>,
 }
 
 /// `auth:` — inbound authentication.
@@ -75,6 +80,10 @@ pub struct RawAuth {
     /// Keys with a tool policy of their own: which servers and tools requests made with them may use.
     #[serde(default)]
     pub keys: Vec<RawKey>,
+    /// Serve without any key on an address other than loopback. Default false: with no key
+    /// configured the gateway refuses to start on a non-loopback `listen`, since anyone who
+    /// reaches it could run every tool and use the upstream's key.
+    pub open: Option<bool>,
 }
 
 /// One entry of `auth.keys`.
@@ -221,9 +230,15 @@ pub struct RawMcpServer {
     /// Arguments of `command`.
     #[serde(default)]
     pub args: Vec<String>,
-    /// Extra environment of `command`.
+    /// Extra environment of `command`. The child starts from an empty environment plus a
+    /// small allowlist (`PATH`, `HOME`, `USER`, `LANG`, `TERM`, `TMPDIR`, `NODE_*`, npm and
+    /// proxy variables …), then these.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// More variables of the gateway's own environment to pass to `command` (names, or
+    /// prefixes ending in `*`, e.g. `[GITHUB_TOKEN, AWS_*]`).
+    #[serde(default)]
+    pub inherit_env: Vec<String>,
     /// Working directory of `command`.
     pub cwd: Option<PathBuf>,
     /// URL of a remote MCP server.

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::auth::KeyPolicy;
 use super::body::{Framing, forward_headers, read_limited};
-use super::{ApiError, AppState, proxy, sse};
+use super::{ApiError, AppState, mcp_servers_header, proxy, sse};
 use crate::agent::{self, ChatJob, RequestControls};
 use crate::llm::{ChatRequest, UpstreamBody, UpstreamRequest};
 
@@ -29,7 +29,7 @@ pub async fn completions(
     let raw = read_limited(body, &headers, state.config.limits.max_body_bytes).await?;
     let mut chat = ChatRequest::parse(raw)?;
     let had_controls = chat.body.contains_key("mcp");
-    let mcp_header = headers.get("x-mcp-servers").and_then(|v| v.to_str().ok());
+    let mcp_header = mcp_servers_header(&headers)?;
     let mut controls = RequestControls::take(mcp_header, &mut chat.body).map_err(ApiError::BadRequest)?;
     controls.background = headers.get("x-openwebui-task").is_some_and(|v| !v.as_bytes().trim_ascii().is_empty());
     let has_cards = chat.raw.windows(CARD_MARKER.len()).any(|w| w == CARD_MARKER);

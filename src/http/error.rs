@@ -5,7 +5,7 @@
 //! |-----------------------------------------|--------|-------------------------|
 //! | malformed JSON, missing `model`/`messages` | 400 | `invalid_request_error` |
 //! | missing or wrong API key                | 401    | `authentication_error`  |
-//! | unknown route                           | 404    | `invalid_request_error` |
+//! | unknown route, or a `/v1/*` route not forwarded | 404 | `invalid_request_error` |
 //! | wrong method                            | 405    | `invalid_request_error` |
 //! | body over `limits.max_body_bytes`       | 413    | `invalid_request_error` |
 //! | upstream 4xx (429 keeps `Retry-After`)  | same   | the upstream's own body |
@@ -48,6 +48,12 @@ pub enum ApiError {
     NotFound {
         /// Request method.
         method: Method,
+        /// Request path.
+        path: String,
+    },
+    /// A `/v1/*` route outside the OpenAI API, with `upstream.forward_all_routes` off.
+    #[error("{path} is not forwarded to the upstream (only the OpenAI API's routes are)")]
+    RouteNotForwarded {
         /// Request path.
         path: String,
     },
@@ -112,7 +118,9 @@ impl ApiError {
             },
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", None),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key", None),
-            Self::NotFound { .. } => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found", None),
+            Self::NotFound { .. } | Self::RouteNotForwarded { .. } => {
+                (StatusCode::NOT_FOUND, "invalid_request_error", "not_found", None)
+            }
             Self::MethodNotAllowed => {
                 (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method_not_allowed", None)
             }

@@ -1,38 +1,65 @@
 //! The REST API over the tool catalog: `GET /mcp/servers`, `GET|POST /mcp/tools/list`
 //! (`?server=` filters) and `POST /mcp/tools/call`.
+//!
+//! Every route applies the request's [`ToolAccess`] (the key's policy narrowed by an
+//! `x-mcp-servers` header): a tool the caller may not use is neither listed nor run, and calling
+//! it answers 404 exactly like a tool that does not exist, so a restricted key learns nothing
+//! about the rest of the catalog.
 
-use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::KeyPolicy;
 use super::body::read_limited;
-use super::{ApiError, AppState};
-use crate::agent;
+use super::{ApiError, AppState, mcp_servers_header};
+use crate::agent::{self, RequestControls, ToolAccess};
+use crate::mcp::McpError;
 
-/// `GET /mcp/servers`: each server's state, tool count, last error and restarts.
-pub async fn servers(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({"servers": state.hub.servers()}))
+/// The access of one REST request: its key's policy, narrowed by `x-mcp-servers`.
+fn access(key: Option<Extension<KeyPolicy>>, headers: &HeaderMap) -> Result<ToolAccess, ApiError> {
+    let header = mcp_servers_header(headers)?;
+    let controls = RequestControls::take(header, &mut Default::default()).map_err(ApiError::BadRequest)?;
+    let key = key.map(|Extension(k)| k.0);
+    Ok(ToolAccess::new(key.as_deref(), None, &controls))
 }
 
-/// Query of `/mcp/tools/list`.
-#[derive(Deserialize)]
-pub struct ListQuery {
-    server: Option<String>,
+/// `GET /mcp/servers`: each server's state, tool count, last error and restarts. A restricted
+/// key sees only the servers it has a tool of.
+pub async fn servers(
+    State(state): State<AppState>,
+    key: Option<Extension<KeyPolicy>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let access = access(key, &headers)?;
+    let mut servers = state.hub.servers();
+    if !access.is_unrestricted() {
+        let catalog = state.hub.catalog();
+        servers.retain(|s| access.visible(&catalog).any(|e| e.server == s.name));
+    }
+    Ok(Json(json!({"servers": servers})))
 }
 
-/// `GET|POST /mcp/tools/list`: the catalog as `{"tools":[{name, server, original_name, description, inputSchema}]}`.
-pub async fn list_tools(State(state): State<AppState>, Query(query): Query<ListQuery>) -> Json<Value> {
+/// `GET|POST /mcp/tools/list`: the tools the caller may use, as
+/// `{"tools":[{name, server, original_name, description, inputSchema}]}`.
+pub async fn list_tools(
+    State(state): State<AppState>,
+    key: Option<Extension<KeyPolicy>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let access = access(key, &headers)?;
+    let server = query_param(query.as_deref(), "server");
     let catalog = state.hub.catalog();
-    let tools: Vec<Value> = catalog
-        .entries()
-        .iter()
-        .filter(|e| query.server.as_deref().is_none_or(|s| s == e.server))
+    let tools: Vec<Value> = access
+        .visible(&catalog)
+        .filter(|e| server.as_deref().is_none_or(|s| s == e.server))
         .map(|e| e.to_json())
         .collect();
-    Json(json!({"tools": tools}))
+    Ok(Json(json!({"tools": tools})))
 }
 
 #[derive(Deserialize)]
@@ -46,15 +73,27 @@ struct CallBody {
 
 /// `POST /mcp/tools/call` with `{"name", "arguments"}` (exposed name) or
 /// `{"server", "name", "arguments"}` (original name): the MCP result.
-pub async fn call_tool(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+pub async fn call_tool(
+    State(state): State<AppState>,
+    key: Option<Extension<KeyPolicy>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let access = access(key, &headers)?;
     let raw = read_limited(body, &headers, state.config.limits.max_body_bytes).await?;
     let call: CallBody =
         serde_json::from_slice(&raw).map_err(|e| ApiError::BadRequest(format!("invalid tool call body: {e}")))?;
-    let result = match &call.server {
-        Some(server) => state.hub.call_original(server, &call.name, call.arguments).await?,
-        None => state.hub.call(&call.name, call.arguments).await?,
+    let catalog = state.hub.catalog();
+    let (entry, name) = match &call.server {
+        Some(server) => (catalog.by_origin(server, &call.name), format!("{server}/{}", call.name)),
+        None => (catalog.get(&call.name), call.name.clone()),
     };
-    let name = call.server.as_ref().map_or(call.name.clone(), |s| format!("{s}/{}", call.name));
+    // Not allowed looks exactly like not there.
+    let Some(entry) = entry.filter(|e| access.allows(e)) else {
+        return Err(McpError::UnknownTool { name }.into());
+    };
+    let visible = || (!access.is_unrestricted()).then(|| access.visible(&catalog).map(|e| e.name.clone()).collect());
+    let result = state.hub.call_entry(entry, call.arguments, visible).await?;
     let budget = state.config.artifacts.max_inline_bytes;
     let converted = agent::to_tool_output(&result, &state.artifacts, budget, &name).await;
     let mut value = serde_json::to_value(&result).unwrap_or_default();
@@ -63,4 +102,9 @@ pub async fn call_tool(State(state): State<AppState>, headers: HeaderMap, body: 
         obj.insert("artifacts".into(), serde_json::to_value(&converted.artifacts).unwrap_or_default());
     }
     Ok(Json(value))
+}
+
+/// One decoded query parameter (a malformed query reads as absent, never as a text/plain 400).
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }

@@ -109,6 +109,18 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The `x-mcp-servers` header. One that is not valid text is refused rather than ignored: a
+/// narrowing the gateway cannot read must not widen the request to every tool.
+pub(crate) fn mcp_servers_header(headers: &axum::http::HeaderMap) -> Result<Option<&str>, ApiError> {
+    match headers.get("x-mcp-servers") {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .map(Some)
+            .map_err(|_| ApiError::BadRequest("the x-mcp-servers header must be plain ASCII text".into())),
+    }
+}
+
 async fn not_found(req: Request) -> ApiError {
     ApiError::NotFound { method: req.method().clone(), path: req.uri().path().to_owned() }
 }

@@ -1,5 +1,11 @@
 //! Every other `/v1/*` route, proxied to the upstream as-is: method, path, query, headers and
 //! body, streamed both ways.
+//!
+//! The upstream receives `upstream.api_key` (on LiteLLM, the master key of its admin API), so
+//! the path is confined: a `.`/`..` segment, raw or percent-encoded, or an encoded `/`, `\` or
+//! `%` in a segment is a 400, and only the OpenAI API's routes are forwarded unless
+//! `upstream.forward_all_routes` is set (the upstream client checks once more that the final URL
+//! stays below `upstream.base_url`).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -18,6 +24,10 @@ pub async fn forward(State(state): State<AppState>, req: Request) -> Result<Resp
     let limit = state.config.limits.max_body_bytes;
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let path_and_query = path_and_query.strip_prefix("/v1").unwrap_or(path_and_query).to_owned();
+    let route = confined_route(parts.uri.path().strip_prefix("/v1").unwrap_or_default())?;
+    if !state.config.upstream.forward_all_routes && !OPENAI_ROUTES.contains(&route) {
+        return Err(ApiError::RouteNotForwarded { path: parts.uri.path().to_owned() });
+    }
 
     let declared = content_length(&parts.headers);
     let chunked = parts.headers.contains_key(axum::http::header::TRANSFER_ENCODING);
@@ -45,6 +55,47 @@ pub async fn forward(State(state): State<AppState>, req: Request) -> Result<Resp
     };
     let response = state.upstream.send(request).await?;
     Ok(passthrough(response))
+}
+
+/// First path segments of the OpenAI API (and the few common extensions LiteLLM serves under
+/// `/v1`) that are forwarded by default.
+const OPENAI_ROUTES: &[&str] = &[
+    "models",
+    "embeddings",
+    "completions",
+    "chat",
+    "audio",
+    "images",
+    "moderations",
+    "responses",
+    "files",
+    "batches",
+    "fine_tuning",
+    "uploads",
+    "vector_stores",
+    "assistants",
+    "threads",
+    "rerank",
+    "conversations",
+    "containers",
+    "videos",
+];
+
+/// Checks every segment of `path` (the part below `/v1`) and returns its first segment. Refused:
+/// `.` and `..` (also as `%2e`, or followed by `;` parameters), and segments hiding a `/`, `\`,
+/// `%` or NUL once decoded.
+fn confined_route(path: &str) -> Result<&str, ApiError> {
+    for segment in path.split('/') {
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        // `..;x` is `..` to servers that strip path parameters (Tomcat and friends).
+        let bare = decoded.split(';').next().unwrap_or_default();
+        if bare == "." || bare == ".." || decoded.contains(['/', '\\', '%', '\0']) || segment.contains('\\') {
+            return Err(ApiError::BadRequest(
+                "the request path may not contain `.` or `..` segments or encoded separators".into(),
+            ));
+        }
+    }
+    Ok(path.trim_start_matches('/').split('/').next().unwrap_or_default())
 }
 
 /// The upstream response with its status, headers and body streamed through unchanged.

@@ -78,7 +78,7 @@ impl UpstreamClient {
 
     /// Sends a request; non-success statuses become [`LlmError`]s (4xx keep their body).
     pub async fn send(&self, req: UpstreamRequest) -> Result<UpstreamResponse, LlmError> {
-        let url = format!("{}{}", self.config.base_url.as_str().trim_end_matches('/'), req.path_and_query);
+        let url = self.confined_url(&req.path_and_query)?;
         let auth = self.auth_header(req.client_auth);
         let mut headers = req.headers;
         if let Some(auth) = auth {
@@ -86,13 +86,31 @@ impl UpstreamClient {
         }
         let response = match req.body {
             UpstreamBody::Stream(body) => {
-                let builder = self.http.request(req.method, &url).headers(headers).body(body);
+                let builder = self.http.request(req.method, url).headers(headers).body(body);
                 builder.send().await.map_err(|e| self.transport_error(e))?
             }
             UpstreamBody::Empty => self.send_replayable(&req.method, &url, &headers, None).await?,
             UpstreamBody::Bytes(b) => self.send_replayable(&req.method, &url, &headers, Some(b)).await?,
         };
         self.check(response).await
+    }
+
+    /// `base_url` + `path_and_query`, parsed (so `..` and `%2e%2e` are resolved as the upstream
+    /// would) and checked to stay on the upstream's origin, below its base path.
+    fn confined_url(&self, path_and_query: &str) -> Result<url::Url, LlmError> {
+        let base = &self.config.base_url;
+        let joined = format!("{}{}", base.as_str().trim_end_matches('/'), path_and_query);
+        let base_path = base.path().trim_end_matches('/');
+        url::Url::parse(&joined)
+            .ok()
+            .filter(|url| {
+                url.origin() == base.origin()
+                    && url.path().strip_prefix(base_path).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .ok_or_else(|| LlmError::InvalidRequest {
+                message: "the request path leaves the upstream's base path".into(),
+                param: None,
+            })
     }
 
     /// Whether the upstream answers HTTP at all (any status counts), within `timeout`.
@@ -118,13 +136,13 @@ impl UpstreamClient {
     async fn send_replayable(
         &self,
         method: &Method,
-        url: &str,
+        url: &url::Url,
         headers: &HeaderMap,
         body: Option<Bytes>,
     ) -> Result<reqwest::Response, LlmError> {
         let mut attempt = 0;
         loop {
-            let mut builder = self.http.request(method.clone(), url).headers(headers.clone());
+            let mut builder = self.http.request(method.clone(), url.clone()).headers(headers.clone());
             if let Some(body) = &body {
                 builder = builder.body(body.clone());
             }

@@ -13,6 +13,7 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Notify;
 
+use super::child_env::child_env;
 use super::sse::{SseClientTransport, SseError};
 use crate::builtin::BuiltinTools;
 use crate::config::{McpServerConfig, McpTransportConfig, Secret};
@@ -89,9 +90,9 @@ pub async fn connect(
 ) -> Result<(Connection, ProcessGroupGuard), ConnectError> {
     let init = |e: rmcp::service::ClientInitializeError| ConnectError::Initialize(e.to_string());
     match &server.transport {
-        McpTransportConfig::Stdio { command, args, env, cwd } => {
+        McpTransportConfig::Stdio { command, args, env, cwd, inherit_env } => {
             let mut cmd = tokio::process::Command::new(command);
-            cmd.args(args).envs(env).kill_on_drop(true);
+            cmd.args(args).env_clear().envs(child_env(std::env::vars_os(), inherit_env, env)).kill_on_drop(true);
             if let Some(cwd) = cwd {
                 cmd.current_dir(cwd);
             }

@@ -4,6 +4,7 @@
 //! | file         | what it holds                                                       |
 //! |--------------|---------------------------------------------------------------------|
 //! | `connect.rs` | opening a session over stdio, streamable HTTP or legacy SSE          |
+//! | `child_env.rs` | the allowlisted environment a stdio server starts with             |
 //! | `sse.rs`     | our legacy HTTP+SSE client transport (rmcp 3 has none)               |
 //! | `server.rs`  | one server's supervisor (backoff, `list_changed`) and its tool calls |
 //! | `catalog.rs` | exposed names, sanitised schemas, prepared OpenAI tool JSON          |
@@ -11,6 +12,7 @@
 //! `mcp/` knows nothing of HTTP serving or of the chat loop.
 
 mod catalog;
+mod child_env;
 mod connect;
 mod server;
 mod sse;
@@ -147,26 +149,25 @@ impl Hub {
         let _ = tokio::time::timeout(limit, all).await;
     }
 
-    /// Calls a tool by its exposed name.
+    /// Calls a tool by its exposed name (operators' CLI: no permission applies).
     pub async fn call(&self, name: &str, arguments: Value) -> Result<CallToolResult, McpError> {
         let catalog = self.catalog();
         let entry = catalog.get(name).ok_or_else(|| McpError::UnknownTool { name: name.to_owned() })?;
-        self.call_entry(entry, arguments).await
+        self.call_entry(entry, arguments, || None).await
     }
 
-    /// Calls a tool by server and original name.
-    pub async fn call_original(&self, server: &str, tool: &str, arguments: Value) -> Result<CallToolResult, McpError> {
-        let catalog = self.catalog();
-        let entry = catalog
-            .by_origin(server, tool)
-            .ok_or_else(|| McpError::UnknownTool { name: format!("{server}/{tool}") })?;
-        self.call_entry(entry, arguments).await
-    }
-
-    async fn call_entry(&self, entry: &ToolEntry, arguments: Value) -> Result<CallToolResult, McpError> {
+    /// Calls the tool of a catalog entry. The caller has already checked its permission;
+    /// `visible` names the tools that caller may see (`None`: all of them) and is asked only when
+    /// the tool is a built-in one, so `list_mcp_tools` shows no more than the caller may use.
+    pub async fn call_entry(
+        &self,
+        entry: &ToolEntry,
+        arguments: Value,
+        visible: impl FnOnce() -> Option<Vec<String>>,
+    ) -> Result<CallToolResult, McpError> {
         let arguments = match arguments {
-            Value::Null => Value::Object(Default::default()),
-            v @ Value::Object(_) => v,
+            Value::Null => serde_json::Map::new(),
+            Value::Object(map) => map,
             _ => {
                 return Err(McpError::InvalidArguments {
                     tool: entry.name.clone(),
@@ -174,6 +175,7 @@ impl Hub {
                 });
             }
         };
+        let arguments = Value::Object(arguments);
         entry
             .validate(&arguments)
             .map_err(|message| McpError::InvalidArguments { tool: entry.name.clone(), message })?;
@@ -182,8 +184,14 @@ impl Hub {
             .iter()
             .find(|s| s.name() == entry.server)
             .ok_or_else(|| McpError::UnknownTool { name: entry.name.clone() })?;
-        let Value::Object(arguments) = arguments else { unreachable!("checked above") };
-        server.call(&entry.original_name, Some(arguments)).await
+        let meta = match server.config.transport {
+            McpTransportConfig::InProcess => visible().map(crate::builtin::visible_tools_meta),
+            _ => None,
+        };
+        let Value::Object(arguments) = arguments else {
+            return Err(McpError::InvalidArguments { tool: entry.name.clone(), message: "not an object".into() });
+        };
+        server.call(&entry.original_name, Some(arguments), meta).await
     }
 
     /// Rebuilds the catalog from every server's last known tools.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rmcp::RoleClient;
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam, ClientRequest, ErrorCode,
-    JsonObject, RequestId, ServerResult, Tool,
+    JsonObject, MetaObject, RequestId, RequestMetaObject, ServerResult, Tool,
 };
 use rmcp::service::{Peer, PeerRequestOptions, ServiceError};
 use serde::Serialize;
@@ -238,12 +238,19 @@ impl ServerHandle {
 
     /// Calls `tool` (original name). Fails at once when the server is not connected. Dropping
     /// the future sends `notifications/cancelled`; the timeout is reset by progress.
-    pub async fn call(&self, tool: &str, arguments: Option<JsonObject>) -> Result<CallToolResult, McpError> {
+    /// `meta` goes into the request's `_meta`.
+    pub async fn call(
+        &self,
+        tool: &str,
+        arguments: Option<JsonObject>,
+        meta: Option<JsonObject>,
+    ) -> Result<CallToolResult, McpError> {
         let Some(peer) = self.conn.borrow().peer.clone() else {
             return Err(self.unavailable());
         };
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = arguments;
+        params.meta = meta.map(|m| RequestMetaObject(MetaObject(m)));
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         let options = PeerRequestOptions::with_timeout(self.config.tool_timeout).reset_timeout_on_progress();
         let handle = peer.send_request_with_option(request, options).await.map_err(|e| self.call_error(tool, e))?;

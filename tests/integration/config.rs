@@ -24,7 +24,7 @@ fn problems(yaml: &str) -> String {
 #[test]
 fn shipped_config_parses_with_defaults() {
     let cfg = config::load_file(SHIPPED.as_ref(), &env(&[])).unwrap();
-    assert_eq!(cfg.listen.to_string(), "0.0.0.0:4001");
+    assert_eq!(cfg.listen.to_string(), "127.0.0.1:4001", "open without keys: loopback only");
     assert_eq!(cfg.upstream.base_url.as_str(), "http://localhost:4000/v1");
     assert!(cfg.upstream.api_key.is_none());
     assert!(cfg.auth.api_keys.is_empty());
@@ -59,7 +59,7 @@ fn shipped_config_reads_the_environment() {
 #[test]
 fn empty_file_is_all_defaults() {
     let cfg = config::load_str("", &env(&[])).unwrap();
-    assert_eq!(cfg.listen.to_string(), "0.0.0.0:4001");
+    assert_eq!(cfg.listen.to_string(), "127.0.0.1:4001");
     assert_eq!(cfg.upstream.read_timeout, Duration::from_secs(300));
     let names: Vec<_> = cfg.mcp_servers.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["builtin"], "only the built-in tools");

@@ -13,3 +13,4 @@ mod mcp;
 mod policy;
 mod proxy;
 mod s3;
+mod security;

@@ -13,7 +13,9 @@
 //! | `list_mcp_tools`        | the tool catalog by server, with descriptions                 |
 //!
 //! Storage tools are scoped to the prefix `files/`: a model cannot read or change other data.
-//! `read_artifact` reads only content-addressed artifacts and those files.
+//! `read_artifact` reads only content-addressed artifacts and those files. When the gateway
+//! calls `list_mcp_tools` for a restricted caller, the request's `_meta` names the tools that
+//! caller may see ([`VISIBLE_TOOLS_META`]) and nothing else is listed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +34,23 @@ use crate::artifacts::{ArtifactError, ArtifactMeta, ArtifactStore, valid_key};
 
 /// Prefix of every object the storage tools touch.
 pub const FILES_PREFIX: &str = "files/";
+/// `_meta` key of a `tools/call` naming the tools its caller may see (a JSON array of names).
+pub const VISIBLE_TOOLS_META: &str = "mcp-middleware/visible_tools";
+
+/// The `_meta` object that limits `list_mcp_tools` to `names`.
+pub fn visible_tools_meta(names: Vec<String>) -> JsonObject {
+    let mut meta = JsonObject::new();
+    meta.insert(VISIBLE_TOOLS_META.into(), Value::Array(names.into_iter().map(Value::String).collect()));
+    meta
+}
+
+/// The names a request's `_meta` limits `list_mcp_tools` to (`None`: no limit).
+fn visible_tools(meta: &JsonObject) -> Option<std::collections::HashSet<String>> {
+    let names = meta.get(VISIBLE_TOOLS_META)?;
+    // A malformed list limits to nothing rather than to everything.
+    Some(names.as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect())
+}
+
 /// Largest text `read_artifact` returns at once.
 const MAX_READ: usize = 16 * 1024;
 
@@ -75,7 +94,12 @@ impl BuiltinTools {
         Self { store, url_ttl, directory }
     }
 
-    async fn dispatch(&self, name: &str, args: &JsonObject) -> Result<CallToolResult, McpError> {
+    async fn dispatch(
+        &self,
+        name: &str,
+        args: &JsonObject,
+        visible: Option<std::collections::HashSet<String>>,
+    ) -> Result<CallToolResult, McpError> {
         match name {
             "minio_list_objects" => self.list(args).await,
             "minio_upload_object" => self.upload(args).await,
@@ -91,7 +115,7 @@ impl BuiltinTools {
                 Ok(text(self.store.url(&key, self.url_ttl).await.map_err(store_error)?))
             }
             "read_artifact" => self.read_artifact(args).await,
-            "list_mcp_tools" => Ok(self.list_tools_text(opt_str(args, "server")?)),
+            "list_mcp_tools" => Ok(self.list_tools_text(opt_str(args, "server")?, visible)),
             other => Err(McpError::new(ErrorCode::INVALID_PARAMS, format!("tool not found: {other}"), None)),
         }
     }
@@ -186,10 +210,20 @@ impl BuiltinTools {
         Ok(result)
     }
 
-    fn list_tools_text(&self, server: Option<String>) -> CallToolResult {
+    fn list_tools_text(
+        &self,
+        server: Option<String>,
+        visible: Option<std::collections::HashSet<String>>,
+    ) -> CallToolResult {
         let mut out = String::new();
         let mut current = String::new();
-        for entry in self.directory.tools().into_iter().filter(|e| server.as_ref().is_none_or(|s| *s == e.server)) {
+        let shown = self
+            .directory
+            .tools()
+            .into_iter()
+            .filter(|e| server.as_ref().is_none_or(|s| *s == e.server))
+            .filter(|e| visible.as_ref().is_none_or(|v| v.contains(&e.name)));
+        for entry in shown {
             if entry.server != current {
                 out.push_str(&format!("{}:\n", entry.server));
                 current = entry.server.clone();
@@ -329,9 +363,11 @@ impl ServerHandler for BuiltinTools {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let args = request.arguments.clone().unwrap_or_default();
-        Ok(self.dispatch(request.name.as_ref(), &args).await?.into())
+        let visible = visible_tools(&context.meta.0.0)
+            .or_else(|| request.meta.as_ref().and_then(|m| visible_tools(&m.0.0)));
+        Ok(self.dispatch(request.name.as_ref(), &args, visible).await?.into())
     }
 }

@@ -129,6 +129,8 @@ impl FakeLlm {
             .route("/v1/chat/completions", post(chat))
             .route("/v1/models", get(models))
             .route("/v1/{*rest}", any(echo))
+            // Anything outside /v1 is recorded too, so a test can prove nothing arrived there.
+            .fallback(echo)
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

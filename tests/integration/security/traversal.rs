@@ -1,0 +1,76 @@
+//! The `/v1/*` proxy carries the upstream's key: no request may leave the upstream's base path
+//! (raw or percent-encoded dot segments, encoded separators), and only the OpenAI API's routes
+//! are forwarded unless `upstream.forward_all_routes` is set.
+
+use super::raw_http;
+use crate::common::{FakeLlm, TestApp};
+
+const KEYS: &str = "  api_key: sk-master\nauth:\n  api_keys: [sk-user]\n";
+
+fn request(method: &str, target: &str) -> String {
+    format!(
+        "{method} {target} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer sk-user\r\nContent-Type: application/json\r\n\
+         Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    )
+}
+
+#[tokio::test]
+async fn traversal_never_leaves_the_upstream_base_path() {
+    let llm = FakeLlm::new().text("ok").start().await;
+    let app = TestApp::in_front_of(&llm, KEYS).await;
+    let attacks = [
+        "/v1/../key/generate",
+        "/v1/%2e%2e/user/new",
+        "/v1/%2E%2E/user/new",
+        "/v1/.%2e/key/generate",
+        "/v1/models/../../key/generate",
+        "/v1/models/%2e%2e/%2e%2e/key/generate",
+        "/v1/./../key/generate",
+        "/v1/..%2fkey%2fgenerate",
+        "/v1/..%5ckey/generate",
+        "/v1/models%2f..%2f..%2fkey/generate",
+        "/v1/%252e%252e/key/generate",
+        "/v1/..\\key/generate",
+        "/v1/models/..;/..;/key/generate",
+    ];
+    for target in attacks {
+        let (status, body) = raw_http(app.addr, &request("POST", target)).await;
+        assert!(matches!(status, 400 | 404), "{target}: {status} {body}");
+        if status == 400 || status == 404 {
+            let error: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            assert!(error["error"]["message"].is_string(), "{target}: an OpenAI error body: {body}");
+        }
+    }
+    let reached: Vec<String> = llm.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(reached.iter().all(|p| p.starts_with("/v1/") && !p.contains("key") && !p.contains("user")), "{reached:?}");
+
+    // Ordinary OpenAI routes still pass, with the upstream key.
+    let (status, _) = raw_http(app.addr, &request("GET", "/v1/models")).await;
+    assert_eq!(status, 200);
+    let (status, _) = raw_http(app.addr, &request("POST", "/v1/embeddings")).await;
+    assert_eq!(status, 200);
+    let last = llm.requests().pop().unwrap();
+    assert_eq!(last.path, "/v1/embeddings");
+    assert_eq!(last.headers["authorization"], "Bearer sk-master");
+}
+
+#[tokio::test]
+async fn only_openai_routes_are_forwarded_unless_all_are_allowed() {
+    let llm = FakeLlm::new().text("ok").start().await;
+    let app = TestApp::in_front_of(&llm, KEYS).await;
+    for target in ["/v1/key/generate", "/v1/user/new", "/v1/model/new", "/v1/config/update"] {
+        let (status, body) = raw_http(app.addr, &request("POST", target)).await;
+        assert_eq!(status, 404, "{target}: {body}");
+        assert!(body.contains("not forwarded"), "{body}");
+    }
+    assert!(llm.requests().is_empty(), "nothing reached the upstream");
+
+    let open = format!("  forward_all_routes: true\n{KEYS}");
+    let app = TestApp::in_front_of(&llm, &open).await;
+    let (status, _) = raw_http(app.addr, &request("POST", "/v1/key/generate")).await;
+    assert_eq!(status, 200, "forward_all_routes opens other routes below the base path");
+    assert_eq!(llm.requests().pop().unwrap().path, "/v1/key/generate");
+    let (status, _) = raw_http(app.addr, &request("POST", "/v1/%2e%2e/key/generate")).await;
+    assert_eq!(status, 400, "but never a way out of it");
+    assert!(llm.requests().iter().all(|r| r.path.starts_with("/v1/")));
+}
