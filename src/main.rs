@@ -67,7 +67,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     }
-    telemetry::init(cli.log_format.unwrap_or(config.logging.format), &config.logging.level);
+    let redactor = config::Redactor::for_config(&config);
+    telemetry::init(cli.log_format.unwrap_or(config.logging.format), &config.logging.level, redactor);
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

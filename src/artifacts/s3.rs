@@ -89,8 +89,11 @@ impl S3Store {
     }
 }
 
+/// The SDK's error chain names the internal S3 address and SDK types: it goes to the log, and
+/// callers (tool messages, REST bodies) get a plain sentence.
 fn unavailable<E: std::error::Error>(e: E) -> ArtifactError {
-    ArtifactError::Unavailable(DisplayErrorContext(e).to_string())
+    tracing::warn!(error = %DisplayErrorContext(&e), "S3 request failed");
+    ArtifactError::Unavailable("the S3 server could not be reached or refused the request".into())
 }
 
 fn check(key: &str) -> Result<(), ArtifactError> {

@@ -7,6 +7,7 @@
 
 pub mod env;
 pub mod raw;
+mod redact;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +19,7 @@ use url::Url;
 
 pub use env::{EnvSource, ProcessEnv};
 use raw::{DurationValue, RawConfig, RawMcpServer, RawToolPolicy};
+pub use redact::{MASK, Redactor, redact_url};
 
 /// Default listen address: loopback, so a gateway without keys is reachable only from this host.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4001";
@@ -495,17 +497,9 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         p.push("auth", problem);
     }
     match (p.0.is_empty(), listen, upstream, logging, artifacts) {
-        (true, Some(listen), Some(upstream), Some(logging), Some(artifacts)) => Ok(Config {
-            listen,
-            upstream,
-            auth,
-            limits,
-            logging,
-            mcp_servers,
-            tool_loop,
-            models,
-            artifacts,
-        }),
+        (true, Some(listen), Some(upstream), Some(logging), Some(artifacts)) => {
+            Ok(Config { listen, upstream, auth, limits, logging, mcp_servers, tool_loop, models, artifacts })
+        }
         _ => Err(ConfigError::Invalid(p.0)),
     }
 }

@@ -11,7 +11,7 @@ use axum::response::Response;
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
-use crate::config::ToolSelection;
+use crate::config::{AuthConfig, ToolSelection};
 
 /// The tool policy of the key a request was made with (absent: no restriction).
 #[derive(Clone)]
@@ -19,11 +19,19 @@ pub struct KeyPolicy(pub Arc<ToolSelection>);
 
 /// Middleware on every route but health: lets a request through only with a configured key.
 pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
-    let auth = &state.config.auth;
-    if auth.is_open() {
-        return Ok(next.run(req).await);
+    if let Some(policy) = authenticate(&state.config.auth, req.headers())? {
+        req.extensions_mut().insert(policy);
     }
-    let presented = presented_key(req.headers()).ok_or(ApiError::Unauthorized)?.as_bytes();
+    Ok(next.run(req).await)
+}
+
+/// Checks the presented key: `Ok(Some(policy))` for a key with a tool policy, `Ok(None)` for a
+/// plain key or an open gateway, `Err` for a missing or unknown key.
+pub fn authenticate(auth: &AuthConfig, headers: &HeaderMap) -> Result<Option<KeyPolicy>, ApiError> {
+    if auth.is_open() {
+        return Ok(None);
+    }
+    let presented = presented_key(headers).ok_or(ApiError::Unauthorized)?.as_bytes();
     // Compare against every key so timing says nothing about which one (if any) matched.
     let plain =
         auth.api_keys.iter().fold(subtle::Choice::from(0), |acc, k| acc | k.expose().as_bytes().ct_eq(presented));
@@ -36,10 +44,7 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
     if !bool::from(plain) && policy.is_none() {
         return Err(ApiError::Unauthorized);
     }
-    if let Some(policy) = policy {
-        req.extensions_mut().insert(policy);
-    }
-    Ok(next.run(req).await)
+    Ok(policy)
 }
 
 /// The key a client presents, if any.

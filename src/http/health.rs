@@ -1,14 +1,18 @@
 //! Health routes in LiteLLM's names: `/health/liveliness` (process up), `/health/readiness`
-//! (config loaded and upstream reachable), `/health` (a JSON summary). Always open.
+//! (config loaded and upstream reachable), `/health` (a summary). Always open, so they say no
+//! more than a status to strangers: the summary's details (version, upstream URL, MCP servers
+//! and their errors) need a valid key without a tool policy when keys are configured, and are
+//! redacted even then.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::auth::authenticate;
 
 /// How long readiness waits for the upstream to answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,16 +28,22 @@ pub async fn readiness(State(state): State<AppState>) -> (StatusCode, Json<Value
     let status = if reachable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if reachable { "ready" } else { "not_ready" },
-        "upstream": {"url": state.upstream.display_url(), "reachable": reachable},
+        "upstream": {"reachable": reachable},
     });
     (status, Json(body))
 }
 
-/// A summary for humans and dashboards.
-pub async fn summary(State(state): State<AppState>) -> Json<Value> {
+/// A summary for humans and dashboards: only the status without a valid key.
+pub async fn summary(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
     let reachable = state.upstream.probe(PROBE_TIMEOUT).await;
+    let status = if reachable { "healthy" } else { "degraded" };
+    // Details for an unrestricted key (or an open gateway); a restricted key sees no more than
+    // a stranger, since the details list every server.
+    if !matches!(authenticate(&state.config.auth, &headers), Ok(None)) {
+        return Json(json!({"status": status}));
+    }
     Json(json!({
-        "status": if reachable { "healthy" } else { "degraded" },
+        "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "upstream": {"url": state.upstream.display_url(), "reachable": reachable},

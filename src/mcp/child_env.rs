@@ -55,9 +55,8 @@ pub fn child_env(
     let mut out: BTreeMap<OsString, OsString> = vars
         .into_iter()
         .filter(|(name, _)| {
-            name.to_str().is_some_and(|n| {
-                NAMES.contains(&n) || PREFIXES.iter().any(|p| n.starts_with(p)) || listed(n, inherit)
-            })
+            name.to_str()
+                .is_some_and(|n| NAMES.contains(&n) || PREFIXES.iter().any(|p| n.starts_with(p)) || listed(n, inherit))
         })
         .collect();
     out.extend(own.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))));

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::McpError;
 use super::connect::{HubClient, connect};
 use crate::builtin::BuiltinTools;
-use crate::config::McpServerConfig;
+use crate::config::{McpServerConfig, Redactor};
 
 /// Longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -79,6 +79,8 @@ pub struct ServerHandle {
     info: Mutex<Info>,
     tools_changed: Arc<Notify>,
     builtin: Option<BuiltinTools>,
+    /// Scrubs this server's URL tokens and header values from every message it produces.
+    redactor: Redactor,
 }
 
 impl ServerHandle {
@@ -87,7 +89,8 @@ impl ServerHandle {
         let state = if config.enabled { ServerState::Connecting } else { ServerState::Disabled };
         let (conn, _) = watch::channel(Conn { state, peer: None });
         let tools_changed = Arc::new(Notify::new());
-        Arc::new(Self { config, conn, info: Mutex::new(Info::default()), tools_changed, builtin })
+        let redactor = Redactor::for_server(&config);
+        Arc::new(Self { config, conn, info: Mutex::new(Info::default()), tools_changed, builtin, redactor })
     }
 
     /// Server name.
@@ -231,8 +234,9 @@ impl ServerHandle {
     }
 
     fn set_error(&self, error: &str) {
-        tracing::warn!(server = %self.name(), error, "MCP server connection problem");
-        self.info.lock().unwrap_or_else(|e| e.into_inner()).last_error = Some(error.to_owned());
+        let error = self.redactor.scrub(error);
+        tracing::warn!(server = %self.name(), error = %error, "MCP server connection problem");
+        self.info.lock().unwrap_or_else(|e| e.into_inner()).last_error = Some(error.into_owned());
         self.set_state(ServerState::Failed, None);
     }
 
@@ -272,19 +276,26 @@ impl ServerHandle {
         McpError::ServerUnavailable { server: self.name().to_owned(), reason }
     }
 
+    /// What a failed call becomes. The server's own error messages are kept (scrubbed of this
+    /// server's secrets); transport and library details go to the log only.
     fn call_error(&self, tool: &str, e: ServiceError) -> McpError {
         let server = self.name().to_owned();
+        let scrub = |text: &str| self.redactor.scrub(text).into_owned();
         match e {
             ServiceError::McpError(data) if data.code == ErrorCode::INVALID_PARAMS => {
-                McpError::InvalidArguments { tool: tool.to_owned(), message: data.message.into_owned() }
+                McpError::InvalidArguments { tool: tool.to_owned(), message: scrub(&data.message) }
             }
-            ServiceError::McpError(data) => McpError::Protocol { server, message: data.message.into_owned() },
+            ServiceError::McpError(data) => McpError::Protocol { server, message: scrub(&data.message) },
             ServiceError::Timeout { timeout } => McpError::Timeout { server, tool: tool.to_owned(), after: timeout },
             ServiceError::Cancelled { .. } => McpError::Cancelled,
             ServiceError::TransportClosed | ServiceError::TransportSend(_) => {
-                McpError::ServerUnavailable { server, reason: format!("connection lost during the call ({e})") }
+                tracing::warn!(server = %server, tool, error = %scrub(&e.to_string()), "MCP connection lost during a call");
+                McpError::ServerUnavailable { server, reason: "the connection was lost during the call".into() }
             }
-            other => McpError::Protocol { server, message: other.to_string() },
+            other => {
+                tracing::warn!(server = %server, tool, error = %scrub(&other.to_string()), "MCP call failed");
+                McpError::Protocol { server, message: "the server's answer could not be used".into() }
+            }
         }
     }
 }

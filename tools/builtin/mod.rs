@@ -366,8 +366,8 @@ impl ServerHandler for BuiltinTools {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let args = request.arguments.clone().unwrap_or_default();
-        let visible = visible_tools(&context.meta.0.0)
-            .or_else(|| request.meta.as_ref().and_then(|m| visible_tools(&m.0.0)));
+        let visible =
+            visible_tools(&context.meta.0.0).or_else(|| request.meta.as_ref().and_then(|m| visible_tools(&m.0.0)));
         Ok(self.dispatch(request.name.as_ref(), &args, visible).await?.into())
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod fake_llm;
 pub mod peers;
+pub mod process;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

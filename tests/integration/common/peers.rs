@@ -151,6 +151,15 @@ pub struct Seaweed {
 /// A directory removed when dropped.
 pub struct TempDir(pub PathBuf);
 
+impl TempDir {
+    /// A new empty directory under the system's temp dir.
+    pub fn new(prefix: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);

@@ -42,6 +42,7 @@ fn the_binary_refuses_an_open_public_listen_before_binding() {
     assert!(stderr.contains("auth.open: true"), "{stderr}");
     assert!(std::net::TcpListener::bind(("0.0.0.0", port)).is_ok(), "the port was never bound");
     // The shipped config's own default (loopback) validates as is.
-    let ok = Command::new(BIN).args(["--config", SHIPPED, "--validate-only"]).env_remove("MCP_MIDDLEWARE_LISTEN").output();
+    let ok =
+        Command::new(BIN).args(["--config", SHIPPED, "--validate-only"]).env_remove("MCP_MIDDLEWARE_LISTEN").output();
     assert!(ok.unwrap().status.success());
 }

@@ -56,17 +56,10 @@ async fn restricted_keys_hold_on_the_rest_api() {
     assert!(list_as(&app, "sk-admin", None).await.len() > 20, "the admin key sees the whole catalog");
     assert_eq!(list_as(&app, "sk-admin", Some("ts")).await.iter().filter(|n| !n.starts_with("ts__")).count(), 0);
 
-    let servers: Value = app
-        .client
-        .get(app.url("/mcp/servers"))
-        .bearer_auth("sk-echo")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut names: Vec<&str> = servers["servers"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let servers: Value =
+        app.client.get(app.url("/mcp/servers")).bearer_auth("sk-echo").send().await.unwrap().json().await.unwrap();
+    let mut names: Vec<&str> =
+        servers["servers"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["ev", "ts"], "the built-in server has no tool for this key: not listed");
 
@@ -125,7 +118,8 @@ async fn the_loop_runs_only_what_the_request_was_offered() {
     let llm = FakeLlm::new().tool_call("ev__get-env", json!({})).text("done").start().await;
     let app = guarded(&llm).await;
     let chat = json!({"model": "m", "messages": [{"role": "user", "content": "call ev__get-env"}]});
-    let resp = app.client.post(app.url("/v1/chat/completions")).bearer_auth("sk-echo").json(&chat).send().await.unwrap();
+    let resp =
+        app.client.post(app.url("/v1/chat/completions")).bearer_auth("sk-echo").json(&chat).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     let first = &llm.chat_requests()[0];
@@ -183,7 +177,8 @@ async fn a_request_cannot_widen_its_models_policy() {
     );
     let app = TestApp::in_front_of(&llm, &yaml).await;
     app.wait_for_tools(|n| n.iter().any(|t| t == "ev__echo") && n.iter().any(|t| t == "ts__echo")).await;
-    let chat = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "mcp": {"servers": ["ev", "ts"]}});
+    let chat =
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "mcp": {"servers": ["ev", "ts"]}});
     assert_eq!(app.post("/v1/chat/completions", &chat).await.status(), 200);
     let tools = offered(&llm.chat_requests()[0]);
     assert!(!tools.is_empty() && tools.iter().all(|n| n.starts_with("ts__")), "{tools:?}");

@@ -1,0 +1,197 @@
+//! Keeping secrets out of everything the gateway shows or writes: URLs are redacted (userinfo and
+//! every query value become `***`) wherever they are displayed, and a [`Redactor`] built from
+//! the configuration scrubs every configured secret — upstream and inbound keys, the S3 and
+//! link-signing secrets, MCP headers, URL tokens, secret-looking `env` values of stdio servers —
+//! from free text: error messages, server status, tool messages and every log line.
+
+use std::borrow::Cow;
+
+use url::Url;
+
+use super::{Config, McpServerConfig, McpTransportConfig, StoreConfig};
+
+/// What a secret is replaced with.
+pub const MASK: &str = "***";
+/// Shorter values are not scrubbed from free text (they would mangle unrelated words).
+const MIN_SECRET_LEN: usize = 4;
+
+/// `url` with its userinfo and every query value replaced by `***` (and no fragment).
+pub fn redact_url(url: &Url) -> String {
+    let mut out = url.clone();
+    if !url.username().is_empty() {
+        let _ = out.set_username(MASK);
+    }
+    if url.password().is_some() {
+        let _ = out.set_password(Some(MASK));
+    }
+    out.set_fragment(None);
+    if url.query().is_some() {
+        let names: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        out.set_query(None);
+        if !names.is_empty() {
+            let mut pairs = out.query_pairs_mut();
+            for name in &names {
+                pairs.append_pair(name, MASK);
+            }
+        }
+    }
+    // `query_pairs_mut` encodes `***` as `%2A%2A%2A`; show the mask as written.
+    out.as_str().replace("%2A%2A%2A", MASK)
+}
+
+/// The secret parts of a URL: userinfo and query values, raw and decoded.
+fn url_secrets(url: &Url, out: &mut Vec<(String, String)>) {
+    out.push((url.as_str().to_owned(), redact_url(url)));
+    for value in [url.username(), url.password().unwrap_or_default()] {
+        out.push((value.to_owned(), MASK.to_owned()));
+    }
+    if let Some(query) = url.query() {
+        for pair in query.split('&') {
+            if let Some((_, raw)) = pair.split_once('=') {
+                out.push((raw.to_owned(), MASK.to_owned()));
+            }
+        }
+        for (_, value) in url.query_pairs() {
+            out.push((value.into_owned(), MASK.to_owned()));
+        }
+    }
+}
+
+/// Whether an environment variable's name says it holds a credential.
+fn secret_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    ["TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "AUTH", "CREDENTIAL", "COOKIE"].iter().any(|w| upper.contains(w))
+}
+
+/// Replaces configured secrets in text. Cheap to clone behind an `Arc`.
+#[derive(Debug, Default, Clone)]
+pub struct Redactor {
+    /// (needle, replacement), longest needle first.
+    pairs: Vec<(String, String)>,
+}
+
+impl Redactor {
+    /// A redactor for `(secret, replacement)` pairs; short or empty secrets are ignored.
+    pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut all: Vec<(String, String)> = Vec::new();
+        for (needle, replacement) in pairs {
+            if needle.chars().count() < MIN_SECRET_LEN || needle == replacement {
+                continue;
+            }
+            // A secret inside a JSON log line appears escaped.
+            if let Ok(quoted) = serde_json::to_string(&needle) {
+                let escaped = quoted.trim_matches('"').to_owned();
+                if escaped != needle {
+                    all.push((escaped, replacement.clone()));
+                }
+            }
+            all.push((needle, replacement));
+        }
+        all.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        all.dedup_by(|a, b| a.0 == b.0);
+        Self { pairs: all }
+    }
+
+    /// Every secret of one MCP server's configuration.
+    pub fn for_server(server: &McpServerConfig) -> Self {
+        let mut pairs = Vec::new();
+        server_secrets(server, &mut pairs);
+        Self::new(pairs)
+    }
+
+    /// Every secret of the whole configuration.
+    pub fn for_config(config: &Config) -> Self {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        let mut secret = |s: &str| pairs.push((s.to_owned(), MASK.to_owned()));
+        if let Some(key) = &config.upstream.api_key {
+            secret(key.expose());
+        }
+        for key in &config.auth.api_keys {
+            secret(key.expose());
+        }
+        for key in &config.auth.keys {
+            secret(key.key.expose());
+        }
+        match &config.artifacts.store {
+            StoreConfig::Local { secret: Some(s), .. } => secret(s.expose()),
+            StoreConfig::Local { .. } => {}
+            StoreConfig::S3(s3) => {
+                secret(s3.secret_access_key.expose());
+                secret(s3.access_key_id.expose());
+            }
+        }
+        url_secrets(&config.upstream.base_url, &mut pairs);
+        for server in &config.mcp_servers {
+            server_secrets(server, &mut pairs);
+        }
+        Self::new(pairs)
+    }
+
+    /// `text` with every secret replaced.
+    pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut out = Cow::Borrowed(text);
+        for (needle, replacement) in &self.pairs {
+            if out.contains(needle.as_str()) {
+                out = Cow::Owned(out.replace(needle.as_str(), replacement));
+            }
+        }
+        out
+    }
+
+    /// Whether there is nothing to scrub.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+}
+
+fn server_secrets(server: &McpServerConfig, out: &mut Vec<(String, String)>) {
+    match &server.transport {
+        McpTransportConfig::StreamableHttp { url, headers } | McpTransportConfig::Sse { url, headers } => {
+            url_secrets(url, out);
+            for value in headers.values() {
+                let value = value.expose();
+                out.push((value.to_owned(), MASK.to_owned()));
+                // `Bearer <token>`: the token alone is the secret too.
+                if let Some((_, token)) = value.split_once(' ') {
+                    out.push((token.trim().to_owned(), MASK.to_owned()));
+                }
+            }
+        }
+        McpTransportConfig::Stdio { env, .. } => {
+            for (name, value) in env {
+                if secret_name(name) {
+                    out.push((value.clone(), MASK.to_owned()));
+                }
+            }
+        }
+        McpTransportConfig::InProcess => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_userinfo_and_query_values() {
+        let url = Url::parse("https://bob:hunter22@mcp.example/mcp?token=abc123&v=2#frag").unwrap();
+        assert_eq!(redact_url(&url), "https://***:***@mcp.example/mcp?token=***&v=***");
+        let plain = Url::parse("http://h:1/mcp").unwrap();
+        assert_eq!(redact_url(&plain), "http://h:1/mcp");
+    }
+
+    #[test]
+    fn scrubs_whole_urls_then_single_secrets() {
+        let url = Url::parse("http://127.0.0.1:9/mcp?token=s3cr%2Ft").unwrap();
+        let mut pairs = vec![("sk-master".to_owned(), MASK.to_owned()), ("x".to_owned(), MASK.to_owned())];
+        url_secrets(&url, &mut pairs);
+        let r = Redactor::new(pairs);
+        let text = "error sending request for url (http://127.0.0.1:9/mcp?token=s3cr%2Ft); key sk-master; s3cr/t; x";
+        assert_eq!(
+            r.scrub(text),
+            "error sending request for url (http://127.0.0.1:9/mcp?token=***); key ***; ***; x",
+            "short values are left alone"
+        );
+        assert!(matches!(r.scrub("nothing here"), Cow::Borrowed(_)));
+    }
+}

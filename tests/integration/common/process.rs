@@ -1,0 +1,114 @@
+//! The gateway as a separate process, the way operators run it: the real binary, a config file,
+//! secrets in its environment, JSON logs captured from stderr. For what an in-process gateway
+//! cannot show: what its children inherit and what its logs contain.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-middleware");
+
+/// A running `mcp-middleware` binary.
+pub struct GatewayProcess {
+    pub addr: SocketAddr,
+    child: Child,
+    logs: Arc<Mutex<String>>,
+    _dir: super::peers::TempDir,
+}
+
+impl GatewayProcess {
+    /// Writes `yaml` to a file and runs the binary on it with exactly `env` (plus `PATH` and
+    /// `HOME`), listening on a free loopback port with JSON logs at `RUST_LOG=debug`.
+    pub async fn spawn(yaml: &str, env: &[(&str, &str)]) -> Self {
+        let dir = super::peers::TempDir::new("mcpmw-proc");
+        let config = dir.0.join("config.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config").arg(&config).args(["--listen", "127.0.0.1:0", "--log-format", "json"]);
+        cmd.env_clear().envs(env.iter().copied()).env("RUST_LOG", "debug").env("ARTIFACT_DIR", dir.0.join("artifacts"));
+        for keep in ["PATH", "HOME"] {
+            if let Ok(v) = std::env::var(keep) {
+                cmd.env(keep, v);
+            }
+        }
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true).spawn().unwrap();
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            let mut addr_tx = Some(addr_tx);
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                    && event["message"] == "mcp-middleware listening"
+                    && let Some(addr) = event["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok())
+                    && let Some(tx) = addr_tx.take()
+                {
+                    let _ = tx.send(addr);
+                }
+                let mut logs = sink.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
+        let addr = match tokio::time::timeout(Duration::from_secs(30), addr_rx).await {
+            Ok(Ok(addr)) => addr,
+            _ => panic!("the gateway never said where it listens; logs:\n{}", logs.lock().unwrap()),
+        };
+        Self { addr, child, logs, _dir: dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Everything logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Pids of the gateway's direct children whose command line contains `needle`.
+    pub fn children(&self, needle: &str) -> Vec<u32> {
+        let parent = self.pid();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            // `pid (comm) state ppid ...`: the comm may hold spaces, so read after the last `)`.
+            let ppid =
+                stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)).and_then(|p| p.parse().ok());
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if ppid == Some(parent) && String::from_utf8_lossy(&cmdline).contains(needle) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
+    /// SIGTERM, then waits (bounded) for the process to drain and exit.
+    pub async fn stop(mut self) {
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), nix::sys::signal::Signal::SIGTERM);
+        let waited = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
+        assert!(waited.is_ok(), "the gateway did not exit within 20 s of SIGTERM");
+    }
+
+    /// Polls until `pred` holds for the log text (20 s at most).
+    pub async fn wait_for_log(&self, pred: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !pred(&self.logs()) {
+            assert!(Instant::now() < deadline, "the expected log line never came:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
