@@ -163,6 +163,32 @@ pub fn mime_of(key: &str) -> &'static str {
     }
 }
 
+/// Whether a browser may render this type inline on the origin serving it: images (not SVG,
+/// which runs scripts), audio, video, PDF and plain text. Everything else — HTML, SVG,
+/// JavaScript, XML, unknown — is served as a download in a CSP sandbox.
+pub fn served_inline(mime: &str) -> bool {
+    let essence = mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let (kind, sub) = essence.split_once('/').unwrap_or(("", ""));
+    match kind {
+        "image" => !sub.contains("svg"),
+        "audio" | "video" => true,
+        "application" => sub == "pdf",
+        "text" => sub == "plain",
+        _ => false,
+    }
+}
+
+/// A stored content type fit for a `Content-Type` header: `type/subtype` of token characters
+/// with optional parameters, or `application/octet-stream`.
+pub fn safe_content_type(stored: &str) -> &str {
+    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b));
+    let essence = stored.split(';').next().unwrap_or("").trim();
+    let fits = essence.split_once('/').is_some_and(|(t, s)| token(t) && token(s))
+        && stored.len() <= 200
+        && stored.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+    if fits { stored } else { "application/octet-stream" }
+}
+
 /// Keys are `[A-Za-z0-9._-]` segments separated by `/`, never `.`/`..` segments: nothing a
 /// path could escape with.
 pub fn valid_key(key: &str) -> bool {

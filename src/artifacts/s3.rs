@@ -191,14 +191,17 @@ impl ArtifactStore for S3Store {
         async move {
             check(key)?;
             let presigning = PresigningConfig::expires_in(ttl).map_err(unavailable)?;
-            let request = self
-                .presigner
-                .get_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .presigned(presigning)
-                .await
-                .map_err(unavailable)?;
+            // The type S3 will serve is the stored one (the extension's when it cannot be read);
+            // anything a browser could run (HTML, SVG, unknown) downloads instead of rendering.
+            let head = self.client.head_object().bucket(&self.bucket).key(key).send().await;
+            let stored = head.ok().and_then(|h| h.content_type().map(str::to_owned));
+            let mime = stored.as_deref().map_or(super::mime_of(key), super::safe_content_type).to_owned();
+            let mut request = self.presigner.get_object().bucket(&self.bucket).key(key).response_content_type(&mime);
+            if !super::served_inline(&mime) {
+                let name = key.rsplit('/').next().unwrap_or("artifact");
+                request = request.response_content_disposition(format!("attachment; filename=\"{name}\""));
+            }
+            let request = request.presigned(presigning).await.map_err(unavailable)?;
             Ok(request.uri().to_string())
         }
         .boxed()

@@ -242,6 +242,8 @@ pub struct LimitsConfig {
     pub shutdown_grace: Duration,
     /// SSE keep-alive comment interval.
     pub sse_keepalive: Duration,
+    /// Largest total size of a request's headers.
+    pub max_header_bytes: usize,
 }
 
 /// Log format.
@@ -456,6 +458,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
         shutdown_grace: dur(raw.limits.shutdown_grace, 30),
         sse_keepalive: dur(raw.limits.sse_keepalive, 15),
+        max_header_bytes: usize::try_from(raw.limits.max_header_bytes.unwrap_or(64 * 1024)).unwrap_or(usize::MAX),
     };
     if limits.sse_keepalive.is_zero() {
         p.push("limits.sse_keepalive", "must be greater than 0");

@@ -209,6 +209,9 @@ pub struct RawLimits {
     pub shutdown_grace: Option<DurationValue>,
     /// Interval of SSE keep-alive comments while a stream is idle. Default 15 s.
     pub sse_keepalive: Option<DurationValue>,
+    /// Largest total size of a request's headers (names and values), in bytes; more is a 431.
+    /// Default 64 KiB.
+    pub max_header_bytes: Option<u64>,
 }
 
 /// `logging:` — log output.

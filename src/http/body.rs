@@ -1,5 +1,8 @@
 //! Request bodies and headers on their way upstream: size limits, hop-by-hop filtering.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, header};
 use bytes::Bytes;
@@ -26,13 +29,19 @@ pub async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Resu
     })
 }
 
-/// A body stream that fails once more than `limit` bytes went through.
-pub fn limited_stream(body: Body, limit: usize) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+/// A body stream that fails once more than `limit` bytes went through, and then sets
+/// `exceeded` (so the caller answers 413, not the upstream error the aborted send causes).
+pub fn limited_stream(
+    body: Body,
+    limit: usize,
+    exceeded: Arc<AtomicBool>,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
     let mut seen = 0usize;
     body.into_data_stream().map(move |chunk| {
         let chunk = chunk.map_err(std::io::Error::other)?;
         seen += chunk.len();
         if seen > limit {
+            exceeded.store(true, Ordering::Relaxed);
             return Err(std::io::Error::other(format!("request body exceeds {limit} bytes")));
         }
         Ok(chunk)

@@ -8,6 +8,7 @@
 //! | unknown route, or a `/v1/*` route not forwarded | 404 | `invalid_request_error` |
 //! | wrong method                            | 405    | `invalid_request_error` |
 //! | body over `limits.max_body_bytes`       | 413    | `invalid_request_error` |
+//! | headers over `limits.max_header_bytes`  | 431    | `invalid_request_error` |
 //! | upstream 4xx (429 keeps `Retry-After`)  | same   | the upstream's own body |
 //! | upstream unreachable or 5xx             | 502    | `upstream_error`        |
 //! | upstream silent past the read timeout   | 504    | `timeout_error`         |
@@ -63,6 +64,12 @@ pub enum ApiError {
     /// The body is over the configured limit.
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The request's headers are over `limits.max_header_bytes`.
+    #[error("request headers exceed the limit of {limit} bytes")]
+    HeadersTooLarge {
         /// The limit in bytes.
         limit: usize,
     },
@@ -126,6 +133,9 @@ impl ApiError {
             }
             Self::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "payload_too_large", None)
+            }
+            Self::HeadersTooLarge { .. } => {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "invalid_request_error", "headers_too_large", None)
             }
             Self::BodyRead => (StatusCode::BAD_REQUEST, "invalid_request_error", "body_read_failed", None),
         };

@@ -104,7 +104,8 @@ pub fn router(state: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(trace),
+                .layer(trace)
+                .layer(axum::middleware::from_fn_with_state(state.clone(), limit_headers)),
         )
         .with_state(state)
 }
@@ -119,6 +120,21 @@ pub(crate) fn mcp_servers_header(headers: &axum::http::HeaderMap) -> Result<Opti
             .map(Some)
             .map_err(|_| ApiError::BadRequest("the x-mcp-servers header must be plain ASCII text".into())),
     }
+}
+
+/// Refuses requests whose headers together exceed `limits.max_header_bytes` with a 431 (hyper
+/// itself closes connections whose head outgrows its read buffer, ~400 KB).
+async fn limit_headers(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let limit = state.config.limits.max_header_bytes;
+    let size: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    if size > limit {
+        return axum::response::IntoResponse::into_response(ApiError::HeadersTooLarge { limit });
+    }
+    next.run(req).await
 }
 
 async fn not_found(req: Request) -> ApiError {

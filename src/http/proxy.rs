@@ -7,6 +7,9 @@
 //! `upstream.forward_all_routes` is set (the upstream client checks once more that the final URL
 //! stays below `upstream.base_url`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::Method;
@@ -29,6 +32,7 @@ pub async fn forward(State(state): State<AppState>, req: Request) -> Result<Resp
         return Err(ApiError::RouteNotForwarded { path: parts.uri.path().to_owned() });
     }
 
+    let exceeded = Arc::new(AtomicBool::new(false));
     let declared = content_length(&parts.headers);
     let chunked = parts.headers.contains_key(axum::http::header::TRANSFER_ENCODING);
     let (body, framing) = match declared {
@@ -42,7 +46,7 @@ pub async fn forward(State(state): State<AppState>, req: Request) -> Result<Resp
             (UpstreamBody::Bytes(read_limited(body, &parts.headers, limit).await?), Framing::Rewritten)
         }
         _ => {
-            let stream = reqwest::Body::wrap_stream(limited_stream(body, limit));
+            let stream = reqwest::Body::wrap_stream(limited_stream(body, limit, exceeded.clone()));
             (UpstreamBody::Stream(stream), Framing::Streamed)
         }
     };
@@ -53,7 +57,9 @@ pub async fn forward(State(state): State<AppState>, req: Request) -> Result<Resp
         client_auth: parts.headers.get(axum::http::header::AUTHORIZATION).cloned(),
         body,
     };
-    let response = state.upstream.send(request).await?;
+    let response = state.upstream.send(request).await.map_err(|e| {
+        if exceeded.load(Ordering::Relaxed) { ApiError::PayloadTooLarge { limit } } else { ApiError::from(e) }
+    })?;
     Ok(passthrough(response))
 }
 

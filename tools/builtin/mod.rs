@@ -153,6 +153,9 @@ impl BuiltinTools {
             }
             _ => return Err(McpError::invalid_params("give exactly one of `text` or `base64`", None)),
         };
+        // Without a given type, the key's extension decides when it is a known one.
+        let by_extension = crate::artifacts::mime_of(&key);
+        let default_type = if by_extension == "application/octet-stream" { default_type } else { by_extension };
         let content_type = opt_str(args, "content_type")?.unwrap_or_else(|| default_type.to_owned());
         let meta =
             ArtifactMeta { content_type, size: bytes.len() as u64, source: Some("builtin/minio_upload_object".into()) };

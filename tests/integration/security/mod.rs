@@ -15,10 +15,11 @@ mod traversal;
 pub async fn raw_http(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("send");
+    // A server refusing a huge head may stop reading before it all went out: its answer counts.
+    let _ = stream.write_all(request.as_bytes()).await;
     let mut response = Vec::new();
     let read = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut response)).await;
-    assert!(read.is_ok(), "no answer within 10 s to {request:?}");
+    assert!(read.is_ok(), "no answer within 10 s to {}", request.chars().take(200).collect::<String>());
     let text = String::from_utf8_lossy(&response).into_owned();
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
