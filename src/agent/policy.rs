@@ -160,19 +160,19 @@ fn allows(sel: &ToolSelection, entry: &ToolEntry) -> bool {
 /// `*` matches any run of characters; everything else is literal.
 pub fn glob(pattern: &str, text: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
+    let (Some((first, tail)), Some((last, inner))) = (parts.split_first(), parts.split_last()) else {
+        return false;
+    };
+    if tail.is_empty() {
         return pattern == text;
     }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || !text[first.len()..].ends_with(last) || text.len() < first.len() + last.len() {
+    if text.len() < first.len() + last.len() {
         return false;
     }
-    let mut rest = &text[first.len()..text.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(i) => rest = &rest[i + part.len()..],
-            None => return false,
-        }
+    let Some(mut rest) = text.strip_prefix(first).and_then(|t| t.strip_suffix(last)) else { return false };
+    for part in inner.iter().skip(1) {
+        let Some((_, after)) = rest.split_once(part) else { return false };
+        rest = after;
     }
     true
 }

@@ -397,14 +397,9 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         forward_all_routes: up.forward_all_routes.unwrap_or(false),
     });
 
-    let mut api_keys = Vec::new();
-    for (i, key) in raw.auth.api_keys.into_iter().enumerate() {
-        if key.trim().is_empty() {
-            p.push(format!("auth.api_keys[{i}]"), "an API key must not be empty");
-        } else {
-            api_keys.push(Secret(key));
-        }
-    }
+    // An empty entry (`- ${MCP_MIDDLEWARE_API_KEY:-}` with the variable unset) is no key; with no
+    // key left the gateway is open, which `check_exposure` allows on loopback only.
+    let api_keys: Vec<Secret> = raw.auth.api_keys.into_iter().filter(|k| !k.trim().is_empty()).map(Secret).collect();
 
     let mut keys = Vec::new();
     for (i, k) in raw.auth.keys.into_iter().enumerate() {

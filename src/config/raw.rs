@@ -74,7 +74,8 @@ pub struct RawUpstream {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
-    /// Accepted keys (`Authorization: Bearer <key>` or `x-api-key`). Empty means open.
+    /// Accepted keys (`Authorization: Bearer <key>` or `x-api-key`). Empty entries are skipped;
+    /// none at all means open (allowed on a loopback `listen` only, unless `open` is set).
     #[serde(default)]
     pub api_keys: Vec<String>,
     /// Keys with a tool policy of their own: which servers and tools requests made with them may use.

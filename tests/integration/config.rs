@@ -27,7 +27,7 @@ fn shipped_config_parses_with_defaults() {
     assert_eq!(cfg.listen.to_string(), "127.0.0.1:4001", "open without keys: loopback only");
     assert_eq!(cfg.upstream.base_url.as_str(), "http://localhost:4000/v1");
     assert!(cfg.upstream.api_key.is_none());
-    assert!(cfg.auth.api_keys.is_empty());
+    assert!(cfg.auth.api_keys.is_empty(), "an unset MCP_MIDDLEWARE_API_KEY is no key");
     assert_eq!(cfg.limits.max_body_bytes, 32 * 1024 * 1024);
     let names: Vec<_> = cfg.mcp_servers.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["builtin", "everything", "remote"]);
@@ -45,9 +45,12 @@ fn shipped_config_reads_the_environment() {
         ("REMOTE_TOKEN", "tok"),
         ("REMOTE_MCP_ENABLED", "true"),
         ("MCP_MIDDLEWARE_LISTEN", "127.0.0.1:9999"),
+        ("MCP_MIDDLEWARE_API_KEY", "sk-inbound"),
     ]);
     let cfg = config::load_file(SHIPPED.as_ref(), &e).unwrap();
     assert_eq!(cfg.listen.to_string(), "127.0.0.1:9999");
+    assert_eq!(cfg.auth.api_keys.len(), 1);
+    assert_eq!(cfg.auth.api_keys[0].expose(), "sk-inbound");
     assert_eq!(cfg.upstream.base_url.as_str(), "https://gw.example/v1");
     assert_eq!(cfg.upstream.api_key.as_ref().unwrap().expose(), "sk-master");
     assert!(cfg.mcp_servers[2].enabled, "a boolean from the environment lands as a boolean");
@@ -80,7 +83,8 @@ fn errors_name_the_key_path() {
         ("mcpServers:\n  r:\n    url: http://h/mcp\n    transport: carrier-pigeon\n", "mcpServers.r.transport"),
         ("mcpServers:\n  r:\n    url: http://h/mcp\n    command: x\n", "mcpServers.r.url"),
         ("mcpServers:\n  r:\n    url: http://h/mcp\n    tool_timeout: 5 parsecs\n", "mcpServers.r.tool_timeout"),
-        ("auth:\n  api_keys: [\"\"]\n", "auth.api_keys[0]"),
+        ("auth:\n  keys: [{key: \"\"}]\n", "auth.keys[0].key"),
+        ("listen: 0.0.0.0:4001\nauth:\n  api_keys: [\"\"]\n", "auth: no API key is configured"),
         ("mcpServers:\n  builtin:\n    command: x\n", "mcpServers.builtin: the name is reserved"),
         ("artifacts:\n  store: s3\n", "artifacts.s3.endpoint: missing"),
         ("artifacts:\n  url_ttl: 30d\n", "artifacts.url_ttl"),

@@ -27,6 +27,22 @@ fn open_on_a_public_address_must_be_deliberate() {
     assert!(load("listen: \"[::1]:4001\"\n").is_ok());
 }
 
+/// The container sets `MCP_MIDDLEWARE_LISTEN=0.0.0.0:4001`: it starts with a key or with
+/// `MCP_MIDDLEWARE_OPEN=true`, and not otherwise.
+#[test]
+fn the_shipped_config_in_a_container() {
+    let env = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let public = ("MCP_MIDDLEWARE_LISTEN", "0.0.0.0:4001");
+    let refused = config::load_file(SHIPPED.as_ref(), &env(&[public])).expect_err("open on 0.0.0.0");
+    assert!(refused.to_string().contains("MCP_MIDDLEWARE_API_KEY"), "{refused}");
+    let keyed = config::load_file(SHIPPED.as_ref(), &env(&[public, ("MCP_MIDDLEWARE_API_KEY", "sk-1")])).unwrap();
+    assert_eq!(keyed.auth.api_keys.len(), 1);
+    let open = config::load_file(SHIPPED.as_ref(), &env(&[public, ("MCP_MIDDLEWARE_OPEN", "true")])).unwrap();
+    assert!(open.auth.is_open() && open.auth.open);
+}
+
 #[test]
 fn the_binary_refuses_an_open_public_listen_before_binding() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
