@@ -32,6 +32,9 @@ pub struct ToolRun {
     /// Artifacts made from its output.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<Artifact>,
+    /// Its images as `data:` URLs, for a model that takes images (empty otherwise).
+    #[serde(skip)]
+    pub images: Vec<String>,
     /// Wall time of the call.
     pub duration_ms: u64,
 }
@@ -54,16 +57,16 @@ enum Plan {
 impl CallLedger {
     fn plan(&mut self, call: &AssembledCall, offered: &[Arc<ToolEntry>], limits: &ToolLoopConfig) -> Plan {
         // The permission check: the request's access decided what was offered; nothing else runs.
-        let Some(entry) = offered.iter().find(|e| e.name == call.name) else {
+        let Some(entry) = offered.iter().find(|e| e.name == call.name()) else {
             return Plan::Refuse(format!(
                 "Error: unknown tool `{}`: it is not available to you. Use only the tools you were given.",
-                call.name
+                call.name()
             ));
         };
-        let args = if call.arguments.trim().is_empty() {
+        let args = if call.arguments().trim().is_empty() {
             Ok(Value::Object(Default::default()))
         } else {
-            serde_json::from_str::<Value>(&call.arguments)
+            serde_json::from_str::<Value>(call.arguments())
         };
         let args = match args {
             Ok(v) => v,
@@ -73,7 +76,7 @@ impl CallLedger {
                 ));
             }
         };
-        let key = (call.name.clone(), canonical(&args));
+        let key = (call.name().to_owned(), canonical(&args));
         let streak = match self.current.get(&key) {
             Some(s) => *s,
             None => self.previous.get(&key).map_or(1, |s| s + 1),
@@ -121,6 +124,26 @@ pub struct CallScope<'a> {
     pub budget: usize,
     /// The tools offered to this request: the only ones that run.
     pub offered: &'a [Arc<ToolEntry>],
+    /// The model takes images: keep them as `data:` URLs too.
+    pub vision: bool,
+}
+
+/// Largest image (base64 characters) passed inline to a vision model; larger ones reach it only
+/// as the link in the tool message.
+const MAX_INLINE_IMAGE: usize = 8 * 1024 * 1024;
+
+/// A result's images as `data:` URLs.
+fn data_urls(result: &rmcp::model::CallToolResult) -> Vec<String> {
+    result
+        .content
+        .iter()
+        .filter_map(|block| match block {
+            rmcp::model::ContentBlock::Image(image) if image.data.len() <= MAX_INLINE_IMAGE => {
+                Some(format!("data:{};base64,{}", image.mime_type, image.data))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Runs `calls` (at most `limits.parallel_calls` at once); results in the same order.
@@ -146,36 +169,44 @@ pub async fn run_calls(
 
 async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> ToolRun {
     let started = Instant::now();
+    let mut images = Vec::new();
     let (arguments, ToolOutput { text, is_error, artifacts }) = match plan {
         Plan::Refuse(text) => {
-            let args = serde_json::from_str(&call.arguments).unwrap_or(Value::String(call.arguments.clone()));
+            let args =
+                serde_json::from_str(call.arguments()).unwrap_or_else(|_| Value::String(call.arguments().to_owned()));
             (args, ToolOutput { text, is_error: true, artifacts: Vec::new() })
         }
         Plan::Run(entry, args) => {
             let server = &entry.server;
-            let span = tracing::info_span!("mcp.call", server = %server, tool = %call.name);
+            let span = tracing::info_span!("mcp.call", server = %server, tool = %call.name());
             let visible = || Some(scope.offered.iter().map(|e| e.name.clone()).collect());
             let result =
                 tracing::Instrument::instrument(scope.hub.call_entry(&entry, args.clone(), visible), span).await;
             let (output, error) = match result {
-                Ok(result) => (to_tool_output(&result, scope.store, scope.budget, &call.name).await, None),
+                Ok(result) => {
+                    if scope.vision {
+                        images = data_urls(&result);
+                    }
+                    (to_tool_output(&result, scope.store, scope.budget, call.name()).await, None)
+                }
                 Err(e) => {
                     let text = format!("Error: {e}");
                     (ToolOutput { text, is_error: true, artifacts: Vec::new() }, Some(e.to_string()))
                 }
             };
-            tracing::info!(server = %server, tool = %call.name, is_error = output.is_error, error = error.as_deref(),
+            tracing::info!(server = %server, tool = %call.name(), is_error = output.is_error, error = error.as_deref(),
                 duration_ms = duration_ms(started.elapsed()), "mcp.call finished");
             (args, output)
         }
     };
     ToolRun {
-        id: call.id.clone(),
-        name: call.name.clone(),
+        id: call.id().to_owned(),
+        name: call.name().to_owned(),
         arguments,
         output: text,
         is_error,
         artifacts,
+        images,
         duration_ms: duration_ms(started.elapsed()),
     }
 }

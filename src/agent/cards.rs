@@ -71,6 +71,7 @@ mod tests {
             output: "line1\nit's & done".into(),
             is_error: false,
             artifacts: Vec::new(),
+            images: Vec::new(),
             duration_ms: 3,
         };
         let card = render(&run);

@@ -140,6 +140,7 @@ mod tests {
             output: out.into(),
             is_error: false,
             artifacts: Vec::new(),
+            images: Vec::new(),
             duration_ms: 1,
         };
         let content =

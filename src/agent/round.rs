@@ -1,50 +1,63 @@
-//! One model round: stream the upstream answer, pass text to the client as it arrives, assemble
-//! tool calls (arguments arrive in pieces, several calls interleaved by `index`), and forward
-//! only the deltas of tools the client owns.
+//! One model round: stream the upstream answer, pass text and reasoning to the client as they
+//! arrive, assemble the assistant message exactly as the next round must send it back (text,
+//! reasoning, thinking blocks with their signatures, tool calls with ids kept byte for byte and
+//! every extension field), and forward only the tool-call pieces of tools the client owns.
+//!
+//! Stream shapes handled: `id`/`name` repeated in every piece (set, not appended); pieces with
+//! no `index` (continue the last call unless they bring a new id); indexes that do not start at
+//! 0; a repeated index with a different id (a new call); legacy `function_call` deltas (a call
+//! like any other); choices other than 0 (ignored: the loop follows choice 0).
 
 use std::collections::HashSet;
 
 use serde_json::{Map, Value, json};
 
+use crate::llm::wire::{AssistantMessage, ChatChunk, Delta, ToolCall, ToolCallDelta, merge_value};
+
 /// Who executes a tool call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner {
-    /// Not a tool the client sent: we run it (an unknown name gets an error the model reads).
+    /// Not a tool the client sent: we run it (an unknown or missing name gets an error the
+    /// model reads).
     Gateway,
     /// A tool the client sent: handed back to the client under this index.
     Client(u64),
 }
 
-/// A tool call assembled from deltas.
+/// A tool call assembled from pieces.
 #[derive(Debug, Clone, Default)]
 pub struct AssembledCall {
-    /// Upstream index.
+    /// Upstream index (synthetic for pieces that had none).
     pub index: u64,
-    /// Call id.
-    pub id: String,
-    /// Function name.
-    pub name: String,
-    /// Arguments text (JSON, if the model behaved).
-    pub arguments: String,
+    /// The call, as it goes back upstream.
+    pub call: ToolCall,
     /// Decided once the name is known.
     pub owner: Option<Owner>,
-    /// Deltas held back until the owner is known.
-    pending: Vec<Value>,
+    /// Pieces held back until the owner is known.
+    pending: Vec<ToolCallDelta>,
 }
 
 impl AssembledCall {
-    /// The assistant-message form: `{"id","type":"function","function":{name, arguments}}`.
-    pub fn to_message_json(&self) -> Value {
-        json!({"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}})
+    /// Call id.
+    pub fn id(&self) -> &str {
+        &self.call.id
+    }
+    /// Function name.
+    pub fn name(&self) -> &str {
+        &self.call.function.name
+    }
+    /// Arguments text (JSON, if the model behaved).
+    pub fn arguments(&self) -> &str {
+        &self.call.function.arguments
     }
 }
 
 /// Everything one round produced.
 #[derive(Debug, Default)]
 pub struct Round {
-    /// Assistant text of this round.
-    pub content: String,
-    /// Tool calls in upstream index order.
+    /// The assistant message so far (its `tool_calls` are filled by [`Round::finish`]).
+    pub message: AssistantMessage,
+    /// Tool calls in arrival order.
     pub calls: Vec<AssembledCall>,
     /// The upstream's finish reason.
     pub finish_reason: Option<String>,
@@ -62,92 +75,149 @@ pub struct Forward {
 
 impl Round {
     /// Folds one upstream chunk in; returns what to pass on to the client.
-    pub fn push(&mut self, chunk: &Value, client_tools: &HashSet<String>) -> Forward {
-        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
-            self.usage = Some(usage.clone());
+    pub fn push(&mut self, chunk: ChatChunk, client_tools: &HashSet<String>) -> Forward {
+        if let Some(usage) = chunk.usage.filter(Value::is_object) {
+            self.usage = Some(usage);
         }
-        let Some(choice) = chunk.get("choices").and_then(|c| c.get(0)) else { return Forward::default() };
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            self.finish_reason = Some(reason.to_owned());
+        let Some(choice) = chunk.choices.into_iter().flatten().find(|c| c.index.unwrap_or(0) == 0) else {
+            return Forward::default();
+        };
+        if let Some(reason) = choice.finish_reason {
+            self.finish_reason = Some(reason);
         }
-        let Some(delta) = choice.get("delta").and_then(Value::as_object) else { return Forward::default() };
+        let Some(delta) = choice.delta else { return Forward::default() };
+        self.push_delta(delta, client_tools)
+    }
+
+    fn push_delta(&mut self, delta: Delta, client_tools: &HashSet<String>) -> Forward {
+        let Delta { role: _, content, reasoning_content, thinking_blocks, tool_calls, function_call, rest } = delta;
         let mut out = Map::new();
-        for (key, value) in delta {
-            match key.as_str() {
-                "role" | "tool_calls" | "function_call" => {}
-                "content" => {
-                    if let Some(text) = value.as_str().filter(|t| !t.is_empty()) {
-                        self.content.push_str(text);
-                        out.insert(key.clone(), value.clone());
-                    }
+        if let Some(text) = content.filter(|t| !t.is_empty()) {
+            self.message.content.get_or_insert_with(String::new).push_str(&text);
+            out.insert("content".into(), Value::String(text));
+        }
+        if let Some(text) = reasoning_content.filter(|t| !t.is_empty()) {
+            self.message.reasoning_content.get_or_insert_with(String::new).push_str(&text);
+            out.insert("reasoning_content".into(), Value::String(text));
+        }
+        if let Some(blocks) = thinking_blocks.filter(|b| !b.is_empty()) {
+            out.insert("thinking_blocks".into(), Value::Array(blocks.clone()));
+            crate::llm::wire::merge_thinking(&mut self.message.thinking_blocks, blocks);
+        }
+        // Provider extensions: merged for the next round, and shown to the client as they come.
+        for (key, value) in rest {
+            if value.is_null() {
+                continue;
+            }
+            out.insert(key.clone(), value.clone());
+            match self.message.rest.get_mut(&key) {
+                Some(slot) => merge_value(slot, &key, value),
+                None => {
+                    self.message.rest.insert(key, value);
                 }
-                // Reasoning text and provider extensions flow through unchanged.
-                _ if !value.is_null() => {
-                    out.insert(key.clone(), value.clone());
-                }
-                _ => {}
             }
         }
-        if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
-            let mut forwarded = Vec::new();
-            for piece in calls {
-                forwarded.extend(self.push_call_piece(piece, client_tools));
-            }
-            if !forwarded.is_empty() {
-                out.insert("tool_calls".into(), Value::Array(forwarded));
-            }
+        let mut pieces = tool_calls.unwrap_or_default();
+        if let Some(function) = function_call {
+            // A legacy single call: the same as a tool call at index 0.
+            pieces.push(ToolCallDelta { index: Some(0), function: Some(function), ..Default::default() });
+        }
+        let forwarded: Vec<Value> =
+            pieces.into_iter().flat_map(|piece| self.push_call_piece(piece, client_tools)).collect();
+        if !forwarded.is_empty() {
+            out.insert("tool_calls".into(), Value::Array(forwarded));
         }
         Forward { delta: (!out.is_empty()).then_some(out) }
     }
 
-    fn push_call_piece(&mut self, piece: &Value, client_tools: &HashSet<String>) -> Vec<Value> {
-        let index = piece.get("index").and_then(Value::as_u64).unwrap_or(self.calls.len() as u64);
-        let pos = match self.calls.iter().position(|c| c.index == index) {
-            Some(p) => p,
-            None => {
+    /// Where a piece goes: its index, else the last call, unless it brings a new id.
+    fn slot_for(&mut self, piece: &ToolCallDelta) -> usize {
+        let id = piece.id.as_deref().filter(|id| !id.is_empty());
+        let found = match piece.index {
+            Some(index) => self.calls.iter().rposition(|c| c.index == index),
+            None => self.calls.len().checked_sub(1),
+        };
+        let conflicting = |c: &AssembledCall| id.is_some_and(|id| !c.call.id.is_empty() && c.call.id != id);
+        match found {
+            Some(pos) if self.calls.get(pos).is_some_and(|c| !conflicting(c)) => pos,
+            _ => {
+                let index = match piece.index {
+                    Some(index) if !self.calls.iter().any(|c| c.index == index) => index,
+                    _ => self.calls.iter().map(|c| c.index + 1).max().unwrap_or(0),
+                };
                 self.calls.push(AssembledCall { index, ..Default::default() });
                 self.calls.len() - 1
             }
-        };
+        }
+    }
+
+    fn push_call_piece(&mut self, piece: ToolCallDelta, client_tools: &HashSet<String>) -> Vec<Value> {
+        let pos = self.slot_for(&piece);
         let next_client = &mut self.next_client_index;
-        let call = &mut self.calls[pos];
-        if let Some(id) = piece.get("id").and_then(Value::as_str) {
-            call.id.push_str(id);
+        let Some(assembled) = self.calls.get_mut(pos) else { return Vec::new() };
+        let call = &mut assembled.call;
+        if let Some(id) = piece.id.as_deref().filter(|id| !id.is_empty()) {
+            call.id = id.to_owned();
         }
-        if let Some(f) = piece.get("function") {
-            if let Some(name) = f.get("name").and_then(Value::as_str) {
-                call.name.push_str(name);
-            }
-            if let Some(args) = f.get("arguments").and_then(Value::as_str) {
-                call.arguments.push_str(args);
-            }
+        if let Some(kind) = piece.kind.as_deref().filter(|k| !k.is_empty()) {
+            call.kind = kind.to_owned();
         }
-        if call.owner.is_none() && !call.name.is_empty() {
-            call.owner = Some(if client_tools.contains(&call.name) {
+        if let Some(function) = &piece.function {
+            if let Some(name) = function.name.as_deref().filter(|n| !n.is_empty()) {
+                call.function.name = name.to_owned();
+            }
+            if let Some(arguments) = &function.arguments {
+                call.function.arguments.push_str(arguments);
+            }
+            merge_map(&mut call.function.rest, function.rest.clone());
+        }
+        merge_map(&mut call.rest, piece.rest.clone());
+        if assembled.owner.is_none() && !call.function.name.is_empty() {
+            assembled.owner = Some(if client_tools.contains(&call.function.name) {
                 *next_client += 1;
                 Owner::Client(*next_client - 1)
             } else {
                 Owner::Gateway
             });
         }
-        match call.owner {
+        match assembled.owner {
             Some(Owner::Gateway) => {
-                call.pending.clear();
+                assembled.pending.clear();
                 Vec::new()
             }
             Some(Owner::Client(i)) => {
-                let mut out: Vec<Value> = std::mem::take(&mut call.pending);
-                out.push(piece.clone());
-                for p in &mut out {
-                    p["index"] = json!(i);
-                }
-                out
+                let mut out = std::mem::take(&mut assembled.pending);
+                out.push(piece);
+                out.into_iter()
+                    .map(|mut p| {
+                        p.index = Some(i);
+                        serde_json::to_value(p).unwrap_or_default()
+                    })
+                    .collect()
             }
             None => {
-                call.pending.push(piece.clone());
+                assembled.pending.push(piece);
                 Vec::new()
             }
         }
+    }
+
+    /// Completes the round: calls without an id get one, calls without a name are ours (and
+    /// refused), and the assistant message gets the calls the loop runs.
+    pub fn finish(&mut self, round_no: u32) {
+        for (i, assembled) in self.calls.iter_mut().enumerate() {
+            if assembled.call.id.is_empty() {
+                assembled.call.id = format!("call_mcp_{round_no}_{i}");
+            }
+            if assembled.call.kind.is_empty() {
+                assembled.call.kind = "function".into();
+            }
+            if assembled.owner.is_none() {
+                assembled.owner = Some(Owner::Gateway);
+            }
+        }
+        self.message.role = "assistant";
+        self.message.tool_calls = self.gateway_calls().map(|c| c.call.clone()).collect();
     }
 
     /// Calls we run.
@@ -157,7 +227,24 @@ impl Round {
 
     /// Calls the client runs.
     pub fn client_calls(&self) -> impl Iterator<Item = &AssembledCall> {
-        self.calls.iter().filter(|c| matches!(c.owner, Some(Owner::Client(_)) | None))
+        self.calls.iter().filter(|c| matches!(c.owner, Some(Owner::Client(_))))
+    }
+
+    /// The text of this round.
+    pub fn content(&self) -> &str {
+        self.message.content.as_deref().unwrap_or_default()
+    }
+}
+
+fn merge_map(target: &mut Map<String, Value>, add: Map<String, Value>) {
+    for (key, value) in add {
+        match target.get_mut(&key) {
+            Some(slot) => merge_value(slot, &key, value),
+            None if !value.is_null() => {
+                target.insert(key, value);
+            }
+            None => {}
+        }
     }
 }
 
@@ -188,14 +275,20 @@ pub fn add_usage(total: &mut Value, add: &Value) {
 mod tests {
     use super::*;
 
-    fn chunk(delta: Value) -> Value {
-        json!({"choices": [{"index": 0, "delta": delta, "finish_reason": null}]})
+    fn chunk(delta: Value) -> ChatChunk {
+        serde_json::from_value(json!({"choices": [{"index": 0, "delta": delta, "finish_reason": null}]})).unwrap()
+    }
+
+    fn run(pieces: &[Value], client: &HashSet<String>) -> (Round, Vec<Forward>) {
+        let mut r = Round::default();
+        let forwarded = pieces.iter().map(|p| r.push(chunk(p.clone()), client)).collect();
+        r.finish(1);
+        (r, forwarded)
     }
 
     #[test]
     fn assembles_interleaved_calls_and_forwards_only_client_ones() {
         let client: HashSet<String> = ["web_search".to_owned()].into();
-        let mut r = Round::default();
         let pieces = [
             json!({"tool_calls": [{"index": 0, "id": "a", "function": {"name": "ts__echo", "arguments": ""}}]}),
             json!({"tool_calls": [{"index": 1, "id": "b", "function": {"name": "web_search", "arguments": "{\"q"}}]}),
@@ -203,14 +296,99 @@ mod tests {
             json!({"tool_calls": [{"index": 1, "function": {"arguments": "\":1}"}}]}),
             json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"hi\"}"}}]}),
         ];
-        let forwarded: Vec<Forward> = pieces.iter().map(|p| r.push(&chunk(p.clone()), &client)).collect();
+        let (r, forwarded) = run(&pieces, &client);
         assert!(forwarded[0].delta.is_none() && forwarded[2].delta.is_none() && forwarded[4].delta.is_none());
         let client = forwarded[1].delta.as_ref().unwrap()["tool_calls"][0].clone();
         assert_eq!(client["index"], 0, "client calls are renumbered from 0");
-        assert_eq!(r.calls[0].arguments, r#"{"text":"hi"}"#);
-        assert_eq!(r.calls[1].arguments, r#"{"q":1}"#);
+        assert_eq!(r.calls[0].arguments(), r#"{"text":"hi"}"#);
+        assert_eq!(r.calls[1].arguments(), r#"{"q":1}"#);
         assert_eq!(r.gateway_calls().count(), 1);
         assert_eq!(r.client_calls().count(), 1);
+    }
+
+    #[test]
+    fn every_providers_piece_shapes() {
+        let none = HashSet::new();
+        // Fireworks: id and name repeated in every piece.
+        let (r, _) = run(
+            &[
+                json!({"tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "a__b", "arguments": "{\"x\""}}]}),
+                json!({"tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "a__b", "arguments": ":1}"}}]}),
+            ],
+            &none,
+        );
+        assert_eq!((r.calls.len(), r.calls[0].id(), r.calls[0].name()), (1, "c1", "a__b"));
+        assert_eq!(r.calls[0].arguments(), "{\"x\":1}");
+        // Index-less pieces continue the last call; a new id starts another.
+        let (r, _) = run(
+            &[
+                json!({"tool_calls": [{"id": "c1", "function": {"name": "a__b", "arguments": "{"}}]}),
+                json!({"tool_calls": [{"function": {"arguments": "}"}}]}),
+                json!({"tool_calls": [{"id": "c2", "function": {"name": "a__c", "arguments": "{}"}}]}),
+            ],
+            &none,
+        );
+        assert_eq!(r.calls.iter().map(|c| (c.id(), c.arguments())).collect::<Vec<_>>(), [("c1", "{}"), ("c2", "{}")]);
+        // Indexes from 2; a repeated index with another id is another call.
+        let (r, _) = run(
+            &[
+                json!({"tool_calls": [{"index": 2, "id": "x", "function": {"name": "a__b", "arguments": "{}"}}]}),
+                json!({"tool_calls": [{"index": 2, "id": "y", "function": {"name": "a__b", "arguments": "{}"}}]}),
+            ],
+            &none,
+        );
+        assert_eq!(r.calls.iter().map(AssembledCall::id).collect::<Vec<_>>(), ["x", "y"]);
+        // Legacy function_call; a nameless call is ours (and will be refused), never the client's.
+        let (r, _) = run(
+            &[
+                json!({"function_call": {"name": "a__b", "arguments": "{\"k\":"}}),
+                json!({"function_call": {"arguments": "2}"}}),
+                json!({"tool_calls": [{"index": 5, "function": {"arguments": "{}"}}]}),
+            ],
+            &none,
+        );
+        assert_eq!((r.calls[0].name(), r.calls[0].arguments()), ("a__b", "{\"k\":2}"));
+        assert!(!r.calls[0].id().is_empty(), "a call without id gets one");
+        assert_eq!(r.gateway_calls().count(), 2);
+        assert_eq!(r.client_calls().count(), 0);
+    }
+
+    #[test]
+    fn the_assistant_message_keeps_everything_for_the_next_round() {
+        let none = HashSet::new();
+        let gemini_id = "call_3f2a__thought__CpcBAdHtim+/=Zx9";
+        let (r, _) = run(
+            &[
+                json!({"reasoning_content": "Thinking ", "thinking_blocks": [{"type": "thinking", "thinking": "Thinking "}]}),
+                json!({"reasoning_content": "hard.", "thinking_blocks": [{"type": "thinking", "thinking": "hard."}]}),
+                json!({"thinking_blocks": [{"type": "thinking", "thinking": "", "signature": "SIG"}], "provider_specific_fields": {"a": 1}}),
+                json!({"content": "Let me look.", "provider_specific_fields": {"b": 2}}),
+                json!({"tool_calls": [{"index": 0, "id": gemini_id, "function": {"name": "a__b", "arguments": "{}"},
+                    "provider_specific_fields": {"thought_signature": "T"}}]}),
+            ],
+            &none,
+        );
+        let message = serde_json::to_value(&r.message).unwrap();
+        assert_eq!(message["content"], "Let me look.");
+        assert_eq!(message["reasoning_content"], "Thinking hard.");
+        assert_eq!(
+            message["thinking_blocks"],
+            json!([{"type": "thinking", "thinking": "Thinking hard.", "signature": "SIG"}])
+        );
+        assert_eq!(message["provider_specific_fields"], json!({"a": 1, "b": 2}));
+        assert_eq!(message["tool_calls"][0]["id"], gemini_id, "ids are kept byte for byte");
+        assert_eq!(message["tool_calls"][0]["provider_specific_fields"]["thought_signature"], "T");
+    }
+
+    #[test]
+    fn only_choice_zero_and_no_error_from_null() {
+        let mut r = Round::default();
+        let two: ChatChunk = serde_json::from_value(json!({"error": null, "choices": [
+            {"index": 1, "delta": {"content": "other"}}, {"index": 0, "delta": {"content": "mine"}}]}))
+        .unwrap();
+        assert!(two.error().is_none());
+        r.push(two, &HashSet::new());
+        assert_eq!(r.content(), "mine");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use super::cards;
 use super::round::{Round, add_usage};
 use crate::artifacts::Artifacts;
 use crate::config::ToolLoopConfig;
+use crate::llm::wire::ChatChunk;
 use crate::llm::{LlmError, SseEvent, UpstreamBody, UpstreamClient, UpstreamRequest};
 use crate::mcp::{Hub, ToolEntry};
 
@@ -80,10 +81,34 @@ impl Emitter {
     }
 }
 
+/// After a round that ran our tools, a client's `tool_choice` forcing a tool (`"required"`, or
+/// one of ours by name) becomes `"auto"`, or the model could never answer.
+fn relax_tool_choice(body: &mut Map<String, Value>, ours: &[Arc<ToolEntry>]) {
+    let forced = match body.get("tool_choice") {
+        Some(Value::String(choice)) => choice == "required",
+        Some(Value::Object(choice)) => choice
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .is_some_and(|name| ours.iter().any(|t| t.name == name)),
+        _ => false,
+    };
+    if forced {
+        body.insert("tool_choice".into(), Value::String("auto".into()));
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// The loop's result.
 pub struct Outcome {
     identity: Identity,
     content: String,
+    /// The last round's reasoning text and thinking blocks.
+    reasoning: Option<String>,
+    thinking_blocks: Vec<Value>,
     client_calls: Vec<Value>,
     finish_reason: String,
     usage: Value,
@@ -91,9 +116,38 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The outcome ending with `round`.
+    #[allow(clippy::too_many_arguments)]
+    fn of(
+        out: &Emitter,
+        round: &Round,
+        content: String,
+        client_calls: Vec<Value>,
+        finish_reason: String,
+        usage: Value,
+        trace: Vec<ToolRun>,
+    ) -> Self {
+        Outcome {
+            identity: out.identity.clone().unwrap_or_default(),
+            content,
+            reasoning: round.message.reasoning_content.clone(),
+            thinking_blocks: round.message.thinking_blocks.clone(),
+            client_calls,
+            finish_reason,
+            usage,
+            trace,
+        }
+    }
+
     /// The non-streaming `chat.completion` object, with the `mcp_tool_calls` trace.
     pub fn into_completion(self) -> Value {
         let mut message = json!({"role": "assistant", "content": if self.content.is_empty() { Value::Null } else { Value::String(self.content) }});
+        if let Some(reasoning) = self.reasoning {
+            message["reasoning_content"] = Value::String(reasoning);
+        }
+        if !self.thinking_blocks.is_empty() {
+            message["thinking_blocks"] = Value::Array(self.thinking_blocks);
+        }
         if !self.client_calls.is_empty() {
             message["tool_calls"] = Value::Array(self.client_calls);
         }
@@ -155,6 +209,8 @@ impl Agent {
         body.insert("tools".into(), Value::Array(merged_tools));
         body.insert("stream".into(), Value::Bool(true));
         body.insert("stream_options".into(), json!({"include_usage": true}));
+        // The loop follows one answer: several choices would each want their own tool rounds.
+        body.remove("n");
         let mut messages = match body.remove("messages") {
             Some(Value::Array(m)) => m,
             _ => Vec::new(),
@@ -165,41 +221,50 @@ impl Agent {
         let mut usage = json!({});
         let mut content = String::new();
         let mut trace = Vec::new();
-        for round_no in 1..=limits.max_rounds {
-            let last = round_no == limits.max_rounds
+        let mut round_no = 0;
+        loop {
+            round_no += 1;
+            let last = round_no >= limits.max_rounds
                 || ledger.total >= limits.max_tool_calls
                 || started.elapsed() >= limits.max_duration;
             if last {
                 body.insert("tool_choice".into(), Value::String("none".into()));
             }
             let span = tracing::info_span!("llm.round", round = round_no);
-            let round = tracing::Instrument::instrument(
+            let mut round = tracing::Instrument::instrument(
                 self.round(&body, &messages, &headers, &client_auth, &client_tools, out),
                 span,
             )
             .await?;
+            round.finish(round_no);
             if let Some(u) = &round.usage {
                 add_usage(&mut usage, u);
             }
-            content.push_str(&round.content);
-            let gateway: Vec<_> = round.gateway_calls().collect();
-            let client_calls: Vec<Value> = round.client_calls().map(|c| c.to_message_json()).collect();
-            if gateway.is_empty() {
+            content.push_str(round.content());
+            let client_calls: Vec<Value> =
+                round.client_calls().map(|c| serde_json::to_value(&c.call).unwrap_or_default()).collect();
+            if round.gateway_calls().next().is_none() {
                 let finish = round.finish_reason.clone().unwrap_or_else(|| "stop".into());
-                return Ok(Outcome {
-                    identity: out.identity.clone().unwrap_or_default(),
-                    content,
-                    client_calls,
-                    finish_reason: finish,
-                    usage,
-                    trace,
-                });
+                return Ok(Outcome::of(out, &round, content, client_calls, finish, usage, trace));
             }
-            let mut assistant = json!({"role": "assistant", "content": if round.content.is_empty() { Value::Null } else { Value::String(round.content.clone()) }});
-            assistant["tool_calls"] = Value::Array(gateway.iter().map(|c| c.to_message_json()).collect());
-            messages.push(assistant);
-            let scope =
-                CallScope { hub: &self.hub, store: &self.artifacts, budget: self.max_inline_bytes, offered: &tools };
+            if last {
+                // The model called tools although this round was sent with `tool_choice: "none"`
+                // (some models and gateways ignore it): nothing more runs; the answer ends here.
+                tracing::warn!(round = round_no, "the model called tools on the last round; not run");
+                let note = "\n\n(Stopped: this request reached its limit of tool calls, rounds or time.)";
+                content.push_str(note);
+                out.delta(json!({"content": note}), None).await;
+                return Ok(Outcome::of(out, &round, content, Vec::new(), "stop".into(), usage, trace));
+            }
+            messages.push(serde_json::to_value(&round.message).unwrap_or_default());
+            let gateway: Vec<_> = round.gateway_calls().collect();
+            let scope = CallScope {
+                hub: &self.hub,
+                store: &self.artifacts,
+                budget: self.max_inline_bytes,
+                offered: &tools,
+                vision,
+            };
             let runs = run_calls(&scope, &gateway, &mut ledger, limits).await;
             for run in &runs {
                 messages.push(json!({"role": "tool", "tool_call_id": run.id, "content": run.output}));
@@ -216,12 +281,12 @@ impl Agent {
             if vision {
                 let parts: Vec<Value> = runs
                     .iter()
-                    .flat_map(|r| &r.artifacts)
-                    .filter(|a| a.mime_type.starts_with("image/"))
-                    .map(|a| json!({"type": "image_url", "image_url": {"url": a.url}}))
+                    .flat_map(|r| &r.images)
+                    .map(|data_url| json!({"type": "image_url", "image_url": {"url": data_url}}))
                     .collect();
                 if !parts.is_empty() {
-                    // Tool messages take text only; images follow as a user message.
+                    // Tool messages take text only; images follow as a user message, inline as
+                    // `data:` URLs (a provider cannot fetch the gateway's own links).
                     let mut content = vec![json!({"type": "text", "text": "Images returned by the tool calls above:"})];
                     content.extend(parts);
                     messages.push(json!({"role": "user", "content": content}));
@@ -230,27 +295,10 @@ impl Agent {
             trace.extend(runs);
             if !client_calls.is_empty() {
                 // A mixed turn: ours ran; the client's calls go back to the client.
-                return Ok(Outcome {
-                    identity: out.identity.clone().unwrap_or_default(),
-                    content,
-                    client_calls,
-                    finish_reason: "tool_calls".into(),
-                    usage,
-                    trace,
-                });
+                return Ok(Outcome::of(out, &round, content, client_calls, "tool_calls".into(), usage, trace));
             }
+            relax_tool_choice(&mut body, &tools);
         }
-        // Only a model that ignored `tool_choice: "none"` on the last round gets here: what it
-        // said so far is the answer.
-        tracing::warn!(rounds = limits.max_rounds, "the model kept calling tools past the last round");
-        Ok(Outcome {
-            identity: out.identity.clone().unwrap_or_default(),
-            content,
-            client_calls: Vec::new(),
-            finish_reason: "length".into(),
-            usage,
-            trace,
-        })
     }
 
     /// One upstream request, streamed; text and client tool deltas are passed on as they come.
@@ -290,20 +338,23 @@ impl Agent {
             if event.is_done() {
                 break;
             }
-            let Ok(chunk) = serde_json::from_str::<Value>(&event.data) else { continue };
-            if let Some(err) = chunk.get("error") {
+            let Ok(chunk) = serde_json::from_str::<ChatChunk>(&event.data) else { continue };
+            if let Some(err) = chunk.error() {
                 let detail = err.get("message").and_then(Value::as_str).unwrap_or("error event").to_owned();
                 return Err(LlmError::StreamBroken { upstream: self.upstream.display_url().to_owned(), detail });
             }
-            if out.identity.is_none() {
+            // The response's identity comes from the first chunk with an id (Azure's first,
+            // filter-only chunk has an empty one).
+            let id = chunk.id.as_deref().filter(|id| !id.is_empty());
+            if out.identity.is_none() && (id.is_some() || chunk.first_choice().is_some()) {
                 out.identity = Some(Identity {
-                    id: chunk.get("id").and_then(Value::as_str).unwrap_or("chatcmpl-mcp").to_owned(),
-                    created: chunk.get("created").and_then(Value::as_u64).unwrap_or_default(),
-                    model: chunk.get("model").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                    id: id.map_or_else(|| format!("chatcmpl-mcp-{}", uuid::Uuid::new_v4().simple()), str::to_owned),
+                    created: chunk.created.unwrap_or_else(now),
+                    model: chunk.model.clone().unwrap_or_default(),
                 });
                 out.delta(json!({"role": "assistant", "content": ""}), None).await;
             }
-            if let Some(delta) = round.push(&chunk, client_tools).delta {
+            if let Some(delta) = round.push(chunk, client_tools).delta {
                 out.delta(Value::Object(delta), None).await;
             }
         }

@@ -6,6 +6,7 @@
 mod client;
 mod sse;
 mod types;
+pub mod wire;
 
 pub use client::{UpstreamBody, UpstreamClient, UpstreamRequest, UpstreamResponse};
 pub use sse::SseEvent;

@@ -270,10 +270,18 @@ impl ServerHandle {
         }
     }
 
+    /// The error of a call to a server that is not connected. The reason is its state in plain
+    /// words; the connection error itself (library and transport detail) is for operators, in
+    /// `/mcp/servers` and the log, not for clients and models.
     fn unavailable(&self) -> McpError {
-        let status = self.status();
-        let reason = status.last_error.unwrap_or_else(|| format!("{:?}", status.state).to_lowercase());
-        McpError::ServerUnavailable { server: self.name().to_owned(), reason }
+        let reason = match self.state() {
+            ServerState::Disabled => "it is disabled",
+            ServerState::Connecting => "it is still starting",
+            ServerState::Restarting => "it is reconnecting",
+            ServerState::Failed => "its connection failed; the gateway keeps retrying",
+            ServerState::Ready => "it is not connected",
+        };
+        McpError::ServerUnavailable { server: self.name().to_owned(), reason: reason.into() }
     }
 
     /// What a failed call becomes. The server's own error messages are kept (scrubbed of this

@@ -130,7 +130,10 @@ async fn vision_models_also_get_tool_images_as_image_url_parts() {
     let sent = llm.chat_requests();
     let seen = sent[1]["messages"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(seen["role"], "user");
+    // Inline, as a `data:` URL: a provider cannot fetch the gateway's own links.
     let url = seen["content"][1]["image_url"]["url"].as_str().unwrap();
-    assert!(url.contains("/artifacts/") && url.contains(".png"), "{seen}");
+    assert!(url.starts_with("data:image/png;base64,iVBOR"), "{seen}");
+    let tool = &sent[1]["messages"].as_array().unwrap().iter().rev().find(|m| m["role"] == "tool").unwrap()["content"];
+    assert!(tool.as_str().unwrap().contains("/artifacts/"), "the tool message keeps the link: {tool}");
     assert_eq!(sent[3]["messages"].as_array().unwrap().last().unwrap()["role"], "tool", "no images for other models");
 }
