@@ -3,6 +3,11 @@
 //! Each card becomes a structured assistant `tool_calls` entry plus a `tool` message, so the
 //! model sees its earlier calls as calls and never sees the HTML. Text around the cards stays
 //! in assistant messages in its original order. A card that cannot be read is left as text.
+//!
+//! After a mixed turn the client sends back `assistant{content with our cards, tool_calls: [its
+//! own call]}` and its `tool` message: its `tool_calls` stay on the last assistant message,
+//! right before its tool messages. A request that sends no tools upstream gets the cards as
+//! plain text instead ([`cards_to_text`]): providers refuse tool-call history without tools.
 
 use serde_json::{Value, json};
 
@@ -40,9 +45,11 @@ fn expand(original: &Value, text: &str, out: &mut Vec<Value>) {
     let mut calls: Vec<Card> = Vec::new();
     let mut counter = 0;
     while let Some(start) = rest.find(OPEN) {
-        let Some(end) = rest[start..].find(CLOSE).map(|e| start + e + CLOSE.len()) else { break };
-        let before = &rest[..start];
-        if let Some(mut card) = parse_card(&rest[start..end]) {
+        let Some(end) = rest.get(start..).and_then(|r| r.find(CLOSE)).map(|e| start + e + CLOSE.len()) else {
+            break;
+        };
+        let before = rest.get(..start).unwrap_or_default();
+        if let Some(mut card) = rest.get(start..end).and_then(parse_card) {
             add_text(out, &mut prose, &mut calls, before.trim());
             if card.id.is_empty() {
                 counter += 1;
@@ -50,12 +57,25 @@ fn expand(original: &Value, text: &str, out: &mut Vec<Value>) {
             }
             calls.push(card);
         } else {
-            add_text(out, &mut prose, &mut calls, &rest[..end]);
+            add_text(out, &mut prose, &mut calls, rest.get(..end).unwrap_or_default());
         }
-        rest = &rest[end..];
+        rest = rest.get(end..).unwrap_or_default();
     }
     add_text(out, &mut prose, &mut calls, rest.trim());
     flush(out, &mut prose, &mut calls);
+    // The client's own calls of that turn (a mixed turn) must directly precede its tool
+    // messages: on the last assistant message, or a new one when the cards came last.
+    if let Some(client_calls) = original.get("tool_calls").filter(|c| c.as_array().is_some_and(|a| !a.is_empty())) {
+        let last_is_plain_assistant = out.last().is_some_and(|m| {
+            m.get("role").and_then(Value::as_str) == Some("assistant") && m.get("tool_calls").is_none()
+        });
+        if !last_is_plain_assistant {
+            out.push(json!({"role": "assistant", "content": Value::Null}));
+        }
+        if let Some(Value::Object(last)) = out.last_mut() {
+            last.insert("tool_calls".into(), client_calls.clone());
+        }
+    }
     // Keep any other fields of the original message (name, etc.) on the last assistant message.
     if let (Some(Value::Object(orig)), Some(Value::Object(last))) = (Some(original), out.last_mut()) {
         for (k, v) in orig {
@@ -63,6 +83,37 @@ fn expand(original: &Value, text: &str, out: &mut Vec<Value>) {
                 last.insert(k.clone(), v.clone());
             }
         }
+    }
+}
+
+/// Replaces every tool card in assistant content with a plain-text line (`[called name(args):
+/// result]`), for requests that send no tools upstream.
+pub fn cards_to_text(messages: &mut [Value]) {
+    for message in messages {
+        if message.get("role").and_then(Value::as_str) != Some("assistant") {
+            continue;
+        }
+        let Some(Value::String(text)) = message.get_mut("content") else { continue };
+        if !text.contains(OPEN) {
+            continue;
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find(OPEN) {
+            let Some(end) = rest.get(start..).and_then(|r| r.find(CLOSE)).map(|e| start + e + CLOSE.len()) else {
+                break;
+            };
+            out.push_str(rest.get(..start).unwrap_or_default());
+            match rest.get(start..end).and_then(parse_card) {
+                Some(card) => {
+                    out.push_str(&format!("[called {}({}): {}]", card.name, card.arguments, card.result));
+                }
+                None => out.push_str(rest.get(start..end).unwrap_or_default()),
+            }
+            rest = rest.get(end..).unwrap_or_default();
+        }
+        out.push_str(rest);
+        *text = out;
     }
 }
 
@@ -83,15 +134,17 @@ fn flush(out: &mut Vec<Value>, prose: &mut String, calls: &mut Vec<Card>) {
         return;
     }
     let content = if prose.is_empty() { Value::Null } else { Value::String(std::mem::take(prose)) };
-    let mut assistant = json!({"role": "assistant", "content": content});
+    let mut assistant = serde_json::Map::new();
+    assistant.insert("role".into(), Value::String("assistant".into()));
+    assistant.insert("content".into(), content);
     if !calls.is_empty() {
         let tool_calls: Vec<Value> = calls
             .iter()
             .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
             .collect();
-        assistant["tool_calls"] = Value::Array(tool_calls);
+        assistant.insert("tool_calls".into(), Value::Array(tool_calls));
     }
-    out.push(assistant);
+    out.push(Value::Object(assistant));
     for call in calls.drain(..) {
         out.push(json!({"role": "tool", "tool_call_id": call.id, "content": call.result}));
     }
@@ -99,12 +152,12 @@ fn flush(out: &mut Vec<Value>, prose: &mut String, calls: &mut Vec<Card>) {
 
 fn parse_card(block: &str) -> Option<Card> {
     let head_end = block.find('>')?;
-    let head = &block[..head_end];
+    let head = block.get(..head_end)?;
     let attr = |name: &str| -> Option<String> {
         let key = format!(" {name}=\"");
         let start = head.find(&key)? + key.len();
-        let len = head[start..].find('"')?;
-        Some(unescape(&head[start..start + len]))
+        let len = head.get(start..)?.find('"')?;
+        Some(unescape(head.get(start..start + len)?))
     };
     let name = attr("name").filter(|n| !n.is_empty())?;
     // Values are JSON-encoded (Open WebUI's `json.dumps`): a JSON string decodes to its text.
@@ -117,7 +170,7 @@ fn parse_card(block: &str) -> Option<Card> {
         Some(r) => decode(r),
         None => {
             // Open WebUI 0.8–0.9 put the result in the body after the summary.
-            let body = &block[head_end + 1..block.len() - CLOSE.len()];
+            let body = block.get(head_end + 1..block.len().saturating_sub(CLOSE.len())).unwrap_or_default();
             let body = body.split_once("</summary>").map_or(body, |(_, b)| b);
             decode(unescape(body.trim()))
         }
@@ -170,5 +223,68 @@ mod tests {
         let got = expand_tool_cards(vec![json!({"role": "assistant", "content": broken})]);
         assert_eq!(got.len(), 1);
         assert!(got[0]["content"].as_str().unwrap().contains("<details"), "an unreadable card stays as text");
+    }
+
+    #[test]
+    fn malformed_cards_never_panic() {
+        for bad in [
+            "<details type=\"tool_calls\" name=\"x\"</details>",
+            "<details type=\"tool_calls\"</details>",
+            "<details type=\"tool_calls\" name=\"é\u{1F600}</details>",
+            "<details type=\"tool_calls\" name=\"x\" result=\"",
+            "<details type=\"tool_calls\">",
+        ] {
+            let got = expand_tool_cards(vec![json!({"role": "assistant", "content": bad})]);
+            assert!(!got.is_empty(), "{bad}");
+            let mut messages = vec![json!({"role": "assistant", "content": bad})];
+            cards_to_text(&mut messages);
+        }
+    }
+
+    #[test]
+    fn a_mixed_turn_keeps_the_clients_call_before_its_tool_message() {
+        let run = ToolRun {
+            id: "ours".into(),
+            name: "ts__echo".into(),
+            arguments: json!({"text": "x"}),
+            output: "x".into(),
+            is_error: false,
+            artifacts: Vec::new(),
+            images: Vec::new(),
+            duration_ms: 1,
+        };
+        let theirs = json!([{"id": "web1", "type": "function", "function": {"name": "web_search", "arguments": "{}"}}]);
+        for content in [format!("Checking.{}", render(&run)), format!("Checking.{}Now the web.", render(&run))] {
+            let messages = vec![
+                json!({"role": "user", "content": "go"}),
+                json!({"role": "assistant", "content": content, "tool_calls": theirs}),
+                json!({"role": "tool", "tool_call_id": "web1", "content": "results"}),
+            ];
+            let got = expand_tool_cards(messages);
+            let before_theirs = &got[got.len() - 2];
+            assert_eq!(before_theirs["role"], "assistant", "{got:#?}");
+            assert_eq!(before_theirs["tool_calls"], theirs, "{got:#?}");
+            assert_eq!(got[2], json!({"role": "tool", "tool_call_id": "ours", "content": "x"}));
+            assert_eq!(got[1]["tool_calls"][0]["id"], "ours");
+        }
+    }
+
+    #[test]
+    fn without_tools_cards_become_plain_text() {
+        let run = ToolRun {
+            id: "c1".into(),
+            name: "ev__get-sum".into(),
+            arguments: json!({"a": 1}),
+            output: "3".into(),
+            is_error: false,
+            artifacts: Vec::new(),
+            images: Vec::new(),
+            duration_ms: 1,
+        };
+        let mut messages = vec![json!({"role": "assistant", "content": format!("Adding.{}Done.", render(&run))})];
+        cards_to_text(&mut messages);
+        let text = messages[0]["content"].as_str().unwrap();
+        assert!(!text.contains("<details") && text.contains("[called ev__get-sum({\"a\":1}): 3]"), "{text}");
+        assert!(text.starts_with("Adding.") && text.ends_with("Done."), "{text}");
     }
 }

@@ -13,7 +13,7 @@ mod round;
 mod run;
 
 pub use calls::ToolRun;
-pub use history::expand_tool_cards;
+pub use history::{cards_to_text, expand_tool_cards};
 pub use policy::{
     RequestControls, ToolAccess, client_tool_names, glob, is_background_task, model_policy, select, takes_images,
 };

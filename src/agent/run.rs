@@ -141,15 +141,18 @@ impl Outcome {
 
     /// The non-streaming `chat.completion` object, with the `mcp_tool_calls` trace.
     pub fn into_completion(self) -> Value {
-        let mut message = json!({"role": "assistant", "content": if self.content.is_empty() { Value::Null } else { Value::String(self.content) }});
+        let mut message = Map::new();
+        message.insert("role".into(), Value::String("assistant".into()));
+        let content = if self.content.is_empty() { Value::Null } else { Value::String(self.content) };
+        message.insert("content".into(), content);
         if let Some(reasoning) = self.reasoning {
-            message["reasoning_content"] = Value::String(reasoning);
+            message.insert("reasoning_content".into(), Value::String(reasoning));
         }
         if !self.thinking_blocks.is_empty() {
-            message["thinking_blocks"] = Value::Array(self.thinking_blocks);
+            message.insert("thinking_blocks".into(), Value::Array(self.thinking_blocks));
         }
         if !self.client_calls.is_empty() {
-            message["tool_calls"] = Value::Array(self.client_calls);
+            message.insert("tool_calls".into(), Value::Array(self.client_calls));
         }
         json!({
             "id": self.identity.id, "object": "chat.completion", "created": self.identity.created,

@@ -32,13 +32,21 @@ pub async fn completions(
     let mcp_header = mcp_servers_header(&headers)?;
     let mut controls = RequestControls::take(mcp_header, &mut chat.body).map_err(ApiError::BadRequest)?;
     controls.background = headers.get("x-openwebui-task").is_some_and(|v| !v.as_bytes().trim_ascii().is_empty());
-    let has_cards = chat.raw.windows(CARD_MARKER.len()).any(|w| w == CARD_MARKER);
-    if has_cards && let Some(Value::Array(messages)) = chat.body.remove("messages") {
-        chat.body.insert("messages".into(), Value::Array(agent::expand_tool_cards(messages)));
-    }
     let catalog = state.hub.catalog();
     let key = key.map(|Extension(k)| k.0);
     let tools = agent::select(&catalog, &chat.body, &state.config.models, key.as_deref(), &controls);
+    // Cards become calls only when tools go upstream: a provider refuses tool-call history in
+    // a request without tools (the client's own tools count).
+    let has_cards = chat.raw.windows(CARD_MARKER.len()).any(|w| w == CARD_MARKER);
+    let tools_upstream = !tools.is_empty() || agent::client_tool_names(&chat.body).next().is_some();
+    if has_cards && let Some(Value::Array(mut messages)) = chat.body.remove("messages") {
+        if tools_upstream {
+            messages = agent::expand_tool_cards(messages);
+        } else {
+            agent::cards_to_text(&mut messages);
+        }
+        chat.body.insert("messages".into(), Value::Array(messages));
+    }
     let stream = chat.stream();
     tracing::debug!(model = chat.model(), stream, tools = tools.len(), "chat completion");
 

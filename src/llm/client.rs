@@ -187,8 +187,8 @@ async fn read_bounded(resp: reqwest::Response, max: usize) -> Bytes {
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
     while let Some(Ok(chunk)) = stream.next().await {
-        let room = max - out.len();
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let room = max.saturating_sub(out.len());
+        out.extend_from_slice(chunk.get(..chunk.len().min(room)).unwrap_or_default());
         if out.len() >= max {
             break;
         }

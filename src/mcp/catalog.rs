@@ -122,12 +122,12 @@ impl Catalog {
 
     /// The entry exposed as `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<ToolEntry>> {
-        self.by_name.get(name).map(|&i| &self.entries[i])
+        self.by_name.get(name).and_then(|&i| self.entries.get(i))
     }
 
     /// The entry for a server's original tool name.
     pub fn by_origin(&self, server: &str, original: &str) -> Option<&Arc<ToolEntry>> {
-        self.by_origin.get(&(server.to_owned(), original.to_owned())).map(|&i| &self.entries[i])
+        self.by_origin.get(&(server.to_owned(), original.to_owned())).and_then(|&i| self.entries.get(i))
     }
 
     /// Prepared OpenAI `tools` entries, in catalog order.

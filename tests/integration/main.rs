@@ -1,4 +1,6 @@
 //! One integration test binary: the gateway booted from YAML against real peers on loopback.
+// A test crate: a failed assumption is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, clippy::unreachable)]
 
 mod common;
 
