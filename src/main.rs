@@ -47,6 +47,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Not dumpable: processes of the same user (a stdio MCP server, anything it runs) cannot
+    // read this process's memory or /proc/<pid>/environ, where the keys are. Children start
+    // dumpable again (exec resets it).
+    #[cfg(target_os = "linux")]
+    let _ = nix::sys::prctl::set_dumpable(false);
     let cli = Cli::parse();
     let path = config::config_path(cli.config, &ProcessEnv);
     let mut config = match config::load_file(&path, &ProcessEnv) {

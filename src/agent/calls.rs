@@ -126,6 +126,8 @@ pub struct CallScope<'a> {
     pub offered: &'a [Arc<ToolEntry>],
     /// The model takes images: keep them as `data:` URLs too.
     pub vision: bool,
+    /// Scrubs configured secrets from what a tool returns (a tool may print its environment).
+    pub redactor: &'a crate::config::Redactor,
 }
 
 /// Largest image (base64 characters) passed inline to a vision model; larger ones reach it only
@@ -199,6 +201,7 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
             (args, output)
         }
     };
+    let text = scope.redactor.scrub(&text).into_owned();
     ToolRun {
         id: call.id().to_owned(),
         name: call.name().to_owned(),

@@ -19,8 +19,9 @@ use crate::mcp::{Catalog, ToolEntry};
 /// Per-request controls taken from the header and the body.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RequestControls {
-    /// Explicit selection, if the request made one.
-    pub selection: Option<ToolSelection>,
+    /// The request's own narrowings (each `x-mcp-servers` header, the body's `mcp` field):
+    /// all of them apply, none widens another.
+    pub rules: Vec<ToolSelection>,
     /// `false` turns injection off for this request.
     pub enabled: Option<bool>,
     /// The client said this is a background task (Open WebUI 0.10+ can send `{{TASK}}` in a
@@ -29,15 +30,17 @@ pub struct RequestControls {
 }
 
 impl RequestControls {
-    /// Reads `x-mcp-servers` and removes the body's `mcp` field.
-    pub fn take(header: Option<&str>, body: &mut Map<String, Value>) -> Result<Self, String> {
+    /// Reads every `x-mcp-servers` header and removes the body's `mcp` field. A "no" anywhere
+    /// (`none`, an empty header, `enabled: false`) wins over any "yes".
+    pub fn take(headers: &[&str], body: &mut Map<String, Value>) -> Result<Self, String> {
         let mut controls = RequestControls::default();
-        if let Some(h) = header.map(str::trim) {
+        let mut disabled = false;
+        for h in headers.iter().map(|h| h.trim()) {
             if h.eq_ignore_ascii_case("none") || h.is_empty() {
-                controls.enabled = Some(false);
+                disabled = true;
             } else {
                 let servers = h.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
-                controls.selection = Some(ToolSelection { servers: Some(servers), tools: None });
+                controls.rules.push(ToolSelection { servers: Some(servers), tools: None });
             }
         }
         if let Some(mcp) = body.remove("mcp") {
@@ -55,16 +58,17 @@ impl RequestControls {
             };
             let (servers, tools) = (list("servers")?, list("tools")?);
             if servers.is_some() || tools.is_some() {
-                let mut sel = controls.selection.take().unwrap_or_default();
-                sel.servers = servers.or(sel.servers);
-                sel.tools = tools;
-                controls.selection = Some(sel);
+                controls.rules.push(ToolSelection { servers, tools });
             }
             match mcp.get("enabled") {
                 None | Some(Value::Null) => {}
-                Some(Value::Bool(b)) => controls.enabled = Some(*b),
+                Some(Value::Bool(false)) => disabled = true,
+                Some(Value::Bool(true)) => controls.enabled = Some(true),
                 Some(_) => return Err("`mcp.enabled` must be a boolean".into()),
             }
+        }
+        if disabled {
+            controls.enabled = Some(false);
         }
         Ok(controls)
     }
@@ -82,7 +86,8 @@ impl ToolAccess {
     /// with `model` policy (none on the REST API), narrowed by the request's own controls.
     pub fn new(key: Option<&ToolSelection>, model: Option<&ModelPolicy>, request: &RequestControls) -> Self {
         let mut access = ToolAccess { rules: Vec::new(), denied: request.enabled == Some(false) };
-        for rule in [key, model.map(|m| &m.selection), request.selection.as_ref()].into_iter().flatten() {
+        let own = request.rules.iter();
+        for rule in [key, model.map(|m| &m.selection)].into_iter().flatten().chain(own) {
             if rule.servers.is_some() || rule.tools.is_some() {
                 access.rules.push(rule.clone());
             }
@@ -150,10 +155,14 @@ pub fn client_tool_names(body: &Map<String, Value>) -> impl Iterator<Item = &str
         .filter_map(|t| t.get("function").and_then(|f| f.get("name")).and_then(Value::as_str))
 }
 
+/// Tool patterns match exposed names (`server__tool`); they match a server's original tool
+/// names only when the same rule names its servers, so a new server's tool that happens to share
+/// a name (or to contain `__`) is never allowed by accident.
 fn allows(sel: &ToolSelection, entry: &ToolEntry) -> bool {
     let server_ok = sel.servers.as_ref().is_none_or(|s| s.iter().any(|n| n == &entry.server));
-    let tool_ok =
-        sel.tools.as_ref().is_none_or(|t| t.iter().any(|p| glob(p, &entry.name) || glob(p, &entry.original_name)));
+    let tool_ok = sel.tools.as_ref().is_none_or(|t| {
+        t.iter().any(|p| glob(p, &entry.name) || (sel.servers.is_some() && glob(p, &entry.original_name)))
+    });
     server_ok && tool_ok
 }
 
@@ -216,14 +225,15 @@ mod tests {
     fn request_controls_from_header_and_body() {
         let mut body: Map<String, Value> =
             serde_json::from_value(serde_json::json!({"model": "m", "mcp": {"tools": ["ts__*"]}})).unwrap();
-        let c = RequestControls::take(Some("a, b"), &mut body).unwrap();
+        let c = RequestControls::take(&["a, b"], &mut body).unwrap();
         assert!(!body.contains_key("mcp"), "the control field never goes upstream");
-        let sel = c.selection.unwrap();
-        assert_eq!(sel.servers.unwrap(), ["a", "b"]);
-        assert_eq!(sel.tools.unwrap(), ["ts__*"]);
+        assert_eq!(c.rules[0].servers.as_deref().unwrap(), ["a", "b"]);
+        assert_eq!(c.rules[1].tools.as_deref().unwrap(), ["ts__*"]);
         let mut body = Map::new();
-        assert_eq!(RequestControls::take(Some("none"), &mut body).unwrap().enabled, Some(false));
+        assert_eq!(RequestControls::take(&["none"], &mut body).unwrap().enabled, Some(false));
+        body.insert("mcp".into(), serde_json::json!({"enabled": true}));
+        assert_eq!(RequestControls::take(&["none"], &mut body).unwrap().enabled, Some(false), "no wins over yes");
         body.insert("mcp".into(), serde_json::json!({"enabled": "yes"}));
-        assert!(RequestControls::take(None, &mut body).is_err());
+        assert!(RequestControls::take(&[], &mut body).is_err());
     }
 }

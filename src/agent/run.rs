@@ -34,6 +34,8 @@ pub struct Agent {
     pub artifacts: Artifacts,
     /// Inline budget of one tool output, in bytes.
     pub max_inline_bytes: usize,
+    /// Scrubs configured secrets from tool output before the model or the client sees it.
+    pub redactor: Arc<crate::config::Redactor>,
 }
 
 /// One chat request to run through the loop.
@@ -267,6 +269,7 @@ impl Agent {
                 budget: self.max_inline_bytes,
                 offered: &tools,
                 vision,
+                redactor: &self.redactor,
             };
             let runs = run_calls(&scope, &gateway, &mut ledger, limits).await;
             for run in &runs {

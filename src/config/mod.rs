@@ -19,7 +19,7 @@ use url::Url;
 
 pub use env::{EnvSource, ProcessEnv};
 use raw::{DurationValue, RawConfig, RawMcpServer, RawToolPolicy};
-pub use redact::{MASK, Redactor, redact_url};
+pub use redact::{MASK, Redactor, redact_url, secret_name};
 
 /// Default listen address: loopback, so a gateway without keys is reachable only from this host.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4001";
@@ -635,7 +635,8 @@ fn dur(value: Option<DurationValue>, default_secs: u64) -> Duration {
 }
 
 fn http_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    // The text itself is not repeated: a URL may carry a token.
+    let url = Url::parse(text).map_err(|e| format!("not a valid URL: {e}"))?;
     match url.scheme() {
         "http" | "https" => Ok(url),
         other => Err(format!("scheme `{other}` is not supported (use http or https)")),

@@ -39,7 +39,13 @@ pub fn redact_url(url: &Url) -> String {
     out.as_str().replace("%2A%2A%2A", MASK)
 }
 
-/// The secret parts of a URL: userinfo and query values, raw and decoded.
+/// Values this long are treated as secrets wherever the config holds them in a place that may
+/// carry one (header values, query values, a stdio server's env); shorter ones only when their
+/// name says so, so `Accept: application/json` or `?mode=stream` never mangle a log line.
+const LONG_VALUE: usize = 24;
+
+/// The secret parts of a URL: the whole URL (replaced by its redacted form), userinfo, and query
+/// values that look secret, raw and decoded.
 fn url_secrets(url: &Url, out: &mut Vec<(String, String)>) {
     out.push((url.as_str().to_owned(), redact_url(url)));
     for value in [url.username(), url.password().unwrap_or_default()] {
@@ -47,27 +53,49 @@ fn url_secrets(url: &Url, out: &mut Vec<(String, String)>) {
     }
     if let Some(query) = url.query() {
         for pair in query.split('&') {
-            if let Some((_, raw)) = pair.split_once('=') {
+            if let Some((name, raw)) = pair.split_once('=')
+                && (secret_name(name) || raw.len() >= LONG_VALUE)
+            {
                 out.push((raw.to_owned(), MASK.to_owned()));
             }
         }
-        for (_, value) in url.query_pairs() {
-            out.push((value.into_owned(), MASK.to_owned()));
+        for (name, value) in url.query_pairs() {
+            if secret_name(&name) || value.len() >= LONG_VALUE {
+                out.push((value.into_owned(), MASK.to_owned()));
+            }
         }
     }
 }
 
-/// Whether an environment variable's name says it holds a credential.
-fn secret_name(name: &str) -> bool {
+/// A free-standing value that may hold a secret: itself when long, and any URL's secrets.
+fn value_secrets(name: &str, value: &str, out: &mut Vec<(String, String)>) {
+    if secret_name(name) || value.len() >= LONG_VALUE {
+        out.push((value.to_owned(), MASK.to_owned()));
+    }
+    if value.contains("://")
+        && let Ok(url) = Url::parse(value)
+    {
+        url_secrets(&url, out);
+    }
+}
+
+/// Whether a variable's or header's name says it holds a credential.
+pub fn secret_name(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
     ["TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "AUTH", "CREDENTIAL", "COOKIE"].iter().any(|w| upper.contains(w))
 }
 
 /// Replaces configured secrets in text. Cheap to clone behind an `Arc`.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct Redactor {
     /// (needle, replacement), longest needle first.
     pairs: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactor({} secrets)", self.pairs.len())
+    }
 }
 
 impl Redactor {
@@ -115,16 +143,40 @@ impl Redactor {
         match &config.artifacts.store {
             StoreConfig::Local { secret: Some(s), .. } => secret(s.expose()),
             StoreConfig::Local { .. } => {}
-            StoreConfig::S3(s3) => {
-                secret(s3.secret_access_key.expose());
-                secret(s3.access_key_id.expose());
-            }
+            // The access key id is public: every presigned link carries it.
+            StoreConfig::S3(s3) => secret(s3.secret_access_key.expose()),
         }
         url_secrets(&config.upstream.base_url, &mut pairs);
         for server in &config.mcp_servers {
             server_secrets(server, &mut pairs);
+            // What `inherit_env` hands a child is the gateway's own: as secret as the rest.
+            if let McpTransportConfig::Stdio { inherit_env, .. } = &server.transport {
+                for (name, value) in std::env::vars() {
+                    let listed = inherit_env.iter().any(|e| match e.strip_suffix('*') {
+                        Some(prefix) => name.starts_with(prefix),
+                        None => name == *e,
+                    });
+                    if listed {
+                        pairs.push((value, MASK.to_owned()));
+                    }
+                }
+            }
         }
         Self::new(pairs)
+    }
+
+    /// Every string inside `value` scrubbed in place.
+    pub fn scrub_json(&self, value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(s) => {
+                if let Cow::Owned(clean) = self.scrub(s) {
+                    *s = clean;
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.scrub_json(v)),
+            serde_json::Value::Object(map) => map.values_mut().for_each(|v| self.scrub_json(v)),
+            _ => {}
+        }
     }
 
     /// `text` with every secret replaced.
@@ -148,20 +200,35 @@ fn server_secrets(server: &McpServerConfig, out: &mut Vec<(String, String)>) {
     match &server.transport {
         McpTransportConfig::StreamableHttp { url, headers } | McpTransportConfig::Sse { url, headers } => {
             url_secrets(url, out);
-            for value in headers.values() {
+            for (name, value) in headers {
                 let value = value.expose();
-                out.push((value.to_owned(), MASK.to_owned()));
+                value_secrets(name, value, out);
                 // `Bearer <token>`: the token alone is the secret too.
-                if let Some((_, token)) = value.split_once(' ') {
+                if let Some((_, token)) = value.split_once(' ')
+                    && (secret_name(name) || token.len() >= LONG_VALUE)
+                {
                     out.push((token.trim().to_owned(), MASK.to_owned()));
                 }
             }
         }
-        McpTransportConfig::Stdio { env, .. } => {
+        McpTransportConfig::Stdio { env, args, .. } => {
             for (name, value) in env {
-                if secret_name(name) {
-                    out.push((value.clone(), MASK.to_owned()));
+                value_secrets(name, value, out);
+            }
+            // `--token x`, `--api-key=x`, `postgres://user:pw@host/db`.
+            let mut previous = "";
+            for arg in args {
+                match arg.split_once('=') {
+                    Some((flag, value)) if flag.starts_with('-') => value_secrets(flag, value, out),
+                    _ if previous.starts_with('-') && secret_name(previous) => value_secrets(previous, arg, out),
+                    // A plain argument (a package, a path) is no secret, but a URL in it may hold one.
+                    _ => {
+                        if let Some(url) = Url::parse(arg).ok().filter(|_| arg.contains("://")) {
+                            url_secrets(&url, out);
+                        }
+                    }
                 }
+                previous = arg;
             }
         }
         McpTransportConfig::InProcess => {}
@@ -181,15 +248,28 @@ mod tests {
     }
 
     #[test]
+    fn stdio_args_env_and_headers_give_their_secrets_only() {
+        let yaml = "mcpServers:\n  db:\n    command: npx\n    args: [\"-y\", \"@scope/server-postgres@1.2.3\", \"postgres://app:pg-pass-991@db:5432/x\", \"--api-key\", \"key-in-args-77\", \"--token=tok-in-args-88\"]\n    env: {DATABASE_URL: \"mysql://u:my-pass-123@h/db\", DEBUG: \"true\", GH_TOKEN: \"ghp-1234\"}\n  web:\n    url: http://h/mcp?mode=stream&key=k-123456\n    headers: {Accept: application/json, X-Api-Key: hdr-key-42}\n";
+        let config = crate::config::load_str(yaml, &std::collections::HashMap::<String, String>::new()).unwrap();
+        let r = Redactor::for_config(&config);
+        let text = "pg-pass-991 key-in-args-77 tok-in-args-88 my-pass-123 ghp-1234 k-123456 hdr-key-42";
+        assert_eq!(r.scrub(text), "*** *** *** *** *** *** ***");
+        let harmless = "npx -y @scope/server-postgres@1.2.3 DEBUG=true Accept: application/json mode=stream";
+        assert_eq!(r.scrub(harmless), harmless, "no word that is not a secret is touched");
+        assert!(!format!("{r:?}").contains("pass"), "Debug shows no secret");
+    }
+
+    #[test]
     fn scrubs_whole_urls_then_single_secrets() {
-        let url = Url::parse("http://127.0.0.1:9/mcp?token=s3cr%2Ft").unwrap();
+        let url = Url::parse("http://127.0.0.1:9/mcp?token=s3cr%2Ft&v=1").unwrap();
         let mut pairs = vec![("sk-master".to_owned(), MASK.to_owned()), ("x".to_owned(), MASK.to_owned())];
         url_secrets(&url, &mut pairs);
         let r = Redactor::new(pairs);
-        let text = "error sending request for url (http://127.0.0.1:9/mcp?token=s3cr%2Ft); key sk-master; s3cr/t; x";
+        let text =
+            "error sending request for url (http://127.0.0.1:9/mcp?token=s3cr%2Ft&v=1); key sk-master; s3cr/t; x";
         assert_eq!(
             r.scrub(text),
-            "error sending request for url (http://127.0.0.1:9/mcp?token=***); key ***; ***; x",
+            "error sending request for url (http://127.0.0.1:9/mcp?token=***&v=***); key ***; ***; x",
             "short values are left alone"
         );
         assert!(matches!(r.scrub("nothing here"), Cow::Borrowed(_)));

@@ -19,6 +19,13 @@ use crate::llm::{ChatRequest, UpstreamBody, UpstreamRequest};
 /// How an Open WebUI tool card looks inside JSON-encoded content.
 const CARD_MARKER: &[u8] = br#"<details type=\"tool_calls\""#;
 
+/// Whether `tools` holds anything but `{"type": "function"}` entries.
+fn has_server_side_tools(body: &serde_json::Map<String, Value>) -> bool {
+    body.get("tools").and_then(Value::as_array).is_some_and(|tools| {
+        tools.iter().any(|t| t.get("type").and_then(Value::as_str).unwrap_or("function") != "function")
+    })
+}
+
 /// The chat completions handler (streaming and not).
 pub async fn completions(
     State(state): State<AppState>,
@@ -30,10 +37,17 @@ pub async fn completions(
     let mut chat = ChatRequest::parse(raw)?;
     let had_controls = chat.body.contains_key("mcp");
     let mcp_header = mcp_servers_header(&headers)?;
-    let mut controls = RequestControls::take(mcp_header, &mut chat.body).map_err(ApiError::BadRequest)?;
+    let mut controls = RequestControls::take(&mcp_header, &mut chat.body).map_err(ApiError::BadRequest)?;
     controls.background = headers.get("x-openwebui-task").is_some_and(|v| !v.as_bytes().trim_ascii().is_empty());
-    let catalog = state.hub.catalog();
     let key = key.map(|Extension(k)| k.0);
+    // A restricted key must not reach tools our policy cannot see: tools other than functions
+    // (`{"type": "mcp", …}`) are run by the upstream itself, with its master key.
+    if key.is_some() && has_server_side_tools(&chat.body) {
+        return Err(ApiError::Forbidden(
+            "this key may use function tools only; server-side tools (type other than `function`) are refused".into(),
+        ));
+    }
+    let catalog = state.hub.catalog();
     let tools = agent::select(&catalog, &chat.body, &state.config.models, key.as_deref(), &controls);
     // Cards become calls only when tools go upstream: a provider refuses tool-call history in
     // a request without tools (the client's own tools count).

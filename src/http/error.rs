@@ -5,6 +5,7 @@
 //! |-----------------------------------------|--------|-------------------------|
 //! | malformed JSON, missing `model`/`messages` | 400 | `invalid_request_error` |
 //! | missing or wrong API key                | 401    | `authentication_error`  |
+//! | a restricted key asking for server-side tools | 403 | `permission_error`   |
 //! | unknown route, or a `/v1/*` route not forwarded | 404 | `invalid_request_error` |
 //! | wrong method                            | 405    | `invalid_request_error` |
 //! | body over `limits.max_body_bytes`       | 413    | `invalid_request_error` |
@@ -41,6 +42,9 @@ pub enum ApiError {
     /// The request is malformed in a way no domain checks (e.g. a REST body).
     #[error("{0}")]
     BadRequest(String),
+    /// The key may not do this.
+    #[error("{0}")]
+    Forbidden(String),
     /// Missing or unknown API key.
     #[error("invalid or missing API key")]
     Unauthorized,
@@ -125,6 +129,7 @@ impl ApiError {
             },
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", None),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key", None),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "permission_error", "forbidden", None),
             Self::NotFound { .. } | Self::RouteNotForwarded { .. } => {
                 (StatusCode::NOT_FOUND, "invalid_request_error", "not_found", None)
             }

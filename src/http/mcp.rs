@@ -22,7 +22,7 @@ use crate::mcp::McpError;
 /// The access of one REST request: its key's policy, narrowed by `x-mcp-servers`.
 fn access(key: Option<Extension<KeyPolicy>>, headers: &HeaderMap) -> Result<ToolAccess, ApiError> {
     let header = mcp_servers_header(headers)?;
-    let controls = RequestControls::take(header, &mut Default::default()).map_err(ApiError::BadRequest)?;
+    let controls = RequestControls::take(&header, &mut Default::default()).map_err(ApiError::BadRequest)?;
     let key = key.map(|Extension(k)| k.0);
     Ok(ToolAccess::new(key.as_deref(), None, &controls))
 }
@@ -97,6 +97,7 @@ pub async fn call_tool(
     let budget = state.config.artifacts.max_inline_bytes;
     let converted = agent::to_tool_output(&result, &state.artifacts, budget, &name).await;
     let mut value = serde_json::to_value(&result).unwrap_or_default();
+    state.redactor.scrub_json(&mut value);
     if let Some(obj) = value.as_object_mut() {
         obj.entry("isError").or_insert(Value::Bool(false));
         obj.insert("artifacts".into(), serde_json::to_value(&converted.artifacts).unwrap_or_default());

@@ -52,6 +52,8 @@ pub struct AppState {
     pub local_store: Option<Arc<LocalStore>>,
     /// When the process started serving.
     pub started: Instant,
+    /// Scrubs every configured secret from what tools return.
+    pub redactor: Arc<crate::config::Redactor>,
 }
 
 impl AppState {
@@ -63,14 +65,16 @@ impl AppState {
         artifacts: Artifacts,
         local_store: Option<Arc<LocalStore>>,
     ) -> Self {
+        let redactor = Arc::new(crate::config::Redactor::for_config(&config));
         let agent = Agent {
             hub: hub.clone(),
             upstream: upstream.clone(),
             limits: Arc::new(config.tool_loop.clone()),
             artifacts: artifacts.clone(),
             max_inline_bytes: config.artifacts.max_inline_bytes,
+            redactor: redactor.clone(),
         };
-        Self { config, upstream, hub, agent, artifacts, local_store, started: Instant::now() }
+        Self { config, upstream, hub, agent, artifacts, local_store, started: Instant::now(), redactor }
     }
 }
 
@@ -112,14 +116,15 @@ pub fn router(state: AppState) -> Router {
 
 /// The `x-mcp-servers` header. One that is not valid text is refused rather than ignored: a
 /// narrowing the gateway cannot read must not widen the request to every tool.
-pub(crate) fn mcp_servers_header(headers: &axum::http::HeaderMap) -> Result<Option<&str>, ApiError> {
-    match headers.get("x-mcp-servers") {
-        None => Ok(None),
-        Some(value) => value
-            .to_str()
-            .map(Some)
-            .map_err(|_| ApiError::BadRequest("the x-mcp-servers header must be plain ASCII text".into())),
-    }
+/// Every value counts (a proxy may append one after the client's): each narrows further.
+pub(crate) fn mcp_servers_header(headers: &axum::http::HeaderMap) -> Result<Vec<&str>, ApiError> {
+    headers
+        .get_all("x-mcp-servers")
+        .iter()
+        .map(|value| {
+            value.to_str().map_err(|_| ApiError::BadRequest("the x-mcp-servers header must be plain ASCII text".into()))
+        })
+        .collect()
 }
 
 /// Refuses requests whose headers together exceed `limits.max_header_bytes` with a 431 (hyper

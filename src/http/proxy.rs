@@ -15,6 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::response::Response;
 
+use super::auth::KeyPolicy;
 use super::body::{
     Framing, REPLAYABLE_BODY, content_length, forward_headers, limited_stream, read_limited, response_headers,
 };
@@ -22,7 +23,11 @@ use super::{ApiError, AppState};
 use crate::llm::{UpstreamBody, UpstreamRequest, UpstreamResponse};
 
 /// Forwards the request below `/v1` to the same path below the upstream base URL.
-pub async fn forward(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+pub async fn forward(
+    State(state): State<AppState>,
+    key: Option<axum::Extension<KeyPolicy>>,
+    req: Request,
+) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let limit = state.config.limits.max_body_bytes;
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -30,6 +35,11 @@ pub async fn forward(State(state): State<AppState>, req: Request) -> Result<Resp
     let route = confined_route(parts.uri.path().strip_prefix("/v1").unwrap_or_default())?;
     if !state.config.upstream.forward_all_routes && !OPENAI_ROUTES.contains(&route) {
         return Err(ApiError::RouteNotForwarded { path: parts.uri.path().to_owned() });
+    }
+    // The Responses API runs server-side tools (MCP, code) with the upstream's key, where a
+    // restricted key's policy cannot follow.
+    if key.is_some() && SERVER_SIDE_TOOL_ROUTES.contains(&route) {
+        return Err(ApiError::Forbidden(format!("a key with a tool policy may not use /v1/{route}")));
     }
 
     let exceeded = Arc::new(AtomicBool::new(false));
@@ -86,6 +96,9 @@ const OPENAI_ROUTES: &[&str] = &[
     "containers",
     "videos",
 ];
+
+/// Routes whose requests can make the upstream run tools itself.
+const SERVER_SIDE_TOOL_ROUTES: &[&str] = &["responses", "assistants", "threads"];
 
 /// Checks every segment of `path` (the part below `/v1`) and returns its first segment. Refused:
 /// `.` and `..` (also as `%2e`, or followed by `;` parameters), and segments hiding a `/`, `\`,

@@ -169,6 +169,56 @@ async fn model_policy_narrows_and_list_mcp_tools_shows_only_the_offer() {
 }
 
 #[tokio::test]
+async fn request_controls_only_narrow_each_other() {
+    let llm = FakeLlm::new().text("ok").start().await;
+    let app = guarded(&llm).await;
+    let chat = |body_mcp: Option<Value>| {
+        let mut chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        if let Some(mcp) = body_mcp {
+            chat["mcp"] = mcp;
+        }
+        chat
+    };
+    let send = |headers: Vec<&'static str>, body: Value| {
+        let mut req = app.client.post(app.url("/v1/chat/completions")).bearer_auth("sk-admin");
+        for h in headers {
+            req = req.header("x-mcp-servers", h);
+        }
+        async move { assert_eq!(req.json(&body).send().await.unwrap().status(), 200) }
+    };
+    send(vec!["ts"], chat(Some(json!({"servers": ["ev"]})))).await;
+    send(vec!["none"], chat(Some(json!({"enabled": true})))).await;
+    send(vec!["ts,ev", "ts"], chat(None)).await;
+    send(vec![], chat(Some(json!({"tools": ["echo"]})))).await;
+    send(vec![], chat(Some(json!({"servers": ["ts"], "tools": ["echo"]})))).await;
+    let sent = llm.chat_requests();
+    assert!(offered(&sent[0]).is_empty(), "the body cannot widen the header: {:?}", offered(&sent[0]));
+    assert!(offered(&sent[1]).is_empty(), "enabled: true does not undo x-mcp-servers: none");
+    assert!(offered(&sent[2]).iter().all(|n| n.starts_with("ts__")), "every header value narrows");
+    assert!(offered(&sent[3]).is_empty(), "an original name matches only with its servers named");
+    assert_eq!(offered(&sent[4]), ["ts__echo"]);
+}
+
+#[tokio::test]
+async fn restricted_keys_get_no_server_side_tools() {
+    let llm = FakeLlm::new().text("ok").start().await;
+    let app = guarded(&llm).await;
+    let chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "mcp", "server_label": "x", "server_url": "http://127.0.0.1:9/mcp"}]});
+    let resp =
+        app.client.post(app.url("/v1/chat/completions")).bearer_auth("sk-echo").json(&chat).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "permission_error");
+    let responses = json!({"model": "m", "input": "hi"});
+    let resp = app.client.post(app.url("/v1/responses")).bearer_auth("sk-echo").json(&responses).send().await.unwrap();
+    assert_eq!(resp.status(), 403, "the Responses API runs tools upstream");
+    assert!(llm.requests().is_empty(), "nothing reached the upstream");
+    let resp = app.client.post(app.url("/v1/responses")).bearer_auth("sk-admin").json(&responses).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "a key without a policy may");
+}
+
+#[tokio::test]
 async fn a_request_cannot_widen_its_models_policy() {
     let llm = FakeLlm::new().text("ok").start().await;
     let ev = everything();

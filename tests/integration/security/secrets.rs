@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::common::FakeLlm;
-use crate::common::peers::{HttpPeer, TEST_SERVER};
+use crate::common::peers::{HttpPeer, TEST_SERVER, everything};
 use crate::common::process::GatewayProcess;
 
 const MASTER: &str = "sk-master-7f3a9c11";
@@ -17,7 +17,9 @@ const HEADER_TOKEN: &str = "hdr-token-4be920";
 const URL_TOKEN: &str = "url-token-c0ffee";
 const DEAD_TOKEN: &str = "dead-token-abad1d";
 const DEAD_PASS: &str = "dead-pass-55aa77";
-const ALL: [&str; 8] = [MASTER, INBOUND, SIGNING, S3_SECRET, HEADER_TOKEN, URL_TOKEN, DEAD_TOKEN, DEAD_PASS];
+/// Given to one stdio server in its own `env`; that server prints its environment when asked.
+const OWN_TOKEN: &str = "own-token-7e1f0b";
+const ALL: [&str; 9] = [MASTER, INBOUND, SIGNING, S3_SECRET, HEADER_TOKEN, URL_TOKEN, DEAD_TOKEN, DEAD_PASS, OWN_TOKEN];
 
 fn assert_clean(what: &str, text: &str) {
     for secret in ALL {
@@ -36,6 +38,7 @@ async fn no_secret_reaches_children_strangers_tool_messages_or_logs() {
             ("ts__echo", json!({"text": "from stdio"})),
             ("web__echo", json!({"text": "from http"})),
             ("dying__echo", json!({"text": "from the dead"})),
+            ("ev__get-env", json!({})),
         ])
         .text("done")
         .start()
@@ -47,9 +50,11 @@ async fn no_secret_reaches_children_strangers_tool_messages_or_logs() {
          mcpServers:\n\
          \x20 ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n    env: {{TS_OWN: own-value}}\n    inherit_env: [EXTRA_ALLOWED]\n\
          \x20 web:\n    url: \"{web}/mcp?token=${{URL_TOKEN}}\"\n    headers: {{Authorization: \"Bearer ${{REMOTE_TOKEN}}\"}}\n\
-         \x20 dying:\n    url: \"http://ops:${{DEAD_PASS}}@127.0.0.1:{dead_port}/sse?token=${{DEAD_TOKEN}}\"\n    tool_timeout: 5s\n",
+         \x20 dying:\n    url: \"http://ops:${{DEAD_PASS}}@127.0.0.1:{dead_port}/sse?token=${{DEAD_TOKEN}}\"\n    tool_timeout: 5s\n\
+         \x20 ev:\n    command: node\n    args: [\"{ev}\", stdio]\n    env: {{SERVICE_TOKEN: \"${{OWN_TOKEN}}\"}}\n",
         web = web.base(),
         dead_port = dying.port,
+        ev = everything(),
     );
     let gw = GatewayProcess::spawn(
         &yaml,
@@ -64,6 +69,7 @@ async fn no_secret_reaches_children_strangers_tool_messages_or_logs() {
             ("DEAD_TOKEN", DEAD_TOKEN),
             ("DEAD_PASS", DEAD_PASS),
             ("EXTRA_ALLOWED", "visible-by-choice"),
+            ("OWN_TOKEN", OWN_TOKEN),
         ],
     )
     .await;
@@ -79,7 +85,7 @@ async fn no_secret_reaches_children_strangers_tool_messages_or_logs() {
     loop {
         let tools: Value = get("/mcp/tools/list", Some(INBOUND)).await.json().await.unwrap();
         let names = tools.to_string();
-        if ["ts__echo", "web__echo", "dying__echo"].iter().all(|n| names.contains(n)) {
+        if ["ts__echo", "web__echo", "dying__echo", "ev__get-env"].iter().all(|n| names.contains(n)) {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "tools never appeared: {names}\n{}", gw.logs());
@@ -145,7 +151,9 @@ async fn no_secret_reaches_children_strangers_tool_messages_or_logs() {
         .filter(|m| m["role"] == "tool")
         .filter_map(|m| m["content"].as_str())
         .collect();
-    assert_eq!(tool_messages.len(), 3, "{second}");
+    assert_eq!(tool_messages.len(), 4, "{second}");
+    // A tool printing its environment shows the variable, never the value.
+    assert!(tool_messages[3].contains("SERVICE_TOKEN"), "get-env ran: {}", tool_messages[3]);
     assert!(tool_messages[0].contains("from stdio") && tool_messages[1].contains("from http"), "{tool_messages:?}");
     assert!(tool_messages[2].contains("unavailable"), "{tool_messages:?}");
     assert_clean("the tool messages", &second.to_string());
