@@ -95,7 +95,8 @@ pub struct RawKey {
     pub key: String,
     /// Servers this key may use. Absent means all.
     pub servers: Option<Vec<String>>,
-    /// Tools (exposed or original names, `*` globs) this key may use. Absent means all.
+    /// Tools this key may use: exposed names (`server__tool`, `*` globs), or original names when
+    /// `servers` is set too. Absent means all.
     pub tools: Option<Vec<String>>,
 }
 
@@ -105,7 +106,8 @@ pub struct RawKey {
 pub struct RawToolPolicy {
     /// Servers whose tools are injected. Absent means all.
     pub servers: Option<Vec<String>>,
-    /// Tools (exposed or original names, `*` globs) injected. Absent means all.
+    /// Tools injected: exposed names (`server__tool`, `*` globs), or original names when
+    /// `servers` is set too. Absent means all.
     pub tools: Option<Vec<String>>,
     /// Inject MCP tools at all for this model. Default true.
     pub inject: Option<bool>,
