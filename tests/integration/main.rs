@@ -13,6 +13,7 @@ mod errors;
 mod lifecycle;
 mod mcp;
 mod policy;
+mod providers;
 mod proxy;
 mod s3;
 mod security;

@@ -3,7 +3,9 @@
 //! It speaks the real wire format: non-streaming `chat.completion` objects and streaming
 //! `chat.completion.chunk` SSE with a role chunk, content in pieces, tool-call arguments split
 //! across several deltas, a finish chunk, the `stream_options.include_usage` chunk and `[DONE]`.
-//! Every request is recorded so tests can assert what the gateway sent upstream.
+//! Every request is recorded so tests can assert what the gateway sent upstream. A [`Persona`]
+//! gives it a real provider's stream shape and rules: a request that breaks them gets that
+//! provider's error.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -19,6 +21,9 @@ use axum::routing::{any, get, post};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
+
+use super::personas::Issued;
+pub use super::personas::Persona;
 
 /// Usage the fake reports for every turn.
 pub const PROMPT_TOKENS: u64 = 11;
@@ -63,6 +68,7 @@ pub struct FakeLlm {
     turns: VecDeque<Turn>,
     chunk_delay: Duration,
     gated: bool,
+    persona: Persona,
 }
 
 /// A running fake.
@@ -77,6 +83,9 @@ struct Shared {
     requests: Mutex<Vec<Recorded>>,
     chunk_delay: Duration,
     gate: Option<Arc<Notify>>,
+    persona: Persona,
+    issued: Mutex<Issued>,
+    refusals: Mutex<Vec<Value>>,
 }
 
 impl FakeLlm {
@@ -112,6 +121,11 @@ impl FakeLlm {
         self.chunk_delay = delay;
         self
     }
+    /// Behave like this provider (stream shape and rules).
+    pub fn persona(mut self, persona: Persona) -> Self {
+        self.persona = persona;
+        self
+    }
     /// Streams hold after their first chunk until [`FakeLlmHandle::release`] is called.
     pub fn gated(mut self) -> Self {
         self.gated = true;
@@ -124,6 +138,9 @@ impl FakeLlm {
             requests: Mutex::new(Vec::new()),
             chunk_delay: self.chunk_delay,
             gate: self.gated.then(|| Arc::new(Notify::new())),
+            persona: self.persona,
+            issued: Mutex::new(Issued::default()),
+            refusals: Mutex::new(Vec::new()),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -147,6 +164,10 @@ impl FakeLlmHandle {
     /// Chat requests received so far, as JSON.
     pub fn chat_requests(&self) -> Vec<Value> {
         self.requests().iter().filter(|r| r.path.ends_with("/chat/completions")).map(Recorded::json).collect()
+    }
+    /// The error bodies the persona answered with (a gateway that follows the rules gets none).
+    pub fn refusals(&self) -> Vec<Value> {
+        self.shared.refusals.lock().unwrap().clone()
     }
     /// Lets a gated stream continue.
     pub fn release(&self) {
@@ -191,6 +212,11 @@ async fn echo(State(shared): State<Arc<Shared>>, req: Request) -> Response {
 async fn chat(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let rec = record(&shared, req).await;
     let body = rec.json();
+    let checked = shared.persona.check(&body, &shared.issued.lock().unwrap());
+    if let Err((status, error)) = checked {
+        shared.refusals.lock().unwrap().push(error.clone());
+        return (StatusCode::from_u16(status).unwrap(), axum::Json(error)).into_response();
+    }
     let turn = {
         let mut turns = shared.turns.lock().unwrap();
         // The last turn repeats, so a model that "always calls a tool" is one line.
@@ -199,7 +225,9 @@ async fn chat(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     .unwrap_or(Turn::Text("(script exhausted)".into()));
     // Like a real model, `tool_choice: "none"` gets an answer, not a tool call.
     let turn = match turn {
-        Turn::ToolCalls(_) if body["tool_choice"] == "none" => Turn::Text("Answering without tools.".into()),
+        Turn::ToolCalls(_) if body["tool_choice"] == "none" && shared.persona.obeys_tool_choice_none() => {
+            Turn::Text("Answering without tools.".into())
+        }
         other => other,
     };
     let model = body["model"].as_str().unwrap_or("fake-model").to_owned();
@@ -275,12 +303,20 @@ fn stream_response(shared: Arc<Shared>, turn: Turn, id: &str, model: &str, inclu
         }
         format!("data: {c}\n\n")
     };
-    let mut frames = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    let persona = shared.persona;
+    let mut frames: Vec<String> = persona.first_chunk().map(|c| format!("data: {c}\n\n")).into_iter().collect();
+    frames.push(chunk(json!({"role": "assistant", "content": ""}), None));
     let mut broken = false;
     match &turn {
         Turn::Text(t) | Turn::BreakMidStream(t) => {
+            let prefix = persona.text_prefix(&mut shared.issued.lock().unwrap());
+            frames.extend(prefix.into_iter().map(|d| chunk(d, None)));
             frames.extend(pieces(t, 4).into_iter().map(|p| chunk(json!({"content": p}), None)));
             broken = matches!(turn, Turn::BreakMidStream(_));
+        }
+        Turn::ToolCalls(calls) if persona != Persona::OpenAi => {
+            let deltas = persona.tool_call_deltas(calls, &mut shared.issued.lock().unwrap());
+            frames.extend(deltas.into_iter().map(|d| chunk(d, None)));
         }
         Turn::ToolCalls(calls) => {
             for (i, (name, args)) in calls.iter().enumerate() {

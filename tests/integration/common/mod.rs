@@ -2,6 +2,7 @@
 
 pub mod fake_llm;
 pub mod peers;
+pub mod personas;
 pub mod process;
 
 use std::collections::HashMap;
@@ -14,7 +15,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use fake_llm::{FakeLlm, FakeLlmHandle, Turn};
+pub use fake_llm::{FakeLlm, FakeLlmHandle, Persona, Turn};
 
 /// A gateway running in this process.
 pub struct TestApp {
