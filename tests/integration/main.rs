@@ -11,6 +11,7 @@ mod builtin;
 mod config;
 mod errors;
 mod lifecycle;
+mod litellm;
 mod mcp;
 mod policy;
 mod providers;

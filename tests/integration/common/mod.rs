@@ -1,6 +1,7 @@
 //! The test harness: boot the gateway from a YAML string on `127.0.0.1:0` next to real peers.
 
 pub mod fake_llm;
+pub mod native;
 pub mod peers;
 pub mod personas;
 pub mod process;

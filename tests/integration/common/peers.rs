@@ -124,6 +124,90 @@ pub fn python() -> &'static str {
     })
 }
 
+/// The `litellm` command from the pinned `tests/peers/litellm-requirements.txt`, in its own venv
+/// under `.peers/` (created on first use; reinstalled when the requirements change).
+pub fn litellm() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let requirements = root.join("tests/peers/litellm-requirements.txt");
+        let venv = root.join(".peers/litellm-venv");
+        let wanted = std::fs::read_to_string(&requirements).expect("tests/peers/litellm-requirements.txt");
+        let marker = venv.join("installed-requirements.txt");
+        if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
+            let ok = std::process::Command::new("python3").arg("-m").arg("venv").arg(&venv).status();
+            assert!(ok.is_ok_and(|s| s.success()), "python3 -m venv failed (Python 3.9+ is required)");
+            let ok = std::process::Command::new(venv.join("bin/python"))
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+                .arg(&requirements)
+                .status();
+            assert!(ok.is_ok_and(|s| s.success()), "pip install -r tests/peers/litellm-requirements.txt failed");
+            std::fs::write(&marker, wanted).unwrap();
+        }
+        let bin = venv.join("bin/litellm");
+        assert!(bin.exists(), "litellm missing after install: {}", bin.display());
+        bin.to_string_lossy().into_owned()
+    })
+}
+
+/// A LiteLLM proxy on a loopback port, started without a database; killed when dropped.
+pub struct LiteLlm {
+    /// Base URL including `/v1`.
+    pub url: String,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl LiteLlm {
+    /// Starts `litellm --config` with `config` (YAML) and waits until it serves (2 min at most).
+    pub async fn start(config: &str, master_key: &str) -> Self {
+        let bin = tokio::task::spawn_blocking(litellm).await.unwrap();
+        let dir = TempDir::new("mcpmw-litellm");
+        let path = dir.0.join("config.yaml");
+        std::fs::write(&path, config).unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.0.join("litellm.log")).unwrap();
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&path)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--num_workers", "1"])
+            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            .env("LITELLM_MASTER_KEY", master_key)
+            .env("LITELLM_TELEMETRY", "False")
+            .env("LITELLM_LOG", "ERROR")
+            .env_remove("DATABASE_URL")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start litellm");
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(resp) = client.get(format!("{url}/health/liveliness")).send().await
+                && resp.status().is_success()
+            {
+                break;
+            }
+            let logs = std::fs::read_to_string(dir.0.join("litellm.log")).unwrap_or_default();
+            assert!(Instant::now() < deadline, "LiteLLM never served; its log:\n{logs}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Self { url: format!("{url}/v1"), child, _dir: dir }
+    }
+
+    /// LiteLLM's own log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.0.join("litellm.log")).unwrap_or_default()
+    }
+
+    /// Stops the proxy.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
 /// Credentials the test S3 server enforces.
 pub const S3_KEY: &str = "mcpmw-test-key";
 /// Credentials the test S3 server enforces.
