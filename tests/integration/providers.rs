@@ -193,3 +193,26 @@ async fn cards_go_upstream_as_text_when_no_tools_do() {
     assert!(assistant.get("tool_calls").is_none(), "no tool-call history without tools: {sent}");
     assert!(assistant["content"].as_str().unwrap().contains("[called ts__echo"), "{sent}");
 }
+
+#[tokio::test]
+async fn forced_tool_choice_relaxes_after_our_tools_ran_and_n_is_dropped() {
+    let llm = FakeLlm::new()
+        .tool_call("ts__echo", json!({"text": "x"}))
+        .text("Done.")
+        .tool_call("ts__echo", json!({"text": "y"}))
+        .text("Done.")
+        .start()
+        .await;
+    let app = with_test_server(&llm, "").await;
+    for choice in [json!("required"), json!({"type": "function", "function": {"name": "ts__echo"}})] {
+        let llm_before = llm.chat_requests().len();
+        let body = json!({"model": "m", "n": 2, "tool_choice": choice,
+            "messages": [{"role": "user", "content": "echo"}]});
+        assert_eq!(app.post("/v1/chat/completions", &body).await.status(), 200);
+        let sent = llm.chat_requests();
+        let (first, second) = (&sent[llm_before], &sent[llm_before + 1]);
+        assert_eq!(first["tool_choice"], choice, "the client's choice holds for the first round");
+        assert_eq!(second["tool_choice"], "auto", "then the model may answer");
+        assert!(first.get("n").is_none(), "one answer is followed: n is not sent");
+    }
+}
