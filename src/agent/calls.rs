@@ -130,9 +130,12 @@ pub struct CallScope<'a> {
     pub redactor: &'a crate::config::Redactor,
 }
 
-/// Largest image (base64 characters) passed inline to a vision model; larger ones reach it only
-/// as the link in the tool message.
-const MAX_INLINE_IMAGE: usize = 8 * 1024 * 1024;
+/// Largest image (base64 characters) passed inline to a vision model — under Anthropic's 5 MB
+/// per image once decoded; larger ones reach it only as the link in the tool message.
+const MAX_INLINE_IMAGE: usize = 6_500_000;
+
+/// Image types every vision provider takes.
+const INLINE_IMAGE_TYPES: &[&str] = &["image/png", "image/jpeg", "image/gif", "image/webp"];
 
 /// A result's images as `data:` URLs.
 fn data_urls(result: &rmcp::model::CallToolResult) -> Vec<String> {
@@ -140,7 +143,9 @@ fn data_urls(result: &rmcp::model::CallToolResult) -> Vec<String> {
         .content
         .iter()
         .filter_map(|block| match block {
-            rmcp::model::ContentBlock::Image(image) if image.data.len() <= MAX_INLINE_IMAGE => {
+            rmcp::model::ContentBlock::Image(image)
+                if image.data.len() <= MAX_INLINE_IMAGE && INLINE_IMAGE_TYPES.contains(&image.mime_type.as_str()) =>
+            {
                 Some(format!("data:{};base64,{}", image.mime_type, image.data))
             }
             _ => None,

@@ -53,7 +53,8 @@ fn expand(original: &Value, text: &str, out: &mut Vec<Value>) {
             add_text(out, &mut prose, &mut calls, before.trim());
             if card.id.is_empty() {
                 counter += 1;
-                card.id = format!("call_history_{counter}");
+                // Unique across the conversation: providers refuse duplicate call ids.
+                card.id = format!("call_history_{counter}_{}", uuid::Uuid::new_v4().simple());
             }
             calls.push(card);
         } else {
@@ -76,8 +77,12 @@ fn expand(original: &Value, text: &str, out: &mut Vec<Value>) {
             last.insert("tool_calls".into(), client_calls.clone());
         }
     }
-    // Keep any other fields of the original message (name, etc.) on the last assistant message.
-    if let (Some(Value::Object(orig)), Some(Value::Object(last))) = (Some(original), out.last_mut()) {
+    // Keep any other fields of the original message (name, reasoning …) on the last assistant
+    // message (never on a tool message, when the cards came last).
+    let last_assistant = out.iter().rposition(|m| m.get("role").and_then(Value::as_str) == Some("assistant"));
+    if let (Some(Value::Object(orig)), Some(Value::Object(last))) =
+        (Some(original), last_assistant.and_then(|i| out.get_mut(i)))
+    {
         for (k, v) in orig {
             if k != "content" && k != "role" && k != "tool_calls" && !last.contains_key(k) {
                 last.insert(k.clone(), v.clone());

@@ -3,16 +3,17 @@
 //! reasoning, thinking blocks with their signatures, tool calls with ids kept byte for byte and
 //! every extension field), and forward only the tool-call pieces of tools the client owns.
 //!
-//! Stream shapes handled: `id`/`name` repeated in every piece (set, not appended); pieces with
-//! no `index` (continue the last call unless they bring a new id); indexes that do not start at
-//! 0; a repeated index with a different id (a new call); legacy `function_call` deltas (a call
-//! like any other); choices other than 0 (ignored: the loop follows choice 0).
+//! Stream shapes handled: `id`/`name` repeated in every piece (set, not appended; and sent to the
+//! client once); pieces with no `index` (continue the last call unless they bring a new id, or a
+//! name after a complete call); indexes that do not start at 0; a repeated index with a
+//! different id (a new call, found again by its id); legacy `function_call` deltas (a call like
+//! any other); choices other than 0 (ignored: the loop follows choice 0).
 
 use std::collections::HashSet;
 
 use serde_json::{Map, Value, json};
 
-use crate::llm::wire::{AssistantMessage, ChatChunk, Delta, ToolCall, ToolCallDelta, merge_value};
+use crate::llm::wire::{AssistantMessage, ChatChunk, Delta, FunctionDelta, ToolCall, ToolCallDelta, merge_value};
 
 /// Who executes a tool call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,14 +28,31 @@ pub enum Owner {
 /// A tool call assembled from pieces.
 #[derive(Debug, Clone, Default)]
 pub struct AssembledCall {
-    /// Upstream index (synthetic for pieces that had none).
-    pub index: u64,
+    /// The upstream's index for it, if it sent one.
+    pub upstream_index: Option<u64>,
     /// The call, as it goes back upstream.
     pub call: ToolCall,
     /// Decided once the name is known.
     pub owner: Option<Owner>,
     /// Pieces held back until the owner is known.
     pending: Vec<ToolCallDelta>,
+    /// Whether the client has had this call's head (id, type, name).
+    forwarded: bool,
+}
+
+/// A fresh call id, unique across the whole conversation (providers refuse duplicates).
+fn new_call_id() -> String {
+    format!("call_mcp_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Whether `text` is a complete JSON value.
+fn complete(text: &str) -> bool {
+    serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+}
+
+/// Whether `text` is a JSON object.
+fn is_object(text: &str) -> bool {
+    serde_json::from_str::<Map<String, Value>>(text).is_ok()
 }
 
 impl AssembledCall {
@@ -130,22 +148,29 @@ impl Round {
         Forward { delta: (!out.is_empty()).then_some(out) }
     }
 
-    /// Where a piece goes: its index, else the last call, unless it brings a new id.
+    /// Where a piece goes: the call with its id; else the newest call with its upstream index
+    /// (unless that call has another id); else, without an index, the last call (unless the piece
+    /// names a tool and that call is already complete); else a new call.
     fn slot_for(&mut self, piece: &ToolCallDelta) -> usize {
         let id = piece.id.as_deref().filter(|id| !id.is_empty());
-        let found = match piece.index {
-            Some(index) => self.calls.iter().rposition(|c| c.index == index),
-            None => self.calls.len().checked_sub(1),
-        };
-        let conflicting = |c: &AssembledCall| id.is_some_and(|id| !c.call.id.is_empty() && c.call.id != id);
+        let name = piece.function.as_ref().and_then(|f| f.name.as_deref()).filter(|n| !n.is_empty());
+        let by_id = id.and_then(|id| self.calls.iter().rposition(|c| c.call.id == id));
+        let found = by_id.or_else(|| {
+            let candidate = match piece.index {
+                Some(index) => self.calls.iter().rposition(|c| c.upstream_index == Some(index)),
+                None => self.calls.len().checked_sub(1).filter(|&last| {
+                    self.calls.get(last).is_some_and(|c| {
+                        // A new name after a complete call starts the next call.
+                        name.is_none() || c.call.function.name.is_empty() || !complete(&c.call.function.arguments)
+                    })
+                }),
+            };
+            candidate.filter(|&pos| self.calls.get(pos).is_some_and(|c| id.is_none() || c.call.id.is_empty()))
+        });
         match found {
-            Some(pos) if self.calls.get(pos).is_some_and(|c| !conflicting(c)) => pos,
-            _ => {
-                let index = match piece.index {
-                    Some(index) if !self.calls.iter().any(|c| c.index == index) => index,
-                    _ => self.calls.iter().map(|c| c.index + 1).max().unwrap_or(0),
-                };
-                self.calls.push(AssembledCall { index, ..Default::default() });
+            Some(pos) => pos,
+            None => {
+                self.calls.push(AssembledCall { upstream_index: piece.index, ..Default::default() });
                 self.calls.len() - 1
             }
         }
@@ -175,7 +200,11 @@ impl Round {
         if assembled.owner.is_none() && !call.function.name.is_empty() {
             assembled.owner = Some(if client_tools.contains(&call.function.name) {
                 *next_client += 1;
-                Owner::Client(*next_client - 1)
+                // The client sees its call's id in the first piece it gets.
+                if call.id.is_empty() {
+                    call.id = new_call_id();
+                }
+                Owner::Client(next_client.saturating_sub(1))
             } else {
                 Owner::Gateway
             });
@@ -186,13 +215,36 @@ impl Round {
                 Vec::new()
             }
             Some(Owner::Client(i)) => {
-                let mut out = std::mem::take(&mut assembled.pending);
-                out.push(piece);
-                out.into_iter()
-                    .map(|mut p| {
-                        p.index = Some(i);
-                        serde_json::to_value(p).unwrap_or_default()
+                let mut pieces = std::mem::take(&mut assembled.pending);
+                pieces.push(piece);
+                // One head (id, type, name) per call, then arguments only: clients append what
+                // repeats, and some providers repeat all of it in every piece.
+                let first = !assembled.forwarded;
+                assembled.forwarded = true;
+                let head = ToolCallDelta {
+                    index: Some(i),
+                    id: Some(assembled.call.id.clone()),
+                    kind: Some("function".into()),
+                    function: Some(FunctionDelta {
+                        name: Some(assembled.call.function.name.clone()),
+                        arguments: Some(String::new()),
+                        rest: Map::new(),
+                    }),
+                    rest: Map::new(),
+                };
+                let rest = pieces.into_iter().filter_map(|p| {
+                    let arguments = p.function.and_then(|f| f.arguments).filter(|a| !a.is_empty())?;
+                    Some(ToolCallDelta {
+                        index: Some(i),
+                        function: Some(FunctionDelta { arguments: Some(arguments), ..Default::default() }),
+                        ..Default::default()
                     })
+                });
+                first
+                    .then_some(head)
+                    .into_iter()
+                    .chain(rest)
+                    .map(|p| serde_json::to_value(p).unwrap_or_default())
                     .collect()
             }
             None => {
@@ -202,12 +254,21 @@ impl Round {
         }
     }
 
-    /// Completes the round: calls without an id get one, calls without a name are ours (and
-    /// refused), and the assistant message gets the calls the loop runs.
-    pub fn finish(&mut self, round_no: u32) {
-        for (i, assembled) in self.calls.iter_mut().enumerate() {
+    /// Completes the round: calls without an id get a fresh one, calls without a name are dropped
+    /// (a provider refuses a nameless call in the history; nothing can run it), and the assistant
+    /// message gets the calls the loop runs, with arguments that are a JSON object (a call refused
+    /// for broken arguments goes back with `{}`: providers refuse what they cannot parse).
+    pub fn finish(&mut self) {
+        self.calls.retain(|c| {
+            let named = !c.call.function.name.is_empty();
+            if !named {
+                tracing::warn!(id = %c.call.id, "the model called a tool without a name; dropped");
+            }
+            named
+        });
+        for assembled in &mut self.calls {
             if assembled.call.id.is_empty() {
-                assembled.call.id = format!("call_mcp_{round_no}_{i}");
+                assembled.call.id = new_call_id();
             }
             if assembled.call.kind.is_empty() {
                 assembled.call.kind = "function".into();
@@ -217,7 +278,16 @@ impl Round {
             }
         }
         self.message.role = "assistant";
-        self.message.tool_calls = self.gateway_calls().map(|c| c.call.clone()).collect();
+        self.message.tool_calls = self
+            .gateway_calls()
+            .map(|c| {
+                let mut call = c.call.clone();
+                if !is_object(&call.function.arguments) {
+                    call.function.arguments = "{}".into();
+                }
+                call
+            })
+            .collect();
     }
 
     /// Calls we run.
@@ -262,7 +332,7 @@ pub fn add_usage(total: &mut Value, add: &Value) {
             }
         }
         (t @ Value::Number(_), Value::Number(a)) => {
-            let sum = t.as_u64().zip(a.as_u64()).map(|(x, y)| json!(x + y));
+            let sum = t.as_u64().zip(a.as_u64()).map(|(x, y)| json!(x.saturating_add(y)));
             if let Some(sum) = sum {
                 *t = sum;
             }
@@ -282,7 +352,7 @@ mod tests {
     fn run(pieces: &[Value], client: &HashSet<String>) -> (Round, Vec<Forward>) {
         let mut r = Round::default();
         let forwarded = pieces.iter().map(|p| r.push(chunk(p.clone()), client)).collect();
-        r.finish(1);
+        r.finish();
         (r, forwarded)
     }
 
@@ -349,8 +419,72 @@ mod tests {
         );
         assert_eq!((r.calls[0].name(), r.calls[0].arguments()), ("a__b", "{\"k\":2}"));
         assert!(!r.calls[0].id().is_empty(), "a call without id gets one");
-        assert_eq!(r.gateway_calls().count(), 2);
+        assert_eq!(r.gateway_calls().count(), 1, "the nameless call is dropped");
         assert_eq!(r.client_calls().count(), 0);
+    }
+
+    #[test]
+    fn ids_find_their_calls_and_names_start_new_ones() {
+        let none = HashSet::new();
+        let (r, _) = run(
+            &[
+                json!({"tool_calls": [{"index": 2, "id": "x", "function": {"name": "a__b", "arguments": "{\"k\":"}}]}),
+                json!({"tool_calls": [{"index": 2, "id": "y", "function": {"name": "a__c", "arguments": ""}}]}),
+                json!({"tool_calls": [{"index": 2, "function": {"arguments": "{}"}}]}),
+                json!({"tool_calls": [{"index": 2, "id": "x", "function": {"arguments": "1}"}}]}),
+            ],
+            &none,
+        );
+        let got: Vec<_> = r.calls.iter().map(|c| (c.id(), c.name(), c.arguments())).collect();
+        assert_eq!(got, [("x", "a__b", "{\"k\":1}"), ("y", "a__c", "{}")]);
+        // Index-less, id-less pieces: a name after a complete call is the next call.
+        let (r, _) = run(
+            &[
+                json!({"tool_calls": [{"function": {"name": "a__b", "arguments": "{}"}}]}),
+                json!({"tool_calls": [{"function": {"name": "a__c", "arguments": "{"}}]}),
+                json!({"tool_calls": [{"function": {"arguments": "}"}}]}),
+                json!({"tool_calls": [{"index": u64::MAX, "function": {"name": "a__d", "arguments": "{}"}}]}),
+            ],
+            &none,
+        );
+        let got: Vec<_> = r.calls.iter().map(|c| (c.name(), c.arguments())).collect();
+        assert_eq!(got, [("a__b", "{}"), ("a__c", "{}"), ("a__d", "{}")]);
+        assert!(r.calls.iter().all(|c| c.id().starts_with("call_mcp_")), "missing ids are made up");
+        let ids: HashSet<&str> = r.calls.iter().map(AssembledCall::id).collect();
+        assert_eq!(ids.len(), 3, "and unique");
+    }
+
+    #[test]
+    fn client_pieces_carry_their_head_once() {
+        let client: HashSet<String> = ["web_search".to_owned()].into();
+        let piece = |args: &str| {
+            json!({"tool_calls": [{"index": 0, "id": "w1", "type": "function",
+                "function": {"name": "web_search", "arguments": args}}]})
+        };
+        let (_, forwarded) = run(&[piece("{\"q\""), piece(":1}")], &client);
+        let sent: Vec<Value> = forwarded
+            .iter()
+            .flat_map(|f| f.delta.as_ref().unwrap()["tool_calls"].as_array().unwrap().clone())
+            .collect();
+        let names: Vec<&Value> = sent.iter().filter_map(|p| p["function"].get("name")).collect();
+        assert_eq!(names, [&json!("web_search")], "the name is sent once: {sent:?}");
+        let args: String = sent.iter().filter_map(|p| p["function"]["arguments"].as_str()).collect();
+        assert_eq!(args, "{\"q\":1}");
+        assert_eq!(sent[0]["id"], "w1");
+    }
+
+    #[test]
+    fn nameless_calls_are_dropped_and_broken_arguments_go_back_as_an_object() {
+        let (r, _) = run(
+            &[
+                json!({"tool_calls": [{"index": 0, "id": "n", "function": {"arguments": "{}"}}]}),
+                json!({"tool_calls": [{"index": 1, "id": "b", "function": {"name": "a__b", "arguments": "{broken"}}]}),
+            ],
+            &HashSet::new(),
+        );
+        assert_eq!(r.calls.len(), 1);
+        assert_eq!(r.calls[0].arguments(), "{broken", "the loop still sees what the model sent");
+        assert_eq!(r.message.tool_calls[0].function.arguments, "{}");
     }
 
     #[test]

@@ -68,6 +68,18 @@ struct Emitter {
 }
 
 impl Emitter {
+    /// Sets a made-up identity (and sends the role delta) if no chunk has set one.
+    async fn ensure_identity(&mut self) {
+        if self.identity.is_none() {
+            self.identity = Some(Identity {
+                id: format!("chatcmpl-mcp-{}", uuid::Uuid::new_v4().simple()),
+                created: now(),
+                model: String::new(),
+            });
+            self.delta(json!({"role": "assistant", "content": ""}), None).await;
+        }
+    }
+
     async fn delta(&mut self, delta: Value, finish: Option<&str>) {
         let (Some(tx), Some(id)) = (&self.tx, &self.identity) else { return };
         let chunk = json!({"id": id.id, "object": "chat.completion.chunk", "created": id.created, "model": id.model,
@@ -86,6 +98,16 @@ impl Emitter {
 /// After a round that ran our tools, a client's `tool_choice` forcing a tool (`"required"`, or
 /// one of ours by name) becomes `"auto"`, or the model could never answer.
 fn relax_tool_choice(body: &mut Map<String, Value>, ours: &[Arc<ToolEntry>]) {
+    if let Some(Value::Object(choice)) = body.get_mut("tool_choice")
+        && choice.get("type").and_then(Value::as_str) == Some("allowed_tools")
+    {
+        // `{"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [...]}}`:
+        // the set stays, the force goes.
+        if let Some(Value::Object(allowed)) = choice.get_mut("allowed_tools") {
+            allowed.insert("mode".into(), Value::String("auto".into()));
+        }
+        return;
+    }
     let forced = match body.get("tool_choice") {
         Some(Value::String(choice)) => choice == "required",
         Some(Value::Object(choice)) => choice
@@ -192,6 +214,9 @@ impl Agent {
             };
             match result {
                 Ok(outcome) => {
+                    // An upstream that never sent a chunk with an id (or nothing at all) still
+                    // gets the client a complete stream: a role, a finish reason, [DONE].
+                    out.ensure_identity().await;
                     out.delta(json!({}), Some(&outcome.finish_reason)).await;
                     if include_usage {
                         out.usage(&outcome.usage).await;
@@ -241,7 +266,7 @@ impl Agent {
                 span,
             )
             .await?;
-            round.finish(round_no);
+            round.finish();
             if let Some(u) = &round.usage {
                 add_usage(&mut usage, u);
             }
@@ -249,7 +274,12 @@ impl Agent {
             let client_calls: Vec<Value> =
                 round.client_calls().map(|c| serde_json::to_value(&c.call).unwrap_or_default()).collect();
             if round.gateway_calls().next().is_none() {
-                let finish = round.finish_reason.clone().unwrap_or_else(|| "stop".into());
+                // `tool_calls` with no call left for the client (all ours were dropped) is a stop.
+                let finish = match round.finish_reason.as_deref() {
+                    Some("tool_calls") | Some("function_call") if client_calls.is_empty() => "stop".to_owned(),
+                    Some(reason) => reason.to_owned(),
+                    None => "stop".to_owned(),
+                };
                 return Ok(Outcome::of(out, &round, content, client_calls, finish, usage, trace));
             }
             if last {
@@ -259,7 +289,9 @@ impl Agent {
                 let note = "\n\n(Stopped: this request reached its limit of tool calls, rounds or time.)";
                 content.push_str(note);
                 out.delta(json!({"content": note}), None).await;
-                return Ok(Outcome::of(out, &round, content, Vec::new(), "stop".into(), usage, trace));
+                // The client's own calls of that round were already streamed: they stand.
+                let finish = if client_calls.is_empty() { "stop" } else { "tool_calls" };
+                return Ok(Outcome::of(out, &round, content, client_calls, finish.into(), usage, trace));
             }
             messages.push(serde_json::to_value(&round.message).unwrap_or_default());
             let gateway: Vec<_> = round.gateway_calls().collect();
@@ -343,6 +375,14 @@ impl Agent {
             let event = event?;
             if event.is_done() {
                 break;
+            }
+            if event.event == "error" {
+                let detail = serde_json::from_str::<Value>(&event.data)
+                    .ok()
+                    .and_then(|v| v.pointer("/error/message").or_else(|| v.get("message")).cloned())
+                    .and_then(|m| m.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "error event".into());
+                return Err(LlmError::StreamBroken { upstream: self.upstream.display_url().to_owned(), detail });
             }
             let Ok(chunk) = serde_json::from_str::<ChatChunk>(&event.data) else { continue };
             if let Some(err) = chunk.error() {

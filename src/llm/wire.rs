@@ -191,12 +191,17 @@ pub struct AssistantMessage {
     pub rest: Map<String, Value>,
 }
 
-/// Folds a streamed value into what came before: strings concatenate, objects merge key by key,
-/// arrays extend, thinking blocks merge as [`merge_thinking`] does, other values replace.
+/// Fields whose text streams in pieces (everything else arrives whole, or as repeated snapshots).
+const STREAMED_TEXT: &[&str] = &["reasoning", "refusal", "reasoning_content", "content"];
+
+/// Folds a streamed value into what came before. Objects merge key by key; thinking blocks merge
+/// as [`merge_thinking`] does; the text of [`STREAMED_TEXT`] fields concatenates; anything else
+/// is replaced by its latest value (LiteLLM re-sends `provider_specific_fields` entries as whole
+/// snapshots, so appending would duplicate them).
 pub fn merge_value(slot: &mut Value, key: &str, add: Value) {
     match (slot, add) {
         (_, Value::Null) => {}
-        (Value::String(s), Value::String(a)) => s.push_str(&a),
+        (Value::String(s), Value::String(a)) if STREAMED_TEXT.contains(&key) => s.push_str(&a),
         (Value::Object(s), Value::Object(a)) => {
             for (k, v) in a {
                 match s.get_mut(&k) {
@@ -208,7 +213,6 @@ pub fn merge_value(slot: &mut Value, key: &str, add: Value) {
             }
         }
         (Value::Array(s), Value::Array(a)) if key == "thinking_blocks" => merge_thinking(s, a),
-        (Value::Array(s), Value::Array(a)) => s.extend(a),
         (slot, add) => *slot = add,
     }
 }
@@ -275,6 +279,21 @@ mod tests {
                 json!({"type": "redacted_thinking", "data": "opaque"}),
                 json!({"type": "thinking", "thinking": "Again.", "signature": "sig-2"}),
             ]
+        );
+    }
+
+    #[test]
+    fn snapshots_replace_and_streamed_text_appends() {
+        let mut slot =
+            json!({"compaction_blocks": [{"a": 1}], "web_search": {"status": "in_progress"}, "reasoning": "a"});
+        merge_value(
+            &mut slot,
+            "provider_specific_fields",
+            json!({"compaction_blocks": [{"a": 1}], "web_search": {"status": "completed"}, "reasoning": "b"}),
+        );
+        assert_eq!(
+            slot,
+            json!({"compaction_blocks": [{"a": 1}], "web_search": {"status": "completed"}, "reasoning": "ab"})
         );
     }
 
