@@ -8,10 +8,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::artifacts::{Artifacts, LocalStore, S3Store};
 use crate::builtin::BuiltinTools;
+use std::collections::HashMap;
 use crate::config::{ArtifactsConfig, Config, StoreConfig};
 use crate::http::{self, AppState};
 use crate::llm::UpstreamClient;
-use crate::mcp::{Hub, HubDirectory};
+use crate::mcp::{Hub, InProcessServer, SharedCatalog};
 
 /// Why the program could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -43,13 +44,29 @@ pub fn build_state(config: Config, shutdown: &CancellationToken, addr: SocketAdd
     Ok(AppState::new(Arc::new(config), upstream, hub, artifacts, local))
 }
 
-/// Starts the MCP hub with every configured server and the built-in tools on `artifacts`.
+/// Starts the MCP hub with every configured server, and the built-in tools on `artifacts`
+/// served in process (seeing the hub's catalog through a read-only view).
 pub fn start_hub(config: &Config, artifacts: &Artifacts, shutdown: CancellationToken) -> Arc<Hub> {
-    let directory = Arc::new(HubDirectory::default());
-    let builtin = BuiltinTools::new(artifacts.store.clone(), artifacts.url_ttl, directory.clone());
-    let hub = Hub::start(&config.mcp_servers, Some(builtin), shutdown);
-    directory.set(&hub);
-    hub
+    let catalog = SharedCatalog::default();
+    let builtin = BuiltinTools::new(artifacts.store.clone(), artifacts.url_ttl, catalog.view());
+    let in_process = HashMap::from([(crate::config::BUILTIN_SERVER.to_owned(), in_process(builtin))]);
+    Hub::start(&config.mcp_servers, &in_process, catalog, shutdown)
+}
+
+/// An rmcp server as an in-process MCP server: each connection gets a clone, served until the
+/// pipe closes.
+fn in_process<S: rmcp::ServerHandler + Clone>(server: S) -> InProcessServer {
+    Arc::new(move |pipe| {
+        let server = server.clone();
+        Box::pin(async move {
+            match rmcp::ServiceExt::serve(server, pipe).await {
+                Ok(running) => {
+                    let _ = running.waiting().await;
+                }
+                Err(e) => tracing::warn!(error = %e, "in-process MCP server failed to start"),
+            }
+        })
+    })
 }
 
 /// Opens the configured artifact store.

@@ -26,7 +26,7 @@ async fn connected_hub(config: &Config) -> (std::sync::Arc<Hub>, CancellationTok
         Ok((artifacts, _)) => crate::app::start_hub(config, &artifacts, token.clone()),
         Err(e) => {
             tracing::warn!(error = %e, "artifact store unavailable; built-in tools left out");
-            Hub::start(&config.mcp_servers, None, token.clone())
+            Hub::start(&config.mcp_servers, &Default::default(), Default::default(), token.clone())
         }
     };
     let longest = config.mcp_servers.iter().map(|s| s.startup_timeout).max().unwrap_or_default();

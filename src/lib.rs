@@ -6,7 +6,6 @@
 pub mod agent;
 pub mod app;
 pub mod artifacts;
-#[path = "../tools/builtin/mod.rs"]
 pub mod builtin;
 pub mod cli;
 pub mod config;

@@ -14,8 +14,8 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::Notify;
 
 use super::child_env::child_env;
+use super::InProcessServer;
 use super::sse::{SseClientTransport, SseError};
-use crate::builtin::BuiltinTools;
 use crate::config::{McpServerConfig, McpTransportConfig, Secret};
 
 /// A live, initialised MCP session.
@@ -81,12 +81,12 @@ impl ClientHandler for HubClient {
     }
 }
 
-/// Opens and initialises a session with `server`; `builtin` serves the in-process server.
+/// Opens and initialises a session with `server`; `in_process` serves an in-process server.
 pub async fn connect(
     server: &McpServerConfig,
     http: &reqwest::Client,
     client: HubClient,
-    builtin: Option<&BuiltinTools>,
+    in_process: Option<&InProcessServer>,
 ) -> Result<(Connection, ProcessGroupGuard), ConnectError> {
     let init = |e: rmcp::service::ClientInitializeError| ConnectError::Initialize(e.to_string());
     match &server.transport {
@@ -123,17 +123,10 @@ pub async fn connect(
             Ok((client.serve(transport).await.map_err(init)?, ProcessGroupGuard(None)))
         }
         McpTransportConfig::InProcess => {
-            let tools =
-                builtin.cloned().ok_or_else(|| ConnectError::Initialize("built-in tools are not available".into()))?;
+            let serve = in_process
+                .ok_or_else(|| ConnectError::Initialize("no in-process server is registered under this name".into()))?;
             let (ours, theirs) = tokio::io::duplex(256 * 1024);
-            tokio::spawn(async move {
-                match tools.serve(theirs).await {
-                    Ok(running) => {
-                        let _ = running.waiting().await;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "built-in tool server failed to start"),
-                }
-            });
+            tokio::spawn(serve(theirs));
             Ok((client.serve(ours).await.map_err(init)?, ProcessGroupGuard(None)))
         }
         McpTransportConfig::Sse { url, headers } => {

@@ -9,7 +9,8 @@
 //! | `server.rs`  | one server's supervisor (backoff, `list_changed`) and its tool calls |
 //! | `catalog.rs` | exposed names, sanitised schemas, prepared OpenAI tool JSON          |
 //!
-//! `mcp/` knows nothing of HTTP serving or of the chat loop.
+//! `mcp/` knows nothing of HTTP serving, of the chat loop, or of any concrete tool server:
+//! servers that run in the process are handed in as [`InProcessServer`] values.
 
 mod catalog;
 mod child_env;
@@ -17,19 +18,21 @@ mod connect;
 mod server;
 mod sse;
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::model::CallToolResult;
+use arc_swap::ArcSwap;
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+use rmcp::model::{CallToolResult, JsonObject};
 use serde_json::Value;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use catalog::{Catalog, SourceTool, ToolEntry};
 pub use server::{ServerHandle, ServerState, ServerStatus};
 
-use crate::builtin::{BuiltinTools, DirectoryEntry, ToolDirectory};
 use crate::config::{McpServerConfig, McpTransportConfig};
 
 /// Everything that can go wrong with a tool call.
@@ -80,19 +83,61 @@ pub enum McpError {
     Cancelled,
 }
 
+/// A server that runs inside the process: handed one end of an in-memory pipe, it serves MCP
+/// on it until the pipe closes. `app.rs` builds these (the built-in tools); the hub never
+/// knows what they are.
+pub type InProcessServer = Arc<dyn Fn(tokio::io::DuplexStream) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// The current catalog, shared: the hub swaps in a new one on every change, readers take a
+/// cheap snapshot. Made before the hub, so what the hub serves can see the catalog without a
+/// setter after construction.
+#[derive(Clone, Default)]
+pub struct SharedCatalog(Arc<ArcSwap<Catalog>>);
+
+impl SharedCatalog {
+    /// The current snapshot.
+    pub fn load(&self) -> Arc<Catalog> {
+        self.0.load_full()
+    }
+
+    /// A read-only view of it.
+    pub fn view(&self) -> CatalogView {
+        CatalogView(self.0.clone())
+    }
+}
+
+/// Read-only access to the current catalog (for the built-in tools' `list_mcp_tools`).
+#[derive(Clone)]
+pub struct CatalogView(Arc<ArcSwap<Catalog>>);
+
+impl CatalogView {
+    /// The current snapshot.
+    pub fn load(&self) -> Arc<Catalog> {
+        self.0.load_full()
+    }
+}
+
 /// All servers and the catalog of their tools.
 pub struct Hub {
     servers: Vec<Arc<ServerHandle>>,
-    catalog: RwLock<Arc<Catalog>>,
-    version: watch::Sender<u64>,
+    catalog: SharedCatalog,
+    /// Serialises rebuilds: read every server's tools, build, swap, as one step, so a rebuild
+    /// that read older tools can never land after one that read newer tools.
+    rebuilding: Mutex<()>,
     shutdown: CancellationToken,
-    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Hub {
     /// Starts a supervisor per enabled server; returns at once (servers connect in the
-    /// background, so one slow server never delays the gateway).
-    pub fn start(configs: &[McpServerConfig], builtin: Option<BuiltinTools>, shutdown: CancellationToken) -> Arc<Self> {
+    /// background, so one slow server never delays the gateway). `in_process` serves the
+    /// servers of transport `in-process`, by name; the catalog is published to `catalog`.
+    pub fn start(
+        configs: &[McpServerConfig],
+        in_process: &HashMap<String, InProcessServer>,
+        catalog: SharedCatalog,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
@@ -103,15 +148,16 @@ impl Hub {
                 .iter()
                 .cloned()
                 .map(|c| {
-                    let inproc =
-                        matches!(c.transport, McpTransportConfig::InProcess).then(|| builtin.clone()).flatten();
-                    ServerHandle::new(c, inproc)
+                    let served = matches!(c.transport, McpTransportConfig::InProcess)
+                        .then(|| in_process.get(&c.name).cloned())
+                        .flatten();
+                    ServerHandle::new(c, served)
                 })
                 .collect(),
-            catalog: RwLock::new(Arc::new(Catalog::default())),
-            version: watch::channel(0).0,
+            catalog,
+            rebuilding: Mutex::new(()),
             shutdown,
-            tasks: Default::default(),
+            tasks: Mutex::new(Vec::new()),
         });
         let weak = Arc::downgrade(&hub);
         let on_change: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
@@ -124,18 +170,13 @@ impl Hub {
             .iter()
             .map(|s| tokio::spawn(s.clone().supervise(http.clone(), on_change.clone(), hub.shutdown.child_token())))
             .collect();
-        *hub.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
+        *hub.tasks.lock() = tasks;
         hub
     }
 
     /// The current catalog (a cheap `Arc` clone; never rebuilt per request).
     pub fn catalog(&self) -> Arc<Catalog> {
-        self.catalog.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// A receiver that changes whenever the catalog is rebuilt.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.version.subscribe()
+        self.catalog.load()
     }
 
     /// Status of every configured server.
@@ -158,7 +199,8 @@ impl Hub {
 
     /// Calls the tool of a catalog entry. The caller has already checked its permission;
     /// `visible` names the tools that caller may see (`None`: all of them) and is asked only when
-    /// the tool is a built-in one, so `list_mcp_tools` shows no more than the caller may use.
+    /// the tool runs in process, so the built-in `list_mcp_tools` shows no more than the caller
+    /// may use.
     pub async fn call_entry(
         &self,
         entry: &ToolEntry,
@@ -185,7 +227,7 @@ impl Hub {
             .find(|s| s.name() == entry.server)
             .ok_or_else(|| McpError::UnknownTool { name: entry.name.clone() })?;
         let meta = match server.config.transport {
-            McpTransportConfig::InProcess => visible().map(crate::builtin::visible_tools_meta),
+            McpTransportConfig::InProcess => visible().map(visible_tools_meta),
             _ => None,
         };
         let Value::Object(arguments) = arguments else {
@@ -194,53 +236,37 @@ impl Hub {
         server.call(&entry.original_name, Some(arguments), meta).await
     }
 
-    /// Rebuilds the catalog from every server's last known tools.
+    /// Rebuilds the catalog from every server's current tools.
     fn rebuild(&self) {
+        let _serialised = self.rebuilding.lock();
         let sources = self.servers.iter().flat_map(|s| {
             let server = s.name().to_owned();
-            s.tools().into_iter().map(move |t| SourceTool {
+            s.tools().iter().cloned().collect::<Vec<_>>().into_iter().map(move |t| SourceTool {
                 server: server.clone(),
                 name: t.name.into_owned(),
                 description: t.description.map(|d| d.into_owned()),
                 input_schema: t.input_schema,
             })
         });
-        let catalog = Arc::new(Catalog::build(sources));
+        let catalog = Catalog::build(sources);
         tracing::debug!(tools = catalog.len(), "tool catalog rebuilt");
-        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = catalog;
-        self.version.send_modify(|v| *v += 1);
+        self.catalog.0.store(Arc::new(catalog));
     }
 
     /// Stops every server (children are killed and reaped), bounded in time.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let tasks = std::mem::take(&mut *self.tasks.lock());
         let _ = tokio::time::timeout(Duration::from_secs(10), futures_util::future::join_all(tasks)).await;
     }
 }
 
-/// The hub's catalog as the built-in `list_mcp_tools` sees it (set once the hub exists).
-#[derive(Default)]
-pub struct HubDirectory(std::sync::OnceLock<std::sync::Weak<Hub>>);
+/// `_meta` key of a `tools/call` to an in-process server naming the tools its caller may see.
+pub const VISIBLE_TOOLS_META: &str = "mcp-middleware/visible_tools";
 
-impl HubDirectory {
-    /// Points the directory at `hub`.
-    pub fn set(&self, hub: &Arc<Hub>) {
-        let _ = self.0.set(Arc::downgrade(hub));
-    }
-}
-
-impl ToolDirectory for HubDirectory {
-    fn tools(&self) -> Vec<DirectoryEntry> {
-        let Some(hub) = self.0.get().and_then(std::sync::Weak::upgrade) else { return Vec::new() };
-        hub.catalog()
-            .entries()
-            .iter()
-            .map(|e| DirectoryEntry {
-                server: e.server.clone(),
-                name: e.name.clone(),
-                description: e.description.clone().unwrap_or_default(),
-            })
-            .collect()
-    }
+/// The `_meta` object that limits what an in-process `list_mcp_tools` shows to `names`.
+pub fn visible_tools_meta(names: Vec<String>) -> JsonObject {
+    let mut meta = JsonObject::new();
+    meta.insert(VISIBLE_TOOLS_META.into(), Value::Array(names.into_iter().map(Value::String).collect()));
+    meta
 }

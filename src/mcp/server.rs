@@ -2,7 +2,7 @@
 //! `list_changed`, reconnect with capped exponential backoff when the connection ends, and run
 //! tool calls on the live connection (many in flight at once: JSON-RPC ids, no lock).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rmcp::RoleClient;
@@ -15,9 +15,8 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::McpError;
+use super::{InProcessServer, McpError};
 use super::connect::{HubClient, connect};
-use crate::builtin::BuiltinTools;
 use crate::config::{McpServerConfig, Redactor};
 
 /// Longest pause between reconnection attempts.
@@ -58,15 +57,12 @@ pub struct ServerStatus {
     pub restarts: u32,
 }
 
+/// Everything that changes about a server, in one place: watchers see each change whole.
 #[derive(Clone)]
-struct Conn {
+struct Live {
     state: ServerState,
     peer: Option<Peer<RoleClient>>,
-}
-
-#[derive(Default)]
-struct Info {
-    tools: Vec<Tool>,
+    tools: Arc<Vec<Tool>>,
     last_error: Option<String>,
     restarts: u32,
 }
@@ -75,22 +71,22 @@ struct Info {
 pub struct ServerHandle {
     /// The server's configuration.
     pub config: McpServerConfig,
-    conn: watch::Sender<Conn>,
-    info: Mutex<Info>,
+    live: watch::Sender<Live>,
     tools_changed: Arc<Notify>,
-    builtin: Option<BuiltinTools>,
+    in_process: Option<InProcessServer>,
     /// Scrubs this server's URL tokens and header values from every message it produces.
     redactor: Redactor,
 }
 
 impl ServerHandle {
     /// A handle in its initial state (`connecting`, or `disabled`).
-    pub fn new(config: McpServerConfig, builtin: Option<BuiltinTools>) -> Arc<Self> {
+    pub fn new(config: McpServerConfig, in_process: Option<InProcessServer>) -> Arc<Self> {
         let state = if config.enabled { ServerState::Connecting } else { ServerState::Disabled };
-        let (conn, _) = watch::channel(Conn { state, peer: None });
+        let (live, _) =
+            watch::channel(Live { state, peer: None, tools: Arc::default(), last_error: None, restarts: 0 });
         let tools_changed = Arc::new(Notify::new());
         let redactor = Redactor::for_server(&config);
-        Arc::new(Self { config, conn, info: Mutex::new(Info::default()), tools_changed, builtin, redactor })
+        Arc::new(Self { config, live, tools_changed, in_process, redactor })
     }
 
     /// Server name.
@@ -100,30 +96,30 @@ impl ServerHandle {
 
     /// Current state.
     pub fn state(&self) -> ServerState {
-        self.conn.borrow().state
+        self.live.borrow().state
     }
 
     /// The status row.
     pub fn status(&self) -> ServerStatus {
-        let info = self.info.lock().unwrap_or_else(|e| e.into_inner());
+        let live = self.live.borrow();
         ServerStatus {
             name: self.config.name.clone(),
             transport: self.config.transport.kind(),
-            state: self.state(),
-            tools: info.tools.len(),
-            last_error: info.last_error.clone(),
-            restarts: info.restarts,
+            state: live.state,
+            tools: live.tools.len(),
+            last_error: live.last_error.clone(),
+            restarts: live.restarts,
         }
     }
 
     /// The last known (filtered) tool list.
-    pub fn tools(&self) -> Vec<Tool> {
-        self.info.lock().unwrap_or_else(|e| e.into_inner()).tools.clone()
+    pub fn tools(&self) -> Arc<Vec<Tool>> {
+        self.live.borrow().tools.clone()
     }
 
     /// Waits until the server left `connecting` (ready, failed or disabled).
     pub async fn settled(&self) {
-        let mut rx = self.conn.subscribe();
+        let mut rx = self.live.subscribe();
         let _ = rx.wait_for(|c| c.state != ServerState::Connecting).await;
     }
 
@@ -155,8 +151,11 @@ impl ServerHandle {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(backoff) => {}
             }
-            self.info.lock().unwrap_or_else(|e| e.into_inner()).restarts += 1;
-            self.set_state(ServerState::Restarting, None);
+            self.live.send_modify(|live| {
+                live.restarts += 1;
+                live.state = ServerState::Restarting;
+                live.peer = None;
+            });
         }
     }
 
@@ -171,7 +170,7 @@ impl ServerHandle {
         let client = HubClient::new(self.tools_changed.clone());
         let running = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(timeout, connect(&self.config, http, client, self.builtin.as_ref())) => match r {
+            r = tokio::time::timeout(timeout, connect(&self.config, http, client, self.in_process.as_ref())) => match r {
                 Ok(Ok(connected)) => connected,
                 Ok(Err(e)) => return Err(e.to_string()),
                 Err(_) => return Err(format!("no answer to initialize within {timeout:?}")),
@@ -184,8 +183,11 @@ impl ServerHandle {
             Ok(Err(e)) => return Err(format!("tools/list failed: {e}")),
             Err(_) => return Err(format!("no answer to tools/list within {timeout:?}")),
         }
-        self.info.lock().unwrap_or_else(|e| e.into_inner()).last_error = None;
-        self.set_state(ServerState::Ready, Some(peer.clone()));
+        self.live.send_modify(|live| {
+            live.last_error = None;
+            live.state = ServerState::Ready;
+            live.peer = Some(peer.clone());
+        });
         tracing::info!(server = %self.name(), tools = self.tools().len(), "MCP server ready");
         on_change();
 
@@ -226,18 +228,24 @@ impl ServerHandle {
             .filter(|t| include.is_none_or(|inc| inc.iter().any(|n| n == t.name.as_ref())))
             .filter(|t| !exclude.iter().any(|n| n == t.name.as_ref()))
             .collect();
-        self.info.lock().unwrap_or_else(|e| e.into_inner()).tools = kept;
+        self.live.send_modify(|live| live.tools = Arc::new(kept));
     }
 
     fn set_state(&self, state: ServerState, peer: Option<Peer<RoleClient>>) {
-        self.conn.send_replace(Conn { state, peer });
+        self.live.send_modify(|live| {
+            live.state = state;
+            live.peer = peer;
+        });
     }
 
     fn set_error(&self, error: &str) {
         let error = self.redactor.scrub(error);
         tracing::warn!(server = %self.name(), error = %error, "MCP server connection problem");
-        self.info.lock().unwrap_or_else(|e| e.into_inner()).last_error = Some(error.into_owned());
-        self.set_state(ServerState::Failed, None);
+        self.live.send_modify(|live| {
+            live.last_error = Some(error.into_owned());
+            live.state = ServerState::Failed;
+            live.peer = None;
+        });
     }
 
     /// Calls `tool` (original name). Fails at once when the server is not connected. Dropping
@@ -249,7 +257,7 @@ impl ServerHandle {
         arguments: Option<JsonObject>,
         meta: Option<JsonObject>,
     ) -> Result<CallToolResult, McpError> {
-        let Some(peer) = self.conn.borrow().peer.clone() else {
+        let Some(peer) = self.live.borrow().peer.clone() else {
             return Err(self.unavailable());
         };
         let mut params = CallToolRequestParams::new(tool.to_owned());

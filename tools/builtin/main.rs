@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use mcp_middleware::artifacts::LocalStore;
-use mcp_middleware::builtin::{BuiltinTools, EmptyDirectory};
+use mcp_middleware::builtin::BuiltinTools;
+use mcp_middleware::mcp::SharedCatalog;
 use rmcp::ServiceExt;
 
 #[derive(Parser)]
@@ -29,7 +30,8 @@ struct Cli {
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let cli = Cli::parse();
     let store = Arc::new(LocalStore::open(&cli.dir, None, &cli.public_url)?);
-    let tools = BuiltinTools::new(store, Duration::from_secs(24 * 3600), Arc::new(EmptyDirectory));
+    // On its own there is no hub: `list_mcp_tools` sees an empty catalog.
+    let tools = BuiltinTools::new(store, Duration::from_secs(24 * 3600), SharedCatalog::default().view());
     tools.serve(rmcp::transport::stdio()).await?.waiting().await?;
     Ok(())
 }

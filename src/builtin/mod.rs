@@ -1,0 +1,263 @@
+//! The built-in tools, served as MCP server `builtin` (in process, handed to the hub by
+//! `app.rs`) and runnable on their own over stdio (`mcp-builtin-tools`). They use the artifact
+//! store (`artifacts/`) and a read-only view of the tool catalog (`mcp::CatalogView`); the hub
+//! knows nothing of them.
+//!
+//! | tool                    | what it does                                                  |
+//! |-------------------------|---------------------------------------------------------------|
+//! | `minio_list_objects`    | list files under the tools' prefix (optionally a sub-prefix)  |
+//! | `minio_upload_object`   | store text or base64 bytes as a file; returns its link        |
+//! | `minio_download_object` | read a file (text inline, binary as a link)                   |
+//! | `minio_delete_object`   | delete a file                                                 |
+//! | `minio_get_url`         | an expiring link to a file                                    |
+//! | `read_artifact`         | page through a stored artifact (offset/length, or grep)       |
+//! | `list_mcp_tools`        | the tool catalog by server, with descriptions                 |
+//!
+//! Tools are declared with rmcp's `#[tool_router]`; their schemas are generated from the typed
+//! parameters in `params.rs`. Storage tools are scoped to the prefix `files/`: a model cannot
+//! read or change other data. `read_artifact` reads only content-addressed artifacts and those
+//! files. When the gateway calls `list_mcp_tools` for a restricted caller, the request's
+//! `_meta` names the tools that caller may see ([`crate::mcp::VISIBLE_TOOLS_META`]) and nothing
+//! else is listed.
+
+mod params;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, JsonObject, RequestMetaObject, ServerCapabilities, ServerConfig,
+};
+use rmcp::{ErrorData as McpError, ServerHandler, tool, tool_handler, tool_router};
+use serde_json::{Value, json};
+
+use self::params::{KeyArgs, ListArgs, ListToolsArgs, ReadArgs, UploadArgs};
+use crate::artifacts::{ArtifactError, ArtifactMeta, ArtifactStore, mime_of, valid_key};
+use crate::mcp::{CatalogView, VISIBLE_TOOLS_META};
+
+/// Prefix of every object the storage tools touch.
+pub const FILES_PREFIX: &str = "files/";
+/// Largest text `read_artifact` returns at once.
+const MAX_READ: usize = 16 * 1024;
+
+/// The built-in tool server.
+#[derive(Clone)]
+pub struct BuiltinTools {
+    store: Arc<dyn ArtifactStore>,
+    url_ttl: Duration,
+    catalog: CatalogView,
+    tool_router: ToolRouter<Self>,
+}
+
+impl BuiltinTools {
+    /// Tools on `store`, links valid for `url_ttl`, the catalog seen through `catalog`.
+    pub fn new(store: Arc<dyn ArtifactStore>, url_ttl: Duration, catalog: CatalogView) -> Self {
+        Self { store, url_ttl, catalog, tool_router: Self::tool_router() }
+    }
+}
+
+#[tool_router]
+impl BuiltinTools {
+    #[tool(description = "List stored files (optionally under a sub-prefix).")]
+    async fn minio_list_objects(&self, Parameters(args): Parameters<ListArgs>) -> Result<CallToolResult, McpError> {
+        let sub = args.prefix.unwrap_or_default();
+        if sub.contains("..") {
+            return Err(McpError::invalid_params("`prefix` must not contain `..`", None));
+        }
+        let objects = self.store.list(&format!("{FILES_PREFIX}{sub}")).await.map_err(store_error)?;
+        let listed: Vec<Value> = objects
+            .iter()
+            .map(|o| json!({"key": o.key.strip_prefix(FILES_PREFIX).unwrap_or(&o.key), "size": o.size}))
+            .collect();
+        let mut result = text(if listed.is_empty() {
+            "no objects".to_owned()
+        } else {
+            listed
+                .iter()
+                .map(|o| format!("{} ({} bytes)", o["key"].as_str().unwrap_or(""), o["size"]))
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+        result.structured_content = Some(json!({"objects": listed}));
+        Ok(result)
+    }
+
+    #[tool(description = "Store a file from `text` or `base64` content; returns a link.")]
+    async fn minio_upload_object(&self, Parameters(args): Parameters<UploadArgs>) -> Result<CallToolResult, McpError> {
+        let key = file_key(&args.key)?;
+        let (bytes, default_type) = match (args.text, args.base64) {
+            (Some(t), None) => (Bytes::from(t.into_bytes()), "text/plain"),
+            (None, Some(b)) => {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .map_err(|e| McpError::invalid_params(format!("`base64` is not valid base64: {e}"), None))?;
+                (Bytes::from(raw), "application/octet-stream")
+            }
+            _ => return Err(McpError::invalid_params("give exactly one of `text` or `base64`", None)),
+        };
+        // Without a given type, the key's extension decides when it is a known one.
+        let by_extension = mime_of(&key);
+        let default_type = if by_extension == "application/octet-stream" { default_type } else { by_extension };
+        let content_type = args.content_type.unwrap_or_else(|| default_type.to_owned());
+        let meta =
+            ArtifactMeta { content_type, size: bytes.len() as u64, source: Some("builtin/minio_upload_object".into()) };
+        self.store.put(&key, bytes, &meta).await.map_err(store_error)?;
+        let url = self.store.url(&key, self.url_ttl).await.map_err(store_error)?;
+        Ok(text(format!("uploaded {} ({} bytes): {url}", shown(&key), meta.size)))
+    }
+
+    #[tool(description = "Read a stored file: text inline, binary as a link.")]
+    async fn minio_download_object(&self, Parameters(args): Parameters<KeyArgs>) -> Result<CallToolResult, McpError> {
+        let key = file_key(&args.key)?;
+        let (bytes, meta) = self.store.get(&key).await.map_err(store_error)?;
+        let is_text = meta.content_type.starts_with("text/") || meta.content_type.contains("json");
+        if is_text && let Ok(t) = std::str::from_utf8(&bytes) {
+            return Ok(text(t.to_owned()));
+        }
+        let data = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        let block = if meta.content_type.starts_with("image/") {
+            ContentBlock::image(data, meta.content_type)
+        } else {
+            ContentBlock::resource(rmcp::model::ResourceContents::BlobResourceContents {
+                uri: format!("artifact://{key}"),
+                mime_type: Some(meta.content_type),
+                blob: data,
+                meta: None,
+            })
+        };
+        Ok(CallToolResult::success(vec![block]))
+    }
+
+    #[tool(description = "Delete a stored file.")]
+    async fn minio_delete_object(&self, Parameters(args): Parameters<KeyArgs>) -> Result<CallToolResult, McpError> {
+        let key = file_key(&args.key)?;
+        self.store.delete(&key).await.map_err(store_error)?;
+        Ok(text(format!("deleted {}", shown(&key))))
+    }
+
+    #[tool(description = "An expiring download link to a stored file.")]
+    async fn minio_get_url(&self, Parameters(args): Parameters<KeyArgs>) -> Result<CallToolResult, McpError> {
+        let key = file_key(&args.key)?;
+        self.store.get(&key).await.map_err(store_error)?;
+        Ok(text(self.store.url(&key, self.url_ttl).await.map_err(store_error)?))
+    }
+
+    #[tool(
+        description = "Read part of a stored artifact (e.g. a long tool output): by `offset`/`length` in bytes, or the lines matching `grep`."
+    )]
+    async fn read_artifact(&self, Parameters(args): Parameters<ReadArgs>) -> Result<CallToolResult, McpError> {
+        let key = args.key;
+        let readable = valid_key(&key) && (key.starts_with(FILES_PREFIX) || is_content_key(&key));
+        if !readable {
+            return Err(McpError::invalid_params(format!("`{key}` is not an artifact key"), None));
+        }
+        let (bytes, _) = self.store.get(&key).await.map_err(store_error)?;
+        let all = String::from_utf8_lossy(&bytes);
+        if let Some(pattern) = args.grep {
+            let hits: Vec<String> = all
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| l.contains(pattern.as_str()))
+                .take(200)
+                .map(|(i, l)| format!("{}: {}", i + 1, l.chars().take(300).collect::<String>()))
+                .collect();
+            return Ok(text(if hits.is_empty() { format!("no line contains `{pattern}`") } else { hits.join("\n") }));
+        }
+        let offset = usize::try_from(args.offset.unwrap_or(0)).unwrap_or(usize::MAX);
+        let length = usize::try_from(args.length.unwrap_or(4096)).unwrap_or(usize::MAX).min(MAX_READ);
+        let total = all.len();
+        let start = floor(&all, offset.min(total));
+        let end = floor(&all, start.saturating_add(length).min(total));
+        let mut result = text(all.get(start..end).unwrap_or_default().to_owned());
+        result.structured_content = Some(json!({"offset": start, "length": end - start, "total": total}));
+        Ok(result)
+    }
+
+    #[tool(description = "The MCP tools available, by server, with one line each.")]
+    async fn list_mcp_tools(
+        &self,
+        Parameters(args): Parameters<ListToolsArgs>,
+        meta: RequestMetaObject,
+    ) -> Result<CallToolResult, McpError> {
+        let visible = visible_tools(&meta.0.0);
+        let catalog = self.catalog.load();
+        let mut out = String::new();
+        let mut current = "";
+        let shown = catalog
+            .entries()
+            .iter()
+            .filter(|e| args.server.as_ref().is_none_or(|s| *s == e.server))
+            .filter(|e| visible.as_ref().is_none_or(|v| v.contains(&e.name)));
+        for entry in shown {
+            if entry.server != current {
+                out.push_str(&format!("{}:\n", entry.server));
+                current = &entry.server;
+            }
+            let first_line = entry.description.as_deref().unwrap_or_default().lines().next().unwrap_or("");
+            out.push_str(&format!("  {} — {first_line}\n", entry.name));
+        }
+        Ok(text(if out.is_empty() { "no tools".to_owned() } else { out }))
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for BuiltinTools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("mcp-middleware-builtin", env!("CARGO_PKG_VERSION")))
+    }
+}
+
+/// The names a request's `_meta` limits `list_mcp_tools` to (`None`: no limit).
+fn visible_tools(meta: &JsonObject) -> Option<HashSet<String>> {
+    let names = meta.get(VISIBLE_TOOLS_META)?;
+    // A malformed list limits to nothing rather than to everything.
+    Some(names.as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect())
+}
+
+/// A key without the tools' prefix, as the model named it.
+fn shown(key: &str) -> &str {
+    key.strip_prefix(FILES_PREFIX).unwrap_or(key)
+}
+
+/// The largest char boundary at or below `i`.
+fn floor(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn is_content_key(key: &str) -> bool {
+    let hash = key.split('.').next().unwrap_or("");
+    hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()) && !key.contains('/')
+}
+
+fn text(t: impl Into<String>) -> CallToolResult {
+    CallToolResult::success(vec![ContentBlock::text(t)])
+}
+
+fn store_error(e: ArtifactError) -> McpError {
+    match e {
+        ArtifactError::NotFound(k) => McpError::invalid_params(format!("no object `{}`", shown(&k)), None),
+        ArtifactError::InvalidKey(k) => McpError::invalid_params(format!("invalid key `{k}`"), None),
+        ArtifactError::Unavailable(m) => McpError::internal_error(format!("storage unavailable: {m}"), None),
+    }
+}
+
+/// `files/<key>`, refusing anything that could leave the prefix.
+fn file_key(key: &str) -> Result<String, McpError> {
+    let full = format!("{FILES_PREFIX}{}", key.trim_start_matches('/'));
+    if !valid_key(&full) {
+        return Err(McpError::invalid_params(
+            format!("`{key}` is not a valid key (letters, digits, `.`, `_`, `-`, `/` segments; no `..`)"),
+            None,
+        ));
+    }
+    Ok(full)
+}
