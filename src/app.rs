@@ -8,11 +8,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::artifacts::{Artifacts, LocalStore, S3Store};
 use crate::builtin::BuiltinTools;
-use std::collections::HashMap;
 use crate::config::{ArtifactsConfig, Config, StoreConfig};
 use crate::http::{self, AppState};
 use crate::llm::UpstreamClient;
 use crate::mcp::{Hub, InProcessServer, SharedCatalog};
+use std::collections::HashMap;
 
 /// Why the program could not start or run.
 #[derive(Debug, thiserror::Error)]

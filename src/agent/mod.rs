@@ -6,6 +6,7 @@
 
 pub(crate) mod calls;
 pub(crate) mod cards;
+mod chat;
 mod history;
 mod policy;
 mod results;
@@ -13,6 +14,7 @@ mod round;
 mod run;
 
 pub use calls::ToolRun;
+pub use chat::{ChatError, ChatInput, ChatReply};
 pub use history::{cards_to_text, expand_tool_cards};
 pub use policy::{
     RequestControls, ToolAccess, client_tool_names, glob, is_background_task, model_policy, select, takes_images,

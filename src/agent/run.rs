@@ -36,6 +36,8 @@ pub struct Agent {
     pub max_inline_bytes: usize,
     /// Scrubs configured secrets from tool output before the model or the client sees it.
     pub redactor: Arc<crate::config::Redactor>,
+    /// Per-model policies, most specific first.
+    pub models: Arc<Vec<crate::config::ModelPolicy>>,
 }
 
 /// One chat request to run through the loop.

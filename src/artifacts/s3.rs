@@ -17,7 +17,6 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use tokio::sync::Mutex;
 
 use super::{ArtifactError, ArtifactMeta, ArtifactStore, ObjectInfo, valid_key};
 use crate::config::S3Config;
@@ -27,8 +26,15 @@ pub struct S3Store {
     client: Client,
     presigner: Client,
     bucket: String,
-    bucket_ready: Mutex<bool>,
+    /// Set once the bucket is known to exist.
+    bucket_ready: tokio::sync::OnceCell<()>,
+    /// When creating the bucket last failed: for a short while after, saves fail at once
+    /// instead of queueing behind another attempt at a store that is down.
+    last_failure: parking_lot::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a failed bucket check makes saves fail fast.
+const COOL_DOWN: Duration = Duration::from_secs(5);
 
 impl S3Store {
     /// Builds the clients; no request is made yet.
@@ -63,29 +69,39 @@ impl S3Store {
             client: client(&cfg.endpoint),
             presigner: client(&cfg.public_endpoint),
             bucket: cfg.bucket.clone(),
-            bucket_ready: Mutex::new(false),
+            bucket_ready: tokio::sync::OnceCell::new(),
+            last_failure: parking_lot::Mutex::new(None),
         }
     }
 
-    /// Creates the bucket if it does not exist (once; retried after a failure).
+    /// Creates the bucket if it does not exist (once; retried after a failure, but not within
+    /// [`COOL_DOWN`] of the last one).
     pub async fn ensure_bucket(&self) -> Result<(), ArtifactError> {
-        let mut ready = self.bucket_ready.lock().await;
-        if *ready {
+        if self.bucket_ready.initialized() {
             return Ok(());
         }
-        if self.client.head_bucket().bucket(&self.bucket).send().await.is_err() {
-            match self.client.create_bucket().bucket(&self.bucket).send().await {
-                Ok(_) => tracing::info!(bucket = %self.bucket, "created the artifact bucket"),
-                Err(e) => {
-                    let owned = e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you());
-                    if !owned {
-                        return Err(unavailable(e));
-                    }
-                }
-            }
+        if self.last_failure.lock().is_some_and(|at| at.elapsed() < COOL_DOWN) {
+            return Err(ArtifactError::Unavailable("the S3 server could not be reached or refused the request".into()));
         }
-        *ready = true;
-        Ok(())
+        let result = self.bucket_ready.get_or_try_init(|| self.create_bucket()).await.map(|_| ());
+        if result.is_err() {
+            *self.last_failure.lock() = Some(std::time::Instant::now());
+        }
+        result
+    }
+
+    async fn create_bucket(&self) -> Result<(), ArtifactError> {
+        if self.client.head_bucket().bucket(&self.bucket).send().await.is_ok() {
+            return Ok(());
+        }
+        match self.client.create_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => {
+                tracing::info!(bucket = %self.bucket, "created the artifact bucket");
+                Ok(())
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you()) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 }
 

@@ -82,6 +82,16 @@ pub enum ApiError {
     BodyRead,
 }
 
+impl From<crate::agent::ChatError> for ApiError {
+    fn from(e: crate::agent::ChatError) -> Self {
+        match e {
+            crate::agent::ChatError::Llm(e) => ApiError::Llm(e),
+            crate::agent::ChatError::BadControl(message) => ApiError::BadRequest(message),
+            crate::agent::ChatError::Forbidden(message) => ApiError::Forbidden(message),
+        }
+    }
+}
+
 /// What an error looks like on the wire.
 pub struct ErrorReply {
     /// HTTP status.

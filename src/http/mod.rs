@@ -73,6 +73,7 @@ impl AppState {
             artifacts: artifacts.clone(),
             max_inline_bytes: config.artifacts.max_inline_bytes,
             redactor: redactor.clone(),
+            models: Arc::new(config.models.clone()),
         };
         Self { config, upstream, hub, agent, artifacts, local_store, started: Instant::now(), redactor }
     }

@@ -13,8 +13,8 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Notify;
 
-use super::child_env::child_env;
 use super::InProcessServer;
+use super::child_env::child_env;
 use super::sse::{SseClientTransport, SseError};
 use crate::config::{McpServerConfig, McpTransportConfig, Secret};
 

@@ -15,8 +15,8 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{InProcessServer, McpError};
 use super::connect::{HubClient, connect};
+use super::{InProcessServer, McpError};
 use crate::config::{McpServerConfig, Redactor};
 
 /// Longest pause between reconnection attempts.

@@ -27,7 +27,7 @@ impl TestServer {
     }
 
     fn is_added(&self, name: &str) -> bool {
-        self.shared.added.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|tool| tool.name == name)
+        self.shared.added.lock().iter().any(|tool| tool.name == name)
     }
 
     async fn slow(
@@ -69,7 +69,7 @@ impl TestServer {
 
     async fn list_change(&self, context: &RequestContext<RoleServer>) -> CallToolResult {
         let name = {
-            let mut added = self.shared.added.lock().unwrap_or_else(|p| p.into_inner());
+            let mut added = self.shared.added.lock();
             let name = format!("added_{}", added.len() + 1);
             added.push(tools::echo_like_tool(name.clone(), "Echo-like; added at runtime by list_change."));
             name
@@ -100,7 +100,7 @@ impl ServerHandler for TestServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let mut tools = tools::builtin_tools();
-        tools.extend(self.shared.added.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
+        tools.extend(self.shared.added.lock().iter().cloned());
         Ok(ListToolsResult::with_all_items(tools))
     }
 

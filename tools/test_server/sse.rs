@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use axum::Router;
@@ -88,7 +90,7 @@ struct SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        self.sessions.lock().remove(&self.id);
         self.ct.cancel();
         tracing::info!(session = %self.id, "SSE session closed");
     }
@@ -98,7 +100,7 @@ async fn open_session(State(state): State<AppState>) -> Sse<impl Stream<Item = R
     let id = uuid::Uuid::new_v4().to_string();
     let (inbound_tx, inbound_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (outbound_tx, outbound_rx) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_CAPACITY);
-    state.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), inbound_tx);
+    state.sessions.lock().insert(id.clone(), inbound_tx);
     let ct = CancellationToken::new();
     let server = (state.make_server)();
     let transport = ChannelTransport { inbound: inbound_rx, outbound: outbound_tx };
@@ -144,7 +146,7 @@ async fn post_message(State(state): State<AppState>, Query(query): Query<Message
     let Some(session_id) = query.session_id else {
         return (StatusCode::BAD_REQUEST, "missing sessionId").into_response();
     };
-    let sender = state.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(&session_id).cloned();
+    let sender = state.sessions.lock().get(&session_id).cloned();
     let Some(sender) = sender else {
         return (StatusCode::NOT_FOUND, "unknown session").into_response();
     };

@@ -4,8 +4,10 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 
 use rmcp::ErrorData as McpError;
 use rmcp::model::{JsonObject, Tool};
@@ -194,7 +196,7 @@ impl Shared {
     /// Appends one line to the event log, if there is one.
     pub fn event(&self, line: &str) {
         if let Some(file) = &self.events {
-            let mut file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut file = file.lock();
             let written = writeln!(file, "{line}").and_then(|()| file.flush());
             if let Err(error) = written {
                 tracing::warn!(%error, "cannot write to MCP_TEST_EVENTS");

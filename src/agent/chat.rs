@@ -1,0 +1,148 @@
+//! One chat request, from the client's bytes to what goes back: which MCP tools it gets (the
+//! permission check), its history (tool cards expanded, or flattened when no tools go
+//! upstream), and then either a plain pass-through to the upstream (no tools of ours: the
+//! client's bytes are forwarded unchanged when nothing changed) or the tool loop.
+//!
+//! `http/chat.rs` only turns HTTP into a [`ChatInput`] and a [`ChatReply`] into JSON or SSE.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, header};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use super::run::{Agent, ChatJob};
+use super::{RequestControls, cards_to_text, client_tool_names, expand_tool_cards, select, takes_images};
+use crate::config::ToolSelection;
+use crate::llm::{ChatRequest, LlmError, SseEvent, UpstreamBody, UpstreamRequest, UpstreamResponse};
+
+/// How an Open WebUI tool card looks inside JSON-encoded content.
+const CARD_MARKER: &[u8] = br#"<details type=\"tool_calls\""#;
+
+/// A chat request as the HTTP layer hands it over.
+pub struct ChatInput {
+    /// The body as received.
+    pub raw: Bytes,
+    /// The tool policy of the key it was made with (`None`: no restriction).
+    pub key: Option<Arc<ToolSelection>>,
+    /// Every `x-mcp-servers` header value.
+    pub mcp_servers: Vec<String>,
+    /// The client said this is a background task (`x-openwebui-task`).
+    pub background: bool,
+    /// Headers to forward upstream (hop-by-hop and credentials already removed).
+    pub headers: HeaderMap,
+    /// The client's `Authorization`, for `upstream.forward_client_auth`.
+    pub client_auth: Option<HeaderValue>,
+}
+
+/// What a chat request produced.
+pub enum ChatReply {
+    /// No tools of ours: the upstream's own response, to relay (as SSE when `stream`).
+    Upstream {
+        /// The response.
+        response: Box<UpstreamResponse>,
+        /// The client asked for a stream.
+        stream: bool,
+    },
+    /// The tool loop's answer for a non-streaming client.
+    Completion(Value),
+    /// The tool loop's events for a streaming client: the first one (already awaited, so an
+    /// upstream failure before any output keeps its status) and the rest.
+    Events {
+        /// The first event.
+        first: Option<SseEvent>,
+        /// Everything after it.
+        rest: mpsc::Receiver<Result<SseEvent, LlmError>>,
+    },
+}
+
+/// Why a chat request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// The request is malformed, or the upstream failed.
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+    /// A malformed control (`mcp` body field).
+    #[error("{0}")]
+    BadControl(String),
+    /// The key may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+/// Whether `tools` holds anything but `{"type": "function"}` entries.
+fn has_server_side_tools(body: &Map<String, Value>) -> bool {
+    body.get("tools").and_then(Value::as_array).is_some_and(|tools| {
+        tools.iter().any(|t| t.get("type").and_then(Value::as_str).unwrap_or("function") != "function")
+    })
+}
+
+impl Agent {
+    /// Runs one chat request.
+    pub async fn chat(&self, input: ChatInput) -> Result<ChatReply, ChatError> {
+        let ChatInput { raw, key, mcp_servers, background, mut headers, client_auth } = input;
+        let mut chat = ChatRequest::parse(raw)?;
+        let had_controls = chat.body.contains_key("mcp");
+        let header_values: Vec<&str> = mcp_servers.iter().map(String::as_str).collect();
+        let mut controls = RequestControls::take(&header_values, &mut chat.body).map_err(ChatError::BadControl)?;
+        controls.background = background;
+        // A restricted key must not reach tools our policy cannot see: tools other than
+        // functions (`{"type": "mcp", …}`) are run by the upstream itself, with its master key.
+        if key.is_some() && has_server_side_tools(&chat.body) {
+            return Err(ChatError::Forbidden(
+                "this key may use function tools only; server-side tools (type other than `function`) are refused"
+                    .into(),
+            ));
+        }
+        let catalog = self.hub.catalog();
+        let tools = select(&catalog, &chat.body, &self.models, key.as_deref(), &controls);
+        // Cards become calls only when tools go upstream: a provider refuses tool-call history
+        // in a request without tools (the client's own tools count).
+        let has_cards = chat.raw.windows(CARD_MARKER.len()).any(|w| w == CARD_MARKER);
+        let tools_upstream = !tools.is_empty() || client_tool_names(&chat.body).next().is_some();
+        if has_cards && let Some(Value::Array(mut messages)) = chat.body.remove("messages") {
+            if tools_upstream {
+                messages = expand_tool_cards(messages);
+            } else {
+                cards_to_text(&mut messages);
+            }
+            chat.body.insert("messages".into(), Value::Array(messages));
+        }
+        let stream = chat.stream();
+        tracing::debug!(model = chat.model(), stream, tools = tools.len(), "chat completion");
+        headers.remove("x-mcp-servers");
+
+        if tools.is_empty() {
+            // Nothing of ours to run: a plain proxy, forwarding the client's bytes when unchanged.
+            let bytes = if had_controls || has_cards {
+                serde_json::to_vec(&chat.body).unwrap_or_default().into()
+            } else {
+                chat.raw
+            };
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            let request = UpstreamRequest {
+                method: Method::POST,
+                path_and_query: "/chat/completions".to_owned(),
+                headers,
+                client_auth,
+                body: UpstreamBody::Bytes(bytes),
+            };
+            let response = self.upstream.send(request).await?;
+            return Ok(ChatReply::Upstream { response: Box::new(response), stream });
+        }
+
+        let vision = takes_images(&chat.body, &self.models);
+        let job = ChatJob { body: chat.body, tools, headers, client_auth, vision };
+        if !stream {
+            return Ok(ChatReply::Completion(self.complete(job).await?));
+        }
+        let mut rest = self.stream(job);
+        let first = match rest.recv().await {
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(event)) => Some(event),
+            None => None,
+        };
+        Ok(ChatReply::Events { first, rest })
+    }
+}
