@@ -75,7 +75,7 @@ impl S3Store {
     }
 
     /// Creates the bucket if it does not exist (once; retried after a failure, but not within
-    /// [`COOL_DOWN`] of the last one).
+    /// a few seconds of the last one).
     pub async fn ensure_bucket(&self) -> Result<(), ArtifactError> {
         if self.bucket_ready.initialized() {
             return Ok(());

@@ -47,7 +47,7 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
-/// A secret string (API key, token). Its `Debug` and `Display` never show the value.
+/// A secret string (API key, token). It has no `Display`, and its `Debug` never shows the value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 

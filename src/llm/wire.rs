@@ -195,7 +195,7 @@ pub struct AssistantMessage {
 const STREAMED_TEXT: &[&str] = &["reasoning", "refusal", "reasoning_content", "content"];
 
 /// Folds a streamed value into what came before. Objects merge key by key; thinking blocks merge
-/// as [`merge_thinking`] does; the text of [`STREAMED_TEXT`] fields concatenates; anything else
+/// as [`merge_thinking`] does; the text of streamed fields (`reasoning`, `refusal` …) concatenates; anything else
 /// is replaced by its latest value (LiteLLM re-sends `provider_specific_fields` entries as whole
 /// snapshots, so appending would duplicate them).
 pub fn merge_value(slot: &mut Value, key: &str, add: Value) {

@@ -81,7 +81,6 @@ pub struct Catalog {
     entries: Vec<Arc<ToolEntry>>,
     by_name: HashMap<String, usize>,
     by_origin: HashMap<(String, String), usize>,
-    openai_tools: Arc<Vec<Value>>,
 }
 
 impl Catalog {
@@ -111,7 +110,6 @@ impl Catalog {
                 validator,
             }));
         }
-        catalog.openai_tools = Arc::new(catalog.entries.iter().map(|e| e.openai_tool.clone()).collect());
         catalog
     }
 
@@ -128,11 +126,6 @@ impl Catalog {
     /// The entry for a server's original tool name.
     pub fn by_origin(&self, server: &str, original: &str) -> Option<&Arc<ToolEntry>> {
         self.by_origin.get(&(server.to_owned(), original.to_owned())).and_then(|&i| self.entries.get(i))
-    }
-
-    /// Prepared OpenAI `tools` entries, in catalog order.
-    pub fn openai_tools(&self) -> &Arc<Vec<Value>> {
-        &self.openai_tools
     }
 
     /// Number of tools.

@@ -1,0 +1,104 @@
+//! ARCHITECTURE.md's invariants, checked on the source tree (after rust-analyzer's `tidy.rs`):
+//! only `src/http/` names axum; `mcp/` knows neither the agent, HTTP serving nor any concrete
+//! tool server; `llm/` knows no tools; `artifacts/` and the built-in tools know neither the agent
+//! nor HTTP; no `#[path]` tricks; every module opens with a `//!` doc.
+
+use std::path::Path;
+
+/// A source file: its path relative to the crate root, and its text.
+struct Source {
+    path: String,
+    text: String,
+}
+
+/// (directory prefix, forbidden text, why).
+const RULES: &[(&str, &str, &str)] = &[
+    ("src/mcp/", "crate::agent", "mcp/ must not know the tool loop"),
+    ("src/mcp/", "crate::http", "mcp/ must not know HTTP serving"),
+    ("src/mcp/", "crate::builtin", "the hub must not name a concrete tool server"),
+    ("src/llm/", "crate::mcp", "llm/ must not know tools"),
+    ("src/llm/", "crate::agent", "llm/ must not know the tool loop"),
+    ("src/llm/", "crate::http", "llm/ must not know HTTP serving"),
+    ("src/artifacts/", "crate::agent", "artifacts/ must not know the tool loop"),
+    ("src/artifacts/", "crate::http", "artifacts/ must not know HTTP serving"),
+    ("src/builtin/", "crate::agent", "the built-in tools must not know the tool loop"),
+    ("src/builtin/", "crate::http", "the built-in tools must not know HTTP serving"),
+    ("src/agent/", "crate::http", "agent/ returns values and streams; http/ serves them"),
+    ("src/config/", "crate::", "config/ is the bottom layer"),
+];
+
+fn violations(sources: &[Source]) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in sources {
+        let code: String = s.text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+        if s.path.starts_with("src/") && !s.path.starts_with("src/http/") && code.contains("axum") {
+            out.push(format!("{}: names axum (only src/http/ may)", s.path));
+        }
+        for (prefix, needle, why) in RULES {
+            // `crate::config` is fine below config/ itself, which may use its own submodules.
+            let own = needle == &"crate::" && code.contains("crate::config::");
+            if s.path.starts_with(prefix) && code.contains(needle) && !own {
+                out.push(format!("{}: uses `{needle}`: {why}", s.path));
+            }
+        }
+        if !s.path.starts_with("tests/") && code.contains("#[path") {
+            out.push(format!("{}: `#[path]` outside tests", s.path));
+        }
+        if !s.text.trim_start().starts_with("//!") {
+            out.push(format!("{}: no `//!` module doc at the top", s.path));
+        }
+    }
+    out
+}
+
+fn sources(root: &Path, dirs: &[&str]) -> Vec<Source> {
+    let mut out = Vec::new();
+    let mut stack: Vec<_> = dirs.iter().map(|d| root.join(d)).collect();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if !path.ends_with("node_modules") {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let rel = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+                out.push(Source { path: rel, text: std::fs::read_to_string(&path).unwrap() });
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_tree_keeps_the_architecture() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let all = sources(root, &["src", "tools", "benches", "tests/integration"]);
+    assert!(all.len() > 50, "the tree was read ({} files)", all.len());
+    let found = violations(&all);
+    assert!(found.is_empty(), "ARCHITECTURE.md invariants broken:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_checker_catches_each_kind_of_violation() {
+    let src = |path: &str, text: &str| Source { path: path.into(), text: text.into() };
+    let bad = [
+        src("src/agent/x.rs", "//! doc\nuse axum::Router;\n"),
+        src("src/mcp/x.rs", "//! doc\nuse crate::agent::Agent;\n"),
+        src("src/mcp/y.rs", "//! doc\nuse crate::builtin::BuiltinTools;\n"),
+        src("src/llm/x.rs", "//! doc\nuse crate::mcp::Hub;\n"),
+        src("src/artifacts/x.rs", "//! doc\nfn f() { crate::http::router; }\n"),
+        src("src/config/x.rs", "//! doc\nuse crate::mcp::Hub;\n"),
+        src("src/lib.rs", "//! doc\n#[path = \"../tools/x.rs\"]\nmod x;\n"),
+        src("src/http/x.rs", "use axum::Router;\n"),
+    ];
+    let found = violations(&bad);
+    assert_eq!(found.len(), bad.len(), "one violation each: {found:#?}");
+    let fine = [
+        src("src/http/x.rs", "//! doc\nuse axum::Router;\n"),
+        src("src/mcp/x.rs", "//! doc\n// crate::agent is mentioned in a comment only\nuse crate::config::Secret;\n"),
+        src("src/config/x.rs", "//! doc\nuse crate::config::Secret;\n"),
+        src("tests/integration/x.rs", "//! doc\n#[path = \"a.rs\"]\nmod a;\n"),
+    ];
+    assert_eq!(violations(&fine), Vec::<String>::new());
+}
