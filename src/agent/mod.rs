@@ -1,5 +1,6 @@
-//! The agent: which MCP tools a chat request gets, the loop that runs them, and the conversions
-//! between MCP results, OpenAI messages and Open WebUI's tool cards.
+//! The agent: one chat request end to end (`chat.rs`: which MCP tools it gets, its history, a
+//! pass-through or the loop), the loop that runs the tools, and the conversions between MCP
+//! results, OpenAI messages and Open WebUI's tool cards.
 //!
 //! `agent/` produces values and streams of events; it knows nothing of axum. `http/` turns
 //! them into JSON or SSE.
