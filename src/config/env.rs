@@ -8,8 +8,9 @@
 //! | `$${`                    | a literal `${`                                      |
 //!
 //! Only string scalars are rewritten, after YAML parsing, so a value can never inject YAML
-//! structure. A scalar that was exactly one reference (`port: ${PORT:-4001}`) is re-typed, so a
-//! number or boolean from the environment lands as a number or boolean.
+//! structure, and a value stays text whatever it looks like (`args: ["--port", "${PORT:-3000}"]`
+//! or an all-digit secret stay strings): the fields that are numbers or booleans read text too
+//! (`raw.rs`), so only the field's type decides.
 
 use serde_yaml_ng::Value;
 
@@ -40,7 +41,7 @@ impl EnvSource for std::collections::HashMap<String, String> {
 pub fn resolve(value: &mut Value, env: &dyn EnvSource, path: &str, problems: &mut Vec<String>) {
     match value {
         Value::String(s) => match substitute(s, env) {
-            Ok(Some(new)) => *value = retype(s, new),
+            Ok(Some(new)) => *value = Value::String(new),
             Ok(None) => {}
             Err(msg) => problems.push(format!("{}: {msg}", display_path(path))),
         },
@@ -66,19 +67,6 @@ pub fn resolve(value: &mut Value, env: &dyn EnvSource, path: &str, problems: &mu
 
 fn display_path(path: &str) -> &str {
     if path.is_empty() { "(root)" } else { path }
-}
-
-/// A single whole-value reference is re-typed so `${PORT:-4001}` can fill a number field.
-fn retype(original: &str, new: String) -> Value {
-    let whole = original.starts_with("os.environ/")
-        || (original.starts_with("${") && original.ends_with('}') && original.matches("${").count() == 1);
-    if whole
-        && let Ok(parsed) = serde_yaml_ng::from_str::<Value>(&new)
-        && matches!(parsed, Value::Bool(_) | Value::Number(_))
-    {
-        return parsed;
-    }
-    Value::String(new)
 }
 
 /// `Ok(None)` when the string holds no reference (the common case: no allocation).

@@ -55,6 +55,7 @@ pub struct RawUpstream {
     /// Key sent upstream as `Authorization: Bearer …`. Empty means none.
     pub api_key: Option<String>,
     /// Forward the client's own `Authorization` header instead of `api_key`. Default false.
+    #[serde(default, deserialize_with = "text_or")]
     pub forward_client_auth: Option<bool>,
     /// Time allowed to open a TCP/TLS connection upstream. Default 10 s.
     pub connect_timeout: Option<DurationValue>,
@@ -62,11 +63,13 @@ pub struct RawUpstream {
     /// long streams survive). Default 300 s.
     pub read_timeout: Option<DurationValue>,
     /// Retries of a request whose connection failed before any byte was sent. Default 2.
+    #[serde(default, deserialize_with = "text_or")]
     pub max_retries: Option<u32>,
     /// Forward every `/v1/*` route to the upstream, not only the OpenAI API's routes (models,
     /// embeddings, completions, audio, images, files, batches, responses …). Default false:
     /// the upstream receives `upstream.api_key`, which on LiteLLM is the master key of its
     /// admin API, so other routes stay closed unless you open them.
+    #[serde(default, deserialize_with = "text_or")]
     pub forward_all_routes: Option<bool>,
 }
 
@@ -84,6 +87,7 @@ pub struct RawAuth {
     /// Serve without any key on an address other than loopback. Default false: with no key
     /// configured the gateway refuses to start on a non-loopback `listen`, since anyone who
     /// reaches it could run every tool and use the upstream's key.
+    #[serde(default, deserialize_with = "text_or")]
     pub open: Option<bool>,
 }
 
@@ -110,9 +114,11 @@ pub struct RawToolPolicy {
     /// `servers` is set too. Absent means all.
     pub tools: Option<Vec<String>>,
     /// Inject MCP tools at all for this model. Default true.
+    #[serde(default, deserialize_with = "text_or")]
     pub inject: Option<bool>,
     /// The model can see images: images from tools are also given to it as `image_url` parts
     /// (in a user message after the tool results, where the API allows images). Default false.
+    #[serde(default, deserialize_with = "text_or")]
     pub vision: Option<bool>,
 }
 
@@ -121,18 +127,23 @@ pub struct RawToolPolicy {
 #[serde(deny_unknown_fields)]
 pub struct RawToolLoop {
     /// Model rounds per request; the last one is sent with `tool_choice: "none"`. Default 10.
+    #[serde(default, deserialize_with = "text_or")]
     pub max_rounds: Option<u32>,
     /// Tool calls per request, over all rounds. Default 50.
+    #[serde(default, deserialize_with = "text_or")]
     pub max_tool_calls: Option<u32>,
     /// Wall time per request after which the model must answer. Default 10 m.
     pub max_duration: Option<DurationValue>,
     /// Tool calls of one round run at once. Default 8.
+    #[serde(default, deserialize_with = "text_or")]
     pub parallel_calls: Option<usize>,
     /// An identical call (same tool, same arguments) this many times in a row is not run again.
     /// Default 3.
+    #[serde(default, deserialize_with = "text_or")]
     pub repeat_limit: Option<u32>,
     /// Show tool calls in the streamed content as Open WebUI tool cards
     /// (`<details type="tool_calls">`). Turn off for clients that are not Open WebUI. Default true.
+    #[serde(default, deserialize_with = "text_or")]
     pub tool_cards: Option<bool>,
 }
 
@@ -141,6 +152,7 @@ pub struct RawToolLoop {
 #[serde(deny_unknown_fields)]
 pub struct RawBuiltinTools {
     /// Serve the built-in tools. Default true.
+    #[serde(default, deserialize_with = "text_or")]
     pub enabled: Option<bool>,
     /// Only these built-in tools are exposed. Absent means all.
     pub include_tools: Option<Vec<String>>,
@@ -159,6 +171,7 @@ pub struct RawArtifacts {
     pub url_ttl: Option<DurationValue>,
     /// Longest tool output (bytes) put into the model's context; longer text keeps its head
     /// and tail and is stored whole as an artifact. Default 16384.
+    #[serde(default, deserialize_with = "text_or")]
     pub max_inline_bytes: Option<usize>,
     /// Settings of the `local` store.
     #[serde(default)]
@@ -199,6 +212,7 @@ pub struct RawS3Store {
     /// Secret access key.
     pub secret_access_key: Option<String>,
     /// Path-style addressing (`endpoint/bucket/key`), as MinIO needs. Default true.
+    #[serde(default, deserialize_with = "text_or")]
     pub path_style: Option<bool>,
 }
 
@@ -207,6 +221,7 @@ pub struct RawS3Store {
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     /// Largest request body accepted, in bytes. Default 32 MiB (chat bodies carry base64 images).
+    #[serde(default, deserialize_with = "text_or")]
     pub max_body_bytes: Option<u64>,
     /// How long in-flight requests may run after SIGINT/SIGTERM before the process exits. Default 30 s.
     pub shutdown_grace: Option<DurationValue>,
@@ -214,6 +229,7 @@ pub struct RawLimits {
     pub sse_keepalive: Option<DurationValue>,
     /// Largest total size of a request's headers (names and values), in bytes; more is a 431.
     /// Default 64 KiB.
+    #[serde(default, deserialize_with = "text_or")]
     pub max_header_bytes: Option<u64>,
 }
 
@@ -257,6 +273,7 @@ pub struct RawMcpServer {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// Connect this server. Default true.
+    #[serde(default, deserialize_with = "text_or")]
     pub enabled: Option<bool>,
     /// Longest wait for one tool call, reset by progress notifications. Default 60 s.
     pub tool_timeout: Option<DurationValue>,
@@ -286,6 +303,29 @@ impl<'de> Deserialize<'de> for DurationValue {
             Repr::Text(t) => parse_duration(&t),
         };
         parsed.map(DurationValue).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A number or boolean as written, or the same as text: an environment reference always yields
+/// text (`max_retries: ${RETRIES:-2}`), and only the field's type decides what it means.
+fn text_or<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr<T> {
+        Value(T),
+        Text(String),
+    }
+    match Option::<Repr<T>>::deserialize(de)? {
+        None => Ok(None),
+        Some(Repr::Value(v)) => Ok(Some(v)),
+        Some(Repr::Text(text)) => {
+            text.trim().parse().map(Some).map_err(|e| serde::de::Error::custom(format!("`{text}`: {e}")))
+        }
     }
 }
 

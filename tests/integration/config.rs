@@ -212,3 +212,21 @@ fn wait_timeout(child: &mut std::process::Child, limit: Duration) -> Option<std:
     let _ = child.kill();
     None
 }
+
+/// Environment values stay text wherever text is expected (a port in `args`, an all-digit
+/// secret), and still fill number and boolean fields.
+#[test]
+fn environment_values_keep_their_type() {
+    let yaml = "upstream:\n  api_key: ${KEY}\n  max_retries: ${RETRIES:-5}\n\
+                mcpServers:\n  s:\n    command: node\n    args: [\"server.js\", \"--port\", \"${PORT:-3000}\"]\n    enabled: ${ON:-false}\n    env: {TOKEN: \"${KEY}\"}\n";
+    let cfg = config::load_str(yaml, &env(&[("KEY", "123456")])).unwrap();
+    assert_eq!(cfg.upstream.api_key.as_ref().unwrap().expose(), "123456");
+    assert_eq!(cfg.upstream.max_retries, 5);
+    let server = cfg.mcp_servers.iter().find(|s| s.name == "s").unwrap();
+    assert!(!server.enabled);
+    let McpTransportConfig::Stdio { args, env: vars, .. } = &server.transport else { panic!() };
+    assert_eq!(args, &["server.js", "--port", "3000"]);
+    assert_eq!(vars["TOKEN"], "123456");
+    let bad = config::load_str("upstream:\n  max_retries: ${R}\n", &env(&[("R", "many")])).unwrap_err().to_string();
+    assert!(bad.contains("upstream.max_retries") && bad.contains("many"), "{bad}");
+}
