@@ -37,11 +37,16 @@ pub enum AppError {
 }
 
 /// Builds every service the handlers share; MCP servers start connecting in the background.
-pub fn build_state(config: Config, shutdown: &CancellationToken, addr: SocketAddr) -> Result<AppState, AppError> {
+pub fn build_state(
+    config: Config,
+    shutdown: &CancellationToken,
+    serving: CancellationToken,
+    addr: SocketAddr,
+) -> Result<AppState, AppError> {
     let upstream = UpstreamClient::new(config.upstream.clone())?;
     let (artifacts, local) = open_store(&config.artifacts, addr)?;
     let hub = start_hub(&config, &artifacts, shutdown.child_token());
-    Ok(AppState::new(Arc::new(config), upstream, hub, artifacts, local))
+    Ok(AppState::new(Arc::new(config), upstream, hub, artifacts, local, serving))
 }
 
 /// Starts the MCP hub with every configured server, and the built-in tools on `artifacts`
@@ -116,7 +121,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     // The hub gets its own token: it must outlive the HTTP drain, so requests in flight can
     // still finish their tool calls.
     let hub_token = CancellationToken::new();
-    let state = build_state(config, &hub_token, addr)?;
+    let state = build_state(config, &hub_token, shutdown.child_token(), addr)?;
     let hub = state.hub.clone();
     tracing::info!(%addr, upstream = state.upstream.display_url(), "mcp-middleware listening");
     let served = http::serve(listener, state, shutdown).await;

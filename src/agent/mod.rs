@@ -8,6 +8,7 @@
 pub(crate) mod calls;
 pub(crate) mod cards;
 mod chat;
+mod facade;
 mod history;
 mod policy;
 mod results;
@@ -16,9 +17,11 @@ mod run;
 
 pub use calls::ToolRun;
 pub use chat::{ChatError, ChatInput, ChatReply};
+pub use facade::Facade;
 pub use history::{cards_to_text, expand_tool_cards};
 pub use policy::{
-    RequestControls, ToolAccess, client_tool_names, glob, is_background_task, model_policy, select, takes_images,
+    KeyPolicy, RequestControls, ToolAccess, client_tool_names, glob, is_background_task, model_policy, select,
+    takes_images,
 };
 pub use results::{ToolOutput, cut_to_budget, to_tool_output};
 pub use run::{Agent, ChatJob};

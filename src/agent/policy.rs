@@ -16,6 +16,11 @@ use serde_json::{Map, Value};
 use crate::config::{ModelPolicy, ToolSelection};
 use crate::mcp::{Catalog, ToolEntry};
 
+/// The tool policy of the key a request was made with, as the HTTP layer leaves it in the
+/// request's extensions (absent: no restriction). The MCP facade reads it from there too.
+#[derive(Debug, Clone)]
+pub struct KeyPolicy(pub Arc<ToolSelection>);
+
 /// Per-request controls taken from the header and the body.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RequestControls {

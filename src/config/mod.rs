@@ -89,6 +89,17 @@ pub struct Config {
     pub models: Vec<ModelPolicy>,
     /// The artifact store.
     pub artifacts: ArtifactsConfig,
+    /// The MCP facade at `/mcp`.
+    pub facade: FacadeConfig,
+}
+
+/// The MCP facade at `/mcp`.
+#[derive(Debug, Clone)]
+pub struct FacadeConfig {
+    /// Serve it.
+    pub enabled: bool,
+    /// Accepted `Host` values; empty means any.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The chat tool loop's limits and presentation.
@@ -489,6 +500,17 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
 
     let auth = AuthConfig { api_keys, keys, open: raw.auth.open.unwrap_or(false) };
+    let facade = FacadeConfig {
+        enabled: raw.mcp_facade.enabled.unwrap_or(true),
+        allowed_hosts: if !raw.mcp_facade.allowed_hosts.is_empty() {
+            raw.mcp_facade.allowed_hosts
+        } else if auth.is_open() {
+            // No key protects an open gateway: only loopback names, against DNS rebinding.
+            ["localhost", "127.0.0.1", "::1"].map(str::to_owned).to_vec()
+        } else {
+            Vec::new()
+        },
+    };
     if let Some(listen) = listen
         && let Err(problem) = check_exposure(&auth, listen)
     {
@@ -496,7 +518,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
     match (p.0.is_empty(), listen, upstream, logging, artifacts) {
         (true, Some(listen), Some(upstream), Some(logging), Some(artifacts)) => {
-            Ok(Config { listen, upstream, auth, limits, logging, mcp_servers, tool_loop, models, artifacts })
+            Ok(Config { listen, upstream, auth, limits, logging, mcp_servers, tool_loop, models, artifacts, facade })
         }
         _ => Err(ConfigError::Invalid(p.0)),
     }

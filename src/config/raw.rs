@@ -34,6 +34,9 @@ pub struct RawConfig {
     /// The built-in tools (storage, `read_artifact`, `list_mcp_tools`), served as server `builtin`.
     #[serde(default)]
     pub builtin_tools: RawBuiltinTools,
+    /// `mcp_facade:` — the aggregated catalog served as an MCP server at `/mcp`.
+    #[serde(default)]
+    pub mcp_facade: RawFacade,
     /// Where binary and oversized tool outputs are kept.
     #[serde(default)]
     pub artifacts: RawArtifacts,
@@ -231,6 +234,20 @@ pub struct RawLimits {
     /// Default 64 KiB.
     #[serde(default, deserialize_with = "text_or")]
     pub max_header_bytes: Option<u64>,
+}
+
+/// `mcp_facade:` — the aggregated catalog as an MCP server (streamable HTTP at `/mcp`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFacade {
+    /// Serve `/mcp`. Default true.
+    #[serde(default, deserialize_with = "text_or")]
+    pub enabled: Option<bool>,
+    /// `Host` header values `/mcp` accepts (DNS-rebinding protection), e.g. `[mcp-middleware]`.
+    /// Default: any host when API keys are configured (the key is the protection), else
+    /// loopback names only.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// `logging:` — log output.

@@ -11,11 +11,9 @@ use axum::response::Response;
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
-use crate::config::{AuthConfig, ToolSelection};
+use crate::config::AuthConfig;
 
-/// The tool policy of the key a request was made with (absent: no restriction).
-#[derive(Clone)]
-pub struct KeyPolicy(pub Arc<ToolSelection>);
+pub use crate::agent::KeyPolicy;
 
 /// Middleware on every route but health: lets a request through only with a configured key.
 pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {

@@ -21,6 +21,9 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::Request;
 use axum::routing::{any, get, post};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -54,6 +57,8 @@ pub struct AppState {
     pub started: Instant,
     /// Scrubs every configured secret from what tools return.
     pub redactor: Arc<crate::config::Redactor>,
+    /// Ends the MCP facade's sessions when the server shuts down.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -64,6 +69,7 @@ impl AppState {
         hub: Arc<Hub>,
         artifacts: Artifacts,
         local_store: Option<Arc<LocalStore>>,
+        shutdown: CancellationToken,
     ) -> Self {
         let redactor = Arc::new(crate::config::Redactor::for_config(&config));
         let agent = Agent {
@@ -75,13 +81,17 @@ impl AppState {
             redactor: redactor.clone(),
             models: Arc::new(config.models.clone()),
         };
-        Self { config, upstream, hub, agent, artifacts, local_store, started: Instant::now(), redactor }
+        Self { config, upstream, hub, agent, artifacts, local_store, started: Instant::now(), redactor, shutdown }
     }
 }
 
 /// All routes. Health routes are open; everything else needs a key when keys are configured.
 pub fn router(state: AppState) -> Router {
-    let protected = Router::new()
+    let mut protected = Router::new();
+    if state.config.facade.enabled {
+        protected = protected.route_service("/mcp", mcp_facade(&state));
+    }
+    let protected = protected
         .route("/v1/chat/completions", post(chat::completions))
         .route("/chat/completions", post(chat::completions))
         .route("/v1/{*rest}", any(proxy::forward))
@@ -141,6 +151,23 @@ async fn limit_headers(
         return axum::response::IntoResponse::into_response(ApiError::HeadersTooLarge { limit });
     }
     next.run(req).await
+}
+
+/// The MCP facade as a tower service: rmcp's streamable HTTP server (sessions for the
+/// handshake era, stateless for 2026-07-28), behind our auth like every other route.
+fn mcp_facade(state: &AppState) -> StreamableHttpService<crate::agent::Facade, LocalSessionManager> {
+    let facade = crate::agent::Facade::new(
+        state.hub.clone(),
+        state.artifacts.clone(),
+        state.config.artifacts.max_inline_bytes,
+        state.redactor.clone(),
+        state.shutdown.child_token(),
+    );
+    let hosts = &state.config.facade.allowed_hosts;
+    let config = StreamableHttpServerConfig::default().with_cancellation_token(state.shutdown.child_token());
+    let config =
+        if hosts.is_empty() { config.disable_allowed_hosts() } else { config.with_allowed_hosts(hosts.clone()) };
+    StreamableHttpService::new(move || Ok(facade.clone()), Default::default(), config)
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -27,6 +27,7 @@ use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use rmcp::model::{CallToolResult, JsonObject};
 use serde_json::Value;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -91,18 +92,38 @@ pub type InProcessServer = Arc<dyn Fn(tokio::io::DuplexStream) -> BoxFuture<'sta
 /// The current catalog, shared: the hub swaps in a new one on every change, readers take a
 /// cheap snapshot. Made before the hub, so what the hub serves can see the catalog without a
 /// setter after construction.
-#[derive(Clone, Default)]
-pub struct SharedCatalog(Arc<ArcSwap<Catalog>>);
+#[derive(Clone)]
+pub struct SharedCatalog {
+    current: Arc<ArcSwap<Catalog>>,
+    /// Bumped on every swap, for those who announce changes (the MCP facade).
+    version: Arc<watch::Sender<u64>>,
+}
+
+impl Default for SharedCatalog {
+    fn default() -> Self {
+        Self { current: Arc::default(), version: Arc::new(watch::channel(0).0) }
+    }
+}
 
 impl SharedCatalog {
     /// The current snapshot.
     pub fn load(&self) -> Arc<Catalog> {
-        self.0.load_full()
+        self.current.load_full()
     }
 
     /// A read-only view of it.
     pub fn view(&self) -> CatalogView {
-        CatalogView(self.0.clone())
+        CatalogView(self.current.clone())
+    }
+
+    /// A receiver that changes whenever a new catalog is swapped in.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    fn store(&self, catalog: Catalog) {
+        self.current.store(Arc::new(catalog));
+        self.version.send_modify(|v| *v = v.wrapping_add(1));
     }
 }
 
@@ -179,6 +200,11 @@ impl Hub {
         self.catalog.load()
     }
 
+    /// The shared catalog (to watch for changes).
+    pub fn shared_catalog(&self) -> &SharedCatalog {
+        &self.catalog
+    }
+
     /// Status of every configured server.
     pub fn servers(&self) -> Vec<ServerStatus> {
         self.servers.iter().map(|s| s.status()).collect()
@@ -250,7 +276,7 @@ impl Hub {
         });
         let catalog = Catalog::build(sources);
         tracing::debug!(tools = catalog.len(), "tool catalog rebuilt");
-        self.catalog.0.store(Arc::new(catalog));
+        self.catalog.store(catalog);
     }
 
     /// Stops every server (children are killed and reaped), bounded in time.

@@ -10,6 +10,7 @@ mod auth;
 mod builtin;
 mod config;
 mod errors;
+mod facade;
 mod hub;
 mod lifecycle;
 mod litellm;

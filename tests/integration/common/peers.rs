@@ -14,23 +14,35 @@ use tokio::process::{Child, Command};
 /// Path of our test MCP server binary.
 pub const TEST_SERVER: &str = env!("CARGO_BIN_EXE_mcp-test-server");
 
+/// The npm peers of `tests/peers` (pinned in its package.json and lockfile), installed with
+/// `npm ci` on first use, or again when an expected entry point is missing.
+fn npm_peer(relative: &str) -> String {
+    static INSTALLED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers");
+    let entry = dir.join("node_modules").join(relative);
+    let _one_install = INSTALLED.lock().unwrap();
+    if !entry.exists() {
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm is installed (Node 20+ is required by the test peers)");
+        assert!(status.success(), "npm ci in tests/peers failed");
+    }
+    assert!(entry.exists(), "{relative} missing after npm ci");
+    entry.to_string_lossy().into_owned()
+}
+
 /// Path of server-everything's entry point, installing it on first use.
 pub fn everything() -> &'static str {
     static PATH: OnceLock<String> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers");
-        let entry = dir.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-        if !entry.exists() {
-            let status = std::process::Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-                .current_dir(&dir)
-                .status()
-                .expect("npm is installed (Node 20+ is required by the test peers)");
-            assert!(status.success(), "npm ci in tests/peers failed");
-        }
-        assert!(entry.exists(), "server-everything missing after npm ci: {}", entry.display());
-        entry.to_string_lossy().into_owned()
-    })
+    PATH.get_or_init(|| npm_peer("@modelcontextprotocol/server-everything/dist/index.js"))
+}
+
+/// The official MCP Inspector's CLI entry point (0.15, the last line for Node 20).
+pub fn inspector_cli() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| npm_peer("@modelcontextprotocol/inspector/cli/build/index.js"))
 }
 
 /// An HTTP MCP server child process on a loopback port; killed when dropped.

@@ -1,0 +1,144 @@
+//! The MCP facade: the aggregated catalog served as one MCP server (mounted by `http/` at
+//! `/mcp`, streamable HTTP, both protocol eras). Same names as chat and REST, the same
+//! permission check ([`ToolAccess`]: the caller's key policy, narrowed by `x-mcp-servers`),
+//! the same artifact handling (binary or oversized output becomes links) and the same secret
+//! scrubbing. Connected sessions hear `notifications/tools/list_changed` whenever the catalog
+//! changes.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::{KeyPolicy, RequestControls, ToolAccess, to_tool_output};
+use crate::artifacts::Artifacts;
+use crate::config::Redactor;
+use crate::mcp::Hub;
+
+/// The facade's shared state; every session gets a clone.
+#[derive(Clone)]
+pub struct Facade {
+    hub: Arc<Hub>,
+    artifacts: Artifacts,
+    budget: usize,
+    redactor: Arc<Redactor>,
+    /// Sessions to tell about catalog changes (closed ones are dropped on the next change).
+    peers: Arc<Mutex<Vec<Peer<RoleServer>>>>,
+}
+
+impl Facade {
+    /// A facade over `hub`; announces catalog changes until `shutdown`.
+    pub fn new(
+        hub: Arc<Hub>,
+        artifacts: Artifacts,
+        budget: usize,
+        redactor: Arc<Redactor>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let facade = Self { hub, artifacts, budget, redactor, peers: Arc::default() };
+        let announcer = facade.clone();
+        let mut changes = facade.hub.shared_catalog().changes();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    changed = changes.changed() => if changed.is_err() { return },
+                }
+                announcer.announce().await;
+            }
+        });
+        facade
+    }
+
+    async fn announce(&self) {
+        let peers: Vec<Peer<RoleServer>> = {
+            let mut peers = self.peers.lock();
+            peers.retain(|p| !p.is_transport_closed());
+            peers.clone()
+        };
+        for peer in peers {
+            let _ = peer.notify_tool_list_changed().await;
+        }
+    }
+}
+
+/// The caller's access: its key's policy (left by the HTTP layer in the request's extensions)
+/// narrowed by its `x-mcp-servers` headers.
+fn access(context: &RequestContext<RoleServer>) -> Result<ToolAccess, ErrorData> {
+    let parts = context.extensions.get::<http::request::Parts>();
+    let key = parts.and_then(|p| p.extensions.get::<KeyPolicy>()).map(|k| k.0.clone());
+    let headers: Vec<&str> = parts
+        .map(|p| p.headers.get_all("x-mcp-servers").iter().filter_map(|v| v.to_str().ok()).collect())
+        .unwrap_or_default();
+    let controls =
+        RequestControls::take(&headers, &mut Default::default()).map_err(|e| ErrorData::invalid_params(e, None))?;
+    Ok(ToolAccess::new(key.as_deref(), None, &controls))
+}
+
+impl ServerHandler for Facade {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
+            .with_server_info(Implementation::new("mcp-middleware", env!("CARGO_PKG_VERSION")))
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.peers.lock().push(context.peer);
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let access = access(&context)?;
+        let catalog = self.hub.catalog();
+        let tools = access
+            .visible(&catalog)
+            .map(|e| {
+                let description = e.description.clone().unwrap_or_default();
+                Tool::new(e.name.clone(), description, e.input_schema.clone())
+            })
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let access = access(&context)?;
+        let catalog = self.hub.catalog();
+        // Not allowed looks exactly like not there.
+        let Some(entry) = catalog.get(&request.name).filter(|e| access.allows(e)) else {
+            return Err(ErrorData::invalid_params(format!("unknown tool `{}`", request.name), None));
+        };
+        let arguments = request.arguments.map(Value::Object).unwrap_or(Value::Null);
+        let visible =
+            || (!access.is_unrestricted()).then(|| access.visible(&catalog).map(|e| e.name.clone()).collect());
+        let result = match self.hub.call_entry(entry, arguments, visible).await {
+            Ok(result) => result,
+            // A failed call is a tool error the client reads, as in chat.
+            Err(e) => return Ok(error_result(self.redactor.scrub(&e.to_string()).into_owned()).into()),
+        };
+        let output = to_tool_output(&result, &self.artifacts, self.budget, &entry.name).await;
+        let mut converted = CallToolResult::success(vec![ContentBlock::text(self.redactor.scrub(&output.text))]);
+        converted.is_error = Some(output.is_error);
+        if let Some(mut structured) = result.structured_content {
+            self.redactor.scrub_json(&mut structured);
+            converted.structured_content = Some(structured);
+        }
+        Ok(converted.into())
+    }
+}
+
+fn error_result(text: String) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(text)])
+}
