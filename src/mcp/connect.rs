@@ -5,11 +5,11 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use rmcp::model::{ClientCapabilities, ClientConfig, Implementation};
-use rmcp::service::{NotificationContext, RunningService};
+use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProtocolVersion};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, NotificationContext, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use rmcp::{ClientHandler, RoleClient};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Notify;
 
@@ -51,12 +51,16 @@ pub enum ConnectError {
     /// The `initialize` handshake failed.
     #[error("initialize failed: {0}")]
     Initialize(String),
+    /// The server and we share no protocol version (for the lifecycle tried).
+    #[error("no protocol version in common")]
+    NoCommonVersion,
     /// A configured header is not a valid HTTP header.
     #[error("header `{0}` is not a valid HTTP header")]
     Header(String),
 }
 
 /// Our side of every MCP session: announces the client and reports tool-list changes.
+#[derive(Clone)]
 pub struct HubClient {
     tools_changed: Arc<Notify>,
 }
@@ -81,14 +85,41 @@ impl ClientHandler for HubClient {
     }
 }
 
-/// Opens and initialises a session with `server`; `in_process` serves an in-process server.
+/// Opens a session with `server` in either MCP protocol era: `server/discover` first (the
+/// 2026-07-28 revision, no handshake), falling back to the `initialize` handshake when the
+/// server does not speak the new revision. `in_process` serves an in-process server.
 pub async fn connect(
     server: &McpServerConfig,
     http: &reqwest::Client,
     client: HubClient,
     in_process: Option<&InProcessServer>,
 ) -> Result<(Connection, ProcessGroupGuard), ConnectError> {
-    let init = |e: rmcp::service::ClientInitializeError| ConnectError::Initialize(e.to_string());
+    let auto = ClientLifecycleMode::Auto {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        legacy_version: Some(ProtocolVersion::LATEST_WITH_INITIALIZE),
+    };
+    match open(server, http, client.clone(), in_process, auto).await {
+        // A server that knows the new revision's methods but only the handshake era answers
+        // "unsupported version" rather than "unknown method": start again with the handshake.
+        Err(ConnectError::NoCommonVersion) => {
+            tracing::debug!(server = %server.name, "server/discover refused; using the initialize handshake");
+            open(server, http, client, in_process, ClientLifecycleMode::Initialize).await
+        }
+        other => other,
+    }
+}
+
+async fn open(
+    server: &McpServerConfig,
+    http: &reqwest::Client,
+    client: HubClient,
+    in_process: Option<&InProcessServer>,
+    lifecycle: ClientLifecycleMode,
+) -> Result<(Connection, ProcessGroupGuard), ConnectError> {
+    let init = |e: rmcp::service::ClientInitializeError| match e {
+        rmcp::service::ClientInitializeError::NoCompatibleProtocolVersion { .. } => ConnectError::NoCommonVersion,
+        other => ConnectError::Initialize(other.to_string()),
+    };
     match &server.transport {
         McpTransportConfig::Stdio { command, args, env, cwd, inherit_env } => {
             let mut cmd = tokio::process::Command::new(command);
@@ -113,25 +144,34 @@ pub async fn connect(
                     }
                 });
             }
-            Ok((client.serve(transport).await.map_err(init)?, group))
+            Ok((client.clone().serve_with_lifecycle(transport, lifecycle.clone()).await.map_err(init)?, group))
         }
         McpTransportConfig::StreamableHttp { url, headers } => {
             let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
             config.reinit_on_expired_session = true;
             config.custom_headers = header_map(headers)?.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
             let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
-            Ok((client.serve(transport).await.map_err(init)?, ProcessGroupGuard(None)))
+            Ok((
+                client.clone().serve_with_lifecycle(transport, lifecycle.clone()).await.map_err(init)?,
+                ProcessGroupGuard(None),
+            ))
         }
         McpTransportConfig::InProcess => {
             let serve = in_process
                 .ok_or_else(|| ConnectError::Initialize("no in-process server is registered under this name".into()))?;
             let (ours, theirs) = tokio::io::duplex(256 * 1024);
             tokio::spawn(serve(theirs));
-            Ok((client.serve(ours).await.map_err(init)?, ProcessGroupGuard(None)))
+            Ok((
+                client.clone().serve_with_lifecycle(ours, lifecycle.clone()).await.map_err(init)?,
+                ProcessGroupGuard(None),
+            ))
         }
         McpTransportConfig::Sse { url, headers } => {
             let transport = SseClientTransport::connect(http.clone(), url.clone(), header_map(headers)?).await?;
-            Ok((client.serve(transport).await.map_err(init)?, ProcessGroupGuard(None)))
+            Ok((
+                client.clone().serve_with_lifecycle(transport, lifecycle.clone()).await.map_err(init)?,
+                ProcessGroupGuard(None),
+            ))
         }
     }
 }

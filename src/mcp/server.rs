@@ -55,6 +55,9 @@ pub struct ServerStatus {
     pub last_error: Option<String>,
     /// Reconnections so far.
     pub restarts: u32,
+    /// The MCP protocol version negotiated on the live connection (`2026-07-28` for the
+    /// handshake-free revision, an older one after the `initialize` handshake).
+    pub protocol_version: Option<String>,
 }
 
 /// Everything that changes about a server, in one place: watchers see each change whole.
@@ -65,6 +68,7 @@ struct Live {
     tools: Arc<Vec<Tool>>,
     last_error: Option<String>,
     restarts: u32,
+    protocol_version: Option<String>,
 }
 
 /// A server and its supervisor's shared state.
@@ -82,8 +86,14 @@ impl ServerHandle {
     /// A handle in its initial state (`connecting`, or `disabled`).
     pub fn new(config: McpServerConfig, in_process: Option<InProcessServer>) -> Arc<Self> {
         let state = if config.enabled { ServerState::Connecting } else { ServerState::Disabled };
-        let (live, _) =
-            watch::channel(Live { state, peer: None, tools: Arc::default(), last_error: None, restarts: 0 });
+        let (live, _) = watch::channel(Live {
+            state,
+            peer: None,
+            tools: Arc::default(),
+            last_error: None,
+            restarts: 0,
+            protocol_version: None,
+        });
         let tools_changed = Arc::new(Notify::new());
         let redactor = Redactor::for_server(&config);
         Arc::new(Self { config, live, tools_changed, in_process, redactor })
@@ -109,6 +119,7 @@ impl ServerHandle {
             tools: live.tools.len(),
             last_error: live.last_error.clone(),
             restarts: live.restarts,
+            protocol_version: live.protocol_version.clone(),
         }
     }
 
@@ -178,6 +189,7 @@ impl ServerHandle {
         };
         let (running, _group) = running;
         let peer = running.peer().clone();
+        let version = running.peer_info().map(|info| info.protocol_version.as_str().to_owned());
         match tokio::time::timeout(timeout, peer.list_all_tools()).await {
             Ok(Ok(tools)) => self.store_tools(tools),
             Ok(Err(e)) => return Err(format!("tools/list failed: {e}")),
@@ -187,6 +199,7 @@ impl ServerHandle {
             live.last_error = None;
             live.state = ServerState::Ready;
             live.peer = Some(peer.clone());
+            live.protocol_version = version;
         });
         tracing::info!(server = %self.name(), tools = self.tools().len(), "MCP server ready");
         on_change();

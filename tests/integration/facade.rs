@@ -177,3 +177,37 @@ async fn the_official_mcp_inspector_lists_and_calls_through_the_facade() {
     .unwrap();
     assert!(called.contains("from the inspector"), "{called}");
 }
+
+/// The hub talks to servers of either era: `server/discover` first, the `initialize`
+/// handshake when the server knows only that; `/mcp/servers` shows what was negotiated.
+#[tokio::test]
+async fn the_hub_speaks_both_eras_to_its_servers() {
+    let http_new = crate::common::peers::HttpPeer::test_server_with("http", 0, &["--era", "new"]).await;
+    let ev = everything();
+    let yaml = format!(
+        "mcpServers:\n\
+         \x20 new:\n    command: {TEST_SERVER}\n    args: [--era, new, stdio]\n\
+         \x20 old:\n    command: {TEST_SERVER}\n    args: [--era, legacy, stdio]\n\
+         \x20 both:\n    command: {TEST_SERVER}\n    args: [stdio]\n\
+         \x20 newhttp:\n    url: {}/mcp\n\
+         \x20 ev:\n    command: node\n    args: [\"{ev}\", stdio]\n",
+        http_new.base()
+    );
+    let app = TestApp::spawn(&yaml).await;
+    app.wait_for_tools(|n| {
+        ["new", "old", "both", "newhttp", "ev"].iter().all(|s| n.iter().any(|t| t.starts_with(&format!("{s}__"))))
+    })
+    .await;
+    let servers = app.servers().await;
+    let version = |name: &str| servers[name]["protocol_version"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(version("new"), "2026-07-28");
+    assert_eq!(version("newhttp"), "2026-07-28");
+    assert_eq!(version("both"), "2026-07-28", "a server of both eras gets the new one");
+    assert_eq!(version("old"), "2025-11-25", "a handshake-only server gets the handshake");
+    assert!(!version("ev").is_empty(), "server-everything: {}", version("ev"));
+    eprintln!("server-everything negotiated {}", version("ev"));
+    for server in ["new", "old", "newhttp"] {
+        let (status, result) = app.call_tool(&format!("{server}__echo"), json!({"text": server})).await;
+        assert_eq!((status, crate::common::first_text(&result)), (200, server), "{result}");
+    }
+}

@@ -38,6 +38,10 @@ struct Cli {
     /// Server name reported in `serverInfo`.
     #[arg(long, global = true, default_value = "mcp-test-server")]
     name: String,
+    /// Which MCP protocol eras to speak: both, new (2026-07-28 only: no `initialize`), or legacy
+    /// (the `initialize` handshake only).
+    #[arg(long, global = true, value_enum, default_value_t = Era::Both)]
+    era: Era,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -62,6 +66,17 @@ enum Mode {
     Hang,
 }
 
+/// MCP protocol eras a test server speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Era {
+    /// Every version rmcp knows (the default).
+    Both,
+    /// 2026-07-28 only: `initialize` is refused.
+    New,
+    /// The `initialize` handshake only.
+    Legacy,
+}
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> Result<(), BoxError> {
@@ -81,7 +96,8 @@ fn main() -> Result<(), BoxError> {
 async fn serve(cli: Cli) -> Result<(), BoxError> {
     let shared = Arc::new(Shared::from_env()?);
     let name: Arc<str> = cli.name.into();
-    let make_server = move || TestServer::new(Arc::clone(&name), Arc::clone(&shared));
+    let era = cli.era;
+    let make_server = move || TestServer::new(Arc::clone(&name), Arc::clone(&shared), era);
     match cli.mode {
         Mode::Stdio => {
             let running = make_server().serve(rmcp::transport::stdio()).await?;
@@ -89,11 +105,15 @@ async fn serve(cli: Cli) -> Result<(), BoxError> {
             tracing::info!(?reason, "stdio session ended");
         }
         Mode::Http { port } => {
-            let service = StreamableHttpService::new(
-                move || Ok(make_server()),
-                Arc::new(LocalSessionManager::default()),
-                StreamableHttpServerConfig::default(),
-            );
+            let config = StreamableHttpServerConfig::default();
+            // A server of the new revision only keeps no sessions and wants each request's `_meta`.
+            let config = if era == Era::New {
+                config.with_legacy_session_mode(false).with_stateless_protocol_metadata_required(true)
+            } else {
+                config
+            };
+            let service =
+                StreamableHttpService::new(move || Ok(make_server()), Arc::new(LocalSessionManager::default()), config);
             let app = axum::Router::new().route_service("/mcp", service);
             let listener = bind(port).await?;
             axum::serve(listener, app).await?;

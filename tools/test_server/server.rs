@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode, Implementation, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig,
+    PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::json;
 
+use crate::Era;
 use crate::tools::{self, Shared};
 
 /// The test MCP server of one session.
@@ -19,11 +20,12 @@ use crate::tools::{self, Shared};
 pub struct TestServer {
     name: Arc<str>,
     shared: Arc<Shared>,
+    era: Era,
 }
 
 impl TestServer {
-    pub fn new(name: Arc<str>, shared: Arc<Shared>) -> Self {
-        Self { name, shared }
+    pub fn new(name: Arc<str>, shared: Arc<Shared>, era: Era) -> Self {
+        Self { name, shared, era }
     }
 
     fn is_added(&self, name: &str) -> bool {
@@ -88,6 +90,14 @@ fn echo(text: String) -> CallToolResult {
 }
 
 impl ServerHandler for TestServer {
+    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
+        std::borrow::Cow::Borrowed(match self.era {
+            Era::Both => ProtocolVersion::KNOWN_VERSIONS,
+            Era::New => &[ProtocolVersion::V_2026_07_28],
+            Era::Legacy => ProtocolVersion::known_up_to(&ProtocolVersion::LATEST_WITH_INITIALIZE),
+        })
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
             .with_server_info(Implementation::new(self.name.to_string(), env!("CARGO_PKG_VERSION")))

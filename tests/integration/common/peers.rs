@@ -59,7 +59,13 @@ impl HttpPeer {
 
     /// Our test server in `http` or `sse` mode on `port` (0 = any free port).
     pub async fn test_server(mode: &str, port: u16) -> Self {
+        Self::test_server_with(mode, port, &[]).await
+    }
+
+    /// Our test server in `http` or `sse` mode with extra arguments (e.g. `--era new`).
+    pub async fn test_server_with(mode: &str, port: u16, extra: &[&str]) -> Self {
         let mut child = Command::new(TEST_SERVER)
+            .args(extra)
             .args([mode, "--port", &port.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
