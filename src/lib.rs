@@ -12,4 +12,5 @@ pub mod config;
 pub mod http;
 pub mod llm;
 pub mod mcp;
+pub mod metrics;
 pub mod telemetry;

@@ -13,7 +13,12 @@ use crate::config::{LogFormat, Redactor};
 
 /// Installs the global subscriber (logs go to stderr). Safe to call once per process.
 pub fn init(format: LogFormat, level: &str, redactor: Redactor) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // rmcp logs whole `initialize` payloads (server instructions included) at INFO: those are
+    // debug detail here. RUST_LOG still decides everything when set.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let quiet = if level.contains("rmcp") { String::new() } else { ",rmcp=warn".to_owned() };
+        EnvFilter::new(format!("{level}{quiet}"))
+    });
     let writer = RedactingStderr(Arc::new(redactor));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let result = match format {

@@ -179,6 +179,9 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
     let mut images = Vec::new();
     let (arguments, ToolOutput { text, is_error, artifacts }) = match plan {
         Plan::Refuse(text) => {
+            let server = scope.offered.iter().find(|e| e.name == call.name()).map_or("", |e| e.server.as_str());
+            crate::metrics::metrics().tool_call(server, call.name(), "refused", started.elapsed());
+            tracing::info!(server, tool = %call.name(), outcome = "refused", "mcp.call refused");
             let args =
                 serde_json::from_str(call.arguments()).unwrap_or_else(|_| Value::String(call.arguments().to_owned()));
             (args, ToolOutput { text, is_error: true, artifacts: Vec::new() })
@@ -201,8 +204,11 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
                     (ToolOutput { text, is_error: true, artifacts: Vec::new() }, Some(e.to_string()))
                 }
             };
-            tracing::info!(server = %server, tool = %call.name(), is_error = output.is_error, error = error.as_deref(),
+            let outcome = if output.is_error { "error" } else { "ok" };
+            crate::metrics::metrics().tool_call(server, call.name(), outcome, started.elapsed());
+            tracing::info!(server = %server, tool = %call.name(), outcome, error = error.as_deref(),
                 duration_ms = duration_ms(started.elapsed()), "mcp.call finished");
+            tracing::debug!(server = %server, tool = %call.name(), arguments = %args, "mcp.call arguments");
             (args, output)
         }
     };

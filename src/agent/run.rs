@@ -269,6 +269,7 @@ impl Agent {
             )
             .await?;
             round.finish();
+            let done = |round_no: u32| crate::metrics::metrics().rounds.observe(f64::from(round_no));
             if let Some(u) = &round.usage {
                 add_usage(&mut usage, u);
             }
@@ -276,6 +277,7 @@ impl Agent {
             let client_calls: Vec<Value> =
                 round.client_calls().map(|c| serde_json::to_value(&c.call).unwrap_or_default()).collect();
             if round.gateway_calls().next().is_none() {
+                done(round_no);
                 // `tool_calls` with no call left for the client (all ours were dropped) is a stop.
                 let finish = match round.finish_reason.as_deref() {
                     Some("tool_calls") | Some("function_call") if client_calls.is_empty() => "stop".to_owned(),
@@ -288,6 +290,7 @@ impl Agent {
                 // The model called tools although this round was sent with `tool_choice: "none"`
                 // (some models and gateways ignore it): nothing more runs; the answer ends here.
                 tracing::warn!(round = round_no, "the model called tools on the last round; not run");
+                done(round_no);
                 let note = "\n\n(Stopped: this request reached its limit of tool calls, rounds or time.)";
                 content.push_str(note);
                 out.delta(json!({"content": note}), None).await;
@@ -334,6 +337,7 @@ impl Agent {
             }
             trace.extend(runs);
             if !client_calls.is_empty() {
+                done(round_no);
                 // A mixed turn: ours ran; the client's calls go back to the client.
                 return Ok(Outcome::of(out, &round, content, client_calls, "tool_calls".into(), usage, trace));
             }

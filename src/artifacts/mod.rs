@@ -103,6 +103,7 @@ impl Artifacts {
         let meta =
             ArtifactMeta { content_type: mime.to_owned(), size: bytes.len() as u64, source: source.map(str::to_owned) };
         self.store.put(&key, bytes, &meta).await?;
+        crate::metrics::metrics().artifacts_stored.inc();
         let url = self.store.url(&key, self.url_ttl).await?;
         Ok(Artifact { key, url, mime_type: meta.content_type, size: meta.size })
     }

@@ -98,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/mcp/servers", get(mcp::servers))
         .route("/mcp/tools/list", get(mcp::list_tools).post(mcp::list_tools))
         .route("/mcp/tools/call", post(mcp::call_tool))
+        .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
     let health = Router::new()
         .route("/health", get(health::summary))
@@ -120,6 +121,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(trace)
+                .layer(axum::middleware::from_fn(count_request))
                 .layer(axum::middleware::from_fn_with_state(state.clone(), limit_headers)),
         )
         .with_state(state)
@@ -168,6 +170,32 @@ fn mcp_facade(state: &AppState) -> StreamableHttpService<crate::agent::Facade, L
     let config =
         if hosts.is_empty() { config.disable_allowed_hosts() } else { config.with_allowed_hosts(hosts.clone()) };
     StreamableHttpService::new(move || Ok(facade.clone()), Default::default(), config)
+}
+
+/// Counts every request by matched route and status.
+async fn count_request(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    let route = route
+        .or_else(|| response.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned()))
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let labels = crate::metrics::RequestLabels { route, status: response.status().as_u16() };
+    crate::metrics::metrics().requests.get_or_create(&labels).inc();
+    response
+}
+
+/// `GET /metrics`: OpenMetrics text; MCP server state and the catalog size are read now.
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
+    let m = crate::metrics::metrics();
+    for server in state.hub.servers() {
+        let labels = crate::metrics::ServerLabels { server: server.name.clone() };
+        let up = i64::from(server.state == crate::mcp::ServerState::Ready);
+        m.server_up.get_or_create(&labels).set(up);
+        m.server_restarts.get_or_create(&labels).set(i64::from(server.restarts));
+    }
+    m.catalog_tools.set(i64::try_from(state.hub.catalog().len()).unwrap_or(i64::MAX));
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    axum::response::IntoResponse::into_response(([(axum::http::header::CONTENT_TYPE, content_type)], m.encode()))
 }
 
 async fn not_found(req: Request) -> ApiError {

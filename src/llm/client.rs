@@ -79,6 +79,7 @@ impl UpstreamClient {
     /// Sends a request; non-success statuses become [`LlmError`]s (4xx keep their body).
     pub async fn send(&self, req: UpstreamRequest) -> Result<UpstreamResponse, LlmError> {
         let url = self.confined_url(&req.path_and_query)?;
+        let started = std::time::Instant::now();
         let auth = self.auth_header(req.client_auth);
         let mut headers = req.headers;
         if let Some(auth) = auth {
@@ -92,6 +93,7 @@ impl UpstreamClient {
             UpstreamBody::Empty => self.send_replayable(&req.method, &url, &headers, None).await?,
             UpstreamBody::Bytes(b) => self.send_replayable(&req.method, &url, &headers, Some(b)).await?,
         };
+        crate::metrics::metrics().upstream_latency.observe(started.elapsed().as_secs_f64());
         self.check(response).await
     }
 

@@ -15,6 +15,7 @@ mod hub;
 mod lifecycle;
 mod litellm;
 mod mcp;
+mod metrics;
 mod policy;
 mod providers;
 mod proxy;

@@ -1,0 +1,130 @@
+//! Prometheus metrics, served as OpenMetrics text at `/metrics`: requests by route and status,
+//! upstream latency, model rounds per chat request, tool calls by server, tool and outcome with
+//! their latency, artifacts stored; MCP server state, restarts and the catalog size are read at
+//! scrape time. One registry for the process ([`metrics`]); recording is lock-free.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of an HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The matched route (`/v1/chat/completions`, `/mcp/tools/call` …; `unmatched` otherwise).
+    pub route: String,
+    /// The status code.
+    pub status: u16,
+}
+
+/// Labels of a tool call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolLabels {
+    /// MCP server.
+    pub server: String,
+    /// Exposed tool name.
+    pub tool: String,
+    /// `ok`, `error` (the tool or its server failed) or `refused` (not run).
+    pub outcome: String,
+}
+
+/// Labels of one MCP server.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    /// MCP server.
+    pub server: String,
+}
+
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+/// Every metric of the process.
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests served.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time until the upstream's response head, in seconds.
+    pub upstream_latency: Histogram,
+    /// Model rounds per chat request that ran the tool loop.
+    pub rounds: Histogram,
+    /// Tool calls.
+    pub tool_calls: Family<ToolLabels, Counter>,
+    /// Tool call duration, in seconds.
+    pub tool_latency: Family<ToolLabels, Histogram, fn() -> Histogram>,
+    /// Artifacts stored.
+    pub artifacts_stored: Counter,
+    /// 1 while an MCP server is connected.
+    pub server_up: Family<ServerLabels, Gauge>,
+    /// Reconnections of an MCP server since start.
+    pub server_restarts: Family<ServerLabels, Gauge>,
+    /// Tools in the catalog.
+    pub catalog_tools: Gauge,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("mcp_middleware");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests served, by route and status", requests.clone());
+        let upstream_latency = latency();
+        registry.register(
+            "upstream_latency_seconds",
+            "Time until the upstream model gateway's response head",
+            upstream_latency.clone(),
+        );
+        let rounds = Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0].into_iter());
+        registry.register("chat_rounds", "Model rounds per chat request that ran the tool loop", rounds.clone());
+        let tool_calls = Family::<ToolLabels, Counter>::default();
+        registry.register("tool_calls", "Tool calls, by server, tool and outcome", tool_calls.clone());
+        let tool_latency = Family::<ToolLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency);
+        registry.register("tool_call_duration_seconds", "Tool call duration", tool_latency.clone());
+        let artifacts_stored = Counter::default();
+        registry.register("artifacts_stored", "Artifacts stored (tool output become links)", artifacts_stored.clone());
+        let server_up = Family::<ServerLabels, Gauge>::default();
+        registry.register("mcp_server_up", "1 while an MCP server is connected", server_up.clone());
+        let server_restarts = Family::<ServerLabels, Gauge>::default();
+        registry.register("mcp_server_restarts", "Reconnections of an MCP server since start", server_restarts.clone());
+        let catalog_tools = Gauge::default();
+        registry.register("catalog_tools", "Tools in the catalog", catalog_tools.clone());
+        Self {
+            registry,
+            requests,
+            upstream_latency,
+            rounds,
+            tool_calls,
+            tool_latency,
+            artifacts_stored,
+            server_up,
+            server_restarts,
+            catalog_tools,
+        }
+    }
+
+    /// Counts a finished tool call.
+    pub fn tool_call(&self, server: &str, tool: &str, outcome: &str, took: Duration) {
+        let labels = ToolLabels { server: server.to_owned(), tool: tool.to_owned(), outcome: outcome.to_owned() };
+        self.tool_latency.get_or_create(&labels).observe(took.as_secs_f64());
+        self.tool_calls.get_or_create(&labels).inc();
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
