@@ -78,7 +78,7 @@ impl Metrics {
             "Time until the upstream model gateway's response head",
             upstream_latency.clone(),
         );
-        let rounds = Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0].into_iter());
+        let rounds = Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0]);
         registry.register("chat_rounds", "Model rounds per chat request that ran the tool loop", rounds.clone());
         let tool_calls = Family::<ToolLabels, Counter>::default();
         registry.register("tool_calls", "Tool calls, by server, tool and outcome", tool_calls.clone());
