@@ -36,6 +36,26 @@ async fn connected_hub(config: &Config) -> (std::sync::Arc<Hub>, CancellationTok
     (hub, token)
 }
 
+/// Checks a running gateway's liveliness at the configured `listen` address (a wildcard address
+/// is asked on loopback).
+pub async fn health(config: &Config) -> Result<(), String> {
+    let mut addr = config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().map_err(|e| e.to_string())?;
+    let response = client
+        .get(format!("http://{addr}/health/liveliness"))
+        .send()
+        .await
+        .map_err(|e| format!("{addr}: {}", e.without_url()))?;
+    if response.status().is_success() { Ok(()) } else { Err(format!("{addr} answered {}", response.status())) }
+}
+
 /// Prints every server's state and tools.
 pub async fn tools(config: &Config) -> String {
     let (hub, _token) = connected_hub(config).await;

@@ -37,6 +37,9 @@ enum Command {
     Check,
     /// Connect to every MCP server, print the tool catalog per server, exit.
     Tools,
+    /// Ask a running gateway (at `listen`) for `/health/liveliness`: exit 0 when it answers
+    /// 200, 1 otherwise. For container health checks: no curl or wget needed.
+    Health,
     /// Call one tool by its exposed name and print the MCP result as JSON.
     Call {
         /// Exposed tool name (`<server>__<tool>`).
@@ -83,6 +86,15 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Some(Command::Health) => {
+            return match runtime.block_on(cli::health(&config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some(Command::Tools) => {
             print!("{}", runtime.block_on(cli::tools(&config)));
             return ExitCode::SUCCESS;

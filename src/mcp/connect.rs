@@ -85,28 +85,38 @@ impl ClientHandler for HubClient {
     }
 }
 
-/// Opens a session with `server` in either MCP protocol era: `server/discover` first (the
-/// 2026-07-28 revision, no handshake), falling back to the `initialize` handshake when the
-/// server does not speak the new revision. `in_process` serves an in-process server.
+/// Opens a session with `server` in either MCP protocol era. With `discover`, the 2026-07-28
+/// revision's `server/discover` is tried first (rmcp's `Auto`); when that fails in any way —
+/// servers of the handshake era answer it with errors of every kind, and some official ones
+/// (the Python SDK's) close the connection — the session starts again with the `initialize`
+/// handshake. The second value says whether the new revision was used, so a reconnection can
+/// go straight to the handshake. `in_process` serves an in-process server.
 pub async fn connect(
     server: &McpServerConfig,
     http: &reqwest::Client,
     client: HubClient,
     in_process: Option<&InProcessServer>,
-) -> Result<(Connection, ProcessGroupGuard), ConnectError> {
-    let auto = ClientLifecycleMode::Auto {
-        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-        legacy_version: Some(ProtocolVersion::LATEST_WITH_INITIALIZE),
-    };
-    match open(server, http, client.clone(), in_process, auto).await {
-        // A server that knows the new revision's methods but only the handshake era answers
-        // "unsupported version" rather than "unknown method": start again with the handshake.
-        Err(ConnectError::NoCommonVersion) => {
-            tracing::debug!(server = %server.name, "server/discover refused; using the initialize handshake");
-            open(server, http, client, in_process, ClientLifecycleMode::Initialize).await
+    discover: bool,
+) -> Result<(Connection, ProcessGroupGuard, bool), ConnectError> {
+    if discover {
+        let auto = ClientLifecycleMode::Auto {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            legacy_version: Some(ProtocolVersion::LATEST_WITH_INITIALIZE),
+        };
+        match open(server, http, client.clone(), in_process, auto).await {
+            Ok((connection, guard)) => {
+                let new_era = connection.peer_info().is_some_and(|info| !info.protocol_version.has_initialize());
+                return Ok((connection, guard, new_era));
+            }
+            // Nothing listens, or the program cannot start: the handshake would fail the same way.
+            Err(e @ (ConnectError::Spawn { .. } | ConnectError::Sse(_) | ConnectError::Header(_))) => return Err(e),
+            Err(e) => {
+                tracing::debug!(server = %server.name, error = %e, "server/discover failed; using the initialize handshake");
+            }
         }
-        other => other,
     }
+    let (connection, guard) = open(server, http, client, in_process, ClientLifecycleMode::Initialize).await?;
+    Ok((connection, guard, false))
 }
 
 async fn open(

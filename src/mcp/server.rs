@@ -80,6 +80,9 @@ pub struct ServerHandle {
     in_process: Option<InProcessServer>,
     /// Scrubs this server's URL tokens and header values from every message it produces.
     redactor: Redactor,
+    /// Whether to try the 2026-07-28 revision (`server/discover`) first: until a server has
+    /// been reached with the `initialize` handshake instead.
+    try_discover: std::sync::atomic::AtomicBool,
 }
 
 impl ServerHandle {
@@ -96,7 +99,8 @@ impl ServerHandle {
         });
         let tools_changed = Arc::new(Notify::new());
         let redactor = Redactor::for_server(&config);
-        Arc::new(Self { config, live, tools_changed, in_process, redactor })
+        let try_discover = std::sync::atomic::AtomicBool::new(true);
+        Arc::new(Self { config, live, tools_changed, in_process, redactor, try_discover })
     }
 
     /// Server name.
@@ -181,13 +185,14 @@ impl ServerHandle {
         let client = HubClient::new(self.tools_changed.clone());
         let running = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(timeout, connect(&self.config, http, client, self.in_process.as_ref())) => match r {
+            r = tokio::time::timeout(timeout, connect(&self.config, http, client, self.in_process.as_ref(), self.try_discover.load(std::sync::atomic::Ordering::Relaxed))) => match r {
                 Ok(Ok(connected)) => connected,
                 Ok(Err(e)) => return Err(e.to_string()),
                 Err(_) => return Err(format!("no answer to initialize within {timeout:?}")),
             },
         };
-        let (running, _group) = running;
+        let (running, _group, new_era) = running;
+        self.try_discover.store(new_era, std::sync::atomic::Ordering::Relaxed);
         let peer = running.peer().clone();
         let version = running.peer_info().map(|info| info.protocol_version.as_str().to_owned());
         match tokio::time::timeout(timeout, peer.list_all_tools()).await {

@@ -9,6 +9,7 @@ mod artifacts;
 mod auth;
 mod builtin;
 mod config;
+mod deploy;
 mod errors;
 mod facade;
 mod hub;

@@ -39,6 +39,12 @@ pub fn everything() -> &'static str {
     PATH.get_or_init(|| npm_peer("@modelcontextprotocol/server-everything/dist/index.js"))
 }
 
+/// The official memory server's entry point (a TypeScript-SDK server of the handshake era).
+pub fn memory_server() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| npm_peer("@modelcontextprotocol/server-memory/dist/index.js"))
+}
+
 /// The official MCP Inspector's CLI entry point (0.15, the last line for Node 20).
 pub fn inspector_cli() -> &'static str {
     static PATH: OnceLock<String> = OnceLock::new();
