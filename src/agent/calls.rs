@@ -128,6 +128,8 @@ pub struct CallScope<'a> {
     pub vision: bool,
     /// Scrubs configured secrets from what a tool returns (a tool may print its environment).
     pub redactor: &'a crate::config::Redactor,
+    /// Who the request acts for (fills HTTP servers' `user_headers`).
+    pub identity: &'a crate::config::UserIdentity,
 }
 
 /// Largest image (base64 characters) passed inline to a vision model — under Anthropic's 5 MB
@@ -190,8 +192,11 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
             let server = &entry.server;
             let span = tracing::info_span!("mcp.call", server = %server, tool = %call.name());
             let visible = || Some(scope.offered.iter().map(|e| e.name.clone()).collect());
-            let result =
-                tracing::Instrument::instrument(scope.hub.call_entry(&entry, args.clone(), visible), span).await;
+            let result = tracing::Instrument::instrument(
+                scope.hub.call_entry(&entry, args.clone(), visible, scope.identity),
+                span,
+            )
+            .await;
             let (output, error) = match result {
                 Ok(result) => {
                     if scope.vision {

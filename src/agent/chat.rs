@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::run::{Agent, ChatJob};
 use super::{RequestControls, cards_to_text, client_tool_names, expand_tool_cards, select, takes_images};
-use crate::config::ToolSelection;
+use crate::config::{ToolSelection, UserIdentity};
 use crate::llm::{ChatRequest, LlmError, SseEvent, UpstreamBody, UpstreamRequest, UpstreamResponse};
 
 /// How an Open WebUI tool card looks inside JSON-encoded content.
@@ -34,6 +34,8 @@ pub struct ChatInput {
     pub headers: HeaderMap,
     /// The client's `Authorization`, for `upstream.forward_client_auth`.
     pub client_auth: Option<HeaderValue>,
+    /// Who the request acts for (fills MCP servers' `user_headers`).
+    pub identity: UserIdentity,
 }
 
 /// What a chat request produced.
@@ -81,7 +83,7 @@ fn has_server_side_tools(body: &Map<String, Value>) -> bool {
 impl Agent {
     /// Runs one chat request.
     pub async fn chat(&self, input: ChatInput) -> Result<ChatReply, ChatError> {
-        let ChatInput { raw, key, mcp_servers, background, mut headers, client_auth } = input;
+        let ChatInput { raw, key, mcp_servers, background, mut headers, client_auth, identity } = input;
         let mut chat = ChatRequest::parse(raw)?;
         let had_controls = chat.body.contains_key("mcp");
         let header_values: Vec<&str> = mcp_servers.iter().map(String::as_str).collect();
@@ -133,7 +135,7 @@ impl Agent {
         }
 
         let vision = takes_images(&chat.body, &self.models);
-        let job = ChatJob { body: chat.body, tools, headers, client_auth, vision };
+        let job = ChatJob { body: chat.body, tools, headers, client_auth, vision, identity };
         if !stream {
             return Ok(ChatReply::Completion(self.complete(job).await?));
         }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{KeyPolicy, RequestControls, ToolAccess, to_tool_output};
 use crate::artifacts::Artifacts;
-use crate::config::Redactor;
+use crate::config::{Redactor, UserIdentity};
 use crate::mcp::Hub;
 
 /// The facade's shared state; every session gets a clone.
@@ -123,7 +123,13 @@ impl ServerHandler for Facade {
         let arguments = request.arguments.map(Value::Object).unwrap_or(Value::Null);
         let visible =
             || (!access.is_unrestricted()).then(|| access.visible(&catalog).map(|e| e.name.clone()).collect());
-        let result = match self.hub.call_entry(entry, arguments, visible).await {
+        let identity = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<UserIdentity>())
+            .cloned()
+            .unwrap_or_default();
+        let result = match self.hub.call_entry(entry, arguments, visible, &identity).await {
             Ok(result) => result,
             // A failed call is a tool error the client reads, as in chat.
             Err(e) => return Ok(error_result(self.redactor.scrub(&e.to_string()).into_owned()).into()),

@@ -52,6 +52,8 @@ pub struct ChatJob {
     pub client_auth: Option<HeaderValue>,
     /// The model takes images: tool images are also shown to it.
     pub vision: bool,
+    /// Who the request acts for.
+    pub identity: crate::config::UserIdentity,
 }
 
 /// The identity every chunk of one response shares.
@@ -234,7 +236,7 @@ impl Agent {
 
     async fn drive(&self, job: ChatJob, out: &mut Emitter) -> Result<Outcome, LlmError> {
         let started = Instant::now();
-        let ChatJob { mut body, tools, headers, client_auth, vision } = job;
+        let ChatJob { mut body, tools, headers, client_auth, vision, identity } = job;
         let client_tools: HashSet<String> = super::client_tool_names(&body).map(str::to_owned).collect();
         let mut merged_tools: Vec<Value> = body.get("tools").and_then(Value::as_array).cloned().unwrap_or_default();
         merged_tools.extend(tools.iter().map(|t| t.openai_tool.clone()));
@@ -307,6 +309,7 @@ impl Agent {
                 offered: &tools,
                 vision,
                 redactor: &self.redactor,
+                identity: &identity,
             };
             let runs = run_calls(&scope, &gateway, &mut ledger, limits).await;
             for run in &runs {

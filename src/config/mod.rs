@@ -194,6 +194,33 @@ pub struct KeyConfig {
     pub key: Secret,
     /// What requests with this key may use.
     pub selection: ToolSelection,
+    /// Who requests with this key act for.
+    pub user: UserIdentity,
+    /// Whether the user Open WebUI forwards with this key is trusted.
+    pub trust_user_headers: bool,
+}
+
+/// Who a request acts for, as MCP servers' `user_headers` templates see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserIdentity {
+    /// `{{user.id}}`.
+    pub id: Option<String>,
+    /// `{{user.name}}`.
+    pub name: Option<String>,
+    /// `{{user.email}}`.
+    pub email: Option<String>,
+    /// `{{user.role}}`.
+    pub role: Option<String>,
+    /// `{{chat.id}}`.
+    pub chat_id: Option<String>,
+}
+
+/// Longest identity value put into a header.
+pub const MAX_IDENTITY_VALUE: usize = 256;
+
+/// Whether `value` may go into an HTTP header: printable, no CR/LF, not too long.
+pub fn header_safe(value: &str) -> bool {
+    value.len() <= MAX_IDENTITY_VALUE && !value.chars().any(char::is_control)
 }
 
 /// The model gateway requests are forwarded to.
@@ -233,6 +260,8 @@ pub struct AuthConfig {
     pub api_keys: Vec<Secret>,
     /// Accepted keys with a tool policy.
     pub keys: Vec<KeyConfig>,
+    /// Whether the user Open WebUI forwards is trusted on `api_keys` (or an open gateway).
+    pub trust_user_headers: bool,
     /// Serving without keys on a non-loopback address was chosen deliberately (`auth.open`).
     pub open: bool,
 }
@@ -303,6 +332,8 @@ pub struct McpServerConfig {
     pub include_tools: Option<Vec<String>>,
     /// Original tool names never exposed.
     pub exclude_tools: Vec<String>,
+    /// Header templates filled per call from the caller's identity (HTTP transports).
+    pub user_headers: BTreeMap<String, String>,
 }
 
 /// How an MCP server is reached.
@@ -417,9 +448,22 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         if k.key.trim().is_empty() {
             p.push(format!("auth.keys[{i}].key"), "an API key must not be empty");
         } else {
+            let user = k.user.unwrap_or_default();
+            let user = UserIdentity { id: user.id, name: user.name, email: user.email, role: user.role, chat_id: None };
+            for (field, value) in [("id", &user.id), ("name", &user.name), ("email", &user.email), ("role", &user.role)]
+            {
+                if value.as_deref().is_some_and(|v| !header_safe(v)) {
+                    p.push(
+                        format!("auth.keys[{i}].user.{field}"),
+                        format!("must be printable text of at most {MAX_IDENTITY_VALUE} characters (no CR/LF)"),
+                    );
+                }
+            }
             keys.push(KeyConfig {
                 key: Secret(k.key),
                 selection: ToolSelection { servers: k.servers, tools: k.tools },
+                user,
+                trust_user_headers: k.trust_user_headers.unwrap_or(false),
             });
         }
     }
@@ -491,6 +535,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             startup_timeout: Duration::from_secs(10),
             include_tools: raw.builtin_tools.include_tools,
             exclude_tools: raw.builtin_tools.exclude_tools,
+            user_headers: BTreeMap::new(),
         });
     }
     for (name, server) in raw.mcp_servers {
@@ -499,7 +544,12 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
 
-    let auth = AuthConfig { api_keys, keys, open: raw.auth.open.unwrap_or(false) };
+    let auth = AuthConfig {
+        api_keys,
+        keys,
+        trust_user_headers: raw.auth.trust_user_headers.unwrap_or(false),
+        open: raw.auth.open.unwrap_or(false),
+    };
     let facade = FacadeConfig {
         enabled: raw.mcp_facade.enabled.unwrap_or(true),
         allowed_hosts: if !raw.mcp_facade.allowed_hosts.is_empty() {
@@ -598,6 +648,23 @@ fn mcp_server(name: &str, raw: RawMcpServer, p: &mut Problems) -> Option<McpServ
         p.push("mcpServers", "a server name must not be empty");
         return None;
     }
+    if !raw.user_headers.is_empty() && raw.url.is_none() {
+        p.push(at("user_headers"), "only HTTP servers (`url`) take user headers");
+    }
+    for (name, template) in &raw.user_headers {
+        if http::HeaderName::try_from(name.as_str()).is_err() {
+            p.push(at("user_headers"), format!("`{name}` is not a valid header name"));
+        }
+        for placeholder in template.split("{{").skip(1).filter_map(|rest| rest.split_once("}}")).map(|(p, _)| p.trim())
+        {
+            if !["user.id", "user.name", "user.email", "user.role", "chat.id"].contains(&placeholder) {
+                p.push(
+                    at("user_headers"),
+                    format!("unknown placeholder `{{{{{placeholder}}}}}` (use user.id, user.name, user.email, user.role, chat.id)"),
+                );
+            }
+        }
+    }
     let transport = match (&raw.command, &raw.url) {
         (Some(_), Some(_)) => {
             p.push(at("url"), "set either `command` (stdio) or `url`, not both");
@@ -649,6 +716,7 @@ fn mcp_server(name: &str, raw: RawMcpServer, p: &mut Problems) -> Option<McpServ
         startup_timeout: dur(raw.startup_timeout, 30),
         include_tools: raw.include_tools,
         exclude_tools: raw.exclude_tools,
+        user_headers: raw.user_headers,
     })
 }
 

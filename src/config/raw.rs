@@ -87,6 +87,10 @@ pub struct RawAuth {
     /// Keys with a tool policy of their own: which servers and tools requests made with them may use.
     #[serde(default)]
     pub keys: Vec<RawKey>,
+    /// Trust the user Open WebUI forwards (`X-OpenWebUI-User-*` headers) on requests made with
+    /// `api_keys` (or without a key, on an open gateway). Default false.
+    #[serde(default, deserialize_with = "text_or")]
+    pub trust_user_headers: Option<bool>,
     /// Serve without any key on an address other than loopback. Default false: with no key
     /// configured the gateway refuses to start on a non-loopback `listen`, since anyone who
     /// reaches it could run every tool and use the upstream's key.
@@ -105,6 +109,27 @@ pub struct RawKey {
     /// Tools this key may use: exposed names (`server__tool`, `*` globs), or original names when
     /// `servers` is set too. Absent means all.
     pub tools: Option<Vec<String>>,
+    /// Who requests with this key act for (for `user_headers` templates of MCP servers).
+    #[serde(default)]
+    pub user: Option<RawUser>,
+    /// Trust the user Open WebUI forwards with this key (`X-OpenWebUI-User-Id/-Name/-Email/-Role`,
+    /// `X-OpenWebUI-Chat-Id`). Default false: the headers are ignored.
+    #[serde(default, deserialize_with = "text_or")]
+    pub trust_user_headers: Option<bool>,
+}
+
+/// A user identity, as `user_headers` templates see it (`{{user.email}}` …).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    /// `{{user.id}}`.
+    pub id: Option<String>,
+    /// `{{user.name}}`.
+    pub name: Option<String>,
+    /// `{{user.email}}`.
+    pub email: Option<String>,
+    /// `{{user.role}}`.
+    pub role: Option<String>,
 }
 
 /// A tool policy (per model).
@@ -289,6 +314,11 @@ pub struct RawMcpServer {
     /// HTTP headers sent to a remote server (e.g. `Authorization`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Headers filled per tool call from the caller's identity (HTTP servers only), e.g.
+    /// `X-User: "{{user.email}}"`. Placeholders: `user.id`, `user.name`, `user.email`,
+    /// `user.role`, `chat.id`. A header whose values are unknown is not sent.
+    #[serde(default)]
+    pub user_headers: BTreeMap<String, String>,
     /// Connect this server. Default true.
     #[serde(default, deserialize_with = "text_or")]
     pub enabled: Option<bool>,

@@ -11,38 +11,87 @@ use axum::response::Response;
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, KeyConfig, UserIdentity, header_safe};
 
 pub use crate::agent::KeyPolicy;
 
-/// Middleware on every route but health: lets a request through only with a configured key.
+/// Who a request comes from: its key's tool policy (if it has one) and who it acts for.
+pub struct Caller {
+    /// The key's tool policy; `None` for a key without one (or an open gateway).
+    pub policy: Option<KeyPolicy>,
+    /// The user, from the key's configuration and, where trusted, Open WebUI's headers.
+    pub identity: UserIdentity,
+}
+
+/// Middleware on every route but health: lets a request through only with a configured key,
+/// and leaves the key's policy and the caller's identity in the request's extensions.
 pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
-    if let Some(policy) = authenticate(&state.config.auth, req.headers())? {
+    let caller = authenticate(&state.config.auth, req.headers())?;
+    if let Some(policy) = caller.policy {
         req.extensions_mut().insert(policy);
     }
+    req.extensions_mut().insert(caller.identity);
     Ok(next.run(req).await)
 }
 
-/// Checks the presented key: `Ok(Some(policy))` for a key with a tool policy, `Ok(None)` for a
-/// plain key or an open gateway, `Err` for a missing or unknown key.
-pub fn authenticate(auth: &AuthConfig, headers: &HeaderMap) -> Result<Option<KeyPolicy>, ApiError> {
+/// Checks the presented key (`Err` for a missing or unknown one when keys are configured).
+pub fn authenticate(auth: &AuthConfig, headers: &HeaderMap) -> Result<Caller, ApiError> {
     if auth.is_open() {
-        return Ok(None);
+        let identity = if auth.trust_user_headers {
+            forwarded_user(headers, UserIdentity::default())
+        } else {
+            UserIdentity::default()
+        };
+        return Ok(Caller { policy: None, identity });
     }
     let presented = presented_key(headers).ok_or(ApiError::Unauthorized)?.as_bytes();
     // Compare against every key so timing says nothing about which one (if any) matched.
     let plain =
         auth.api_keys.iter().fold(subtle::Choice::from(0), |acc, k| acc | k.expose().as_bytes().ct_eq(presented));
-    let mut policy = None;
+    let mut matched: Option<&KeyConfig> = None;
     for key in &auth.keys {
         if bool::from(key.key.expose().as_bytes().ct_eq(presented)) {
-            policy = Some(KeyPolicy(Arc::new(key.selection.clone())));
+            matched = Some(key);
         }
     }
-    if !bool::from(plain) && policy.is_none() {
-        return Err(ApiError::Unauthorized);
+    match matched {
+        Some(key) => {
+            let restricted = key.selection.servers.is_some() || key.selection.tools.is_some();
+            let policy = restricted.then(|| KeyPolicy(Arc::new(key.selection.clone())));
+            let identity =
+                if key.trust_user_headers { forwarded_user(headers, key.user.clone()) } else { key.user.clone() };
+            Ok(Caller { policy, identity })
+        }
+        None if bool::from(plain) => {
+            let identity = if auth.trust_user_headers {
+                forwarded_user(headers, UserIdentity::default())
+            } else {
+                UserIdentity::default()
+            };
+            Ok(Caller { policy: None, identity })
+        }
+        None => Err(ApiError::Unauthorized),
     }
-    Ok(policy)
+}
+
+/// `base` overlaid with the user Open WebUI forwards (`ENABLE_FORWARD_USER_INFO_HEADERS`);
+/// values that could not be a header value are ignored.
+fn forwarded_user(headers: &HeaderMap, base: UserIdentity) -> UserIdentity {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && header_safe(v))
+            .map(str::to_owned)
+    };
+    UserIdentity {
+        id: get("x-openwebui-user-id").or(base.id),
+        name: get("x-openwebui-user-name").or(base.name),
+        email: get("x-openwebui-user-email").or(base.email),
+        role: get("x-openwebui-user-role").or(base.role),
+        chat_id: get("x-openwebui-chat-id").or(base.chat_id),
+    }
 }
 
 /// The key a client presents, if any.

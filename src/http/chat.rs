@@ -12,11 +12,13 @@ use super::auth::KeyPolicy;
 use super::body::{Framing, forward_headers, read_limited};
 use super::{ApiError, AppState, mcp_servers_header, proxy, sse};
 use crate::agent::{ChatInput, ChatReply};
+use crate::config::UserIdentity;
 
 /// The chat completions handler (streaming and not).
 pub async fn completions(
     State(state): State<AppState>,
     key: Option<Extension<KeyPolicy>>,
+    identity: Option<Extension<UserIdentity>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -29,6 +31,7 @@ pub async fn completions(
         background: headers.get("x-openwebui-task").is_some_and(|v| !v.as_bytes().trim_ascii().is_empty()),
         headers: forward_headers(&headers, Framing::Rewritten),
         client_auth: headers.get(header::AUTHORIZATION).cloned(),
+        identity: identity.map(|Extension(i)| i).unwrap_or_default(),
     };
     let keepalive = state.config.limits.sse_keepalive;
     match state.agent.chat(input).await? {

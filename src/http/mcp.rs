@@ -76,6 +76,7 @@ struct CallBody {
 pub async fn call_tool(
     State(state): State<AppState>,
     key: Option<Extension<KeyPolicy>>,
+    identity: Option<Extension<crate::config::UserIdentity>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
@@ -93,7 +94,8 @@ pub async fn call_tool(
         return Err(McpError::UnknownTool { name }.into());
     };
     let visible = || (!access.is_unrestricted()).then(|| access.visible(&catalog).map(|e| e.name.clone()).collect());
-    let result = state.hub.call_entry(entry, call.arguments, visible).await?;
+    let identity = identity.map(|Extension(i)| i).unwrap_or_default();
+    let result = state.hub.call_entry(entry, call.arguments, visible, &identity).await?;
     let budget = state.config.artifacts.max_inline_bytes;
     let converted = agent::to_tool_output(&result, &state.artifacts, budget, &name).await;
     let mut value = serde_json::to_value(&result).unwrap_or_default();

@@ -14,6 +14,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::Notify;
 
 use super::InProcessServer;
+use super::call_headers::HeaderClient;
 use super::child_env::child_env;
 use super::sse::{SseClientTransport, SseError};
 use crate::config::{McpServerConfig, McpTransportConfig, Secret};
@@ -160,7 +161,7 @@ async fn open(
             let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
             config.reinit_on_expired_session = true;
             config.custom_headers = header_map(headers)?.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
-            let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
+            let transport = StreamableHttpClientTransport::with_client(HeaderClient(http.clone()), config);
             Ok((
                 client.clone().serve_with_lifecycle(transport, lifecycle.clone()).await.map_err(init)?,
                 ProcessGroupGuard(None),

@@ -5,6 +5,7 @@
 //! |--------------|---------------------------------------------------------------------|
 //! | `connect.rs` | opening a session over stdio, streamable HTTP or legacy SSE          |
 //! | `child_env.rs` | the allowlisted environment a stdio server starts with             |
+//! | `call_headers.rs` | per-call `user_headers` for HTTP servers                        |
 //! | `sse.rs`     | our legacy HTTP+SSE client transport (rmcp 3 has none)               |
 //! | `server.rs`  | one server's supervisor (backoff, `list_changed`) and its tool calls |
 //! | `catalog.rs` | exposed names, sanitised schemas, prepared OpenAI tool JSON          |
@@ -12,6 +13,7 @@
 //! `mcp/` knows nothing of HTTP serving, of the chat loop, or of any concrete tool server:
 //! servers that run in the process are handed in as [`InProcessServer`] values.
 
+mod call_headers;
 mod catalog;
 mod child_env;
 mod connect;
@@ -31,10 +33,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use call_headers::CALL_HEADERS_META;
 pub use catalog::{Catalog, SourceTool, ToolEntry};
 pub use server::{ServerHandle, ServerState, ServerStatus};
 
-use crate::config::{McpServerConfig, McpTransportConfig};
+use crate::config::{McpServerConfig, McpTransportConfig, UserIdentity};
 
 /// Everything that can go wrong with a tool call.
 #[derive(Debug, thiserror::Error)]
@@ -220,18 +223,19 @@ impl Hub {
     pub async fn call(&self, name: &str, arguments: Value) -> Result<CallToolResult, McpError> {
         let catalog = self.catalog();
         let entry = catalog.get(name).ok_or_else(|| McpError::UnknownTool { name: name.to_owned() })?;
-        self.call_entry(entry, arguments, || None).await
+        self.call_entry(entry, arguments, || None, &UserIdentity::default()).await
     }
 
     /// Calls the tool of a catalog entry. The caller has already checked its permission;
     /// `visible` names the tools that caller may see (`None`: all of them) and is asked only when
     /// the tool runs in process, so the built-in `list_mcp_tools` shows no more than the caller
-    /// may use.
+    /// may use. `identity` fills the server's `user_headers`, if it has any.
     pub async fn call_entry(
         &self,
         entry: &ToolEntry,
         arguments: Value,
         visible: impl FnOnce() -> Option<Vec<String>>,
+        identity: &UserIdentity,
     ) -> Result<CallToolResult, McpError> {
         let arguments = match arguments {
             Value::Null => serde_json::Map::new(),
@@ -254,6 +258,12 @@ impl Hub {
             .ok_or_else(|| McpError::UnknownTool { name: entry.name.clone() })?;
         let meta = match server.config.transport {
             McpTransportConfig::InProcess => visible().map(visible_tools_meta),
+            _ if !server.config.user_headers.is_empty() => {
+                let headers = call_headers::render(&server.config.user_headers, identity);
+                let mut meta = JsonObject::new();
+                meta.insert(CALL_HEADERS_META.into(), Value::Object(headers));
+                Some(meta)
+            }
             _ => None,
         };
         let Value::Object(arguments) = arguments else {

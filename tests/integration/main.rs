@@ -13,6 +13,7 @@ mod deploy;
 mod errors;
 mod facade;
 mod hub;
+mod identity;
 mod lifecycle;
 mod litellm;
 mod mcp;

@@ -168,7 +168,7 @@ async fn colliding_and_long_names_are_valid_distinct_and_reversible() {
     // Two servers whose names collide once sanitised, each with tools that collide too.
     let servers = format!("{}{}", stdio("a.b", ""), stdio("a_b", ""));
     let app = app_with(&servers).await;
-    // 11 tools on each server.
+    // 12 tools on each server.
     let tools = app.wait_for_tools(|n| n.len() >= 2 * 11).await;
     let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
     let unique: std::collections::HashSet<_> = names.iter().collect();

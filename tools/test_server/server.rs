@@ -146,6 +146,24 @@ impl ServerHandler for TestServer {
                 CallToolResult::success(vec![ContentBlock::text(tools::big_text(bytes))])
             }
             "list_change" => self.list_change(&context).await,
+            "headers" => {
+                // The `x-*` headers of this call's HTTP request (empty over stdio).
+                let headers: serde_json::Map<String, serde_json::Value> = context
+                    .extensions
+                    .get::<http::request::Parts>()
+                    .map(|parts| {
+                        parts
+                            .headers
+                            .iter()
+                            .filter(|(name, _)| name.as_str().starts_with("x-"))
+                            .map(|(name, value)| (name.to_string(), json!(value.to_str().unwrap_or_default())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let mut result = CallToolResult::success(vec![ContentBlock::text(json!(headers).to_string())]);
+                result.structured_content = Some(json!(headers));
+                result
+            }
             "stats" => {
                 let stats = self.shared.stats();
                 let mut result = CallToolResult::success(vec![ContentBlock::text(stats.to_string())]);

@@ -101,6 +101,11 @@ pub fn builtin_tools() -> Vec<Tool> {
             schema(json!({}), &[]),
         ),
         Tool::new(
+            "headers",
+            "Returns the x-* headers of this call's HTTP request (none over stdio).",
+            schema(json!({}), &[]),
+        ),
+        Tool::new(
             "stats",
             "Counters of `slow` calls in this process: started, completed, cancelled, in_flight.",
             schema(json!({}), &[]),

@@ -307,7 +307,8 @@ impl Seaweed {
             .spawn()
             .expect("start weed mini");
         let endpoint = format!("http://127.0.0.1:{s3}");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Generous: on a busy 2-core machine `weed mini` can take a while to bring S3 up.
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             // Anonymous requests are refused with 403 once S3 is up.
             if let Ok(resp) = reqwest::get(&endpoint).await
