@@ -114,6 +114,16 @@ pub async fn bind(config: &Config) -> Result<TcpListener, AppError> {
 
 /// Runs the gateway on `listener` until `shutdown` is cancelled and requests have drained.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), AppError> {
+    serve_with_reload(config, listener, shutdown, None).await
+}
+
+/// [`serve`], and with `config_path`, reload that file on SIGHUP or when it changes.
+pub async fn serve_with_reload(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    config_path: Option<std::path::PathBuf>,
+) -> Result<(), AppError> {
     let addr = listener.local_addr().map_err(AppError::Serve)?;
     if config.auth.is_open() && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "auth.api_keys is empty: the gateway is open to anyone who can reach this address");
@@ -124,7 +134,13 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let state = build_state(config, &hub_token, shutdown.child_token(), addr)?;
     let hub = state.hub.clone();
     tracing::info!(%addr, upstream = state.upstream.display_url(), "mcp-middleware listening");
-    let served = http::serve(listener, state, shutdown).await;
+    let grace = state.config.limits.shutdown_grace;
+    let routes = http::Routes::new(state.clone());
+    if let Some(path) = config_path {
+        let reloader = crate::reload::Reloader { path, routes: routes.clone(), state, root: shutdown.clone() };
+        tokio::spawn(reloader.run(shutdown.clone()));
+    }
+    let served = http::serve(listener, routes, grace, shutdown).await;
     hub.shutdown().await;
     hub_token.cancel();
     tracing::info!("stopped");

@@ -13,4 +13,5 @@ pub mod http;
 pub mod llm;
 pub mod mcp;
 pub mod metrics;
+pub mod reload;
 pub mod telemetry;

@@ -117,7 +117,7 @@ fn main() -> ExitCode {
         let listener = app::bind(&config).await?;
         let shutdown = CancellationToken::new();
         tokio::spawn(app::cancel_on_signal(shutdown.clone()));
-        app::serve(config, listener, shutdown).await
+        app::serve_with_reload(config, listener, shutdown, Some(path)).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,15 +11,25 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::{LogFormat, Redactor};
 
+/// The redactor every log line passes through (replaced when the config is reloaded).
+static REDACTOR: std::sync::LazyLock<arc_swap::ArcSwap<Redactor>> =
+    std::sync::LazyLock::new(|| arc_swap::ArcSwap::from_pointee(Redactor::default()));
+
+/// Scrubs the secrets of a reloaded config too, from now on.
+pub fn set_redactor(redactor: Redactor) {
+    REDACTOR.store(Arc::new(redactor));
+}
+
 /// Installs the global subscriber (logs go to stderr). Safe to call once per process.
 pub fn init(format: LogFormat, level: &str, redactor: Redactor) {
+    set_redactor(redactor);
     // rmcp logs whole `initialize` payloads (server instructions included) at INFO: those are
     // debug detail here. RUST_LOG still decides everything when set.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         let quiet = if level.contains("rmcp") { String::new() } else { ",rmcp=warn".to_owned() };
         EnvFilter::new(format!("{level}{quiet}"))
     });
-    let writer = RedactingStderr(Arc::new(redactor));
+    let writer = RedactingStderr;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let result = match format {
         LogFormat::Pretty => builder.try_init(),
@@ -32,13 +42,13 @@ pub fn init(format: LogFormat, level: &str, redactor: Redactor) {
 
 /// Makes one [`LineWriter`] per event.
 #[derive(Clone)]
-struct RedactingStderr(Arc<Redactor>);
+struct RedactingStderr;
 
 impl<'a> MakeWriter<'a> for RedactingStderr {
     type Writer = LineWriter;
 
     fn make_writer(&'a self) -> LineWriter {
-        LineWriter { buf: Vec::with_capacity(256), redactor: self.0.clone() }
+        LineWriter { buf: Vec::with_capacity(256), redactor: REDACTOR.load_full() }
     }
 }
 

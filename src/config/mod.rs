@@ -316,7 +316,7 @@ pub struct LoggingConfig {
 }
 
 /// One MCP server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct McpServerConfig {
     /// Name from the `mcpServers` key.
     pub name: String,
@@ -337,7 +337,7 @@ pub struct McpServerConfig {
 }
 
 /// How an MCP server is reached.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum McpTransportConfig {
     /// A child process speaking JSON-RPC over stdin/stdout.
     Stdio {

@@ -30,7 +30,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 pub use error::{ApiError, ErrorReply, openai_error};
-pub use server::serve;
+pub use server::{Routes, serve};
 
 use crate::agent::Agent;
 use crate::artifacts::{Artifacts, LocalStore};

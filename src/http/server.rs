@@ -1,17 +1,51 @@
-//! Serving with graceful shutdown: when the token is cancelled, stop accepting, let in-flight
-//! requests finish, and give up after `limits.shutdown_grace`.
+//! Serving with graceful shutdown and swappable routes: when the token is cancelled, stop
+//! accepting, let in-flight requests finish, and give up after `limits.shutdown_grace`. A
+//! config reload builds a new [`AppState`] and [`Routes::replace`]s the routes; requests in
+//! flight finish on the state they started with, new ones get the new state.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::Request;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 use super::{AppState, router};
 
-/// Serves until `shutdown` is cancelled and in-flight requests have drained (or the grace
-/// period ran out).
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
-    let grace = state.config.limits.shutdown_grace;
+/// The routes being served, replaceable while serving.
+#[derive(Clone)]
+pub struct Routes(Arc<ArcSwap<Router>>);
+
+impl Routes {
+    /// The routes of `state`.
+    pub fn new(state: AppState) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(router(state))))
+    }
+
+    /// From now on, requests are served with `state`.
+    pub fn replace(&self, state: AppState) {
+        self.0.store(Arc::new(router(state)));
+    }
+}
+
+/// Serves `routes` until `shutdown` is cancelled and in-flight requests have drained (or
+/// `grace` ran out).
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    grace: Duration,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let token = shutdown.clone();
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move { token.cancelled().await });
+    let current = routes.0.clone();
+    let app = Router::new().fallback_service(tower::service_fn(move |req: Request| {
+        let router = Router::clone(&current.load());
+        async move { router.oneshot(req).await }
+    }));
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await });
     let server = std::future::IntoFuture::into_future(server);
     tokio::pin!(server);
     tokio::select! {

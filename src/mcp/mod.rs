@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rmcp::model::{CallToolResult, JsonObject};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -141,15 +141,25 @@ impl CatalogView {
     }
 }
 
+/// One running server: its handle, its supervisor task and the token that stops it.
+struct Running {
+    handle: Arc<ServerHandle>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
 /// All servers and the catalog of their tools.
 pub struct Hub {
-    servers: Vec<Arc<ServerHandle>>,
+    servers: RwLock<Vec<Running>>,
     catalog: SharedCatalog,
     /// Serialises rebuilds: read every server's tools, build, swap, as one step, so a rebuild
     /// that read older tools can never land after one that read newer tools.
     rebuilding: Mutex<()>,
     shutdown: CancellationToken,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    http: reqwest::Client,
+    in_process: HashMap<String, InProcessServer>,
+    /// Weak self, for the supervisors' change callback.
+    this: std::sync::Weak<Hub>,
 }
 
 impl Hub {
@@ -167,35 +177,86 @@ impl Hub {
             .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
-        let hub = Arc::new(Self {
-            servers: configs
-                .iter()
-                .cloned()
-                .map(|c| {
-                    let served = matches!(c.transport, McpTransportConfig::InProcess)
-                        .then(|| in_process.get(&c.name).cloned())
-                        .flatten();
-                    ServerHandle::new(c, served)
-                })
-                .collect(),
+        let hub = Arc::new_cyclic(|this| Self {
+            servers: RwLock::new(Vec::new()),
             catalog,
             rebuilding: Mutex::new(()),
             shutdown,
-            tasks: Mutex::new(Vec::new()),
+            http,
+            in_process: in_process.clone(),
+            this: this.clone(),
         });
-        let weak = Arc::downgrade(&hub);
+        let running: Vec<Running> = configs.iter().cloned().map(|c| hub.launch(c)).collect();
+        *hub.servers.write() = running;
+        // A server that became ready before the list was in place rebuilt without itself.
+        hub.rebuild();
+        hub
+    }
+
+    /// Starts the supervisor of one server.
+    fn launch(&self, config: McpServerConfig) -> Running {
+        let served = matches!(config.transport, McpTransportConfig::InProcess)
+            .then(|| self.in_process.get(&config.name).cloned())
+            .flatten();
+        let handle = ServerHandle::new(config, served);
+        let this = self.this.clone();
         let on_change: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
-            if let Some(hub) = weak.upgrade() {
+            if let Some(hub) = this.upgrade() {
                 hub.rebuild();
             }
         });
-        let tasks = hub
-            .servers
-            .iter()
-            .map(|s| tokio::spawn(s.clone().supervise(http.clone(), on_change.clone(), hub.shutdown.child_token())))
-            .collect();
-        *hub.tasks.lock() = tasks;
-        hub
+        let stop = self.shutdown.child_token();
+        let task = tokio::spawn(handle.clone().supervise(self.http.clone(), on_change, stop.clone()));
+        Running { handle, stop, task }
+    }
+
+    /// Applies a new server list: servers no longer configured are stopped, new ones started,
+    /// changed ones restarted; unchanged ones keep their connection (and calls in flight).
+    /// Returns the names of the servers added, removed and restarted.
+    pub fn reconfigure(&self, configs: &[McpServerConfig]) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let (mut added, mut removed, mut restarted) = (Vec::new(), Vec::new(), Vec::new());
+        let stopped: Vec<Running> = {
+            let mut servers = self.servers.write();
+            let mut kept = Vec::with_capacity(configs.len());
+            let mut stopped = Vec::new();
+            let mut old: HashMap<String, Running> =
+                servers.drain(..).map(|r| (r.handle.name().to_owned(), r)).collect();
+            for config in configs {
+                match old.remove(&config.name) {
+                    Some(running) if running.handle.config == *config => kept.push(running),
+                    Some(running) => {
+                        restarted.push(config.name.clone());
+                        stopped.push(running);
+                        kept.push(self.launch(config.clone()));
+                    }
+                    None => {
+                        added.push(config.name.clone());
+                        kept.push(self.launch(config.clone()));
+                    }
+                }
+            }
+            for (name, running) in old {
+                removed.push(name);
+                stopped.push(running);
+            }
+            *servers = kept;
+            stopped
+        };
+        for running in stopped {
+            running.stop.cancel();
+            // Reaped in the background: the caller does not wait for children to exit.
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(10), running.task).await;
+            });
+        }
+        // Also covers a new server that became ready before the list was in place.
+        self.rebuild();
+        (added, removed, restarted)
+    }
+
+    /// The handles of every server, in configuration order.
+    fn handles(&self) -> Vec<Arc<ServerHandle>> {
+        self.servers.read().iter().map(|r| r.handle.clone()).collect()
     }
 
     /// The current catalog (a cheap `Arc` clone; never rebuilt per request).
@@ -210,12 +271,13 @@ impl Hub {
 
     /// Status of every configured server.
     pub fn servers(&self) -> Vec<ServerStatus> {
-        self.servers.iter().map(|s| s.status()).collect()
+        self.handles().iter().map(|s| s.status()).collect()
     }
 
     /// Waits (at most `limit`) until no server is still making its first connection.
     pub async fn settled(&self, limit: Duration) {
-        let all = futures_util::future::join_all(self.servers.iter().map(|s| s.settled()));
+        let handles = self.handles();
+        let all = futures_util::future::join_all(handles.iter().map(|s| s.settled()));
         let _ = tokio::time::timeout(limit, all).await;
     }
 
@@ -252,8 +314,8 @@ impl Hub {
             .validate(&arguments)
             .map_err(|message| McpError::InvalidArguments { tool: entry.name.clone(), message })?;
         let server = self
-            .servers
-            .iter()
+            .handles()
+            .into_iter()
             .find(|s| s.name() == entry.server)
             .ok_or_else(|| McpError::UnknownTool { name: entry.name.clone() })?;
         let meta = match server.config.transport {
@@ -275,7 +337,8 @@ impl Hub {
     /// Rebuilds the catalog from every server's current tools.
     fn rebuild(&self) {
         let _serialised = self.rebuilding.lock();
-        let sources = self.servers.iter().flat_map(|s| {
+        let handles = self.handles();
+        let sources = handles.iter().flat_map(|s| {
             let server = s.name().to_owned();
             s.tools().iter().cloned().collect::<Vec<_>>().into_iter().map(move |t| SourceTool {
                 server: server.clone(),
@@ -292,7 +355,8 @@ impl Hub {
     /// Stops every server (children are killed and reaped), bounded in time.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
-        let tasks = std::mem::take(&mut *self.tasks.lock());
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.servers.write()).into_iter().map(|r| r.task).collect();
         let _ = tokio::time::timeout(Duration::from_secs(10), futures_util::future::join_all(tasks)).await;
     }
 }

@@ -21,6 +21,7 @@ mod metrics;
 mod policy;
 mod providers;
 mod proxy;
+mod reload;
 mod s3;
 mod security;
 mod tidy;

@@ -67,6 +67,16 @@ impl GatewayProcess {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The config file the process runs on (rewrite it to reload).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.0.join("config.yaml")
+    }
+
+    /// Sends SIGHUP (reload the config).
+    pub fn hangup(&self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), nix::sys::signal::Signal::SIGHUP);
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id().expect("running")
