@@ -126,7 +126,28 @@ impl StreamableHttpClient for HeaderClient {
         limits: StreamableHttpResponseLimits,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
         custom_headers.extend(take_headers(&mut message));
-        self.0.post_message_with_response_limits(uri, message, session_id, auth_header, custom_headers, limits).await
+        let request_id = match &message {
+            JsonRpcMessage::Request(request) => Some(request.id.clone()),
+            _ => None,
+        };
+        let in_session = session_id.is_some();
+        let response = self
+            .0
+            .post_message_with_response_limits(uri, message, session_id, auth_header, custom_headers, limits)
+            .await;
+        match response {
+            // A server that lost our session (it restarted) answers the old session id with an
+            // error for no request of ours — server-everything with 400, where the
+            // specification says 404. Either way the session is gone: rmcp starts a new one and
+            // retries the request once.
+            Ok(StreamableHttpPostResponse::Json(JsonRpcMessage::Error(error), _))
+                if in_session && request_id.is_some() && error.id != request_id =>
+            {
+                tracing::debug!(error = %error.error.message, "MCP session rejected; starting a new one");
+                Err(StreamableHttpError::SessionExpired)
+            }
+            other => other,
+        }
     }
 
     async fn delete_session(

@@ -283,7 +283,19 @@ impl ServerHandle {
         params.meta = meta.map(|m| RequestMetaObject(MetaObject(m)));
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         let options = PeerRequestOptions::with_timeout(self.config.tool_timeout).reset_timeout_on_progress();
-        let handle = peer.send_request_with_option(request, options).await.map_err(|e| self.call_error(tool, e))?;
+        // The timeout covers sending too: a transport that cannot send (a frozen server) must
+        // not hold a call past its `tool_timeout`.
+        let timeout = self.config.tool_timeout;
+        let handle = match tokio::time::timeout(timeout, peer.send_request_with_option(request, options)).await {
+            Ok(sent) => sent.map_err(|e| self.call_error(tool, e))?,
+            Err(_) => {
+                return Err(McpError::Timeout {
+                    server: self.name().to_owned(),
+                    tool: tool.to_owned(),
+                    after: timeout,
+                });
+            }
+        };
         let guard = CancelOnDrop { peer: Some(peer), id: handle.id.clone() };
         let result = handle.await_response().await;
         guard.disarm();

@@ -3,6 +3,11 @@
 //! `GET <url>` opens an event stream whose first `endpoint` event names the URL to POST
 //! JSON-RPC messages to; the server's responses and notifications come back as `message`
 //! events on the stream. Built on reqwest and eventsource-stream.
+//!
+//! Messages go out through an outbox: one task POSTs them in order, but never waits more than
+//! [`IN_ORDER`] for one POST before starting the next, and `send` only enqueues. A server that
+//! stops answering (frozen, overloaded) therefore never holds up the caller — rmcp awaits the
+//! send of a timed-out request's cancellation, for one — nor the calls queued behind it.
 
 use std::time::Duration;
 
@@ -36,13 +41,44 @@ pub enum SseError {
     Encode(#[from] serde_json::Error),
 }
 
+/// How long the outbox waits for one POST before it starts the next (they are acknowledged in
+/// milliseconds by a live server; the POST itself goes on up to [`POST_TIMEOUT`]).
+const IN_ORDER: Duration = Duration::from_secs(2);
+/// Longest a POST may take.
+const POST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A connected legacy SSE session.
 pub struct SseClientTransport {
-    http: reqwest::Client,
-    headers: HeaderMap,
-    endpoint: Url,
+    outbox: mpsc::UnboundedSender<Vec<u8>>,
     incoming: mpsc::Receiver<RxJsonRpcMessage<RoleClient>>,
     _reader: DropGuard,
+}
+
+/// POSTs the outbox's messages in order until the transport is dropped.
+async fn post_outbox(
+    http: reqwest::Client,
+    endpoint: Url,
+    headers: HeaderMap,
+    mut outbox: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    while let Some(body) = outbox.recv().await {
+        let request = http
+            .post(endpoint.clone())
+            .headers(headers.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .timeout(POST_TIMEOUT)
+            .body(body);
+        let post = tokio::spawn(async move {
+            match request.send().await {
+                Ok(response) if !response.status().is_success() => {
+                    tracing::warn!(status = %response.status(), "legacy SSE server refused a message");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e.without_url(), "legacy SSE message not delivered"),
+            }
+        });
+        let _ = tokio::time::timeout(IN_ORDER, post).await;
+    }
 }
 
 impl SseClientTransport {
@@ -100,7 +136,9 @@ impl SseClientTransport {
             }
             // Dropping `tx` ends `receive`, which ends the rmcp service: the supervisor reconnects.
         });
-        Ok(Self { http, headers, endpoint, incoming, _reader: stop.drop_guard() })
+        let (outbox, queued) = mpsc::unbounded_channel();
+        tokio::spawn(post_outbox(http, endpoint, headers, queued));
+        Ok(Self { outbox, incoming, _reader: stop.drop_guard() })
     }
 }
 
@@ -111,20 +149,11 @@ impl Transport<RoleClient> for SseClientTransport {
         &mut self,
         item: TxJsonRpcMessage<RoleClient>,
     ) -> impl Future<Output = Result<(), SseError>> + Send + 'static {
-        let request = self
-            .http
-            .post(self.endpoint.clone())
-            .headers(self.headers.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .timeout(Duration::from_secs(30));
-        let body = serde_json::to_vec(&item);
-        async move {
-            let response = request.body(body?).send().await?;
-            if !response.status().is_success() {
-                return Err(SseError::Status(response.status()));
-            }
-            Ok(())
-        }
+        let queued = serde_json::to_vec(&item).map_err(SseError::from).and_then(|body| {
+            // The outbox is gone only when the transport is closing.
+            self.outbox.send(body).map_err(|_| SseError::NoEndpoint)
+        });
+        async move { queued }
     }
 
     fn receive(&mut self) -> impl Future<Output = Option<RxJsonRpcMessage<RoleClient>>> + Send {

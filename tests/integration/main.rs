@@ -12,6 +12,7 @@ mod config;
 mod deploy;
 mod errors;
 mod facade;
+mod faults;
 mod hub;
 mod identity;
 mod lifecycle;

@@ -91,7 +91,11 @@ impl HttpPeer {
 
     /// server-everything in `sse` or `streamableHttp` mode on a free port.
     pub async fn everything(mode: &str) -> Self {
-        let port = free_port();
+        Self::everything_on(mode, free_port()).await
+    }
+
+    /// server-everything in `sse` or `streamableHttp` mode on `port` (to restart one in place).
+    pub async fn everything_on(mode: &str, port: u16) -> Self {
         let child = Command::new("node")
             .args([everything(), mode])
             .env("PORT", port.to_string())
@@ -102,6 +106,11 @@ impl HttpPeer {
             .expect("start server-everything");
         wait_for_port(port).await;
         Self { port, child }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> i32 {
+        self.child.id().and_then(|id| i32::try_from(id).ok()).expect("running")
     }
 
     /// Kills the server and waits for it to exit.

@@ -29,7 +29,7 @@ impl GatewayProcess {
         std::fs::write(&config, yaml).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.arg("--config").arg(&config).args(["--listen", "127.0.0.1:0", "--log-format", "json"]);
-        cmd.env_clear().envs(env.iter().copied()).env("RUST_LOG", "debug").env("ARTIFACT_DIR", dir.0.join("artifacts"));
+        cmd.env_clear().env("RUST_LOG", "debug").envs(env.iter().copied()).env("ARTIFACT_DIR", dir.0.join("artifacts"));
         for keep in ["PATH", "HOME"] {
             if let Ok(v) = std::env::var(keep) {
                 cmd.env(keep, v);

@@ -1,0 +1,105 @@
+//! The fault suite: each case provokes a failure of a real peer and asserts defined behaviour,
+//! then that the gateway serves the next request.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::peers::HttpPeer;
+use crate::common::process::GatewayProcess;
+use crate::common::{TestApp, first_text};
+
+/// A streamable-HTTP server restarted on the same port forgets its sessions (server-everything
+/// answers the old session id with 400, the specification says 404): the gateway notices,
+/// starts a new session and the next call goes through.
+#[tokio::test]
+async fn a_restarted_streamable_http_server_is_recovered() {
+    let server = HttpPeer::everything("streamableHttp").await;
+    let port = server.port;
+    let yaml = format!("mcpServers:\n  ev:\n    url: http://127.0.0.1:{port}/mcp\n    tool_timeout: 10s\n");
+    let app = TestApp::spawn(&yaml).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ev__echo")).await;
+    let (status, _) = app.call_tool("ev__echo", json!({"message": "before"})).await;
+    assert_eq!(status, 200);
+
+    server.kill().await;
+    let _restarted = HttpPeer::everything_on("streamableHttp", port).await;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(30);
+    loop {
+        let (status, body) = app.call_tool("ev__echo", json!({"message": "after"})).await;
+        if status == 200 {
+            assert_eq!(first_text(&body), "Echo: after");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {status} {body}\n{:?}", app.servers().await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "recovered only after {:?}", started.elapsed());
+}
+
+/// A server that stops answering (here: frozen with SIGSTOP, its socket still accepting): each
+/// call times out `tool_timeout` after it started, in parallel — calls never queue behind each
+/// other — and once the server answers again, so do calls. On the real binary, over streamable
+/// HTTP and legacy SSE.
+#[tokio::test]
+async fn calls_to_a_silent_server_time_out_each_on_its_own() {
+    for mode in ["http", "sse"] {
+        silent_server(mode).await;
+    }
+}
+
+async fn silent_server(mode: &str) {
+    let server = HttpPeer::test_server(mode, 0).await;
+    let path = if mode == "sse" { "sse" } else { "mcp" };
+    let yaml = format!(
+        "mcpServers:\n  ts:\n    url: {}/{path}\n    tool_timeout: 2s\nbuiltin_tools:\n  enabled: false\n",
+        server.base()
+    );
+    let gw = GatewayProcess::spawn(&yaml, &[]).await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let call = |text: String| {
+        let request =
+            client.post(gw.url("/mcp/tools/call")).json(&json!({"name": "ts__echo", "arguments": {"text": text}}));
+        async move {
+            let resp = request.send().await.unwrap_or_else(|e| panic!("not answered within 20 s: {e}"));
+            let status = resp.status().as_u16();
+            (status, resp.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while call("ready?".into()).await.0 != 200 {
+        assert!(Instant::now() < deadline, "{mode}: never ready\n{}", gw.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = nix::unistd::Pid::from_raw(server.pid());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let started = Instant::now();
+    let calls = (0..4).map(|i| {
+        let call = &call;
+        async move {
+            let (status, _) = call(format!("call {i}")).await;
+            (status, started.elapsed())
+        }
+    });
+    let Ok(results) = tokio::time::timeout(Duration::from_secs(15), futures_util::future::join_all(calls)).await else {
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+        panic!("{mode}: calls to a frozen server did not time out\n{}", gw.logs());
+    };
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    for (status, took) in &results {
+        assert_eq!(*status, 504, "{mode}: {results:?}");
+        assert!(*took < Duration::from_secs(4), "{mode}: a call waited behind others: {results:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = call("awake".into()).await;
+        if status == 200 {
+            assert_eq!(first_text(&body), "awake");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{mode}: the server answers again but calls do not: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    gw.stop().await;
+}
