@@ -41,12 +41,13 @@ pub fn build_state(
     config: Config,
     shutdown: &CancellationToken,
     serving: CancellationToken,
+    hard_stop: CancellationToken,
     addr: SocketAddr,
 ) -> Result<AppState, AppError> {
     let upstream = UpstreamClient::new(config.upstream.clone())?;
     let (artifacts, local) = open_store(&config.artifacts, addr)?;
     let hub = start_hub(&config, &artifacts, shutdown.child_token());
-    Ok(AppState::new(Arc::new(config), upstream, hub, artifacts, local, serving))
+    Ok(AppState::new(Arc::new(config), upstream, hub, artifacts, local, serving, hard_stop))
 }
 
 /// Starts the MCP hub with every configured server, and the built-in tools on `artifacts`
@@ -131,7 +132,8 @@ pub async fn serve_with_reload(
     // The hub gets its own token: it must outlive the HTTP drain, so requests in flight can
     // still finish their tool calls.
     let hub_token = CancellationToken::new();
-    let state = build_state(config, &hub_token, shutdown.child_token(), addr)?;
+    let hard_stop = CancellationToken::new();
+    let state = build_state(config, &hub_token, shutdown.child_token(), hard_stop.clone(), addr)?;
     let hub = state.hub.clone();
     tracing::info!(%addr, upstream = state.upstream.display_url(), "mcp-middleware listening");
     let grace = state.config.limits.shutdown_grace;
@@ -140,7 +142,7 @@ pub async fn serve_with_reload(
         let reloader = crate::reload::Reloader { path, routes: routes.clone(), state, root: shutdown.clone() };
         tokio::spawn(reloader.run(shutdown.clone()));
     }
-    let served = http::serve(listener, routes, grace, shutdown).await;
+    let served = http::serve(listener, routes, grace, shutdown, hard_stop).await;
     hub.shutdown().await;
     hub_token.cancel();
     tracing::info!("stopped");

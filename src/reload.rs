@@ -99,6 +99,7 @@ impl Reloader {
             self.state.artifacts.clone(),
             self.state.local_store.clone(),
             self.root.child_token(),
+            self.state.hard_stop.clone(),
         );
         let previous = std::mem::replace(&mut self.state, next);
         self.routes.replace(self.state.clone());

@@ -36,14 +36,14 @@ pub async fn completions(
     let keepalive = state.config.limits.sse_keepalive;
     match state.agent.chat(input).await? {
         ChatReply::Upstream { response, stream } if stream && response.is_event_stream() => {
-            Ok(sse::relay(response.events(), keepalive))
+            Ok(sse::relay(response.events(), keepalive, state.hard_stop.clone()))
         }
         ChatReply::Upstream { response, .. } => Ok(proxy::passthrough(*response)),
         ChatReply::Completion(value) => Ok(Json(value).into_response()),
         ChatReply::Events { first, rest } => {
             let rest = stream::unfold(rest, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
             let events = futures_util::StreamExt::chain(stream::iter(first.map(Ok)), rest);
-            Ok(sse::relay(events, keepalive))
+            Ok(sse::relay(events, keepalive, state.hard_stop.clone()))
         }
     }
 }

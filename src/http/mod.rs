@@ -59,6 +59,8 @@ pub struct AppState {
     pub redactor: Arc<crate::config::Redactor>,
     /// Ends the MCP facade's sessions when the server shuts down.
     pub shutdown: CancellationToken,
+    /// Cancelled when the shutdown grace period runs out: streams still open end cleanly.
+    pub hard_stop: CancellationToken,
 }
 
 impl AppState {
@@ -70,6 +72,7 @@ impl AppState {
         artifacts: Artifacts,
         local_store: Option<Arc<LocalStore>>,
         shutdown: CancellationToken,
+        hard_stop: CancellationToken,
     ) -> Self {
         let redactor = Arc::new(crate::config::Redactor::for_config(&config));
         let agent = Agent {
@@ -81,7 +84,18 @@ impl AppState {
             redactor: redactor.clone(),
             models: Arc::new(config.models.clone()),
         };
-        Self { config, upstream, hub, agent, artifacts, local_store, started: Instant::now(), redactor, shutdown }
+        Self {
+            config,
+            upstream,
+            hub,
+            agent,
+            artifacts,
+            local_store,
+            started: Instant::now(),
+            redactor,
+            shutdown,
+            hard_stop,
+        }
     }
 }
 

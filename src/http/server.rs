@@ -38,6 +38,7 @@ pub async fn serve(
     routes: Routes,
     grace: Duration,
     shutdown: CancellationToken,
+    hard_stop: CancellationToken,
 ) -> std::io::Result<()> {
     let token = shutdown.clone();
     let current = routes.0.clone();
@@ -51,7 +52,11 @@ pub async fn serve(
     tokio::select! {
         result = &mut server => result,
         () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_secs = grace.as_secs_f64(), "shutdown grace period over; dropping remaining requests");
+            tracing::warn!(grace_secs = grace.as_secs_f64(), "shutdown grace period over; ending remaining streams");
+            // Streams still open end with an error event and [DONE]; give them a moment to
+            // reach their clients before the connections close.
+            hard_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_millis(500), &mut server).await;
             Ok(())
         }
     }

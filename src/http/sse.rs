@@ -1,6 +1,7 @@
 //! Relays upstream SSE events to the client one by one, with keep-alive comments while idle.
 //! A failure midway ends the stream with `data: {"error":…}` and `data: [DONE]`; a stream that
-//! ends without `[DONE]` gets one, so clients always see exactly one terminator.
+//! ends without `[DONE]` gets one, so clients always see exactly one terminator — also when the
+//! shutdown grace period runs out (`stop`): then the error says the gateway is shutting down.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -10,44 +11,56 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt, future, stream};
 
+use tokio_util::sync::CancellationToken;
+
 use super::ApiError;
 use crate::llm::{LlmError, SseEvent};
 
 const DONE: &str = "[DONE]";
 
-/// Turns upstream events into the client's SSE response.
-pub fn relay<S>(events: S, keepalive: Duration) -> Response
+/// What the relay sees next.
+enum Next {
+    Event(Result<SseEvent, LlmError>),
+    End,
+    Stop,
+}
+
+/// Turns upstream events into the client's SSE response; `stop` ends it early (cleanly).
+pub fn relay<S>(events: S, keepalive: Duration, stop: CancellationToken) -> Response
 where
     S: Stream<Item = Result<SseEvent, LlmError>> + Send + 'static,
 {
-    let mut finished = false;
-    let out = events
-        .map(Some)
-        .chain(stream::once(future::ready(None)))
-        .map(move |item| {
-            if finished {
-                return Vec::new();
+    let main = events.map(Next::Event).chain(stream::once(future::ready(Next::End)));
+    let stopping = stream::once(stop.cancelled_owned()).map(|()| Next::Stop);
+    let merged = Box::pin(stream::select(main, stopping));
+    // Each step yields a batch of events and whether it was the last: after the last one the
+    // stream ends at once, without waiting on an upstream that may never speak again.
+    let out = stream::unfold((merged, false), |(mut merged, finished)| async move {
+        if finished {
+            return None;
+        }
+        let (batch, last) = match merged.next().await? {
+            Next::Event(Ok(ev)) if ev.is_done() => (vec![Event::default().data(DONE)], true),
+            Next::Event(Ok(ev)) => (vec![to_event(ev)], false),
+            Next::Event(Err(e)) => {
+                let err = ApiError::from(e);
+                tracing::warn!(error = %err, "upstream stream failed midway");
+                (vec![Event::default().data(err.sse_payload()), Event::default().data(DONE)], true)
             }
-            match item {
-                Some(Ok(ev)) if ev.is_done() => {
-                    finished = true;
-                    vec![Event::default().data(DONE)]
-                }
-                Some(Ok(ev)) => vec![to_event(ev)],
-                Some(Err(e)) => {
-                    finished = true;
-                    let err = ApiError::from(e);
-                    tracing::warn!(error = %err, "upstream stream failed midway");
-                    vec![Event::default().data(err.sse_payload()), Event::default().data(DONE)]
-                }
-                None => {
-                    finished = true;
-                    vec![Event::default().data(DONE)]
-                }
+            Next::Stop => {
+                let error = super::openai_error(
+                    "the gateway is shutting down; the answer was cut short",
+                    "server_error",
+                    "shutting_down",
+                    None,
+                );
+                (vec![Event::default().data(error.to_string()), Event::default().data(DONE)], true)
             }
-        })
-        .take_while(|batch| future::ready(!batch.is_empty()))
-        .flat_map(|batch| stream::iter(batch.into_iter().map(Ok::<_, Infallible>)));
+            Next::End => (vec![Event::default().data(DONE)], true),
+        };
+        Some((stream::iter(batch.into_iter().map(Ok::<_, Infallible>)), (merged, last)))
+    })
+    .flatten();
     let mut response = Sse::new(out).keep_alive(KeepAlive::new().interval(keepalive)).into_response();
     // Tell nginx-style proxies in front of us not to buffer the stream.
     response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));

@@ -103,3 +103,27 @@ async fn silent_server(mode: &str) {
     }
     gw.stop().await;
 }
+
+/// A stream still running when the shutdown grace period runs out ends cleanly: an error event
+/// that says why, then `[DONE]` — never a cut connection.
+#[tokio::test]
+async fn streams_cut_by_the_grace_period_end_with_an_error_and_done() {
+    let llm = crate::common::FakeLlm::new().text("a long answer that never finishes").gated().start().await;
+    let app = TestApp::in_front_of(&llm, "limits:\n  shutdown_grace: 300ms\n").await;
+    let resp = app
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let reading = tokio::spawn(async move { resp.text().await.unwrap_or_default() });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    app.shutdown().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let body = tokio::time::timeout(Duration::from_secs(5), reading).await.expect("the stream ended").unwrap();
+    let payloads = crate::common::sse_payloads(&body);
+    assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"), "{body}");
+    assert!(payloads.iter().any(|p| p.contains("shutting_down")), "{body}");
+}
