@@ -10,10 +10,33 @@ use crate::common::process::GatewayProcess;
 use crate::common::{TestApp, first_text};
 
 /// A streamable-HTTP server restarted on the same port forgets its sessions (server-everything
-/// answers the old session id with 400, the specification says 404): the gateway notices,
-/// starts a new session and the next call goes through.
+/// answers the old session id with 400, rmcp's server with 404 as the specification says): the
+/// gateway notices, starts a new session and the next call goes through.
 #[tokio::test]
 async fn a_restarted_streamable_http_server_is_recovered() {
+    restarted_everything().await;
+    // Our rmcp test server in the handshake era (sessions; the new era keeps none).
+    let server = HttpPeer::test_server_with("http", 0, &["--era", "legacy"]).await;
+    let port = server.port;
+    let yaml = format!("mcpServers:\n  ts:\n    url: http://127.0.0.1:{port}/mcp\n    tool_timeout: 10s\n");
+    let app = TestApp::spawn(&yaml).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__echo")).await;
+    assert_eq!(app.call_tool("ts__echo", json!({"text": "before"})).await.0, 200);
+    server.kill().await;
+    let _restarted = HttpPeer::test_server_with("http", port, &["--era", "legacy"]).await;
+    let started = Instant::now();
+    loop {
+        let (status, body) = app.call_tool("ts__echo", json!({"text": "after"})).await;
+        if status == 200 {
+            assert_eq!(first_text(&body), "after");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never recovered: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn restarted_everything() {
     let server = HttpPeer::everything("streamableHttp").await;
     let port = server.port;
     let yaml = format!("mcpServers:\n  ev:\n    url: http://127.0.0.1:{port}/mcp\n    tool_timeout: 10s\n");
@@ -126,4 +149,35 @@ async fn streams_cut_by_the_grace_period_end_with_an_error_and_done() {
     let payloads = crate::common::sse_payloads(&body);
     assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"), "{body}");
     assert!(payloads.iter().any(|p| p.contains("shutting_down")), "{body}");
+}
+
+/// A streamable-HTTP server killed in the middle of a call: the call fails at once (not at its
+/// `tool_timeout`), and the server is used again once it is back.
+#[tokio::test]
+async fn a_streamable_http_server_killed_mid_call_fails_the_call_at_once() {
+    let server = HttpPeer::test_server("http", 0).await;
+    let port = server.port;
+    let yaml = format!("mcpServers:\n  ts:\n    url: {}/mcp\n    tool_timeout: 30s\n", server.base());
+    let app = TestApp::spawn(&yaml).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__slow")).await;
+    let started = Instant::now();
+    let call = app.call_tool("ts__slow", json!({"ms": 20000, "steps": 40}));
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        server.kill().await;
+    };
+    let ((status, body), ()) = tokio::join!(call, kill);
+    assert!(status >= 500, "{status} {body}");
+    assert!(started.elapsed() < Duration::from_secs(8), "noticed only after {:?}: {body}", started.elapsed());
+    let _back = HttpPeer::test_server("http", port).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = app.call_tool("ts__echo", json!({"text": "back"})).await;
+        if status == 200 {
+            assert_eq!(first_text(&body), "back");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never used again: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
