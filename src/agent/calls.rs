@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::results::{ToolOutput, to_tool_output};
 use super::round::AssembledCall;
@@ -35,6 +35,9 @@ pub struct ToolRun {
     /// Its images as `data:` URLs, for a model that takes images (empty otherwise).
     #[serde(skip)]
     pub images: Vec<String>,
+    /// For `find_tools`: the tools it found (they join the next round's tools).
+    #[serde(skip)]
+    pub found: Vec<String>,
     /// Wall time of the call.
     pub duration_ms: u64,
 }
@@ -51,11 +54,32 @@ pub struct CallLedger {
 
 enum Plan {
     Run(Arc<ToolEntry>, Value),
+    Find(String),
     Refuse(String),
 }
 
+/// The discovery tool of a request whose tools did not all fit.
+pub struct Finder<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// The catalog (for its index).
+    pub catalog: &'a crate::mcp::Catalog,
+    /// Every tool the request may use.
+    pub pool: &'a [Arc<ToolEntry>],
+}
+
 impl CallLedger {
-    fn plan(&mut self, call: &AssembledCall, offered: &[Arc<ToolEntry>], limits: &ToolLoopConfig) -> Plan {
+    fn plan(&mut self, call: &AssembledCall, scope: &CallScope<'_>, limits: &ToolLoopConfig) -> Plan {
+        let offered = scope.offered;
+        if let Some(finder) = &scope.finder
+            && call.name() == finder.name
+        {
+            let query = serde_json::from_str::<Value>(call.arguments())
+                .ok()
+                .and_then(|v| v.get("query").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| call.arguments().to_owned());
+            return Plan::Find(query);
+        }
         // The permission check: the request's access decided what was offered; nothing else runs.
         let Some(entry) = offered.iter().find(|e| e.name == call.name()) else {
             return Plan::Refuse(format!(
@@ -130,6 +154,8 @@ pub struct CallScope<'a> {
     pub redactor: &'a crate::config::Redactor,
     /// Who the request acts for (fills HTTP servers' `user_headers`).
     pub identity: &'a crate::config::UserIdentity,
+    /// The discovery tool, when the request has one.
+    pub finder: Option<Finder<'a>>,
 }
 
 /// Largest image (base64 characters) passed inline to a vision model — under Anthropic's 5 MB
@@ -164,7 +190,7 @@ pub async fn run_calls(
 ) -> Vec<ToolRun> {
     let permits = tokio::sync::Semaphore::new(limits.parallel_calls.max(1));
     let runs = calls.iter().map(|call| {
-        let plan = ledger.plan(call, scope.offered, limits);
+        let plan = ledger.plan(call, scope, limits);
         let permits = &permits;
         async move {
             let _permit = permits.acquire().await;
@@ -179,7 +205,18 @@ pub async fn run_calls(
 async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> ToolRun {
     let started = Instant::now();
     let mut images = Vec::new();
+    let mut found = Vec::new();
     let (arguments, ToolOutput { text, is_error, artifacts }) = match plan {
+        Plan::Find(query) => {
+            let (text, tools) = match &scope.finder {
+                Some(finder) => super::selection::find(finder.catalog, finder.pool, &query),
+                None => (String::new(), Vec::new()),
+            };
+            tracing::info!(query = %query, found = tools.len(), "find_tools");
+            crate::metrics::metrics().tool_call("", call.name(), "ok", started.elapsed());
+            found = tools.iter().map(|t| t.name.clone()).collect();
+            (json!({"query": query}), ToolOutput { text, is_error: false, artifacts: Vec::new() })
+        }
         Plan::Refuse(text) => {
             let server = scope.offered.iter().find(|e| e.name == call.name()).map_or("", |e| e.server.as_str());
             crate::metrics::metrics().tool_call(server, call.name(), "refused", started.elapsed());
@@ -226,6 +263,7 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
         is_error,
         artifacts,
         images,
+        found,
         duration_ms: duration_ms(started.elapsed()),
     }
 }

@@ -72,6 +72,7 @@ mod tests {
             is_error: false,
             artifacts: Vec::new(),
             images: Vec::new(),
+            found: Vec::new(),
             duration_ms: 3,
         };
         let card = render(&run);

@@ -98,7 +98,10 @@ impl Agent {
             ));
         }
         let catalog = self.hub.catalog();
-        let tools = select(&catalog, &chat.body, &self.models, key.as_deref(), &controls);
+        let allowed = select(&catalog, &chat.body, &self.models, key.as_deref(), &controls);
+        let model = super::model_policy(&chat.body, &self.models);
+        let offer = super::selection::choose(&catalog, allowed, &chat.body, &self.selection, model);
+        let tools = &offer.tools;
         // Cards become calls only when tools go upstream: a provider refuses tool-call history
         // in a request without tools (the client's own tools count).
         let has_cards = chat.raw.windows(CARD_MARKER.len()).any(|w| w == CARD_MARKER);
@@ -112,10 +115,18 @@ impl Agent {
             chat.body.insert("messages".into(), Value::Array(messages));
         }
         let stream = chat.stream();
-        tracing::debug!(model = chat.model(), stream, tools = tools.len(), "chat completion");
+        tracing::debug!(
+            model = chat.model(),
+            stream,
+            tools = tools.len(),
+            available = offer.pool.len(),
+            ranker = offer.ranker,
+            find_tools = offer.find_tools.is_some(),
+            "chat completion"
+        );
         headers.remove("x-mcp-servers");
 
-        if tools.is_empty() {
+        if tools.is_empty() && offer.find_tools.is_none() {
             // Nothing of ours to run: a plain proxy, forwarding the client's bytes when unchanged.
             let bytes = if had_controls || has_cards {
                 serde_json::to_vec(&chat.body).unwrap_or_default().into()
@@ -135,7 +146,7 @@ impl Agent {
         }
 
         let vision = takes_images(&chat.body, &self.models);
-        let job = ChatJob { body: chat.body, tools, headers, client_auth, vision, identity };
+        let job = ChatJob { body: chat.body, offer, headers, client_auth, vision, identity };
         if !stream {
             return Ok(ChatReply::Completion(self.complete(job).await?));
         }

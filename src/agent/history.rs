@@ -199,6 +199,7 @@ mod tests {
             is_error: false,
             artifacts: Vec::new(),
             images: Vec::new(),
+            found: Vec::new(),
             duration_ms: 1,
         };
         let content =
@@ -256,6 +257,7 @@ mod tests {
             is_error: false,
             artifacts: Vec::new(),
             images: Vec::new(),
+            found: Vec::new(),
             duration_ms: 1,
         };
         let theirs = json!([{"id": "web1", "type": "function", "function": {"name": "web_search", "arguments": "{}"}}]);
@@ -284,6 +286,7 @@ mod tests {
             is_error: false,
             artifacts: Vec::new(),
             images: Vec::new(),
+            found: Vec::new(),
             duration_ms: 1,
         };
         let mut messages = vec![json!({"role": "assistant", "content": format!("Adding.{}Done.", render(&run))})];

@@ -14,6 +14,7 @@ mod policy;
 mod results;
 mod round;
 mod run;
+pub mod selection;
 
 pub use calls::ToolRun;
 pub use chat::{ChatError, ChatInput, ChatReply};

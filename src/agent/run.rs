@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderValue, Method, header};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use super::calls::{CallLedger, CallScope, ToolRun, run_calls};
+use super::calls::{CallLedger, CallScope, Finder, ToolRun, run_calls};
 use super::cards;
 use super::round::{Round, add_usage};
 use crate::artifacts::Artifacts;
@@ -38,14 +38,16 @@ pub struct Agent {
     pub redactor: Arc<crate::config::Redactor>,
     /// Per-model policies, most specific first.
     pub models: Arc<Vec<crate::config::ModelPolicy>>,
+    /// Tool budgets, ranking and the discovery tool.
+    pub selection: Arc<crate::config::SelectionConfig>,
 }
 
 /// One chat request to run through the loop.
 pub struct ChatJob {
     /// The client's body (control fields removed, history converted).
     pub body: Map<String, Value>,
-    /// Our tools for this request.
-    pub tools: Vec<Arc<ToolEntry>>,
+    /// Our tools for this request (what is offered, and what `find_tools` may add).
+    pub offer: super::selection::Offer,
     /// Headers forwarded upstream.
     pub headers: HeaderMap,
     /// The client's `Authorization`.
@@ -69,6 +71,8 @@ struct Identity {
 struct Emitter {
     tx: Option<mpsc::Sender<Result<SseEvent, LlmError>>>,
     identity: Option<Identity>,
+    /// How the request's tools were chosen (`mcp_tool_selection` in the answer).
+    selection: Value,
 }
 
 impl Emitter {
@@ -133,6 +137,7 @@ fn now() -> u64 {
 /// The loop's result.
 pub struct Outcome {
     identity: Identity,
+    selection: Value,
     content: String,
     /// The last round's reasoning text and thinking blocks.
     reasoning: Option<String>,
@@ -157,6 +162,7 @@ impl Outcome {
     ) -> Self {
         Outcome {
             identity: out.identity.clone().unwrap_or_default(),
+            selection: out.selection.clone(),
             content,
             reasoning: round.message.reasoning_content.clone(),
             thinking_blocks: round.message.thinking_blocks.clone(),
@@ -188,6 +194,7 @@ impl Outcome {
             "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": self.finish_reason}],
             "usage": self.usage,
             "mcp_tool_calls": self.trace,
+            "mcp_tool_selection": self.selection,
         })
     }
 }
@@ -195,7 +202,7 @@ impl Outcome {
 impl Agent {
     /// Runs the loop for a non-streaming client.
     pub async fn complete(&self, job: ChatJob) -> Result<Value, LlmError> {
-        let mut out = Emitter { tx: None, identity: None };
+        let mut out = Emitter { tx: None, identity: None, selection: Value::Null };
         Ok(self.drive(job, &mut out).await?.into_completion())
     }
 
@@ -207,7 +214,7 @@ impl Agent {
         let include_usage =
             job.body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
         tokio::spawn(async move {
-            let mut out = Emitter { tx: Some(tx.clone()), identity: None };
+            let mut out = Emitter { tx: Some(tx.clone()), identity: None, selection: Value::Null };
             let run = agent.drive(job, &mut out);
             let result = tokio::select! {
                 r = run => r,
@@ -236,11 +243,20 @@ impl Agent {
 
     async fn drive(&self, job: ChatJob, out: &mut Emitter) -> Result<Outcome, LlmError> {
         let started = Instant::now();
-        let ChatJob { mut body, tools, headers, client_auth, vision, identity } = job;
+        let ChatJob { mut body, offer, headers, client_auth, vision, identity } = job;
+        let super::selection::Offer { mut tools, pool, find_tools, room, ranker: offer_ranker } = offer;
         let client_tools: HashSet<String> = super::client_tool_names(&body).map(str::to_owned).collect();
-        let mut merged_tools: Vec<Value> = body.get("tools").and_then(Value::as_array).cloned().unwrap_or_default();
-        merged_tools.extend(tools.iter().map(|t| t.openai_tool.clone()));
-        body.insert("tools".into(), Value::Array(merged_tools));
+        let client_definitions: Vec<Value> = body.get("tools").and_then(Value::as_array).cloned().unwrap_or_default();
+        let catalog = self.hub.catalog();
+        let tools_field = |tools: &[Arc<ToolEntry>]| {
+            let mut merged = client_definitions.clone();
+            merged.extend(tools.iter().map(|t| t.openai_tool.clone()));
+            merged.extend(find_tools.as_deref().map(super::selection::find_tools_definition));
+            Value::Array(merged)
+        };
+        body.insert("tools".into(), tools_field(&tools));
+        out.selection = json!({"available": pool.len(), "offered": tools.len(), "ranker": offer_ranker,
+            "find_tools": find_tools.is_some(), "found": 0});
         body.insert("stream".into(), Value::Bool(true));
         body.insert("stream_options".into(), json!({"include_usage": true}));
         // The loop follows one answer: several choices would each want their own tool rounds.
@@ -310,8 +326,26 @@ impl Agent {
                 vision,
                 redactor: &self.redactor,
                 identity: &identity,
+                finder: find_tools.as_deref().map(|name| Finder { name, catalog: &catalog, pool: &pool }),
             };
             let runs = run_calls(&scope, &gateway, &mut ledger, limits).await;
+            // What `find_tools` found joins the offer (first, so it stays within the room).
+            let found: Vec<Arc<ToolEntry>> = runs
+                .iter()
+                .flat_map(|r| &r.found)
+                .filter_map(|name| pool.iter().find(|e| &e.name == name))
+                .filter(|e| !tools.iter().any(|t| t.name == e.name))
+                .cloned()
+                .collect();
+            if !found.is_empty() {
+                if let Some(count) = out.selection.get_mut("found") {
+                    *count = json!(count.as_u64().unwrap_or_default() + found.len() as u64);
+                }
+                let keep = room.saturating_sub(1 + found.len());
+                tools.truncate(keep);
+                tools.splice(0..0, found);
+                body.insert("tools".into(), tools_field(&tools));
+            }
             for run in &runs {
                 messages.push(json!({"role": "tool", "tool_call_id": run.id, "content": run.output}));
                 let mut shown = if limits.tool_cards { cards::render(run) } else { String::new() };

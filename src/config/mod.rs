@@ -91,6 +91,8 @@ pub struct Config {
     pub artifacts: ArtifactsConfig,
     /// The MCP facade at `/mcp`.
     pub facade: FacadeConfig,
+    /// Tool budgets, ranking and the discovery tool.
+    pub selection: SelectionConfig,
 }
 
 /// The MCP facade at `/mcp`.
@@ -185,6 +187,24 @@ pub struct ModelPolicy {
     pub inject: bool,
     /// Whether the model takes images.
     pub vision: bool,
+    /// Most tools sent to this model, when set.
+    pub max_tools: Option<usize>,
+}
+
+/// The most tools one request may carry (OpenAI's limit, the lowest of the providers').
+pub const PROVIDER_TOOL_LIMIT: usize = 128;
+
+/// Tool budgets, ranking and the discovery tool.
+#[derive(Debug, Clone)]
+pub struct SelectionConfig {
+    /// Most tools (client's and ours) per request.
+    pub max_tools: usize,
+    /// Rank even when everything fits.
+    pub always_rank: bool,
+    /// Tools offered first (globs over exposed names).
+    pub always: Vec<String>,
+    /// The discovery tool's name; `None` when off.
+    pub find_tools: Option<String>,
 }
 
 /// A key with its own tool policy.
@@ -490,11 +510,12 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut models: Vec<ModelPolicy> = raw
         .models
         .into_iter()
-        .map(|(pattern, RawToolPolicy { servers, tools, inject, vision })| ModelPolicy {
+        .map(|(pattern, RawToolPolicy { servers, tools, inject, vision, max_tools })| ModelPolicy {
             pattern,
             selection: ToolSelection { servers, tools },
             inject: inject.unwrap_or(true),
             vision: vision.unwrap_or(false),
+            max_tools: max_tools.map(|m| m.min(PROVIDER_TOOL_LIMIT)),
         })
         .collect();
     // Most specific first: exact names before globs, longer patterns before shorter.
@@ -544,6 +565,31 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
 
+    let raw_selection = raw.tool_selection;
+    let max_tools = raw_selection.max_tools.unwrap_or(PROVIDER_TOOL_LIMIT);
+    if max_tools == 0 || max_tools > PROVIDER_TOOL_LIMIT {
+        p.push("tool_selection.max_tools", format!("must be between 1 and {PROVIDER_TOOL_LIMIT}"));
+    }
+    let always_rank = match raw_selection.mode.as_deref().unwrap_or("auto") {
+        "auto" => false,
+        "ranked" => true,
+        other => {
+            p.push("tool_selection.mode", format!("unknown mode `{other}` (use auto or ranked)"));
+            false
+        }
+    };
+    let find_tools = raw_selection.find_tools.unwrap_or_else(|| "find_tools".to_owned());
+    let name_ok =
+        find_tools.len() <= 64 && find_tools.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !name_ok {
+        p.push("tool_selection.find_tools", "a tool name: letters, digits, `_` and `-`, at most 64");
+    }
+    let selection = SelectionConfig {
+        max_tools: max_tools.min(PROVIDER_TOOL_LIMIT),
+        always_rank,
+        always: raw_selection.always,
+        find_tools: (!find_tools.is_empty()).then_some(find_tools),
+    };
     let auth = AuthConfig {
         api_keys,
         keys,
@@ -567,9 +613,19 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         p.push("auth", problem);
     }
     match (p.0.is_empty(), listen, upstream, logging, artifacts) {
-        (true, Some(listen), Some(upstream), Some(logging), Some(artifacts)) => {
-            Ok(Config { listen, upstream, auth, limits, logging, mcp_servers, tool_loop, models, artifacts, facade })
-        }
+        (true, Some(listen), Some(upstream), Some(logging), Some(artifacts)) => Ok(Config {
+            listen,
+            upstream,
+            auth,
+            limits,
+            logging,
+            mcp_servers,
+            tool_loop,
+            models,
+            artifacts,
+            facade,
+            selection,
+        }),
         _ => Err(ConfigError::Invalid(p.0)),
     }
 }

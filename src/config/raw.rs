@@ -34,6 +34,9 @@ pub struct RawConfig {
     /// The built-in tools (storage, `read_artifact`, `list_mcp_tools`), served as server `builtin`.
     #[serde(default)]
     pub builtin_tools: RawBuiltinTools,
+    /// `tool_selection:` — tool budgets, ranking and the discovery tool.
+    #[serde(default)]
+    pub tool_selection: RawSelection,
     /// `mcp_facade:` — the aggregated catalog served as an MCP server at `/mcp`.
     #[serde(default)]
     pub mcp_facade: RawFacade,
@@ -148,6 +151,28 @@ pub struct RawToolPolicy {
     /// (in a user message after the tool results, where the API allows images). Default false.
     #[serde(default, deserialize_with = "text_or")]
     pub vision: Option<bool>,
+    /// Most tools (the client's and ours together) sent to this model. Default
+    /// `tool_selection.max_tools`; never above 128.
+    #[serde(default, deserialize_with = "text_or")]
+    pub max_tools: Option<usize>,
+}
+
+/// `tool_selection:` — which of the allowed tools a request is offered when there are many.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSelection {
+    /// Most tools (the client's and ours together) sent upstream. Default 128, the most OpenAI
+    /// accepts; the client's tools are never dropped, ours fill what is left.
+    #[serde(default, deserialize_with = "text_or")]
+    pub max_tools: Option<usize>,
+    /// `auto` (default): rank only when the allowed tools do not fit; `ranked`: always rank.
+    pub mode: Option<String>,
+    /// Tools always offered first (exposed names, `*` globs), e.g. `["builtin__*"]`.
+    #[serde(default)]
+    pub always: Vec<String>,
+    /// Name of the discovery tool offered when tools were left out. Default `find_tools`;
+    /// empty turns it off.
+    pub find_tools: Option<String>,
 }
 
 /// `tool_loop:` — how chat requests run MCP tools.

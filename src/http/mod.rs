@@ -83,6 +83,7 @@ impl AppState {
             max_inline_bytes: config.artifacts.max_inline_bytes,
             redactor: redactor.clone(),
             models: Arc::new(config.models.clone()),
+            selection: Arc::new(config.selection.clone()),
         };
         Self {
             config,

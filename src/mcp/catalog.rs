@@ -81,6 +81,7 @@ pub struct Catalog {
     entries: Vec<Arc<ToolEntry>>,
     by_name: HashMap<String, usize>,
     by_origin: HashMap<(String, String), usize>,
+    index: super::search::SearchIndex,
 }
 
 impl Catalog {
@@ -110,12 +111,23 @@ impl Catalog {
                 validator,
             }));
         }
+        catalog.index = super::search::SearchIndex::build(&catalog.entries);
         catalog
+    }
+
+    /// The lexical index of this catalog (built with it).
+    pub fn index(&self) -> &super::search::SearchIndex {
+        &self.index
     }
 
     /// All entries in catalog order.
     pub fn entries(&self) -> &[Arc<ToolEntry>] {
         &self.entries
+    }
+
+    /// Where the entry exposed as `name` is in catalog order.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
     }
 
     /// The entry exposed as `name`.

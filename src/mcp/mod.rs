@@ -9,6 +9,7 @@
 //! | `sse.rs`     | our legacy HTTP+SSE client transport (rmcp 3 has none)               |
 //! | `server.rs`  | one server's supervisor (backoff, `list_changed`) and its tool calls |
 //! | `catalog.rs` | exposed names, sanitised schemas, prepared OpenAI tool JSON          |
+//! | `search.rs`  | the catalog's BM25 index (built once per catalog change)            |
 //!
 //! `mcp/` knows nothing of HTTP serving, of the chat loop, or of any concrete tool server:
 //! servers that run in the process are handed in as [`InProcessServer`] values.
@@ -17,6 +18,7 @@ mod call_headers;
 mod catalog;
 mod child_env;
 mod connect;
+pub mod search;
 mod server;
 mod sse;
 

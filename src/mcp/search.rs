@@ -1,0 +1,164 @@
+//! A lexical index over the catalog (BM25 over each tool's name, description and parameter
+//! names), built once per catalog change, never per request. It ranks tools against a weighted
+//! query (the conversation, or `find_tools`' query); the same input always gives the same order.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::catalog::ToolEntry;
+
+/// BM25 term-frequency saturation.
+const K1: f64 = 1.2;
+/// BM25 length normalisation.
+const B: f64 = 0.75;
+
+/// Words that say nothing about which tool is meant.
+const STOP: &[&str] = &[
+    "a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "with", "by", "at", "from", "is", "are", "be", "it",
+    "this", "that", "as", "me", "my", "i", "you", "your", "we", "our", "please", "can", "could", "would", "should",
+    "do", "does", "what", "which", "how", "some", "all", "any", "into", "about", "want", "need", "use", "using",
+    "tool", "tools", "will", "its", "if", "then", "them", "there", "their", "these", "those", "when", "where", "who",
+    "also",
+];
+
+/// Lowercase word stems of `text`: split on anything not alphanumeric and at camelCase
+/// boundaries, stop words dropped, a light plural/verb-ending stem.
+pub fn tokens(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut previous_lower = false;
+    for c in text.chars() {
+        if c.is_alphanumeric() {
+            if c.is_uppercase() && previous_lower && !current.is_empty() {
+                words.push(std::mem::take(&mut current));
+            }
+            previous_lower = c.is_lowercase() || c.is_numeric();
+            current.extend(c.to_lowercase());
+        } else {
+            previous_lower = false;
+            if !current.is_empty() {
+                words.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words.into_iter().filter(|w| !STOP.contains(&w.as_str())).map(|w| stem(&stem(&w))).collect()
+}
+
+/// A light stem: `files` → `file`, `directories` → `directory`, `searching` → `search`,
+/// `created` → `creat` (also `create` → `creat`: stems need only agree with each other).
+fn stem(word: &str) -> String {
+    let chars = word.chars().count();
+    if chars > 4
+        && let Some(base) = word.strip_suffix("ies")
+    {
+        return format!("{base}y");
+    }
+    for suffix in ["ing", "ed", "e", "s"] {
+        if chars > suffix.len() + 2
+            && let Some(base) = word.strip_suffix(suffix)
+            && !base.ends_with('s')
+        {
+            return base.to_owned();
+        }
+    }
+    word.to_owned()
+}
+
+/// The text of a tool the index sees: its name (exposed and original) twice, its description,
+/// its parameter names and their descriptions.
+fn document(entry: &ToolEntry) -> Vec<String> {
+    let mut text = format!("{0} {0} {1} {1} ", entry.name, entry.original_name);
+    text.push_str(entry.description.as_deref().unwrap_or_default());
+    if let Some(Value::Object(properties)) = entry.input_schema.get("properties") {
+        for (name, property) in properties {
+            text.push(' ');
+            text.push_str(name);
+            if let Some(description) = property.get("description").and_then(Value::as_str) {
+                text.push(' ');
+                text.push_str(description);
+            }
+        }
+    }
+    tokens(&text)
+}
+
+/// The BM25 index of one catalog.
+#[derive(Debug, Default)]
+pub struct SearchIndex {
+    /// Per tool (catalog order): term → frequency, and the document's length.
+    docs: Vec<(HashMap<String, u32>, f64)>,
+    /// Inverse document frequency per term.
+    idf: HashMap<String, f64>,
+    average_length: f64,
+}
+
+impl SearchIndex {
+    /// Indexes `entries` (catalog order).
+    pub fn build(entries: &[std::sync::Arc<ToolEntry>]) -> Self {
+        let mut docs = Vec::with_capacity(entries.len());
+        let mut document_frequency: HashMap<String, u32> = HashMap::new();
+        for entry in entries {
+            let words = document(entry);
+            let length = words.len() as f64;
+            let mut frequency: HashMap<String, u32> = HashMap::new();
+            for word in words {
+                *frequency.entry(word).or_default() += 1;
+            }
+            for word in frequency.keys() {
+                *document_frequency.entry(word.clone()).or_default() += 1;
+            }
+            docs.push((frequency, length));
+        }
+        let n = docs.len() as f64;
+        let idf = document_frequency
+            .into_iter()
+            .map(|(word, df)| (word, ((n - f64::from(df) + 0.5) / (f64::from(df) + 0.5) + 1.0).ln()))
+            .collect();
+        let average_length = if docs.is_empty() { 1.0 } else { docs.iter().map(|(_, l)| l).sum::<f64>() / n };
+        Self { docs, idf, average_length }
+    }
+
+    /// The score of every tool (catalog order) for a query of weighted terms.
+    pub fn scores(&self, query: &HashMap<String, f64>) -> Vec<f64> {
+        self.docs
+            .iter()
+            .map(|(frequency, length)| {
+                query
+                    .iter()
+                    .filter_map(|(term, weight)| {
+                        let tf = f64::from(*frequency.get(term)?);
+                        let idf = self.idf.get(term).copied().unwrap_or_default();
+                        let norm = K1 * (1.0 - B + B * length / self.average_length);
+                        Some(weight * idf * tf * (K1 + 1.0) / (tf + norm))
+                    })
+                    .sum()
+            })
+            .collect()
+    }
+}
+
+/// Adds `text`'s terms to `query` with `weight`.
+pub fn add_terms(query: &mut HashMap<String, f64>, text: &str, weight: f64) {
+    for term in tokens(text) {
+        *query.entry(term).or_default() += weight;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_split_names_and_stem() {
+        assert_eq!(
+            tokens("readFile list_directories GitHub-issues"),
+            ["read", "fil", "list", "directory", "git", "hub", "issu"]
+        );
+        assert_eq!(tokens("Please search the files"), ["search", "fil"]);
+        assert_eq!(tokens("created create creating"), ["creat", "creat", "creat"]);
+    }
+}
