@@ -53,6 +53,10 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     /// Model rounds per chat request that ran the tool loop.
     pub rounds: Histogram,
+    /// Tools of ours offered per chat request.
+    pub tools_offered: Histogram,
+    /// Chat requests whose tools were ranked (more allowed than fit).
+    pub ranked_requests: Counter,
     /// Tool calls.
     pub tool_calls: Family<ToolLabels, Counter>,
     /// Tool call duration, in seconds.
@@ -80,6 +84,10 @@ impl Metrics {
         );
         let rounds = Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0]);
         registry.register("chat_rounds", "Model rounds per chat request that ran the tool loop", rounds.clone());
+        let tools_offered = Histogram::new([0.0, 8.0, 16.0, 32.0, 64.0, 96.0, 128.0]);
+        registry.register("tools_offered", "Tools of ours offered per chat request", tools_offered.clone());
+        let ranked_requests = Counter::default();
+        registry.register("ranked_requests", "Chat requests whose tools were ranked to fit", ranked_requests.clone());
         let tool_calls = Family::<ToolLabels, Counter>::default();
         registry.register("tool_calls", "Tool calls, by server, tool and outcome", tool_calls.clone());
         let tool_latency = Family::<ToolLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency);
@@ -97,6 +105,8 @@ impl Metrics {
             requests,
             upstream_latency,
             rounds,
+            tools_offered,
+            ranked_requests,
             tool_calls,
             tool_latency,
             artifacts_stored,

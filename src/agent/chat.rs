@@ -102,6 +102,18 @@ impl Agent {
         let model = super::model_policy(&chat.body, &self.models);
         let offer = super::selection::choose(&catalog, allowed, &chat.body, &self.selection, model);
         let tools = &offer.tools;
+        if !offer.pool.is_empty() {
+            crate::metrics::metrics().tools_offered.observe(tools.len() as f64);
+            if offer.ranker == "bm25" {
+                crate::metrics::metrics().ranked_requests.inc();
+                tracing::info!(
+                    offered = tools.len(),
+                    available = offer.pool.len(),
+                    find_tools = offer.find_tools.is_some(),
+                    "more tools allowed than fit: ranked"
+                );
+            }
+        }
         // Cards become calls only when tools go upstream: a provider refuses tool-call history
         // in a request without tools (the client's own tools count).
         let has_cards = chat.raw.windows(CARD_MARKER.len()).any(|w| w == CARD_MARKER);

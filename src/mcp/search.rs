@@ -86,64 +86,98 @@ fn document(entry: &ToolEntry) -> Vec<String> {
     tokens(&text)
 }
 
-/// The BM25 index of one catalog.
+/// The BM25 index of one catalog: an inverted index, so a query touches only the tools that
+/// share a term with it.
 #[derive(Debug, Default)]
 pub struct SearchIndex {
-    /// Per tool (catalog order): term → frequency, and the document's length.
-    docs: Vec<(HashMap<String, u32>, f64)>,
-    /// Inverse document frequency per term.
-    idf: HashMap<String, f64>,
-    average_length: f64,
+    /// Per term: its inverse document frequency, and (tool in catalog order, term frequency).
+    postings: HashMap<String, (f64, Vec<(usize, u32)>)>,
+    /// Per tool: its BM25 length normalisation `K1 · (1 − B + B · length / average)`.
+    norms: Vec<f64>,
 }
 
 impl SearchIndex {
     /// Indexes `entries` (catalog order).
     pub fn build(entries: &[std::sync::Arc<ToolEntry>]) -> Self {
-        let mut docs = Vec::with_capacity(entries.len());
-        let mut document_frequency: HashMap<String, u32> = HashMap::new();
-        for entry in entries {
+        let mut postings: HashMap<String, (f64, Vec<(usize, u32)>)> = HashMap::new();
+        let mut lengths = Vec::with_capacity(entries.len());
+        for (doc, entry) in entries.iter().enumerate() {
             let words = document(entry);
-            let length = words.len() as f64;
+            lengths.push(words.len() as f64);
             let mut frequency: HashMap<String, u32> = HashMap::new();
             for word in words {
                 *frequency.entry(word).or_default() += 1;
             }
-            for word in frequency.keys() {
-                *document_frequency.entry(word.clone()).or_default() += 1;
+            for (word, tf) in frequency {
+                postings.entry(word).or_default().1.push((doc, tf));
             }
-            docs.push((frequency, length));
         }
-        let n = docs.len() as f64;
-        let idf = document_frequency
-            .into_iter()
-            .map(|(word, df)| (word, ((n - f64::from(df) + 0.5) / (f64::from(df) + 0.5) + 1.0).ln()))
-            .collect();
-        let average_length = if docs.is_empty() { 1.0 } else { docs.iter().map(|(_, l)| l).sum::<f64>() / n };
-        Self { docs, idf, average_length }
+        let n = entries.len() as f64;
+        for (idf, docs) in postings.values_mut() {
+            let df = docs.len() as f64;
+            *idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
+        }
+        let average = if lengths.is_empty() { 1.0 } else { lengths.iter().sum::<f64>() / n };
+        let norms = lengths.iter().map(|l| K1 * (1.0 - B + B * l / average)).collect();
+        Self { postings, norms }
     }
 
     /// The score of every tool (catalog order) for a query of weighted terms.
     pub fn scores(&self, query: &HashMap<String, f64>) -> Vec<f64> {
-        self.docs
-            .iter()
-            .map(|(frequency, length)| {
-                query
-                    .iter()
-                    .filter_map(|(term, weight)| {
-                        let tf = f64::from(*frequency.get(term)?);
-                        let idf = self.idf.get(term).copied().unwrap_or_default();
-                        let norm = K1 * (1.0 - B + B * length / self.average_length);
-                        Some(weight * idf * tf * (K1 + 1.0) / (tf + norm))
-                    })
-                    .sum()
-            })
-            .collect()
+        let mut scores = vec![0.0; self.norms.len()];
+        for (term, weight) in query {
+            let Some((idf, docs)) = self.postings.get(term) else { continue };
+            for &(doc, tf) in docs {
+                let tf = f64::from(tf);
+                if let (Some(score), Some(norm)) = (scores.get_mut(doc), self.norms.get(doc)) {
+                    *score += weight * idf * tf * (K1 + 1.0) / (tf + norm);
+                }
+            }
+        }
+        scores
     }
 }
 
-/// Adds `text`'s terms to `query` with `weight`.
+/// Everyday words for what tools call otherwise (query side only, at half weight): users say
+/// "folder", tools say "directory".
+const SYNONYMS: &[(&str, &[&str])] = &[
+    ("folder", &["directory"]),
+    ("dir", &["directory"]),
+    ("remember", &["memory", "entity", "observation"]),
+    ("record", &["memory", "entity", "relation"]),
+    ("note", &["observation", "memory"]),
+    ("forget", &["delete", "entity"]),
+    ("remove", &["delete"]),
+    ("erase", &["delete"]),
+    ("page", &["fetch", "url", "internet"]),
+    ("website", &["fetch", "url", "internet"]),
+    ("web", &["fetch", "url", "internet"]),
+    ("download", &["fetch", "url"]),
+    ("link", &["url"]),
+    ("add", &["sum"]),
+    ("plus", &["sum"]),
+    ("several", &["multiple"]),
+    ("many", &["multiple"]),
+    ("rename", &["move"]),
+    ("find", &["search"]),
+    ("look", &["search"]),
+    ("view", &["read"]),
+    ("display", &["read"]),
+    ("knowledge", &["graph", "memory"]),
+];
+
+/// Adds `text`'s terms to `query` with `weight` (and their everyday synonyms at half of it).
 pub fn add_terms(query: &mut HashMap<String, f64>, text: &str, weight: f64) {
+    static STEMMED: std::sync::LazyLock<HashMap<String, Vec<String>>> = std::sync::LazyLock::new(|| {
+        SYNONYMS
+            .iter()
+            .map(|(word, alternatives)| (stem(&stem(word)), alternatives.iter().map(|a| stem(&stem(a))).collect()))
+            .collect()
+    });
     for term in tokens(text) {
+        for alternative in STEMMED.get(&term).into_iter().flatten() {
+            *query.entry(alternative.clone()).or_default() += weight / 2.0;
+        }
         *query.entry(term).or_default() += weight;
     }
 }

@@ -8,6 +8,7 @@ mod agent;
 mod artifacts;
 mod auth;
 mod builtin;
+mod catalogs;
 mod config;
 mod deploy;
 mod errors;
