@@ -12,7 +12,7 @@ mod facade;
 mod history;
 mod policy;
 mod results;
-mod round;
+pub mod round;
 mod run;
 pub mod selection;
 
