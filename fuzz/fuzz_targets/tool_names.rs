@@ -29,6 +29,6 @@ fuzz_target!(|data: &[u8]| {
         assert!(entry.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'), "{:?}", entry.name);
         assert!(seen.insert(entry.name.clone()), "duplicate {:?}", entry.name);
         let back = catalog.by_origin(&entry.server, &entry.original_name).expect("maps back");
-        assert_eq!(back.name, entry.name);
+        assert_eq!(back.name, entry.name, "one entry per server and tool");
     }
 });

@@ -90,6 +90,10 @@ impl Catalog {
     pub fn build(tools: impl IntoIterator<Item = SourceTool>) -> Self {
         let mut catalog = Catalog::default();
         for tool in tools {
+            // A server listing the same tool twice gets it once (found by fuzzing).
+            if catalog.by_origin.contains_key(&(tool.server.clone(), tool.name.clone())) {
+                continue;
+            }
             let name = catalog.unique_name(&tool.server, &tool.name);
             let input_schema = Arc::new(sanitize_schema(&tool.input_schema));
             let validator = compile(&tool.server, &tool.name, &input_schema);
@@ -243,6 +247,14 @@ mod tests {
         // Stable: rebuilding gives the same names.
         let again = Catalog::build([tool("a", &long)]);
         assert_eq!(again.entries()[0].name, cat.by_origin("a", &long).unwrap().name);
+    }
+
+    #[test]
+    fn a_tool_listed_twice_by_one_server_appears_once() {
+        let cat = Catalog::build([tool("a", "echo"), tool("a", "echo"), tool("b", "echo")]);
+        let names: Vec<&str> = cat.entries().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["a__echo", "b__echo"]);
+        assert_eq!(cat.by_origin("a", "echo").unwrap().name, "a__echo");
     }
 
     #[test]
