@@ -43,6 +43,10 @@ pub enum Turn {
     Hang,
     /// Streams `text`, then breaks the connection before finishing.
     BreakMidStream(String),
+    /// One tool round per conversation: calls the tools, and answers `text` once the last message
+    /// is a tool result. Lets many concurrent chats share one repeating script (the load binary).
+    #[allow(dead_code)]
+    ToolRound { calls: Vec<(String, Value)>, text: String },
 }
 
 /// What the fake received.
@@ -69,6 +73,7 @@ pub struct FakeLlm {
     chunk_delay: Duration,
     gated: bool,
     persona: Persona,
+    forgetful: bool,
 }
 
 /// A running fake.
@@ -86,6 +91,8 @@ struct Shared {
     persona: Persona,
     issued: Mutex<Issued>,
     refusals: Mutex<Vec<Value>>,
+    forgetful: bool,
+    served: std::sync::atomic::AtomicUsize,
 }
 
 impl FakeLlm {
@@ -126,6 +133,12 @@ impl FakeLlm {
         self.persona = persona;
         self
     }
+    /// Keeps no record of requests (for the load binary, which sends a hundred thousand).
+    #[allow(dead_code)]
+    pub fn forgetful(mut self) -> Self {
+        self.forgetful = true;
+        self
+    }
     /// Streams hold after their first chunk until [`FakeLlmHandle::release`] is called.
     pub fn gated(mut self) -> Self {
         self.gated = true;
@@ -141,6 +154,8 @@ impl FakeLlm {
             persona: self.persona,
             issued: Mutex::new(Issued::default()),
             refusals: Mutex::new(Vec::new()),
+            forgetful: self.forgetful,
+            served: std::sync::atomic::AtomicUsize::new(0),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -187,7 +202,9 @@ async fn record(shared: &Shared, req: Request) -> Recorded {
         headers: parts.headers,
         body,
     };
-    shared.requests.lock().unwrap().push(rec.clone());
+    if !shared.forgetful {
+        shared.requests.lock().unwrap().push(rec.clone());
+    }
     rec
 }
 
@@ -228,13 +245,17 @@ async fn chat(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Turn::ToolCalls(_) if body["tool_choice"] == "none" && shared.persona.obeys_tool_choice_none() => {
             Turn::Text("Answering without tools.".into())
         }
+        Turn::ToolRound { calls, text } => {
+            let last_is_tool = body["messages"].as_array().and_then(|m| m.last()).is_some_and(|m| m["role"] == "tool");
+            if last_is_tool { Turn::Text(text) } else { Turn::ToolCalls(calls) }
+        }
         other => other,
     };
     let model = body["model"].as_str().unwrap_or("fake-model").to_owned();
     let stream = body["stream"].as_bool().unwrap_or(false);
     let include_usage = body["stream_options"]["include_usage"].as_bool().unwrap_or(false);
-    let n = shared.requests.lock().unwrap().len();
-    let id = format!("chatcmpl-fake{n}");
+    let n = shared.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("chatcmpl-fake{}", n + 1);
     match turn {
         Turn::Status { status, body, retry_after } => {
             let mut resp = (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
@@ -279,7 +300,7 @@ fn completion(turn: &Turn, id: &str, model: &str) -> Value {
             let calls: Vec<Value> = calls.iter().enumerate().map(|(i, (n, a))| tool_call_json(i, n, a)).collect();
             (json!({"role": "assistant", "content": null, "tool_calls": calls, "refusal": null}), "tool_calls")
         }
-        Turn::Status { .. } | Turn::Hang => unreachable!(),
+        Turn::Status { .. } | Turn::Hang | Turn::ToolRound { .. } => unreachable!(),
     };
     json!({"id": id, "object": "chat.completion", "created": 1_700_000_000, "model": model,
            "system_fingerprint": null,
@@ -328,7 +349,7 @@ fn stream_response(shared: Arc<Shared>, turn: Turn, id: &str, model: &str, inclu
                 }
             }
         }
-        Turn::Status { .. } | Turn::Hang => unreachable!(),
+        Turn::Status { .. } | Turn::Hang | Turn::ToolRound { .. } => unreachable!(),
     }
     if !broken {
         let finish = if matches!(turn, Turn::ToolCalls(_)) { "tool_calls" } else { "stop" };
