@@ -104,12 +104,13 @@ async fn a_thousand_tool_streams_complete_and_memory_does_not_creep() {
         async move {
             let failures = futures_util::stream::iter((0..count).map(|i| chat(i % 2 == 0)))
                 .buffer_unordered(LEAK_CONCURRENCY)
-                .filter(|r| std::future::ready(r.is_err()))
+                // Both shapes end with the model's answer after the tool round ("done").
+                .filter(|r| std::future::ready(!r.as_ref().is_ok_and(|body| body.contains("done"))))
                 .take(1)
                 .collect::<Vec<_>>()
                 .await;
-            if let Some(Err(e)) = failures.into_iter().next() {
-                panic!("a request failed: {e}");
+            if let Some(failure) = failures.into_iter().next() {
+                panic!("a request failed: {failure:?}");
             }
         }
     };
