@@ -48,8 +48,8 @@ impl S3Store {
                 "mcp-middleware-config",
             );
             let timeouts = TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .operation_timeout(Duration::from_secs(30))
+                .connect_timeout(Duration::from_secs(5).min(cfg.timeout))
+                .operation_timeout(cfg.timeout)
                 .build();
             let conf = aws_sdk_s3::Config::builder()
                 .behavior_version(BehaviorVersion::latest())
@@ -80,14 +80,31 @@ impl S3Store {
         if self.bucket_ready.initialized() {
             return Ok(());
         }
-        if self.last_failure.lock().is_some_and(|at| at.elapsed() < COOL_DOWN) {
-            return Err(ArtifactError::Unavailable("the S3 server could not be reached or refused the request".into()));
+        if self.cooling_down() {
+            return Err(down());
         }
-        let result = self.bucket_ready.get_or_try_init(|| self.create_bucket()).await.map(|_| ());
-        if result.is_err() {
-            *self.last_failure.lock() = Some(std::time::Instant::now());
-        }
-        result
+        // Saves that queued behind a failed attempt find the cool-down set when their turn comes:
+        // they fail at once instead of each trying again in turn.
+        let attempt = || async {
+            if self.cooling_down() {
+                return Err(down());
+            }
+            let created = self.create_bucket().await;
+            if created.is_err() {
+                self.failed();
+            }
+            created
+        };
+        self.bucket_ready.get_or_try_init(attempt).await.map(|_| ())
+    }
+
+    /// Starts the cool-down: saves in the next few seconds fail at once.
+    fn failed(&self) {
+        *self.last_failure.lock() = Some(std::time::Instant::now());
+    }
+
+    fn cooling_down(&self) -> bool {
+        self.last_failure.lock().is_some_and(|at| at.elapsed() < COOL_DOWN)
     }
 
     async fn create_bucket(&self) -> Result<(), ArtifactError> {
@@ -109,6 +126,10 @@ impl S3Store {
 /// callers (tool messages, REST bodies) get a plain sentence.
 fn unavailable<E: std::error::Error>(e: E) -> ArtifactError {
     tracing::warn!(error = %DisplayErrorContext(&e), "S3 request failed");
+    down()
+}
+
+fn down() -> ArtifactError {
     ArtifactError::Unavailable("the S3 server could not be reached or refused the request".into())
 }
 
@@ -126,6 +147,10 @@ impl ArtifactStore for S3Store {
         async move {
             check(key)?;
             self.ensure_bucket().await?;
+            // Recently down: fail at once rather than make every tool result wait a timeout.
+            if self.cooling_down() {
+                return Err(down());
+            }
             let mut req = self
                 .client
                 .put_object()
@@ -138,7 +163,10 @@ impl ArtifactStore for S3Store {
                 let safe: String = source.chars().map(|c| if c.is_ascii_graphic() { c } else { '_' }).collect();
                 req = req.metadata("source", safe);
             }
-            req.send().await.map_err(unavailable)?;
+            req.send().await.map_err(|e| {
+                self.failed();
+                unavailable(e)
+            })?;
             Ok(())
         }
         .boxed()

@@ -165,6 +165,8 @@ pub struct S3Config {
     pub secret_access_key: Secret,
     /// Path-style addressing.
     pub path_style: bool,
+    /// Longest time one S3 request may take.
+    pub timeout: Duration,
 }
 
 /// Which tools a policy allows. `None` means no restriction.
@@ -672,6 +674,9 @@ fn artifacts_config(raw: raw::RawArtifacts, p: &mut Problems) -> Option<Artifact
                 }
                 v
             };
+            if s3.timeout.as_ref().is_some_and(|t| t.0.is_zero()) {
+                p.push("artifacts.s3.timeout", "must be more than 0");
+            }
             let endpoint = required(p, "endpoint", s3.endpoint);
             let access = required(p, "access_key_id", s3.access_key_id);
             let secret = required(p, "secret_access_key", s3.secret_access_key);
@@ -688,6 +693,7 @@ fn artifacts_config(raw: raw::RawArtifacts, p: &mut Problems) -> Option<Artifact
                 access_key_id: Secret(access?),
                 secret_access_key: Secret(secret?),
                 path_style: s3.path_style.unwrap_or(true),
+                timeout: dur(s3.timeout, 10),
             }))
         }
         other => {

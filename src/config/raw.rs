@@ -267,6 +267,9 @@ pub struct RawS3Store {
     /// Path-style addressing (`endpoint/bucket/key`), as MinIO needs. Default true.
     #[serde(default, deserialize_with = "text_or")]
     pub path_style: Option<bool>,
+    /// Longest time one S3 request may take before the store counts as down (the tool result
+    /// then says so, and saves fail at once for a few seconds). Default 10 s.
+    pub timeout: Option<DurationValue>,
 }
 
 /// `limits:` — HTTP server limits.

@@ -342,6 +342,9 @@ async fn a_client_that_disconnects_mid_call_cancels_it_on_the_mcp_server() {
         }
         wait_for_event(&events, "cancelled slow").await;
         assert_eq!(llm.chat_requests().len(), 1, "no further round for a client that left (stream: {stream})");
+        // The gateway and the server serve the next request.
+        let (status, echo) = app.call_tool("ts__echo", json!({"text": "next"})).await;
+        assert_eq!((status, crate::common::first_text(&echo)), (200, "next"), "{echo}");
     }
 }
 

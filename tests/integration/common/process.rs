@@ -105,6 +105,18 @@ impl GatewayProcess {
         out
     }
 
+    /// Sends SIGTERM without waiting.
+    pub fn terminate(&self) {
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// Waits (bounded) for the process to exit on its own.
+    pub async fn wait_exit(mut self) -> std::process::ExitStatus {
+        let waited = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
+        waited.expect("the gateway exited within 20 s").expect("wait for the gateway")
+    }
+
     /// SIGTERM, then waits (bounded) for the process to drain and exit.
     pub async fn stop(mut self) {
         let _ =
