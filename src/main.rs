@@ -78,6 +78,8 @@ fn main() -> ExitCode {
     let redactor = config::Redactor::for_config(&config);
     telemetry::init(cli.log_format.unwrap_or(config.logging.format), &config.logging.level, redactor);
 
+    raise_open_files_limit();
+
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -124,6 +126,23 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "mcp-middleware failed");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Each proxied stream holds two sockets: the soft open-files limit (often 1,024) would cap the
+/// gateway at a few hundred streams, so it is raised to the hard limit, as servers commonly do.
+fn raise_open_files_limit() {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        match getrlimit(Resource::RLIMIT_NOFILE) {
+            Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-files limit"),
+                Err(error) => tracing::warn!(%error, soft, "cannot raise the open-files limit"),
+            },
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot read the open-files limit"),
         }
     }
 }

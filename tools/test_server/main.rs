@@ -42,6 +42,9 @@ struct Cli {
     /// (the `initialize` handshake only).
     #[arg(long, global = true, value_enum, default_value_t = Era::Both)]
     era: Era,
+    /// Extra echo-like tools (`bulk_0` …) listed besides the test tools, for large catalogs.
+    #[arg(long, global = true, default_value_t = 0)]
+    extra_tools: usize,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -95,6 +98,7 @@ fn main() -> Result<(), BoxError> {
 
 async fn serve(cli: Cli) -> Result<(), BoxError> {
     let shared = Arc::new(Shared::from_env()?);
+    shared.add_bulk_tools(cli.extra_tools);
     let name: Arc<str> = cli.name.into();
     let era = cli.era;
     let make_server = move || TestServer::new(Arc::clone(&name), Arc::clone(&shared), era);

@@ -198,6 +198,15 @@ impl Shared {
         Ok(Self { events, ..Self::default() })
     }
 
+    /// Lists `count` more echo-like tools, `bulk_0` … (they answer like `echo`).
+    pub fn add_bulk_tools(&self, count: usize) {
+        let mut added = self.added.lock();
+        for i in 0..count {
+            let description = format!("Echo-like bulk tool {i}: returns `text` unchanged (large-catalog benchmarks).");
+            added.push(echo_like_tool(format!("bulk_{i}"), &description));
+        }
+    }
+
     /// Appends one line to the event log, if there is one.
     pub fn event(&self, line: &str) {
         if let Some(file) = &self.events {

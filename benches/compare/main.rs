@@ -1,0 +1,448 @@
+//! The side-by-side benchmark behind `BENCHMARKS.md`: `cargo bench --bench compare` installs what
+//! it needs (the pinned LiteLLM in a venv, the npm MCP servers), measures every path in one run
+//! and rewrites `BENCHMARKS.md`, each figure beside its target.
+//!
+//! Paths, each a separate process in front of the same scripted model (`upstream.rs`, its own
+//! process too): (a) direct, (b) a minimal hyper proxy (`proxy.rs`), (c) mcp-middleware's release
+//! binary, (d) the LiteLLM proxy. The load generator (`load.rs`) is the same for all four.
+//! Latency targets are differences and ratios against baselines measured in the same run, never
+//! absolute times: this machine is shared and noisy.
+
+// A benchmark: a failed assumption ends the run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, clippy::unreachable)]
+
+mod load;
+#[allow(dead_code)]
+#[path = "../../tests/integration/common/peers.rs"]
+mod peers;
+mod proxy;
+mod report;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use serde_json::{Value, json};
+
+use load::{Conn, Samples, Target};
+use report::Report;
+
+const GATEWAY: &str = env!("CARGO_BIN_EXE_mcp-middleware");
+const TEST_SERVER: &str = env!("CARGO_BIN_EXE_mcp-test-server");
+const LITELLM_KEY: &str = "sk-bench-master";
+const ROLE: &str = "MCPMW_BENCH_ROLE";
+
+fn main() {
+    // 10,000 streams hold 20,000 sockets in the gateway: raise the limit for this process and
+    // the children it starts (as root the hard limit can grow; otherwise the soft one does).
+    let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, 65_536, 65_536);
+    let _ = rlimit::increase_nofile_limit(65_536);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    match std::env::var(ROLE).as_deref() {
+        Ok("upstream") => runtime.block_on(upstream::serve()),
+        Ok("proxy") => runtime.block_on(proxy::serve(std::env::var("MCPMW_BENCH_UPSTREAM").unwrap())),
+        _ => runtime.block_on(run()),
+    }
+}
+
+/// A child process of this bench binary in another role; killed when dropped.
+struct Role {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Role {
+    fn start(role: &str, env: &[(&str, String)]) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .env(ROLE, role)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port: u16 = line.trim().strip_prefix("PORT ").unwrap().parse().unwrap();
+        Self { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) }
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The gateway's release binary with a generated config; killed when dropped.
+struct Gateway {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: peers::TempDir,
+}
+
+impl Gateway {
+    async fn start(upstream: SocketAddr, servers: &str) -> Self {
+        let port = peers::free_port();
+        let dir = peers::TempDir::new("mcpmw-bench");
+        let config = dir.0.join("config.yaml");
+        let yaml = format!(
+            "listen: 127.0.0.1:{port}\nupstream:\n  base_url: http://{upstream}/v1\nlogging:\n  level: warn\nbuiltin_tools:\n  enabled: false\nartifacts:\n  local:\n    dir: {}\nmcpServers:{servers}\n",
+            dir.0.join("artifacts").display()
+        );
+        std::fs::write(&config, yaml).unwrap();
+        let child = std::process::Command::new(GATEWAY).arg("--config").arg(&config).spawn().expect("gateway starts");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client.get(format!("http://{addr}/health/liveliness")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "gateway never came up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, addr, _dir: dir }
+    }
+
+    /// Waits until the catalog lists at least `n` tools; returns how many it lists.
+    async fn wait_for_tools(&self, n: usize) -> usize {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let resp = client.get(format!("http://{}/mcp/tools/list", self.addr)).send().await.unwrap();
+            let tools: Value = resp.json().await.unwrap();
+            let count = tools["tools"].as_array().map_or(0, Vec::len);
+            if count >= n {
+                return count;
+            }
+            assert!(Instant::now() < deadline, "only {count} of {n} tools were listed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn target(&self, name: &str) -> Target {
+        Target { name: name.into(), addr: self.addr, path: "/v1/chat/completions".into(), key: None }
+    }
+
+    fn rss_mb(&self) -> f64 {
+        rss_mb(self.child.id())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN);
+    kb / 1024.0
+}
+
+fn chat(model: &str, stream: bool) -> Bytes {
+    Bytes::from(json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+}
+
+fn litellm_config(upstream: SocketAddr) -> String {
+    let models = ["bench", "ttft"]
+        .iter()
+        .map(|m| {
+            format!(
+                "  - model_name: {m}\n    litellm_params:\n      model: openai/{m}\n      api_base: http://{upstream}/v1\n      api_key: sk-upstream\n"
+            )
+        })
+        .collect::<String>();
+    format!(
+        "model_list:\n{models}general_settings:\n  master_key: {LITELLM_KEY}\nlitellm_settings:\n  drop_params: true\n  telemetry: false\n"
+    )
+}
+
+/// p50 of direct MCP `tools/call`s to a server started with `cmd`, and a client to reuse.
+async fn direct_mcp(
+    cmd: tokio::process::Command,
+    tool: &str,
+    args: Value,
+    n: usize,
+) -> (Samples, rmcp::service::RunningService<rmcp::RoleClient, ()>) {
+    let mcp = ().serve(rmcp::transport::TokioChildProcess::new(cmd).unwrap()).await.unwrap();
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n + 100 {
+        let mut params = CallToolRequestParams::new(tool.to_owned());
+        params.arguments = args.as_object().cloned();
+        let started = Instant::now();
+        mcp.call_tool(params).await.unwrap();
+        if i >= 100 {
+            samples.push(started.elapsed());
+        }
+    }
+    (Samples::new(samples), mcp)
+}
+
+async fn run() {
+    let started = Instant::now();
+    let mut report = Report::new();
+    eprintln!("installing peers (pinned LiteLLM venv, npm MCP servers) when missing…");
+    let everything = tokio::task::spawn_blocking(peers::everything).await.unwrap();
+    let litellm_bin = tokio::task::spawn_blocking(peers::litellm).await.unwrap();
+    report.litellm_version = litellm_version(litellm_bin);
+
+    let upstream = Role::start("upstream", &[]);
+    let proxy = Role::start("proxy", &[("MCPMW_BENCH_UPSTREAM", upstream.addr.to_string())]);
+    let gateway = Gateway::start(upstream.addr, " {}").await;
+    let only = std::env::var("MCPMW_BENCH_ONLY").ok();
+    let run_section = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|s| s == name));
+    let client = reqwest::Client::new();
+    let direct = Target { name: "direct".into(), addr: upstream.addr, path: "/v1/chat/completions".into(), key: None };
+    let plain = chat("bench", false);
+    let litellm = if run_section("pass") || run_section("ttft") {
+        eprintln!("starting LiteLLM…");
+        Some(peers::LiteLlm::start(&litellm_config(upstream.addr), LITELLM_KEY).await)
+    } else {
+        None
+    };
+    let litellm_addr: SocketAddr = litellm
+        .as_ref()
+        .map_or("127.0.0.1:9".into(), |l| l.url.clone())
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .parse()
+        .unwrap();
+    let paths = [
+        direct.clone(),
+        Target { name: "minimal hyper proxy".into(), addr: proxy.addr, ..direct.clone() },
+        gateway.target("mcp-middleware"),
+        Target {
+            name: format!("LiteLLM {}", report.litellm_version),
+            addr: litellm_addr,
+            key: Some(LITELLM_KEY.into()),
+            ..direct.clone()
+        },
+    ];
+
+    if run_section("pass") {
+        eprintln!("pass-through latency (c=1) and throughput (c=16)…");
+        for path in &paths {
+            let (_, totals) = load::sequential(path, &plain, b"hello", 300, 5_000, Duration::from_secs(5)).await;
+            let rps = load::throughput(path, &plain, b"hello", 16, Duration::from_secs(4)).await;
+            report.pass_through.push((path.name.clone(), totals.ms(0.5), totals.ms(0.99), totals.0.len(), rps));
+        }
+    }
+    if run_section("ttft") {
+        eprintln!("time to first token (streaming)…");
+        let ttft = chat("ttft", true);
+        for path in &paths {
+            let (firsts, _) = load::sequential(path, &ttft, b"hello", 20, 200, Duration::from_secs(8)).await;
+            report.ttft.push((path.name.clone(), firsts.ms(0.5), firsts.ms(0.99)));
+        }
+    }
+    drop(litellm);
+
+    if run_section("tools") {
+        eprintln!("tool rounds…");
+        let servers = format!(
+            "\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n  ev:\n    command: node\n    args: [\"{everything}\", stdio]"
+        );
+        let tooled = Gateway::start(upstream.addr, &servers).await;
+        let count_before = tooled.wait_for_tools(1).await;
+        let _ = count_before;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let tools: Value = client
+                .get(format!("http://{}/mcp/tools/list", tooled.addr))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let names: Vec<&str> =
+                tools["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+            if names.contains(&"ts__echo") && names.contains(&"ev__echo") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "ts__echo and ev__echo never both listed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let streamed = chat("bench", true);
+        let (_, model_call) = load::sequential(&direct, &streamed, b"hello", 300, 3_000, Duration::from_secs(3)).await;
+        let mut ts_cmd = tokio::process::Command::new(TEST_SERVER);
+        ts_cmd.arg("stdio");
+        let (ts_call, ts_client) = direct_mcp(ts_cmd, "echo", json!({"text": "hi"}), 2_000).await;
+        let mut ev_cmd = tokio::process::Command::new("node");
+        ev_cmd.args([everything, "stdio"]);
+        let (ev_call, ev_client) = direct_mcp(ev_cmd, "echo", json!({"message": "hi"}), 1_000).await;
+        drop(ev_client);
+        for (server, model, mcp) in [
+            ("mcp-test-server (Rust, stdio)", "tool-ts", &ts_call),
+            ("server-everything (Node, stdio)", "tool-ev", &ev_call),
+        ] {
+            let body = chat(model, true);
+            let (_, round) =
+                load::sequential(&tooled.target("mcp-middleware"), &body, b"done", 100, 2_000, Duration::from_secs(5))
+                    .await;
+            report.tool_rounds.push(report::ToolRound {
+                server: server.into(),
+                model_p50: model_call.ms(0.5),
+                mcp_p50: mcp.ms(0.5),
+                round_p50: round.ms(0.5),
+                round_p99: round.ms(0.99),
+            });
+        }
+
+        eprintln!("tool rounds at c=16 against the sum-of-parts ceiling…");
+        let via = load::throughput(
+            &tooled.target("mcp-middleware"),
+            &chat("tool-ts", true),
+            b"done",
+            16,
+            Duration::from_secs(4),
+        )
+        .await;
+        let ceiling = parts_throughput(&direct, &streamed, ts_client.peer().clone(), 16, Duration::from_secs(4)).await;
+        report.rounds_c16 = (via, ceiling);
+        drop(ts_client);
+
+        eprintln!("parallel slow calls…");
+        let parallel = chat("parallel", true);
+        let (_, four) =
+            load::sequential(&tooled.target("mcp-middleware"), &parallel, b"done", 1, 5, Duration::from_secs(30)).await;
+        report.parallel = (four.ms(0.5), 300.0);
+        drop(tooled);
+    }
+
+    if run_section("catalog") {
+        eprintln!("a 1,000-tool catalog…");
+        let extra = 1_000usize.saturating_sub(builtin_test_tools().await);
+        let servers = format!("\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio, --extra-tools, \"{extra}\"]");
+        let big = Gateway::start(upstream.addr, &servers).await;
+        let listed = big.wait_for_tools(1_000).await;
+        let (_, via_catalog) =
+            load::sequential(&big.target("mcp-middleware"), &plain, b"hello", 200, 3_000, Duration::from_secs(5)).await;
+        let sent: Bytes =
+            client.get(format!("http://{}/last-catalog", upstream.addr)).send().await.unwrap().bytes().await.unwrap();
+        let sent_tools =
+            serde_json::from_slice::<Value>(&sent).ok().and_then(|v| v["tools"].as_array().map(Vec::len)).unwrap_or(0);
+        let (_, direct_catalog) = load::sequential(&direct, &sent, b"hello", 200, 3_000, Duration::from_secs(5)).await;
+        report.catalog = report::Catalog {
+            listed,
+            sent_tools,
+            sent_bytes: sent.len(),
+            via_p50: via_catalog.ms(0.5),
+            direct_p50: direct_catalog.ms(0.5),
+        };
+        drop(big);
+    }
+
+    if run_section("streams") {
+        eprintln!("open streams and memory…");
+        let fresh = Gateway::start(upstream.addr, " {}").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        report.rss_idle = fresh.rss_mb();
+        let hold = chat("hold", true);
+        // Each HTTP/1.1 stream holds two sockets in the gateway; a process here may hold 20,000
+        // files and cannot raise that without privileges, so 10,000 streams come in multiplexed over
+        // HTTP/2 (100 per connection), as from a fronting proxy; the upstream side stays HTTP/1.1.
+        let proxy_target = Target { name: "minimal hyper proxy".into(), addr: proxy.addr, ..direct.clone() };
+        report.rss_proxy.push(rss_mb(proxy.child.id()));
+        for (n, h2) in [(1_000usize, false), (1_000, true), (10_000, true)] {
+            for (target, pid) in
+                [(proxy_target.clone(), proxy.child.id()), (fresh.target("mcp-middleware"), fresh.child.id())]
+            {
+                let streams = if h2 {
+                    load::open_streams_h2(&target, &hold, n, 100).await
+                } else {
+                    load::open_streams(&target, &hold, n).await
+                };
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if pid == proxy.child.id() {
+                    report.rss_proxy.push(rss_mb(pid));
+                } else {
+                    report.rss_streams.push((n, h2, rss_mb(pid)));
+                }
+                for s in &streams {
+                    s.abort();
+                }
+                for s in streams {
+                    let _ = s.await;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+        report.rss_after = fresh.rss_mb();
+        drop(fresh);
+    }
+    drop(proxy);
+    drop(upstream);
+
+    report.took = started.elapsed();
+    let markdown = report.markdown();
+    print!("{markdown}");
+    if only.is_none() {
+        let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
+        std::fs::write(&out, markdown).unwrap();
+        eprintln!("wrote {}", out.display());
+    }
+}
+
+/// How many tools the test server lists on its own.
+async fn builtin_test_tools() -> usize {
+    let mut cmd = tokio::process::Command::new(TEST_SERVER);
+    cmd.arg("stdio");
+    let mcp = ().serve(rmcp::transport::TokioChildProcess::new(cmd).unwrap()).await.unwrap();
+    let n = mcp.list_all_tools().await.unwrap().len();
+    let _ = mcp.cancel().await;
+    n
+}
+
+/// The ceiling for tool rounds: `concurrency` workers each doing a round's parts directly
+/// (model call, MCP call, model call) back to back; rounds per second.
+async fn parts_throughput(
+    direct: &Target,
+    streamed: &Bytes,
+    mcp: rmcp::Peer<rmcp::RoleClient>,
+    concurrency: usize,
+    duration: Duration,
+) -> f64 {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop_at = Instant::now() + Duration::from_secs(1) + duration;
+    let count_from = Instant::now() + Duration::from_secs(1);
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (direct, streamed, mcp, done) = (direct.clone(), streamed.clone(), mcp.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut conn = Conn::open(&direct).await;
+                while Instant::now() < stop_at {
+                    conn.request(&streamed, b"hello").await;
+                    let mut params = CallToolRequestParams::new("echo");
+                    params.arguments = json!({"text": "hi"}).as_object().cloned();
+                    mcp.call_tool(params).await.unwrap();
+                    conn.request(&streamed, b"hello").await;
+                    if Instant::now() >= count_from && Instant::now() < stop_at {
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    done.load(std::sync::atomic::Ordering::Relaxed) as f64 / duration.as_secs_f64()
+}
+
+fn litellm_version(bin: &str) -> String {
+    let python = std::path::Path::new(bin).with_file_name("python");
+    let out = std::process::Command::new(python)
+        .args(["-c", "import importlib.metadata as m; print(m.version('litellm'))"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

@@ -1,0 +1,280 @@
+//! The figures of one run and the `BENCHMARKS.md` they make: each figure beside its target.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+/// One tool round through the gateway against its parts measured directly.
+pub struct ToolRound {
+    pub server: String,
+    /// p50 of one streamed model call, direct.
+    pub model_p50: f64,
+    /// p50 of one `tools/call`, direct.
+    pub mcp_p50: f64,
+    pub round_p50: f64,
+    pub round_p99: f64,
+}
+
+impl ToolRound {
+    fn parts(&self) -> f64 {
+        2.0 * self.model_p50 + self.mcp_p50
+    }
+}
+
+/// The 1,000-tool catalog measure.
+#[derive(Default)]
+pub struct Catalog {
+    /// Tools in the gateway's catalog.
+    pub listed: usize,
+    /// Tools the gateway sent upstream with a request.
+    pub sent_tools: usize,
+    /// Size of that request.
+    pub sent_bytes: usize,
+    /// p50 through the gateway (which adds the tools).
+    pub via_p50: f64,
+    /// p50 of the same request, tools included by the client, sent direct.
+    pub direct_p50: f64,
+}
+
+#[derive(Default)]
+pub struct Report {
+    pub litellm_version: String,
+    /// (path, p50 ms, p99 ms, samples, requests/s at c=16)
+    pub pass_through: Vec<(String, f64, f64, usize, f64)>,
+    /// (path, p50 ms, p99 ms) of the time to the first token.
+    pub ttft: Vec<(String, f64, f64)>,
+    pub tool_rounds: Vec<ToolRound>,
+    /// (rounds/s through the gateway, rounds/s of the parts done directly), c=16.
+    pub rounds_c16: (f64, f64),
+    /// (four parallel 300 ms calls in one round, ms; one call, ms).
+    pub parallel: (f64, f64),
+    pub catalog: Catalog,
+    pub rss_idle: f64,
+    /// (streams, over HTTP/2, RSS MB)
+    pub rss_streams: Vec<(usize, bool, f64)>,
+    pub rss_after: f64,
+    /// The minimal proxy's RSS: idle, then beside each `rss_streams` row.
+    pub rss_proxy: Vec<f64>,
+    pub took: Duration,
+}
+
+fn cmd(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map_or("unknown CPU", |v| v.trim_start_matches([' ', '\t', ':']));
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!(
+        "{cpu}, {cores} cores, {mem_gib:.0} GiB RAM; Linux {}; {}",
+        cmd("uname", &["-r"]),
+        cmd("rustc", &["--version"])
+    )
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "**not met**" }
+}
+
+impl Report {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn path(&self, i: usize) -> (f64, f64, f64) {
+        self.pass_through.get(i).map_or((f64::NAN, f64::NAN, f64::NAN), |p| (p.1, p.2, p.4))
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let date = cmd("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+        let _ = writeln!(md, "# Benchmarks\n");
+        let _ = writeln!(
+            md,
+            "Produced by `cargo bench --bench compare` (it installs the pinned LiteLLM and the npm MCP \
+             servers when missing, builds the release binaries and rewrites this file) on {date}, in {:.0} s.\n",
+            self.took.as_secs_f64()
+        );
+        let _ = writeln!(md, "Machine: {}.\n", machine());
+        let _ = writeln!(
+            md,
+            "Every path talks to the same scripted model (an OpenAI-compatible server in its own process) \
+             over loopback; the gateway, the minimal proxy and LiteLLM each run as their own process too, and \
+             one load generator (hyper, HTTP/1.1 keep-alive, one request at a time per connection) drives \
+             them all. Figures are p50/p99 of sequential requests (c=1) or completed requests per second over \
+             4 s with 16 connections (c=16). Baselines are measured in the same run; targets are stated as \
+             differences or ratios against them, because this 2-core machine is shared and noisy. LiteLLM \
+             runs with one worker and no database.\n"
+        );
+
+        let (d50, d99, drps) = self.path(0);
+        let (p50, _, _) = self.path(1);
+        let (u50, u99, urps) = self.path(2);
+        let _ = writeln!(md, "## Pass-through chat completion (non-streaming, no tools)\n");
+        let _ = writeln!(md, "| path | p50 c=1 | p99 c=1 | added p50 | added p99 | samples | req/s c=16 | of direct |");
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        for (name, p50, p99, n, rps) in &self.pass_through {
+            let _ = writeln!(
+                md,
+                "| {name} | {p50:.3} ms | {p99:.3} ms | {:+.3} ms | {:+.3} ms | {n} | {rps:.0} | {:.0} % |",
+                p50 - d50,
+                p99 - d99,
+                100.0 * rps / drps
+            );
+        }
+        let _ = writeln!(md, "\n## Streaming: time to first token\n");
+        let _ = writeln!(md, "| path | p50 | p99 | added p50 |");
+        let _ = writeln!(md, "|---|---:|---:|---:|");
+        let t0 = self.ttft.first().map_or(f64::NAN, |t| t.1);
+        for (name, p50, p99) in &self.ttft {
+            let _ = writeln!(md, "| {name} | {p50:.3} ms | {p99:.3} ms | {:+.3} ms |", p50 - t0);
+        }
+        let _ = writeln!(md, "\n## One tool round against the sum of its parts\n");
+        let _ = writeln!(
+            md,
+            "A streamed chat in which the model calls one `echo` tool, through the gateway, against two \
+             streamed model calls and one MCP `tools/call` made directly (p50 each).\n"
+        );
+        let _ = writeln!(
+            md,
+            "| MCP server | model call | MCP call | sum of parts | round p50 | round p99 | beyond parts |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
+        for r in &self.tool_rounds {
+            let _ = writeln!(
+                md,
+                "| {} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:+.3} ms |",
+                r.server,
+                r.model_p50,
+                r.mcp_p50,
+                r.parts(),
+                r.round_p50,
+                r.round_p99,
+                r.round_p50 - r.parts()
+            );
+        }
+        let (via, ceiling) = self.rounds_c16;
+        let _ = writeln!(
+            md,
+            "\nAt c=16 with mcp-test-server: {via:.0} rounds/s through the gateway; the same parts done \
+             directly by 16 workers (model call, MCP call, model call) reach {ceiling:.0} rounds/s ({:.0} %).\n",
+            100.0 * via / ceiling
+        );
+        let (four, one) = self.parallel;
+        let _ = writeln!(
+            md,
+            "Four 300 ms tool calls in one round run in parallel: the whole chat takes {four:.0} ms \
+             (one call: {one:.0} ms).\n"
+        );
+        let c = &self.catalog;
+        let _ = writeln!(md, "## A 1,000-tool catalog\n");
+        let _ = writeln!(
+            md,
+            "{} tools in the catalog; the gateway chose {} of them for the request ({:.0} KB sent upstream). \
+             p50 through the gateway: {:.3} ms; the same {:.0} KB request sent direct: {:.3} ms; added: {:+.3} ms.\n",
+            c.listed,
+            c.sent_tools,
+            c.sent_bytes as f64 / 1024.0,
+            c.via_p50,
+            c.sent_bytes as f64 / 1024.0,
+            c.direct_p50,
+            c.via_p50 - c.direct_p50
+        );
+        let _ = writeln!(md, "## Memory (resident set of the gateway process)\n");
+        let _ = writeln!(md, "| state | mcp-middleware | per stream | minimal hyper proxy | per stream |");
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+        let proxy_idle = self.rss_proxy.first().copied().unwrap_or(f64::NAN);
+        let _ = writeln!(md, "| idle | {:.1} MB | | {proxy_idle:.1} MB | |", self.rss_idle);
+        for (i, (n, h2, rss)) in self.rss_streams.iter().enumerate() {
+            let how = if *h2 { "over HTTP/2, 100 per connection" } else { "over HTTP/1.1, one connection each" };
+            let per = (rss - self.rss_idle) * 1024.0 / *n as f64;
+            let proxy = self.rss_proxy.get(i + 1).copied().unwrap_or(f64::NAN);
+            let proxy_per = (proxy - proxy_idle) * 1024.0 / *n as f64;
+            let _ = writeln!(
+                md,
+                "| {n} streams open, {how} | {rss:.1} MB | {per:.1} KB | {proxy:.1} MB | {proxy_per:.1} KB |"
+            );
+        }
+        let _ = writeln!(md, "| after they closed | {:.1} MB | | | |\n", self.rss_after);
+        let _ = writeln!(
+            md,
+            "Streams are held open by the model (its first token sent, the rest withheld). Each HTTP/1.1 \
+             stream holds two sockets in the gateway; a process on this machine may hold 20,000 files and \
+             cannot raise that without privileges, so the 10,000 streams come in over HTTP/2 (the gateway \
+             still holds one upstream connection per stream).\n"
+        );
+
+        let _ = writeln!(md, "## Targets\n");
+        let _ = writeln!(md, "| target | figure | |");
+        let _ = writeln!(md, "|---|---|---|");
+        let added50 = u50 - d50;
+        let added99 = u99 - d99;
+        let proxy_added = p50 - d50;
+        let _ = writeln!(md, "| added latency p50 ≤ 0.04 ms (c=1) | {added50:+.3} ms | {} |", met(added50 <= 0.04));
+        let _ = writeln!(md, "| added latency p99 ≤ 0.15 ms (c=1) | {added99:+.3} ms | {} |", met(added99 <= 0.15));
+        let _ = writeln!(
+            md,
+            "| added p50 within 2× of the minimal proxy's ({proxy_added:+.3} ms) | {:.1}× | {} |",
+            added50 / proxy_added,
+            met(added50 <= 2.0 * proxy_added)
+        );
+        let _ = writeln!(
+            md,
+            "| throughput c=16 ≥ 90 % of direct | {:.0} % | {} |",
+            100.0 * urps / drps,
+            met(urps >= 0.9 * drps)
+        );
+        let tp = self.ttft.get(1).map_or(f64::NAN, |t| t.1) - t0;
+        let tu = self.ttft.get(2).map_or(f64::NAN, |t| t.1) - t0;
+        let _ = writeln!(
+            md,
+            "| time to first token added within 2× of the minimal proxy's ({tp:+.3} ms) | {tu:+.3} ms | {} |",
+            met(tu <= 2.0 * tp.max(0.0))
+        );
+        for r in &self.tool_rounds {
+            let beyond = r.round_p50 - r.parts();
+            let _ = writeln!(
+                md,
+                "| tool round beyond its parts ≤ 0.1 ms p50, {} | {beyond:+.3} ms | {} |",
+                r.server,
+                met(beyond <= 0.1)
+            );
+        }
+        let _ = writeln!(
+            md,
+            "| tool rounds at c=16 limited by model and tool: ≥ 90 % of the parts' ceiling | {:.0} % | {} |",
+            100.0 * via / ceiling,
+            met(via >= 0.9 * ceiling)
+        );
+        let _ = writeln!(
+            md,
+            "| four parallel slow calls ≤ 1.2× one call | {:.2}× | {} |",
+            four / one,
+            met(four <= 1.2 * one)
+        );
+        let _ = writeln!(md, "| idle RSS ≤ 15 MB | {:.1} MB | {} |", self.rss_idle, met(self.rss_idle <= 15.0));
+        if let Some((n, _, rss)) = self.rss_streams.last() {
+            let _ = writeln!(md, "| {n} concurrent streams ≤ 300 MB | {rss:.1} MB | {} |", met(*rss <= 300.0));
+        }
+        let catalog_added = c.via_p50 - c.direct_p50;
+        let _ = writeln!(
+            md,
+            "| injecting a 1,000-tool catalog adds ≤ 1 ms p50 | {catalog_added:+.3} ms | {} |",
+            met(catalog_added <= 1.0)
+        );
+        md
+    }
+}
