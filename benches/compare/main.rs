@@ -341,6 +341,38 @@ async fn run() {
         drop(big);
     }
 
+    if run_section("bodies") {
+        eprintln!("large bodies…");
+        let text = "x".repeat(31 * 1024 * 1024);
+        let big = Bytes::from(json!({"model": "bench", "messages": [{"role": "user", "content": text}]}).to_string());
+        drop(text);
+        let servers = format!("\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]");
+        for (name, servers) in [("pass-through (no tools)", " {}".to_owned()), ("tools injected (tool loop)", servers)]
+        {
+            let gw = Gateway::start(upstream.addr, &servers).await;
+            if name.starts_with("tools") {
+                gw.wait_for_tools(1).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let before = gw.rss_mb();
+            let target = gw.target("mcp-middleware");
+            let sending = futures_util::future::join_all((0..8).map(|_| {
+                let (target, big) = (target.clone(), big.clone());
+                tokio::spawn(async move { Conn::open(&target).await.request(&big, b"hello").await })
+            }));
+            let mut sending = std::pin::pin!(sending);
+            let mut peak = before;
+            let results = loop {
+                tokio::select! {
+                    results = &mut sending => break results,
+                    () = tokio::time::sleep(Duration::from_millis(10)) => peak = peak.max(gw.rss_mb()),
+                }
+            };
+            assert!(results.iter().all(Result::is_ok), "{name}: a large request failed");
+            report.bodies.push((name.into(), big.len(), before, peak));
+        }
+    }
+
     if run_section("streams") {
         eprintln!("open streams and memory…");
         let fresh = Gateway::start(upstream.addr, " {}").await;

@@ -52,6 +52,8 @@ pub struct Report {
     /// (streams, over HTTP/2, RSS MB)
     pub rss_streams: Vec<(usize, bool, f64)>,
     pub rss_after: f64,
+    /// (path, body bytes, RSS before, peak RSS) with 8 such bodies at once.
+    pub bodies: Vec<(String, usize, f64, f64)>,
     /// The minimal proxy's RSS: idle, then beside each `rss_streams` row.
     pub rss_proxy: Vec<f64>,
     pub took: Duration,
@@ -217,6 +219,20 @@ impl Report {
              still holds one upstream connection per stream).\n"
         );
 
+        let _ = writeln!(md, "## Large bodies\n");
+        let _ = writeln!(
+            md,
+            "Eight chat requests of {:.0} MB each at once (one long user message).\n",
+            self.bodies.first().map_or(0.0, |b| b.1 as f64 / 1048576.0)
+        );
+        let _ = writeln!(md, "| path | RSS before | peak RSS | added | bodies held |");
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+        for (name, size, before, peak) in &self.bodies {
+            let held = (peak - before) / (8.0 * *size as f64 / 1048576.0);
+            let _ = writeln!(md, "| {name} | {before:.1} MB | {peak:.1} MB | {:.1} MB | {held:.2}× |", peak - before);
+        }
+        let _ = writeln!(md);
+
         let _ = writeln!(md, "## Targets\n");
         let _ = writeln!(md, "| target | figure | |");
         let _ = writeln!(md, "|---|---|---|");
@@ -268,6 +284,11 @@ impl Report {
         let _ = writeln!(md, "| idle RSS ≤ 15 MB | {:.1} MB | {} |", self.rss_idle, met(self.rss_idle <= 15.0));
         if let Some((n, _, rss)) = self.rss_streams.last() {
             let _ = writeln!(md, "| {n} concurrent streams ≤ 300 MB | {rss:.1} MB | {} |", met(*rss <= 300.0));
+        }
+        for (name, size, before, peak) in &self.bodies {
+            let held = (peak - before) / (8.0 * *size as f64 / 1048576.0);
+            let _ =
+                writeln!(md, "| a large body is held about once (≤ 2×), {name} | {held:.2}× | {} |", met(held <= 2.0));
         }
         let catalog_added = c.via_p50 - c.direct_p50;
         let _ = writeln!(

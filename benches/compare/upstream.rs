@@ -38,6 +38,7 @@ pub async fn serve() {
     let app = axum::Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/last-catalog", get(|State(s): State<Arc<Shared>>| async move { s.last_catalog.lock().clone() }))
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(shared);
     axum::serve(listener, app).await.unwrap();
 }

@@ -138,13 +138,13 @@ impl Agent {
         );
         headers.remove("x-mcp-servers");
 
+        let ChatRequest { raw, body } = chat;
         if tools.is_empty() && offer.find_tools.is_none() {
             // Nothing of ours to run: a plain proxy, forwarding the client's bytes when unchanged.
-            let bytes = if had_controls || has_cards {
-                serde_json::to_vec(&chat.body).unwrap_or_default().into()
-            } else {
-                chat.raw
-            };
+            // One copy of the body is held while it goes upstream: the bytes sent.
+            let bytes =
+                if had_controls || has_cards { serde_json::to_vec(&body).unwrap_or_default().into() } else { raw };
+            drop(body);
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             let request = UpstreamRequest {
                 method: Method::POST,
@@ -157,8 +157,10 @@ impl Agent {
             return Ok(ChatReply::Upstream { response: Box::new(response), stream });
         }
 
-        let vision = takes_images(&chat.body, &self.models);
-        let job = ChatJob { body: chat.body, offer, headers, client_auth, vision, identity };
+        // The loop works from the parsed body; the client's bytes are not kept beside it.
+        drop(raw);
+        let vision = takes_images(&body, &self.models);
+        let job = ChatJob { body, offer, headers, client_auth, vision, identity };
         if !stream {
             return Ok(ChatReply::Completion(self.complete(job).await?));
         }

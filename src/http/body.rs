@@ -20,13 +20,33 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// Reads a whole body, refusing more than `limit` bytes (413 before reading when declared).
 pub async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
-    if content_length(headers).is_some_and(|len| len > limit as u64) {
+    let declared = content_length(headers);
+    if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::PayloadTooLarge { limit });
+    }
+    if let Some(len) = declared.and_then(|len| usize::try_from(len).ok()) {
+        return read_declared(body, len, limit).await;
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large { ApiError::PayloadTooLarge { limit } } else { ApiError::BodyRead }
     })
+}
+
+/// Reads a body of declared length straight into one buffer of that size: a large body is held
+/// once, never as chunks plus their concatenation.
+async fn read_declared(body: Body, len: usize, limit: usize) -> Result<Bytes, ApiError> {
+    let mut buf = bytes::BytesMut::with_capacity(len);
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|_| ApiError::BodyRead)?;
+        // hyper enforces the declared length; the limit still holds if it ever did not.
+        if buf.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
 }
 
 /// A body stream that fails once more than `limit` bytes went through, and then sets
