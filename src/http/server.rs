@@ -46,6 +46,13 @@ pub async fn serve(
         let router = Router::clone(&current.load());
         async move { router.oneshot(req).await }
     }));
+    // No Nagle: a streamed token written right after another must not wait for the client's
+    // delayed ACK (up to 40 ms per small write on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await });
     let server = std::future::IntoFuture::into_future(server);
     tokio::pin!(server);
