@@ -38,9 +38,21 @@ use crate::config::Config;
 use crate::llm::UpstreamClient;
 use crate::mcp::Hub;
 
-/// Shared state of every handler: cheap to clone, everything behind `Arc`s.
+/// Shared state of every handler: one `Arc`, so the clones made for every request (one per
+/// middleware and handler) cost one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct AppStateInner {
     /// The validated configuration.
     pub config: Arc<Config>,
     /// The pooled upstream client.
@@ -85,7 +97,7 @@ impl AppState {
             models: Arc::new(config.models.clone()),
             selection: Arc::new(config.selection.clone()),
         };
-        Self {
+        Self(Arc::new(AppStateInner {
             config,
             upstream,
             hub,
@@ -96,7 +108,7 @@ impl AppState {
             redactor,
             shutdown,
             hard_stop,
-        }
+        }))
     }
 }
 

@@ -22,7 +22,12 @@ pub struct UpstreamClient {
     http: reqwest::Client,
     config: std::sync::Arc<UpstreamConfig>,
     display: std::sync::Arc<str>,
+    /// `/chat/completions` below the base URL, parsed and checked once: the hot path's URL.
+    chat_url: Option<std::sync::Arc<url::Url>>,
 }
+
+/// The path every chat request takes.
+const CHAT_PATH: &str = "/chat/completions";
 
 /// A request body for the upstream.
 pub enum UpstreamBody {
@@ -68,7 +73,9 @@ impl UpstreamClient {
             .tcp_nodelay(true)
             .build()?;
         let display = config.display_url().into();
-        Ok(Self { http, config: config.into(), display })
+        let mut client = Self { http, config: config.into(), display, chat_url: None };
+        client.chat_url = client.confined_url(CHAT_PATH).ok().map(std::sync::Arc::new);
+        Ok(client)
     }
 
     /// The upstream base URL without credentials, for errors and logs.
@@ -78,7 +85,10 @@ impl UpstreamClient {
 
     /// Sends a request; non-success statuses become [`LlmError`]s (4xx keep their body).
     pub async fn send(&self, req: UpstreamRequest) -> Result<UpstreamResponse, LlmError> {
-        let url = self.confined_url(&req.path_and_query)?;
+        let url = match &self.chat_url {
+            Some(url) if req.path_and_query == CHAT_PATH => url::Url::clone(url),
+            _ => self.confined_url(&req.path_and_query)?,
+        };
         let started = std::time::Instant::now();
         let auth = self.auth_header(req.client_auth);
         let mut headers = req.headers;
