@@ -137,6 +137,15 @@ impl Report {
                 100.0 * rps / drps
             );
         }
+        let _ = writeln!(
+            md,
+            "\nAt c=16 the load generator and the model already use both cores of this machine, so any extra \
+             process on the path takes throughput: the minimal proxy keeps {:.0} % of direct, mcp-middleware \
+             {:.0} % of direct, which is {:.0} % of the minimal proxy's.",
+            100.0 * self.path(1).2 / drps,
+            100.0 * urps / drps,
+            100.0 * urps / self.path(1).2
+        );
         let _ = writeln!(md, "\n## Streaming: time to first token\n");
         let _ = writeln!(md, "| path | p50 | p99 | added p50 |");
         let _ = writeln!(md, "|---|---:|---:|---:|");
