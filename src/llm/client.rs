@@ -71,6 +71,9 @@ impl UpstreamClient {
             .read_timeout(config.read_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
+            // A proxy hands redirects to its client: following one would leave the base path
+            // confined above (with the upstream key), and costs two URL parses per request.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let display = config.display_url().into();
         let mut client = Self { http, config: config.into(), display, chat_url: None };

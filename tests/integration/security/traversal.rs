@@ -74,3 +74,35 @@ async fn only_openai_routes_are_forwarded_unless_all_are_allowed() {
     assert_eq!(status, 400, "but never a way out of it");
     assert!(llm.requests().iter().all(|r| r.path.starts_with("/v1/")));
 }
+
+/// An upstream that answers with a redirect (say, to its admin API) is not followed: the client
+/// gets the redirect, and the upstream's key never goes to the redirect's target.
+#[tokio::test]
+async fn upstream_redirects_are_handed_back_not_followed() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = seen.clone();
+    let upstream = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let record = record.clone();
+        async move {
+            record.lock().unwrap().push(uri.path().to_owned());
+            (axum::http::StatusCode::TEMPORARY_REDIRECT, [("location", "/key/generate")], "")
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, upstream).await });
+    let yaml = format!("upstream:\n  base_url: http://{addr}/v1\n{KEYS}");
+    let app = TestApp::spawn(&yaml).await;
+    let chat = r#"{"model":"m","messages":[]}"#;
+    let raw = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer sk-user\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{chat}",
+        chat.len()
+    );
+    let (status, _) = raw_http(app.addr, &raw).await;
+    assert_eq!(status, 307);
+    let (status, _) = raw_http(app.addr, &request("POST", "/v1/embeddings")).await;
+    assert_eq!(status, 307);
+    assert_eq!(*seen.lock().unwrap(), ["/v1/chat/completions", "/v1/embeddings"], "no redirect was followed");
+}
