@@ -42,10 +42,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let token = shutdown.clone();
     let current = routes.0.clone();
-    let app = Router::new().fallback_service(tower::service_fn(move |req: Request| {
+    // Each request is routed once, by the routes current when it arrived (no outer router).
+    let app = tower::service_fn(move |req: Request| {
         let router = Router::clone(&current.load());
         async move { router.oneshot(req).await }
-    }));
+    });
+    let app = axum::ServiceExt::<Request>::into_make_service(app);
     // No Nagle: a streamed token written right after another must not wait for the client's
     // delayed ACK (up to 40 ms per small write on Linux).
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
