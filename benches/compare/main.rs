@@ -15,6 +15,7 @@ mod load;
 #[allow(dead_code)]
 #[path = "../../tests/integration/common/peers.rs"]
 mod peers;
+mod profile;
 mod proxy;
 mod report;
 mod upstream;
@@ -30,10 +31,10 @@ use serde_json::{Value, json};
 use load::{Conn, Samples, Target};
 use report::Report;
 
-const GATEWAY: &str = env!("CARGO_BIN_EXE_mcp-middleware");
+pub(crate) const GATEWAY: &str = env!("CARGO_BIN_EXE_mcp-middleware");
 const TEST_SERVER: &str = env!("CARGO_BIN_EXE_mcp-test-server");
 const LITELLM_KEY: &str = "sk-bench-master";
-const ROLE: &str = "MCPMW_BENCH_ROLE";
+pub(crate) const ROLE: &str = "MCPMW_BENCH_ROLE";
 
 fn main() {
     // 10,000 streams hold 20,000 sockets in the gateway: raise the limit for this process and
@@ -339,6 +340,28 @@ async fn run() {
             direct_p50: direct_catalog.ms(0.5),
         };
         drop(big);
+    }
+
+    if run_section("instructions") {
+        eprintln!("instructions per request (callgrind)…");
+        if let Some(valgrind) = profile::valgrind() {
+            let dir = peers::TempDir::new("mcpmw-bench-cg");
+            let port = peers::free_port();
+            let config = dir.0.join("config.yaml");
+            let yaml = format!(
+                "listen: 127.0.0.1:{port}\nupstream:\n  base_url: http://{}/v1\nlogging:\n  level: warn\nbuiltin_tools:\n  enabled: false\nartifacts:\n  local:\n    dir: {}\nmcpServers: {{}}\n",
+                upstream.addr,
+                dir.0.join("artifacts").display()
+            );
+            std::fs::write(&config, yaml).unwrap();
+            let path = "/v1/chat/completions";
+            let gateway = profile::Subject::Gateway { config: &config, port };
+            let proxy = profile::Subject::Proxy { upstream: upstream.addr };
+            report.instructions = Some((
+                profile::per_request(&valgrind, &gateway, path, &plain).await,
+                profile::per_request(&valgrind, &proxy, path, &plain).await,
+            ));
+        }
     }
 
     if run_section("bodies") {

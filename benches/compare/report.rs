@@ -52,6 +52,8 @@ pub struct Report {
     /// (streams, over HTTP/2, RSS MB)
     pub rss_streams: Vec<(usize, bool, f64)>,
     pub rss_after: f64,
+    /// Instructions per pass-through request: (gateway, minimal proxy), when valgrind ran.
+    pub instructions: Option<(f64, f64)>,
     /// (path, body bytes, RSS before, peak RSS) with 8 such bodies at once.
     pub bodies: Vec<(String, usize, f64, f64)>,
     /// The minimal proxy's RSS: idle, then beside each `rss_streams` row.
@@ -146,6 +148,21 @@ impl Report {
             100.0 * urps / drps,
             100.0 * urps / self.path(1).2
         );
+        match self.instructions {
+            Some((ours, proxy)) => {
+                let _ = writeln!(
+                    md,
+                    "\nInstructions per pass-through request (callgrind, start-up excluded; stable where times are \
+                     not): mcp-middleware {:.1}k, the minimal proxy {:.1}k ({:.1}×).",
+                    ours / 1000.0,
+                    proxy / 1000.0,
+                    ours / proxy
+                );
+            }
+            None => {
+                let _ = writeln!(md, "\nInstructions per request: not measured (valgrind could not be installed).");
+            }
+        }
         let _ = writeln!(md, "\n## Streaming: time to first token\n");
         let _ = writeln!(md, "| path | p50 | p99 | added p50 |");
         let _ = writeln!(md, "|---|---:|---:|---:|");
