@@ -42,6 +42,16 @@ pub struct Agent {
     pub selection: Arc<crate::config::SelectionConfig>,
 }
 
+/// One round's request, serialised straight from the shared parts: no copy of the history per
+/// round, and the tool definitions as the JSON they were serialised to once.
+#[derive(serde::Serialize)]
+struct RoundBody<'a> {
+    #[serde(flatten)]
+    body: &'a Map<String, Value>,
+    tools: &'a serde_json::value::RawValue,
+    messages: &'a [Value],
+}
+
 /// One chat request to run through the loop.
 pub struct ChatJob {
     /// The client's body (control fields removed, history converted).
@@ -246,15 +256,35 @@ impl Agent {
         let ChatJob { mut body, offer, headers, client_auth, vision, identity } = job;
         let super::selection::Offer { mut tools, pool, find_tools, room, ranker: offer_ranker } = offer;
         let client_tools: HashSet<String> = super::client_tool_names(&body).map(str::to_owned).collect();
-        let client_definitions: Vec<Value> = body.get("tools").and_then(Value::as_array).cloned().unwrap_or_default();
-        let catalog = self.hub.catalog();
-        let tools_field = |tools: &[Arc<ToolEntry>]| {
-            let mut merged = client_definitions.clone();
-            merged.extend(tools.iter().map(|t| t.openai_tool.clone()));
-            merged.extend(find_tools.as_deref().map(super::selection::find_tools_definition));
-            Value::Array(merged)
+        let client_definitions: Vec<Value> = match body.remove("tools") {
+            Some(Value::Array(tools)) => tools,
+            _ => Vec::new(),
         };
-        body.insert("tools".into(), tools_field(&tools));
+        let catalog = self.hub.catalog();
+        // The `tools` field, serialised when the offer changes (not every round): the catalog's
+        // entries are copied from their ready JSON.
+        let tools_field = |tools: &[Arc<ToolEntry>]| {
+            let mut json = String::from("[");
+            let mut push = |item: &str| {
+                if json.len() > 1 {
+                    json.push(',');
+                }
+                json.push_str(item);
+            };
+            for definition in &client_definitions {
+                push(&definition.to_string());
+            }
+            for tool in tools {
+                push(tool.openai_tool_json.get());
+            }
+            if let Some(name) = find_tools.as_deref() {
+                push(&super::selection::find_tools_definition(name).to_string());
+            }
+            json.push(']');
+            serde_json::value::RawValue::from_string(json)
+                .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
+        };
+        let mut tools_json = tools_field(&tools);
         out.selection = json!({"available": pool.len(), "offered": tools.len(), "ranker": offer_ranker,
             "find_tools": find_tools.is_some(), "found": 0});
         body.insert("stream".into(), Value::Bool(true));
@@ -282,7 +312,13 @@ impl Agent {
             }
             let span = tracing::info_span!("llm.round", round = round_no);
             let mut round = tracing::Instrument::instrument(
-                self.round(&body, &messages, &headers, &client_auth, &client_tools, out),
+                self.round(
+                    RoundBody { body: &body, tools: &tools_json, messages: &messages },
+                    &headers,
+                    &client_auth,
+                    &client_tools,
+                    out,
+                ),
                 span,
             )
             .await?;
@@ -344,7 +380,7 @@ impl Agent {
                 let keep = room.saturating_sub(1 + found.len());
                 tools.truncate(keep);
                 tools.splice(0..0, found);
-                body.insert("tools".into(), tools_field(&tools));
+                tools_json = tools_field(&tools);
             }
             for run in &runs {
                 messages.push(json!({"role": "tool", "tool_call_id": run.id, "content": run.output}));
@@ -385,21 +421,13 @@ impl Agent {
     /// One upstream request, streamed; text and client tool deltas are passed on as they come.
     async fn round(
         &self,
-        body: &Map<String, Value>,
-        messages: &[Value],
+        request: RoundBody<'_>,
         headers: &HeaderMap,
         client_auth: &Option<HeaderValue>,
         client_tools: &HashSet<String>,
         out: &mut Emitter,
     ) -> Result<Round, LlmError> {
-        // Serialised straight from the shared parts: no copy of the history per round.
-        #[derive(serde::Serialize)]
-        struct RoundBody<'a> {
-            #[serde(flatten)]
-            body: &'a Map<String, Value>,
-            messages: &'a [Value],
-        }
-        let bytes = serde_json::to_vec(&RoundBody { body, messages }).unwrap_or_default();
+        let bytes = serde_json::to_vec(&request).unwrap_or_default();
         let mut headers = headers.clone();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let response = self

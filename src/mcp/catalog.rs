@@ -32,6 +32,8 @@ pub struct ToolEntry {
     pub input_schema: Arc<Map<String, Value>>,
     /// The ready `{"type":"function","function":{…}}` entry for chat requests.
     pub openai_tool: Value,
+    /// The same entry serialised once, copied as is into every request that offers the tool.
+    pub openai_tool_json: Box<serde_json::value::RawValue>,
     validator: Option<jsonschema::Validator>,
 }
 
@@ -102,6 +104,8 @@ impl Catalog {
                 "description": tool.description.clone().unwrap_or_default(),
                 "parameters": &*input_schema,
             }});
+            let openai_tool_json = serde_json::value::to_raw_value(&openai_tool)
+                .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned());
             let index = catalog.entries.len();
             catalog.by_name.insert(name.clone(), index);
             catalog.by_origin.insert((tool.server.clone(), tool.name.clone()), index);
@@ -112,6 +116,7 @@ impl Catalog {
                 description: tool.description,
                 input_schema,
                 openai_tool,
+                openai_tool_json,
                 validator,
             }));
         }
