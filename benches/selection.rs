@@ -58,7 +58,7 @@ fn main() {
             } else {
                 choose(&catalog, pool.clone(), &body, config, None).tools
             };
-            let injected: Vec<Value> = offer.iter().map(|t| t.openai_tool.clone()).collect();
+            let injected: Vec<&str> = offer.iter().map(|t| t.openai_tool.get()).collect();
             std::hint::black_box(injected);
             samples.push(started.elapsed().as_secs_f64() * 1000.0);
         }

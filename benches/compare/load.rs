@@ -165,6 +165,19 @@ pub async fn throughput(target: &Target, body: &Bytes, needle: &[u8], concurrenc
     count as f64 / elapsed.as_secs_f64()
 }
 
+/// Reads a streamed answer until its first token ("hello") has arrived.
+async fn until_first_token(resp: &mut hyper::Response<hyper::body::Incoming>) {
+    let mut seen = Vec::new();
+    while let Some(Ok(frame)) = resp.body_mut().frame().await {
+        if let Some(data) = frame.data_ref() {
+            seen.extend_from_slice(data);
+            if seen.windows(5).any(|w| w == b"hello") {
+                break;
+            }
+        }
+    }
+}
+
 /// Opens `n` streams (at most 256 connecting at once) and returns once each has received its
 /// first token; the streams stay open until the returned handles are aborted.
 pub async fn open_streams(target: &Target, body: &Bytes, n: usize) -> Vec<tokio::task::JoinHandle<()>> {
@@ -183,15 +196,7 @@ pub async fn open_streams(target: &Target, body: &Bytes, n: usize) -> Vec<tokio:
                         return;
                     }
                 };
-                let mut seen = Vec::new();
-                while let Some(Ok(frame)) = resp.body_mut().frame().await {
-                    if let Some(data) = frame.data_ref() {
-                        seen.extend_from_slice(data);
-                        if seen.windows(5).any(|w| w == b"hello") {
-                            break;
-                        }
-                    }
-                }
+                until_first_token(&mut resp).await;
                 drop(permit);
                 let _ = tx.send(Ok(())).await;
                 // Hold the stream (and its connection) open until aborted.
@@ -245,15 +250,7 @@ pub async fn open_streams_h2(
                     if !resp.status().is_success() {
                         return Err(resp.status().to_string());
                     }
-                    let mut seen = Vec::new();
-                    while let Some(Ok(frame)) = resp.body_mut().frame().await {
-                        if let Some(data) = frame.data_ref() {
-                            seen.extend_from_slice(data);
-                            if seen.windows(5).any(|w| w == b"hello") {
-                                break;
-                            }
-                        }
-                    }
+                    until_first_token(&mut resp).await;
                     Ok(resp)
                 };
                 match opened.await {

@@ -252,8 +252,7 @@ async fn run() {
             "\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n  ev:\n    command: node\n    args: [\"{everything}\", stdio]"
         );
         let tooled = Gateway::start(upstream.addr, &servers).await;
-        let count_before = tooled.wait_for_tools(1).await;
-        let _ = count_before;
+        tooled.wait_for_tools(1).await;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let tools: Value = client

@@ -275,7 +275,7 @@ impl Agent {
                 push(&definition.to_string());
             }
             for tool in tools {
-                push(tool.openai_tool_json.get());
+                push(tool.openai_tool.get());
             }
             if let Some(name) = find_tools.as_deref() {
                 push(&super::selection::find_tools_definition(name).to_string());

@@ -30,10 +30,9 @@ pub struct ToolEntry {
     pub description: Option<String>,
     /// Sanitised input schema (always `type: object`).
     pub input_schema: Arc<Map<String, Value>>,
-    /// The ready `{"type":"function","function":{…}}` entry for chat requests.
-    pub openai_tool: Value,
-    /// The same entry serialised once, copied as is into every request that offers the tool.
-    pub openai_tool_json: Box<serde_json::value::RawValue>,
+    /// The ready `{"type":"function","function":{…}}` entry for chat requests, serialised once
+    /// and copied as is into every request that offers the tool.
+    pub openai_tool: Box<serde_json::value::RawValue>,
     validator: Option<jsonschema::Validator>,
 }
 
@@ -104,7 +103,7 @@ impl Catalog {
                 "description": tool.description.clone().unwrap_or_default(),
                 "parameters": &*input_schema,
             }});
-            let openai_tool_json = serde_json::value::to_raw_value(&openai_tool)
+            let openai_tool = serde_json::value::to_raw_value(&openai_tool)
                 .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned());
             let index = catalog.entries.len();
             catalog.by_name.insert(name.clone(), index);
@@ -116,7 +115,6 @@ impl Catalog {
                 description: tool.description,
                 input_schema,
                 openai_tool,
-                openai_tool_json,
                 validator,
             }));
         }
@@ -268,7 +266,8 @@ mod tests {
         let e = cat.get("a__echo").unwrap();
         assert!(!e.input_schema.contains_key("$schema"));
         assert_eq!(e.input_schema["type"], "object");
-        assert_eq!(e.openai_tool["function"]["name"], "a__echo");
+        let definition: Value = serde_json::from_str(e.openai_tool.get()).unwrap();
+        assert_eq!(definition["function"]["name"], "a__echo");
         assert!(e.validate(&json!({"text": "hi"})).is_ok());
         let err = e.validate(&json!({"text": 5})).unwrap_err();
         assert!(err.contains("/text"), "{err}");
