@@ -89,7 +89,7 @@ pub fn open_store(
                     format!("http://{addr}")
                 }
             });
-            let local = LocalStore::open(dir, secret.as_ref().map(|s| s.expose()), &public_url)
+            let local = LocalStore::open(dir, secret.as_ref().map(|s| s.expose()), &public_url, config.url_ttl)
                 .map_err(|e| AppError::Artifacts(format!("{}: {e}", dir.display())))?;
             let local = Arc::new(local);
             Ok((Artifacts { store: local.clone(), url_ttl: config.url_ttl }, Some(local)))
@@ -136,13 +136,13 @@ pub async fn serve_with_reload(
     let state = build_state(config, &hub_token, shutdown.child_token(), hard_stop.clone(), addr)?;
     let hub = state.hub.clone();
     tracing::info!(%addr, upstream = state.upstream.display_url(), "mcp-middleware listening");
-    let grace = state.config.limits.shutdown_grace;
+    let limits = state.config.limits.clone();
     let routes = http::Routes::new(state.clone());
     if let Some(path) = config_path {
         let reloader = crate::reload::Reloader { path, routes: routes.clone(), state, root: shutdown.clone() };
         tokio::spawn(reloader.run(shutdown.clone()));
     }
-    let served = http::serve(listener, routes, grace, shutdown, hard_stop).await;
+    let served = http::serve(listener, routes, &limits, shutdown, hard_stop).await;
     hub.shutdown().await;
     hub_token.cancel();
     tracing::info!("stopped");

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod app;
 pub mod artifacts;
+pub mod bounded;
 pub mod builtin;
 pub mod cli;
 pub mod config;

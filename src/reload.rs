@@ -5,6 +5,13 @@
 //! and the loop's limits swapped for new requests; an invalid one is refused with a log line
 //! and the running config stays. What cannot change in place (the listen address, the artifact
 //! store) keeps its running value, with a warning.
+//!
+//! A file being rewritten in place (an editor, `echo >`, a ConfigMap swap) is read half-written
+//! for a moment, and such a file often still parses. So a reload is also refused — with a log
+//! line, the running config serving on — when the file is empty, when it is still changing
+//! (two reads [`SETTLE`] apart must agree), when it would turn a keyed gateway open (every key
+//! gone), or when it would stop every MCP server. Those changes need a restart, which is a
+//! deliberate act.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +25,8 @@ use crate::llm::UpstreamClient;
 
 /// How often the file is compared with what was last applied.
 const POLL: Duration = Duration::from_secs(2);
+/// How long the content must stay the same before it is read as a config.
+const SETTLE: Duration = Duration::from_millis(300);
 
 /// What a reload needs: where the config is, what serves it now.
 pub struct Reloader {
@@ -57,6 +66,20 @@ impl Reloader {
             if !forced && text == applied {
                 continue;
             }
+            tokio::time::sleep(SETTLE).await;
+            let Ok(again) = tokio::fs::read(&self.path).await else { continue };
+            if again != text {
+                // Still being written: look again at the next poll (not marked as applied).
+                tracing::info!("config file is changing; waiting for it to settle");
+                continue;
+            }
+            if text.iter().all(u8::is_ascii_whitespace) {
+                if text != applied {
+                    tracing::error!("config reload refused: the file is empty; the running config stays");
+                    applied = text;
+                }
+                continue;
+            }
             applied = text;
             self.reload(forced);
         }
@@ -76,7 +99,8 @@ impl Reloader {
             tracing::warn!(running = %running.listen, "`listen` changes only with a restart");
         }
         config.listen = running.listen;
-        if let Err(problem) = config::check_exposure(&config.auth, config.listen) {
+        if let Err(problem) = config::check_exposure(&config.auth, config.listen).and_then(|()| guard(running, &config))
+        {
             tracing::error!(trigger, error = %problem, "config reload refused; the running config stays");
             return;
         }
@@ -108,4 +132,17 @@ impl Reloader {
         previous.shutdown.cancel();
         tracing::info!(trigger, ?added, ?removed, ?restarted, "config reloaded");
     }
+}
+
+/// Refuses what a half-written file looks like and what should never happen without a restart:
+/// a keyed gateway turned open, or every MCP server stopped.
+fn guard(running: &config::Config, next: &config::Config) -> Result<(), String> {
+    if !running.auth.is_open() && next.auth.is_open() {
+        return Err("the new config has no keys and would open the gateway to anyone; restart to do that".into());
+    }
+    let served = |c: &config::Config| c.mcp_servers.iter().filter(|s| s.name != config::BUILTIN_SERVER).count();
+    if served(running) > 0 && served(next) == 0 {
+        return Err("the new config has no MCP servers and would stop them all; restart to do that".into());
+    }
+    Ok(())
 }

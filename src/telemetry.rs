@@ -1,7 +1,9 @@
 //! Structured logging with `tracing`: pretty lines by default, JSON on request. `RUST_LOG`
 //! overrides the configured level. Every line passes through the configuration's
 //! [`Redactor`] before it is written, so no configured secret reaches the log, whoever logged it
-//! (our code, rmcp, reqwest, an MCP server's stderr).
+//! (our code, rmcp, reqwest, an MCP server's stderr), and control characters inside a line
+//! (newlines, ANSI escapes) are escaped: a tool name a model made up, a client's header or a
+//! server's stderr cannot forge a log line or repaint the terminal.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -30,7 +32,8 @@ pub fn init(format: LogFormat, level: &str, redactor: Redactor) {
         EnvFilter::new(format!("{level}{quiet}"))
     });
     let writer = RedactingStderr;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    // No ANSI colours: every control character in a line is escaped, ours included.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(writer);
     let result = match format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
@@ -73,6 +76,26 @@ impl Drop for LineWriter {
     fn drop(&mut self) {
         let text = String::from_utf8_lossy(&self.buf);
         let clean = self.redactor.scrub(&text);
-        let _ = std::io::stderr().lock().write_all(clean.as_bytes());
+        let line = clean.strip_suffix('\n').unwrap_or(&clean);
+        let mut out = escape_controls(line).into_owned();
+        out.push('\n');
+        let _ = std::io::stderr().lock().write_all(out.as_bytes());
     }
+}
+
+/// `text` with every control character but tab written as a visible escape (`\n`, `\u{1b}`).
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() && c != '\t' => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }

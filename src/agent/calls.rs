@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::results::{ToolOutput, to_tool_output};
+use super::invoke::{Authorized, Invoker};
+use super::results::ToolOutput;
 use super::round::AssembledCall;
-use crate::artifacts::{Artifact, Artifacts};
+use crate::artifacts::Artifact;
 use crate::config::ToolLoopConfig;
-use crate::mcp::{Hub, ToolEntry};
+use crate::mcp::ToolEntry;
 
 /// One executed (or refused) call, for the tool message, the card and the trace.
 #[derive(Debug, Clone, Serialize)]
@@ -140,18 +141,12 @@ fn canonical(v: &Value) -> String {
 
 /// What one round's calls need besides the calls.
 pub struct CallScope<'a> {
-    /// The MCP servers.
-    pub hub: &'a Hub,
-    /// Where binary and oversized outputs go.
-    pub store: &'a Artifacts,
-    /// Inline budget of one output, in bytes.
-    pub budget: usize,
+    /// Runs the calls (the one invoker of every surface).
+    pub invoker: &'a Invoker,
     /// The tools offered to this request: the only ones that run.
     pub offered: &'a [Arc<ToolEntry>],
     /// The model takes images: keep them as `data:` URLs too.
     pub vision: bool,
-    /// Scrubs configured secrets from what a tool returns (a tool may print its environment).
-    pub redactor: &'a crate::config::Redactor,
     /// Who the request acts for (fills HTTP servers' `user_headers`).
     pub identity: &'a crate::config::UserIdentity,
     /// The discovery tool, when the request has one.
@@ -218,43 +213,31 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
             (json!({"query": query}), ToolOutput { text, is_error: false, artifacts: Vec::new() })
         }
         Plan::Refuse(text) => {
-            let server = scope.offered.iter().find(|e| e.name == call.name()).map_or("", |e| e.server.as_str());
-            crate::metrics::metrics().tool_call(server, call.name(), "refused", started.elapsed());
+            // A name the model made up is counted under one label, never its own (unbounded
+            // metric cardinality), and logged escaped (the log writer escapes controls).
+            let offered = scope.offered.iter().find(|e| e.name == call.name());
+            let (server, tool) = offered.map_or(("", "(not offered)"), |e| (e.server.as_str(), e.name.as_str()));
+            crate::metrics::metrics().tool_call(server, tool, "refused", started.elapsed());
             tracing::info!(server, tool = %call.name(), outcome = "refused", "mcp.call refused");
             let args =
                 serde_json::from_str(call.arguments()).unwrap_or_else(|_| Value::String(call.arguments().to_owned()));
             (args, ToolOutput { text, is_error: true, artifacts: Vec::new() })
         }
         Plan::Run(entry, args) => {
-            let server = &entry.server;
-            let span = tracing::info_span!("mcp.call", server = %server, tool = %call.name());
             let visible = || Some(scope.offered.iter().map(|e| e.name.clone()).collect());
-            let result = tracing::Instrument::instrument(
-                scope.hub.call_entry(&entry, args.clone(), visible, scope.identity),
-                span,
-            )
-            .await;
-            let (output, error) = match result {
-                Ok(result) => {
-                    if scope.vision {
-                        images = data_urls(&result);
-                    }
-                    (to_tool_output(&result, scope.store, scope.budget, call.name()).await, None)
-                }
-                Err(e) => {
-                    let text = format!("Error: {e}");
-                    (ToolOutput { text, is_error: true, artifacts: Vec::new() }, Some(e.to_string()))
-                }
-            };
-            let outcome = if output.is_error { "error" } else { "ok" };
-            crate::metrics::metrics().tool_call(server, call.name(), outcome, started.elapsed());
-            tracing::info!(server = %server, tool = %call.name(), outcome, error = error.as_deref(),
-                duration_ms = duration_ms(started.elapsed()), "mcp.call finished");
-            tracing::debug!(server = %server, tool = %call.name(), arguments = %args, "mcp.call arguments");
-            (args, output)
+            let tool = Authorized::offered(&entry);
+            let invocation = scope.invoker.invoke(tool, args.clone(), visible, scope.identity).await;
+            if scope.vision
+                && let Ok(result) = &invocation.result
+            {
+                images = data_urls(result);
+            }
+            tracing::debug!(server = %entry.server, tool = %call.name(), arguments = %args, "mcp.call arguments");
+            (args, invocation.output)
         }
     };
-    let text = scope.redactor.scrub(&text).into_owned();
+    // Our own texts (refusals, finds) pass the same scrubber as tool outputs did in the invoker.
+    let text = scope.invoker.redactor.scrub(&text).into_owned();
     ToolRun {
         id: call.id().to_owned(),
         name: call.name().to_owned(),

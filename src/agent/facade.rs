@@ -17,32 +17,23 @@ use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{KeyPolicy, RequestControls, ToolAccess, to_tool_output};
-use crate::artifacts::Artifacts;
-use crate::config::{Redactor, UserIdentity};
+use super::{Invoker, KeyPolicy, RequestControls, ToolAccess};
+use crate::config::UserIdentity;
 use crate::mcp::Hub;
 
 /// The facade's shared state; every session gets a clone.
 #[derive(Clone)]
 pub struct Facade {
     hub: Arc<Hub>,
-    artifacts: Artifacts,
-    budget: usize,
-    redactor: Arc<Redactor>,
+    invoker: Invoker,
     /// Sessions to tell about catalog changes (closed ones are dropped on the next change).
     peers: Arc<Mutex<Vec<Peer<RoleServer>>>>,
 }
 
 impl Facade {
-    /// A facade over `hub`; announces catalog changes until `shutdown`.
-    pub fn new(
-        hub: Arc<Hub>,
-        artifacts: Artifacts,
-        budget: usize,
-        redactor: Arc<Redactor>,
-        shutdown: CancellationToken,
-    ) -> Self {
-        let facade = Self { hub, artifacts, budget, redactor, peers: Arc::default() };
+    /// A facade running tools with `invoker`; announces catalog changes until `shutdown`.
+    pub fn new(invoker: Invoker, shutdown: CancellationToken) -> Self {
+        let facade = Self { hub: invoker.hub.clone(), invoker, peers: Arc::default() };
         let announcer = facade.clone();
         let mut changes = facade.hub.shared_catalog().changes();
         tokio::spawn(async move {
@@ -70,12 +61,15 @@ impl Facade {
 }
 
 /// The caller's access: its key's policy (left by the HTTP layer in the request's extensions)
-/// narrowed by its `x-mcp-servers` headers.
+/// narrowed by its `x-mcp-servers` headers. A header that is not text is refused, as on every
+/// other surface: a narrowing the gateway cannot read must not widen to the whole catalog.
 fn access(context: &RequestContext<RoleServer>) -> Result<ToolAccess, ErrorData> {
     let parts = context.extensions.get::<http::request::Parts>();
     let key = parts.and_then(|p| p.extensions.get::<KeyPolicy>()).map(|k| k.0.clone());
     let headers: Vec<&str> = parts
-        .map(|p| p.headers.get_all("x-mcp-servers").iter().filter_map(|v| v.to_str().ok()).collect())
+        .map(|p| p.headers.get_all("x-mcp-servers").iter().map(|v| v.to_str()).collect::<Result<Vec<_>, _>>())
+        .transpose()
+        .map_err(|_| ErrorData::invalid_params("the x-mcp-servers header must be plain ASCII text", None))?
         .unwrap_or_default();
     let controls =
         RequestControls::take(&headers, &mut Default::default()).map_err(|e| ErrorData::invalid_params(e, None))?;
@@ -117,7 +111,7 @@ impl ServerHandler for Facade {
         let access = access(&context)?;
         let catalog = self.hub.catalog();
         // Not allowed looks exactly like not there.
-        let Some(entry) = catalog.get(&request.name).filter(|e| access.allows(e)) else {
+        let Some(tool) = catalog.get(&request.name).and_then(|e| access.authorize(e)) else {
             return Err(ErrorData::invalid_params(format!("unknown tool `{}`", request.name), None));
         };
         let arguments = request.arguments.map(Value::Object).unwrap_or(Value::Null);
@@ -129,18 +123,14 @@ impl ServerHandler for Facade {
             .and_then(|p| p.extensions.get::<UserIdentity>())
             .cloned()
             .unwrap_or_default();
-        let result = match self.hub.call_entry(entry, arguments, visible, &identity).await {
-            Ok(result) => result,
-            // A failed call is a tool error the client reads, as in chat.
-            Err(e) => return Ok(error_result(self.redactor.scrub(&e.to_string()).into_owned()).into()),
+        let invocation = self.invoker.invoke(tool, arguments, visible, &identity).await;
+        // A failed call is a tool error the client reads, as in chat.
+        let Ok(result) = invocation.result else {
+            return Ok(error_result(invocation.output.text).into());
         };
-        let output = to_tool_output(&result, &self.artifacts, self.budget, &entry.name).await;
-        let mut converted = CallToolResult::success(vec![ContentBlock::text(self.redactor.scrub(&output.text))]);
-        converted.is_error = Some(output.is_error);
-        if let Some(mut structured) = result.structured_content {
-            self.redactor.scrub_json(&mut structured);
-            converted.structured_content = Some(structured);
-        }
+        let mut converted = CallToolResult::success(vec![ContentBlock::text(invocation.output.text)]);
+        converted.is_error = Some(invocation.output.is_error);
+        converted.structured_content = result.structured_content;
         Ok(converted.into())
     }
 }

@@ -10,6 +10,7 @@ pub(crate) mod cards;
 mod chat;
 mod facade;
 mod history;
+mod invoke;
 mod policy;
 mod results;
 pub mod round;
@@ -20,6 +21,7 @@ pub use calls::ToolRun;
 pub use chat::{ChatError, ChatInput, ChatReply};
 pub use facade::Facade;
 pub use history::{cards_to_text, expand_tool_cards};
+pub use invoke::{Authorized, Invocation, Invoker};
 pub use policy::{
     KeyPolicy, RequestControls, ToolAccess, client_tool_names, glob, is_background_task, model_policy, select,
     takes_images,

@@ -176,7 +176,7 @@ mod tests {
 
     fn store() -> Artifacts {
         let dir = std::env::temp_dir().join(format!("mcpmw-results-{}", uuid::Uuid::new_v4().simple()));
-        let local = LocalStore::open(&dir, Some("secret"), "http://gw").unwrap();
+        let local = LocalStore::open(&dir, Some("secret"), "http://gw", std::time::Duration::from_secs(60)).unwrap();
         Artifacts { store: Arc::new(local), url_ttl: std::time::Duration::from_secs(60) }
     }
 

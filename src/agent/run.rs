@@ -15,7 +15,6 @@ use tokio::sync::mpsc;
 use super::calls::{CallLedger, CallScope, Finder, ToolRun, run_calls};
 use super::cards;
 use super::round::{Round, add_usage};
-use crate::artifacts::Artifacts;
 use crate::config::ToolLoopConfig;
 use crate::llm::wire::ChatChunk;
 use crate::llm::{LlmError, SseEvent, UpstreamBody, UpstreamClient, UpstreamRequest};
@@ -30,12 +29,8 @@ pub struct Agent {
     pub upstream: UpstreamClient,
     /// Loop limits and presentation.
     pub limits: Arc<ToolLoopConfig>,
-    /// Where binary and oversized outputs go.
-    pub artifacts: Artifacts,
-    /// Inline budget of one tool output, in bytes.
-    pub max_inline_bytes: usize,
-    /// Scrubs configured secrets from tool output before the model or the client sees it.
-    pub redactor: Arc<crate::config::Redactor>,
+    /// Runs tools: the one path of every surface (hub call, scrubbing, artifacts, metrics).
+    pub invoker: super::Invoker,
     /// Per-model policies, most specific first.
     pub models: Arc<Vec<crate::config::ModelPolicy>>,
     /// Tool budgets, ranking and the discovery tool.
@@ -355,12 +350,9 @@ impl Agent {
             messages.push(serde_json::to_value(&round.message).unwrap_or_default());
             let gateway: Vec<_> = round.gateway_calls().collect();
             let scope = CallScope {
-                hub: &self.hub,
-                store: &self.artifacts,
-                budget: self.max_inline_bytes,
+                invoker: &self.invoker,
                 offered: &tools,
                 vision,
-                redactor: &self.redactor,
                 identity: &identity,
                 finder: find_tools.as_deref().map(|name| Finder { name, catalog: &catalog, pool: &pool }),
             };

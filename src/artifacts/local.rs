@@ -1,6 +1,9 @@
 //! The default store: files in a directory, served by the gateway at `/artifacts/<key>` with
 //! links signed by HMAC-SHA256 over key and expiry. The secret comes from config or is
-//! generated once and kept in `<dir>/.signing-key`.
+//! generated once and kept beside the directory, never inside what is served:
+//! `<dir>.signing-key`, mode 0600. A link's expiry may not lie further ahead than the store's
+//! longest lifetime (`artifacts.url_ttl`), so even a leaked key cannot mint year-long links
+//! without the clock moving with it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +21,7 @@ pub struct LocalStore {
     dir: PathBuf,
     secret: Vec<u8>,
     public_url: String,
+    max_ttl: Duration,
 }
 
 /// Why a signed link was refused.
@@ -30,24 +34,15 @@ pub enum LinkError {
 }
 
 impl LocalStore {
-    /// Opens (creating) `dir`; `secret` signs links (generated and persisted when absent).
-    pub fn open(dir: &Path, secret: Option<&str>, public_url: &str) -> std::io::Result<Self> {
+    /// Opens (creating) `dir`; `secret` signs links (generated and persisted when absent);
+    /// links live at most `max_ttl`.
+    pub fn open(dir: &Path, secret: Option<&str>, public_url: &str, max_ttl: Duration) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let secret = match secret {
             Some(s) => s.as_bytes().to_vec(),
-            None => {
-                let path = dir.join(".signing-key");
-                match std::fs::read(&path) {
-                    Ok(existing) if existing.len() >= 32 => existing,
-                    _ => {
-                        let fresh = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-                        std::fs::write(&path, &fresh)?;
-                        fresh.into_bytes()
-                    }
-                }
-            }
+            None => generated_secret(dir)?,
         };
-        Ok(Self { dir: dir.to_owned(), secret, public_url: public_url.trim_end_matches('/').to_owned() })
+        Ok(Self { dir: dir.to_owned(), secret, public_url: public_url.trim_end_matches('/').to_owned(), max_ttl })
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, ArtifactError> {
@@ -76,8 +71,13 @@ impl LocalStore {
     pub fn verify(&self, key: &str, expires: u64, signature: &str) -> Result<(), LinkError> {
         let given = decode_hex(signature).ok_or(LinkError::BadSignature)?;
         self.mac(key, expires).verify_slice(&given).map_err(|_| LinkError::BadSignature)?;
-        if now() > expires {
+        let now = now();
+        if now > expires {
             return Err(LinkError::Expired);
+        }
+        // Links the gateway made expire within `max_ttl` (a minute's slack for clock steps).
+        if expires > now.saturating_add(self.max_ttl.as_secs()).saturating_add(60) {
+            return Err(LinkError::BadSignature);
         }
         Ok(())
     }
@@ -87,6 +87,37 @@ impl LocalStore {
         let path = self.path(key)?;
         tokio::fs::read(&path).await.map(Bytes::from).map_err(|_| ArtifactError::NotFound(key.to_owned()))
     }
+}
+
+/// The persisted signing secret of `dir`, generated on first use: a file beside the directory
+/// (`<dir>.signing-key`), readable by the gateway's user only. A key left inside the served
+/// directory by an older version is removed (it may have been exposed).
+fn generated_secret(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let _ = std::fs::remove_file(dir.join(".signing-key"));
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".signing-key");
+    let path = dir.with_file_name(name);
+    if let Ok(existing) = std::fs::read(&path)
+        && existing.len() >= 32
+    {
+        restrict(&path)?;
+        return Ok(existing);
+    }
+    let fresh = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(&path)?, fresh.as_bytes())?;
+    restrict(&path)?;
+    Ok(fresh.into_bytes())
+}
+
+/// Makes `path` readable and writable by its owner only.
+fn restrict(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(())
 }
 
 fn now() -> u64 {
@@ -210,7 +241,7 @@ mod tests {
     #[test]
     fn links_verify_and_refuse_tampering() {
         let dir = std::env::temp_dir().join(format!("mcpmw-local-{}", uuid::Uuid::new_v4().simple()));
-        let store = LocalStore::open(&dir, None, "http://gw").unwrap();
+        let store = LocalStore::open(&dir, None, "http://gw", Duration::from_secs(3600)).unwrap();
         let sig = store.sign("a.png", now() + 60);
         assert_eq!(store.verify("a.png", now() + 60, &sig), Ok(()));
         assert_eq!(store.verify("b.png", now() + 60, &sig), Err(LinkError::BadSignature));
@@ -219,7 +250,15 @@ mod tests {
         let old = now() - 10;
         assert_eq!(store.verify("a.png", old, &store.sign("a.png", old)), Err(LinkError::Expired));
         // The generated secret is persisted: a reopened store accepts old links.
-        let again = LocalStore::open(&dir, None, "http://gw").unwrap();
+        let again = LocalStore::open(&dir, None, "http://gw", Duration::from_secs(3600)).unwrap();
         assert_eq!(again.verify("a.png", now() + 60, &sig), Ok(()));
+        // … kept outside the served directory, for its owner only.
+        assert!(!dir.join(".signing-key").exists());
+        let key_file = dir.with_file_name(format!("{}.signing-key", dir.file_name().unwrap().to_string_lossy()));
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key_file).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600);
+        // A link signed for a year is refused even with the right key.
+        let far = now() + 365 * 24 * 3600;
+        assert_eq!(store.verify("a.png", far, &store.sign("a.png", far)), Err(LinkError::BadSignature));
     }
 }

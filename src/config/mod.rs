@@ -93,6 +93,18 @@ pub struct Config {
     pub facade: FacadeConfig,
     /// Tool budgets, ranking and the discovery tool.
     pub selection: SelectionConfig,
+    /// Hosts and browser origins.
+    pub http: HttpConfig,
+}
+
+/// Which hosts and browser origins may reach the gateway.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Accepted `Host` values (lower case; with or without a port) as configured; when empty,
+    /// an open gateway on loopback accepts loopback names only and a keyed one any host.
+    pub allowed_hosts: Vec<String>,
+    /// Origins allowed cross-origin (scheme://host[:port], lower case, no trailing slash).
+    pub allowed_origins: Vec<String>,
 }
 
 /// The MCP facade at `/mcp`.
@@ -100,8 +112,6 @@ pub struct Config {
 pub struct FacadeConfig {
     /// Serve it.
     pub enabled: bool,
-    /// Accepted `Host` values; empty means any.
-    pub allowed_hosts: Vec<String>,
 }
 
 /// The chat tool loop's limits and presentation.
@@ -306,6 +316,10 @@ pub struct LimitsConfig {
     pub sse_keepalive: Duration,
     /// Largest total size of a request's headers.
     pub max_header_bytes: usize,
+    /// Longest wait for a request's headers (and idle life of a keep-alive connection).
+    pub header_read_timeout: Duration,
+    /// Most client connections at once (`None`: derived from the open-files limit at start).
+    pub max_connections: Option<usize>,
 }
 
 /// Log format.
@@ -532,7 +546,15 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         shutdown_grace: dur(raw.limits.shutdown_grace, 30),
         sse_keepalive: dur(raw.limits.sse_keepalive, 15),
         max_header_bytes: usize::try_from(raw.limits.max_header_bytes.unwrap_or(64 * 1024)).unwrap_or(usize::MAX),
+        header_read_timeout: dur(raw.limits.header_read_timeout, 10),
+        max_connections: raw.limits.max_connections.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
     };
+    if limits.header_read_timeout.is_zero() {
+        p.push("limits.header_read_timeout", "must be greater than 0");
+    }
+    if limits.max_connections == Some(0) {
+        p.push("limits.max_connections", "must be greater than 0");
+    }
     if limits.sse_keepalive.is_zero() {
         p.push("limits.sse_keepalive", "must be greater than 0");
     }
@@ -598,17 +620,19 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         trust_user_headers: raw.auth.trust_user_headers.unwrap_or(false),
         open: raw.auth.open.unwrap_or(false),
     };
-    let facade = FacadeConfig {
-        enabled: raw.mcp_facade.enabled.unwrap_or(true),
-        allowed_hosts: if !raw.mcp_facade.allowed_hosts.is_empty() {
-            raw.mcp_facade.allowed_hosts
-        } else if auth.is_open() {
-            // No key protects an open gateway: only loopback names, against DNS rebinding.
-            ["localhost", "127.0.0.1", "::1"].map(str::to_owned).to_vec()
-        } else {
-            Vec::new()
-        },
-    };
+    let hosts = if raw.http.allowed_hosts.is_empty() { raw.mcp_facade.allowed_hosts } else { raw.http.allowed_hosts };
+    let allowed_hosts = hosts.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+    let mut allowed_origins = Vec::new();
+    for (i, origin) in raw.http.cors.allowed_origins.iter().enumerate() {
+        match Url::parse(origin) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                allowed_origins.push(url.origin().ascii_serialization());
+            }
+            _ => p.push(format!("http.cors.allowed_origins[{i}]"), "must be an origin like https://chat.example.com"),
+        }
+    }
+    let facade = FacadeConfig { enabled: raw.mcp_facade.enabled.unwrap_or(true) };
+    let http = HttpConfig { allowed_hosts, allowed_origins };
     if let Some(listen) = listen
         && let Err(problem) = check_exposure(&auth, listen)
     {
@@ -627,6 +651,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             artifacts,
             facade,
             selection,
+            http,
         }),
         _ => Err(ConfigError::Invalid(p.0)),
     }

@@ -25,6 +25,9 @@ pub struct RawConfig {
     /// Size and time limits of the HTTP server.
     #[serde(default)]
     pub limits: RawLimits,
+    /// `http:` — which hosts and browser origins may reach the gateway.
+    #[serde(default)]
+    pub http: RawHttp,
     /// Log output.
     #[serde(default)]
     pub logging: RawLogging,
@@ -287,6 +290,38 @@ pub struct RawLimits {
     /// Default 64 KiB.
     #[serde(default, deserialize_with = "text_or")]
     pub max_header_bytes: Option<u64>,
+    /// Longest wait for a request's headers, also how long an idle keep-alive connection stays
+    /// open. Slow or silent sockets are closed after it. Default 10 s.
+    pub header_read_timeout: Option<DurationValue>,
+    /// Most client connections served at once; more wait in the listen backlog. Default: half
+    /// the process's open-files limit (each connection may hold an upstream socket too).
+    #[serde(default, deserialize_with = "text_or")]
+    pub max_connections: Option<u64>,
+}
+
+/// `http:` — the gateway's own rules for hosts and browsers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// `Host` values every route accepts (DNS-rebinding protection), e.g. `[mcp-middleware,
+    /// localhost]`; a port may be given (`gw:4001`). Default: any host when API keys are
+    /// configured (the key is the protection), else loopback names only.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Cross-origin access for browsers.
+    #[serde(default)]
+    pub cors: RawCors,
+}
+
+/// `http.cors:` — which web pages may call the gateway from a browser.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    /// Origins (`https://chat.example.com`) whose pages may call the gateway; their preflights
+    /// are answered and responses carry `Access-Control-Allow-Origin`. Default none: a request
+    /// from any other page (`Origin` or `Sec-Fetch-Site: cross-site`) is refused with 403.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 /// `mcp_facade:` — the aggregated catalog as an MCP server (streamable HTTP at `/mcp`).
@@ -296,9 +331,8 @@ pub struct RawFacade {
     /// Serve `/mcp`. Default true.
     #[serde(default, deserialize_with = "text_or")]
     pub enabled: Option<bool>,
-    /// `Host` header values `/mcp` accepts (DNS-rebinding protection), e.g. `[mcp-middleware]`.
-    /// Default: any host when API keys are configured (the key is the protection), else
-    /// loopback names only.
+    /// `Host` header values `/mcp` accepts; older name of `http.allowed_hosts`, used when that
+    /// is not set (it applies to every route).
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
 }

@@ -77,12 +77,24 @@ pub enum Framing {
     Streamed,
 }
 
-/// Headers to forward upstream: all but hop-by-hop, `Host`, and the client's credentials (the
-/// upstream client adds the right `Authorization`).
+/// Headers to forward upstream: all but hop-by-hop (and those the client's `Connection` names),
+/// `Host`, the client's credentials of any upstream (the upstream client adds the right
+/// `Authorization`), what says which browser page or address the request came from, and
+/// forwarding headers a proxy in front of the upstream might trust.
 pub fn forward_headers(incoming: &HeaderMap, framing: Framing) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(incoming.len());
+    let named: Vec<&str> = incoming
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
     for (name, value) in incoming {
         if is_hop_by_hop(name) || dropped_upstream(name, framing) {
+            continue;
+        }
+        if !named.is_empty() && named.iter().any(|n| n.eq_ignore_ascii_case(name.as_str())) {
             continue;
         }
         out.append(name.clone(), value.clone());
@@ -90,11 +102,12 @@ pub fn forward_headers(incoming: &HeaderMap, framing: Framing) -> HeaderMap {
     out
 }
 
-/// Response headers to pass back to the client: all but hop-by-hop.
+/// Response headers to pass back to the client: all but hop-by-hop and the upstream's CORS
+/// headers (the gateway answers for its own origin policy; LiteLLM allows every origin).
 pub fn response_headers(upstream: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(upstream.len());
     for (name, value) in upstream {
-        if !is_hop_by_hop(name) {
+        if !is_hop_by_hop(name) && !name.as_str().starts_with("access-control-") {
             out.append(name.clone(), value.clone());
         }
     }
@@ -102,7 +115,17 @@ pub fn response_headers(upstream: &HeaderMap) -> HeaderMap {
 }
 
 fn dropped_upstream(name: &HeaderName, framing: Framing) -> bool {
-    if name == header::HOST || name == header::AUTHORIZATION || name.as_str() == "x-api-key" {
+    let text = name.as_str();
+    if name == header::HOST
+        || name == header::AUTHORIZATION
+        || name == header::ORIGIN
+        || name == header::REFERER
+        || name == header::COOKIE
+        || matches!(text, "x-api-key" | "api-key" | "x-litellm-api-key" | "x-goog-api-key" | "forwarded" | "x-real-ip")
+        || text.starts_with("x-forwarded-")
+        || text.starts_with("sec-fetch-")
+        || text.starts_with("access-control-request-")
+    {
         return true;
     }
     framing == Framing::Rewritten && (name == header::CONTENT_LENGTH || name == header::ACCEPT_ENCODING)

@@ -10,6 +10,8 @@
 //! | wrong method                            | 405    | `invalid_request_error` |
 //! | body over `limits.max_body_bytes`       | 413    | `invalid_request_error` |
 //! | headers over `limits.max_header_bytes`  | 431    | `invalid_request_error` |
+//! | a host not served, a page not allowed   | 403    | `permission_error`      |
+//! | a JSON route without `application/json` | 415    | `invalid_request_error` |
 //! | upstream 4xx (429 keeps `Retry-After`)  | same   | the upstream's own body |
 //! | upstream unreachable or 5xx             | 502    | `upstream_error`        |
 //! | upstream silent past the read timeout   | 504    | `timeout_error`         |
@@ -80,6 +82,9 @@ pub enum ApiError {
     /// The client's body could not be read (connection dropped mid-upload).
     #[error("could not read the request body")]
     BodyRead,
+    /// A JSON route got a body of another type.
+    #[error("this route takes a JSON body: send Content-Type: application/json")]
+    UnsupportedMediaType,
 }
 
 impl From<crate::agent::ChatError> for ApiError {
@@ -153,6 +158,9 @@ impl ApiError {
                 (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "invalid_request_error", "headers_too_large", None)
             }
             Self::BodyRead => (StatusCode::BAD_REQUEST, "invalid_request_error", "body_read_failed", None),
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error", "unsupported_media_type", None)
+            }
         };
         ErrorReply { status, body: openai_error(&self.to_string(), kind, code, param), retry_after: None }
     }
@@ -189,7 +197,8 @@ pub fn openai_error(message: &str, kind: &str, code: &str, param: Option<&str>) 
     json!({"error": {"message": message, "type": kind, "code": code, "param": param}})
 }
 
-/// An upstream 4xx body: passed on when it already is an OpenAI error, wrapped otherwise.
+/// An upstream 4xx body (the upstream key already scrubbed by the client): passed on when it
+/// already is an OpenAI error, wrapped otherwise.
 fn upstream_body(status: StatusCode, body: &Bytes) -> Value {
     if let Ok(value) = serde_json::from_slice::<Value>(body)
         && value.get("error").is_some()

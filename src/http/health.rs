@@ -16,6 +16,23 @@ use super::auth::authenticate;
 
 /// How long readiness waits for the upstream to answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a probe's answer is reused: health routes are open, and each probe spends a call
+/// with the upstream key, so a flood of probes costs one upstream call every few seconds.
+const PROBE_REUSE: Duration = Duration::from_secs(5);
+
+/// Whether the upstream answers: the last probe's answer while it is fresh, else a new probe
+/// (concurrent callers wait for the same one).
+async fn upstream_reachable(state: &AppState) -> bool {
+    let mut last = state.probe.lock().await;
+    if let Some((at, reachable)) = *last
+        && at.elapsed() < PROBE_REUSE
+    {
+        return reachable;
+    }
+    let reachable = state.upstream.probe(PROBE_TIMEOUT).await;
+    *last = Some((std::time::Instant::now(), reachable));
+    reachable
+}
 
 /// 200 while the process serves.
 pub async fn liveliness() -> Json<Value> {
@@ -24,7 +41,7 @@ pub async fn liveliness() -> Json<Value> {
 
 /// 200 when the upstream answers HTTP (any status), 503 otherwise.
 pub async fn readiness(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let reachable = state.upstream.probe(PROBE_TIMEOUT).await;
+    let reachable = upstream_reachable(&state).await;
     let status = if reachable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if reachable { "ready" } else { "not_ready" },
@@ -35,7 +52,7 @@ pub async fn readiness(State(state): State<AppState>) -> (StatusCode, Json<Value
 
 /// A summary for humans and dashboards: only the status without a valid key.
 pub async fn summary(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
-    let reachable = state.upstream.probe(PROBE_TIMEOUT).await;
+    let reachable = upstream_reachable(&state).await;
     let status = if reachable { "healthy" } else { "degraded" };
     // Details for an unrestricted key (or an open gateway); a restricted key sees no more than
     // a stranger, since the details list every server.

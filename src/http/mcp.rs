@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::auth::KeyPolicy;
 use super::body::read_limited;
 use super::{ApiError, AppState, mcp_servers_header};
-use crate::agent::{self, RequestControls, ToolAccess};
+use crate::agent::{RequestControls, ToolAccess};
 use crate::mcp::McpError;
 
 /// The access of one REST request: its key's policy, narrowed by `x-mcp-servers`.
@@ -90,19 +90,17 @@ pub async fn call_tool(
         None => (catalog.get(&call.name), call.name.clone()),
     };
     // Not allowed looks exactly like not there.
-    let Some(entry) = entry.filter(|e| access.allows(e)) else {
+    let Some(tool) = entry.and_then(|e| access.authorize(e)) else {
         return Err(McpError::UnknownTool { name }.into());
     };
     let visible = || (!access.is_unrestricted()).then(|| access.visible(&catalog).map(|e| e.name.clone()).collect());
     let identity = identity.map(|Extension(i)| i).unwrap_or_default();
-    let result = state.hub.call_entry(entry, call.arguments, visible, &identity).await?;
-    let budget = state.config.artifacts.max_inline_bytes;
-    let converted = agent::to_tool_output(&result, &state.artifacts, budget, &name).await;
+    let invocation = state.agent.invoker.invoke(tool, call.arguments, visible, &identity).await;
+    let result = invocation.result?;
     let mut value = serde_json::to_value(&result).unwrap_or_default();
-    state.redactor.scrub_json(&mut value);
     if let Some(obj) = value.as_object_mut() {
         obj.entry("isError").or_insert(Value::Bool(false));
-        obj.insert("artifacts".into(), serde_json::to_value(&converted.artifacts).unwrap_or_default());
+        obj.insert("artifacts".into(), serde_json::to_value(&invocation.output.artifacts).unwrap_or_default());
     }
     Ok(Json(value))
 }

@@ -9,6 +9,7 @@ mod auth;
 mod body;
 mod chat;
 mod error;
+mod guard;
 mod health;
 mod mcp;
 mod proxy;
@@ -73,6 +74,8 @@ pub struct AppStateInner {
     pub shutdown: CancellationToken,
     /// Cancelled when the shutdown grace period runs out: streams still open end cleanly.
     pub hard_stop: CancellationToken,
+    /// The last upstream probe of the health routes (when, and whether it answered).
+    pub probe: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 impl AppState {
@@ -87,13 +90,17 @@ impl AppState {
         hard_stop: CancellationToken,
     ) -> Self {
         let redactor = Arc::new(crate::config::Redactor::for_config(&config));
+        let invoker = crate::agent::Invoker {
+            hub: hub.clone(),
+            artifacts: artifacts.clone(),
+            budget: config.artifacts.max_inline_bytes,
+            redactor: redactor.clone(),
+        };
         let agent = Agent {
             hub: hub.clone(),
             upstream: upstream.clone(),
             limits: Arc::new(config.tool_loop.clone()),
-            artifacts: artifacts.clone(),
-            max_inline_bytes: config.artifacts.max_inline_bytes,
-            redactor: redactor.clone(),
+            invoker,
             models: Arc::new(config.models.clone()),
             selection: Arc::new(config.selection.clone()),
         };
@@ -108,6 +115,7 @@ impl AppState {
             redactor,
             shutdown,
             hard_stop,
+            probe: tokio::sync::Mutex::new(None),
         }))
     }
 }
@@ -149,7 +157,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(trace)
                 .layer(axum::middleware::from_fn(count_request))
-                .layer(axum::middleware::from_fn_with_state(state.clone(), limit_headers)),
+                .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard)),
         )
         .with_state(state)
 }
@@ -167,35 +175,14 @@ pub(crate) fn mcp_servers_header(headers: &axum::http::HeaderMap) -> Result<Vec<
         .collect()
 }
 
-/// Refuses requests whose headers together exceed `limits.max_header_bytes` with a 431 (hyper
-/// itself closes connections whose head outgrows its read buffer, ~400 KB).
-async fn limit_headers(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    req: Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let limit = state.config.limits.max_header_bytes;
-    let size: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
-    if size > limit {
-        return axum::response::IntoResponse::into_response(ApiError::HeadersTooLarge { limit });
-    }
-    next.run(req).await
-}
-
 /// The MCP facade as a tower service: rmcp's streamable HTTP server (sessions for the
 /// handshake era, stateless for 2026-07-28), behind our auth like every other route.
 fn mcp_facade(state: &AppState) -> StreamableHttpService<crate::agent::Facade, LocalSessionManager> {
-    let facade = crate::agent::Facade::new(
-        state.hub.clone(),
-        state.artifacts.clone(),
-        state.config.artifacts.max_inline_bytes,
-        state.redactor.clone(),
-        state.shutdown.child_token(),
-    );
-    let hosts = &state.config.facade.allowed_hosts;
-    let config = StreamableHttpServerConfig::default().with_cancellation_token(state.shutdown.child_token());
-    let config =
-        if hosts.is_empty() { config.disable_allowed_hosts() } else { config.with_allowed_hosts(hosts.clone()) };
+    let facade = crate::agent::Facade::new(state.agent.invoker.clone(), state.shutdown.child_token());
+    // `Host` and `Origin` are checked for every route, this one included, by `guard.rs`.
+    let config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(state.shutdown.child_token())
+        .disable_allowed_hosts();
     StreamableHttpService::new(move || Ok(facade.clone()), Default::default(), config)
 }
 
@@ -211,8 +198,17 @@ async fn count_request(req: Request, next: axum::middleware::Next) -> axum::resp
     response
 }
 
-/// `GET /metrics`: OpenMetrics text; MCP server state and the catalog size are read now.
-async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
+/// `GET /metrics`: OpenMetrics text; MCP server state and the catalog size are read now. Only
+/// for keys without a tool policy: the figures name every server and the tools others called.
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    key: Option<axum::Extension<auth::KeyPolicy>>,
+) -> axum::response::Response {
+    if key.is_some() {
+        return axum::response::IntoResponse::into_response(ApiError::Forbidden(
+            "metrics are for keys without a tool policy".into(),
+        ));
+    }
     let m = crate::metrics::metrics();
     for server in state.hub.servers() {
         let labels = crate::metrics::ServerLabels { server: server.name.clone() };

@@ -117,10 +117,17 @@ fn confined_route(path: &str) -> Result<&str, ApiError> {
     Ok(path.trim_start_matches('/').split('/').next().unwrap_or_default())
 }
 
-/// The upstream response with its status, headers and body streamed through unchanged.
+/// The upstream response with its status, headers and body streamed through unchanged — but
+/// for a redirect's absolute `Location`, which would name the upstream's internal address
+/// (redirects are handed back, never followed).
 pub fn passthrough(upstream: UpstreamResponse) -> Response {
     let status = upstream.status;
-    let headers = response_headers(&upstream.headers);
+    let mut headers = response_headers(&upstream.headers);
+    if status.is_redirection()
+        && headers.get(axum::http::header::LOCATION).and_then(|l| l.to_str().ok()).is_some_and(|l| l.contains("//"))
+    {
+        headers.remove(axum::http::header::LOCATION);
+    }
     let mut response = Response::new(Body::from_stream(upstream.bytes_stream()));
     *response.status_mut() = status;
     *response.headers_mut() = headers;

@@ -1,19 +1,31 @@
-//! Serving with graceful shutdown and swappable routes: when the token is cancelled, stop
-//! accepting, let in-flight requests finish, and give up after `limits.shutdown_grace`. A
-//! config reload builds a new [`AppState`] and [`Routes::replace`]s the routes; requests in
-//! flight finish on the state they started with, new ones get the new state.
+//! Serving with graceful shutdown, bounded connections and swappable routes.
+//!
+//! Our own accept loop on hyper-util (axum's `serve` has no timeouts or caps): at most
+//! `limits.max_connections` connections at once (more wait in the listen backlog, so file
+//! descriptors never run out for upstream and MCP sockets), a connection's request headers
+//! must arrive within `limits.header_read_timeout` — which also ends idle keep-alive
+//! connections — and HTTP/2 peers that stop answering pings are dropped. When the token is
+//! cancelled: stop accepting, let in-flight requests finish, give up after
+//! `limits.shutdown_grace`. A config reload builds a new [`AppState`] and [`Routes::replace`]s
+//! the routes; requests in flight finish on the state they started with, new ones get the new
+//! state.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::Router;
-use axum::extract::Request;
+use axum::body::Body;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::{AppState, router};
+use crate::config::LimitsConfig;
 
 /// The routes being served, replaceable while serving.
 #[derive(Clone)]
@@ -32,41 +44,87 @@ impl Routes {
 }
 
 /// Serves `routes` until `shutdown` is cancelled and in-flight requests have drained (or
-/// `grace` ran out).
+/// `limits.shutdown_grace` ran out, when `hard_stop` ends the streams still open).
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
-    grace: Duration,
+    limits: &LimitsConfig,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let token = shutdown.clone();
     let current = routes.0.clone();
     // Each request is routed once, by the routes current when it arrived (no outer router).
-    let app = tower::service_fn(move |req: Request| {
+    let app = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let router = Router::clone(&current.load());
-        async move { router.oneshot(req).await }
+        async move { router.oneshot(req.map(Body::new)).await }
     });
-    let app = axum::ServiceExt::<Request>::into_make_service(app);
-    // No Nagle: a streamed token written right after another must not wait for the client's
-    // delayed ACK (up to 40 ms per small write on Linux).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let max = limits.max_connections.unwrap_or_else(default_max_connections);
+    let permits = Arc::new(tokio::sync::Semaphore::new(max));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = permits.clone().acquire_owned() => permit,
+        };
+        let Ok(permit) = permit else { break };
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(error) => {
+                // Out of descriptors or a connection reset before accept: wait a moment, go on.
+                tracing::debug!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // No Nagle: a streamed token written right after another must not wait for the
+        // client's delayed ACK (up to 40 ms per small write on Linux).
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await });
-    let server = std::future::IntoFuture::into_future(server);
-    tokio::pin!(server);
+        let connection =
+            builder.serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(app.clone()));
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::trace!(error = %error, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
     tokio::select! {
-        result = &mut server => result,
-        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_secs = grace.as_secs_f64(), "shutdown grace period over; ending remaining streams");
+        () = &mut drained => {}
+        () = tokio::time::sleep(limits.shutdown_grace) => {
+            tracing::warn!(grace_secs = limits.shutdown_grace.as_secs_f64(), "shutdown grace period over; ending remaining streams");
             // Streams still open end with an error event and [DONE]; give them a moment to
             // reach their clients before the connections close.
             hard_stop.cancel();
-            let _ = tokio::time::timeout(Duration::from_millis(500), &mut server).await;
-            Ok(())
+            let _ = tokio::time::timeout(Duration::from_millis(500), &mut drained).await;
         }
     }
+    Ok(())
+}
+
+/// Half the open-files limit (each client connection may hold an upstream socket too), less
+/// room for MCP servers, logs and the artifact store.
+fn default_max_connections() -> usize {
+    #[cfg(unix)]
+    if let Ok((soft, _)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        let soft = usize::try_from(soft).unwrap_or(usize::MAX);
+        return (soft.saturating_sub(256) / 2).max(64);
+    }
+    4096
 }

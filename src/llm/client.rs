@@ -94,6 +94,11 @@ impl UpstreamClient {
         };
         let started = std::time::Instant::now();
         let auth = self.auth_header(req.client_auth);
+        // What the upstream was sent as its key: scrubbed from an error body that reflects it.
+        let sent_key = auth
+            .as_ref()
+            .and_then(|a| a.to_str().ok())
+            .map(|a| a.split_once(' ').map_or(a, |(_, t)| t).trim().to_owned());
         let mut headers = req.headers;
         if let Some(auth) = auth {
             headers.insert(header::AUTHORIZATION, auth);
@@ -107,7 +112,7 @@ impl UpstreamClient {
             UpstreamBody::Bytes(b) => self.send_replayable(&req.method, &url, &headers, Some(b)).await?,
         };
         crate::metrics::metrics().upstream_latency.observe(started.elapsed().as_secs_f64());
-        self.check(response).await
+        self.check(response, sent_key.as_deref()).await
     }
 
     /// `base_url` + `path_and_query`, parsed (so `..` and `%2e%2e` are resolved as the upstream
@@ -183,11 +188,11 @@ impl UpstreamClient {
         }
     }
 
-    async fn check(&self, resp: reqwest::Response) -> Result<UpstreamResponse, LlmError> {
+    async fn check(&self, resp: reqwest::Response, sent_key: Option<&str>) -> Result<UpstreamResponse, LlmError> {
         let status = resp.status();
         if status.is_client_error() {
             let retry_after = resp.headers().get(header::RETRY_AFTER).cloned();
-            let body = read_bounded(resp, MAX_ERROR_BODY).await;
+            let body = scrub_key(read_bounded(resp, MAX_ERROR_BODY).await, sent_key);
             return Err(LlmError::Rejected { status, body, retry_after });
         }
         if status.is_server_error() {
@@ -196,6 +201,19 @@ impl UpstreamClient {
         }
         Ok(UpstreamResponse { status, headers: resp.headers().clone(), inner: resp, display: self.display.clone() })
     }
+}
+
+/// `body` with every occurrence of `key` (at least 8 bytes, so a short one cannot blank out
+/// ordinary text) replaced by `***`: an upstream that reflects its `Authorization` in an error
+/// must not hand our key to the client.
+fn scrub_key(body: Bytes, key: Option<&str>) -> Bytes {
+    let Some(key) = key.filter(|k| k.len() >= 8) else { return body };
+    let needle = key.as_bytes();
+    if !body.windows(needle.len()).any(|w| w == needle) {
+        return body;
+    }
+    let text = String::from_utf8_lossy(&body).replace(key, "***");
+    Bytes::from(text)
 }
 
 async fn read_bounded(resp: reqwest::Response, max: usize) -> Bytes {

@@ -21,15 +21,20 @@ impl SseEvent {
     }
 }
 
-/// Parses a byte stream into events; errors of the byte stream become [`LlmError`]s.
+/// Parses a byte stream into events; errors of the byte stream become [`LlmError`]s. A line
+/// longer than [`crate::bounded::MAX_LINE_BYTES`] ends the stream (an upstream that never sends
+/// a newline would otherwise grow one buffer without end).
 pub(super) fn events<S>(bytes: S, upstream: String) -> impl Stream<Item = Result<SseEvent, LlmError>> + Send
 where
     S: Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send,
 {
+    use crate::bounded::{Bounded, MAX_LINE_BYTES, cap_lines};
     use eventsource_stream::{EventStreamError, Eventsource};
-    bytes.eventsource().map(move |item| match item {
+    cap_lines(bytes, MAX_LINE_BYTES).eventsource().map(move |item| match item {
         Ok(ev) => Ok(SseEvent { event: ev.event, data: ev.data }),
-        Err(EventStreamError::Transport(e)) if e.is_timeout() => Err(LlmError::Timeout { upstream: upstream.clone() }),
+        Err(EventStreamError::Transport(Bounded::Inner(e))) if e.is_timeout() => {
+            Err(LlmError::Timeout { upstream: upstream.clone() })
+        }
         Err(e) => Err(LlmError::StreamBroken { upstream: upstream.clone(), detail: e.to_string() }),
     })
 }

@@ -176,6 +176,62 @@ impl Catalog {
     }
 }
 
+/// Longest tool description kept (longer ones are cut): every offered tool's description rides
+/// in every chat request.
+pub const MAX_DESCRIPTION_BYTES: usize = 8 * 1024;
+/// Largest input schema accepted (as JSON); a tool with a larger one is left out.
+pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
+/// Longest original tool name accepted.
+const MAX_ORIGINAL_NAME: usize = 256;
+
+/// A listed tool made safe to offer, or `None` (with a warning) when it cannot be: a name or
+/// schema over its limit. Descriptions lose invisible and direction-changing characters (a
+/// server can hide instructions to the model in Unicode tag characters) and are cut at
+/// [`MAX_DESCRIPTION_BYTES`].
+pub fn bounded_tool(server: &str, mut tool: rmcp::model::Tool) -> Option<rmcp::model::Tool> {
+    if tool.name.len() > MAX_ORIGINAL_NAME {
+        tracing::warn!(server, bytes = tool.name.len(), "a tool name over 256 bytes; tool left out");
+        return None;
+    }
+    let schema_bytes = serde_json::to_vec(&*tool.input_schema).map_or(usize::MAX, |v| v.len());
+    if schema_bytes > MAX_SCHEMA_BYTES {
+        tracing::warn!(server, tool = %tool.name, bytes = schema_bytes, "input schema over 64 KiB; tool left out");
+        return None;
+    }
+    if let Some(description) = &tool.description {
+        let clean = clean_description(description);
+        if clean.len() != description.len() {
+            tracing::info!(server, tool = %tool.name, "description cut or cleaned of invisible characters");
+        }
+        tool.description = Some(clean.into());
+    }
+    Some(tool)
+}
+
+/// `text` without invisible, direction-changing or control characters (newlines and tabs
+/// stay), cut at [`MAX_DESCRIPTION_BYTES`] on a character boundary.
+pub fn clean_description(text: &str) -> String {
+    let invisible = |c: char| {
+        matches!(c as u32,
+            0xE0000..=0xE007F      // tag characters
+            | 0x200B..=0x200F      // zero-width space/joiners, LRM/RLM
+            | 0x202A..=0x202E      // bidi embeddings and overrides
+            | 0x2060..=0x2064      // word joiner, invisible operators
+            | 0x2066..=0x2069      // bidi isolates
+            | 0xFEFF               // zero-width no-break space
+            | 0xFFF9..=0xFFFB      // interlinear annotations
+        ) || (c.is_control() && c != '\n' && c != '\t')
+    };
+    let mut out = String::with_capacity(text.len().min(MAX_DESCRIPTION_BYTES));
+    for c in text.chars().filter(|c| !invisible(*c)) {
+        if out.len() + c.len_utf8() > MAX_DESCRIPTION_BYTES {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Replaces every character outside `[A-Za-z0-9_-]` with `_`.
 pub fn sanitize(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
@@ -215,6 +271,16 @@ fn compile(server: &str, tool: &str, schema: &Map<String, Value>) -> Option<json
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptions_lose_hidden_characters_and_excess() {
+        let hidden: String = "do this".chars().map(|c| char::from_u32(0xE0000 + c as u32).unwrap()).collect();
+        let text = format!("Echo\u{202E}s text.{hidden}\u{200B}\nSecond line\u{1b}[31m");
+        assert_eq!(clean_description(&text), "Echos text.\nSecond line[31m");
+        let long = "é".repeat(MAX_DESCRIPTION_BYTES);
+        let cut = clean_description(&long);
+        assert!(cut.len() <= MAX_DESCRIPTION_BYTES && cut.chars().all(|c| c == 'é'));
+    }
 
     fn tool(server: &str, name: &str) -> SourceTool {
         let schema = json!({"$schema": "x", "properties": {"text": {"type": "string"}}, "required": ["text"]});

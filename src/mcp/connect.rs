@@ -10,7 +10,6 @@ use rmcp::service::{ClientLifecycleMode, ClientServiceExt, NotificationContext, 
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, RoleClient};
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::Notify;
 
 use super::InProcessServer;
@@ -18,6 +17,9 @@ use super::call_headers::HeaderClient;
 use super::child_env::child_env;
 use super::sse::{SseClientTransport, SseError};
 use crate::config::{McpServerConfig, McpTransportConfig, Secret};
+
+/// Longest stderr line of a stdio server kept in the log; the rest of a longer line is dropped.
+const STDERR_LINE_BYTES: usize = 8 * 1024;
 
 /// A live, initialised MCP session.
 pub type Connection = RunningService<RoleClient, HubClient>;
@@ -149,8 +151,10 @@ async fn open(
             if let Some(stderr) = stderr {
                 let name = server.name.clone();
                 tokio::spawn(async move {
-                    let mut lines = tokio::io::BufReader::new(stderr).lines();
-                    while let Ok(Some(line)) = lines.next_line().await {
+                    // Lines are cut at a few KB: stderr without a newline (or a progress bar
+                    // that writes only `\r`) must not grow a buffer without end.
+                    let mut lines = crate::bounded::LineReader::new(stderr, STDERR_LINE_BYTES);
+                    while let Some(line) = lines.next_line().await {
                         tracing::info!(server = %name, "{line}");
                     }
                 });

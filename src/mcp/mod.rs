@@ -176,6 +176,9 @@ impl Hub {
     ) -> Arc<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            // Never follow a server's redirect: it would carry the JSON-RPC body and the
+            // server's configured secret headers to wherever `Location` points (SSRF).
+            .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
             .build()
             .unwrap_or_default();

@@ -195,7 +195,7 @@ impl ServerHandle {
         self.try_discover.store(new_era, std::sync::atomic::Ordering::Relaxed);
         let peer = running.peer().clone();
         let version = running.peer_info().map(|info| info.protocol_version.as_str().to_owned());
-        match tokio::time::timeout(timeout, peer.list_all_tools()).await {
+        match tokio::time::timeout(timeout, list_capped(&peer)).await {
             Ok(Ok(tools)) => self.store_tools(tools),
             Ok(Err(e)) => return Err(format!("tools/list failed: {e}")),
             Err(_) => return Err(format!("no answer to tools/list within {timeout:?}")),
@@ -222,7 +222,7 @@ impl ServerHandle {
                     return Ok(());
                 }
                 () = self.tools_changed.notified() => {
-                    match tokio::time::timeout(timeout, peer.list_all_tools()).await {
+                    match tokio::time::timeout(timeout, list_capped(&peer)).await {
                         Ok(Ok(tools)) => {
                             self.store_tools(tools);
                             tracing::info!(server = %self.name(), tools = self.tools().len(), "tool list changed");
@@ -241,10 +241,11 @@ impl ServerHandle {
     fn store_tools(&self, tools: Vec<Tool>) {
         let include = self.config.include_tools.as_ref();
         let exclude = &self.config.exclude_tools;
-        let kept = tools
+        let kept: Vec<Tool> = tools
             .into_iter()
             .filter(|t| include.is_none_or(|inc| inc.iter().any(|n| n == t.name.as_ref())))
             .filter(|t| !exclude.iter().any(|n| n == t.name.as_ref()))
+            .filter_map(|t| super::catalog::bounded_tool(self.name(), t))
             .collect();
         self.live.send_modify(|live| live.tools = Arc::new(kept));
     }
@@ -368,4 +369,37 @@ impl Drop for CancelOnDrop {
             });
         }
     }
+}
+
+/// Most tools taken from one server; the rest are left out with a warning (a server listing
+/// 200,000 tools must not cost gigabytes).
+pub const MAX_TOOLS_PER_SERVER: usize = 2_000;
+/// Most `tools/list` pages read from one server.
+const MAX_LIST_PAGES: usize = 100;
+
+/// `tools/list`, every page, but at most [`MAX_TOOLS_PER_SERVER`] tools and
+/// [`MAX_LIST_PAGES`] pages (each page is already capped at 16 MiB by rmcp's transports).
+async fn list_capped(peer: &rmcp::Peer<rmcp::RoleClient>) -> Result<Vec<Tool>, rmcp::ServiceError> {
+    let mut tools = Vec::new();
+    let mut cursor = None;
+    for _ in 0..MAX_LIST_PAGES {
+        let params = cursor.take().map(|c| rmcp::model::PaginatedRequestParams::default().with_cursor(Some(c)));
+        let page = peer.list_tools(params).await?;
+        let room = MAX_TOOLS_PER_SERVER.saturating_sub(tools.len());
+        let listed = page.tools.len();
+        tools.extend(page.tools.into_iter().take(room));
+        if listed > room {
+            tracing::warn!(
+                kept = MAX_TOOLS_PER_SERVER,
+                "the server lists more tools than the gateway takes from one server"
+            );
+            return Ok(tools);
+        }
+        match page.next_cursor {
+            Some(next) if !next.is_empty() => cursor = Some(next),
+            _ => return Ok(tools),
+        }
+    }
+    tracing::warn!(pages = MAX_LIST_PAGES, "the server's tool list has too many pages; the rest is left out");
+    Ok(tools)
 }

@@ -57,8 +57,14 @@ async fn body_over_the_limit_is_413() {
     error_of(app.post("/v1/embeddings", &big).await, 413).await;
     // A chunked body with no declared length is cut off at the limit too.
     let stream = futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 600])));
-    let resp =
-        app.client.post(app.url("/v1/chat/completions")).body(reqwest::Body::wrap_stream(stream)).send().await.unwrap();
+    let resp = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
     error_of(resp, 413).await;
     assert!(llm.requests().is_empty());
 }

@@ -45,6 +45,16 @@ fn violations(sources: &[Source]) -> Vec<String> {
         if !s.path.starts_with("tests/") && !s.path.starts_with("benches/") && code.contains("#[path") {
             out.push(format!("{}: `#[path]` outside tests and benches", s.path));
         }
+        // Only the invoker runs tools (it takes an `Authorized` entry, which only the permission
+        // check makes); the operator's CLI runs a tool by name, as the operator.
+        let invoker = ["src/agent/invoke.rs", "src/mcp/mod.rs"];
+        if s.path.starts_with("src/") && code.contains(".call_entry(") && !invoker.contains(&s.path.as_str()) {
+            out.push(format!("{}: calls `Hub::call_entry` (only src/agent/invoke.rs may)", s.path));
+        }
+        let program = s.path.starts_with("src/") || s.path.starts_with("tools/");
+        if program && code.contains("hub.call(") && s.path != "src/cli.rs" {
+            out.push(format!("{}: runs a tool by name without the permission check", s.path));
+        }
         if !s.text.trim_start().starts_with("//!") {
             out.push(format!("{}: no `//!` module doc at the top", s.path));
         }
@@ -92,6 +102,8 @@ fn the_checker_catches_each_kind_of_violation() {
         src("src/config/x.rs", "//! doc\nuse crate::mcp::Hub;\n"),
         src("src/lib.rs", "//! doc\n#[path = \"../tools/x.rs\"]\nmod x;\n"),
         src("src/http/x.rs", "use axum::Router;\n"),
+        src("src/http/mcp.rs", "//! doc\nasync fn f() { state.hub.call_entry(e, a, v, i).await; }\n"),
+        src("tools/x.rs", "//! doc\nasync fn f() { hub.call(\"t\", a).await; }\n"),
     ];
     let found = violations(&bad);
     assert_eq!(found.len(), bad.len(), "one violation each: {found:#?}");
@@ -100,6 +112,8 @@ fn the_checker_catches_each_kind_of_violation() {
         src("src/mcp/x.rs", "//! doc\n// crate::agent is mentioned in a comment only\nuse crate::config::Secret;\n"),
         src("src/config/x.rs", "//! doc\nuse crate::config::Secret;\n"),
         src("tests/integration/x.rs", "//! doc\n#[path = \"a.rs\"]\nmod a;\n"),
+        src("src/agent/invoke.rs", "//! doc\nasync fn f() { self.hub.call_entry(e, a, v, i).await; }\n"),
+        src("src/cli.rs", "//! doc\nasync fn f() { hub.call(\"t\", a).await; }\n"),
     ];
     assert_eq!(violations(&fine), Vec::<String>::new());
 }

@@ -29,9 +29,10 @@ struct Cli {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let cli = Cli::parse();
-    let store = Arc::new(LocalStore::open(&cli.dir, None, &cli.public_url)?);
+    let ttl = Duration::from_secs(24 * 3600);
+    let store = Arc::new(LocalStore::open(&cli.dir, None, &cli.public_url, ttl)?);
     // On its own there is no hub: `list_mcp_tools` sees an empty catalog.
-    let tools = BuiltinTools::new(store, Duration::from_secs(24 * 3600), SharedCatalog::default().view());
+    let tools = BuiltinTools::new(store, ttl, SharedCatalog::default().view());
     tools.serve(rmcp::transport::stdio()).await?.waiting().await?;
     Ok(())
 }

@@ -1,0 +1,132 @@
+//! The one way a tool runs, whatever the surface (chat, `/mcp/tools/call`, the MCP facade).
+//!
+//! [`Invoker::invoke`] takes an [`Authorized`] tool, which only [`ToolAccess::authorize`]
+//! makes: a surface that skipped the permission check does not compile. It then does, in this
+//! order and nowhere else: the call (argument checks and transport in the hub), scrubbing of
+//! every configured secret from the result — *before* anything is stored, so artifacts, their
+//! links and `read_artifact` pages never hold a secret — conversion to the text a model reads
+//! (artifacts for binary and oversized output), metrics, and the one log line per call.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmcp::model::{CallToolResult, ContentBlock, ResourceContents};
+use serde_json::Value;
+
+use super::policy::ToolAccess;
+use super::results::{ToolOutput, to_tool_output};
+use crate::artifacts::Artifacts;
+use crate::config::{Redactor, UserIdentity};
+use crate::mcp::{Hub, McpError, ToolEntry};
+
+/// A catalog entry the caller's [`ToolAccess`] allows. The field is private: only
+/// [`ToolAccess::authorize`] makes one.
+#[derive(Clone, Copy)]
+pub struct Authorized<'a> {
+    entry: &'a Arc<ToolEntry>,
+}
+
+impl<'a> Authorized<'a> {
+    /// An entry the chat request was offered: `policy::select` chose the offer through the
+    /// request's `ToolAccess`, and the loop runs nothing else.
+    pub(super) fn offered(entry: &'a Arc<ToolEntry>) -> Self {
+        Self { entry }
+    }
+
+    /// The allowed entry.
+    pub fn entry(&self) -> &'a Arc<ToolEntry> {
+        self.entry
+    }
+}
+
+impl ToolAccess {
+    /// `entry`, if this access allows it.
+    pub fn authorize<'a>(&self, entry: &'a Arc<ToolEntry>) -> Option<Authorized<'a>> {
+        self.allows(entry).then_some(Authorized { entry })
+    }
+}
+
+/// Runs authorized tools: the hub, the artifact store and the secrets to scrub.
+#[derive(Clone)]
+pub struct Invoker {
+    /// The MCP servers.
+    pub hub: Arc<Hub>,
+    /// Where binary and oversized outputs go.
+    pub artifacts: Artifacts,
+    /// Inline budget of one output, in bytes.
+    pub budget: usize,
+    /// Every configured secret.
+    pub redactor: Arc<Redactor>,
+}
+
+/// What one call gave.
+pub struct Invocation {
+    /// The MCP result (scrubbed), or why the call failed (its message scrubbed in `output`).
+    pub result: Result<CallToolResult, McpError>,
+    /// What a model reads of it.
+    pub output: ToolOutput,
+    /// How long the call took.
+    pub took: Duration,
+}
+
+impl Invoker {
+    /// Runs `tool` with `arguments` for `identity`; `visible` names the tools the caller may see
+    /// (asked only by in-process servers). Never fails: a failed call is an error output.
+    pub async fn invoke(
+        &self,
+        tool: Authorized<'_>,
+        arguments: Value,
+        visible: impl FnOnce() -> Option<Vec<String>>,
+        identity: &UserIdentity,
+    ) -> Invocation {
+        let entry = tool.entry;
+        let started = Instant::now();
+        let span = tracing::info_span!("mcp.call", server = %entry.server, tool = %entry.name);
+        let call = self.hub.call_entry(entry, arguments, visible, identity);
+        let result = tracing::Instrument::instrument(call, span).await;
+        let (result, output, error) = match result {
+            Ok(mut result) => {
+                self.scrub_result(&mut result);
+                let output = to_tool_output(&result, &self.artifacts, self.budget, &entry.name).await;
+                (Ok(result), output, None)
+            }
+            Err(e) => {
+                let message = self.redactor.scrub(&e.to_string()).into_owned();
+                let output = ToolOutput { text: format!("Error: {message}"), is_error: true, artifacts: Vec::new() };
+                (Err(e), output, Some(message))
+            }
+        };
+        let output = ToolOutput { text: self.redactor.scrub(&output.text).into_owned(), ..output };
+        let took = started.elapsed();
+        let outcome = if output.is_error { "error" } else { "ok" };
+        crate::metrics::metrics().tool_call(&entry.server, &entry.name, outcome, took);
+        tracing::info!(server = %entry.server, tool = %entry.name, outcome, error = error.as_deref(),
+            duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX), "mcp.call finished");
+        Invocation { result, output, took }
+    }
+
+    /// Removes configured secrets from every text a result carries (text blocks, text
+    /// resources, structured content); binary content is stored as it came.
+    fn scrub_result(&self, result: &mut CallToolResult) {
+        for block in &mut result.content {
+            match block {
+                ContentBlock::Text(t) => {
+                    if let std::borrow::Cow::Owned(clean) = self.redactor.scrub(&t.text) {
+                        t.text = clean;
+                    }
+                }
+                ContentBlock::Resource(r) => {
+                    if let ResourceContents::TextResourceContents { text, .. } = &mut r.resource
+                        && let std::borrow::Cow::Owned(clean) = self.redactor.scrub(text)
+                    {
+                        *text = clean;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(structured) = &mut result.structured_content {
+            self.redactor.scrub_json(structured);
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The gate every request passes before routing: header size, one canonical path, the `Host`
+//! it was sent to, the web page (if any) it came from, and the body type of JSON routes.
+//!
+//! - **Header size**: over `limits.max_header_bytes` is a 431.
+//! - **Canonical path**: a percent-escaped unreserved character (`%63` for `c`) is a 400. Routing
+//!   here and at the upstream must read the same path: `/v1/chat/%63ompletions` would otherwise
+//!   pass our chat handler by and reach the upstream's chat route through the proxy.
+//! - **Host** (DNS rebinding): `http.allowed_hosts` when set; else an open gateway on loopback
+//!   accepts loopback names only, and a keyed gateway any host (the key is the protection).
+//! - **Browsers** (CSRF, cross-origin reads): a request with an `Origin` other than the gateway's
+//!   own, or `Sec-Fetch-Site: cross-site`/`same-site`, is a 403 unless its origin is in
+//!   `http.cors.allowed_origins`; preflights (`OPTIONS` with `Access-Control-Request-Method`) are
+//!   answered here from that list, and allowed origins get `Access-Control-Allow-Origin` on
+//!   the response. Artifact links and health probes are exempt (images are embedded by pages).
+//! - **JSON routes** (chat, `/mcp/tools/*`) take `application/json` only (415 otherwise): a
+//!   `text/plain` form post cannot be a tool call.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, AppState};
+
+/// Runs every check; the request goes on only when all pass.
+pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = state.config.limits.max_header_bytes;
+    let size: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    if size > limit {
+        return ApiError::HeadersTooLarge { limit }.into_response();
+    }
+    let path = req.uri().path();
+    if path.contains('%') && escapes_unreserved(path) {
+        return ApiError::BadRequest("the request path may not percent-encode letters, digits or `-._~`".into())
+            .into_response();
+    }
+    let exempt = path.starts_with("/artifacts/") || path.starts_with("/health");
+    if exempt {
+        return next.run(req).await;
+    }
+    if !host_allowed(&state, req.headers()) {
+        return ApiError::Forbidden("this gateway does not serve the host named in the request".into()).into_response();
+    }
+    let origin = match browser_origin(&state, req.headers()) {
+        Ok(origin) => origin,
+        Err(e) => return e.into_response(),
+    };
+    if req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+        return preflight(origin.as_ref(), req.headers());
+    }
+    if req.method() == Method::POST && json_route(path) && !is_json(req.headers()) {
+        return ApiError::UnsupportedMediaType.into_response();
+    }
+    let mut response = next.run(req).await;
+    if let Some(origin) = origin {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.append(header::VARY, HeaderValue::from_static("origin"));
+    }
+    response
+}
+
+/// Whether `path` escapes a character that needs no escaping (RFC 3986 unreserved).
+fn escapes_unreserved(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    bytes.windows(3).any(|w| match w {
+        [b'%', hi, lo] => {
+            let hex = |c: u8| (c as char).to_digit(16);
+            match (hex(*hi), hex(*lo)) {
+                (Some(h), Some(l)) => {
+                    let c = (h * 16 + l) as u8;
+                    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
+                }
+                _ => false,
+            }
+        }
+        _ => false,
+    })
+}
+
+/// Whether the `Host` (or HTTP/2 `:authority`, which hyper maps to `Host`) is one we serve.
+fn host_allowed(state: &AppState, headers: &HeaderMap) -> bool {
+    let configured = &state.config.http.allowed_hosts;
+    let loopback_only = configured.is_empty() && state.config.auth.is_open() && state.config.listen.ip().is_loopback();
+    if configured.is_empty() && !loopback_only {
+        return true;
+    }
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        // HTTP/1.0 without Host: only a local tool would send that.
+        return loopback_only;
+    };
+    let host = host.trim().to_ascii_lowercase();
+    let name = strip_port(&host);
+    if loopback_only {
+        return matches!(name, "localhost" | "127.0.0.1" | "[::1]") || name.ends_with(".localhost");
+    }
+    configured.iter().any(|allowed| allowed == &host || allowed == name)
+}
+
+/// `host` without its `:port` (IPv6 literals keep their brackets).
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host.ends_with(']') && host.get(i + 1..).is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())) => {
+            host.get(..i).unwrap_or(host)
+        }
+        _ => host,
+    }
+}
+
+/// The allow-listed origin of a cross-origin browser request (`Ok(None)` for requests that
+/// are not cross-origin), or a 403 for a page that is not allowed.
+fn browser_origin(state: &AppState, headers: &HeaderMap) -> Result<Option<HeaderValue>, ApiError> {
+    let origin = headers.get(header::ORIGIN);
+    let site = headers.get("sec-fetch-site").map(HeaderValue::as_bytes);
+    let cross_site = matches!(site, Some(b"cross-site" | b"same-site"));
+    let Some(origin) = origin else {
+        return if cross_site { Err(refused()) } else { Ok(None) };
+    };
+    let text = origin.to_str().unwrap_or_default().trim_end_matches('/').to_ascii_lowercase();
+    if state.config.http.allowed_origins.iter().any(|o| o == &text) {
+        return Ok(Some(origin.clone()));
+    }
+    // Same origin: a page served by the gateway's own host (there is none today, but a
+    // reverse proxy may put one there).
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_ascii_lowercase);
+    let same = host.is_some_and(|h| text == format!("http://{h}") || text == format!("https://{h}"));
+    if same && !cross_site { Ok(None) } else { Err(refused()) }
+}
+
+fn refused() -> ApiError {
+    ApiError::Forbidden(
+        "cross-origin requests from web pages are refused; add the page's origin to http.cors.allowed_origins".into(),
+    )
+}
+
+/// The answer to a CORS preflight: allowed origins get the methods and the headers they ask for.
+fn preflight(origin: Option<&HeaderValue>, headers: &HeaderMap) -> Response {
+    let Some(origin) = origin else {
+        // Same-origin preflights do not happen; without an allowed origin there is nothing to allow.
+        return StatusCode::FORBIDDEN.into_response();
+    };
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let out = response.headers_mut();
+    out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    out.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
+    if let Some(asked) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+    }
+    out.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    out.insert(header::VARY, HeaderValue::from_static("origin"));
+    response
+}
+
+/// Routes whose bodies are JSON documents we parse.
+fn json_route(path: &str) -> bool {
+    matches!(path, "/v1/chat/completions" | "/chat/completions" | "/mcp/tools/call" | "/mcp/tools/list")
+}
+
+/// `application/json` or a `+json` type, any parameters.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_unreserved_characters_are_found() {
+        assert!(escapes_unreserved("/v1/chat/%63ompletions"));
+        assert!(escapes_unreserved("/v1/%2e%2e/x"));
+        assert!(escapes_unreserved("/v1/a%7Eb"));
+        assert!(!escapes_unreserved("/v1/files/a%20b"));
+        assert!(!escapes_unreserved("/v1/files/a%2Fb"));
+        assert!(!escapes_unreserved("/v1/files/%"));
+    }
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("localhost:4001"), "localhost");
+        assert_eq!(strip_port("[::1]:4001"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+        assert_eq!(strip_port("gw"), "gw");
+    }
+}
