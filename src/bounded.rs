@@ -1,8 +1,8 @@
 //! Bounds on what arrives from outside, shared by every reader of untrusted streams.
 //!
-//! [`cap_lines`] ends a byte stream whose current line grows past a limit: an SSE event without
-//! a newline (from the upstream or a legacy-SSE MCP server) would otherwise be buffered without
-//! end and rescanned at every chunk. [`LineReader`] reads a child's stderr in lines of bounded
+//! [`cap_events`] ends an SSE byte stream whose current event grows past a limit: an event
+//! without an end (from the upstream or a legacy-SSE MCP server) would otherwise be buffered
+//! without end and rescanned at every chunk. [`LineReader`] reads a child's stderr in lines of bounded
 //! length, cutting longer ones (a progress bar that writes only `\r`).
 
 use std::pin::Pin;
@@ -12,9 +12,9 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// Longest line (and so SSE event field) accepted from the upstream or an MCP server: 16 MiB,
-/// as rmcp caps streamable HTTP.
-pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest SSE event (all its lines) accepted from the upstream or an MCP server: 16 MiB, as
+/// rmcp caps streamable HTTP messages.
+pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// Why a bounded stream ended.
 #[derive(Debug, thiserror::Error)]
@@ -22,56 +22,94 @@ pub enum Bounded<E> {
     /// The inner stream failed.
     #[error(transparent)]
     Inner(E),
-    /// A line grew past the limit.
-    #[error("a line of more than {0} bytes")]
-    LineTooLong(usize),
+    /// An event grew past the limit.
+    #[error("an event of more than {0} bytes")]
+    EventTooLarge(usize),
 }
 
-/// A byte stream that fails (once, then ends) when a line grows past `max` bytes.
-pub fn cap_lines<S, E>(inner: S, max: usize) -> CapLines<S>
+/// An SSE byte stream that fails (once, then ends) when an event — the lines up to a blank
+/// line — grows past `max` bytes. Pieces without a line end are held and handed on with the
+/// piece that ends their line, so the SSE parser (which re-reads an unfinished line at every
+/// piece) sees a long line once, not once per piece.
+pub fn cap_events<S, E>(inner: S, max: usize) -> CapEvents<S>
 where
     S: Stream<Item = Result<Bytes, E>>,
 {
-    CapLines { inner, max, line: 0, done: false }
+    CapEvents { inner, max, event: 0, line: 0, prev_cr: false, held: bytes::BytesMut::new(), done: false }
 }
 
 pin_project_lite::pin_project! {
-    /// See [`cap_lines`].
-    pub struct CapLines<S> {
+    /// See [`cap_events`].
+    pub struct CapEvents<S> {
         #[pin]
         inner: S,
         max: usize,
+        event: usize,
         line: usize,
+        prev_cr: bool,
+        held: bytes::BytesMut,
         done: bool,
     }
 }
 
-impl<S, E> Stream for CapLines<S>
+impl<S, E> Stream for CapEvents<S>
 where
     S: Stream<Item = Result<Bytes, E>>,
 {
     type Item = Result<Bytes, Bounded<E>>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.project();
-        if *this.done {
-            return Poll::Ready(None);
+        let mut this = self.project();
+        loop {
+            if *this.done {
+                return Poll::Ready(None);
+            }
+            let chunk = match this.inner.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    *this.done = true;
+                    if this.held.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(std::mem::take(this.held).freeze())));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(Bounded::Inner(e)))),
+                Poll::Ready(Some(Ok(chunk))) => chunk,
+            };
+            let mut ended_line = false;
+            for &b in chunk.iter() {
+                match b {
+                    b'\n' if *this.prev_cr => *this.prev_cr = false,
+                    b'\n' | b'\r' => {
+                        *this.prev_cr = b == b'\r';
+                        ended_line = true;
+                        if *this.line == 0 {
+                            *this.event = 0;
+                        }
+                        *this.line = 0;
+                    }
+                    _ => {
+                        *this.prev_cr = false;
+                        *this.line += 1;
+                        *this.event += 1;
+                    }
+                }
+            }
+            if *this.event > *this.max {
+                *this.done = true;
+                this.held.clear();
+                return Poll::Ready(Some(Err(Bounded::EventTooLarge(*this.max))));
+            }
+            if !ended_line {
+                this.held.extend_from_slice(&chunk);
+                continue;
+            }
+            if this.held.is_empty() {
+                return Poll::Ready(Some(Ok(chunk)));
+            }
+            this.held.extend_from_slice(&chunk);
+            return Poll::Ready(Some(Ok(std::mem::take(this.held).freeze())));
         }
-        let item = match this.inner.poll_next(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(Bounded::Inner(e)))),
-            Poll::Ready(Some(Ok(chunk))) => chunk,
-        };
-        *this.line = match item.iter().rposition(|b| *b == b'\n' || *b == b'\r') {
-            Some(end) => item.len() - end - 1,
-            None => this.line.saturating_add(item.len()),
-        };
-        if *this.line > *this.max {
-            *this.done = true;
-            return Poll::Ready(Some(Err(Bounded::LineTooLong(*this.max))));
-        }
-        Poll::Ready(Some(Ok(item)))
     }
 }
 
@@ -155,16 +193,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stream_ends_when_a_line_outgrows_the_cap() {
+    async fn a_stream_ends_when_an_event_outgrows_the_cap() {
         let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
             Ok(Bytes::from_static(b"data: a\n\ndata: ")),
-            Ok(Bytes::from(vec![b'x'; 8])),
+            Ok(Bytes::from(vec![b'x'; 4])),
+            Ok(Bytes::from_static(b"\r\ndata: yy\r\n\r\n")),
+            Ok(Bytes::from_static(b"data: ")),
             Ok(Bytes::from(vec![b'x'; 8])),
         ];
-        let mut capped = cap_lines(futures_util::stream::iter(chunks), 12);
-        assert!(capped.next().await.is_some_and(|r| r.is_ok()));
-        // 6 + 8 bytes since the last newline: past 12.
-        assert!(matches!(capped.next().await, Some(Err(Bounded::LineTooLong(12)))));
+        let mut capped = cap_events(futures_util::stream::iter(chunks), 12);
+        assert_eq!(capped.next().await.unwrap().unwrap(), Bytes::from_static(b"data: a\n\ndata: "));
+        // The unfinished line is held and handed on with the piece that ends it.
+        let joined = capped.next().await.unwrap().unwrap();
+        assert_eq!(joined, Bytes::from_static(b"xxxx\r\ndata: yy\r\n\r\n"));
+        // 6 + 8 bytes in the next event: past 12.
+        assert!(matches!(capped.next().await, Some(Err(Bounded::EventTooLarge(12)))));
         assert!(capped.next().await.is_none(), "the stream ends after the error");
+    }
+
+    #[tokio::test]
+    async fn many_short_lines_without_a_blank_line_are_one_event() {
+        let chunks: Vec<Result<Bytes, std::io::Error>> =
+            (0..10).map(|_| Ok(Bytes::from_static(b"data: x\n"))).collect();
+        let mut capped = cap_events(futures_util::stream::iter(chunks), 40);
+        let mut ok = 0;
+        while let Some(item) = capped.next().await {
+            if item.is_err() {
+                break;
+            }
+            ok += 1;
+        }
+        assert_eq!(ok, 5, "the sixth line takes the event past 40 bytes");
     }
 }

@@ -165,15 +165,15 @@ pub fn mime_of(key: &str) -> &'static str {
 }
 
 /// Whether a browser may render this type inline on the origin serving it: images (not SVG,
-/// which runs scripts), audio, video, PDF and plain text. Everything else — HTML, SVG,
-/// JavaScript, XML, unknown — is served as a download in a CSP sandbox.
+/// which runs scripts), audio, video and plain text. Everything else — HTML, SVG, JavaScript,
+/// XML, PDF (a document format with scripts and forms of its own), unknown — is served as a
+/// download in a CSP sandbox.
 pub fn served_inline(mime: &str) -> bool {
     let essence = mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let (kind, sub) = essence.split_once('/').unwrap_or(("", ""));
     match kind {
         "image" => !sub.contains("svg"),
         "audio" | "video" => true,
-        "application" => sub == "pdf",
         "text" => sub == "plain",
         _ => false,
     }

@@ -112,6 +112,12 @@ pub struct HttpConfig {
 pub struct FacadeConfig {
     /// Serve it.
     pub enabled: bool,
+    /// Most sessions at once, all keys together.
+    pub max_sessions: usize,
+    /// Most sessions of one key.
+    pub max_sessions_per_key: usize,
+    /// Idle life of a session.
+    pub session_idle: Duration,
 }
 
 /// The chat tool loop's limits and presentation.
@@ -631,7 +637,16 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             _ => p.push(format!("http.cors.allowed_origins[{i}]"), "must be an origin like https://chat.example.com"),
         }
     }
-    let facade = FacadeConfig { enabled: raw.mcp_facade.enabled.unwrap_or(true) };
+    let count = |v: Option<u64>, default: usize| v.map_or(default, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let facade = FacadeConfig {
+        enabled: raw.mcp_facade.enabled.unwrap_or(true),
+        max_sessions: count(raw.mcp_facade.max_sessions, 1000),
+        max_sessions_per_key: count(raw.mcp_facade.max_sessions_per_key, 32),
+        session_idle: dur(raw.mcp_facade.session_idle, 180),
+    };
+    if facade.max_sessions == 0 || facade.max_sessions_per_key == 0 || facade.session_idle.is_zero() {
+        p.push("mcp_facade", "max_sessions, max_sessions_per_key and session_idle must be greater than 0");
+    }
     let http = HttpConfig { allowed_hosts, allowed_origins };
     if let Some(listen) = listen
         && let Err(problem) = check_exposure(&auth, listen)

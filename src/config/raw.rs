@@ -246,7 +246,8 @@ pub struct RawLocalStore {
     /// Base URL users' browsers reach the gateway at, for links. Default from `listen`
     /// (`http://localhost:<port>` when listening on all interfaces).
     pub public_url: Option<String>,
-    /// Secret that signs links. Default: generated once and kept in `<dir>/.signing-key`.
+    /// Secret that signs links. Default: generated once and kept beside the directory, in
+    /// `<dir>.signing-key` (mode 0600), never inside what is served.
     pub secret: Option<String>,
 }
 
@@ -335,6 +336,14 @@ pub struct RawFacade {
     /// is not set (it applies to every route).
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// Most handshake-era sessions open at once, all keys together. Default 1000.
+    #[serde(default, deserialize_with = "text_or")]
+    pub max_sessions: Option<u64>,
+    /// Most sessions one key (or, on an open gateway, all anonymous callers) may hold. Default 32.
+    #[serde(default, deserialize_with = "text_or")]
+    pub max_sessions_per_key: Option<u64>,
+    /// A session without traffic for this long is closed (clients open a new one). Default 3m.
+    pub session_idle: Option<DurationValue>,
 }
 
 /// `logging:` — log output.

@@ -4,7 +4,7 @@
 //! OpenAI error JSON.
 //!
 //! Artifacts are served on the gateway's own origin, so what a browser may render is limited:
-//! `X-Content-Type-Options: nosniff` always; images, audio, video, PDF and plain text inline;
+//! `X-Content-Type-Options: nosniff` always; images, audio, video and plain text inline;
 //! everything else (HTML, SVG, scripts, unknown) as an attachment with
 //! `Content-Security-Policy: sandbox`. The type is the one stored with the object.
 

@@ -12,6 +12,7 @@
 //! | headers over `limits.max_header_bytes`  | 431    | `invalid_request_error` |
 //! | a host not served, a page not allowed   | 403    | `permission_error`      |
 //! | a JSON route without `application/json` | 415    | `invalid_request_error` |
+//! | too many MCP facade sessions            | 429    | `rate_limit_error`      |
 //! | upstream 4xx (429 keeps `Retry-After`)  | same   | the upstream's own body |
 //! | upstream unreachable or 5xx             | 502    | `upstream_error`        |
 //! | upstream silent past the read timeout   | 504    | `timeout_error`         |
@@ -82,6 +83,9 @@ pub enum ApiError {
     /// The client's body could not be read (connection dropped mid-upload).
     #[error("could not read the request body")]
     BodyRead,
+    /// A bounded resource (MCP sessions) is used up.
+    #[error("{0}")]
+    TooMany(String),
     /// A JSON route got a body of another type.
     #[error("this route takes a JSON body: send Content-Type: application/json")]
     UnsupportedMediaType,
@@ -158,6 +162,7 @@ impl ApiError {
                 (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "invalid_request_error", "headers_too_large", None)
             }
             Self::BodyRead => (StatusCode::BAD_REQUEST, "invalid_request_error", "body_read_failed", None),
+            Self::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "too_many_sessions", None),
             Self::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error", "unsupported_media_type", None)
             }

@@ -14,6 +14,7 @@ mod health;
 mod mcp;
 mod proxy;
 mod server;
+mod sessions;
 mod sse;
 
 use std::sync::Arc;
@@ -124,7 +125,11 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let mut protected = Router::new();
     if state.config.facade.enabled {
-        protected = protected.route_service("/mcp", mcp_facade(&state));
+        let (facade, sessions) = mcp_facade(&state);
+        let facade = tower::ServiceBuilder::new()
+            .layer(axum::middleware::from_fn_with_state(sessions, sessions::guard))
+            .service(facade);
+        protected = protected.route_service("/mcp", facade);
     }
     let protected = protected
         .route("/v1/chat/completions", post(chat::completions))
@@ -176,14 +181,22 @@ pub(crate) fn mcp_servers_header(headers: &axum::http::HeaderMap) -> Result<Vec<
 }
 
 /// The MCP facade as a tower service: rmcp's streamable HTTP server (sessions for the
-/// handshake era, stateless for 2026-07-28), behind our auth like every other route.
-fn mcp_facade(state: &AppState) -> StreamableHttpService<crate::agent::Facade, LocalSessionManager> {
+/// handshake era, stateless for 2026-07-28), behind our auth like every other route; and the
+/// bookkeeping of its sessions.
+fn mcp_facade(
+    state: &AppState,
+) -> (StreamableHttpService<crate::agent::Facade, LocalSessionManager>, Arc<sessions::Sessions>) {
     let facade = crate::agent::Facade::new(state.agent.invoker.clone(), state.shutdown.child_token());
     // `Host` and `Origin` are checked for every route, this one included, by `guard.rs`.
     let config = StreamableHttpServerConfig::default()
         .with_cancellation_token(state.shutdown.child_token())
         .disable_allowed_hosts();
-    StreamableHttpService::new(move || Ok(facade.clone()), Default::default(), config)
+    let limits = &state.config.facade;
+    let mut manager = LocalSessionManager::default();
+    manager.session_config.keep_alive = Some(limits.session_idle);
+    let manager = Arc::new(manager);
+    let sessions = Arc::new(sessions::Sessions::new(manager.clone(), limits.max_sessions, limits.max_sessions_per_key));
+    (StreamableHttpService::new(move || Ok(facade.clone()), manager, config), sessions)
 }
 
 /// Counts every request by matched route and status.

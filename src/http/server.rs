@@ -92,11 +92,16 @@ pub async fn serve(
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        let connection =
-            builder.serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(app.clone()));
-        let connection = graceful.watch(connection.into_owned());
+        let (builder, app, watcher) = (builder.clone(), app.clone(), graceful.watcher());
+        let first_bytes_within = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            // hyper's header timeout starts once the protocol is known; a socket that sends
+            // nothing (or a trickle of the HTTP/2 preface) is closed here.
+            if !matches!(tokio::time::timeout(first_bytes_within, protocol_known(&tcp)).await, Ok(Ok(()))) {
+                return;
+            }
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(app));
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
                 tracing::trace!(error = %error, "connection ended with an error");
             }
             drop(permit);
@@ -116,6 +121,20 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Waits until the first bytes tell HTTP/1 from HTTP/2 (or the peer closed).
+async fn protocol_known(tcp: &tokio::net::TcpStream) -> std::io::Result<()> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; 24];
+    loop {
+        let n = tcp.peek(&mut buf).await?;
+        if n == 0 || n >= PREFACE.len() || buf.get(..n) != PREFACE.get(..n) {
+            return Ok(());
+        }
+        // Part of the HTTP/2 preface: wait for the rest.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Half the open-files limit (each client connection may hold an upstream socket too), less

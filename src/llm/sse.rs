@@ -22,15 +22,15 @@ impl SseEvent {
 }
 
 /// Parses a byte stream into events; errors of the byte stream become [`LlmError`]s. A line
-/// longer than [`crate::bounded::MAX_LINE_BYTES`] ends the stream (an upstream that never sends
-/// a newline would otherwise grow one buffer without end).
+/// larger than [`crate::bounded::MAX_EVENT_BYTES`] ends the stream (an upstream that never
+/// ends an event would otherwise grow one buffer without end).
 pub(super) fn events<S>(bytes: S, upstream: String) -> impl Stream<Item = Result<SseEvent, LlmError>> + Send
 where
     S: Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send,
 {
-    use crate::bounded::{Bounded, MAX_LINE_BYTES, cap_lines};
+    use crate::bounded::{Bounded, MAX_EVENT_BYTES, cap_events};
     use eventsource_stream::{EventStreamError, Eventsource};
-    cap_lines(bytes, MAX_LINE_BYTES).eventsource().map(move |item| match item {
+    cap_events(bytes, MAX_EVENT_BYTES).eventsource().map(move |item| match item {
         Ok(ev) => Ok(SseEvent { event: ev.event, data: ev.data }),
         Err(EventStreamError::Transport(Bounded::Inner(e))) if e.is_timeout() => {
             Err(LlmError::Timeout { upstream: upstream.clone() })

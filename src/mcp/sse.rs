@@ -2,8 +2,8 @@
 //!
 //! `GET <url>` opens an event stream whose first `endpoint` event names the URL to POST
 //! JSON-RPC messages to; the server's responses and notifications come back as `message`
-//! events on the stream. Built on reqwest and eventsource-stream; a line longer than
-//! [`crate::bounded::MAX_LINE_BYTES`] ends the session.
+//! events on the stream. Built on reqwest and eventsource-stream; an event larger than
+//! [`crate::bounded::MAX_EVENT_BYTES`] ends the session.
 //!
 //! Messages go out through an outbox: one task POSTs them in order, but never waits more than
 //! [`IN_ORDER`] for one POST before starting the next, and `send` only enqueues. A server that
@@ -94,9 +94,9 @@ impl SseClientTransport {
         if !response.status().is_success() {
             return Err(SseError::Status(response.status()));
         }
-        // An event may not grow past the line cap: a server that never ends its line would
+        // An event may not grow past its cap: a server that never ends its event would
         // otherwise hold a growing buffer that is rescanned at every chunk.
-        let capped = crate::bounded::cap_lines(response.bytes_stream(), crate::bounded::MAX_LINE_BYTES);
+        let capped = crate::bounded::cap_events(response.bytes_stream(), crate::bounded::MAX_EVENT_BYTES);
         let mut events = Box::pin(capped.eventsource());
         let endpoint = loop {
             match events.next().await {

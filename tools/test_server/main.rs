@@ -45,6 +45,10 @@ struct Cli {
     /// Extra echo-like tools (`bulk_0` …) listed besides the test tools, for large catalogs.
     #[arg(long, global = true, default_value_t = 0)]
     extra_tools: usize,
+    /// Also lists `long_description`, an echo-like tool whose description is this many bytes
+    /// with an instruction hidden in Unicode tag characters (a hostile server's catalog).
+    #[arg(long, global = true, default_value_t = 0)]
+    long_description: usize,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -98,6 +102,9 @@ fn main() -> Result<(), BoxError> {
 
 async fn serve(cli: Cli) -> Result<(), BoxError> {
     let shared = Arc::new(Shared::from_env()?);
+    if cli.long_description > 0 {
+        shared.add_long_description_tool(cli.long_description);
+    }
     shared.add_bulk_tools(cli.extra_tools);
     let name: Arc<str> = cli.name.into();
     let era = cli.era;

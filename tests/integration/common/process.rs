@@ -24,11 +24,20 @@ impl GatewayProcess {
     /// Writes `yaml` to a file and runs the binary on it with exactly `env` (plus `PATH` and
     /// `HOME`), listening on a free loopback port with JSON logs at `RUST_LOG=debug`.
     pub async fn spawn(yaml: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn_with_format(yaml, env, "json").await
+    }
+
+    /// [`spawn`](Self::spawn) with the human log format (one text line per event).
+    pub async fn spawn_pretty(yaml: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn_with_format(yaml, env, "pretty").await
+    }
+
+    async fn spawn_with_format(yaml: &str, env: &[(&str, &str)], format: &str) -> Self {
         let dir = super::peers::TempDir::new("mcpmw-proc");
         let config = dir.0.join("config.yaml");
         std::fs::write(&config, yaml).unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.arg("--config").arg(&config).args(["--listen", "127.0.0.1:0", "--log-format", "json"]);
+        cmd.arg("--config").arg(&config).args(["--listen", "127.0.0.1:0", "--log-format", format]);
         cmd.env_clear().env("RUST_LOG", "debug").envs(env.iter().copied()).env("ARTIFACT_DIR", dir.0.join("artifacts"));
         for keep in ["PATH", "HOME"] {
             if let Ok(v) = std::env::var(keep) {
@@ -44,9 +53,15 @@ impl GatewayProcess {
             let mut addr_tx = Some(addr_tx);
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
-                    && event["message"] == "mcp-middleware listening"
-                    && let Some(addr) = event["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok())
+                let json_addr = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .filter(|event| event["message"] == "mcp-middleware listening")
+                    .and_then(|event| event["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok()));
+                let text_addr = line
+                    .contains("mcp-middleware listening")
+                    .then(|| line.split_whitespace().find_map(|w| w.strip_prefix("addr=")?.parse::<SocketAddr>().ok()))
+                    .flatten();
+                if let Some(addr) = json_addr.or(text_addr)
                     && let Some(tx) = addr_tx.take()
                 {
                     let _ = tx.send(addr);
@@ -80,6 +95,27 @@ impl GatewayProcess {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id().expect("running")
+    }
+
+    /// Resident memory now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or_default();
+        line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    /// CPU time used so far (user + system), in seconds.
+    pub fn cpu_secs(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+        // After `)`: state is field 0, utime 11, stime 12 (fields 14 and 15 of proc(5)).
+        let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+        ticks as f64 / 100.0
+    }
+
+    /// Open file descriptors now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
     }
 
     /// Everything logged so far.

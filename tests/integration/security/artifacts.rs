@@ -1,5 +1,5 @@
 //! Artifacts are served on the gateway's own origin (local store) or S3's: nothing a browser
-//! could run is rendered there. Images, audio, video, PDF and plain text inline; HTML, SVG and
+//! could run is rendered there. Images, audio, video and plain text inline; HTML, SVG, PDF and
 //! unknown types as attachments in a CSP sandbox; always `nosniff`; the type is the stored one.
 
 use serde_json::json;
@@ -40,7 +40,8 @@ async fn local_artifacts_never_run_in_the_gateways_origin() {
         (json!({"key": "trick.png", "text": script, "content_type": "text/html"}), "text/html", false),
         (json!({"key": "dot.png", "base64": PNG, "content_type": "image/png"}), "image/png", true),
         (json!({"key": "notes.txt", "text": "plain", "content_type": "text/plain"}), "text/plain", true),
-        (json!({"key": "doc.pdf", "base64": "JVBERi0=", "content_type": "application/pdf"}), "application/pdf", true),
+        // PDF carries scripts and forms of its own: a download in a sandbox, not a page here.
+        (json!({"key": "doc.pdf", "base64": "JVBERi0=", "content_type": "application/pdf"}), "application/pdf", false),
     ];
     for (args, content_type, inline) in cases {
         let key = args["key"].as_str().unwrap().to_owned();
@@ -97,4 +98,60 @@ async fn s3_links_download_what_a_browser_could_run() {
     let resp = reqwest::get(&png).await.unwrap();
     assert_eq!(header(&resp, "content-type"), "image/png");
     assert!(resp.headers().get("content-disposition").is_none(), "images stay inline");
+}
+
+/// The generated signing key lives outside the served directory (where stdio children, which
+/// start in the gateway's working directory, used to find it), readable by its owner only; and
+/// even with the key a link cannot outlive `artifacts.url_ttl`.
+#[tokio::test]
+async fn the_signing_key_is_kept_apart_and_cannot_mint_long_links() {
+    use hmac::{KeyInit, Mac};
+    let dir = std::env::temp_dir().join(format!("mcpmw-signing-{}", uuid::Uuid::new_v4().simple()));
+    let yaml =
+        format!("builtin_tools:\n  enabled: true\nartifacts:\n  url_ttl: 1h\n  local:\n    dir: {}\n", dir.display());
+    let app = TestApp::spawn(&yaml).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "builtin__minio_get_url")).await;
+    let link = upload_and_link(&app, json!({"key": "dot.png", "base64": PNG, "content_type": "image/png"})).await;
+    assert_eq!(app.client.get(&link).send().await.unwrap().status(), 200);
+    assert!(!dir.join(".signing-key").exists(), "no key inside the served directory");
+    let key_file = dir.with_file_name(format!("{}.signing-key", dir.file_name().unwrap().to_string_lossy()));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key_file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    // A year-long link signed with the real key (as a local process that read it could).
+    let secret = std::fs::read(&key_file).unwrap();
+    let object = "files/dot.png";
+    let expires = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 365 * 86_400;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&secret).unwrap();
+    mac.update(format!("{object}\n{expires}").as_bytes());
+    let signature: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let forged = app.url(&format!("/artifacts/{object}?expires={expires}&signature={signature}"));
+    assert_eq!(app.client.get(&forged).send().await.unwrap().status(), 403);
+}
+
+/// A configured secret in a long tool output is scrubbed before the output is stored: the inline
+/// part, the stored artifact, its link and every `read_artifact` page all show `***`.
+#[tokio::test]
+async fn secrets_are_scrubbed_before_anything_is_stored() {
+    const SECRET: &str = "sk-master-scrub-me-0123456789";
+    let yaml = format!(
+        "builtin_tools:\n  enabled: true\nauth:\n  api_keys: [{SECRET}]\nartifacts:\n  max_inline_bytes: 1024\n\
+         mcpServers:\n  ts:\n    command: {}\n    args: [stdio]\n",
+        crate::common::peers::TEST_SERVER
+    );
+    let mut app = TestApp::spawn(&yaml).await;
+    app.key = Some(SECRET.into());
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__echo") && n.iter().any(|t| t == "builtin__read_artifact")).await;
+    let text = format!("{}{SECRET}{}", "a".repeat(3000), "b".repeat(3000));
+    let (status, result) = app.call_tool("ts__echo", json!({"text": text})).await;
+    assert_eq!(status, 200, "{result}");
+    assert!(!result.to_string().contains(SECRET), "inline: {result}");
+    let artifact = &result["artifacts"][0];
+    let stored = app.client.get(artifact["url"].as_str().unwrap()).send().await.unwrap().text().await.unwrap();
+    assert!(!stored.contains(SECRET) && stored.contains("***"), "the stored artifact holds the secret");
+    for offset in [2990, 3000, 3010] {
+        let args = json!({"key": artifact["key"], "offset": offset, "length": 40});
+        let (status, page) = app.call_tool("builtin__read_artifact", args).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(!page.to_string().contains(&SECRET[4..20]), "read_artifact page at {offset}: {page}");
+    }
 }

@@ -4,11 +4,17 @@
 //! small holes (header sizes, auth scheme case, error shapes).
 
 mod artifacts;
+mod browsers;
+mod exhaustion;
 mod exposure;
+mod observability;
 mod permissions;
+mod reload;
 mod secrets;
+mod servers;
 mod small;
 mod traversal;
+mod upstream;
 
 /// Sends one raw HTTP/1.1 request (the target exactly as given, no client-side normalisation)
 /// and returns the status code and the body text.

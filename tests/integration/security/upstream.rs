@@ -1,0 +1,109 @@
+//! The upstream as an attacker (or as a proxy that misbehaves): an error body reflecting the
+//! `Authorization` it got would hand the master key to any client, and a stream whose event
+//! never ends would pin a core and grow memory without bound.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::common::TestApp;
+use crate::common::process::GatewayProcess;
+
+const MASTER: &str = "sk-upstream-master-0123456789";
+
+async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test]
+async fn an_upstream_error_that_reflects_the_key_is_scrubbed() {
+    // Answers every request with a 400 quoting the Authorization header it received, as JSON
+    // (OpenAI error shape) on chat and as plain text elsewhere.
+    let upstream = serve(axum::Router::new().fallback(|req: axum::extract::Request| async move {
+        let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        if req.uri().path().ends_with("/chat/completions") {
+            let body = json!({"error": {"message": format!("bad key {auth}"), "type": "invalid_request_error"}});
+            (axum::http::StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+        } else {
+            (axum::http::StatusCode::UNAUTHORIZED, format!("rejected credentials: {auth}")).into_response()
+        }
+    }))
+    .await;
+    use axum::response::IntoResponse;
+    let yaml = format!("upstream:\n  base_url: http://{upstream}/v1\n  api_key: {MASTER}\n");
+    let app = TestApp::spawn(&yaml).await;
+    for stream in [false, true] {
+        let chat = json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+        let resp = app.post("/v1/chat/completions", &chat).await;
+        assert_eq!(resp.status(), 400);
+        let text = resp.text().await.unwrap();
+        assert!(!text.contains(MASTER), "the master key reached the client: {text}");
+        assert!(text.contains("bad key Bearer ***"), "{text}");
+    }
+    for path in ["/v1/models", "/v1/embeddings"] {
+        let resp = if path.ends_with("models") {
+            app.get(path).await
+        } else {
+            app.post(path, &json!({"model": "m", "input": "x"})).await
+        };
+        assert_eq!(resp.status(), 401, "{path}");
+        let text = resp.text().await.unwrap();
+        assert!(!text.contains(MASTER), "{path}: the master key reached the client: {text}");
+        assert!(text.contains("***"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_event_that_never_ends_is_cut_off() {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let count = sent.clone();
+    let upstream = serve(axum::Router::new().fallback(move || {
+        let count = count.clone();
+        async move {
+            let head = futures_util::stream::once(async {
+                Ok::<_, std::io::Error>(Bytes::from_static(
+                    b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"",
+                ))
+            });
+            let junk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let flood = futures_util::stream::unfold((), move |()| {
+                let (junk, count) = (junk.clone(), count.clone());
+                async move {
+                    count.fetch_add(junk.len(), Ordering::SeqCst);
+                    Some((Ok(junk), ()))
+                }
+            });
+            let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(head, flood));
+            ([("content-type", "text/event-stream")], body)
+        }
+    }))
+    .await;
+    let yaml = format!("upstream:\n  base_url: http://{upstream}/v1\nbuiltin_tools:\n  enabled: false\n");
+    let gw = GatewayProcess::spawn(&yaml, &[]).await;
+    let (rss_before, cpu_before) = (gw.rss_kib(), gw.cpu_secs());
+    let chat = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let started = Instant::now();
+    let resp = reqwest::Client::new().post(gw.url("/v1/chat/completions")).json(&chat).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(30), resp.text()).await.expect("the stream ended").unwrap();
+    let (rss, cpu) = (gw.rss_kib(), gw.cpu_secs() - cpu_before);
+    let read = sent.load(Ordering::SeqCst);
+    println!(
+        "endless upstream event: cut after {read} bytes in {:?}, RSS {rss_before} → {rss} KiB, {cpu:.2} s CPU",
+        started.elapsed()
+    );
+    let payloads: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+    assert_eq!(payloads.last(), Some(&"[DONE]"), "{}", body.chars().take(500).collect::<String>());
+    let error: Value = serde_json::from_str(payloads[payloads.len() - 2]).unwrap();
+    assert_eq!(error["error"]["type"], "upstream_error", "{error}");
+    assert!(read < 24 * 1024 * 1024, "the gateway read {read} bytes of one event");
+    assert!(rss < rss_before + 80 * 1024, "RSS grew from {rss_before} KiB to {rss} KiB");
+    assert!(cpu < 5.0, "{cpu} s of CPU");
+    gw.stop().await;
+}
