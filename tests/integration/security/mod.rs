@@ -7,6 +7,7 @@ mod artifacts;
 mod browsers;
 mod exhaustion;
 mod exposure;
+mod facade;
 mod observability;
 mod permissions;
 mod reload;
