@@ -54,7 +54,7 @@ pub fn build_state(
 /// served in process (seeing the hub's catalog through a read-only view).
 pub fn start_hub(config: &Config, artifacts: &Artifacts, shutdown: CancellationToken) -> Arc<Hub> {
     let catalog = SharedCatalog::default();
-    let builtin = BuiltinTools::new(artifacts.store.clone(), artifacts.url_ttl, catalog.view());
+    let builtin = BuiltinTools::new(artifacts.store.clone(), artifacts.url_ttl, catalog.view(), config.files_quota);
     let in_process = HashMap::from([(crate::config::BUILTIN_SERVER.to_owned(), in_process(builtin))]);
     Hub::start(&config.mcp_servers, &in_process, catalog, shutdown)
 }

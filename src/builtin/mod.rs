@@ -15,10 +15,14 @@
 //!
 //! Tools are declared with rmcp's `#[tool_router]`; their schemas are generated from the typed
 //! parameters in `params.rs`. Storage tools are scoped to the prefix `files/`: a model cannot
-//! read or change other data. `read_artifact` reads only content-addressed artifacts and those
-//! files. When the gateway calls `list_mcp_tools` for a restricted caller, the request's
-//! `_meta` names the tools that caller may see ([`crate::mcp::VISIBLE_TOOLS_META`]) and nothing
-//! else is listed.
+//! read or change other data. Within it, each caller has a folder of its own when the gateway
+//! names one in the call's `_meta` ([`crate::mcp::FILES_NAMESPACE_META`]: a key with a tool
+//! policy, or a user) — its files are listed, read, replaced and deleted there only, and held to
+//! a quota of bytes and files; an unrestricted caller without a user sees all of `files/`.
+//! Keys that would name the store's own sidecar files (`.meta.json`, `.tmp-`) are refused.
+//! `read_artifact` reads only content-addressed artifacts and the caller's files. When the
+//! gateway calls `list_mcp_tools` for a restricted caller, the request's `_meta` names the tools
+//! that caller may see ([`crate::mcp::VISIBLE_TOOLS_META`]) and nothing else is listed.
 
 mod params;
 
@@ -38,7 +42,8 @@ use serde_json::{Value, json};
 
 use self::params::{KeyArgs, ListArgs, ListToolsArgs, ReadArgs, UploadArgs};
 use crate::artifacts::{ArtifactError, ArtifactMeta, ArtifactStore, mime_of, valid_key};
-use crate::mcp::{CatalogView, VISIBLE_TOOLS_META};
+use crate::config::FilesQuota;
+use crate::mcp::{CatalogView, FILES_NAMESPACE_META, VISIBLE_TOOLS_META};
 
 /// Prefix of every object the storage tools touch.
 pub const FILES_PREFIX: &str = "files/";
@@ -51,29 +56,67 @@ pub struct BuiltinTools {
     store: Arc<dyn ArtifactStore>,
     url_ttl: Duration,
     catalog: CatalogView,
+    quota: FilesQuota,
     tool_router: ToolRouter<Self>,
 }
 
 impl BuiltinTools {
-    /// Tools on `store`, links valid for `url_ttl`, the catalog seen through `catalog`.
-    pub fn new(store: Arc<dyn ArtifactStore>, url_ttl: Duration, catalog: CatalogView) -> Self {
-        Self { store, url_ttl, catalog, tool_router: Self::tool_router() }
+    /// Tools on `store`, links valid for `url_ttl`, the catalog seen through `catalog`, each
+    /// caller's files held to `quota`.
+    pub fn new(store: Arc<dyn ArtifactStore>, url_ttl: Duration, catalog: CatalogView, quota: FilesQuota) -> Self {
+        Self { store, url_ttl, catalog, quota, tool_router: Self::tool_router() }
+    }
+}
+
+/// The folder a call may use: `files/` or the caller's own `files/<namespace>/`.
+struct Folder(String);
+
+impl Folder {
+    fn of(meta: &RequestMetaObject) -> Result<Self, McpError> {
+        match meta.0.0.get(FILES_NAMESPACE_META) {
+            None => Ok(Self(FILES_PREFIX.to_owned())),
+            Some(Value::String(ns)) if valid_key(&format!("{FILES_PREFIX}{ns}/x")) && !ns.contains("..") => {
+                Ok(Self(format!("{FILES_PREFIX}{ns}/")))
+            }
+            // A namespace we cannot use limits to nothing rather than to everything.
+            Some(_) => Err(McpError::invalid_params("this caller has no usable storage folder", None)),
+        }
+    }
+
+    /// `<folder><key>`, refusing anything that could leave the folder or name a sidecar file.
+    fn key(&self, key: &str) -> Result<String, McpError> {
+        let full = format!("{}{}", self.0, key.trim_start_matches('/'));
+        let sidecar = full.ends_with(".meta.json") || full.contains(".tmp-");
+        if !valid_key(&full) || sidecar {
+            return Err(McpError::invalid_params(
+                format!("`{key}` is not a valid key (letters, digits, `.`, `_`, `-`, `/` segments; no `..`)"),
+                None,
+            ));
+        }
+        Ok(full)
+    }
+
+    /// A key as the caller named it.
+    fn shown<'a>(&self, key: &'a str) -> &'a str {
+        key.strip_prefix(self.0.as_str()).unwrap_or(key)
     }
 }
 
 #[tool_router]
 impl BuiltinTools {
     #[tool(description = "List stored files (optionally under a sub-prefix).")]
-    async fn minio_list_objects(&self, Parameters(args): Parameters<ListArgs>) -> Result<CallToolResult, McpError> {
+    async fn minio_list_objects(
+        &self,
+        Parameters(args): Parameters<ListArgs>,
+        meta: RequestMetaObject,
+    ) -> Result<CallToolResult, McpError> {
+        let folder = Folder::of(&meta)?;
         let sub = args.prefix.unwrap_or_default();
         if sub.contains("..") {
             return Err(McpError::invalid_params("`prefix` must not contain `..`", None));
         }
-        let objects = self.store.list(&format!("{FILES_PREFIX}{sub}")).await.map_err(store_error)?;
-        let listed: Vec<Value> = objects
-            .iter()
-            .map(|o| json!({"key": o.key.strip_prefix(FILES_PREFIX).unwrap_or(&o.key), "size": o.size}))
-            .collect();
+        let objects = self.store.list(&format!("{}{sub}", folder.0)).await.map_err(store_error)?;
+        let listed: Vec<Value> = objects.iter().map(|o| json!({"key": folder.shown(&o.key), "size": o.size})).collect();
         let mut result = text(if listed.is_empty() {
             "no objects".to_owned()
         } else {
@@ -88,8 +131,13 @@ impl BuiltinTools {
     }
 
     #[tool(description = "Store a file from `text` or `base64` content; returns a link.")]
-    async fn minio_upload_object(&self, Parameters(args): Parameters<UploadArgs>) -> Result<CallToolResult, McpError> {
-        let key = file_key(&args.key)?;
+    async fn minio_upload_object(
+        &self,
+        Parameters(args): Parameters<UploadArgs>,
+        meta: RequestMetaObject,
+    ) -> Result<CallToolResult, McpError> {
+        let folder = Folder::of(&meta)?;
+        let key = folder.key(&args.key)?;
         let (bytes, default_type) = match (args.text, args.base64) {
             (Some(t), None) => (Bytes::from(t.into_bytes()), "text/plain"),
             (None, Some(b)) => {
@@ -104,16 +152,21 @@ impl BuiltinTools {
         let by_extension = mime_of(&key);
         let default_type = if by_extension == "application/octet-stream" { default_type } else { by_extension };
         let content_type = args.content_type.unwrap_or_else(|| default_type.to_owned());
+        self.check_quota(&folder, &key, bytes.len() as u64).await?;
         let meta =
             ArtifactMeta { content_type, size: bytes.len() as u64, source: Some("builtin/minio_upload_object".into()) };
         self.store.put(&key, bytes, &meta).await.map_err(store_error)?;
         let url = self.store.url(&key, self.url_ttl).await.map_err(store_error)?;
-        Ok(text(format!("uploaded {} ({} bytes): {url}", shown(&key), meta.size)))
+        Ok(text(format!("uploaded {} ({} bytes): {url}", folder.shown(&key), meta.size)))
     }
 
     #[tool(description = "Read a stored file: text inline, binary as a link.")]
-    async fn minio_download_object(&self, Parameters(args): Parameters<KeyArgs>) -> Result<CallToolResult, McpError> {
-        let key = file_key(&args.key)?;
+    async fn minio_download_object(
+        &self,
+        Parameters(args): Parameters<KeyArgs>,
+        meta: RequestMetaObject,
+    ) -> Result<CallToolResult, McpError> {
+        let key = Folder::of(&meta)?.key(&args.key)?;
         let (bytes, meta) = self.store.get(&key).await.map_err(store_error)?;
         let is_text = meta.content_type.starts_with("text/") || meta.content_type.contains("json");
         if is_text && let Ok(t) = std::str::from_utf8(&bytes) {
@@ -134,15 +187,24 @@ impl BuiltinTools {
     }
 
     #[tool(description = "Delete a stored file.")]
-    async fn minio_delete_object(&self, Parameters(args): Parameters<KeyArgs>) -> Result<CallToolResult, McpError> {
-        let key = file_key(&args.key)?;
+    async fn minio_delete_object(
+        &self,
+        Parameters(args): Parameters<KeyArgs>,
+        meta: RequestMetaObject,
+    ) -> Result<CallToolResult, McpError> {
+        let folder = Folder::of(&meta)?;
+        let key = folder.key(&args.key)?;
         self.store.delete(&key).await.map_err(store_error)?;
-        Ok(text(format!("deleted {}", shown(&key))))
+        Ok(text(format!("deleted {}", folder.shown(&key))))
     }
 
     #[tool(description = "An expiring download link to a stored file.")]
-    async fn minio_get_url(&self, Parameters(args): Parameters<KeyArgs>) -> Result<CallToolResult, McpError> {
-        let key = file_key(&args.key)?;
+    async fn minio_get_url(
+        &self,
+        Parameters(args): Parameters<KeyArgs>,
+        meta: RequestMetaObject,
+    ) -> Result<CallToolResult, McpError> {
+        let key = Folder::of(&meta)?.key(&args.key)?;
         self.store.get(&key).await.map_err(store_error)?;
         Ok(text(self.store.url(&key, self.url_ttl).await.map_err(store_error)?))
     }
@@ -150,9 +212,15 @@ impl BuiltinTools {
     #[tool(
         description = "Read part of a stored artifact (e.g. a long tool output): by `offset`/`length` in bytes, or the lines matching `grep`."
     )]
-    async fn read_artifact(&self, Parameters(args): Parameters<ReadArgs>) -> Result<CallToolResult, McpError> {
+    async fn read_artifact(
+        &self,
+        Parameters(args): Parameters<ReadArgs>,
+        meta: RequestMetaObject,
+    ) -> Result<CallToolResult, McpError> {
+        let folder = Folder::of(&meta)?;
         let key = args.key;
-        let readable = valid_key(&key) && (key.starts_with(FILES_PREFIX) || is_content_key(&key));
+        let own_file = key.starts_with(folder.0.as_str()) && !key.ends_with(".meta.json");
+        let readable = valid_key(&key) && (own_file || is_content_key(&key));
         if !readable {
             return Err(McpError::invalid_params(format!("`{key}` is not an artifact key"), None));
         }
@@ -205,6 +273,28 @@ impl BuiltinTools {
     }
 }
 
+impl BuiltinTools {
+    /// Refuses an upload that would take `folder` past its quota (`key` replaced by `size` bytes).
+    async fn check_quota(&self, folder: &Folder, key: &str, size: u64) -> Result<(), McpError> {
+        let objects = self.store.list(&folder.0).await.map_err(store_error)?;
+        let replaced = objects.iter().find(|o| o.key == key);
+        let used: u64 = objects.iter().filter(|o| o.key != key).map(|o| o.size).sum();
+        let count = objects.len() + usize::from(replaced.is_none());
+        if used.saturating_add(size) > self.quota.bytes || count > self.quota.count {
+            return Err(McpError::invalid_params(
+                format!(
+                    "storage quota reached ({} files, {} of {} bytes used); delete files first",
+                    objects.len(),
+                    used,
+                    self.quota.bytes
+                ),
+                None,
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for BuiltinTools {
     fn get_info(&self) -> ServerConfig {
@@ -218,11 +308,6 @@ fn visible_tools(meta: &JsonObject) -> Option<HashSet<String>> {
     let names = meta.get(VISIBLE_TOOLS_META)?;
     // A malformed list limits to nothing rather than to everything.
     Some(names.as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect())
-}
-
-/// A key without the tools' prefix, as the model named it.
-fn shown(key: &str) -> &str {
-    key.strip_prefix(FILES_PREFIX).unwrap_or(key)
 }
 
 /// The largest char boundary at or below `i`.
@@ -244,20 +329,11 @@ fn text(t: impl Into<String>) -> CallToolResult {
 
 fn store_error(e: ArtifactError) -> McpError {
     match e {
-        ArtifactError::NotFound(k) => McpError::invalid_params(format!("no object `{}`", shown(&k)), None),
+        ArtifactError::NotFound(k) => {
+            let shown = k.rsplit_once('/').map_or(k.as_str(), |(_, name)| name);
+            McpError::invalid_params(format!("no object `{shown}`"), None)
+        }
         ArtifactError::InvalidKey(k) => McpError::invalid_params(format!("invalid key `{k}`"), None),
         ArtifactError::Unavailable(m) => McpError::internal_error(format!("storage unavailable: {m}"), None),
     }
-}
-
-/// `files/<key>`, refusing anything that could leave the prefix.
-fn file_key(key: &str) -> Result<String, McpError> {
-    let full = format!("{FILES_PREFIX}{}", key.trim_start_matches('/'));
-    if !valid_key(&full) {
-        return Err(McpError::invalid_params(
-            format!("`{key}` is not a valid key (letters, digits, `.`, `_`, `-`, `/` segments; no `..`)"),
-            None,
-        ));
-    }
-    Ok(full)
 }

@@ -95,6 +95,17 @@ pub struct Config {
     pub selection: SelectionConfig,
     /// Hosts and browser origins.
     pub http: HttpConfig,
+    /// What one caller may keep with the built-in storage tools.
+    pub files_quota: FilesQuota,
+}
+
+/// What one caller (its folder below `files/`) may keep with the built-in storage tools.
+#[derive(Debug, Clone, Copy)]
+pub struct FilesQuota {
+    /// Most bytes.
+    pub bytes: u64,
+    /// Most files.
+    pub count: usize,
 }
 
 /// Which hosts and browser origins may reach the gateway.
@@ -251,6 +262,10 @@ pub struct UserIdentity {
     pub role: Option<String>,
     /// `{{chat.id}}`.
     pub chat_id: Option<String>,
+    /// The caller's own folder below `files/` for the built-in storage tools (not a template
+    /// placeholder): set by authentication from the key (a key with a tool policy) and the
+    /// user; `None` for an unrestricted caller without a user, who sees all of `files/`.
+    pub files: Option<String>,
 }
 
 /// Longest identity value put into a header.
@@ -491,7 +506,14 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             p.push(format!("auth.keys[{i}].key"), "an API key must not be empty");
         } else {
             let user = k.user.unwrap_or_default();
-            let user = UserIdentity { id: user.id, name: user.name, email: user.email, role: user.role, chat_id: None };
+            let user = UserIdentity {
+                id: user.id,
+                name: user.name,
+                email: user.email,
+                role: user.role,
+                chat_id: None,
+                files: None,
+            };
             for (field, value) in [("id", &user.id), ("name", &user.name), ("email", &user.email), ("role", &user.role)]
             {
                 if value.as_deref().is_some_and(|v| !header_safe(v)) {
@@ -648,6 +670,10 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         p.push("mcp_facade", "max_sessions, max_sessions_per_key and session_idle must be greater than 0");
     }
     let http = HttpConfig { allowed_hosts, allowed_origins };
+    let files_quota = FilesQuota {
+        bytes: raw.builtin_tools.files_quota_bytes.unwrap_or(100 * 1024 * 1024),
+        count: raw.builtin_tools.files_quota_count.map_or(1000, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+    };
     if let Some(listen) = listen
         && let Err(problem) = check_exposure(&auth, listen)
     {
@@ -667,6 +693,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             facade,
             selection,
             http,
+            files_quota,
         }),
         _ => Err(ConfigError::Invalid(p.0)),
     }

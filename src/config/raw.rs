@@ -215,6 +215,13 @@ pub struct RawBuiltinTools {
     /// These built-in tools are never exposed.
     #[serde(default)]
     pub exclude_tools: Vec<String>,
+    /// Most bytes of files one caller (a restricted key, or a user) may keep with the storage
+    /// tools; an upload past it is refused. Default 100 MiB.
+    #[serde(default, deserialize_with = "text_or")]
+    pub files_quota_bytes: Option<u64>,
+    /// Most files one caller may keep. Default 1000.
+    #[serde(default, deserialize_with = "text_or")]
+    pub files_quota_count: Option<u64>,
 }
 
 /// `artifacts:` — the artifact store.

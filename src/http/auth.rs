@@ -26,7 +26,9 @@ pub struct Caller {
 /// Middleware on every route but health: lets a request through only with a configured key,
 /// and leaves the key's policy and the caller's identity in the request's extensions.
 pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
-    let caller = authenticate(&state.config.auth, req.headers())?;
+    let mut caller = authenticate(&state.config.auth, req.headers())?;
+    let restricted = caller.policy.is_some().then(|| presented_key(req.headers())).flatten();
+    caller.identity.files = files_namespace(restricted, caller.identity.id.as_deref());
     if let Some(policy) = caller.policy {
         req.extensions_mut().insert(policy);
     }
@@ -91,6 +93,28 @@ fn forwarded_user(headers: &HeaderMap, base: UserIdentity) -> UserIdentity {
         email: get("x-openwebui-user-email").or(base.email),
         role: get("x-openwebui-user-role").or(base.role),
         chat_id: get("x-openwebui-chat-id").or(base.chat_id),
+        files: None,
+    }
+}
+
+/// The caller's folder below `files/`: `k-<key fingerprint>` for a key with a tool policy,
+/// then `u-<user>` when the user is known (`k-…/u-…` for both); `None` for an unrestricted
+/// caller without a user. Fingerprints and user parts are hashed, so no key or odd character
+/// reaches a storage key, and two users never share a folder.
+fn files_namespace(restricted_key: Option<&str>, user: Option<&str>) -> Option<String> {
+    use sha2::Digest;
+    let short = |text: &str, bytes: usize| -> String {
+        sha2::Sha256::digest(text.as_bytes()).iter().take(bytes).map(|b| format!("{b:02x}")).collect()
+    };
+    let key = restricted_key.map(|k| format!("k-{}", short(k, 8)));
+    let user = user.map(|u| {
+        let readable: String =
+            u.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).take(32).collect();
+        format!("u-{readable}-{}", short(u, 4))
+    });
+    match (key, user) {
+        (Some(k), Some(u)) => Some(format!("{k}/{u}")),
+        (k, u) => k.or(u),
     }
 }
 

@@ -324,7 +324,13 @@ impl Hub {
             .find(|s| s.name() == entry.server)
             .ok_or_else(|| McpError::UnknownTool { name: entry.name.clone() })?;
         let meta = match server.config.transport {
-            McpTransportConfig::InProcess => visible().map(visible_tools_meta),
+            McpTransportConfig::InProcess => {
+                let mut meta = visible().map(visible_tools_meta);
+                if let Some(files) = &identity.files {
+                    meta.get_or_insert_with(JsonObject::new).insert(FILES_NAMESPACE_META.into(), files.clone().into());
+                }
+                meta
+            }
             _ if !server.config.user_headers.is_empty() => {
                 let headers = call_headers::render(&server.config.user_headers, identity);
                 let mut meta = JsonObject::new();
@@ -365,6 +371,10 @@ impl Hub {
         let _ = tokio::time::timeout(Duration::from_secs(10), futures_util::future::join_all(tasks)).await;
     }
 }
+
+/// `_meta` key of a `tools/call` to an in-process server naming the caller's own folder for
+/// stored files (absent: the caller sees all of them).
+pub const FILES_NAMESPACE_META: &str = "mcp-middleware/files";
 
 /// `_meta` key of a `tools/call` to an in-process server naming the tools its caller may see.
 pub const VISIBLE_TOOLS_META: &str = "mcp-middleware/visible_tools";

@@ -32,7 +32,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let ttl = Duration::from_secs(24 * 3600);
     let store = Arc::new(LocalStore::open(&cli.dir, None, &cli.public_url, ttl)?);
     // On its own there is no hub: `list_mcp_tools` sees an empty catalog.
-    let tools = BuiltinTools::new(store, ttl, SharedCatalog::default().view());
+    let quota = mcp_middleware::config::FilesQuota { bytes: 100 * 1024 * 1024, count: 1000 };
+    let tools = BuiltinTools::new(store, ttl, SharedCatalog::default().view(), quota);
     tools.serve(rmcp::transport::stdio()).await?.waiting().await?;
     Ok(())
 }

@@ -8,6 +8,7 @@ mod browsers;
 mod exhaustion;
 mod exposure;
 mod facade;
+mod files;
 mod observability;
 mod permissions;
 mod reload;
