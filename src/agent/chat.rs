@@ -32,8 +32,9 @@ pub struct ChatInput {
     pub background: bool,
     /// Headers to forward upstream (hop-by-hop and credentials already removed).
     pub headers: HeaderMap,
-    /// The client's `Authorization`, for `upstream.forward_client_auth`.
-    pub client_auth: Option<HeaderValue>,
+    /// The caller's credential for the upstream (its key's `upstream_key`, or its own
+    /// `Authorization` for `upstream.forward_client_auth`).
+    pub client_auth: Option<crate::llm::CallerAuth>,
     /// Who the request acts for (fills MCP servers' `user_headers`).
     pub identity: UserIdentity,
 }

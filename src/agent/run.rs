@@ -56,7 +56,7 @@ pub struct ChatJob {
     /// Headers forwarded upstream.
     pub headers: HeaderMap,
     /// The client's `Authorization`.
-    pub client_auth: Option<HeaderValue>,
+    pub client_auth: Option<crate::llm::CallerAuth>,
     /// The model takes images: tool images are also shown to it.
     pub vision: bool,
     /// Who the request acts for.
@@ -415,7 +415,7 @@ impl Agent {
         &self,
         request: RoundBody<'_>,
         headers: &HeaderMap,
-        client_auth: &Option<HeaderValue>,
+        client_auth: &Option<crate::llm::CallerAuth>,
         client_tools: &HashSet<String>,
         out: &mut Emitter,
     ) -> Result<Round, LlmError> {

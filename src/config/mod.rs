@@ -247,6 +247,8 @@ pub struct KeyConfig {
     pub user: UserIdentity,
     /// Whether the user Open WebUI forwards with this key is trusted.
     pub trust_user_headers: bool,
+    /// Sent upstream instead of `upstream.api_key` for this key's requests.
+    pub upstream_key: Option<Secret>,
 }
 
 /// Who a request acts for, as MCP servers' `user_headers` templates see it.
@@ -528,6 +530,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 selection: ToolSelection { servers: k.servers, tools: k.tools },
                 user,
                 trust_user_headers: k.trust_user_headers.unwrap_or(false),
+                upstream_key: k.upstream_key.filter(|u| !u.trim().is_empty()).map(Secret),
             });
         }
     }

@@ -122,6 +122,10 @@ pub struct RawKey {
     /// `X-OpenWebUI-Chat-Id`). Default false: the headers are ignored.
     #[serde(default, deserialize_with = "text_or")]
     pub trust_user_headers: Option<bool>,
+    /// The key sent upstream for requests with this key, instead of `upstream.api_key` (e.g. a
+    /// LiteLLM virtual key per team, so a tool policy also bounds the model side: budgets,
+    /// model access, LiteLLM's own MCP). Absent: `upstream.api_key`.
+    pub upstream_key: Option<String>,
 }
 
 /// A user identity, as `user_headers` templates see it (`{{user.email}}` …).

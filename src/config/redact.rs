@@ -139,6 +139,9 @@ impl Redactor {
         }
         for key in &config.auth.keys {
             secret(key.key.expose());
+            if let Some(upstream) = &key.upstream_key {
+                secret(upstream.expose());
+            }
         }
         match &config.artifacts.store {
             StoreConfig::Local { secret: Some(s), .. } => secret(s.expose()),

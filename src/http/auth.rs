@@ -21,6 +21,22 @@ pub struct Caller {
     pub policy: Option<KeyPolicy>,
     /// The user, from the key's configuration and, where trusted, Open WebUI's headers.
     pub identity: UserIdentity,
+    /// The key's own upstream key (`auth.keys[].upstream_key`).
+    pub upstream_key: Option<UpstreamKey>,
+}
+
+/// The upstream credential of the caller's key, left in the request's extensions for the
+/// handlers that go upstream.
+#[derive(Clone)]
+pub struct UpstreamKey(pub axum::http::HeaderValue);
+
+/// How a request authenticates upstream: its key's `upstream_key`, else the client's own
+/// `Authorization` (used only with `upstream.forward_client_auth`).
+pub fn caller_auth(key: Option<&UpstreamKey>, headers: &HeaderMap) -> Option<crate::llm::CallerAuth> {
+    match key {
+        Some(UpstreamKey(value)) => Some(crate::llm::CallerAuth::Key(value.clone())),
+        None => headers.get(header::AUTHORIZATION).cloned().map(crate::llm::CallerAuth::Client),
+    }
 }
 
 /// Middleware on every route but health: lets a request through only with a configured key,
@@ -31,6 +47,9 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
     caller.identity.files = files_namespace(restricted, caller.identity.id.as_deref());
     if let Some(policy) = caller.policy {
         req.extensions_mut().insert(policy);
+    }
+    if let Some(upstream) = caller.upstream_key {
+        req.extensions_mut().insert(upstream);
     }
     req.extensions_mut().insert(caller.identity);
     Ok(next.run(req).await)
@@ -44,7 +63,7 @@ pub fn authenticate(auth: &AuthConfig, headers: &HeaderMap) -> Result<Caller, Ap
         } else {
             UserIdentity::default()
         };
-        return Ok(Caller { policy: None, identity });
+        return Ok(Caller { policy: None, identity, upstream_key: None });
     }
     let presented = presented_key(headers).ok_or(ApiError::Unauthorized)?.as_bytes();
     // Compare against every key so timing says nothing about which one (if any) matched.
@@ -62,7 +81,12 @@ pub fn authenticate(auth: &AuthConfig, headers: &HeaderMap) -> Result<Caller, Ap
             let policy = restricted.then(|| KeyPolicy(Arc::new(key.selection.clone())));
             let identity =
                 if key.trust_user_headers { forwarded_user(headers, key.user.clone()) } else { key.user.clone() };
-            Ok(Caller { policy, identity })
+            let upstream_key = key.upstream_key.as_ref().and_then(|k| {
+                let mut value = axum::http::HeaderValue::from_str(&format!("Bearer {}", k.expose())).ok()?;
+                value.set_sensitive(true);
+                Some(UpstreamKey(value))
+            });
+            Ok(Caller { policy, identity, upstream_key })
         }
         None if bool::from(plain) => {
             let identity = if auth.trust_user_headers {
@@ -70,7 +94,7 @@ pub fn authenticate(auth: &AuthConfig, headers: &HeaderMap) -> Result<Caller, Ap
             } else {
                 UserIdentity::default()
             };
-            Ok(Caller { policy: None, identity })
+            Ok(Caller { policy: None, identity, upstream_key: None })
         }
         None => Err(ApiError::Unauthorized),
     }

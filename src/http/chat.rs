@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::stream;
@@ -19,6 +19,7 @@ pub async fn completions(
     State(state): State<AppState>,
     key: Option<Extension<KeyPolicy>>,
     identity: Option<Extension<UserIdentity>>,
+    upstream_key: Option<Extension<super::auth::UpstreamKey>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -30,7 +31,7 @@ pub async fn completions(
         mcp_servers,
         background: headers.get("x-openwebui-task").is_some_and(|v| !v.as_bytes().trim_ascii().is_empty()),
         headers: forward_headers(&headers, Framing::Rewritten),
-        client_auth: headers.get(header::AUTHORIZATION).cloned(),
+        client_auth: super::auth::caller_auth(upstream_key.as_ref().map(|Extension(k)| k), &headers),
         identity: identity.map(|Extension(i)| i).unwrap_or_default(),
     };
     let keepalive = state.config.limits.sse_keepalive;

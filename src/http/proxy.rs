@@ -26,6 +26,7 @@ use crate::llm::{UpstreamBody, UpstreamRequest, UpstreamResponse};
 pub async fn forward(
     State(state): State<AppState>,
     key: Option<axum::Extension<KeyPolicy>>,
+    upstream_key: Option<axum::Extension<super::auth::UpstreamKey>>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
@@ -64,7 +65,7 @@ pub async fn forward(
         method: parts.method,
         path_and_query,
         headers: forward_headers(&parts.headers, framing),
-        client_auth: parts.headers.get(axum::http::header::AUTHORIZATION).cloned(),
+        client_auth: super::auth::caller_auth(upstream_key.as_ref().map(|k| &k.0), &parts.headers),
         body,
     };
     let response = state.upstream.send(request).await.map_err(|e| {

@@ -47,10 +47,20 @@ pub struct UpstreamRequest {
     pub path_and_query: String,
     /// Headers to forward (already filtered of hop-by-hop and auth headers).
     pub headers: HeaderMap,
-    /// The client's own `Authorization`, used when `forward_client_auth` is set.
-    pub client_auth: Option<HeaderValue>,
+    /// Who the request is sent as: see [`CallerAuth`].
+    pub client_auth: Option<CallerAuth>,
     /// The body.
     pub body: UpstreamBody,
+}
+
+/// The credential a caller brings for the upstream.
+#[derive(Debug, Clone)]
+pub enum CallerAuth {
+    /// The client's own `Authorization`: sent only when `upstream.forward_client_auth` is set.
+    Client(HeaderValue),
+    /// The upstream key of the caller's gateway key (`auth.keys[].upstream_key`, e.g. a LiteLLM
+    /// virtual key per team): always sent instead of `upstream.api_key`.
+    Key(HeaderValue),
 }
 
 /// A successful (2xx/3xx) upstream response whose body has not been read yet.
@@ -143,9 +153,11 @@ impl UpstreamClient {
         req.send().await.is_ok()
     }
 
-    fn auth_header(&self, client_auth: Option<HeaderValue>) -> Option<HeaderValue> {
-        if self.config.forward_client_auth && client_auth.is_some() {
-            return client_auth;
+    fn auth_header(&self, client_auth: Option<CallerAuth>) -> Option<HeaderValue> {
+        match client_auth {
+            Some(CallerAuth::Key(key)) => return Some(key),
+            Some(CallerAuth::Client(client)) if self.config.forward_client_auth => return Some(client),
+            _ => {}
         }
         let key = self.config.api_key.as_ref()?;
         let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose())).ok()?;

@@ -8,7 +8,7 @@ mod sse;
 mod types;
 pub mod wire;
 
-pub use client::{UpstreamBody, UpstreamClient, UpstreamRequest, UpstreamResponse};
+pub use client::{CallerAuth, UpstreamBody, UpstreamClient, UpstreamRequest, UpstreamResponse};
 pub use sse::SseEvent;
 pub use types::ChatRequest;
 

@@ -107,3 +107,33 @@ async fn an_upstream_event_that_never_ends_is_cut_off() {
     assert!(cpu < 5.0, "{cpu} s of CPU");
     gw.stop().await;
 }
+
+/// A key may carry its own upstream key (a LiteLLM virtual key per team): then its tool policy
+/// is matched by the upstream's own limits, instead of every key acting as the master key.
+#[tokio::test]
+async fn a_key_can_act_upstream_with_its_own_key() {
+    let llm = crate::common::FakeLlm::new().text("ok").text("ok").start().await;
+    let yaml = format!(
+        "upstream:\n  base_url: {}\n  api_key: {MASTER}\nauth:\n  api_keys: [sk-admin-0123]\n  keys:\n    - key: sk-team-0123\n      \
+         servers: [none]\n      upstream_key: sk-litellm-virtual-team-0123\n",
+        llm.url
+    );
+    let app = TestApp::spawn(&yaml).await;
+    let chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    for (key, expected) in
+        [("sk-team-0123", "Bearer sk-litellm-virtual-team-0123"), ("sk-admin-0123", &format!("Bearer {MASTER}"))]
+    {
+        let resp = app.client.post(app.url("/v1/chat/completions")).bearer_auth(key).json(&chat).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let models = app.client.get(app.url("/v1/models")).bearer_auth(key).send().await.unwrap();
+        assert_eq!(models.status(), 200);
+        let sent: Vec<String> = llm
+            .requests()
+            .iter()
+            .rev()
+            .take(2)
+            .map(|r| r.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(sent, [expected, expected], "{key}");
+    }
+}
