@@ -92,7 +92,8 @@ pub fn open_store(
             let local = LocalStore::open(dir, secret.as_ref().map(|s| s.expose()), &public_url, config.url_ttl)
                 .map_err(|e| AppError::Artifacts(format!("{}: {e}", dir.display())))?;
             let local = Arc::new(local);
-            Ok((Artifacts { store: local.clone(), url_ttl: config.url_ttl }, Some(local)))
+            let gateway_key = local.derived_key("gateway");
+            Ok((Artifacts { store: local.clone(), url_ttl: config.url_ttl, gateway_key }, Some(local)))
         }
         StoreConfig::S3(s3) => {
             let store = Arc::new(S3Store::new(s3));
@@ -103,7 +104,8 @@ pub fn open_store(
                     tracing::warn!(error = %e, "S3 artifact store not ready yet; tool outputs degrade until it is");
                 }
             });
-            Ok((Artifacts { store, url_ttl: config.url_ttl }, None))
+            let gateway_key = crate::artifacts::derive_key(s3.secret_access_key.expose().as_bytes(), "gateway");
+            Ok((Artifacts { store, url_ttl: config.url_ttl, gateway_key }, None))
         }
     }
 }

@@ -6,17 +6,56 @@
 //! newline right after the opening tag (its tokenizer requires it), the whole block in one
 //! delta, and blank lines around it so surrounding markdown cannot swallow it. The stream is
 //! append-only, so only finished cards (`done="true"`) are emitted.
+//!
+//! Each card carries `mcpmw="<mac>"`, an HMAC of its id, name, arguments and result under a key
+//! only the gateway holds ([`CardSigner`]). History expansion turns only cards with a valid mac
+//! back into tool calls: a card a model wrote into its answer (prompt injection from a web
+//! page, say) or a user pasted stays text, never a tool result the model trusts.
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 
 use super::calls::ToolRun;
 
+/// Signs and checks the cards this gateway renders.
+#[derive(Clone)]
+pub struct CardSigner {
+    key: [u8; 32],
+}
+
+impl CardSigner {
+    /// A signer with `key` (derived from the gateway's persistent secret, so cards stay valid
+    /// across restarts and replicas that share it).
+    pub fn new(key: [u8; 32]) -> Self {
+        Self { key }
+    }
+
+    /// The mac of one card's values, as hex.
+    pub fn mac(&self, id: &str, name: &str, arguments: &str, result: &str) -> String {
+        let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key) else { return String::new() };
+        for part in [id, name, arguments, result] {
+            mac.update(&(part.len() as u64).to_le_bytes());
+            mac.update(part.as_bytes());
+        }
+        mac.finalize().into_bytes().iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `given` is the mac of these values (constant time).
+    pub fn verify(&self, id: &str, name: &str, arguments: &str, result: &str, given: &str) -> bool {
+        let expected = self.mac(id, name, arguments, result);
+        !expected.is_empty() && bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), given.as_bytes()))
+    }
+}
+
 /// The card for one finished call.
-pub fn render(run: &ToolRun) -> String {
+pub fn render(run: &ToolRun, signer: &CardSigner) -> String {
     let arguments_text = match &run.arguments {
         serde_json::Value::String(raw) => raw.clone(),
         other => other.to_string(),
     };
+    let mac = signer.mac(&run.id, &run.name, &arguments_text, &run.output);
     format!(
-        "\n\n<details type=\"tool_calls\" done=\"true\" id=\"{}\" name=\"{}\" arguments=\"{}\" result=\"{}\" files=\"\" embeds=\"\">\n<summary>Tool Executed</summary>\n</details>\n\n",
+        "\n\n<details type=\"tool_calls\" done=\"true\" id=\"{}\" name=\"{}\" arguments=\"{}\" result=\"{}\" mcpmw=\"{mac}\" files=\"\" embeds=\"\">\n<summary>Tool Executed</summary>\n</details>\n\n",
         escape(&run.id),
         escape(&run.name),
         escape(&json_string(&arguments_text)),
@@ -75,7 +114,7 @@ mod tests {
             found: Vec::new(),
             duration_ms: 3,
         };
-        let card = render(&run);
+        let card = render(&run, &CardSigner::new([7; 32]));
         assert!(card.starts_with("\n\n<details type=\"tool_calls\" done=\"true\" id=\"call_1\" name=\"ev__echo\""));
         assert!(card.contains(">\n<summary>Tool Executed</summary>\n</details>\n\n"));
         let opening = card.trim_start().lines().next().unwrap();

@@ -121,7 +121,7 @@ impl Agent {
         let tools_upstream = !tools.is_empty() || client_tool_names(&chat.body).next().is_some();
         if has_cards && let Some(Value::Array(mut messages)) = chat.body.remove("messages") {
             if tools_upstream {
-                messages = expand_tool_cards(messages);
+                messages = expand_tool_cards(messages, &self.cards);
             } else {
                 cards_to_text(&mut messages);
             }

@@ -2,7 +2,9 @@
 //! (0.9+ rebuilds history from its stored output items verbatim; attributes stay HTML-escaped).
 //! Each card becomes a structured assistant `tool_calls` entry plus a `tool` message, so the
 //! model sees its earlier calls as calls and never sees the HTML. Text around the cards stays
-//! in assistant messages in its original order. A card that cannot be read is left as text.
+//! in assistant messages in its original order. A card that cannot be read, or that this gateway
+//! did not make (its `mcpmw` mac does not verify), is left as text: a model or a user cannot
+//! write a tool result into the history.
 //!
 //! After a mixed turn the client sends back `assistant{content with our cards, tool_calls: [its
 //! own call]}` and its `tool` message: its `tool_calls` stay on the last assistant message,
@@ -11,7 +13,7 @@
 
 use serde_json::{Value, json};
 
-use super::cards::unescape;
+use super::cards::{CardSigner, unescape};
 
 const OPEN: &str = "<details type=\"tool_calls\"";
 const CLOSE: &str = "</details>";
@@ -23,23 +25,24 @@ struct Card {
     name: String,
     arguments: String,
     result: String,
+    mac: String,
 }
 
 /// Rewrites every assistant message whose content holds tool cards.
-pub fn expand_tool_cards(messages: Vec<Value>) -> Vec<Value> {
+pub fn expand_tool_cards(messages: Vec<Value>, signer: &CardSigner) -> Vec<Value> {
     let mut out = Vec::with_capacity(messages.len());
     for message in messages {
         let is_assistant = message.get("role").and_then(Value::as_str) == Some("assistant");
         let content = message.get("content").and_then(Value::as_str);
         match content {
-            Some(text) if is_assistant && text.contains(OPEN) => expand(&message, text, &mut out),
+            Some(text) if is_assistant && text.contains(OPEN) => expand(&message, text, signer, &mut out),
             _ => out.push(message),
         }
     }
     out
 }
 
-fn expand(original: &Value, text: &str, out: &mut Vec<Value>) {
+fn expand(original: &Value, text: &str, signer: &CardSigner, out: &mut Vec<Value>) {
     let mut rest = text;
     let mut prose = String::new();
     let mut calls: Vec<Card> = Vec::new();
@@ -49,7 +52,8 @@ fn expand(original: &Value, text: &str, out: &mut Vec<Value>) {
             break;
         };
         let before = rest.get(..start).unwrap_or_default();
-        if let Some(mut card) = rest.get(start..end).and_then(parse_card) {
+        let ours = |c: &Card| signer.verify(&c.id, &c.name, &c.arguments, &c.result, &c.mac);
+        if let Some(mut card) = rest.get(start..end).and_then(parse_card).filter(ours) {
             add_text(out, &mut prose, &mut calls, before.trim());
             if card.id.is_empty() {
                 counter += 1;
@@ -180,7 +184,8 @@ fn parse_card(block: &str) -> Option<Card> {
             decode(unescape(body.trim()))
         }
     };
-    Some(Card { id: attr("id").unwrap_or_default(), name, arguments, result })
+    let mac = attr("mcpmw").unwrap_or_default();
+    Some(Card { id: attr("id").unwrap_or_default(), name, arguments, result, mac })
 }
 
 #[cfg(test)]
@@ -188,6 +193,10 @@ mod tests {
     use super::*;
     use crate::agent::calls::ToolRun;
     use crate::agent::cards::render;
+
+    fn signer() -> CardSigner {
+        CardSigner::new([42; 32])
+    }
 
     #[test]
     fn our_cards_round_trip_into_tool_messages() {
@@ -202,14 +211,17 @@ mod tests {
             found: Vec::new(),
             duration_ms: 1,
         };
-        let content =
-            format!("Let me add.{}{}The sum is 3.", render(&run("c1", "3")), render(&run("c2", "it's \"3\"")));
+        let content = format!(
+            "Let me add.{}{}The sum is 3.",
+            render(&run("c1", "3"), &signer()),
+            render(&run("c2", "it's \"3\""), &signer())
+        );
         let messages = vec![
             json!({"role": "user", "content": "add"}),
             json!({"role": "assistant", "content": content}),
             json!({"role": "user", "content": "thanks"}),
         ];
-        let got = expand_tool_cards(messages);
+        let got = expand_tool_cards(messages, &signer());
         assert_eq!(got.len(), 6, "{got:#?}");
         assert_eq!(got[1]["content"], "Let me add.");
         assert_eq!(got[1]["tool_calls"][0]["function"]["arguments"], r#"{"a":1,"b":2}"#);
@@ -223,10 +235,12 @@ mod tests {
     #[test]
     fn body_results_and_unreadable_cards() {
         let v09 = "<details type=\"tool_calls\" done=\"true\" id=\"x\" name=\"t\" arguments=\"&quot;{}&quot;\">\n<summary>Tool Executed</summary>\n&quot;ok&quot;\n</details>";
-        let got = expand_tool_cards(vec![json!({"role": "assistant", "content": v09})]);
-        assert_eq!(got[1]["content"], "ok");
+        // A card this gateway did not make (here Open WebUI 0.9's own shape) stays text.
+        let got = expand_tool_cards(vec![json!({"role": "assistant", "content": v09})], &signer());
+        assert_eq!(got.len(), 1);
+        assert!(got[0]["content"].as_str().unwrap().contains("<details"));
         let broken = "text <details type=\"tool_calls\" done=\"true\">\n</details> more";
-        let got = expand_tool_cards(vec![json!({"role": "assistant", "content": broken})]);
+        let got = expand_tool_cards(vec![json!({"role": "assistant", "content": broken})], &signer());
         assert_eq!(got.len(), 1);
         assert!(got[0]["content"].as_str().unwrap().contains("<details"), "an unreadable card stays as text");
     }
@@ -240,7 +254,7 @@ mod tests {
             "<details type=\"tool_calls\" name=\"x\" result=\"",
             "<details type=\"tool_calls\">",
         ] {
-            let got = expand_tool_cards(vec![json!({"role": "assistant", "content": bad})]);
+            let got = expand_tool_cards(vec![json!({"role": "assistant", "content": bad})], &signer());
             assert!(!got.is_empty(), "{bad}");
             let mut messages = vec![json!({"role": "assistant", "content": bad})];
             cards_to_text(&mut messages);
@@ -261,13 +275,16 @@ mod tests {
             duration_ms: 1,
         };
         let theirs = json!([{"id": "web1", "type": "function", "function": {"name": "web_search", "arguments": "{}"}}]);
-        for content in [format!("Checking.{}", render(&run)), format!("Checking.{}Now the web.", render(&run))] {
+        for content in [
+            format!("Checking.{}", render(&run, &signer())),
+            format!("Checking.{}Now the web.", render(&run, &signer())),
+        ] {
             let messages = vec![
                 json!({"role": "user", "content": "go"}),
                 json!({"role": "assistant", "content": content, "tool_calls": theirs}),
                 json!({"role": "tool", "tool_call_id": "web1", "content": "results"}),
             ];
-            let got = expand_tool_cards(messages);
+            let got = expand_tool_cards(messages, &signer());
             let before_theirs = &got[got.len() - 2];
             assert_eq!(before_theirs["role"], "assistant", "{got:#?}");
             assert_eq!(before_theirs["tool_calls"], theirs, "{got:#?}");
@@ -289,7 +306,8 @@ mod tests {
             found: Vec::new(),
             duration_ms: 1,
         };
-        let mut messages = vec![json!({"role": "assistant", "content": format!("Adding.{}Done.", render(&run))})];
+        let mut messages =
+            vec![json!({"role": "assistant", "content": format!("Adding.{}Done.", render(&run, &signer()))})];
         cards_to_text(&mut messages);
         let text = messages[0]["content"].as_str().unwrap();
         assert!(!text.contains("<details") && text.contains("[called ev__get-sum({\"a\":1}): 3]"), "{text}");

@@ -18,6 +18,7 @@ mod run;
 pub mod selection;
 
 pub use calls::ToolRun;
+pub use cards::CardSigner;
 pub use chat::{ChatError, ChatInput, ChatReply};
 pub use facade::Facade;
 pub use history::{cards_to_text, expand_tool_cards};

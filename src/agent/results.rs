@@ -177,7 +177,7 @@ mod tests {
     fn store() -> Artifacts {
         let dir = std::env::temp_dir().join(format!("mcpmw-results-{}", uuid::Uuid::new_v4().simple()));
         let local = LocalStore::open(&dir, Some("secret"), "http://gw", std::time::Duration::from_secs(60)).unwrap();
-        Artifacts { store: Arc::new(local), url_ttl: std::time::Duration::from_secs(60) }
+        Artifacts { store: Arc::new(local), url_ttl: std::time::Duration::from_secs(60), gateway_key: [0; 32] }
     }
 
     #[tokio::test]

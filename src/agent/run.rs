@@ -31,6 +31,8 @@ pub struct Agent {
     pub limits: Arc<ToolLoopConfig>,
     /// Runs tools: the one path of every surface (hub call, scrubbing, artifacts, metrics).
     pub invoker: super::Invoker,
+    /// Signs the tool cards this gateway renders, so only those come back as tool calls.
+    pub cards: super::cards::CardSigner,
     /// Per-model policies, most specific first.
     pub models: Arc<Vec<crate::config::ModelPolicy>>,
     /// Tool budgets, ranking and the discovery tool.
@@ -376,7 +378,7 @@ impl Agent {
             }
             for run in &runs {
                 messages.push(json!({"role": "tool", "tool_call_id": run.id, "content": run.output}));
-                let mut shown = if limits.tool_cards { cards::render(run) } else { String::new() };
+                let mut shown = if limits.tool_cards { cards::render(run, &self.cards) } else { String::new() };
                 // Images a tool produced reach the user as markdown images in the answer.
                 for image in run.artifacts.iter().filter(|a| a.mime_type.starts_with("image/")) {
                     let _ = write!(shown, "\n\n![{}]({})\n\n", run.name, image.url);

@@ -45,6 +45,11 @@ impl LocalStore {
         Ok(Self { dir: dir.to_owned(), secret, public_url: public_url.trim_end_matches('/').to_owned(), max_ttl })
     }
 
+    /// A key for `purpose` derived from this store's signing secret.
+    pub fn derived_key(&self, purpose: &str) -> [u8; 32] {
+        super::derive_key(&self.secret, purpose)
+    }
+
     fn path(&self, key: &str) -> Result<PathBuf, ArtifactError> {
         if !valid_key(key) || key.starts_with('.') {
             return Err(ArtifactError::InvalidKey(key.to_owned()));

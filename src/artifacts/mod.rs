@@ -94,6 +94,22 @@ pub struct Artifacts {
     pub store: Arc<dyn ArtifactStore>,
     /// Lifetime of links.
     pub url_ttl: Duration,
+    /// A key derived from the store's persistent secret (the local signing secret or the S3
+    /// secret key), for what the gateway signs besides links: the same on every restart and on
+    /// every replica sharing the store. See [`derive_key`].
+    pub gateway_key: [u8; 32],
+}
+
+/// A 32-byte key for `purpose`, derived from `secret` by HMAC-SHA256 (so one secret serves
+/// several purposes without one's key revealing another's).
+pub fn derive_key(secret: &[u8], purpose: &str) -> [u8; 32] {
+    use hmac::{Hmac, KeyInit, Mac};
+    let Ok(mut mac) = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret) else { return [0; 32] };
+    mac.update(b"mcp-middleware/");
+    mac.update(purpose.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&mac.finalize().into_bytes());
+    out
 }
 
 impl Artifacts {

@@ -193,6 +193,8 @@ impl ArtifactStore for S3Store {
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ArtifactError>> {
         async move {
+            // Listing before anything was stored (a quota check, say) finds an empty bucket.
+            self.ensure_bucket().await?;
             let mut out = Vec::new();
             let mut token: Option<String> = None;
             loop {

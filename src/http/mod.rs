@@ -101,6 +101,7 @@ impl AppState {
             hub: hub.clone(),
             upstream: upstream.clone(),
             limits: Arc::new(config.tool_loop.clone()),
+            cards: crate::agent::CardSigner::new(crate::artifacts::derive_key(&artifacts.gateway_key, "tool-cards")),
             invoker,
             models: Arc::new(config.models.clone()),
             selection: Arc::new(config.selection.clone()),

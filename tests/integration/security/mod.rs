@@ -9,6 +9,7 @@ mod exhaustion;
 mod exposure;
 mod facade;
 mod files;
+mod history;
 mod observability;
 mod permissions;
 mod reload;
