@@ -160,15 +160,29 @@ pub fn client_tool_names(body: &Map<String, Value>) -> impl Iterator<Item = &str
         .filter_map(|t| t.get("function").and_then(|f| f.get("name")).and_then(Value::as_str))
 }
 
-/// Tool patterns match exposed names (`server__tool`); they match a server's original tool
-/// names only when the same rule names its servers, so a new server's tool that happens to share
-/// a name (or to contain `__`) is never allowed by accident.
+/// A tool pattern names its server and its tool separately, `server__tool` (each part a glob,
+/// the tool part matched against the server's original name or the exposed one): `*` in the
+/// tool part can never reach into the server part, so `ts__*echo` admits no look-alike tool of
+/// another server. A pattern without `__` matches original names of the rule's `servers`
+/// only (config validation refuses it without `servers`); `*` alone matches every tool.
 fn allows(sel: &ToolSelection, entry: &ToolEntry) -> bool {
     let server_ok = sel.servers.as_ref().is_none_or(|s| s.iter().any(|n| n == &entry.server));
-    let tool_ok = sel.tools.as_ref().is_none_or(|t| {
-        t.iter().any(|p| glob(p, &entry.name) || (sel.servers.is_some() && glob(p, &entry.original_name)))
-    });
+    let tool_ok = sel.tools.as_ref().is_none_or(|t| t.iter().any(|p| tool_matches(p, sel.servers.is_some(), entry)));
     server_ok && tool_ok
+}
+
+fn tool_matches(pattern: &str, has_servers: bool, entry: &ToolEntry) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.split_once(crate::mcp::SEPARATOR) {
+        Some((server, tool)) => {
+            let exposed_tool = entry.name.strip_prefix(entry.server.as_str()).and_then(|t| t.strip_prefix("__"));
+            glob(server, &entry.server)
+                && (glob(tool, &entry.original_name) || exposed_tool.is_some_and(|t| glob(tool, t)))
+        }
+        None => has_servers && glob(pattern, &entry.original_name),
+    }
 }
 
 /// `*` matches any run of characters; everything else is literal.

@@ -525,6 +525,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                     );
                 }
             }
+            check_tool_patterns(&format!("auth.keys[{i}].tools"), k.servers.as_ref(), k.tools.as_ref(), &mut p);
             keys.push(KeyConfig {
                 key: Secret(k.key),
                 selection: ToolSelection { servers: k.servers, tools: k.tools },
@@ -554,6 +555,9 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
     let artifacts = artifacts_config(raw.artifacts, &mut p);
+    for (pattern, policy) in &raw.models {
+        check_tool_patterns(&format!("models.{pattern}.tools"), policy.servers.as_ref(), policy.tools.as_ref(), &mut p);
+    }
     let mut models: Vec<ModelPolicy> = raw
         .models
         .into_iter()
@@ -699,6 +703,26 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             files_quota,
         }),
         _ => Err(ConfigError::Invalid(p.0)),
+    }
+}
+
+/// Tool patterns of a policy must say which server they mean: `server__tool` (globs in each
+/// part), or a bare tool name when the policy lists its `servers`. A bare `*echo` would
+/// otherwise admit any server's look-alike `echo`.
+fn check_tool_patterns(path: &str, servers: Option<&Vec<String>>, tools: Option<&Vec<String>>, p: &mut Problems) {
+    if servers.is_some() {
+        return;
+    }
+    for pattern in tools.into_iter().flatten() {
+        if pattern != "*" && !pattern.contains("__") {
+            p.push(
+                path,
+                format!(
+                    "`{pattern}` names no server: write `<server>__{pattern}` (e.g. `*__{pattern}` for every \
+                     server, deliberately) or list the policy's `servers`"
+                ),
+            );
+        }
     }
 }
 

@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use call_headers::CALL_HEADERS_META;
-pub use catalog::{Catalog, SourceTool, ToolEntry};
+pub use catalog::{Catalog, SEPARATOR, SourceTool, ToolEntry};
 pub use server::{ServerHandle, ServerState, ServerStatus};
 
 use crate::config::{McpServerConfig, McpTransportConfig, UserIdentity};

@@ -95,7 +95,7 @@ async fn both_protocol_eras_list_and_call_through_the_facade() {
 
 #[tokio::test]
 async fn keys_and_permissions_hold_on_the_facade() {
-    let keys = "auth:\n  api_keys: [sk-admin]\n  keys:\n    - key: sk-echo\n      tools: [\"*echo\"]\n";
+    let keys = "auth:\n  api_keys: [sk-admin]\n  keys:\n    - key: sk-echo\n      tools: [\"*__*echo\"]\n";
     let app = gateway(keys).await;
     let anonymous = app
         .client

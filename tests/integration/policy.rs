@@ -72,7 +72,7 @@ async fn request_controls_select_servers_and_never_go_upstream() {
 async fn model_and_key_policies() {
     let llm = FakeLlm::new().text("ok").start().await;
     let extra = "models:\n  \"gpt-*\":\n    servers: [ev]\n  gpt-special:\n    servers: [ev2]\n  \"embed-*\":\n    inject: false\n\
-                 auth:\n  keys:\n    - key: sk-limited\n      tools: [\"*echo\"]\n    - key: sk-full\n";
+                 auth:\n  keys:\n    - key: sk-limited\n      tools: [\"*__*echo\"]\n    - key: sk-full\n";
     let app = two_servers(&llm, extra, Some("sk-full")).await;
     let send = |model: &str, key: &str| {
         let req = app

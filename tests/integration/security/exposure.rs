@@ -22,7 +22,7 @@ fn open_on_a_public_address_must_be_deliberate() {
     }
     assert!(load("listen: 0.0.0.0:4001\nauth:\n  open: true\n").is_ok(), "a deliberate open gateway");
     assert!(load("listen: 0.0.0.0:4001\nauth:\n  api_keys: [sk-a]\n").is_ok(), "keys make it safe");
-    assert!(load("listen: 0.0.0.0:4001\nauth:\n  keys: [{key: sk-a, tools: [\"*echo\"]}]\n").is_ok());
+    assert!(load("listen: 0.0.0.0:4001\nauth:\n  keys: [{key: sk-a, tools: [\"*__*echo\"]}]\n").is_ok());
     assert!(load("listen: 127.0.0.1:4001\n").is_ok(), "loopback needs no key");
     assert!(load("listen: \"[::1]:4001\"\n").is_ok());
 }

@@ -14,8 +14,8 @@ async fn guarded(llm: &FakeLlmHandle) -> TestApp {
     let ev = everything();
     let yaml = format!(
         "builtin_tools:\n  enabled: true\n\
-         auth:\n  api_keys: [sk-admin]\n  keys:\n    - key: sk-echo\n      tools: [\"*echo\"]\n\
-         \x20   - key: sk-lister\n      tools: [\"*echo\", builtin__list_mcp_tools]\n\
+         auth:\n  api_keys: [sk-admin]\n  keys:\n    - key: sk-echo\n      tools: [\"*__*echo\"]\n\
+         \x20   - key: sk-lister\n      tools: [\"*__*echo\", builtin__list_mcp_tools]\n\
          mcpServers:\n  ev:\n    command: node\n    args: [\"{ev}\", stdio]\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n"
     );
     let mut app = TestApp::in_front_of(llm, &yaml).await;
@@ -236,3 +236,28 @@ async fn a_request_cannot_widen_its_models_policy() {
 
 // The invariant behind all of the above (only the invoker runs tools, and only with an
 // `Authorized` entry) is checked on the source by `tidy.rs`.
+
+/// A tool pattern names its server: `ts__*echo` admits no other server's look-alike, and a bare
+/// `*echo` (which used to admit every server's `…echo`) is a config error unless the policy
+/// lists its servers.
+#[tokio::test]
+async fn tool_patterns_cannot_admit_another_servers_look_alike() {
+    let refused = mcp_middleware::config::load_str(
+        "auth:\n  keys: [{key: sk-a, tools: [\"*echo\"]}]\n",
+        &std::collections::HashMap::<String, String>::new(),
+    );
+    let message = refused.unwrap_err().to_string();
+    assert!(message.contains("auth.keys[0].tools") && message.contains("names no server"), "{message}");
+    let llm = FakeLlm::new().text("ok").start().await;
+    let yaml = format!(
+        "auth:\n  api_keys: [sk-admin]\n  keys:\n    - key: sk-ts-echo\n      tools: [\"ts__*echo\"]\n\
+         mcpServers:\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n  ts__evil:\n    command: {TEST_SERVER}\n    args: [stdio]\n"
+    );
+    let mut app = TestApp::in_front_of(&llm, &yaml).await;
+    app.key = Some("sk-admin".into());
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__echo") && n.iter().any(|t| t == "ts__evil__echo")).await;
+    app.key = Some("sk-ts-echo".into());
+    let body: serde_json::Value = app.get("/mcp/tools/list").await.json().await.unwrap();
+    let names: Vec<&str> = body["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ts__echo"], "`ts__evil__echo` matches the glob `ts__*echo`, but not server `ts`");
+}
