@@ -69,6 +69,8 @@ pub struct Metrics {
     pub server_restarts: Family<ServerLabels, Gauge>,
     /// Tools in the catalog.
     pub catalog_tools: Gauge,
+    /// Tool definitions (description or schema) a server changed after it first listed them.
+    pub tool_definition_changes: Family<ServerLabels, Counter>,
 }
 
 impl Metrics {
@@ -100,6 +102,12 @@ impl Metrics {
         registry.register("mcp_server_restarts", "Reconnections of an MCP server since start", server_restarts.clone());
         let catalog_tools = Gauge::default();
         registry.register("catalog_tools", "Tools in the catalog", catalog_tools.clone());
+        let tool_definition_changes = Family::<ServerLabels, Counter>::default();
+        registry.register(
+            "mcp_tool_definition_changes",
+            "Tools whose description or schema changed after the server first listed them, or that appeared later",
+            tool_definition_changes.clone(),
+        );
         Self {
             registry,
             requests,
@@ -113,6 +121,7 @@ impl Metrics {
             server_up,
             server_restarts,
             catalog_tools,
+            tool_definition_changes,
         }
     }
 

@@ -393,6 +393,8 @@ pub struct McpServerConfig {
     pub exclude_tools: Vec<String>,
     /// Header templates filled per call from the caller's identity (HTTP transports).
     pub user_headers: BTreeMap<String, String>,
+    /// Withdraw tools whose definition changes after the first listing.
+    pub pin_descriptions: bool,
 }
 
 /// How an MCP server is reached.
@@ -616,6 +618,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             include_tools: raw.builtin_tools.include_tools,
             exclude_tools: raw.builtin_tools.exclude_tools,
             user_headers: BTreeMap::new(),
+            pin_descriptions: false,
         });
     }
     for (name, server) in raw.mcp_servers {
@@ -873,6 +876,7 @@ fn mcp_server(name: &str, raw: RawMcpServer, p: &mut Problems) -> Option<McpServ
         include_tools: raw.include_tools,
         exclude_tools: raw.exclude_tools,
         user_headers: raw.user_headers,
+        pin_descriptions: raw.pin_descriptions.unwrap_or(false),
     })
 }
 

@@ -413,6 +413,13 @@ pub struct RawMcpServer {
     /// These tools are never exposed (original names).
     #[serde(default)]
     pub exclude_tools: Vec<String>,
+    /// Hold back tools whose description or schema changes after the server first listed them
+    /// (and tools that appear later): a server cannot swap in new instructions to the model
+    /// mid-session ("rug pull"). A change is logged and counted either way; with this set, the
+    /// changed tool is withdrawn until the server restarts (a config change or a gateway
+    /// restart accepts it). Default false.
+    #[serde(default, deserialize_with = "text_or")]
+    pub pin_descriptions: Option<bool>,
 }
 
 /// A duration written as seconds (`30`, `1.5`) or with a unit (`250ms`, `10s`, `5m`, `1h`).

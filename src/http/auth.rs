@@ -100,23 +100,27 @@ pub fn authenticate(auth: &AuthConfig, headers: &HeaderMap) -> Result<Caller, Ap
     }
 }
 
-/// `base` overlaid with the user Open WebUI forwards (`ENABLE_FORWARD_USER_INFO_HEADERS`);
-/// values that could not be a header value are ignored.
+/// `base` overlaid with the user Open WebUI forwards (`ENABLE_FORWARD_USER_INFO_HEADERS`).
+/// Ignored: values that could not be a header value, a header sent more than once (a proxy may
+/// have appended a second one), and commas in ids, emails and roles (an MCP server reading
+/// the value as a list would see two users).
 fn forwarded_user(headers: &HeaderMap, base: UserIdentity) -> UserIdentity {
-    let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
+    let get = |name: &str, list_safe: bool| {
+        let mut values = headers.get_all(name).iter();
+        let (Some(value), None) = (values.next(), values.next()) else { return None };
+        value
+            .to_str()
+            .ok()
             .map(str::trim)
-            .filter(|v| !v.is_empty() && header_safe(v))
+            .filter(|v| !v.is_empty() && header_safe(v) && (list_safe || !v.contains(',')))
             .map(str::to_owned)
     };
     UserIdentity {
-        id: get("x-openwebui-user-id").or(base.id),
-        name: get("x-openwebui-user-name").or(base.name),
-        email: get("x-openwebui-user-email").or(base.email),
-        role: get("x-openwebui-user-role").or(base.role),
-        chat_id: get("x-openwebui-chat-id").or(base.chat_id),
+        id: get("x-openwebui-user-id", false).or(base.id),
+        name: get("x-openwebui-user-name", true).or(base.name),
+        email: get("x-openwebui-user-email", false).or(base.email),
+        role: get("x-openwebui-user-role", false).or(base.role),
+        chat_id: get("x-openwebui-chat-id", false).or(base.chat_id),
         files: None,
     }
 }

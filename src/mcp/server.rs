@@ -83,6 +83,8 @@ pub struct ServerHandle {
     /// Whether to try the 2026-07-28 revision (`server/discover`) first: until a server has
     /// been reached with the `initialize` handshake instead.
     try_discover: std::sync::atomic::AtomicBool,
+    /// A fingerprint of each tool's definition as first listed (kept across reconnections).
+    first_seen: parking_lot::Mutex<Option<std::collections::HashMap<String, u64>>>,
 }
 
 impl ServerHandle {
@@ -100,7 +102,8 @@ impl ServerHandle {
         let tools_changed = Arc::new(Notify::new());
         let redactor = Redactor::for_server(&config);
         let try_discover = std::sync::atomic::AtomicBool::new(true);
-        Arc::new(Self { config, live, tools_changed, in_process, redactor, try_discover })
+        let first_seen = parking_lot::Mutex::new(None);
+        Arc::new(Self { config, live, tools_changed, in_process, redactor, try_discover, first_seen })
     }
 
     /// Server name.
@@ -247,7 +250,40 @@ impl ServerHandle {
             .filter(|t| !exclude.iter().any(|n| n == t.name.as_ref()))
             .filter_map(|t| super::catalog::bounded_tool(self.name(), t))
             .collect();
+        let kept = self.check_definitions(kept);
         self.live.send_modify(|live| live.tools = Arc::new(kept));
+    }
+
+    /// Compares each tool's definition with the one first listed: a change (or a tool that
+    /// appeared later) is logged and counted, and with `pin_descriptions` the tool is held back.
+    fn check_definitions(&self, tools: Vec<Tool>) -> Vec<Tool> {
+        let fingerprint = |t: &Tool| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            t.description.hash(&mut h);
+            serde_json::to_string(&*t.input_schema).unwrap_or_default().hash(&mut h);
+            h.finish()
+        };
+        let mut first_seen = self.first_seen.lock();
+        let Some(first) = first_seen.as_ref() else {
+            *first_seen = Some(tools.iter().map(|t| (t.name.to_string(), fingerprint(t))).collect());
+            return tools;
+        };
+        let pin = self.config.pin_descriptions;
+        tools
+            .into_iter()
+            .filter(|t| {
+                let unchanged = first.get(t.name.as_ref()) == Some(&fingerprint(t));
+                if !unchanged {
+                    let labels = crate::metrics::ServerLabels { server: self.name().to_owned() };
+                    crate::metrics::metrics().tool_definition_changes.get_or_create(&labels).inc();
+                    let what = if first.contains_key(t.name.as_ref()) { "changed its definition" } else { "is new" };
+                    tracing::warn!(server = %self.name(), tool = %t.name, held_back = pin,
+                        "tool {what} since the server first listed its tools");
+                }
+                unchanged || !pin
+            })
+            .collect()
     }
 
     fn set_state(&self, state: ServerState, peer: Option<Peer<RoleClient>>) {

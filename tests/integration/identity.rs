@@ -59,6 +59,20 @@ async fn trusted_forwarded_users_reach_http_servers_and_others_cannot_pose() {
     assert_eq!(bot["x-who"], "Bot");
     assert!(bot.get("x-chat").is_none(), "no chat id, no header");
 
+    // A comma list, or the header twice (a proxy appending its own), names nobody.
+    let list =
+        seen_headers(&app, "sk-owui", &[("X-OpenWebUI-User-Email", "alice@example.com, admin@example.com")]).await;
+    assert!(list.get("x-user").is_none(), "a list is not sent: {list}");
+    let twice = seen_headers(
+        &app,
+        "sk-owui",
+        &[("X-OpenWebUI-User-Email", "alice@example.com"), ("X-OpenWebUI-User-Email", "admin@example.com")],
+    )
+    .await;
+    assert!(twice.get("x-user").is_none(), "a repeated header is not sent: {twice}");
+    let comma_name = seen_headers(&app, "sk-owui", &[("X-OpenWebUI-User-Name", "Doe, Jane")]).await;
+    assert_eq!(comma_name["x-who"], "Doe, Jane", "names may hold commas");
+
     let long = "a".repeat(300);
     let overlong = seen_headers(&app, "sk-owui", &[("X-OpenWebUI-User-Email", long.as_str())]).await;
     assert!(overlong.get("x-user").is_none(), "an overlong value is not sent: {overlong}");

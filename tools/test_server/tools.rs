@@ -97,8 +97,9 @@ pub fn builtin_tools() -> Vec<Tool> {
         ),
         Tool::new(
             "list_change",
-            "Adds a tool `added_<n>` (echo-like) and sends notifications/tools/list_changed.",
-            schema(json!({}), &[]),
+            "Adds a tool `added_<n>` (echo-like) and sends notifications/tools/list_changed; with `rewrite`, \
+             instead rewrites that runtime tool's description (a server changing its tools mid-session).",
+            schema(json!({"rewrite": {"type": "string"}}), &[]),
         ),
         Tool::new(
             "headers",

@@ -205,3 +205,53 @@ async fn a_huge_catalog_and_a_megabyte_description_are_bounded() {
     assert!(rss < 300 * 1024, "RSS {rss} KiB");
     gw.stop().await;
 }
+
+/// A server that rewrites a tool's description mid-session (a "rug pull": the tool the user
+/// approved now tells the model to exfiltrate) is logged and counted; with `pin_descriptions`
+/// the changed or new tool is withheld until the server is restarted.
+#[tokio::test]
+async fn a_changed_description_is_counted_and_withheld_when_pinned() {
+    let llm = FakeLlm::new().text("ok").start().await;
+    let server = |pin: bool| {
+        format!(
+            "    command: {TEST_SERVER}\n    args: [--long-description, \"100\", stdio]\n    pin_descriptions: {pin}\n"
+        )
+    };
+    let yaml = format!("mcpServers:\n  pinned:\n{}  loose:\n{}", server(true), server(false));
+    let app = TestApp::in_front_of(&llm, &yaml).await;
+    app.wait_for_tools(|n| {
+        n.iter().any(|t| t == "pinned__long_description") && n.iter().any(|t| t == "loose__long_description")
+    })
+    .await;
+    for name in ["pinned", "loose"] {
+        let (status, body) =
+            app.call_tool(&format!("{name}__list_change"), serde_json::json!({"rewrite": "long_description"})).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = app.call_tool(&format!("{name}__list_change"), serde_json::json!({})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let tools = app
+        .wait_for_tools(|n| {
+            n.iter().any(|t| t.starts_with("loose__added_")) && !n.iter().any(|t| t == "pinned__long_description")
+        })
+        .await;
+    let names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("pinned__added_")),
+        "a tool that appeared later is withheld too: {names:?}"
+    );
+    let loose = tools.iter().find(|t| t["name"] == "loose__long_description").unwrap();
+    assert!(loose["description"].as_str().unwrap().contains("<IMPORTANT>"), "without a pin the change applies");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let counted = |server: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("mcp_middleware_mcp_tool_definition_changes_total")
+                    && l.contains(&format!("\"{server}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(counted("pinned") >= 2 && counted("loose") >= 2, "{metrics}");
+}
