@@ -137,3 +137,45 @@ async fn a_key_can_act_upstream_with_its_own_key() {
         assert_eq!(sent, [expected, expected], "{key}");
     }
 }
+
+/// Headers a client could use to act as someone else upstream (LiteLLM's own key header, the
+/// forwarding headers a proxy in front of LiteLLM trusts, a browser's Origin and cookies, and
+/// headers the client marks hop-by-hop through `Connection`) never go upstream beside our key;
+/// an upstream redirect does not hand back its internal address.
+#[tokio::test]
+async fn clients_cannot_smuggle_credentials_or_addresses_upstream() {
+    let llm = crate::common::FakeLlm::new().text("ok").start().await;
+    let app = TestApp::in_front_of(&llm, "auth:\n  api_keys: [sk-client-0123]\n").await;
+    let resp = app
+        .client
+        .get(app.url("/v1/models"))
+        .bearer_auth("sk-client-0123")
+        .header("x-litellm-api-key", "sk-someone-elses-virtual-key")
+        .header("x-forwarded-for", "10.0.0.1")
+        .header("forwarded", "for=10.0.0.1")
+        .header("x-real-ip", "10.0.0.1")
+        .header("cookie", "session=admin")
+        .header("connection", "keep-alive, x-internal-admin")
+        .header("x-internal-admin", "1")
+        .header("x-trace", "kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = llm.requests().pop().unwrap();
+    for name in ["x-litellm-api-key", "x-forwarded-for", "forwarded", "x-real-ip", "cookie", "x-internal-admin"] {
+        assert!(!sent.headers.contains_key(name), "{name} went upstream");
+    }
+    assert_eq!(sent.headers["x-trace"], "kept", "other headers still pass");
+
+    // An upstream redirect with an absolute Location is handed back without it.
+    let internal = serve(axum::Router::new().fallback(|| async {
+        (axum::http::StatusCode::FOUND, [("location", "http://10.1.2.3:4000/internal/admin")], "")
+    }))
+    .await;
+    let app = TestApp::spawn(&format!("upstream:\n  base_url: http://{internal}/v1\n")).await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let resp = client.get(app.url("/v1/models")).send().await.unwrap();
+    assert_eq!(resp.status(), 302);
+    assert!(resp.headers().get("location").is_none(), "{:?}", resp.headers());
+}
