@@ -9,7 +9,7 @@
 //! A file being rewritten in place (an editor, `echo >`, a ConfigMap swap) is read half-written
 //! for a moment, and such a file often still parses. So a reload is also refused — with a log
 //! line, the running config serving on — when the file is empty, when it is still changing
-//! (two reads [`SETTLE`] apart must agree), when it would turn a keyed gateway open (every key
+//! (two reads 300 ms apart must agree), when it would turn a keyed gateway open (every key
 //! gone), or when it would stop every MCP server. Those changes need a restart, which is a
 //! deliberate act.
 

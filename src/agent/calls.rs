@@ -67,6 +67,8 @@ pub struct Finder<'a> {
     pub catalog: &'a crate::mcp::Catalog,
     /// Every tool the request may use.
     pub pool: &'a [Arc<ToolEntry>],
+    /// Most tools one search may add (the request's room, less `find_tools` itself).
+    pub limit: usize,
 }
 
 impl CallLedger {
@@ -204,7 +206,7 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
     let (arguments, ToolOutput { text, is_error, artifacts }) = match plan {
         Plan::Find(query) => {
             let (text, tools) = match &scope.finder {
-                Some(finder) => super::selection::find(finder.catalog, finder.pool, &query),
+                Some(finder) => super::selection::find(finder.catalog, finder.pool, &query, finder.limit),
                 None => (String::new(), Vec::new()),
             };
             tracing::info!(query = %query, found = tools.len(), "find_tools");

@@ -137,6 +137,28 @@ fn relax_tool_choice(body: &mut Map<String, Value>, ours: &[Arc<ToolEntry>]) {
     }
 }
 
+/// What this round's `find_tools` calls found joins the offer, first (it is what the model asked
+/// for), each tool once however many searches found it, and the offer stays within `room`
+/// (less `find_tools` itself): providers refuse duplicate tool names, and the budget is the
+/// budget. Returns how many tools joined.
+fn merge_found(tools: &mut Vec<Arc<ToolEntry>>, runs: &[ToolRun], pool: &[Arc<ToolEntry>], room: usize) -> usize {
+    let room = room.saturating_sub(1);
+    let mut found: Vec<Arc<ToolEntry>> = Vec::new();
+    for name in runs.iter().flat_map(|r| &r.found) {
+        let fresh = !tools.iter().any(|t| &t.name == name) && !found.iter().any(|t| &t.name == name);
+        if let Some(entry) = pool.iter().find(|e| &e.name == name).filter(|_| fresh) {
+            found.push(entry.clone());
+        }
+    }
+    found.truncate(room);
+    let joined = found.len();
+    if joined > 0 {
+        tools.truncate(room.saturating_sub(joined));
+        tools.splice(0..0, found);
+    }
+    joined
+}
+
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -356,24 +378,19 @@ impl Agent {
                 offered: &tools,
                 vision,
                 identity: &identity,
-                finder: find_tools.as_deref().map(|name| Finder { name, catalog: &catalog, pool: &pool }),
+                finder: find_tools.as_deref().map(|name| Finder {
+                    name,
+                    catalog: &catalog,
+                    pool: &pool,
+                    limit: room.saturating_sub(1),
+                }),
             };
             let runs = run_calls(&scope, &gateway, &mut ledger, limits).await;
-            // What `find_tools` found joins the offer (first, so it stays within the room).
-            let found: Vec<Arc<ToolEntry>> = runs
-                .iter()
-                .flat_map(|r| &r.found)
-                .filter_map(|name| pool.iter().find(|e| &e.name == name))
-                .filter(|e| !tools.iter().any(|t| t.name == e.name))
-                .cloned()
-                .collect();
-            if !found.is_empty() {
+            let found = merge_found(&mut tools, &runs, &pool, room);
+            if found > 0 {
                 if let Some(count) = out.selection.get_mut("found") {
-                    *count = json!(count.as_u64().unwrap_or_default() + found.len() as u64);
+                    *count = json!(count.as_u64().unwrap_or_default() + found as u64);
                 }
-                let keep = room.saturating_sub(1 + found.len());
-                tools.truncate(keep);
-                tools.splice(0..0, found);
                 tools_json = tools_field(&tools);
             }
             for run in &runs {

@@ -126,14 +126,14 @@ pub fn find_tools_definition(name: &str) -> Value {
 pub const FIND_LIMIT: usize = 8;
 
 /// `find_tools`' answer: the best matches in `pool` for `query`, a line each.
-pub fn find(catalog: &Catalog, pool: &[Arc<ToolEntry>], query: &str) -> (String, Vec<Arc<ToolEntry>>) {
+pub fn find(catalog: &Catalog, pool: &[Arc<ToolEntry>], query: &str, limit: usize) -> (String, Vec<Arc<ToolEntry>>) {
     let mut terms = HashMap::new();
     add_terms(&mut terms, query, 1.0);
     let scores = catalog.index().scores(&terms);
     let found: Vec<Arc<ToolEntry>> = rank(catalog, pool, &terms)
         .into_iter()
         .filter(|e| catalog.position(&e.name).and_then(|p| scores.get(p)).is_some_and(|s| *s > 0.0))
-        .take(FIND_LIMIT)
+        .take(FIND_LIMIT.min(limit.max(1)))
         .collect();
     if found.is_empty() {
         return (format!("No tool matches `{query}`. Try other words."), found);

@@ -114,7 +114,7 @@ pub struct HttpConfig {
     /// Accepted `Host` values (lower case; with or without a port) as configured; when empty,
     /// an open gateway on loopback accepts loopback names only and a keyed one any host.
     pub allowed_hosts: Vec<String>,
-    /// Origins allowed cross-origin (scheme://host[:port], lower case, no trailing slash).
+    /// Origins allowed cross-origin (`scheme://host[:port]`, lower case, no trailing slash).
     pub allowed_origins: Vec<String>,
 }
 

@@ -183,6 +183,30 @@ async fn the_model_finds_a_tool_it_was_not_offered() {
     assert!(body["mcp_tool_selection"]["found"].as_u64().unwrap() >= 1, "{}", body["mcp_tool_selection"]);
 }
 
+/// A broad search finds more tools than the request has room for: the next round still carries
+/// at most `max_tools` tools (it used to carry every find plus `find_tools`: 9 for a budget of 5).
+#[tokio::test]
+async fn a_broad_search_stays_within_the_budget() {
+    let llm =
+        FakeLlm::new().tool_call("find_tools", json!({"query": "echo-like bulk tool text"})).text("ok").start().await;
+    let yaml = format!(
+        "tool_selection:\n  max_tools: 5\nmcpServers:\n  ts:\n    command: {TEST_SERVER}\n    args: [--extra-tools, \"30\", stdio]\n"
+    );
+    let app = TestApp::in_front_of(&llm, &yaml).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__bulk_29")).await;
+    let chat = json!({"model": "m", "messages": [{"role": "user", "content": "what time is it"}]});
+    let body: Value = app.post("/v1/chat/completions", &chat).await.json().await.unwrap();
+    assert!(body["mcp_tool_selection"]["found"].as_u64().unwrap() >= 1, "{body}");
+    for request in llm.chat_requests() {
+        let names = offered(&request);
+        assert!(names.len() <= 5, "{} tools: {names:?}", names.len());
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+    }
+}
+
 /// Open WebUI's 36 tools and a 156-tool catalog: the upstream (which refuses more than 128, as
 /// OpenAI does) never sees more than 128; the client's tools are all there.
 #[tokio::test]

@@ -87,3 +87,32 @@ async fn claude_with_thinking_and_gemini_3_through_a_real_litellm() {
     assert_eq!(with_thinking, 2, "round 3 carries rounds 1 and 2's thinking blocks: {third}");
     litellm.kill().await;
 }
+
+/// Claude behind LiteLLM calls `find_tools` twice in one round and both searches find the same
+/// tool: the next round must still name each tool once (Anthropic answers 400 "tools: Tool names
+/// must be unique." otherwise), and stay within `tool_selection.max_tools`.
+#[tokio::test]
+async fn two_searches_for_the_same_tool_keep_tool_names_unique_for_claude() {
+    let native = NativeProviders::start().await;
+    let litellm = LiteLlm::start(&litellm_config(&native), MASTER).await;
+    let yaml = format!(
+        "upstream:\n  base_url: {}\n  api_key: {MASTER}\ntool_selection:\n  max_tools: 3\n\
+         mcpServers:\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n",
+        litellm.url
+    );
+    let app = TestApp::spawn(&yaml).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__image")).await;
+    let chat = json!({"model": "claude-thinking", "messages": [{"role": "user", "content": "search twice: stats and headers"}]});
+    let resp = app.post("/v1/chat/completions", &chat).await;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(native.refusals(), Vec::<Value>::new(), "the provider refused: {body}");
+    assert_eq!(status, 200, "{body}");
+    let trace = body["mcp_tool_calls"].as_array().unwrap();
+    assert_eq!(trace.iter().filter(|t| t["name"] == "find_tools").count(), 2, "{body}");
+    let second = native.requests().into_iter().filter(|(p, _)| p.contains("messages")).nth(1).unwrap().1;
+    let names: Vec<&str> = second["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(names.contains(&"ts__image"), "the found tool joined: {names:?}");
+    assert!(names.len() <= 3, "within max_tools: {names:?}");
+    litellm.kill().await;
+}

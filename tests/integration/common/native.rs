@@ -160,7 +160,18 @@ async fn anthropic(State(native): State<Arc<Native>>, req: Request) -> Response 
     if let Err(error) = anthropic_check(&native, &body) {
         return refuse(&native, StatusCode::BAD_REQUEST, error);
     }
+    // As Anthropic does: every tool name once.
+    let names: Vec<&str> = body["tools"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
+    if names.iter().enumerate().any(|(i, n)| names[..i].contains(n)) {
+        return refuse(&native, StatusCode::BAD_REQUEST, anthropic_error("tools: Tool names must be unique.".into()));
+    }
     let earlier = body["messages"].as_array().map_or(0, |m| m.iter().filter(|m| m["role"] == "assistant").count());
+    let asked = body["messages"][0]["content"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| body["messages"][0]["content"][0]["text"].as_str().unwrap_or_default().to_owned());
+    // "search twice": the model looks for the same tool with two `find_tools` calls at once.
+    let search_twice = asked.contains("search twice");
     let thinking = body["thinking"]["type"] == "enabled";
     let model = body["model"].as_str().unwrap_or("claude").to_owned();
     let mut blocks: Vec<Value> = Vec::new();
@@ -170,7 +181,14 @@ async fn anthropic(State(native): State<Arc<Native>>, req: Request) -> Response 
         native.signatures.lock().unwrap().insert(signature.clone());
         blocks.push(json!({"type": "thinking", "thinking": text, "signature": signature}));
     }
-    let stop = if earlier < 2 {
+    let stop = if search_twice && earlier == 0 {
+        for k in 0..2 {
+            let id = format!("toolu_01find{k}{}", "Q".repeat(18));
+            blocks
+                .push(json!({"type": "tool_use", "id": id, "name": "find_tools", "input": {"query": "image picture"}}));
+        }
+        "tool_use"
+    } else if earlier < 2 && !search_twice {
         for (k, word) in ["one", "two"].iter().enumerate() {
             let id = format!("toolu_01{earlier}{k}XyZ{}", "Q".repeat(18));
             blocks.push(json!({"type": "tool_use", "id": id, "name": "ts__echo", "input": {"text": format!("{word}-{earlier}")}}));
