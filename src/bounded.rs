@@ -2,8 +2,9 @@
 //!
 //! [`cap_events`] ends an SSE byte stream whose current event grows past a limit: an event
 //! without an end (from the upstream or a legacy-SSE MCP server) would otherwise be buffered
-//! without end and rescanned at every chunk. [`LineReader`] reads a child's stderr in lines of bounded
-//! length, cutting longer ones (a progress bar that writes only `\r`).
+//! without end and rescanned at every chunk. [`LineReader`] reads a child's stderr in lines of
+//! bounded length, cutting longer ones (a progress bar that writes only `\r`). [`idle_timeout`]
+//! ends a stream whose items stop coming, whatever else keeps the connection busy.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -109,6 +110,60 @@ where
             }
             this.held.extend_from_slice(&chunk);
             return Poll::Ready(Some(Ok(std::mem::take(this.held).freeze())));
+        }
+    }
+}
+
+/// A stream of results that fails (once, then ends) when no item arrives for `idle`: what
+/// arrives between items (SSE comments, keep-alive bytes) does not count, so an upstream that
+/// sends only comments times out like a silent one.
+pub fn idle_timeout<S, T, E, F>(inner: S, idle: std::time::Duration, on_timeout: F) -> IdleTimeout<S, F>
+where
+    S: Stream<Item = Result<T, E>>,
+    F: FnMut() -> E,
+{
+    IdleTimeout { inner, sleep: tokio::time::sleep(idle), idle, on_timeout, done: false }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`idle_timeout`].
+    pub struct IdleTimeout<S, F> {
+        #[pin]
+        inner: S,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        idle: std::time::Duration,
+        on_timeout: F,
+        done: bool,
+    }
+}
+
+impl<S, T, E, F> Stream for IdleTimeout<S, F>
+where
+    S: Stream<Item = Result<T, E>>,
+    F: FnMut() -> E,
+{
+    type Item = Result<T, E>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
+        match this.inner.poll_next(cx) {
+            Poll::Ready(Some(item)) => {
+                let deadline = tokio::time::Instant::now() + *this.idle;
+                this.sleep.as_mut().reset(deadline);
+                Poll::Ready(Some(item))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.sleep.poll(cx) {
+                Poll::Ready(()) => {
+                    *this.done = true;
+                    Poll::Ready(Some(Err((this.on_timeout)())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 }

@@ -153,6 +153,8 @@ pub struct CallScope<'a> {
     pub identity: &'a crate::config::UserIdentity,
     /// The discovery tool, when the request has one.
     pub finder: Option<Finder<'a>>,
+    /// When the request's `tool_loop.max_duration` runs out.
+    pub deadline: Instant,
 }
 
 /// Largest image (base64 characters) passed inline to a vision model — under Anthropic's 5 MB
@@ -190,8 +192,29 @@ pub async fn run_calls(
         let plan = ledger.plan(call, scope, limits);
         let permits = &permits;
         async move {
-            let _permit = permits.acquire().await;
-            run_one(scope, call, plan).await
+            let started = Instant::now();
+            let run = async {
+                let _permit = permits.acquire().await;
+                run_one(scope, call, plan).await
+            };
+            // The request's deadline holds inside the round too: a call still running then is
+            // cancelled (the server hears `notifications/cancelled`) and the model is told.
+            match tokio::time::timeout_at(scope.deadline.into(), run).await {
+                Ok(run) => run,
+                Err(_) => ToolRun {
+                    id: call.id().to_owned(),
+                    name: call.name().to_owned(),
+                    arguments: serde_json::from_str(call.arguments())
+                        .unwrap_or_else(|_| Value::String(call.arguments().to_owned())),
+                    output: "Error: this request reached its time limit before the call finished; it was cancelled."
+                        .into(),
+                    is_error: true,
+                    artifacts: Vec::new(),
+                    images: Vec::new(),
+                    found: Vec::new(),
+                    duration_ms: duration_ms(started.elapsed()),
+                },
+            }
         }
     });
     let runs: Vec<_> = runs.collect();

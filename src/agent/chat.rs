@@ -77,7 +77,10 @@ pub enum ChatError {
 /// Whether `tools` holds anything but `{"type": "function"}` entries.
 fn has_server_side_tools(body: &Map<String, Value>) -> bool {
     body.get("tools").and_then(Value::as_array).is_some_and(|tools| {
-        tools.iter().any(|t| t.get("type").and_then(Value::as_str).unwrap_or("function") != "function")
+        // `custom` tools (GPT-5's free-form tools) run at the client, like functions.
+        tools
+            .iter()
+            .any(|t| !matches!(t.get("type").and_then(Value::as_str).unwrap_or("function"), "function" | "custom"))
     })
 }
 
@@ -94,8 +97,7 @@ impl Agent {
         // functions (`{"type": "mcp", …}`) are run by the upstream itself, with its master key.
         if key.is_some() && has_server_side_tools(&chat.body) {
             return Err(ChatError::Forbidden(
-                "this key may use function tools only; server-side tools (type other than `function`) are refused"
-                    .into(),
+                "this key may use function and custom tools only; server-side tools (other types) are refused".into(),
             ));
         }
         let catalog = self.hub.catalog();

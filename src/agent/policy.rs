@@ -151,13 +151,11 @@ pub fn takes_images(body: &Map<String, Value>, models: &[ModelPolicy]) -> bool {
     model_policy(body, models).is_some_and(|m| m.vision)
 }
 
-/// Names of the tools the client sent itself.
+/// Names of the tools the client sent itself (`function` and `custom` tools).
 pub fn client_tool_names(body: &Map<String, Value>) -> impl Iterator<Item = &str> {
-    body.get("tools")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t.get("function").and_then(|f| f.get("name")).and_then(Value::as_str))
+    body.get("tools").and_then(Value::as_array).into_iter().flatten().filter_map(|t| {
+        t.get("function").or_else(|| t.get("custom")).and_then(|f| f.get("name")).and_then(Value::as_str)
+    })
 }
 
 /// A tool pattern names its server and its tool separately, `server__tool` (each part a glob,

@@ -6,8 +6,10 @@
 //! Stream shapes handled: `id`/`name` repeated in every piece (set, not appended; and sent to the
 //! client once); pieces with no `index` (continue the last call unless they bring a new id, or a
 //! name after a complete call); indexes that do not start at 0; a repeated index with a
-//! different id (a new call, found again by its id); legacy `function_call` deltas (a call like
-//! any other); choices other than 0 (ignored: the loop follows choice 0).
+//! different id (a new call, found again by its id) or, without ids, with another call's name and
+//! arguments after a complete call (a new call); legacy `function_call` deltas (a call like any
+//! other); OpenAI `custom` tool calls (GPT-5's free-form tools: always the client's, passed on as
+//! they come); choices other than 0 (ignored: the loop follows choice 0).
 
 use std::collections::HashSet;
 
@@ -40,6 +42,11 @@ pub struct AssembledCall {
     forwarded: bool,
 }
 
+/// The name of a `custom` tool call (`{"type": "custom", "custom": {"name", "input"}}`).
+fn custom_name(call: &ToolCall) -> Option<&str> {
+    call.rest.get("custom").and_then(|c| c.get("name")).and_then(Value::as_str).filter(|n| !n.is_empty())
+}
+
 /// A fresh call id, unique across the whole conversation (providers refuse duplicates).
 fn new_call_id() -> String {
     format!("call_mcp_{}", uuid::Uuid::new_v4().simple())
@@ -56,6 +63,22 @@ fn is_object(text: &str) -> bool {
 }
 
 impl AssembledCall {
+    /// Whether this is a `custom` tool call.
+    pub fn is_custom(&self) -> bool {
+        self.call.kind == "custom" || self.call.rest.contains_key("custom")
+    }
+
+    /// The call as the client gets it back: a `custom` call keeps its own shape.
+    pub fn client_json(&self) -> Value {
+        if self.is_custom() {
+            let mut out = self.call.rest.clone();
+            out.insert("id".into(), Value::String(self.call.id.clone()));
+            out.insert("type".into(), Value::String("custom".into()));
+            return Value::Object(out);
+        }
+        serde_json::to_value(&self.call).unwrap_or_default()
+    }
+
     /// Call id.
     pub fn id(&self) -> &str {
         &self.call.id
@@ -81,6 +104,8 @@ pub struct Round {
     pub finish_reason: Option<String>,
     /// Usage reported in this round.
     pub usage: Option<Value>,
+    /// Token log probabilities of this round's text, in order (when the client asked).
+    pub logprobs: Vec<Value>,
     next_client_index: u64,
 }
 
@@ -89,6 +114,8 @@ pub struct Round {
 pub struct Forward {
     /// A delta to send (content, reasoning, client tool-call pieces); `None` when nothing.
     pub delta: Option<Map<String, Value>>,
+    /// The chunk's log probabilities, passed on with the delta.
+    pub logprobs: Option<Value>,
 }
 
 impl Round {
@@ -103,8 +130,17 @@ impl Round {
         if let Some(reason) = choice.finish_reason {
             self.finish_reason = Some(reason);
         }
-        let Some(delta) = choice.delta else { return Forward::default() };
-        self.push_delta(delta, client_tools)
+        let logprobs = choice.logprobs.filter(Value::is_object);
+        if let Some(Value::Array(items)) = logprobs.as_ref().and_then(|l| l.get("content")) {
+            self.logprobs.extend(items.iter().cloned());
+        }
+        let Some(delta) = choice.delta else { return Forward { delta: None, logprobs } };
+        let mut forward = self.push_delta(delta, client_tools);
+        if logprobs.is_some() {
+            forward.logprobs = logprobs;
+            forward.delta.get_or_insert_with(Map::new);
+        }
+        forward
     }
 
     fn push_delta(&mut self, delta: Delta, client_tools: &HashSet<String>) -> Forward {
@@ -145,7 +181,7 @@ impl Round {
         if !forwarded.is_empty() {
             out.insert("tool_calls".into(), Value::Array(forwarded));
         }
-        Forward { delta: (!out.is_empty()).then_some(out) }
+        Forward { delta: (!out.is_empty()).then_some(out), logprobs: None }
     }
 
     /// Where a piece goes: the call with its id; else the newest call with its upstream index
@@ -157,7 +193,16 @@ impl Round {
         let by_id = id.and_then(|id| self.calls.iter().rposition(|c| c.call.id == id));
         let found = by_id.or_else(|| {
             let candidate = match piece.index {
-                Some(index) => self.calls.iter().rposition(|c| c.upstream_index == Some(index)),
+                Some(index) => self.calls.iter().rposition(|c| c.upstream_index == Some(index)).filter(|&pos| {
+                    // Without ids, another call's name with arguments after a complete call is
+                    // the next call (some providers number every call 0).
+                    let args = piece.function.as_ref().and_then(|f| f.arguments.as_deref()).unwrap_or_default();
+                    self.calls.get(pos).is_some_and(|c| {
+                        let done = !c.call.function.name.is_empty() && complete(&c.call.function.arguments);
+                        let another = name.is_some_and(|n| n != c.call.function.name || !args.is_empty());
+                        !(done && another && id.is_none())
+                    })
+                }),
                 None => self.calls.len().checked_sub(1).filter(|&last| {
                     self.calls.get(last).is_some_and(|c| {
                         // A new name after a complete call starts the next call.
@@ -197,6 +242,31 @@ impl Round {
             merge_map(&mut call.function.rest, function.rest.clone());
         }
         merge_map(&mut call.rest, piece.rest.clone());
+        if assembled.owner.is_none() && (call.kind == "custom" || call.rest.contains_key("custom")) {
+            // We define no custom tools: every custom call is the client's, passed on as it came.
+            *next_client += 1;
+            if call.id.is_empty() {
+                call.id = new_call_id();
+            }
+            assembled.owner = Some(Owner::Client(next_client.saturating_sub(1)));
+            assembled.forwarded = true;
+        }
+        if let Some(Owner::Client(i)) = assembled.owner
+            && (call.kind == "custom" || call.rest.contains_key("custom"))
+        {
+            let mut pieces = std::mem::take(&mut assembled.pending);
+            pieces.push(piece);
+            return pieces
+                .into_iter()
+                .map(|mut p| {
+                    p.index = Some(i);
+                    if p.id.is_none() {
+                        p.id = Some(call.id.clone());
+                    }
+                    serde_json::to_value(p).unwrap_or_default()
+                })
+                .collect();
+        }
         if assembled.owner.is_none() && !call.function.name.is_empty() {
             assembled.owner = Some(if client_tools.contains(&call.function.name) {
                 *next_client += 1;
@@ -260,7 +330,7 @@ impl Round {
     /// for broken arguments goes back with `{}`: providers refuse what they cannot parse).
     pub fn finish(&mut self) {
         self.calls.retain(|c| {
-            let named = !c.call.function.name.is_empty();
+            let named = !c.call.function.name.is_empty() || custom_name(&c.call).is_some();
             if !named {
                 tracing::warn!(id = %c.call.id, "the model called a tool without a name; dropped");
             }
@@ -271,7 +341,8 @@ impl Round {
                 assembled.call.id = new_call_id();
             }
             if assembled.call.kind.is_empty() {
-                assembled.call.kind = "function".into();
+                let custom = assembled.call.rest.contains_key("custom");
+                assembled.call.kind = if custom { "custom" } else { "function" }.into();
             }
             if assembled.owner.is_none() {
                 assembled.owner = Some(Owner::Gateway);
@@ -332,8 +403,12 @@ pub fn add_usage(total: &mut Value, add: &Value) {
             }
         }
         (t @ Value::Number(_), Value::Number(a)) => {
-            let sum = t.as_u64().zip(a.as_u64()).map(|(x, y)| json!(x.saturating_add(y)));
-            if let Some(sum) = sum {
+            // Token counts are integers; some fields are not (LiteLLM's `cost`).
+            let sum = match (t.as_u64(), a.as_u64()) {
+                (Some(x), Some(y)) => json!(x.saturating_add(y)),
+                _ => t.as_f64().zip(a.as_f64()).map_or(Value::Null, |(x, y)| json!(x + y)),
+            };
+            if !sum.is_null() {
                 *t = sum;
             }
         }
@@ -374,6 +449,49 @@ mod tests {
         assert_eq!(r.calls[1].arguments(), r#"{"q":1}"#);
         assert_eq!(r.gateway_calls().count(), 1);
         assert_eq!(r.client_calls().count(), 1);
+    }
+
+    #[test]
+    fn an_indexed_call_after_a_complete_one_is_a_new_call() {
+        let none = HashSet::new();
+        let (r, _) = run(
+            &[
+                json!({"tool_calls": [{"index": 0, "function": {"name": "a__b", "arguments": "{\"x\":1}"}}]}),
+                json!({"tool_calls": [{"index": 0, "function": {"name": "a__c", "arguments": "{}"}}]}),
+                json!({"tool_calls": [{"index": 0, "function": {"name": "a__c", "arguments": ""}}]}),
+            ],
+            &none,
+        );
+        assert_eq!(r.calls.len(), 2, "{:?}", r.calls);
+        assert_eq!((r.calls[0].name(), r.calls[0].arguments()), ("a__b", "{\"x\":1}"));
+        assert_eq!((r.calls[1].name(), r.calls[1].arguments()), ("a__c", "{}"));
+    }
+
+    #[test]
+    fn custom_tool_calls_are_the_clients_and_pass_through() {
+        let none = HashSet::new();
+        let (r, forwarded) = run(
+            &[
+                json!({"tool_calls": [{"index": 0, "id": "call_c", "type": "custom", "custom": {"name": "run_sql", "input": "SELECT"}}]}),
+                json!({"tool_calls": [{"index": 0, "custom": {"input": " 1"}}]}),
+            ],
+            &none,
+        );
+        assert_eq!(r.client_calls().count(), 1, "{:?}", r.calls);
+        assert_eq!(r.gateway_calls().count(), 0);
+        let back = r.calls[0].client_json();
+        assert_eq!(back, json!({"id": "call_c", "type": "custom", "custom": {"name": "run_sql", "input": "SELECT 1"}}));
+        let first = &forwarded[0].delta.as_ref().unwrap()["tool_calls"][0];
+        assert_eq!(first["custom"]["name"], "run_sql");
+        assert_eq!(forwarded[1].delta.as_ref().unwrap()["tool_calls"][0]["custom"]["input"], " 1");
+    }
+
+    #[test]
+    fn usage_sums_integers_and_costs() {
+        let mut total = json!({});
+        add_usage(&mut total, &json!({"prompt_tokens": 10, "cost": 0.25}));
+        add_usage(&mut total, &json!({"prompt_tokens": 5, "cost": 0.5}));
+        assert_eq!(total, json!({"prompt_tokens": 15, "cost": 0.75}));
     }
 
     #[test]

@@ -96,9 +96,13 @@ impl Emitter {
     }
 
     async fn delta(&mut self, delta: Value, finish: Option<&str>) {
+        self.delta_with(delta, finish, Value::Null).await;
+    }
+
+    async fn delta_with(&mut self, delta: Value, finish: Option<&str>, logprobs: Value) {
         let (Some(tx), Some(id)) = (&self.tx, &self.identity) else { return };
         let chunk = json!({"id": id.id, "object": "chat.completion.chunk", "created": id.created, "model": id.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]});
         let _ = tx.send(Ok(SseEvent { event: String::new(), data: chunk.to_string() })).await;
     }
 
@@ -175,36 +179,95 @@ pub struct Outcome {
     finish_reason: String,
     usage: Value,
     trace: Vec<ToolRun>,
+    /// What the rounds put on the message besides text (refusal, annotations, audio, provider
+    /// fields), merged as streaming clients saw it.
+    extras: Map<String, Value>,
+    /// Token log probabilities of every round's text, when the client asked.
+    logprobs: Vec<Value>,
+    /// Why the loop stopped early, if it did (`mcp_error` in the answer).
+    error: Option<Value>,
+}
+
+/// Time a request may run past `tool_loop.max_duration` for its final answer.
+const FINAL_ANSWER_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+/// Longest wait for a busy model before retrying a round.
+const MAX_RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long to wait before retrying a round that failed with `e`: only when tools already ran
+/// (before that the client may retry safely), only for 429 and 503, at most twice, honouring
+/// `Retry-After` (capped), and never past `hard_stop`.
+fn retry_wait(
+    e: &LlmError,
+    attempt: u32,
+    tools_ran: bool,
+    hard_stop: tokio::time::Instant,
+) -> Option<std::time::Duration> {
+    if !tools_ran || attempt >= 2 {
+        return None;
+    }
+    let wait = match e {
+        LlmError::Rejected { status, retry_after, .. } if status.as_u16() == 429 => retry_after
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(std::time::Duration::from_secs(1), |s| std::time::Duration::from_secs_f64(s.clamp(0.0, 3600.0))),
+        LlmError::ServerError { status, .. } if status.as_u16() == 503 => std::time::Duration::from_secs(1),
+        _ => return None,
+    };
+    let wait = wait.min(MAX_RETRY_WAIT);
+    (tokio::time::Instant::now() + wait < hard_stop).then_some(wait)
+}
+
+/// What the loop keeps across rounds for the final answer.
+#[derive(Default)]
+struct Gathered {
+    content: String,
+    extras: Map<String, Value>,
+    logprobs: Vec<Value>,
+    usage: Value,
+    trace: Vec<ToolRun>,
+}
+
+impl Gathered {
+    fn add_round(&mut self, round: &Round) {
+        if let Some(u) = &round.usage {
+            add_usage(&mut self.usage, u);
+        }
+        self.content.push_str(round.content());
+        for (key, value) in &round.message.rest {
+            match self.extras.get_mut(key) {
+                Some(slot) => crate::llm::wire::merge_value(slot, key, value.clone()),
+                None => {
+                    self.extras.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        self.logprobs.extend(round.logprobs.iter().cloned());
+    }
 }
 
 impl Outcome {
     /// The outcome ending with `round`.
-    #[allow(clippy::too_many_arguments)]
-    fn of(
-        out: &Emitter,
-        round: &Round,
-        content: String,
-        client_calls: Vec<Value>,
-        finish_reason: String,
-        usage: Value,
-        trace: Vec<ToolRun>,
-    ) -> Self {
+    fn of(out: &Emitter, round: &Round, gathered: Gathered, client_calls: Vec<Value>, finish_reason: String) -> Self {
         Outcome {
             identity: out.identity.clone().unwrap_or_default(),
             selection: out.selection.clone(),
-            content,
+            content: gathered.content,
             reasoning: round.message.reasoning_content.clone(),
             thinking_blocks: round.message.thinking_blocks.clone(),
             client_calls,
             finish_reason,
-            usage,
-            trace,
+            usage: gathered.usage,
+            trace: gathered.trace,
+            extras: gathered.extras,
+            logprobs: gathered.logprobs,
+            error: None,
         }
     }
 
     /// The non-streaming `chat.completion` object, with the `mcp_tool_calls` trace.
     pub fn into_completion(self) -> Value {
-        let mut message = Map::new();
+        let mut message = self.extras;
         message.insert("role".into(), Value::String("assistant".into()));
         let content = if self.content.is_empty() { Value::Null } else { Value::String(self.content) };
         message.insert("content".into(), content);
@@ -217,14 +280,19 @@ impl Outcome {
         if !self.client_calls.is_empty() {
             message.insert("tool_calls".into(), Value::Array(self.client_calls));
         }
-        json!({
+        let logprobs = if self.logprobs.is_empty() { Value::Null } else { json!({"content": self.logprobs}) };
+        let mut completion = json!({
             "id": self.identity.id, "object": "chat.completion", "created": self.identity.created,
             "model": self.identity.model,
-            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": self.finish_reason}],
+            "choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": self.finish_reason}],
             "usage": self.usage,
             "mcp_tool_calls": self.trace,
             "mcp_tool_selection": self.selection,
-        })
+        });
+        if let (Some(error), Some(object)) = (self.error, completion.as_object_mut()) {
+            object.insert("mcp_error".into(), error);
+        }
+        completion
     }
 }
 
@@ -307,7 +375,15 @@ impl Agent {
         out.selection = json!({"available": pool.len(), "offered": tools.len(), "ranker": offer_ranker,
             "find_tools": find_tools.is_some(), "found": 0});
         body.insert("stream".into(), Value::Bool(true));
-        body.insert("stream_options".into(), json!({"include_usage": true}));
+        // Usage is needed to sum rounds; the client's other stream options stay.
+        match body.get_mut("stream_options") {
+            Some(Value::Object(options)) => {
+                options.insert("include_usage".into(), Value::Bool(true));
+            }
+            _ => {
+                body.insert("stream_options".into(), json!({"include_usage": true}));
+            }
+        }
         // The loop follows one answer: several choices would each want their own tool rounds.
         body.remove("n");
         let mut messages = match body.remove("messages") {
@@ -316,10 +392,9 @@ impl Agent {
         };
 
         let limits = &self.limits;
+        let deadline = started + limits.max_duration;
         let mut ledger = CallLedger::default();
-        let mut usage = json!({});
-        let mut content = String::new();
-        let mut trace = Vec::new();
+        let mut gathered = Gathered { usage: json!({}), ..Gathered::default() };
         let mut round_no = 0;
         loop {
             round_no += 1;
@@ -330,25 +405,45 @@ impl Agent {
                 body.insert("tool_choice".into(), Value::String("none".into()));
             }
             let span = tracing::info_span!("llm.round", round = round_no);
-            let mut round = tracing::Instrument::instrument(
-                self.round(
-                    RoundBody { body: &body, tools: &tools_json, messages: &messages },
-                    &headers,
-                    &client_auth,
-                    &client_tools,
-                    out,
-                ),
-                span,
-            )
-            .await?;
+            // A round may run into the deadline by a final answer's grace, no more.
+            let hard_stop = tokio::time::Instant::from(deadline + FINAL_ANSWER_GRACE);
+            let mut attempt = 0;
+            let mut round = loop {
+                let request = RoundBody { body: &body, tools: &tools_json, messages: &messages };
+                let sent = self.round(request, &headers, &client_auth, &client_tools, out);
+                let result =
+                    tokio::time::timeout_at(hard_stop, tracing::Instrument::instrument(sent, span.clone())).await;
+                match result {
+                    Ok(Ok(round)) => break round,
+                    Ok(Err(e)) => {
+                        // Tools already ran: a busy model is waited for (its `Retry-After`, a few
+                        // times) rather than failing the request, which a client would retry —
+                        // running those tools again.
+                        if let Some(wait) = retry_wait(&e, attempt, !gathered.trace.is_empty(), hard_stop) {
+                            attempt += 1;
+                            tracing::warn!(round = round_no, attempt, wait_ms = wait.as_millis() as u64, error = %e,
+                                "model busy after tools ran; retrying the round");
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        if gathered.trace.is_empty() {
+                            return Err(e);
+                        }
+                        // The tools' trace is never lost: the answer ends with what happened.
+                        let note = format!("\n\n(Stopped: the model could not be reached after the tools ran: {e})");
+                        return Ok(self.stopped(out, gathered, &note, Some(&e)).await);
+                    }
+                    Err(_) => {
+                        let note = "\n\n(Stopped: this request reached its time limit.)";
+                        let e = LlmError::Timeout { upstream: self.upstream.display_url().to_owned() };
+                        return Ok(self.stopped(out, gathered, note, Some(&e)).await);
+                    }
+                }
+            };
             round.finish();
             let done = |round_no: u32| crate::metrics::metrics().rounds.observe(f64::from(round_no));
-            if let Some(u) = &round.usage {
-                add_usage(&mut usage, u);
-            }
-            content.push_str(round.content());
-            let client_calls: Vec<Value> =
-                round.client_calls().map(|c| serde_json::to_value(&c.call).unwrap_or_default()).collect();
+            gathered.add_round(&round);
+            let client_calls: Vec<Value> = round.client_calls().map(super::round::AssembledCall::client_json).collect();
             if round.gateway_calls().next().is_none() {
                 done(round_no);
                 // `tool_calls` with no call left for the client (all ours were dropped) is a stop.
@@ -357,7 +452,7 @@ impl Agent {
                     Some(reason) => reason.to_owned(),
                     None => "stop".to_owned(),
                 };
-                return Ok(Outcome::of(out, &round, content, client_calls, finish, usage, trace));
+                return Ok(Outcome::of(out, &round, gathered, client_calls, finish));
             }
             if last {
                 // The model called tools although this round was sent with `tool_choice: "none"`
@@ -365,11 +460,11 @@ impl Agent {
                 tracing::warn!(round = round_no, "the model called tools on the last round; not run");
                 done(round_no);
                 let note = "\n\n(Stopped: this request reached its limit of tool calls, rounds or time.)";
-                content.push_str(note);
+                gathered.content.push_str(note);
                 out.delta(json!({"content": note}), None).await;
                 // The client's own calls of that round were already streamed: they stand.
                 let finish = if client_calls.is_empty() { "stop" } else { "tool_calls" };
-                return Ok(Outcome::of(out, &round, content, client_calls, finish.into(), usage, trace));
+                return Ok(Outcome::of(out, &round, gathered, client_calls, finish.into()));
             }
             messages.push(serde_json::to_value(&round.message).unwrap_or_default());
             let gateway: Vec<_> = round.gateway_calls().collect();
@@ -378,6 +473,7 @@ impl Agent {
                 offered: &tools,
                 vision,
                 identity: &identity,
+                deadline,
                 finder: find_tools.as_deref().map(|name| Finder {
                     name,
                     catalog: &catalog,
@@ -401,7 +497,7 @@ impl Agent {
                     let _ = write!(shown, "\n\n![{}]({})\n\n", run.name, image.url);
                 }
                 if !shown.is_empty() {
-                    content.push_str(&shown);
+                    gathered.content.push_str(&shown);
                     out.delta(json!({"content": shown}), None).await;
                 }
             }
@@ -419,14 +515,40 @@ impl Agent {
                     messages.push(json!({"role": "user", "content": content}));
                 }
             }
-            trace.extend(runs);
+            if !limits.tool_cards && !client_calls.is_empty() {
+                // A mixed turn ends here and the client sends its history back without our
+                // calls; without cards to carry them, a plain line per call keeps their results.
+                for run in &runs {
+                    let line = format!("\n[called {}({}): {}]\n", run.name, run.arguments, run.output);
+                    gathered.content.push_str(&line);
+                    out.delta(json!({"content": line}), None).await;
+                }
+            }
+            gathered.trace.extend(runs);
             if !client_calls.is_empty() {
                 done(round_no);
                 // A mixed turn: ours ran; the client's calls go back to the client.
-                return Ok(Outcome::of(out, &round, content, client_calls, "tool_calls".into(), usage, trace));
+                return Ok(Outcome::of(out, &round, gathered, client_calls, "tool_calls".into()));
             }
             relax_tool_choice(&mut body, &tools);
         }
+    }
+
+    /// Ends the answer early with `note` (shown to the client as the last text), keeping the
+    /// trace of what ran; `error` is reported beside it (`mcp_error`).
+    async fn stopped(
+        &self,
+        out: &mut Emitter,
+        mut gathered: Gathered,
+        note: &str,
+        error: Option<&LlmError>,
+    ) -> Outcome {
+        out.ensure_identity().await;
+        gathered.content.push_str(note);
+        out.delta(json!({"content": note}), None).await;
+        let mut outcome = Outcome::of(out, &Round::default(), gathered, Vec::new(), "stop".into());
+        outcome.error = error.map(|e| json!({"message": e.to_string()}));
+        outcome
     }
 
     /// One upstream request, streamed; text and client tool deltas are passed on as they come.
@@ -482,8 +604,9 @@ impl Agent {
                 });
                 out.delta(json!({"role": "assistant", "content": ""}), None).await;
             }
-            if let Some(delta) = round.push(chunk, client_tools).delta {
-                out.delta(Value::Object(delta), None).await;
+            let forward = round.push(chunk, client_tools);
+            if let Some(delta) = forward.delta {
+                out.delta_with(Value::Object(delta), None, forward.logprobs.unwrap_or(Value::Null)).await;
             }
         }
         Ok(round)

@@ -67,6 +67,29 @@ fn called(body: &Map<String, Value>) -> HashSet<String> {
         .collect()
 }
 
+/// Tools the client's `tool_choice` names: one forced function, or an `allowed_tools` list.
+/// They must be in the offer, or the provider refuses a choice of a tool it was not given.
+fn chosen_by_client(body: &Map<String, Value>) -> HashSet<String> {
+    let name = |t: &Value| {
+        t.get("function")
+            .and_then(|f| f.get("name"))
+            .or_else(|| t.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    match body.get("tool_choice") {
+        Some(choice @ Value::Object(c)) if c.get("type").and_then(Value::as_str) == Some("allowed_tools") => choice
+            .pointer("/allowed_tools/tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(name)
+            .collect(),
+        Some(choice @ Value::Object(_)) => name(choice).into_iter().collect(),
+        _ => HashSet::new(),
+    }
+}
+
 /// Orders `pool` by score for `query` (catalog order breaks ties).
 pub fn rank(catalog: &Catalog, pool: &[Arc<ToolEntry>], query: &HashMap<String, f64>) -> Vec<Arc<ToolEntry>> {
     let scores = catalog.index().scores(query);
@@ -97,9 +120,11 @@ pub fn choose(
     let find = config.find_tools.clone().filter(|_| room > 1 && pool.len() > room);
     let slots = if find.is_some() { room - 1 } else { room };
     let called = called(body);
+    let forced = chosen_by_client(body);
     let mut chosen: Vec<Arc<ToolEntry>> = Vec::with_capacity(slots);
     let mut taken: HashSet<&str> = HashSet::new();
-    let pinned = pool.iter().filter(|e| config.always.iter().any(|p| glob(p, &e.name)));
+    let by_client = pool.iter().filter(|e| forced.contains(&e.name));
+    let pinned = by_client.chain(pool.iter().filter(|e| config.always.iter().any(|p| glob(p, &e.name))));
     let used = pool.iter().filter(|e| called.contains(&e.name));
     let ranked = rank(catalog, &pool, &conversation_query(body));
     for entry in pinned.chain(used).chain(ranked.iter()) {

@@ -385,6 +385,8 @@ pub struct McpServerConfig {
     pub enabled: bool,
     /// Per-call timeout, reset on progress.
     pub tool_timeout: Duration,
+    /// Total cap of one call, progress or not.
+    pub max_call_duration: Duration,
     /// Time allowed to start and initialize.
     pub startup_timeout: Duration,
     /// Only these original tool names are exposed, when set.
@@ -614,6 +616,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             transport: McpTransportConfig::InProcess,
             enabled: true,
             tool_timeout: Duration::from_secs(60),
+            max_call_duration: Duration::from_secs(600),
             startup_timeout: Duration::from_secs(10),
             include_tools: raw.builtin_tools.include_tools,
             exclude_tools: raw.builtin_tools.exclude_tools,
@@ -872,6 +875,7 @@ fn mcp_server(name: &str, raw: RawMcpServer, p: &mut Problems) -> Option<McpServ
         transport,
         enabled: raw.enabled.unwrap_or(true),
         tool_timeout: dur(raw.tool_timeout, 60),
+        max_call_duration: dur(raw.max_call_duration, 600),
         startup_timeout: dur(raw.startup_timeout, 30),
         include_tools: raw.include_tools,
         exclude_tools: raw.exclude_tools,

@@ -406,6 +406,9 @@ pub struct RawMcpServer {
     pub enabled: Option<bool>,
     /// Longest wait for one tool call, reset by progress notifications. Default 60 s.
     pub tool_timeout: Option<DurationValue>,
+    /// Longest a tool call may take in all, progress or not (a tool that reports progress
+    /// forever still ends). Default 10 min.
+    pub max_call_duration: Option<DurationValue>,
     /// Longest wait for the server to start and answer `initialize`. Default 30 s.
     pub startup_timeout: Option<DurationValue>,
     /// Only these tools are exposed (original names). Absent means all.

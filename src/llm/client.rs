@@ -71,6 +71,8 @@ pub struct UpstreamResponse {
     pub headers: HeaderMap,
     inner: reqwest::Response,
     display: std::sync::Arc<str>,
+    /// Longest wait for the next event (comments do not count).
+    read_timeout: Duration,
 }
 
 impl UpstreamClient {
@@ -211,7 +213,13 @@ impl UpstreamClient {
             tracing::warn!(upstream = %self.display, %status, "upstream server error");
             return Err(LlmError::ServerError { upstream: self.display.to_string(), status });
         }
-        Ok(UpstreamResponse { status, headers: resp.headers().clone(), inner: resp, display: self.display.clone() })
+        Ok(UpstreamResponse {
+            status,
+            headers: resp.headers().clone(),
+            inner: resp,
+            display: self.display.clone(),
+            read_timeout: self.config.read_timeout,
+        })
     }
 }
 
@@ -265,8 +273,14 @@ impl UpstreamResponse {
         })
     }
 
-    /// The body parsed as server-sent events, event by event.
+    /// The body parsed as server-sent events, event by event. `upstream.read_timeout` holds
+    /// between events, not only between bytes: an upstream sending keep-alive comments and
+    /// nothing else times out too.
     pub fn events(self) -> impl Stream<Item = Result<SseEvent, LlmError>> + Send + 'static {
-        sse::events(self.inner.bytes_stream(), self.display.to_string())
+        let upstream = self.display.to_string();
+        let events = sse::events(self.inner.bytes_stream(), upstream.clone());
+        crate::bounded::idle_timeout(events, self.read_timeout, move || LlmError::Timeout {
+            upstream: upstream.clone(),
+        })
     }
 }

@@ -81,6 +81,9 @@ pub struct ChunkChoice {
     /// Set on the choice's last chunk.
     #[serde(default, deserialize_with = "lenient_string")]
     pub finish_reason: Option<String>,
+    /// Token log probabilities of this chunk (`{"content": [...]}`), when asked for.
+    #[serde(default)]
+    pub logprobs: Option<Value>,
 }
 
 /// What one chunk adds to the assistant message.
@@ -192,10 +195,11 @@ pub struct AssistantMessage {
 }
 
 /// Fields whose text streams in pieces (everything else arrives whole, or as repeated snapshots).
-const STREAMED_TEXT: &[&str] = &["reasoning", "refusal", "reasoning_content", "content"];
+const STREAMED_TEXT: &[&str] = &["reasoning", "refusal", "reasoning_content", "content", "input"];
 
 /// Folds a streamed value into what came before. Objects merge key by key; thinking blocks merge
-/// as [`merge_thinking`] does; the text of streamed fields (`reasoning`, `refusal` …) concatenates; anything else
+/// as [`merge_thinking`] does; the text of streamed fields (`reasoning`, `refusal`, a custom tool
+/// call's `input` …) concatenates; anything else
 /// is replaced by its latest value (LiteLLM re-sends `provider_specific_fields` entries as whole
 /// snapshots, so appending would duplicate them).
 pub fn merge_value(slot: &mut Value, key: &str, add: Value) {
@@ -213,6 +217,8 @@ pub fn merge_value(slot: &mut Value, key: &str, add: Value) {
             }
         }
         (Value::Array(s), Value::Array(a)) if key == "thinking_blocks" => merge_thinking(s, a),
+        // Citations arrive in pieces too.
+        (Value::Array(s), Value::Array(a)) if key == "annotations" => s.extend(a),
         (slot, add) => *slot = add,
     }
 }

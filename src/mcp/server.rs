@@ -319,7 +319,9 @@ impl ServerHandle {
         params.arguments = arguments;
         params.meta = meta.map(|m| RequestMetaObject(MetaObject(m)));
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-        let options = PeerRequestOptions::with_timeout(self.config.tool_timeout).reset_timeout_on_progress();
+        let options = PeerRequestOptions::with_timeout(self.config.tool_timeout)
+            .reset_timeout_on_progress()
+            .with_max_total_timeout(self.config.max_call_duration.max(self.config.tool_timeout));
         // The timeout covers sending too: a transport that cannot send (a frozen server) must
         // not hold a call past its `tool_timeout`.
         let timeout = self.config.tool_timeout;

@@ -46,6 +46,9 @@ pub enum Turn {
     /// One tool round per conversation: calls the tools, and answers `text` once the last message
     /// is a tool result. Lets many concurrent chats share one repeating script (the load binary).
     ToolRound { calls: Vec<(String, Value)>, text: String },
+    /// Streams these choice objects (`{"delta", "logprobs", "finish_reason"}`) as they are, one
+    /// chunk each: shapes the other turns do not make (custom tool calls, annotations, logprobs).
+    Chunks(Vec<Value>),
 }
 
 /// What the fake received.
@@ -299,7 +302,7 @@ fn completion(turn: &Turn, id: &str, model: &str) -> Value {
             let calls: Vec<Value> = calls.iter().enumerate().map(|(i, (n, a))| tool_call_json(i, n, a)).collect();
             (json!({"role": "assistant", "content": null, "tool_calls": calls, "refusal": null}), "tool_calls")
         }
-        Turn::Status { .. } | Turn::Hang | Turn::ToolRound { .. } => unreachable!(),
+        Turn::Status { .. } | Turn::Hang | Turn::ToolRound { .. } | Turn::Chunks(_) => unreachable!(),
     };
     json!({"id": id, "object": "chat.completion", "created": 1_700_000_000, "model": model,
            "system_fingerprint": null,
@@ -348,11 +351,20 @@ fn stream_response(shared: Arc<Shared>, turn: Turn, id: &str, model: &str, inclu
                 }
             }
         }
+        Turn::Chunks(choices) => {
+            for choice in choices {
+                let c = json!({"id": id, "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+                    "choices": [choice]});
+                frames.push(format!("data: {c}\n\n"));
+            }
+        }
         Turn::Status { .. } | Turn::Hang | Turn::ToolRound { .. } => unreachable!(),
     }
     if !broken {
         let finish = if matches!(turn, Turn::ToolCalls(_)) { "tool_calls" } else { "stop" };
-        frames.push(chunk(json!({}), Some(finish)));
+        if !matches!(turn, Turn::Chunks(_)) {
+            frames.push(chunk(json!({}), Some(finish)));
+        }
         if include_usage {
             let u = json!({"id": id, "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
                 "system_fingerprint": null, "choices": [], "usage": usage()});

@@ -79,6 +79,16 @@ impl Persona {
                 Some("tools"),
             ));
         }
+        // A forced function must be one of the tools sent.
+        if let Some(forced) = body["tool_choice"]["function"]["name"].as_str() {
+            let given = body["tools"].as_array().into_iter().flatten().any(|t| t["function"]["name"] == forced);
+            if !given {
+                return Err(openai_error(
+                    &format!("Invalid value for 'tool_choice': function '{forced}' was not found in 'tools'."),
+                    Some("tool_choice"),
+                ));
+            }
+        }
         let messages = body["messages"].as_array().cloned().unwrap_or_default();
         let mut pending: Vec<String> = Vec::new();
         for (i, m) in messages.iter().enumerate() {
