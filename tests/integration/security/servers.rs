@@ -155,7 +155,8 @@ async fn an_sse_event_that_never_ends_is_cut_off() {
     }
     let cpu = gw.cpu_secs() - cpu_before;
     println!("endless SSE event: {last} bytes read, RSS {rss_before} → peak {peak} KiB, {cpu:.2} s CPU");
-    assert!(last < 24 * 1024 * 1024, "the gateway read {last} bytes of one event");
+    // 16 MiB of event, plus what loopback socket buffers hold (several MiB each way).
+    assert!(last < 40 * 1024 * 1024, "the gateway read {last} bytes of one event");
     assert!(peak < rss_before + 80 * 1024, "RSS grew from {rss_before} KiB to {peak} KiB");
     assert!(cpu < 5.0, "{cpu} s of CPU");
     // Once cut off, the gateway is quiet: no CPU spent on the dead stream.

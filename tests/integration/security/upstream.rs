@@ -102,7 +102,8 @@ async fn an_upstream_event_that_never_ends_is_cut_off() {
     assert_eq!(payloads.last(), Some(&"[DONE]"), "{}", body.chars().take(500).collect::<String>());
     let error: Value = serde_json::from_str(payloads[payloads.len() - 2]).unwrap();
     assert_eq!(error["error"]["type"], "upstream_error", "{error}");
-    assert!(read < 24 * 1024 * 1024, "the gateway read {read} bytes of one event");
+    // 16 MiB of event, plus what loopback socket buffers hold (several MiB each way).
+    assert!(read < 40 * 1024 * 1024, "the gateway read {read} bytes of one event");
     assert!(rss < rss_before + 80 * 1024, "RSS grew from {rss_before} KiB to {rss} KiB");
     assert!(cpu < 5.0, "{cpu} s of CPU");
     gw.stop().await;
