@@ -810,6 +810,27 @@ fn mcp_server(name: &str, raw: RawMcpServer, p: &mut Problems) -> Option<McpServ
         p.push("mcpServers", "a server name must not be empty");
         return None;
     }
+    // The name is the prefix of every exposed tool name (`<server>__<tool>`): with `_` or other
+    // characters, `a__b` + `c` and `a` + `b__c` would be one name, and policies could not tell
+    // servers apart.
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        let suggestion: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+            .collect::<String>()
+            .split('-')
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join("-");
+        p.push(
+            format!("mcpServers.{name}"),
+            format!(
+                "server names may use letters, digits and `-` only (they prefix tool names as `<server>__<tool>`); \
+                 rename it, e.g. to `{suggestion}` (tool names and policies then use `{suggestion}__…`)"
+            ),
+        );
+        return None;
+    }
     if !raw.user_headers.is_empty() && raw.url.is_none() {
         p.push(at("user_headers"), "only HTTP servers (`url`) take user headers");
     }

@@ -2,8 +2,9 @@
 //! per change (connect, `list_changed`, reconnect) and shared read-only by every request.
 //!
 //! Exposed names are `<server>__<tool>`, sanitised to `[A-Za-z0-9_-]` and at most 64
-//! characters. A name that is too long or would collide is shortened and given a stable
-//! 8-hex-digit hash of `(server, tool)`, so it never changes between rebuilds. Input schemas
+//! characters. A name that sanitising changed, that is too long or that would collide is
+//! shortened and given a stable 8-hex-digit hash of `(server, tool)`, so it never changes between
+//! rebuilds and does not depend on the order tools are listed in. Input schemas
 //! are sanitised for strict providers and the OpenAI `tools` entry is prepared as JSON here, so
 //! injecting the catalog into a request is a clone of ready values.
 
@@ -158,8 +159,12 @@ impl Catalog {
     }
 
     fn unique_name(&self, server: &str, tool: &str) -> String {
-        let plain = sanitize(&format!("{server}{SEPARATOR}{tool}"));
-        if plain.len() <= MAX_NAME && !self.by_name.contains_key(&plain) {
+        let joined = format!("{server}{SEPARATOR}{tool}");
+        let plain = sanitize(&joined);
+        // A name that changed in sanitising always gets its hash: `issues.list` beside
+        // `issues_list` is told apart the same way whatever order the server lists them in.
+        let lossless = plain == joined;
+        if lossless && plain.len() <= MAX_NAME && !self.by_name.contains_key(&plain) {
             return plain;
         }
         let mut hash = fnv1a(format!("{server}\u{0}{tool}").as_bytes());
@@ -304,7 +309,13 @@ mod tests {
             tool("my server", &long),
         ]);
         let names: Vec<&str> = cat.entries().iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(&names[..3], ["a__echo", "b__echo", "a__weird_name"]);
+        assert_eq!(&names[..2], ["a__echo", "b__echo"]);
+        // `weird.name` (changed by sanitising) is hashed; `weird_name` keeps its name, whichever
+        // comes first.
+        assert!(names[2].starts_with("a__weird_name_") && names[3] == "a__weird_name", "{names:?}");
+        let reordered = Catalog::build([tool("a", "weird_name"), tool("a", "weird.name")]);
+        assert_eq!(reordered.by_origin("a", "weird.name").unwrap().name, names[2]);
+        assert_eq!(reordered.by_origin("a", "weird_name").unwrap().name, "a__weird_name");
         let unique: std::collections::HashSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len(), "{names:?}");
         for e in cat.entries() {

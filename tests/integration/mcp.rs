@@ -21,21 +21,21 @@ async fn same_tool_over_three_transports_gives_the_same_result() {
     let http = HttpPeer::test_server("http", 0).await;
     let sse = HttpPeer::test_server("sse", 0).await;
     let servers = format!(
-        "{}  ts_http:\n    url: {}/mcp\n  ts_sse:\n    url: {}/sse\n",
-        stdio("ts_stdio", ""),
+        "{}  ts-http:\n    url: {}/mcp\n  ts-sse:\n    url: {}/sse\n",
+        stdio("ts-stdio", ""),
         http.base(),
         sse.base()
     );
     let app = app_with(&servers).await;
     app.wait_for_tools(|n| {
-        ["ts_stdio__echo", "ts_http__echo", "ts_sse__echo"].iter().all(|t| n.iter().any(|x| x == t))
+        ["ts-stdio__echo", "ts-http__echo", "ts-sse__echo"].iter().all(|t| n.iter().any(|x| x == t))
     })
     .await;
     let servers = app.servers().await;
-    assert_eq!(servers["ts_sse"]["transport"], "sse", "a URL ending in /sse selects the legacy transport");
-    assert_eq!(servers["ts_http"]["transport"], "streamable-http");
+    assert_eq!(servers["ts-sse"]["transport"], "sse", "a URL ending in /sse selects the legacy transport");
+    assert_eq!(servers["ts-http"]["transport"], "streamable-http");
     let mut results = Vec::new();
-    for name in ["ts_stdio__echo", "ts_http__echo", "ts_sse__echo"] {
+    for name in ["ts-stdio__echo", "ts-http__echo", "ts-sse__echo"] {
         let (status, result) = app.call_tool(name, json!({"text": "same everywhere"})).await;
         assert_eq!(status, 200, "{name}: {result}");
         results.push(result);
@@ -51,13 +51,13 @@ async fn server_everything_over_three_transports() {
     let sse = HttpPeer::everything("sse").await;
     let streamable = HttpPeer::everything("streamableHttp").await;
     let servers = format!(
-        "  ev_stdio:\n    command: node\n    args: [\"{}\", stdio]\n  ev_sse:\n    url: {}/sse\n  ev_http:\n    url: {}/mcp\n",
+        "  ev-stdio:\n    command: node\n    args: [\"{}\", stdio]\n  ev-sse:\n    url: {}/sse\n  ev-http:\n    url: {}/mcp\n",
         everything(),
         sse.base(),
         streamable.base()
     );
     let app = app_with(&servers).await;
-    for server in ["ev_stdio", "ev_sse", "ev_http"] {
+    for server in ["ev-stdio", "ev-sse", "ev-http"] {
         let tools = app.wait_for_tools(|n| n.iter().any(|t| t == &format!("{server}__get-tiny-image"))).await;
         let listed = tools.iter().find(|t| t["name"] == format!("{server}__echo")).expect("echo listed");
         assert_eq!(listed["server"], server);
@@ -166,7 +166,7 @@ async fn list_changed_updates_the_catalog_without_a_restart() {
 #[tokio::test]
 async fn colliding_and_long_names_are_valid_distinct_and_reversible() {
     // Two servers whose names collide once sanitised, each with tools that collide too.
-    let servers = format!("{}{}", stdio("a.b", ""), stdio("a_b", ""));
+    let servers = format!("{}{}", stdio("a-b", ""), stdio("ab", ""));
     let app = app_with(&servers).await;
     // 12 tools on each server.
     let tools = app.wait_for_tools(|n| n.len() >= 2 * 11).await;
@@ -178,7 +178,7 @@ async fn colliding_and_long_names_are_valid_distinct_and_reversible() {
         assert!(name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'), "{name}");
     }
     for original in ["weird.name", "weird_name", &"very_long_".repeat(10)] {
-        for server in ["a.b", "a_b"] {
+        for server in ["a-b", "ab"] {
             let tool = tools
                 .iter()
                 .find(|t| t["server"] == server && t["original_name"] == original)
@@ -188,8 +188,8 @@ async fn colliding_and_long_names_are_valid_distinct_and_reversible() {
         }
     }
     let filtered: Value =
-        app.client.get(app.url("/mcp/tools/list?server=a.b")).send().await.unwrap().json().await.unwrap();
-    assert!(filtered["tools"].as_array().unwrap().iter().all(|t| t["server"] == "a.b"));
+        app.client.get(app.url("/mcp/tools/list?server=a-b")).send().await.unwrap().json().await.unwrap();
+    assert!(filtered["tools"].as_array().unwrap().iter().all(|t| t["server"] == "a-b"));
 }
 
 #[tokio::test]

@@ -251,13 +251,20 @@ async fn tool_patterns_cannot_admit_another_servers_look_alike() {
     let llm = FakeLlm::new().text("ok").start().await;
     let yaml = format!(
         "auth:\n  api_keys: [sk-admin]\n  keys:\n    - key: sk-ts-echo\n      tools: [\"ts__*echo\"]\n\
-         mcpServers:\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n  ts__evil:\n    command: {TEST_SERVER}\n    args: [stdio]\n"
+         mcpServers:\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n  ts-evil:\n    command: {TEST_SERVER}\n    args: [stdio]\n"
     );
     let mut app = TestApp::in_front_of(&llm, &yaml).await;
     app.key = Some("sk-admin".into());
-    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__echo") && n.iter().any(|t| t == "ts__evil__echo")).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__echo") && n.iter().any(|t| t == "ts-evil__echo")).await;
     app.key = Some("sk-ts-echo".into());
     let body: serde_json::Value = app.get("/mcp/tools/list").await.json().await.unwrap();
     let names: Vec<&str> = body["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["ts__echo"], "`ts__evil__echo` matches the glob `ts__*echo`, but not server `ts`");
+    assert_eq!(names, ["ts__echo"], "`ts-evil`'s echo is another server's");
+    // Server names are letters, digits and `-`: `ts__evil` would be a server whose tools look
+    // like `ts`'s.
+    let refused = mcp_middleware::config::load_str(
+        &format!("mcpServers:\n  ts__evil:\n    command: {TEST_SERVER}\n"),
+        &std::collections::HashMap::<String, String>::new(),
+    );
+    assert!(refused.unwrap_err().to_string().contains("rename it, e.g. to `ts-evil`"));
 }
