@@ -140,6 +140,16 @@ async fn open(
             if let Some(cwd) = cwd {
                 cmd.current_dir(cwd);
             }
+            // If the gateway dies without cleaning up (SIGKILL, OOM), the kernel kills the child
+            // too: it must not run on with nobody to talk to.
+            #[cfg(target_os = "linux")]
+            // SAFETY: runs in the forked child before exec; `prctl(PR_SET_PDEATHSIG)` is
+            // async-signal-safe and touches no memory of the parent.
+            unsafe {
+                cmd.pre_exec(|| {
+                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+                });
+            }
             let spawn_err = |source| ConnectError::Spawn { command: command.clone(), source };
             // Its own process group: stopping the server also stops what it started (`npx` → node).
             let mut wrapped = process_wrap::tokio::CommandWrap::from(cmd);

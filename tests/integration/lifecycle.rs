@@ -69,3 +69,46 @@ async fn shutdown_is_bounded_by_the_grace_period() {
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     stuck.abort();
 }
+
+/// A gateway killed outright (SIGKILL, the OOM killer) cannot stop its stdio servers: the kernel
+/// does, through the parent-death signal each child is started with.
+#[tokio::test]
+async fn stdio_servers_die_with_a_killed_gateway() {
+    use crate::common::peers::TEST_SERVER;
+    use crate::common::process::GatewayProcess;
+    let llm = FakeLlm::new().text("ok").start().await;
+    // A server that does not stop when its stdin closes: the shell waits, then keeps working.
+    let script = format!("{TEST_SERVER} stdio; sleep 59");
+    let yaml = format!(
+        "upstream:\n  base_url: {}\nbuiltin_tools:\n  enabled: false\nmcpServers:\n  ts:\n    command: sh\n    args: [\"-c\", {script:?}]\n",
+        llm.url
+    );
+    let gw = GatewayProcess::spawn(&yaml, &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let children = loop {
+        let children = gw.children("sleep 59");
+        if !children.is_empty() {
+            break children;
+        }
+        assert!(Instant::now() < deadline, "the stdio server never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(gw.pid() as i32), nix::sys::signal::Signal::SIGKILL);
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()).map(str::to_owned))
+            .is_some_and(|state| state != "Z" && state != "X")
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while children.iter().any(|pid| alive(*pid)) {
+        if Instant::now() > deadline {
+            for pid in &children {
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGKILL);
+            }
+            panic!("stdio servers outlived the killed gateway: {children:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
