@@ -139,7 +139,7 @@ impl Agent {
             find_tools = offer.find_tools.is_some(),
             "chat completion"
         );
-        headers.remove("x-mcp-servers");
+        headers.remove(super::MCP_SERVERS_HEADER);
 
         let ChatRequest { raw, body } = chat;
         if tools.is_empty() && offer.find_tools.is_none() {

@@ -67,9 +67,9 @@ fn access(context: &RequestContext<RoleServer>) -> Result<ToolAccess, ErrorData>
     let parts = context.extensions.get::<http::request::Parts>();
     let key = parts.and_then(|p| p.extensions.get::<KeyPolicy>()).map(|k| k.0.clone());
     let headers: Vec<&str> = parts
-        .map(|p| p.headers.get_all("x-mcp-servers").iter().map(|v| v.to_str()).collect::<Result<Vec<_>, _>>())
+        .map(|p| super::narrowing_headers(&p.headers))
         .transpose()
-        .map_err(|_| ErrorData::invalid_params("the x-mcp-servers header must be plain ASCII text", None))?
+        .map_err(|e| ErrorData::invalid_params(e, None))?
         .unwrap_or_default();
     let controls =
         RequestControls::take(&headers, &mut Default::default()).map_err(|e| ErrorData::invalid_params(e, None))?;

@@ -24,8 +24,8 @@ pub use facade::Facade;
 pub use history::{cards_to_text, expand_tool_cards};
 pub use invoke::{Authorized, Invocation, Invoker};
 pub use policy::{
-    KeyPolicy, RequestControls, ToolAccess, client_tool_names, glob, is_background_task, model_policy, select,
-    takes_images,
+    KeyPolicy, MCP_SERVERS_HEADER, RequestControls, ToolAccess, client_tool_names, glob, is_background_task,
+    model_policy, narrowing_headers, select, takes_images,
 };
 pub use results::{ToolOutput, cut_to_budget, to_tool_output};
 pub use run::{Agent, ChatJob};

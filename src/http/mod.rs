@@ -168,17 +168,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The `x-mcp-servers` header. One that is not valid text is refused rather than ignored: a
-/// narrowing the gateway cannot read must not widen the request to every tool.
-/// Every value counts (a proxy may append one after the client's): each narrows further.
+/// The request's `x-mcp-servers` values (see [`crate::agent::narrowing_headers`]), or a 400.
 pub(crate) fn mcp_servers_header(headers: &axum::http::HeaderMap) -> Result<Vec<&str>, ApiError> {
-    headers
-        .get_all("x-mcp-servers")
-        .iter()
-        .map(|value| {
-            value.to_str().map_err(|_| ApiError::BadRequest("the x-mcp-servers header must be plain ASCII text".into()))
-        })
-        .collect()
+    crate::agent::narrowing_headers(headers).map_err(ApiError::BadRequest)
 }
 
 /// The MCP facade as a tower service: rmcp's streamable HTTP server (sessions for the

@@ -201,6 +201,36 @@ async fn open(
     }
 }
 
+/// What a call to `server` carries in its `_meta`, by transport: for an in-process server, the
+/// tools the caller may see (`visible`, asked only here) and the caller's files folder; for an
+/// HTTP server with `user_headers`, the headers filled for `identity` (taken out again by
+/// [`HeaderClient`] and sent as headers); nothing otherwise.
+pub fn call_meta(
+    server: &McpServerConfig,
+    visible: impl FnOnce() -> Option<Vec<String>>,
+    identity: &crate::config::UserIdentity,
+) -> Option<rmcp::model::JsonObject> {
+    match server.transport {
+        McpTransportConfig::InProcess => {
+            let mut meta = visible().map(super::visible_tools_meta);
+            if let Some(files) = &identity.files {
+                meta.get_or_insert_with(rmcp::model::JsonObject::new)
+                    .insert(super::FILES_NAMESPACE_META.into(), files.clone().into());
+            }
+            meta
+        }
+        McpTransportConfig::StreamableHttp { .. } | McpTransportConfig::Sse { .. }
+            if !server.user_headers.is_empty() =>
+        {
+            let headers = super::call_headers::render(&server.user_headers, identity);
+            let mut meta = rmcp::model::JsonObject::new();
+            meta.insert(super::CALL_HEADERS_META.into(), serde_json::Value::Object(headers));
+            Some(meta)
+        }
+        _ => None,
+    }
+}
+
 fn header_map(headers: &std::collections::BTreeMap<String, Secret>) -> Result<HeaderMap, ConnectError> {
     let mut out = HeaderMap::new();
     for (name, value) in headers {

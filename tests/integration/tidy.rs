@@ -47,13 +47,26 @@ fn violations(sources: &[Source]) -> Vec<String> {
         }
         // Only the invoker runs tools (it takes an `Authorized` entry, which only the permission
         // check makes); the operator's CLI runs a tool by name, as the operator.
-        let invoker = ["src/agent/invoke.rs", "src/mcp/mod.rs"];
+        let invoker = ["src/agent/invoke.rs", "src/mcp/hub.rs"];
         if s.path.starts_with("src/") && code.contains(".call_entry(") && !invoker.contains(&s.path.as_str()) {
             out.push(format!("{}: calls `Hub::call_entry` (only src/agent/invoke.rs may)", s.path));
         }
         let program = s.path.starts_with("src/") || s.path.starts_with("tools/");
         if program && code.contains("hub.call(") && s.path != "src/cli.rs" {
             out.push(format!("{}: runs a tool by name without the permission check", s.path));
+        }
+        // Only `connect.rs` knows which transport a server uses.
+        let transport_aware = s.path.starts_with("src/config/") || s.path == "src/mcp/connect.rs";
+        if s.path.starts_with("src/") && code.contains("McpTransportConfig::") && !transport_aware {
+            out.push(format!("{}: matches on transports (only src/mcp/connect.rs may)", s.path));
+        }
+        // Only `access`-side code reads a request's narrowing controls.
+        let controls_reader = ["src/agent/policy.rs"];
+        if s.path.starts_with("src/")
+            && code.contains("\"x-mcp-servers\"")
+            && !controls_reader.contains(&s.path.as_str())
+        {
+            out.push(format!("{}: reads x-mcp-servers (only the access code may)", s.path));
         }
         if !s.text.trim_start().starts_with("//!") {
             out.push(format!("{}: no `//!` module doc at the top", s.path));
@@ -104,6 +117,11 @@ fn the_checker_catches_each_kind_of_violation() {
         src("src/http/x.rs", "use axum::Router;\n"),
         src("src/http/mcp.rs", "//! doc\nasync fn f() { state.hub.call_entry(e, a, v, i).await; }\n"),
         src("tools/x.rs", "//! doc\nasync fn f() { hub.call(\"t\", a).await; }\n"),
+        src(
+            "src/mcp/hub.rs",
+            "//! doc\nfn f(c: &C) -> bool { matches!(c.transport, McpTransportConfig::InProcess) }\n",
+        ),
+        src("src/agent/facade.rs", "//! doc\nfn f(h: &H) { h.get_all(\"x-mcp-servers\"); }\n"),
     ];
     let found = violations(&bad);
     assert_eq!(found.len(), bad.len(), "one violation each: {found:#?}");

@@ -1,0 +1,229 @@
+//! The hub: every configured server as a live, supervised connection, the catalog of all
+//! their tools rebuilt (serialised) when any server's tools change, reconfiguration on reload,
+//! and calls routed by catalog entry. Which transport a server uses is `connect.rs`'s business.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use rmcp::model::CallToolResult;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{Catalog, InProcessServer, McpError, ServerHandle, ServerStatus, SharedCatalog, SourceTool, ToolEntry};
+use crate::config::{McpServerConfig, UserIdentity};
+
+/// One running server: its handle, its supervisor task and the token that stops it.
+struct Running {
+    handle: Arc<ServerHandle>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// All servers and the catalog of their tools.
+pub struct Hub {
+    servers: RwLock<Vec<Running>>,
+    catalog: SharedCatalog,
+    /// Serialises rebuilds: read every server's tools, build, swap, as one step, so a rebuild
+    /// that read older tools can never land after one that read newer tools.
+    rebuilding: Mutex<()>,
+    shutdown: CancellationToken,
+    http: reqwest::Client,
+    in_process: HashMap<String, InProcessServer>,
+    /// Weak self, for the supervisors' change callback.
+    this: std::sync::Weak<Hub>,
+}
+
+impl Hub {
+    /// Starts a supervisor per enabled server; returns at once (servers connect in the
+    /// background, so one slow server never delays the gateway). `in_process` serves the
+    /// servers of transport `in-process`, by name; the catalog is published to `catalog`.
+    pub fn start(
+        configs: &[McpServerConfig],
+        in_process: &HashMap<String, InProcessServer>,
+        catalog: SharedCatalog,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            // Never follow a server's redirect: it would carry the JSON-RPC body and the
+            // server's configured secret headers to wherever `Location` points (SSRF).
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
+        let hub = Arc::new_cyclic(|this| Self {
+            servers: RwLock::new(Vec::new()),
+            catalog,
+            rebuilding: Mutex::new(()),
+            shutdown,
+            http,
+            in_process: in_process.clone(),
+            this: this.clone(),
+        });
+        let running: Vec<Running> = configs.iter().cloned().map(|c| hub.launch(c)).collect();
+        *hub.servers.write() = running;
+        // A server that became ready before the list was in place rebuilt without itself.
+        hub.rebuild();
+        hub
+    }
+
+    /// Starts the supervisor of one server.
+    fn launch(&self, config: McpServerConfig) -> Running {
+        // Offered by name; only `connect.rs` decides whether this server's transport uses it.
+        let served = self.in_process.get(&config.name).cloned();
+        let handle = ServerHandle::new(config, served);
+        let this = self.this.clone();
+        let on_change: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            if let Some(hub) = this.upgrade() {
+                hub.rebuild();
+            }
+        });
+        let stop = self.shutdown.child_token();
+        let task = tokio::spawn(handle.clone().supervise(self.http.clone(), on_change, stop.clone()));
+        Running { handle, stop, task }
+    }
+
+    /// Applies a new server list: servers no longer configured are stopped, new ones started,
+    /// changed ones restarted; unchanged ones keep their connection (and calls in flight).
+    /// Returns the names of the servers added, removed and restarted.
+    pub fn reconfigure(&self, configs: &[McpServerConfig]) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let (mut added, mut removed, mut restarted) = (Vec::new(), Vec::new(), Vec::new());
+        let stopped: Vec<Running> = {
+            let mut servers = self.servers.write();
+            let mut kept = Vec::with_capacity(configs.len());
+            let mut stopped = Vec::new();
+            let mut old: HashMap<String, Running> =
+                servers.drain(..).map(|r| (r.handle.name().to_owned(), r)).collect();
+            for config in configs {
+                match old.remove(&config.name) {
+                    Some(running) if running.handle.config == *config => kept.push(running),
+                    Some(running) => {
+                        restarted.push(config.name.clone());
+                        stopped.push(running);
+                        kept.push(self.launch(config.clone()));
+                    }
+                    None => {
+                        added.push(config.name.clone());
+                        kept.push(self.launch(config.clone()));
+                    }
+                }
+            }
+            for (name, running) in old {
+                removed.push(name);
+                stopped.push(running);
+            }
+            *servers = kept;
+            stopped
+        };
+        for running in stopped {
+            running.stop.cancel();
+            // Reaped in the background: the caller does not wait for children to exit.
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(10), running.task).await;
+            });
+        }
+        // Also covers a new server that became ready before the list was in place.
+        self.rebuild();
+        (added, removed, restarted)
+    }
+
+    /// The handles of every server, in configuration order.
+    fn handles(&self) -> Vec<Arc<ServerHandle>> {
+        self.servers.read().iter().map(|r| r.handle.clone()).collect()
+    }
+
+    /// The current catalog (a cheap `Arc` clone; never rebuilt per request).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.load()
+    }
+
+    /// The shared catalog (to watch for changes).
+    pub fn shared_catalog(&self) -> &SharedCatalog {
+        &self.catalog
+    }
+
+    /// Status of every configured server.
+    pub fn servers(&self) -> Vec<ServerStatus> {
+        self.handles().iter().map(|s| s.status()).collect()
+    }
+
+    /// Waits (at most `limit`) until no server is still making its first connection.
+    pub async fn settled(&self, limit: Duration) {
+        let handles = self.handles();
+        let all = futures_util::future::join_all(handles.iter().map(|s| s.settled()));
+        let _ = tokio::time::timeout(limit, all).await;
+    }
+
+    /// Calls a tool by its exposed name (operators' CLI: no permission applies).
+    pub async fn call(&self, name: &str, arguments: Value) -> Result<CallToolResult, McpError> {
+        let catalog = self.catalog();
+        let entry = catalog.get(name).ok_or_else(|| McpError::UnknownTool { name: name.to_owned() })?;
+        self.call_entry(entry, arguments, || None, &UserIdentity::default()).await
+    }
+
+    /// Calls the tool of a catalog entry. The caller has already checked its permission;
+    /// `visible` names the tools that caller may see (`None`: all of them) and is asked only when
+    /// the tool runs in process, so the built-in `list_mcp_tools` shows no more than the caller
+    /// may use. `identity` fills the server's `user_headers`, if it has any.
+    pub async fn call_entry(
+        &self,
+        entry: &ToolEntry,
+        arguments: Value,
+        visible: impl FnOnce() -> Option<Vec<String>>,
+        identity: &UserIdentity,
+    ) -> Result<CallToolResult, McpError> {
+        let arguments = match arguments {
+            Value::Null => serde_json::Map::new(),
+            Value::Object(map) => map,
+            _ => {
+                return Err(McpError::InvalidArguments {
+                    tool: entry.name.clone(),
+                    message: "arguments must be a JSON object".into(),
+                });
+            }
+        };
+        let arguments = Value::Object(arguments);
+        entry
+            .validate(&arguments)
+            .map_err(|message| McpError::InvalidArguments { tool: entry.name.clone(), message })?;
+        let server = self
+            .handles()
+            .into_iter()
+            .find(|s| s.name() == entry.server)
+            .ok_or_else(|| McpError::UnknownTool { name: entry.name.clone() })?;
+        let meta = super::connect::call_meta(&server.config, visible, identity);
+        let Value::Object(arguments) = arguments else {
+            return Err(McpError::InvalidArguments { tool: entry.name.clone(), message: "not an object".into() });
+        };
+        server.call(&entry.original_name, Some(arguments), meta).await
+    }
+
+    /// Rebuilds the catalog from every server's current tools.
+    fn rebuild(&self) {
+        let _serialised = self.rebuilding.lock();
+        let handles = self.handles();
+        let sources = handles.iter().flat_map(|s| {
+            let server = s.name().to_owned();
+            s.tools().iter().cloned().collect::<Vec<_>>().into_iter().map(move |t| SourceTool {
+                server: server.clone(),
+                name: t.name.into_owned(),
+                description: t.description.map(|d| d.into_owned()),
+                input_schema: t.input_schema,
+            })
+        });
+        let catalog = Catalog::build(sources);
+        tracing::debug!(tools = catalog.len(), "tool catalog rebuilt");
+        self.catalog.store(catalog);
+    }
+
+    /// Stops every server (children are killed and reaped), bounded in time.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.servers.write()).into_iter().map(|r| r.task).collect();
+        let _ = tokio::time::timeout(Duration::from_secs(10), futures_util::future::join_all(tasks)).await;
+    }
+}
