@@ -136,12 +136,11 @@ impl StreamableHttpClient for HeaderClient {
             .post_message_with_response_limits(uri, message, session_id, auth_header, custom_headers, limits)
             .await;
         match response {
-            // A server that lost our session (it restarted) answers the old session id with an
-            // error for no request of ours — server-everything with 400, where the
-            // specification says 404. Either way the session is gone: rmcp starts a new one and
-            // retries the request once.
+            // A server that lost our session (it restarted) may say so with an error for no
+            // request of ours instead of a 404 (see `SessionExpiry`): rmcp then starts a new
+            // session and retries the request once.
             Ok(StreamableHttpPostResponse::Json(JsonRpcMessage::Error(error), _))
-                if in_session && request_id.is_some() && error.id != request_id =>
+                if super::session_expiry::SessionExpiry::lost(in_session, request_id.as_ref(), &error) =>
             {
                 tracing::debug!(error = %error.error.message, "MCP session rejected; starting a new one");
                 Err(StreamableHttpError::SessionExpired)

@@ -6,6 +6,7 @@
 //! | `connect.rs` | opening a session over stdio, streamable HTTP or legacy SSE          |
 //! | `child_env.rs` | the allowlisted environment a stdio server starts with             |
 //! | `call_headers.rs` | per-call `user_headers` for HTTP servers                        |
+//! | `session_expiry.rs` | when a streamable-HTTP server has lost our session            |
 //! | `sse.rs`     | our legacy HTTP+SSE client transport (rmcp 3 has none)               |
 //! | `hub.rs`     | every server's supervisor, the catalog rebuilds, reload, call routing |
 //! | `shared.rs`  | the current catalog, swapped without a lock; a read-only view        |
@@ -23,6 +24,7 @@ mod connect;
 mod hub;
 pub mod search;
 mod server;
+mod session_expiry;
 mod shared;
 mod sse;
 
