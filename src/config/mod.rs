@@ -387,6 +387,10 @@ pub struct McpServerConfig {
     pub tool_timeout: Duration,
     /// Total cap of one call, progress or not.
     pub max_call_duration: Duration,
+    /// Ping interval of a quiet connection (zero: no pings).
+    pub ping_interval: Duration,
+    /// How long a server may be down before its tools are withdrawn.
+    pub withdraw_after: Duration,
     /// Time allowed to start and initialize.
     pub startup_timeout: Duration,
     /// Only these original tool names are exposed, when set.
@@ -617,6 +621,9 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             enabled: true,
             tool_timeout: Duration::from_secs(60),
             max_call_duration: Duration::from_secs(600),
+            // In process: nothing to wedge.
+            ping_interval: Duration::ZERO,
+            withdraw_after: Duration::from_secs(60),
             startup_timeout: Duration::from_secs(10),
             include_tools: raw.builtin_tools.include_tools,
             exclude_tools: raw.builtin_tools.exclude_tools,
@@ -897,6 +904,8 @@ fn mcp_server(name: &str, raw: RawMcpServer, p: &mut Problems) -> Option<McpServ
         enabled: raw.enabled.unwrap_or(true),
         tool_timeout: dur(raw.tool_timeout, 60),
         max_call_duration: dur(raw.max_call_duration, 600),
+        ping_interval: dur(raw.ping_interval, 30),
+        withdraw_after: dur(raw.withdraw_after, 60),
         startup_timeout: dur(raw.startup_timeout, 30),
         include_tools: raw.include_tools,
         exclude_tools: raw.exclude_tools,

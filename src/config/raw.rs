@@ -411,6 +411,13 @@ pub struct RawMcpServer {
     pub max_call_duration: Option<DurationValue>,
     /// Longest wait for the server to start and answer `initialize`. Default 30 s.
     pub startup_timeout: Option<DurationValue>,
+    /// How often a connected server that has been quiet is pinged; after three unanswered pings
+    /// it is restarted (a wedged server would otherwise cost every call its full timeout).
+    /// `0` turns pinging off. Default 30 s.
+    pub ping_interval: Option<DurationValue>,
+    /// Tools of a server that has been down this long are no longer offered (they come back when
+    /// it reconnects). Default 60 s.
+    pub withdraw_after: Option<DurationValue>,
     /// Only these tools are exposed (original names). Absent means all.
     pub include_tools: Option<Vec<String>>,
     /// These tools are never exposed (original names).

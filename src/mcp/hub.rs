@@ -207,7 +207,7 @@ impl Hub {
         let handles = self.handles();
         let sources = handles.iter().flat_map(|s| {
             let server = s.name().to_owned();
-            s.tools().iter().cloned().collect::<Vec<_>>().into_iter().map(move |t| SourceTool {
+            s.offered_tools().iter().cloned().collect::<Vec<_>>().into_iter().map(move |t| SourceTool {
                 server: server.clone(),
                 name: t.name.into_owned(),
                 description: t.description.map(|d| d.into_owned()),

@@ -69,6 +69,8 @@ struct Live {
     last_error: Option<String>,
     restarts: u32,
     protocol_version: Option<String>,
+    /// Since when the server has not been ready (`None` while it is).
+    down_since: Option<Instant>,
 }
 
 /// A server and its supervisor's shared state.
@@ -98,6 +100,7 @@ impl ServerHandle {
             last_error: None,
             restarts: 0,
             protocol_version: None,
+            down_since: Some(Instant::now()),
         });
         let tools_changed = Arc::new(Notify::new());
         let redactor = Redactor::for_server(&config);
@@ -135,6 +138,16 @@ impl ServerHandle {
         self.live.borrow().tools.clone()
     }
 
+    /// The tools to offer: none once the server has been down for `withdraw_after` (offering
+    /// them would only produce "unavailable" calls), the last known list otherwise.
+    pub fn offered_tools(&self) -> Arc<Vec<Tool>> {
+        let live = self.live.borrow();
+        match live.down_since {
+            Some(since) if since.elapsed() >= self.config.withdraw_after => Arc::default(),
+            _ => live.tools.clone(),
+        }
+    }
+
     /// Waits until the server left `connecting` (ready, failed or disabled).
     pub async fn settled(&self) {
         let mut rx = self.live.subscribe();
@@ -152,6 +165,7 @@ impl ServerHandle {
             return;
         }
         let mut failures = 0u32;
+        let mut withdrawn = false;
         loop {
             let started = Instant::now();
             match self.connect_once(&http, &on_change, &shutdown).await {
@@ -162,6 +176,13 @@ impl ServerHandle {
             if shutdown.is_cancelled() {
                 return;
             }
+            // Down past the grace: its tools leave the catalog (once) until it is back.
+            let down_long = self.live.borrow().down_since.is_some_and(|t| t.elapsed() >= self.config.withdraw_after);
+            if down_long && !withdrawn {
+                tracing::warn!(server = %self.name(), "MCP server down too long; its tools are withdrawn until it is back");
+                on_change();
+            }
+            withdrawn = down_long;
             failures = if started.elapsed() >= STABLE_AFTER { 1 } else { failures + 1 };
             let backoff = (Duration::from_millis(250) * 2u32.saturating_pow(failures - 1)).min(MAX_BACKOFF);
             tracing::warn!(server = %self.name(), backoff_ms = backoff.as_millis() as u64, "MCP server unavailable; reconnecting");
@@ -208,6 +229,7 @@ impl ServerHandle {
             live.state = ServerState::Ready;
             live.peer = Some(peer.clone());
             live.protocol_version = version;
+            live.down_since = None;
         });
         tracing::info!(server = %self.name(), tools = self.tools().len(), "MCP server ready");
         on_change();
@@ -215,9 +237,33 @@ impl ServerHandle {
         let stop = running.cancellation_token();
         let ended = running.waiting();
         tokio::pin!(ended);
+        let interval = self.config.ping_interval;
+        let mut unanswered = 0u32;
         loop {
+            let ping_due = async {
+                if interval.is_zero() {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(interval).await;
+            };
             tokio::select! {
                 _ = &mut ended => break,
+                () = ping_due => {
+                    // A wedged server (it accepts, it never answers) is found by its silence.
+                    let wait = interval.clamp(Duration::from_secs(1), Duration::from_secs(10));
+                    if ping(&peer, wait).await {
+                        unanswered = 0;
+                        continue;
+                    }
+                    unanswered += 1;
+                    tracing::warn!(server = %self.name(), unanswered, "MCP server did not answer a ping");
+                    if unanswered >= MAX_UNANSWERED_PINGS {
+                        self.set_error("no answer to three pings; restarting");
+                        stop.cancel();
+                        let _ = tokio::time::timeout(Duration::from_secs(5), ended).await;
+                        return Ok(());
+                    }
+                }
                 () = shutdown.cancelled() => {
                     stop.cancel();
                     let _ = tokio::time::timeout(Duration::from_secs(5), ended).await;
@@ -300,6 +346,7 @@ impl ServerHandle {
             live.last_error = Some(error.into_owned());
             live.state = ServerState::Failed;
             live.peer = None;
+            live.down_since.get_or_insert_with(Instant::now);
         });
     }
 
@@ -407,6 +454,18 @@ impl Drop for CancelOnDrop {
             });
         }
     }
+}
+
+/// Unanswered pings after which a connection is restarted.
+const MAX_UNANSWERED_PINGS: u32 = 3;
+
+/// Whether `peer` answers a `ping` within `wait`.
+async fn ping(peer: &Peer<RoleClient>, wait: Duration) -> bool {
+    let request = rmcp::model::ClientRequest::PingRequest(rmcp::model::PingRequest {
+        method: Default::default(),
+        extensions: Default::default(),
+    });
+    matches!(tokio::time::timeout(wait, peer.send_request(request)).await, Ok(Ok(_)))
 }
 
 /// Most tools taken from one server; the rest are left out with a warning (a server listing

@@ -307,3 +307,52 @@ async fn sigterm_drains_tool_rounds_in_flight_and_exits_cleanly() {
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "MCP child {pid} left behind");
     }
 }
+
+/// A server that accepts and never answers (frozen with SIGSTOP) no longer stays `ready` for
+/// ever: unanswered pings restart its connection, its tools leave the catalog once it has been
+/// down for `withdraw_after`, and they come back when it answers again.
+#[tokio::test]
+async fn a_wedged_server_is_restarted_and_its_tools_withdrawn() {
+    let server = HttpPeer::test_server("http", 0).await;
+    let yaml = format!(
+        "mcpServers:\n  ts:\n    url: {}/mcp\n    ping_interval: 300ms\n    withdraw_after: 2s\n    startup_timeout: 2s\n\
+         builtin_tools:\n  enabled: false\n",
+        server.base()
+    );
+    let gw = GatewayProcess::spawn(&yaml, &[]).await;
+    let names = || async {
+        let body: serde_json::Value = reqwest::get(gw.url("/mcp/tools/list")).await.unwrap().json().await.unwrap();
+        body["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    let state = || async {
+        let body: serde_json::Value = reqwest::get(gw.url("/mcp/servers")).await.unwrap().json().await.unwrap();
+        body["servers"][0].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !names().await.contains(&"ts__echo".to_owned()) {
+        assert!(Instant::now() < deadline, "never ready\n{}", gw.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = nix::unistd::Pid::from_raw(server.pid());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = state().await;
+        if status["state"] != "ready" && !names().await.contains(&"ts__echo".to_owned()) {
+            assert!(gw.logs().contains("no answer to three pings"), "restarted for its silence: {status}");
+            break;
+        }
+        if Instant::now() > deadline {
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+            panic!("the wedged server stayed offered: {status}\n{}", gw.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !names().await.contains(&"ts__echo".to_owned()) {
+        assert!(Instant::now() < deadline, "its tools never came back\n{}", gw.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    gw.stop().await;
+}
