@@ -37,6 +37,9 @@ pub struct ChatInput {
     pub client_auth: Option<crate::llm::CallerAuth>,
     /// Who the request acts for (fills MCP servers' `user_headers`).
     pub identity: UserIdentity,
+    /// Longest wait for a stream's first event before the response starts anyway (a model that
+    /// thinks for minutes must not leave a proxy in front of us waiting for headers).
+    pub first_event_wait: std::time::Duration,
 }
 
 /// What a chat request produced.
@@ -87,7 +90,8 @@ fn has_server_side_tools(body: &Map<String, Value>) -> bool {
 impl Agent {
     /// Runs one chat request.
     pub async fn chat(&self, input: ChatInput) -> Result<ChatReply, ChatError> {
-        let ChatInput { raw, key, mcp_servers, background, mut headers, client_auth, identity } = input;
+        let ChatInput { raw, key, mcp_servers, background, mut headers, client_auth, identity, first_event_wait } =
+            input;
         let mut chat = ChatRequest::parse(raw)?;
         let had_controls = chat.body.contains_key("mcp");
         let header_values: Vec<&str> = mcp_servers.iter().map(String::as_str).collect();
@@ -163,15 +167,18 @@ impl Agent {
         // The loop works from the parsed body; the client's bytes are not kept beside it.
         drop(raw);
         let vision = takes_images(&body, &self.models);
-        let job = ChatJob { body, offer, headers, client_auth, vision, identity };
+        let job = ChatJob { body, offer, headers, client_auth, vision, identity, catalog };
         if !stream {
             return Ok(ChatReply::Completion(self.complete(job).await?));
         }
         let mut rest = self.stream(job);
-        let first = match rest.recv().await {
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(event)) => Some(event),
-            None => None,
+        // A failure before anything was streamed is still an HTTP error; a first event that is
+        // slow to come starts the stream without it (keep-alives flow, a later failure arrives
+        // as an error event).
+        let first = match tokio::time::timeout(first_event_wait, rest.recv()).await {
+            Ok(Some(Err(e))) => return Err(e.into()),
+            Ok(Some(Ok(event))) => Some(event),
+            Ok(None) | Err(_) => None,
         };
         Ok(ChatReply::Events { first, rest })
     }

@@ -63,6 +63,8 @@ pub struct ChatJob {
     pub vision: bool,
     /// Who the request acts for.
     pub identity: crate::config::UserIdentity,
+    /// The catalog snapshot the offer was chosen from: the whole request uses this one.
+    pub catalog: Arc<crate::mcp::Catalog>,
 }
 
 /// The identity every chunk of one response shares.
@@ -340,14 +342,13 @@ impl Agent {
 
     async fn drive(&self, job: ChatJob, out: &mut Emitter) -> Result<Outcome, LlmError> {
         let started = Instant::now();
-        let ChatJob { mut body, offer, headers, client_auth, vision, identity } = job;
+        let ChatJob { mut body, offer, headers, client_auth, vision, identity, catalog } = job;
         let super::selection::Offer { mut tools, pool, find_tools, room, ranker: offer_ranker } = offer;
         let client_tools: HashSet<String> = super::client_tool_names(&body).map(str::to_owned).collect();
         let client_definitions: Vec<Value> = match body.remove("tools") {
             Some(Value::Array(tools)) => tools,
             _ => Vec::new(),
         };
-        let catalog = self.hub.catalog();
         // The `tools` field, serialised when the offer changes (not every round): the catalog's
         // entries are copied from their ready JSON.
         let tools_field = |tools: &[Arc<ToolEntry>]| {

@@ -33,6 +33,7 @@ pub async fn completions(
         headers: forward_headers(&headers, Framing::Rewritten),
         client_auth: super::auth::caller_auth(upstream_key.as_ref().map(|Extension(k)| k), &headers),
         identity: identity.map(|Extension(i)| i).unwrap_or_default(),
+        first_event_wait: state.config.limits.sse_keepalive,
     };
     let keepalive = state.config.limits.sse_keepalive;
     match state.agent.chat(input).await? {

@@ -231,3 +231,24 @@ async fn a_busy_model_after_tools_ran_never_makes_the_client_run_them_again() {
     assert!(body["mcp_error"]["message"].is_string(), "{body}");
     assert!(body["choices"][0]["message"]["content"].as_str().unwrap().contains("could not be reached"), "{body}");
 }
+
+/// A model that thinks long before its first token: the stream starts anyway (200, keep-alive
+/// comments), so a proxy in front of the gateway never times out waiting for headers.
+#[tokio::test]
+async fn a_slow_first_token_still_starts_the_stream() {
+    let llm = FakeLlm::new().turn(Turn::Hang).start().await;
+    let app = TestApp::in_front_of(&llm, &ts("limits:\n  sse_keepalive: 1s\n")).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__echo")).await;
+    let chat = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "think hard"}]});
+    let started = std::time::Instant::now();
+    let resp = app.post("/v1/chat/completions", &chat).await;
+    assert_eq!(resp.status(), 200);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "headers after {:?}", started.elapsed());
+    let mut body = resp.bytes_stream();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), futures_util::StreamExt::next(&mut body))
+        .await
+        .expect("bytes keep the connection alive")
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with(':'), "a keep-alive comment: {first:?}");
+}
