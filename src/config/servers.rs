@@ -1,0 +1,192 @@
+//! `mcpServers:` — each MCP server in the Claude Desktop shape, checked into a transport
+//! (stdio, streamable HTTP, legacy SSE, in process) with its limits and headers.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use super::raw::RawMcpServer;
+use super::{Problems, Secret, dur, http_url};
+
+/// One MCP server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpServerConfig {
+    /// Name from the `mcpServers` key.
+    pub name: String,
+    /// How to reach it.
+    pub transport: McpTransportConfig,
+    /// Whether to connect it at all.
+    pub enabled: bool,
+    /// Per-call timeout, reset on progress.
+    pub tool_timeout: Duration,
+    /// Total cap of one call, progress or not.
+    pub max_call_duration: Duration,
+    /// Ping interval of a quiet connection (zero: no pings).
+    pub ping_interval: Duration,
+    /// How long a server may be down before its tools are withdrawn.
+    pub withdraw_after: Duration,
+    /// Time allowed to start and initialize.
+    pub startup_timeout: Duration,
+    /// Only these original tool names are exposed, when set.
+    pub include_tools: Option<Vec<String>>,
+    /// Original tool names never exposed.
+    pub exclude_tools: Vec<String>,
+    /// Header templates filled per call from the caller's identity (HTTP transports).
+    pub user_headers: BTreeMap<String, String>,
+    /// Withdraw tools whose definition changes after the first listing.
+    pub pin_descriptions: bool,
+}
+
+/// How an MCP server is reached.
+#[derive(Debug, Clone, PartialEq)]
+pub enum McpTransportConfig {
+    /// A child process speaking JSON-RPC over stdin/stdout.
+    Stdio {
+        /// Program to run.
+        command: String,
+        /// Its arguments.
+        args: Vec<String>,
+        /// Extra environment.
+        env: BTreeMap<String, String>,
+        /// Working directory.
+        cwd: Option<PathBuf>,
+        /// Names (or `PREFIX_*`) of the gateway's variables passed on beyond the allowlist.
+        inherit_env: Vec<String>,
+    },
+    /// Streamable HTTP (MCP 2025-03-26 and later).
+    StreamableHttp {
+        /// Endpoint URL.
+        url: Url,
+        /// Extra headers (may hold secrets; never logged).
+        headers: BTreeMap<String, Secret>,
+    },
+    /// Our built-in tools, served inside the process.
+    InProcess,
+    /// Legacy HTTP+SSE (MCP 2024-11-05).
+    Sse {
+        /// URL of the SSE endpoint.
+        url: Url,
+        /// Extra headers (may hold secrets; never logged).
+        headers: BTreeMap<String, Secret>,
+    },
+}
+
+impl McpTransportConfig {
+    /// `stdio`, `streamable-http` or `sse`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Stdio { .. } => "stdio",
+            Self::StreamableHttp { .. } => "streamable-http",
+            Self::Sse { .. } => "sse",
+            Self::InProcess => "in-process",
+        }
+    }
+}
+
+/// Name of the built-in tool server.
+pub const BUILTIN_SERVER: &str = "builtin";
+
+pub(super) fn mcp_server(name: &str, raw: RawMcpServer, p: &mut Problems) -> Option<McpServerConfig> {
+    let at = |key: &str| format!("mcpServers.{name}.{key}");
+    if name.trim().is_empty() {
+        p.push("mcpServers", "a server name must not be empty");
+        return None;
+    }
+    // The name is the prefix of every exposed tool name (`<server>__<tool>`): with `_` or other
+    // characters, `a__b` + `c` and `a` + `b__c` would be one name, and policies could not tell
+    // servers apart.
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        let suggestion: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+            .collect::<String>()
+            .split('-')
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join("-");
+        p.push(
+            format!("mcpServers.{name}"),
+            format!(
+                "server names may use letters, digits and `-` only (they prefix tool names as `<server>__<tool>`); \
+                 rename it, e.g. to `{suggestion}` (tool names and policies then use `{suggestion}__…`)"
+            ),
+        );
+        return None;
+    }
+    if !raw.user_headers.is_empty() && raw.url.is_none() {
+        p.push(at("user_headers"), "only HTTP servers (`url`) take user headers");
+    }
+    for (name, template) in &raw.user_headers {
+        if http::HeaderName::try_from(name.as_str()).is_err() {
+            p.push(at("user_headers"), format!("`{name}` is not a valid header name"));
+        }
+        for placeholder in template.split("{{").skip(1).filter_map(|rest| rest.split_once("}}")).map(|(p, _)| p.trim())
+        {
+            if !["user.id", "user.name", "user.email", "user.role", "chat.id"].contains(&placeholder) {
+                p.push(
+                    at("user_headers"),
+                    format!("unknown placeholder `{{{{{placeholder}}}}}` (use user.id, user.name, user.email, user.role, chat.id)"),
+                );
+            }
+        }
+    }
+    let transport = match (&raw.command, &raw.url) {
+        (Some(_), Some(_)) => {
+            p.push(at("url"), "set either `command` (stdio) or `url`, not both");
+            return None;
+        }
+        (None, None) => {
+            p.push(at("command"), "missing: set `command` (stdio) or `url` (HTTP)");
+            return None;
+        }
+        (Some(command), None) => {
+            if let Some(t) = raw.transport.as_deref().filter(|t| *t != "stdio") {
+                p.push(at("transport"), format!("`{t}` needs a `url`; `command` runs a stdio server"));
+                return None;
+            }
+            if command.trim().is_empty() {
+                p.push(at("command"), "must not be empty");
+                return None;
+            }
+            McpTransportConfig::Stdio {
+                command: command.clone(),
+                args: raw.args,
+                env: raw.env,
+                cwd: raw.cwd,
+                inherit_env: raw.inherit_env,
+            }
+        }
+        (None, Some(url)) => {
+            let url = p.check(at("url"), http_url(url))?;
+            let headers = raw.headers.into_iter().map(|(k, v)| (k, Secret(v))).collect();
+            let implied_sse = url.path().trim_end_matches('/').ends_with("/sse");
+            match raw.transport.as_deref() {
+                Some("sse") => McpTransportConfig::Sse { url, headers },
+                None if implied_sse => McpTransportConfig::Sse { url, headers },
+                Some("streamable-http" | "streamable_http" | "streamableHttp" | "http") | None => {
+                    McpTransportConfig::StreamableHttp { url, headers }
+                }
+                Some(other) => {
+                    p.push(at("transport"), format!("unknown transport `{other}` (use stdio, streamable-http or sse)"));
+                    return None;
+                }
+            }
+        }
+    };
+    Some(McpServerConfig {
+        name: name.to_owned(),
+        transport,
+        enabled: raw.enabled.unwrap_or(true),
+        tool_timeout: dur(raw.tool_timeout, 60),
+        max_call_duration: dur(raw.max_call_duration, 600),
+        ping_interval: dur(raw.ping_interval, 30),
+        withdraw_after: dur(raw.withdraw_after, 60),
+        startup_timeout: dur(raw.startup_timeout, 30),
+        include_tools: raw.include_tools,
+        exclude_tools: raw.exclude_tools,
+        user_headers: raw.user_headers,
+        pin_descriptions: raw.pin_descriptions.unwrap_or(false),
+    })
+}
