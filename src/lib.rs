@@ -3,6 +3,7 @@
 //! See `ARCHITECTURE.md` for the code map. The binary (`main.rs`) only parses the command line
 //! and calls [`app`].
 
+pub mod access;
 pub mod agent;
 pub mod app;
 pub mod artifacts;

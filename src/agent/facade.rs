@@ -17,8 +17,7 @@ use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{Invoker, KeyPolicy, RequestControls, ToolAccess};
-use crate::config::UserIdentity;
+use super::{Invoker, RequestControls, ToolAccess};
 use crate::mcp::Hub;
 
 /// The facade's shared state; every session gets a clone.
@@ -65,7 +64,8 @@ impl Facade {
 /// other surface: a narrowing the gateway cannot read must not widen to the whole catalog.
 fn access(context: &RequestContext<RoleServer>) -> Result<ToolAccess, ErrorData> {
     let parts = context.extensions.get::<http::request::Parts>();
-    let key = parts.and_then(|p| p.extensions.get::<KeyPolicy>()).map(|k| k.0.clone());
+    let key =
+        parts.and_then(|p| p.extensions.get::<crate::access::Caller>()).and_then(|c| c.policy.clone()).map(|k| k.0);
     let headers: Vec<&str> = parts
         .map(|p| super::narrowing_headers(&p.headers))
         .transpose()
@@ -120,8 +120,8 @@ impl ServerHandler for Facade {
         let identity = context
             .extensions
             .get::<http::request::Parts>()
-            .and_then(|p| p.extensions.get::<UserIdentity>())
-            .cloned()
+            .and_then(|p| p.extensions.get::<crate::access::Caller>())
+            .map(|c| c.identity.clone())
             .unwrap_or_default();
         let invocation = self.invoker.invoke(tool, arguments, visible, &identity).await;
         // A failed call is a tool error the client reads, as in chat.

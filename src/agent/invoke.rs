@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use rmcp::model::{CallToolResult, ContentBlock, ResourceContents};
 use serde_json::Value;
 
-use super::policy::ToolAccess;
 use super::results::{ToolOutput, to_tool_output};
+use crate::access::ToolAccess;
 use crate::artifacts::Artifacts;
 use crate::config::{Redactor, UserIdentity};
 use crate::mcp::{Hub, McpError, ToolEntry};

@@ -11,21 +11,20 @@ mod chat;
 mod facade;
 mod history;
 mod invoke;
-mod policy;
 mod results;
 pub mod round;
 mod run;
 pub mod selection;
 
+pub use crate::access::{
+    KeyPolicy, MCP_SERVERS_HEADER, RequestControls, ToolAccess, client_tool_names, glob, is_background_task,
+    model_policy, narrowing_headers, select, takes_images,
+};
 pub use calls::ToolRun;
 pub use cards::CardSigner;
 pub use chat::{ChatError, ChatInput, ChatReply};
 pub use facade::Facade;
 pub use history::{cards_to_text, expand_tool_cards};
 pub use invoke::{Authorized, Invocation, Invoker};
-pub use policy::{
-    KeyPolicy, MCP_SERVERS_HEADER, RequestControls, ToolAccess, client_tool_names, glob, is_background_task,
-    model_policy, narrowing_headers, select, takes_images,
-};
 pub use results::{ToolOutput, cut_to_budget, to_tool_output};
 pub use run::{Agent, ChatJob};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::policy::{client_tool_names, glob};
+use crate::access::{client_tool_names, glob};
 use crate::config::{ModelPolicy, PROVIDER_TOOL_LIMIT, SelectionConfig};
 use crate::mcp::search::add_terms;
 use crate::mcp::{Catalog, ToolEntry};

@@ -1,6 +1,7 @@
 //! Inbound authentication: `Authorization: Bearer <key>` or `x-api-key: <key>`, compared in
 //! constant time against `auth.api_keys` and `auth.keys`. With no key configured the gateway is
-//! open. A key from `auth.keys` puts its tool policy into the request's extensions.
+//! open. The caller ([`Caller`]: the key's tool policy, the user, the key's upstream key) goes
+//! into the request's extensions.
 
 use std::sync::Arc;
 
@@ -13,45 +14,16 @@ use subtle::ConstantTimeEq;
 use super::{ApiError, AppState};
 use crate::config::{AuthConfig, KeyConfig, UserIdentity, header_safe};
 
-pub use crate::agent::KeyPolicy;
-
-/// Who a request comes from: its key's tool policy (if it has one) and who it acts for.
-pub struct Caller {
-    /// The key's tool policy; `None` for a key without one (or an open gateway).
-    pub policy: Option<KeyPolicy>,
-    /// The user, from the key's configuration and, where trusted, Open WebUI's headers.
-    pub identity: UserIdentity,
-    /// The key's own upstream key (`auth.keys[].upstream_key`).
-    pub upstream_key: Option<UpstreamKey>,
-}
-
-/// The upstream credential of the caller's key, left in the request's extensions for the
-/// handlers that go upstream.
-#[derive(Clone)]
-pub struct UpstreamKey(pub axum::http::HeaderValue);
-
-/// How a request authenticates upstream: its key's `upstream_key`, else the client's own
-/// `Authorization` (used only with `upstream.forward_client_auth`).
-pub fn caller_auth(key: Option<&UpstreamKey>, headers: &HeaderMap) -> Option<crate::llm::CallerAuth> {
-    match key {
-        Some(UpstreamKey(value)) => Some(crate::llm::CallerAuth::Key(value.clone())),
-        None => headers.get(header::AUTHORIZATION).cloned().map(crate::llm::CallerAuth::Client),
-    }
-}
+pub use crate::access::{Caller, KeyPolicy};
 
 /// Middleware on every route but health: lets a request through only with a configured key,
-/// and leaves the key's policy and the caller's identity in the request's extensions.
+/// and leaves the [`Caller`] (policy, identity with its files folder, upstream key) in the
+/// request's extensions, where every surface reads it.
 pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
     let mut caller = authenticate(&state.config.auth, req.headers())?;
     let restricted = caller.policy.is_some().then(|| presented_key(req.headers())).flatten();
     caller.identity.files = files_namespace(restricted, caller.identity.id.as_deref());
-    if let Some(policy) = caller.policy {
-        req.extensions_mut().insert(policy);
-    }
-    if let Some(upstream) = caller.upstream_key {
-        req.extensions_mut().insert(upstream);
-    }
-    req.extensions_mut().insert(caller.identity);
+    req.extensions_mut().insert(caller);
     Ok(next.run(req).await)
 }
 
@@ -84,7 +56,7 @@ pub fn authenticate(auth: &AuthConfig, headers: &HeaderMap) -> Result<Caller, Ap
             let upstream_key = key.upstream_key.as_ref().and_then(|k| {
                 let mut value = axum::http::HeaderValue::from_str(&format!("Bearer {}", k.expose())).ok()?;
                 value.set_sensitive(true);
-                Some(UpstreamKey(value))
+                Some(value)
             });
             Ok(Caller { policy, identity, upstream_key })
         }

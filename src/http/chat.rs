@@ -8,18 +8,15 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::stream;
 
-use super::auth::KeyPolicy;
+use super::auth::Caller;
 use super::body::{Framing, forward_headers, read_limited};
 use super::{ApiError, AppState, mcp_servers_header, proxy, sse};
 use crate::agent::{ChatInput, ChatReply};
-use crate::config::UserIdentity;
 
 /// The chat completions handler (streaming and not).
 pub async fn completions(
     State(state): State<AppState>,
-    key: Option<Extension<KeyPolicy>>,
-    identity: Option<Extension<UserIdentity>>,
-    upstream_key: Option<Extension<super::auth::UpstreamKey>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -27,12 +24,12 @@ pub async fn completions(
     let mcp_servers = mcp_servers_header(&headers)?.into_iter().map(str::to_owned).collect();
     let input = ChatInput {
         raw,
-        key: key.map(|Extension(k)| k.0),
+        key: caller.policy.as_ref().map(|k| k.0.clone()),
         mcp_servers,
         background: headers.get("x-openwebui-task").is_some_and(|v| !v.as_bytes().trim_ascii().is_empty()),
         headers: forward_headers(&headers, Framing::Rewritten),
-        client_auth: super::auth::caller_auth(upstream_key.as_ref().map(|Extension(k)| k), &headers),
-        identity: identity.map(|Extension(i)| i).unwrap_or_default(),
+        client_auth: caller.upstream_auth(headers.get(axum::http::header::AUTHORIZATION)),
+        identity: caller.identity,
         first_event_wait: state.config.limits.sse_keepalive,
     };
     let keepalive = state.config.limits.sse_keepalive;

@@ -56,7 +56,7 @@ pub async fn summary(State(state): State<AppState>, headers: HeaderMap) -> Json<
     let status = if reachable { "healthy" } else { "degraded" };
     // Details for an unrestricted key (or an open gateway); a restricted key sees no more than
     // a stranger, since the details list every server.
-    if !authenticate(&state.config.auth, &headers).is_ok_and(|caller| caller.policy.is_none()) {
+    if !authenticate(&state.config.auth, &headers).is_ok_and(|caller| caller.may_see_operations()) {
         return Json(json!({"status": status}));
     }
     Json(json!({

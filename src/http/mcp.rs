@@ -13,28 +13,27 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::KeyPolicy;
+use super::auth::Caller;
 use super::body::read_limited;
 use super::{ApiError, AppState, mcp_servers_header};
 use crate::agent::{RequestControls, ToolAccess};
 use crate::mcp::McpError;
 
 /// The access of one REST request: its key's policy, narrowed by `x-mcp-servers`.
-fn access(key: Option<Extension<KeyPolicy>>, headers: &HeaderMap) -> Result<ToolAccess, ApiError> {
+fn access(caller: &Caller, headers: &HeaderMap) -> Result<ToolAccess, ApiError> {
     let header = mcp_servers_header(headers)?;
     let controls = RequestControls::take(&header, &mut Default::default()).map_err(ApiError::BadRequest)?;
-    let key = key.map(|Extension(k)| k.0);
-    Ok(ToolAccess::new(key.as_deref(), None, &controls))
+    Ok(ToolAccess::new(caller.policy.as_ref().map(|k| &*k.0), None, &controls))
 }
 
 /// `GET /mcp/servers`: each server's state, tool count, last error and restarts. A restricted
 /// key sees only the servers it has a tool of.
 pub async fn servers(
     State(state): State<AppState>,
-    key: Option<Extension<KeyPolicy>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let access = access(key, &headers)?;
+    let access = access(&caller, &headers)?;
     let mut servers = state.hub.servers();
     if !access.is_unrestricted() {
         let catalog = state.hub.catalog();
@@ -47,11 +46,11 @@ pub async fn servers(
 /// `{"tools":[{name, server, original_name, description, inputSchema}]}`.
 pub async fn list_tools(
     State(state): State<AppState>,
-    key: Option<Extension<KeyPolicy>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let access = access(key, &headers)?;
+    let access = access(&caller, &headers)?;
     let server = query_param(query.as_deref(), "server");
     let catalog = state.hub.catalog();
     let tools: Vec<Value> = access
@@ -75,12 +74,11 @@ struct CallBody {
 /// `{"server", "name", "arguments"}` (original name): the MCP result.
 pub async fn call_tool(
     State(state): State<AppState>,
-    key: Option<Extension<KeyPolicy>>,
-    identity: Option<Extension<crate::config::UserIdentity>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let access = access(key, &headers)?;
+    let access = access(&caller, &headers)?;
     let raw = read_limited(body, &headers, state.config.limits.max_body_bytes).await?;
     let call: CallBody =
         serde_json::from_slice(&raw).map_err(|e| ApiError::BadRequest(format!("invalid tool call body: {e}")))?;
@@ -94,8 +92,7 @@ pub async fn call_tool(
         return Err(McpError::UnknownTool { name }.into());
     };
     let visible = || (!access.is_unrestricted()).then(|| access.visible(&catalog).map(|e| e.name.clone()).collect());
-    let identity = identity.map(|Extension(i)| i).unwrap_or_default();
-    let invocation = state.agent.invoker.invoke(tool, call.arguments, visible, &identity).await;
+    let invocation = state.agent.invoker.invoke(tool, call.arguments, visible, &caller.identity).await;
     let result = invocation.result?;
     let mut value = serde_json::to_value(&result).unwrap_or_default();
     if let Some(obj) = value.as_object_mut() {

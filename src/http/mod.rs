@@ -208,9 +208,9 @@ async fn count_request(req: Request, next: axum::middleware::Next) -> axum::resp
 /// for keys without a tool policy: the figures name every server and the tools others called.
 async fn metrics(
     axum::extract::State(state): axum::extract::State<AppState>,
-    key: Option<axum::Extension<auth::KeyPolicy>>,
+    axum::Extension(caller): axum::Extension<auth::Caller>,
 ) -> axum::response::Response {
-    if key.is_some() {
+    if !caller.may_see_operations() {
         return axum::response::IntoResponse::into_response(ApiError::Forbidden(
             "metrics are for keys without a tool policy".into(),
         ));

@@ -15,7 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::response::Response;
 
-use super::auth::KeyPolicy;
+use super::auth::Caller;
 use super::body::{
     Framing, REPLAYABLE_BODY, content_length, forward_headers, limited_stream, read_limited, response_headers,
 };
@@ -25,8 +25,7 @@ use crate::llm::{UpstreamBody, UpstreamRequest, UpstreamResponse};
 /// Forwards the request below `/v1` to the same path below the upstream base URL.
 pub async fn forward(
     State(state): State<AppState>,
-    key: Option<axum::Extension<KeyPolicy>>,
-    upstream_key: Option<axum::Extension<super::auth::UpstreamKey>>,
+    axum::Extension(caller): axum::Extension<Caller>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
@@ -39,9 +38,7 @@ pub async fn forward(
     }
     // The Responses API runs server-side tools (MCP, code) with the upstream's key, where a
     // restricted key's policy cannot follow.
-    if key.is_some() && SERVER_SIDE_TOOL_ROUTES.contains(&route) {
-        return Err(ApiError::Forbidden(format!("a key with a tool policy may not use /v1/{route}")));
-    }
+    caller.may_use_route(route).map_err(ApiError::Forbidden)?;
 
     let exceeded = Arc::new(AtomicBool::new(false));
     let declared = content_length(&parts.headers);
@@ -65,7 +62,7 @@ pub async fn forward(
         method: parts.method,
         path_and_query,
         headers: forward_headers(&parts.headers, framing),
-        client_auth: super::auth::caller_auth(upstream_key.as_ref().map(|k| &k.0), &parts.headers),
+        client_auth: caller.upstream_auth(parts.headers.get(axum::http::header::AUTHORIZATION)),
         body,
     };
     let response = state.upstream.send(request).await.map_err(|e| {
@@ -97,9 +94,6 @@ const OPENAI_ROUTES: &[&str] = &[
     "containers",
     "videos",
 ];
-
-/// Routes whose requests can make the upstream run tools itself.
-const SERVER_SIDE_TOOL_ROUTES: &[&str] = &["responses", "assistants", "threads"];
 
 /// Checks every segment of `path` (the part below `/v1`) and returns its first segment. Refused:
 /// `.` and `..` (also as `%2e`, or followed by `;` parameters), and segments hiding a `/`, `\`,

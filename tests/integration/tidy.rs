@@ -1,7 +1,9 @@
 //! ARCHITECTURE.md's invariants, checked on the source tree (after rust-analyzer's `tidy.rs`):
 //! only `src/http/` names axum; `mcp/` knows neither the agent, HTTP serving nor any concrete
 //! tool server; `llm/` knows no tools; `artifacts/` and the built-in tools know neither the agent
-//! nor HTTP; no `#[path]` tricks; every module opens with a `//!` doc.
+//! nor HTTP; `access/` knows neither the loop nor HTTP serving; only the invoker runs tools, only
+//! `mcp/connect.rs` matches on transports, only `access/` reads a request's narrowing header; no
+//! `#[path]` tricks; every module opens with a `//!` doc.
 
 use std::path::Path;
 
@@ -24,6 +26,8 @@ const RULES: &[(&str, &str, &str)] = &[
     ("src/builtin/", "crate::agent", "the built-in tools must not know the tool loop"),
     ("src/builtin/", "crate::http", "the built-in tools must not know HTTP serving"),
     ("src/agent/", "crate::http", "agent/ returns values and streams; http/ serves them"),
+    ("src/access/", "crate::agent", "access/ decides permissions; it does not run the loop"),
+    ("src/access/", "crate::http", "access/ knows no HTTP serving"),
     ("src/config/", "crate::", "config/ is the bottom layer"),
 ];
 
@@ -61,7 +65,7 @@ fn violations(sources: &[Source]) -> Vec<String> {
             out.push(format!("{}: matches on transports (only src/mcp/connect.rs may)", s.path));
         }
         // Only `access`-side code reads a request's narrowing controls.
-        let controls_reader = ["src/agent/policy.rs"];
+        let controls_reader = ["src/access/policy.rs"];
         if s.path.starts_with("src/")
             && code.contains("\"x-mcp-servers\"")
             && !controls_reader.contains(&s.path.as_str())
@@ -122,6 +126,7 @@ fn the_checker_catches_each_kind_of_violation() {
             "//! doc\nfn f(c: &C) -> bool { matches!(c.transport, McpTransportConfig::InProcess) }\n",
         ),
         src("src/agent/facade.rs", "//! doc\nfn f(h: &H) { h.get_all(\"x-mcp-servers\"); }\n"),
+        src("src/access/x.rs", "//! doc\nuse crate::agent::Agent;\n"),
     ];
     let found = violations(&bad);
     assert_eq!(found.len(), bad.len(), "one violation each: {found:#?}");

@@ -1,4 +1,4 @@
-//! Which MCP tools a chat request gets.
+//! Which MCP tools a caller may list and run, and which a chat request gets.
 //!
 //! [`ToolAccess`] is the one permission check, used by every surface that lists or runs a tool
 //! (the chat loop, the REST API, the built-in `list_mcp_tools`): a tool is allowed only when the
@@ -16,8 +16,7 @@ use serde_json::{Map, Value};
 use crate::config::{ModelPolicy, ToolSelection};
 use crate::mcp::{Catalog, ToolEntry};
 
-/// The tool policy of the key a request was made with, as the HTTP layer leaves it in the
-/// request's extensions (absent: no restriction). The MCP facade reads it from there too.
+/// The tool policy of the key a request was made with (part of its [`super::Caller`]).
 #[derive(Debug, Clone)]
 pub struct KeyPolicy(pub Arc<ToolSelection>);
 
