@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::invoke::{Authorized, Invoker};
@@ -17,7 +17,7 @@ use crate::config::ToolLoopConfig;
 use crate::mcp::ToolEntry;
 
 /// One executed (or refused) call, for the tool message, the card and the trace.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ToolRun {
     /// Call id from the model.
     pub id: String,
@@ -31,7 +31,7 @@ pub struct ToolRun {
     /// Whether it failed (tool error, bad arguments, timeout, refused).
     pub is_error: bool,
     /// Artifacts made from its output.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<Artifact>,
     /// Its images as `data:` URLs, for a model that takes images (empty otherwise).
     #[serde(skip)]
@@ -45,10 +45,12 @@ pub struct ToolRun {
 
 /// Tracks identical calls in consecutive rounds and the per-request call budget. Identical
 /// calls within one round (a model fanning out) are not repeats.
-#[derive(Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct CallLedger {
-    previous: HashMap<(String, String), u32>,
-    current: HashMap<(String, String), u32>,
+    /// Streaks of the previous round, by name and canonical arguments (`name\0arguments`).
+    previous: HashMap<String, u32>,
+    /// Streaks of this round.
+    current: HashMap<String, u32>,
     /// Calls run so far in this request.
     pub total: u32,
 }
@@ -103,7 +105,7 @@ impl CallLedger {
                 ));
             }
         };
-        let key = (call.name().to_owned(), canonical(&args));
+        let key = format!("{}\0{}", call.name(), canonical(&args));
         let streak = match self.current.get(&key) {
             Some(s) => *s,
             None => self.previous.get(&key).map_or(1, |s| s + 1),

@@ -42,6 +42,21 @@ pub struct ChatInput {
     pub first_event_wait: std::time::Duration,
 }
 
+/// What [`Agent::plan`] made of a chat request.
+pub enum Planned {
+    /// Nothing of ours to run: the upstream's response.
+    Upstream(ChatReply),
+    /// A job for the tool loop.
+    Loop {
+        /// The job.
+        job: Box<ChatJob>,
+        /// The client asked for a stream.
+        stream: bool,
+        /// See [`ChatInput::first_event_wait`].
+        first_event_wait: std::time::Duration,
+    },
+}
+
 /// What a chat request produced.
 pub enum ChatReply {
     /// No tools of ours: the upstream's own response, to relay (as SSE when `stream`).
@@ -88,8 +103,9 @@ fn has_server_side_tools(body: &Map<String, Value>) -> bool {
 }
 
 impl Agent {
-    /// Runs one chat request.
-    pub async fn chat(&self, input: ChatInput) -> Result<ChatReply, ChatError> {
+    /// Decides what one chat request becomes: relayed to the upstream as it is (no tools of
+    /// ours: already sent), or a job for the tool loop.
+    pub async fn plan(&self, input: ChatInput) -> Result<Planned, ChatError> {
         let ChatInput { raw, key, mcp_servers, background, mut headers, client_auth, identity, first_event_wait } =
             input;
         let mut chat = ChatRequest::parse(raw)?;
@@ -161,13 +177,22 @@ impl Agent {
                 body: UpstreamBody::Bytes(bytes),
             };
             let response = self.upstream.send(request).await?;
-            return Ok(ChatReply::Upstream { response: Box::new(response), stream });
+            return Ok(Planned::Upstream(ChatReply::Upstream { response: Box::new(response), stream }));
         }
 
         // The loop works from the parsed body; the client's bytes are not kept beside it.
         drop(raw);
         let vision = takes_images(&body, &self.models);
         let job = ChatJob { body, offer, headers, client_auth, vision, identity, catalog };
+        Ok(Planned::Loop { job: Box::new(job), stream, first_event_wait })
+    }
+
+    /// Runs one chat request.
+    pub async fn chat(&self, input: ChatInput) -> Result<ChatReply, ChatError> {
+        let (job, stream, first_event_wait) = match self.plan(input).await? {
+            Planned::Upstream(reply) => return Ok(reply),
+            Planned::Loop { job, stream, first_event_wait } => (*job, stream, first_event_wait),
+        };
         if !stream {
             return Ok(ChatReply::Completion(self.complete(job).await?));
         }

@@ -15,6 +15,8 @@ mod results;
 pub mod round;
 mod run;
 pub mod selection;
+mod sink;
+mod tool_loop;
 
 pub use crate::access::{
     KeyPolicy, MCP_SERVERS_HEADER, RequestControls, ToolAccess, client_tool_names, glob, is_background_task,
@@ -22,9 +24,11 @@ pub use crate::access::{
 };
 pub use calls::ToolRun;
 pub use cards::CardSigner;
-pub use chat::{ChatError, ChatInput, ChatReply};
+pub use chat::{ChatError, ChatInput, ChatReply, Planned};
 pub use facade::Facade;
 pub use history::{cards_to_text, expand_tool_cards};
 pub use invoke::{Authorized, Invocation, Invoker};
 pub use results::{ToolOutput, cut_to_budget, to_tool_output};
 pub use run::{Agent, ChatJob};
+pub use sink::{Gathered, Outcome, ResponseIdentity, Sink};
+pub use tool_loop::{LoopState, RoundResult, Step, ToolLoop};

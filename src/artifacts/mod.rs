@@ -47,7 +47,7 @@ pub struct ArtifactMeta {
 }
 
 /// A stored object and the link to it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Artifact {
     /// Store key.
     pub key: String,

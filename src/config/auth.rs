@@ -21,7 +21,7 @@ pub struct KeyConfig {
 }
 
 /// Who a request acts for, as MCP servers' `user_headers` templates see it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UserIdentity {
     /// `{{user.id}}`.
     pub id: Option<String>,

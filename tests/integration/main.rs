@@ -21,6 +21,7 @@ mod litellm;
 mod loop_edges;
 mod mcp;
 mod metrics;
+mod parking;
 mod policy;
 mod providers;
 mod proxy;

@@ -1,0 +1,146 @@
+//! Where a loop's output goes, and what it adds up to.
+//!
+//! A [`Sink`] either streams chunks to a client as they come or collects nothing (a
+//! non-streaming client gets the [`Outcome`] at the end); it carries no result. What the rounds
+//! add up to — text, extensions, log probabilities, usage, the trace — is [`Gathered`] in the
+//! loop's state, and [`Outcome::into_completion`] turns it into a `chat.completion`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+
+use super::calls::ToolRun;
+use super::round::{Round, add_usage};
+use crate::llm::{LlmError, SseEvent};
+
+/// The identity every chunk of one response shares.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResponseIdentity {
+    /// `chatcmpl-…`.
+    pub id: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// The model as the upstream named it.
+    pub model: String,
+}
+
+/// Chunks to a streaming client, or nowhere.
+pub struct Sink {
+    tx: Option<mpsc::Sender<Result<SseEvent, LlmError>>>,
+}
+
+impl Sink {
+    /// A sink that streams to `tx`.
+    pub fn stream(tx: mpsc::Sender<Result<SseEvent, LlmError>>) -> Self {
+        Self { tx: Some(tx) }
+    }
+
+    /// A sink that sends nothing (the result is the outcome).
+    pub fn collect() -> Self {
+        Self { tx: None }
+    }
+
+    /// Sends one chunk with `delta` under `identity`.
+    pub async fn delta(&self, identity: &ResponseIdentity, delta: Value, finish: Option<&str>, logprobs: Value) {
+        let Some(tx) = &self.tx else { return };
+        let chunk = json!({"id": identity.id, "object": "chat.completion.chunk", "created": identity.created,
+            "model": identity.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]});
+        let _ = tx.send(Ok(SseEvent { event: String::new(), data: chunk.to_string() })).await;
+    }
+
+    /// Sends the usage chunk.
+    pub async fn usage(&self, identity: &ResponseIdentity, usage: &Value) {
+        let Some(tx) = &self.tx else { return };
+        let chunk = json!({"id": identity.id, "object": "chat.completion.chunk", "created": identity.created,
+            "model": identity.model, "choices": [], "usage": usage});
+        let _ = tx.send(Ok(SseEvent { event: String::new(), data: chunk.to_string() })).await;
+    }
+}
+
+/// What the loop keeps across rounds for the final answer.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Gathered {
+    /// Every round's text and every card, in order.
+    pub content: String,
+    /// What rounds put on the message besides text (refusal, annotations, audio, provider fields).
+    pub extras: Map<String, Value>,
+    /// Token log probabilities of every round's text, when the client asked.
+    pub logprobs: Vec<Value>,
+    /// Usage summed over rounds.
+    pub usage: Value,
+    /// Every tool call run (or refused), in order.
+    pub trace: Vec<ToolRun>,
+}
+
+impl Gathered {
+    /// Adds what `round` brought.
+    pub fn add_round(&mut self, round: &Round) {
+        if let Some(u) = &round.usage {
+            add_usage(&mut self.usage, u);
+        }
+        self.content.push_str(round.content());
+        for (key, value) in &round.message.rest {
+            match self.extras.get_mut(key) {
+                Some(slot) => crate::llm::wire::merge_value(slot, key, value.clone()),
+                None => {
+                    self.extras.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        self.logprobs.extend(round.logprobs.iter().cloned());
+    }
+}
+
+/// The loop's result.
+pub struct Outcome {
+    /// The response's identity.
+    pub identity: ResponseIdentity,
+    /// How the request's tools were chosen (`mcp_tool_selection`).
+    pub selection: Value,
+    /// The last round's reasoning text.
+    pub reasoning: Option<String>,
+    /// The last round's thinking blocks.
+    pub thinking_blocks: Vec<Value>,
+    /// The client's own tool calls of the last round.
+    pub client_calls: Vec<Value>,
+    /// `stop`, `tool_calls`, `length` …
+    pub finish_reason: String,
+    /// What the rounds added up to.
+    pub gathered: Gathered,
+    /// Why the loop stopped early, if it did (`mcp_error` in the answer).
+    pub error: Option<Value>,
+}
+
+impl Outcome {
+    /// The non-streaming `chat.completion` object, with the `mcp_tool_calls` trace.
+    pub fn into_completion(self) -> Value {
+        let Gathered { content, extras, logprobs, usage, trace } = self.gathered;
+        let mut message = extras;
+        message.insert("role".into(), Value::String("assistant".into()));
+        let content = if content.is_empty() { Value::Null } else { Value::String(content) };
+        message.insert("content".into(), content);
+        if let Some(reasoning) = self.reasoning {
+            message.insert("reasoning_content".into(), Value::String(reasoning));
+        }
+        if !self.thinking_blocks.is_empty() {
+            message.insert("thinking_blocks".into(), Value::Array(self.thinking_blocks));
+        }
+        if !self.client_calls.is_empty() {
+            message.insert("tool_calls".into(), Value::Array(self.client_calls));
+        }
+        let logprobs = if logprobs.is_empty() { Value::Null } else { json!({"content": logprobs}) };
+        let mut completion = json!({
+            "id": self.identity.id, "object": "chat.completion", "created": self.identity.created,
+            "model": self.identity.model,
+            "choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": self.finish_reason}],
+            "usage": usage,
+            "mcp_tool_calls": trace,
+            "mcp_tool_selection": self.selection,
+        });
+        if let (Some(error), Some(object)) = (self.error, completion.as_object_mut()) {
+            object.insert("mcp_error".into(), error);
+        }
+        completion
+    }
+}

@@ -1,0 +1,578 @@
+//! The loop as a state machine: a [`ToolLoop`] holds one request's plain-data [`LoopState`]
+//! (its body and messages, the offer by name, the call ledger, what was gathered, a wall-clock
+//! deadline) plus what is rebuilt from it (catalog entries, the `tools` JSON). Two steps drive
+//! it: [`ToolLoop::next_round`] asks the model once, [`ToolLoop::apply`] runs the calls of that
+//! round and says whether to go on. Between steps the state can be serialised and the loop
+//! resumed from it ([`ToolLoop::resume`]) — in another process, on another replica — which is
+//! how a loop waiting for a person is parked.
+
+use std::collections::HashSet;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, Method, header};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::calls::{CallLedger, CallScope, Finder, ToolRun, run_calls};
+use super::cards;
+use super::round::{AssembledCall, Round};
+use super::run::{Agent, ChatJob};
+use super::sink::{Gathered, Outcome, ResponseIdentity, Sink};
+use crate::config::UserIdentity;
+use crate::llm::wire::ChatChunk;
+use crate::llm::{CallerAuth, LlmError, UpstreamBody, UpstreamRequest};
+use crate::mcp::{Catalog, ToolEntry};
+
+/// Time a request may run past `tool_loop.max_duration` for its final answer.
+const FINAL_ANSWER_GRACE: Duration = Duration::from_secs(60);
+/// Longest wait for a busy model before retrying a round.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
+
+/// Everything a loop needs to go on, as plain data.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LoopState {
+    /// The request body without `tools` and `messages` (control fields removed).
+    pub body: Map<String, Value>,
+    /// The client's own tool definitions, as it sent them.
+    pub client_definitions: Vec<Value>,
+    /// The conversation so far, as the next round sends it.
+    pub messages: Vec<Value>,
+    /// Our tools offered, by exposed name, in order.
+    pub offered: Vec<String>,
+    /// Every tool the request may use, by exposed name (what `find_tools` searches).
+    pub pool: Vec<String>,
+    /// The discovery tool's name, when offered.
+    pub find_tools: Option<String>,
+    /// Room for our tools in a request.
+    pub room: usize,
+    /// Repeats and the call budget.
+    pub ledger: CallLedger,
+    /// Rounds sent so far.
+    pub round_no: u32,
+    /// Whether the latest round was sent as the last (`tool_choice: "none"`).
+    pub last_sent: bool,
+    /// When `tool_loop.max_duration` runs out (Unix milliseconds).
+    pub deadline_ms: u64,
+    /// Text, extensions, usage and trace so far.
+    pub gathered: Gathered,
+    /// The response's identity, once known.
+    pub response: Option<ResponseIdentity>,
+    /// How the tools were chosen (`mcp_tool_selection`).
+    pub selection: Value,
+    /// The model takes images.
+    pub vision: bool,
+    /// Who the request acts for.
+    pub user: UserIdentity,
+}
+
+/// What one round came to.
+pub enum RoundResult {
+    /// The model's answer, to [`ToolLoop::apply`].
+    Answered(Round),
+    /// The loop ended early (time, a model that stayed away after tools ran).
+    Stopped(Outcome),
+}
+
+/// What to do after a round was applied.
+pub enum Step {
+    /// Ask the model again.
+    Continue,
+    /// The answer is complete.
+    Done(Box<Outcome>),
+}
+
+/// A running loop: its state and what is rebuilt from it.
+pub struct ToolLoop {
+    agent: Agent,
+    state: LoopState,
+    catalog: Arc<Catalog>,
+    tools: Vec<Arc<ToolEntry>>,
+    pool: Vec<Arc<ToolEntry>>,
+    tools_json: Box<serde_json::value::RawValue>,
+    client_tools: HashSet<String>,
+    headers: HeaderMap,
+    client_auth: Option<CallerAuth>,
+    deadline: Instant,
+}
+
+/// One round's request, serialised straight from the shared parts: no copy of the history per
+/// round, and the tool definitions as the JSON they were serialised to once.
+#[derive(Serialize)]
+struct RoundBody<'a> {
+    #[serde(flatten)]
+    body: &'a Map<String, Value>,
+    tools: &'a serde_json::value::RawValue,
+    messages: &'a [Value],
+}
+
+impl ToolLoop {
+    /// A new loop for `job`.
+    pub fn start(agent: Agent, job: ChatJob) -> Self {
+        let ChatJob { mut body, offer, headers, client_auth, vision, identity, catalog } = job;
+        let client_definitions: Vec<Value> = match body.remove("tools") {
+            Some(Value::Array(tools)) => tools,
+            _ => Vec::new(),
+        };
+        let selection = json!({"available": offer.pool.len(), "offered": offer.tools.len(), "ranker": offer.ranker,
+            "find_tools": offer.find_tools.is_some(), "found": 0});
+        body.insert("stream".into(), Value::Bool(true));
+        // Usage is needed to sum rounds; the client's other stream options stay.
+        match body.get_mut("stream_options") {
+            Some(Value::Object(options)) => {
+                options.insert("include_usage".into(), Value::Bool(true));
+            }
+            _ => {
+                body.insert("stream_options".into(), json!({"include_usage": true}));
+            }
+        }
+        // The loop follows one answer: several choices would each want their own tool rounds.
+        body.remove("n");
+        let messages = match body.remove("messages") {
+            Some(Value::Array(m)) => m,
+            _ => Vec::new(),
+        };
+        let deadline = Instant::now() + agent.limits.max_duration;
+        let state = LoopState {
+            body,
+            client_definitions,
+            messages,
+            offered: offer.tools.iter().map(|t| t.name.clone()).collect(),
+            pool: offer.pool.iter().map(|t| t.name.clone()).collect(),
+            find_tools: offer.find_tools,
+            room: offer.room,
+            ledger: CallLedger::default(),
+            round_no: 0,
+            last_sent: false,
+            deadline_ms: unix_ms(SystemTime::now() + agent.limits.max_duration),
+            gathered: Gathered { usage: json!({}), ..Gathered::default() },
+            response: None,
+            selection,
+            vision,
+            user: identity,
+        };
+        Self::build(agent, state, catalog, offer.tools, offer.pool, headers, client_auth, deadline)
+    }
+
+    /// A loop going on from `state` (serialised earlier, perhaps by another process): its tools
+    /// are found again by name in the current catalog (a tool gone since is simply not offered,
+    /// and a call to it is refused); its deadline stays the wall-clock time it was.
+    pub fn resume(agent: Agent, state: LoopState, headers: HeaderMap, client_auth: Option<CallerAuth>) -> Self {
+        let catalog = agent.hub.catalog();
+        let by_name = |names: &[String]| names.iter().filter_map(|n| catalog.get(n).cloned()).collect::<Vec<_>>();
+        let (tools, pool) = (by_name(&state.offered), by_name(&state.pool));
+        let left = Duration::from_millis(state.deadline_ms.saturating_sub(unix_ms(SystemTime::now())));
+        let deadline = Instant::now() + left;
+        Self::build(agent, state, catalog, tools, pool, headers, client_auth, deadline)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        agent: Agent,
+        state: LoopState,
+        catalog: Arc<Catalog>,
+        tools: Vec<Arc<ToolEntry>>,
+        pool: Vec<Arc<ToolEntry>>,
+        headers: HeaderMap,
+        client_auth: Option<CallerAuth>,
+        deadline: Instant,
+    ) -> Self {
+        let client_tools = super::client_tool_names(&Map::from_iter([(
+            "tools".to_owned(),
+            Value::Array(state.client_definitions.clone()),
+        )]))
+        .map(str::to_owned)
+        .collect();
+        let tools_json = tools_field(&state.client_definitions, &tools, state.find_tools.as_deref());
+        Self { agent, state, catalog, tools, pool, tools_json, client_tools, headers, client_auth, deadline }
+    }
+
+    /// The state, to serialise.
+    pub fn state(&self) -> &LoopState {
+        &self.state
+    }
+
+    /// Gives up the state (to park it).
+    pub fn into_state(self) -> LoopState {
+        self.state
+    }
+
+    /// Whether the next round is the last one the limits allow (sent with `tool_choice: none`).
+    fn last_round(&self) -> bool {
+        let limits = &self.agent.limits;
+        self.state.round_no >= limits.max_rounds
+            || self.state.ledger.total >= limits.max_tool_calls
+            || Instant::now() >= self.deadline
+    }
+
+    /// Asks the model once: streams its text to `sink` as it comes, retries a busy model after
+    /// tools ran, and stops the loop at its deadline.
+    pub async fn next_round(&mut self, sink: &Sink) -> Result<RoundResult, LlmError> {
+        self.state.round_no += 1;
+        self.state.last_sent = self.last_round();
+        if self.state.last_sent {
+            self.state.body.insert("tool_choice".into(), Value::String("none".into()));
+        }
+        let span = tracing::info_span!("llm.round", round = self.state.round_no);
+        // A round may run into the deadline by a final answer's grace, no more.
+        let hard_stop = tokio::time::Instant::from(self.deadline + FINAL_ANSWER_GRACE);
+        let mut attempt = 0;
+        loop {
+            let sent = tracing::Instrument::instrument(self.round(sink), span.clone());
+            match tokio::time::timeout_at(hard_stop, sent).await {
+                Ok(Ok(mut round)) => {
+                    round.finish();
+                    return Ok(RoundResult::Answered(round));
+                }
+                Ok(Err(e)) => {
+                    let tools_ran = !self.state.gathered.trace.is_empty();
+                    // Tools already ran: a busy model is waited for (its `Retry-After`, a few
+                    // times) rather than failing the request, which a client would retry —
+                    // running those tools again.
+                    if let Some(wait) = retry_wait(&e, attempt, tools_ran, hard_stop) {
+                        attempt += 1;
+                        tracing::warn!(round = self.state.round_no, attempt, wait_ms = wait.as_millis() as u64,
+                            error = %e, "model busy after tools ran; retrying the round");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    if !tools_ran {
+                        return Err(e);
+                    }
+                    // The tools' trace is never lost: the answer ends with what happened.
+                    let note = format!("\n\n(Stopped: the model could not be reached after the tools ran: {e})");
+                    return Ok(RoundResult::Stopped(self.stopped(sink, &note, Some(&e)).await));
+                }
+                Err(_) => {
+                    let note = "\n\n(Stopped: this request reached its time limit.)";
+                    let e = LlmError::Timeout { upstream: self.agent.upstream.display_url().to_owned() };
+                    return Ok(RoundResult::Stopped(self.stopped(sink, note, Some(&e)).await));
+                }
+            }
+        }
+    }
+
+    /// Takes in a round's answer: ends the loop when the model answered (or handed calls back
+    /// to the client), else runs our calls, adds the results to the conversation and the cards
+    /// to the answer, and says to go on.
+    pub async fn apply(&mut self, round: Round, sink: &Sink) -> Step {
+        let round_no = self.state.round_no;
+        let last = self.state.last_sent;
+        let done = |round_no: u32| crate::metrics::metrics().rounds.observe(f64::from(round_no));
+        self.state.gathered.add_round(&round);
+        let client_calls: Vec<Value> = round.client_calls().map(AssembledCall::client_json).collect();
+        if round.gateway_calls().next().is_none() {
+            done(round_no);
+            // `tool_calls` with no call left for the client (all ours were dropped) is a stop.
+            let finish = match round.finish_reason.as_deref() {
+                Some("tool_calls") | Some("function_call") if client_calls.is_empty() => "stop".to_owned(),
+                Some(reason) => reason.to_owned(),
+                None => "stop".to_owned(),
+            };
+            return Step::Done(Box::new(self.outcome(&round, client_calls, finish)));
+        }
+        if last {
+            // The model called tools although this round was sent with `tool_choice: "none"`
+            // (some models and gateways ignore it): nothing more runs; the answer ends here.
+            tracing::warn!(round = round_no, "the model called tools on the last round; not run");
+            done(round_no);
+            let note = "\n\n(Stopped: this request reached its limit of tool calls, rounds or time.)";
+            self.show(sink, note).await;
+            // The client's own calls of that round were already streamed: they stand.
+            let finish = if client_calls.is_empty() { "stop" } else { "tool_calls" };
+            return Step::Done(Box::new(self.outcome(&round, client_calls, finish.into())));
+        }
+        self.state.messages.push(serde_json::to_value(&round.message).unwrap_or_default());
+        let runs = self.run_calls(&round).await;
+        let found = merge_found(&mut self.tools, &runs, &self.pool, self.state.room);
+        if found > 0 {
+            if let Some(count) = self.state.selection.get_mut("found") {
+                *count = json!(count.as_u64().unwrap_or_default() + found as u64);
+            }
+            self.state.offered = self.tools.iter().map(|t| t.name.clone()).collect();
+            self.tools_json =
+                tools_field(&self.state.client_definitions, &self.tools, self.state.find_tools.as_deref());
+        }
+        for run in &runs {
+            self.state.messages.push(json!({"role": "tool", "tool_call_id": run.id, "content": run.output}));
+            let mut shown =
+                if self.agent.limits.tool_cards { cards::render(run, &self.agent.cards) } else { String::new() };
+            // Images a tool produced reach the user as markdown images in the answer.
+            for image in run.artifacts.iter().filter(|a| a.mime_type.starts_with("image/")) {
+                let _ = write!(shown, "\n\n![{}]({})\n\n", run.name, image.url);
+            }
+            if !shown.is_empty() {
+                self.show(sink, &shown).await;
+            }
+        }
+        if self.state.vision {
+            let parts: Vec<Value> = runs
+                .iter()
+                .flat_map(|r| &r.images)
+                .map(|data_url| json!({"type": "image_url", "image_url": {"url": data_url}}))
+                .collect();
+            if !parts.is_empty() {
+                // Tool messages take text only; images follow as a user message, inline as
+                // `data:` URLs (a provider cannot fetch the gateway's own links).
+                let mut content = vec![json!({"type": "text", "text": "Images returned by the tool calls above:"})];
+                content.extend(parts);
+                self.state.messages.push(json!({"role": "user", "content": content}));
+            }
+        }
+        if !self.agent.limits.tool_cards && !client_calls.is_empty() {
+            // A mixed turn ends here and the client sends its history back without our
+            // calls; without cards to carry them, a plain line per call keeps their results.
+            for run in &runs {
+                let line = format!("\n[called {}({}): {}]\n", run.name, run.arguments, run.output);
+                self.show(sink, &line).await;
+            }
+        }
+        self.state.gathered.trace.extend(runs);
+        if !client_calls.is_empty() {
+            done(round_no);
+            // A mixed turn: ours ran; the client's calls go back to the client.
+            return Step::Done(Box::new(self.outcome(&round, client_calls, "tool_calls".into())));
+        }
+        relax_tool_choice(&mut self.state.body, &self.tools);
+        Step::Continue
+    }
+
+    /// Runs the loop to its end.
+    pub async fn run(mut self, sink: &Sink) -> Result<Outcome, LlmError> {
+        loop {
+            let round = match self.next_round(sink).await? {
+                RoundResult::Answered(round) => round,
+                RoundResult::Stopped(outcome) => return Ok(outcome),
+            };
+            if let Step::Done(outcome) = self.apply(round, sink).await {
+                return Ok(*outcome);
+            }
+        }
+    }
+
+    /// The response's identity, made up (and announced with the role delta) if no chunk set one.
+    pub async fn ensure_identity(&mut self, sink: &Sink) -> ResponseIdentity {
+        if let Some(identity) = &self.state.response {
+            return identity.clone();
+        }
+        let identity = ResponseIdentity {
+            id: format!("chatcmpl-mcp-{}", uuid::Uuid::new_v4().simple()),
+            created: now(),
+            model: String::new(),
+        };
+        self.state.response = Some(identity.clone());
+        sink.delta(&identity, json!({"role": "assistant", "content": ""}), None, Value::Null).await;
+        identity
+    }
+
+    /// Adds `text` to the answer and shows it to a streaming client.
+    async fn show(&mut self, sink: &Sink, text: &str) {
+        self.state.gathered.content.push_str(text);
+        if let Some(identity) = &self.state.response {
+            sink.delta(identity, json!({"content": text}), None, Value::Null).await;
+        }
+    }
+
+    fn outcome(&mut self, round: &Round, client_calls: Vec<Value>, finish_reason: String) -> Outcome {
+        Outcome {
+            identity: self.state.response.clone().unwrap_or_default(),
+            selection: self.state.selection.clone(),
+            reasoning: round.message.reasoning_content.clone(),
+            thinking_blocks: round.message.thinking_blocks.clone(),
+            client_calls,
+            finish_reason,
+            gathered: std::mem::take(&mut self.state.gathered),
+            error: None,
+        }
+    }
+
+    /// Ends the answer early with `note`, keeping the trace of what ran; `error` is reported
+    /// beside it (`mcp_error`).
+    async fn stopped(&mut self, sink: &Sink, note: &str, error: Option<&LlmError>) -> Outcome {
+        self.ensure_identity(sink).await;
+        self.show(sink, note).await;
+        let mut outcome = self.outcome(&Round::default(), Vec::new(), "stop".into());
+        outcome.error = error.map(|e| json!({"message": e.to_string()}));
+        outcome
+    }
+
+    async fn run_calls(&mut self, round: &Round) -> Vec<ToolRun> {
+        let gateway: Vec<_> = round.gateway_calls().collect();
+        let scope = CallScope {
+            invoker: &self.agent.invoker,
+            offered: &self.tools,
+            vision: self.state.vision,
+            identity: &self.state.user,
+            deadline: self.deadline,
+            finder: self.state.find_tools.as_deref().map(|name| Finder {
+                name,
+                catalog: &self.catalog,
+                pool: &self.pool,
+                limit: self.state.room.saturating_sub(1),
+            }),
+        };
+        run_calls(&scope, &gateway, &mut self.state.ledger, &self.agent.limits).await
+    }
+
+    /// One upstream request, streamed; text and client tool deltas are passed on as they come.
+    async fn round(&mut self, sink: &Sink) -> Result<Round, LlmError> {
+        let request = RoundBody { body: &self.state.body, tools: &self.tools_json, messages: &self.state.messages };
+        let bytes = serde_json::to_vec(&request).unwrap_or_default();
+        let mut headers = self.headers.clone();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let upstream = &self.agent.upstream;
+        let response = upstream
+            .send(UpstreamRequest {
+                method: Method::POST,
+                path_and_query: "/chat/completions".into(),
+                headers,
+                client_auth: self.client_auth.clone(),
+                body: UpstreamBody::Bytes(bytes.into()),
+            })
+            .await?;
+        let mut round = Round::default();
+        let mut events = std::pin::pin!(response.events());
+        while let Some(event) = events.next().await {
+            let event = event?;
+            if event.is_done() {
+                break;
+            }
+            if event.event == "error" {
+                let detail = serde_json::from_str::<Value>(&event.data)
+                    .ok()
+                    .and_then(|v| v.pointer("/error/message").or_else(|| v.get("message")).cloned())
+                    .and_then(|m| m.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "error event".into());
+                return Err(LlmError::StreamBroken { upstream: upstream.display_url().to_owned(), detail });
+            }
+            let Ok(chunk) = serde_json::from_str::<ChatChunk>(&event.data) else { continue };
+            if let Some(err) = chunk.error() {
+                let detail = err.get("message").and_then(Value::as_str).unwrap_or("error event").to_owned();
+                return Err(LlmError::StreamBroken { upstream: upstream.display_url().to_owned(), detail });
+            }
+            // The response's identity comes from the first chunk with an id (Azure's first,
+            // filter-only chunk has an empty one).
+            let id = chunk.id.as_deref().filter(|id| !id.is_empty());
+            if self.state.response.is_none() && (id.is_some() || chunk.first_choice().is_some()) {
+                let identity = ResponseIdentity {
+                    id: id.map_or_else(|| format!("chatcmpl-mcp-{}", uuid::Uuid::new_v4().simple()), str::to_owned),
+                    created: chunk.created.unwrap_or_else(now),
+                    model: chunk.model.clone().unwrap_or_default(),
+                };
+                sink.delta(&identity, json!({"role": "assistant", "content": ""}), None, Value::Null).await;
+                self.state.response = Some(identity);
+            }
+            let forward = round.push(chunk, &self.client_tools);
+            if let (Some(delta), Some(identity)) = (forward.delta, &self.state.response) {
+                sink.delta(identity, Value::Object(delta), None, forward.logprobs.unwrap_or(Value::Null)).await;
+            }
+        }
+        Ok(round)
+    }
+}
+
+/// The `tools` field: the client's definitions, ours from their ready JSON, and `find_tools`.
+/// Serialised when the offer changes, not every round.
+fn tools_field(
+    client_definitions: &[Value],
+    tools: &[Arc<ToolEntry>],
+    find_tools: Option<&str>,
+) -> Box<serde_json::value::RawValue> {
+    let mut json = String::from("[");
+    let mut push = |item: &str| {
+        if json.len() > 1 {
+            json.push(',');
+        }
+        json.push_str(item);
+    };
+    for definition in client_definitions {
+        push(&definition.to_string());
+    }
+    for tool in tools {
+        push(tool.openai_tool.get());
+    }
+    if let Some(name) = find_tools {
+        push(&super::selection::find_tools_definition(name).to_string());
+    }
+    json.push(']');
+    serde_json::value::RawValue::from_string(json).unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
+}
+
+/// After a round that ran our tools, a client's `tool_choice` forcing a tool (`"required"`, or
+/// one of ours by name) becomes `"auto"`, or the model could never answer.
+fn relax_tool_choice(body: &mut Map<String, Value>, ours: &[Arc<ToolEntry>]) {
+    if let Some(Value::Object(choice)) = body.get_mut("tool_choice")
+        && choice.get("type").and_then(Value::as_str) == Some("allowed_tools")
+    {
+        // `{"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [...]}}`:
+        // the set stays, the force goes.
+        if let Some(Value::Object(allowed)) = choice.get_mut("allowed_tools") {
+            allowed.insert("mode".into(), Value::String("auto".into()));
+        }
+        return;
+    }
+    let forced = match body.get("tool_choice") {
+        Some(Value::String(choice)) => choice == "required",
+        Some(Value::Object(choice)) => choice
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .is_some_and(|name| ours.iter().any(|t| t.name == name)),
+        _ => false,
+    };
+    if forced {
+        body.insert("tool_choice".into(), Value::String("auto".into()));
+    }
+}
+
+/// What this round's `find_tools` calls found joins the offer, first (it is what the model asked
+/// for), each tool once however many searches found it, and the offer stays within `room`
+/// (less `find_tools` itself): providers refuse duplicate tool names, and the budget is the
+/// budget. Returns how many tools joined.
+fn merge_found(tools: &mut Vec<Arc<ToolEntry>>, runs: &[ToolRun], pool: &[Arc<ToolEntry>], room: usize) -> usize {
+    let room = room.saturating_sub(1);
+    let mut found: Vec<Arc<ToolEntry>> = Vec::new();
+    for name in runs.iter().flat_map(|r| &r.found) {
+        let fresh = !tools.iter().any(|t| &t.name == name) && !found.iter().any(|t| &t.name == name);
+        if let Some(entry) = pool.iter().find(|e| &e.name == name).filter(|_| fresh) {
+            found.push(entry.clone());
+        }
+    }
+    found.truncate(room);
+    let joined = found.len();
+    if joined > 0 {
+        tools.truncate(room.saturating_sub(joined));
+        tools.splice(0..0, found);
+    }
+    joined
+}
+
+/// How long to wait before retrying a round that failed with `e`: only when tools already ran
+/// (before that the client may retry safely), only for 429 and 503, at most twice, honouring
+/// `Retry-After` (capped), and never past `hard_stop`.
+fn retry_wait(e: &LlmError, attempt: u32, tools_ran: bool, hard_stop: tokio::time::Instant) -> Option<Duration> {
+    if !tools_ran || attempt >= 2 {
+        return None;
+    }
+    let wait = match e {
+        LlmError::Rejected { status, retry_after, .. } if status.as_u16() == 429 => retry_after
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(Duration::from_secs(1), |s| Duration::from_secs_f64(s.clamp(0.0, 3600.0))),
+        LlmError::ServerError { status, .. } if status.as_u16() == 503 => Duration::from_secs(1),
+        _ => return None,
+    };
+    let wait = wait.min(MAX_RETRY_WAIT);
+    (tokio::time::Instant::now() + wait < hard_stop).then_some(wait)
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

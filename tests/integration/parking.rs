@@ -1,0 +1,78 @@
+//! The loop as a state machine that can stop and go on elsewhere: run one round, apply it (the
+//! tool runs), serialise the state, and resume it with another gateway's agent — its own hub,
+//! its own upstream client — to the final answer. What the next issues build on to park a loop
+//! while a person answers.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mcp_middleware::agent::{ChatInput, LoopState, Planned, RoundResult, Sink, Step, ToolLoop};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::FakeLlm;
+use crate::common::peers::TEST_SERVER;
+
+async fn agent(yaml: &str) -> (mcp_middleware::http::AppState, CancellationToken) {
+    let config = mcp_middleware::config::load_str(yaml, &std::collections::HashMap::<String, String>::new()).unwrap();
+    let token = CancellationToken::new();
+    let addr = "127.0.0.1:0".parse().unwrap();
+    let state =
+        mcp_middleware::app::build_state(config, &token, token.child_token(), token.child_token(), addr).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state.hub.catalog().get("ts__echo").is_none() {
+        assert!(Instant::now() < deadline, "ts never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (state, token)
+}
+
+#[tokio::test]
+async fn a_loop_parked_after_a_round_goes_on_in_another_process() {
+    let llm = FakeLlm::new().tool_call("ts__echo", json!({"text": "parked"})).text("Resumed and done.").start().await;
+    let yaml = format!(
+        "upstream:\n  base_url: {}\nbuiltin_tools:\n  enabled: false\nmcpServers:\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n",
+        llm.url
+    );
+    let (first, first_token) = agent(&yaml).await;
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "echo parked"}]});
+    let input = ChatInput {
+        raw: Bytes::from(body.to_string()),
+        key: None,
+        mcp_servers: Vec::new(),
+        background: false,
+        headers: http::HeaderMap::new(),
+        client_auth: None,
+        identity: Default::default(),
+        first_event_wait: Duration::from_secs(1),
+    };
+    let Planned::Loop { job, .. } = first.agent.plan(input).await.unwrap() else { panic!("tools were offered") };
+    let sink = Sink::collect();
+    let mut tool_loop = ToolLoop::start(first.agent.clone(), *job);
+    let RoundResult::Answered(round) = tool_loop.next_round(&sink).await.unwrap() else { panic!("a round") };
+    assert!(matches!(tool_loop.apply(round, &sink).await, Step::Continue), "the tool ran; the loop goes on");
+    let parked = serde_json::to_string(tool_loop.state()).unwrap();
+    drop(tool_loop);
+    first_token.cancel();
+    first.hub.shutdown().await;
+
+    // Elsewhere: another agent, its own MCP servers, the state from the store.
+    let (second, second_token) = agent(&yaml).await;
+    let state: LoopState = serde_json::from_str(&parked).unwrap();
+    assert_eq!(state.round_no, 1);
+    let outcome = ToolLoop::resume(second.agent.clone(), state, http::HeaderMap::new(), None).run(&sink).await.unwrap();
+    let completion = outcome.into_completion();
+    assert!(
+        completion["choices"][0]["message"]["content"].as_str().unwrap().ends_with("Resumed and done."),
+        "{completion}"
+    );
+    let trace: Vec<&Value> = completion["mcp_tool_calls"].as_array().unwrap().iter().collect();
+    assert_eq!(trace.len(), 1, "the call ran once, before parking: {completion}");
+    let sent = llm.chat_requests();
+    assert_eq!(sent.len(), 2);
+    let tool = sent[1]["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap().clone();
+    assert_eq!(tool["content"], "parked", "the resumed round carries the parked result");
+    assert_eq!(sent[1]["tools"], sent[0]["tools"], "the same offer, rebuilt from names");
+    second_token.cancel();
+    second.hub.shutdown().await;
+}
