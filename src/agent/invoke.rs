@@ -5,7 +5,8 @@
 //! order and nowhere else: the call (argument checks and transport in the hub), scrubbing of
 //! every configured secret from the result — *before* anything is stored, so artifacts, their
 //! links and `read_artifact` pages never hold a secret — conversion to the text a model reads
-//! (artifacts for binary and oversized output), metrics, and the one log line per call.
+//! (artifacts for binary and oversized output), metrics, the one log line per call, and the
+//! audit record ([`AuditSink`], the hook the state store fills).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +47,32 @@ impl ToolAccess {
     }
 }
 
+/// One tool call, as an audit trail keeps it: no arguments, no output (only their size), the
+/// user by id.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditRecord {
+    /// When the call started (Unix milliseconds).
+    pub started_ms: u64,
+    /// MCP server.
+    pub server: String,
+    /// Exposed tool name.
+    pub tool: String,
+    /// The user it ran for, when known.
+    pub user: Option<String>,
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// Bytes of the arguments.
+    pub argument_bytes: usize,
+}
+
+/// Where audit records go (the state store, in time); called once per call, after it ended.
+pub trait AuditSink: Send + Sync {
+    /// Keeps one record. Must not block: it runs on the call's task.
+    fn record(&self, record: AuditRecord);
+}
+
 /// Runs authorized tools: the hub, the artifact store and the secrets to scrub.
 #[derive(Clone)]
 pub struct Invoker {
@@ -57,6 +84,8 @@ pub struct Invoker {
     pub budget: usize,
     /// Every configured secret.
     pub redactor: Arc<Redactor>,
+    /// Where each call's record goes, if anywhere.
+    pub audit: Option<Arc<dyn AuditSink>>,
 }
 
 /// What one call gave.
@@ -81,6 +110,10 @@ impl Invoker {
     ) -> Invocation {
         let entry = tool.entry;
         let started = Instant::now();
+        let started_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let argument_bytes = if self.audit.is_some() { arguments.to_string().len() } else { 0 };
         let span = tracing::info_span!("mcp.call", server = %entry.server, tool = %entry.name);
         let call = self.hub.call_entry(entry, arguments, visible, identity);
         let result = tracing::Instrument::instrument(call, span).await;
@@ -100,8 +133,20 @@ impl Invoker {
         let took = started.elapsed();
         let outcome = if output.is_error { "error" } else { "ok" };
         crate::metrics::metrics().tool_call(&entry.server, &entry.name, outcome, took);
-        tracing::info!(server = %entry.server, tool = %entry.name, outcome, error = error.as_deref(),
-            duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX), "mcp.call finished");
+        let duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(server = %entry.server, tool = %entry.name, outcome, error = error.as_deref(), duration_ms,
+            "mcp.call finished");
+        if let Some(audit) = &self.audit {
+            audit.record(AuditRecord {
+                started_ms,
+                server: entry.server.clone(),
+                tool: entry.name.clone(),
+                user: identity.id.clone(),
+                outcome,
+                duration_ms,
+                argument_bytes,
+            });
+        }
         Invocation { result, output, took }
     }
 

@@ -96,6 +96,7 @@ impl AppState {
             artifacts: artifacts.clone(),
             budget: config.artifacts.max_inline_bytes,
             redactor: redactor.clone(),
+            audit: None,
         };
         let agent = Agent {
             hub: hub.clone(),

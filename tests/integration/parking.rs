@@ -76,3 +76,41 @@ async fn a_loop_parked_after_a_round_goes_on_in_another_process() {
     second_token.cancel();
     second.hub.shutdown().await;
 }
+
+/// The invoker's audit hook (what the state store will fill): one record per call, with no
+/// arguments or output in it, for successes and failures alike.
+#[tokio::test]
+async fn every_call_leaves_one_audit_record() {
+    use mcp_middleware::agent::{AuditRecord, AuditSink, ToolAccess};
+    #[derive(Default)]
+    struct Kept(std::sync::Mutex<Vec<AuditRecord>>);
+    impl AuditSink for Kept {
+        fn record(&self, record: AuditRecord) {
+            self.0.lock().unwrap().push(record);
+        }
+    }
+    let yaml = format!(
+        "builtin_tools:\n  enabled: false\nmcpServers:\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n"
+    );
+    let (state, token) = agent(&yaml).await;
+    let kept = std::sync::Arc::new(Kept::default());
+    let mut invoker = state.agent.invoker.clone();
+    invoker.audit = Some(kept.clone());
+    let catalog = state.hub.catalog();
+    let access = ToolAccess::default();
+    let user = mcp_middleware::config::UserIdentity { id: Some("u-1".into()), ..Default::default() };
+    for (tool, args) in [("ts__echo", json!({"text": "secret text"})), ("ts__fail", json!({}))] {
+        let authorized = access.authorize(catalog.get(tool).unwrap()).unwrap();
+        invoker.invoke(authorized, args, || None, &user).await;
+    }
+    let records = kept.0.lock().unwrap().clone();
+    assert_eq!(records.len(), 2);
+    assert_eq!(
+        (records[0].tool.as_str(), records[0].outcome, records[0].user.as_deref()),
+        ("ts__echo", "ok", Some("u-1"))
+    );
+    assert_eq!((records[1].tool.as_str(), records[1].outcome), ("ts__fail", "error"));
+    assert!(!serde_json::to_string(&records).unwrap().contains("secret text"), "no arguments in the trail");
+    token.cancel();
+    state.hub.shutdown().await;
+}
