@@ -10,8 +10,8 @@
 //! for a moment, and such a file often still parses. So a reload is also refused — with a log
 //! line, the running config serving on — when the file is empty, when it is still changing
 //! (two reads 300 ms apart must agree), when it would turn a keyed gateway open (every key
-//! gone), or when it would stop every MCP server. Those changes need a restart, which is a
-//! deliberate act.
+//! gone), when it would stop every MCP server, lift a key's tool policy or drop
+//! `http.allowed_hosts`. Those changes need a restart, which is a deliberate act.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -143,6 +143,19 @@ fn guard(running: &config::Config, next: &config::Config) -> Result<(), String> 
     let served = |c: &config::Config| c.mcp_servers.iter().filter(|s| s.name != config::BUILTIN_SERVER).count();
     if served(running) > 0 && served(next) == 0 {
         return Err("the new config has no MCP servers and would stop them all; restart to do that".into());
+    }
+    // A key that had a tool policy and is still there without one (its `servers:`/`tools:` lines
+    // not written yet) would become unrestricted.
+    for old in running.auth.keys.iter().filter(|k| k.selection.servers.is_some() || k.selection.tools.is_some()) {
+        let widened = next.auth.keys.iter().any(|k| {
+            k.key.expose() == old.key.expose() && k.selection.servers.is_none() && k.selection.tools.is_none()
+        }) || next.auth.api_keys.iter().any(|k| k.expose() == old.key.expose());
+        if widened {
+            return Err("the new config lifts a key's tool policy; restart to do that".into());
+        }
+    }
+    if !running.http.allowed_hosts.is_empty() && next.http.allowed_hosts.is_empty() {
+        return Err("the new config drops http.allowed_hosts (any host would do); restart to do that".into());
     }
     Ok(())
 }

@@ -145,7 +145,7 @@ impl Agent {
             if tools_upstream {
                 messages = expand_tool_cards(messages, &self.cards);
             } else {
-                cards_to_text(&mut messages);
+                cards_to_text(&mut messages, &self.cards);
             }
             chat.body.insert("messages".into(), Value::Array(messages));
         }

@@ -64,8 +64,11 @@ impl Facade {
 /// other surface: a narrowing the gateway cannot read must not widen to the whole catalog.
 fn access(context: &RequestContext<RoleServer>) -> Result<ToolAccess, ErrorData> {
     let parts = context.extensions.get::<http::request::Parts>();
-    let key =
-        parts.and_then(|p| p.extensions.get::<crate::access::Caller>()).and_then(|c| c.policy.clone()).map(|k| k.0);
+    // No caller (a request that did not pass authentication) gets nothing, not everything.
+    let caller = parts
+        .and_then(|p| p.extensions.get::<crate::access::Caller>())
+        .ok_or_else(|| ErrorData::invalid_request("no authenticated caller", None))?;
+    let key = caller.policy.clone().map(|k| k.0);
     let headers: Vec<&str> = parts
         .map(|p| super::narrowing_headers(&p.headers))
         .transpose()

@@ -95,9 +95,10 @@ fn expand(original: &Value, text: &str, signer: &CardSigner, out: &mut Vec<Value
     }
 }
 
-/// Replaces every tool card in assistant content with a plain-text line (`[called name(args):
-/// result]`), for requests that send no tools upstream.
-pub fn cards_to_text(messages: &mut [Value]) {
+/// Replaces every tool card this gateway made in assistant content with a plain-text line
+/// (`[called name(args): result]`), for requests that send no tools upstream; other cards stay
+/// as they were written.
+pub fn cards_to_text(messages: &mut [Value], signer: &CardSigner) {
     for message in messages {
         if message.get("role").and_then(Value::as_str) != Some("assistant") {
             continue;
@@ -113,7 +114,8 @@ pub fn cards_to_text(messages: &mut [Value]) {
                 break;
             };
             out.push_str(rest.get(..start).unwrap_or_default());
-            match rest.get(start..end).and_then(parse_card) {
+            let ours = |c: &Card| signer.verify(&c.id, &c.name, &c.arguments, &c.result, &c.mac);
+            match rest.get(start..end).and_then(parse_card).filter(ours) {
                 Some(card) => {
                     out.push_str(&format!("[called {}({}): {}]", card.name, card.arguments, card.result));
                 }
@@ -257,7 +259,7 @@ mod tests {
             let got = expand_tool_cards(vec![json!({"role": "assistant", "content": bad})], &signer());
             assert!(!got.is_empty(), "{bad}");
             let mut messages = vec![json!({"role": "assistant", "content": bad})];
-            cards_to_text(&mut messages);
+            cards_to_text(&mut messages, &signer());
         }
     }
 
@@ -308,9 +310,14 @@ mod tests {
         };
         let mut messages =
             vec![json!({"role": "assistant", "content": format!("Adding.{}Done.", render(&run, &signer()))})];
-        cards_to_text(&mut messages);
+        cards_to_text(&mut messages, &signer());
         let text = messages[0]["content"].as_str().unwrap();
         assert!(!text.contains("<details") && text.contains("[called ev__get-sum({\"a\":1}): 3]"), "{text}");
         assert!(text.starts_with("Adding.") && text.ends_with("Done."), "{text}");
+        // A card another key signed (or nobody did) is left as written.
+        let forged = render(&run, &CardSigner::new([1; 32]));
+        let mut messages = vec![json!({"role": "assistant", "content": forged.clone()})];
+        cards_to_text(&mut messages, &signer());
+        assert_eq!(messages[0]["content"], forged);
     }
 }

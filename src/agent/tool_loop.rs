@@ -157,11 +157,20 @@ impl ToolLoop {
     }
 
     /// A loop going on from `state` (serialised earlier, perhaps by another process): its tools
-    /// are found again by name in the current catalog (a tool gone since is simply not offered,
-    /// and a call to it is refused); its deadline stays the wall-clock time it was.
-    pub fn resume(agent: Agent, state: LoopState, headers: HeaderMap, client_auth: Option<CallerAuth>) -> Self {
+    /// are found again by name in the current catalog and checked again against the caller's
+    /// `access` now (a tool gone since, or no longer allowed — a reload narrowed the key — is
+    /// not offered, and a call to it is refused); its deadline stays the wall-clock time it was.
+    pub fn resume(
+        agent: Agent,
+        state: LoopState,
+        access: &crate::access::ToolAccess,
+        headers: HeaderMap,
+        client_auth: Option<CallerAuth>,
+    ) -> Self {
         let catalog = agent.hub.catalog();
-        let by_name = |names: &[String]| names.iter().filter_map(|n| catalog.get(n).cloned()).collect::<Vec<_>>();
+        let by_name = |names: &[String]| {
+            names.iter().filter_map(|n| catalog.get(n).filter(|e| access.allows(e)).cloned()).collect::<Vec<_>>()
+        };
         let (tools, pool) = (by_name(&state.offered), by_name(&state.pool));
         let left = Duration::from_millis(state.deadline_ms.saturating_sub(unix_ms(SystemTime::now())));
         let deadline = Instant::now() + left;
@@ -246,8 +255,12 @@ impl ToolLoop {
                     return Ok(RoundResult::Stopped(self.stopped(sink, &note, Some(&e)).await));
                 }
                 Err(_) => {
-                    let note = "\n\n(Stopped: this request reached its time limit.)";
                     let e = LlmError::Timeout { upstream: self.agent.upstream.display_url().to_owned() };
+                    if self.state.gathered.trace.is_empty() {
+                        // Nothing ran: a plain timeout the client may retry.
+                        return Err(e);
+                    }
+                    let note = "\n\n(Stopped: this request reached its time limit.)";
                     return Ok(RoundResult::Stopped(self.stopped(sink, note, Some(&e)).await));
                 }
             }
@@ -445,11 +458,14 @@ impl ToolLoop {
                     .and_then(|v| v.pointer("/error/message").or_else(|| v.get("message")).cloned())
                     .and_then(|m| m.as_str().map(str::to_owned))
                     .unwrap_or_else(|| "error event".into());
+                // The upstream's words reach the client: no secret of ours in them.
+                let detail = self.agent.invoker.redactor.scrub(&detail).into_owned();
                 return Err(LlmError::StreamBroken { upstream: upstream.display_url().to_owned(), detail });
             }
             let Ok(chunk) = serde_json::from_str::<ChatChunk>(&event.data) else { continue };
             if let Some(err) = chunk.error() {
-                let detail = err.get("message").and_then(Value::as_str).unwrap_or("error event").to_owned();
+                let detail = err.get("message").and_then(Value::as_str).unwrap_or("error event");
+                let detail = self.agent.invoker.redactor.scrub(detail).into_owned();
                 return Err(LlmError::StreamBroken { upstream: upstream.display_url().to_owned(), detail });
             }
             // The response's identity comes from the first chunk with an id (Azure's first,
@@ -561,7 +577,9 @@ fn retry_wait(e: &LlmError, attempt: u32, tools_ran: bool, hard_stop: tokio::tim
             .as_ref()
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
-            .map_or(Duration::from_secs(1), |s| Duration::from_secs_f64(s.clamp(0.0, 3600.0))),
+            .filter(|s| s.is_finite())
+            .and_then(|s| Duration::try_from_secs_f64(s.clamp(0.0, 3600.0)).ok())
+            .unwrap_or(Duration::from_secs(1)),
         LlmError::ServerError { status, .. } if status.as_u16() == 503 => Duration::from_secs(1),
         _ => return None,
     };

@@ -57,6 +57,9 @@ pub struct BuiltinTools {
     url_ttl: Duration,
     catalog: CatalogView,
     quota: FilesQuota,
+    /// Uploads check the quota and write as one step, one at a time: parallel uploads cannot
+    /// all pass the same check.
+    uploads: Arc<tokio::sync::Mutex<()>>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -64,7 +67,7 @@ impl BuiltinTools {
     /// Tools on `store`, links valid for `url_ttl`, the catalog seen through `catalog`, each
     /// caller's files held to `quota`.
     pub fn new(store: Arc<dyn ArtifactStore>, url_ttl: Duration, catalog: CatalogView, quota: FilesQuota) -> Self {
-        Self { store, url_ttl, catalog, quota, tool_router: Self::tool_router() }
+        Self { store, url_ttl, catalog, quota, uploads: Arc::default(), tool_router: Self::tool_router() }
     }
 }
 
@@ -152,10 +155,13 @@ impl BuiltinTools {
         let by_extension = mime_of(&key);
         let default_type = if by_extension == "application/octet-stream" { default_type } else { by_extension };
         let content_type = args.content_type.unwrap_or_else(|| default_type.to_owned());
-        self.check_quota(&folder, &key, bytes.len() as u64).await?;
         let meta =
             ArtifactMeta { content_type, size: bytes.len() as u64, source: Some("builtin/minio_upload_object".into()) };
-        self.store.put(&key, bytes, &meta).await.map_err(store_error)?;
+        {
+            let _one_at_a_time = self.uploads.lock().await;
+            self.check_quota(&folder, &key, meta.size).await?;
+            self.store.put(&key, bytes, &meta).await.map_err(store_error)?;
+        }
         let url = self.store.url(&key, self.url_ttl).await.map_err(store_error)?;
         Ok(text(format!("uploaded {} ({} bytes): {url}", folder.shown(&key), meta.size)))
     }
@@ -274,9 +280,17 @@ impl BuiltinTools {
 }
 
 impl BuiltinTools {
-    /// Refuses an upload that would take `folder` past its quota (`key` replaced by `size` bytes).
+    /// Refuses an upload that would take the caller past its quota (`key` replaced by `size`
+    /// bytes). The quota holds for the key's whole folder too (`files/k-…/`), so a key that may
+    /// name users cannot multiply its room by naming new ones.
     async fn check_quota(&self, folder: &Folder, key: &str, size: u64) -> Result<(), McpError> {
-        let objects = self.store.list(&folder.0).await.map_err(store_error)?;
+        if folder.0 == FILES_PREFIX {
+            // An unrestricted caller without a user: the operator's own, not held to a quota.
+            return Ok(());
+        }
+        let top = folder.0.strip_prefix(FILES_PREFIX).and_then(|rest| rest.split('/').next()).unwrap_or_default();
+        let scope = format!("{FILES_PREFIX}{top}/");
+        let objects = self.store.list(&scope).await.map_err(store_error)?;
         let replaced = objects.iter().find(|o| o.key == key);
         let used: u64 = objects.iter().filter(|o| o.key != key).map(|o| o.size).sum();
         let count = objects.len() + usize::from(replaced.is_none());

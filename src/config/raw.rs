@@ -448,6 +448,10 @@ impl<'de> Deserialize<'de> for DurationValue {
             Repr::Secs(s) => secs(s),
             Repr::Text(t) => parse_duration(&t),
         };
+        // No setting needs more than a year; far larger values would overflow clock arithmetic.
+        let parsed = parsed.and_then(|d| {
+            if d > Duration::from_secs(366 * 24 * 3600) { Err("must be at most a year".to_owned()) } else { Ok(d) }
+        });
         parsed.map(DurationValue).map_err(serde::de::Error::custom)
     }
 }

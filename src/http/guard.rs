@@ -5,13 +5,15 @@
 //! - **Canonical path**: a percent-escaped unreserved character (`%63` for `c`) is a 400. Routing
 //!   here and at the upstream must read the same path: `/v1/chat/%63ompletions` would otherwise
 //!   pass our chat handler by and reach the upstream's chat route through the proxy.
-//! - **Host** (DNS rebinding): `http.allowed_hosts` when set; else an open gateway on loopback
-//!   accepts loopback names only, and a keyed gateway any host (the key is the protection).
+//! - **Host** (DNS rebinding): `http.allowed_hosts` when set; else a keyed gateway accepts any
+//!   host (the key is the protection) and an open one only names a rebinding page cannot own
+//!   (loopback names, IP literals, single-label names such as a container's).
 //! - **Browsers** (CSRF, cross-origin reads): a request with an `Origin` other than the gateway's
 //!   own, or `Sec-Fetch-Site: cross-site`/`same-site`, is a 403 unless its origin is in
 //!   `http.cors.allowed_origins`; preflights (`OPTIONS` with `Access-Control-Request-Method`) are
 //!   answered here from that list, and allowed origins get `Access-Control-Allow-Origin` on
-//!   the response. Artifact links and health probes are exempt (images are embedded by pages).
+//!   the response. Artifact links and the two health probes are exempt (images are embedded by
+//!   pages; probes say only a status).
 //! - **JSON routes** (chat, `/mcp/tools/*`) take `application/json` only (415 otherwise): a
 //!   `text/plain` form post cannot be a tool call.
 
@@ -34,7 +36,9 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         return ApiError::BadRequest("the request path may not percent-encode letters, digits or `-._~`".into())
             .into_response();
     }
-    let exempt = path.starts_with("/artifacts/") || path.starts_with("/health");
+    // Artifact links are embedded by pages; the two probes say only a status. `/health` itself
+    // shows details on an open gateway, so it is not exempt.
+    let exempt = path.starts_with("/artifacts/") || path == "/health/liveliness" || path == "/health/readiness";
     if exempt {
         return next.run(req).await;
     }
@@ -78,21 +82,28 @@ fn escapes_unreserved(path: &str) -> bool {
     })
 }
 
-/// Whether the `Host` (or HTTP/2 `:authority`, which hyper maps to `Host`) is one we serve.
+/// Whether the request's `Host` is one we serve: `http.allowed_hosts` when set; with keys and no
+/// list, any (the key is the protection); on an open gateway without a list, only names a
+/// rebinding page cannot own — loopback names, IP literals and single-label names (a container
+/// or service name such as `mcp-middleware`). A DNS-rebinding page's host has a dot in it.
 fn host_allowed(state: &AppState, headers: &HeaderMap) -> bool {
     let configured = &state.config.http.allowed_hosts;
-    let loopback_only = configured.is_empty() && state.config.auth.is_open() && state.config.listen.ip().is_loopback();
-    if configured.is_empty() && !loopback_only {
+    let open_default = configured.is_empty() && state.config.auth.is_open();
+    if configured.is_empty() && !open_default {
         return true;
     }
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
         // HTTP/1.0 without Host: only a local tool would send that.
-        return loopback_only;
+        return open_default;
     };
     let host = host.trim().to_ascii_lowercase();
     let name = strip_port(&host);
-    if loopback_only {
-        return matches!(name, "localhost" | "127.0.0.1" | "[::1]") || name.ends_with(".localhost");
+    if open_default {
+        let bare = name.trim_start_matches('[').trim_end_matches(']');
+        return name == "localhost"
+            || name.ends_with(".localhost")
+            || bare.parse::<std::net::IpAddr>().is_ok()
+            || (!name.is_empty() && !name.contains('.') && !name.contains(':'));
     }
     configured.iter().any(|allowed| allowed == &host || allowed == name)
 }

@@ -33,7 +33,11 @@ pub async fn forward(
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let path_and_query = path_and_query.strip_prefix("/v1").unwrap_or(path_and_query).to_owned();
     let route = confined_route(parts.uri.path().strip_prefix("/v1").unwrap_or_default())?;
-    if !state.config.upstream.forward_all_routes && !OPENAI_ROUTES.contains(&route) {
+    // Chat has its own handler; any other path to the upstream's chat route would pass it by.
+    // A key with a tool policy reaches only the OpenAI API's routes, whatever
+    // `forward_all_routes` says (others may run tools upstream: `/v1/messages`).
+    let openai_only = !state.config.upstream.forward_all_routes || !caller.is_unrestricted();
+    if route == "chat" || (openai_only && !OPENAI_ROUTES.contains(&route)) {
         return Err(ApiError::RouteNotForwarded { path: parts.uri.path().to_owned() });
     }
     // The Responses API runs server-side tools (MCP, code) with the upstream's key, where a
@@ -77,7 +81,6 @@ const OPENAI_ROUTES: &[&str] = &[
     "models",
     "embeddings",
     "completions",
-    "chat",
     "audio",
     "images",
     "moderations",
@@ -99,17 +102,25 @@ const OPENAI_ROUTES: &[&str] = &[
 /// `.` and `..` (also as `%2e`, or followed by `;` parameters), and segments hiding a `/`, `\`,
 /// `%` or NUL once decoded.
 fn confined_route(path: &str) -> Result<&str, ApiError> {
-    for segment in path.split('/') {
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    // Empty segments (`//`, a trailing `/`) and path parameters (`;`) are read differently by
+    // the servers behind us (nginx merges slashes): one canonical path or none.
+    if segments.iter().any(|s| s.is_empty() || s.contains(';')) {
+        return Err(ApiError::BadRequest(
+            "the request path may not contain empty segments, a trailing `/` or `;` parameters".into(),
+        ));
+    }
+    for segment in segments {
         let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
         // `..;x` is `..` to servers that strip path parameters (Tomcat and friends).
         let bare = decoded.split(';').next().unwrap_or_default();
-        if bare == "." || bare == ".." || decoded.contains(['/', '\\', '%', '\0']) || segment.contains('\\') {
+        if bare == "." || bare == ".." || decoded.contains(['/', '\\', '%', '\0', ';']) || segment.contains('\\') {
             return Err(ApiError::BadRequest(
                 "the request path may not contain `.` or `..` segments or encoded separators".into(),
             ));
         }
     }
-    Ok(path.trim_start_matches('/').split('/').next().unwrap_or_default())
+    Ok(path.strip_prefix('/').unwrap_or(path).split('/').next().unwrap_or_default())
 }
 
 /// The upstream response with its status, headers and body streamed through unchanged — but

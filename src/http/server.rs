@@ -3,22 +3,24 @@
 //! Our own accept loop on hyper-util (axum's `serve` has no timeouts or caps): at most
 //! `limits.max_connections` connections at once (more wait in the listen backlog, so file
 //! descriptors never run out for upstream and MCP sockets), a connection's request headers
-//! must arrive within `limits.header_read_timeout` — which also ends idle keep-alive
-//! connections — and HTTP/2 peers that stop answering pings are dropped. When the token is
+//! must arrive within `limits.header_read_timeout`, and a connection with no request open for
+//! that long is closed (HTTP/1 keep-alive and HTTP/2 alike: an HTTP/2 client answering pings
+//! would otherwise hold its slot for ever). When the token is
 //! cancelled: stop accepting, let in-flight requests finish, give up after
 //! `limits.shutdown_grace`. A config reload builds a new [`AppState`] and [`Routes::replace`]s
 //! the routes; requests in flight finish on the state they started with, new ones get the new
 //! state.
 
+use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Body;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -65,9 +67,14 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
-    let max = limits.max_connections.unwrap_or_else(default_max_connections);
+    let max = limits
+        .max_connections
+        .unwrap_or_else(default_max_connections)
+        .min(tokio::sync::Semaphore::MAX_PERMITS)
+        .min(u32::MAX as usize)
+        .max(1);
     let permits = Arc::new(tokio::sync::Semaphore::new(max));
-    let graceful = GracefulShutdown::new();
+    let idle_limit = limits.header_read_timeout;
     loop {
         let permit = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -92,26 +99,23 @@ pub async fn serve(
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        let (builder, app, watcher) = (builder.clone(), app.clone(), graceful.watcher());
-        let first_bytes_within = limits.header_read_timeout;
+        let (builder, app, shutdown) = (builder.clone(), app.clone(), shutdown.clone());
         tokio::spawn(async move {
             // hyper's header timeout starts once the protocol is known; a socket that sends
             // nothing (or a trickle of the HTTP/2 preface) is closed here.
-            if !matches!(tokio::time::timeout(first_bytes_within, protocol_known(&tcp)).await, Ok(Ok(()))) {
-                return;
-            }
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(app));
-            if let Err(error) = watcher.watch(connection.into_owned()).await {
-                tracing::trace!(error = %error, "connection ended with an error");
+            if matches!(tokio::time::timeout(idle_limit, protocol_known(&tcp)).await, Ok(Ok(()))) {
+                serve_connection(tcp, &builder, app, idle_limit, &shutdown).await;
             }
             drop(permit);
         });
     }
     drop(listener);
-    let drained = graceful.shutdown();
+    // Drained when every connection has given its slot back.
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let drained = permits.acquire_many(all);
     tokio::pin!(drained);
     tokio::select! {
-        () = &mut drained => {}
+        _ = &mut drained => {}
         () = tokio::time::sleep(limits.shutdown_grace) => {
             tracing::warn!(grace_secs = limits.shutdown_grace.as_secs_f64(), "shutdown grace period over; ending remaining streams");
             // Streams still open end with an error event and [DONE]; give them a moment to
@@ -121,6 +125,101 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Requests open on one connection, and when the last one ended.
+struct Activity {
+    open: AtomicUsize,
+    /// Milliseconds since `since` at the last request's end.
+    last_ms: AtomicU64,
+    since: Instant,
+}
+
+impl Activity {
+    /// How long the connection has had no request open (zero while one is).
+    fn idle_for(&self) -> Duration {
+        if self.open.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Acquire));
+        self.since.elapsed().saturating_sub(last)
+    }
+}
+
+/// Counts a request open until its response body is dropped (streams included).
+struct Open(Arc<Activity>);
+
+impl Open {
+    fn new(activity: Arc<Activity>) -> Self {
+        activity.open.fetch_add(1, Ordering::AcqRel);
+        Self(activity)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let now = u64::try_from(self.0.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last_ms.store(now, Ordering::Release);
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves one connection until it ends; closes it gracefully when the server shuts down, or when
+/// it has had no request open for `idle_limit` — over HTTP/2 too, where a client that answers
+/// pings would otherwise hold its slot for ever.
+async fn serve_connection<S>(
+    tcp: tokio::net::TcpStream,
+    builder: &Builder<TokioExecutor>,
+    app: S,
+    idle_limit: Duration,
+    shutdown: &CancellationToken,
+) where
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = axum::response::Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let activity = Arc::new(Activity { open: AtomicUsize::new(0), last_ms: AtomicU64::new(0), since: Instant::now() });
+    let tracked = activity.clone();
+    let service = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let open = Open::new(tracked.clone());
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(req).await?;
+            // The request stays open until its body is dropped: the guard rides in the body.
+            Ok::<_, Infallible>(response.map(|body| {
+                Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                    let _open = &open;
+                    frame
+                }))
+            }))
+        }
+    });
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service));
+    tokio::pin!(connection);
+    let mut tick = tokio::time::interval((idle_limit / 2).max(Duration::from_millis(100)));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::trace!(error = %error, "connection ended with an error");
+                }
+                return;
+            }
+            () = shutdown.cancelled(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tick.tick(), if !closing => {
+                if activity.idle_for() >= idle_limit {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
 }
 
 /// Waits until the first bytes tell HTTP/1 from HTTP/2 (or the peer closed).

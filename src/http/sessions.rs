@@ -91,13 +91,20 @@ pub async fn guard(State(sessions): State<Arc<Sessions>>, req: Request, next: Ne
     }
     let response = next.run(req).await;
     if let Some(id) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
-        // Racing openers may both have passed the check: the later one is closed again.
-        let admitted = sessions.has_room(&key);
+        // Racing openers may all have passed the check: room is taken under one lock, and a
+        // session that finds none is closed again.
+        let admitted = {
+            let mut owners = sessions.owners.lock();
+            let room = owners.len() < sessions.max && owners.values().filter(|k| **k == key).count() < sessions.per_key;
+            if room {
+                owners.insert(id.to_owned(), key);
+            }
+            room
+        };
         if !admitted {
             let _ = sessions.manager.close_session(&id.into()).await;
             return ApiError::TooMany("too many MCP sessions are open".into()).into_response();
         }
-        sessions.owners.lock().insert(id.to_owned(), key);
     }
     response
 }

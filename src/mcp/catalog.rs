@@ -210,7 +210,40 @@ pub fn bounded_tool(server: &str, mut tool: rmcp::model::Tool) -> Option<rmcp::m
         }
         tool.description = Some(clean.into());
     }
+    // Parameter descriptions and titles reach the model too.
+    let mut schema = Value::Object((*tool.input_schema).clone());
+    if clean_schema_texts(&mut schema) {
+        tracing::info!(server, tool = %tool.name, "schema texts cleaned of invisible characters");
+        if let Value::Object(cleaned) = schema {
+            tool.input_schema = Arc::new(cleaned);
+        }
+    }
     Some(tool)
+}
+
+/// Cleans every `description` and `title` string in a schema as [`clean_description`] does;
+/// whether anything changed.
+fn clean_schema_texts(value: &mut Value) -> bool {
+    match value {
+        Value::Object(map) => {
+            let mut changed = false;
+            for (key, item) in map.iter_mut() {
+                match item {
+                    Value::String(text) if key == "description" || key == "title" => {
+                        let clean = clean_description(text);
+                        if clean != *text {
+                            *text = clean;
+                            changed = true;
+                        }
+                    }
+                    other => changed |= clean_schema_texts(other),
+                }
+            }
+            changed
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |changed, item| clean_schema_texts(item) | changed),
+        _ => false,
+    }
 }
 
 /// `text` without invisible, direction-changing or control characters (newlines and tabs
@@ -276,6 +309,18 @@ fn compile(server: &str, tool: &str, schema: &Map<String, Value>) -> Option<json
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema_descriptions_lose_hidden_characters_too() {
+        let schema = json!({"type": "object", "properties": {"q": {"type": "string",
+            "description": "Query\u{E0049}\u{E0047}\u{202E}", "title": "Q\u{200B}", "enum": ["a\u{200B}"]}}});
+        let tool = rmcp::model::Tool::new("t", "d", Arc::new(schema.as_object().unwrap().clone()));
+        let cleaned = bounded_tool("s", tool).unwrap();
+        let q = &cleaned.input_schema["properties"]["q"];
+        assert_eq!(q["description"], "Query");
+        assert_eq!(q["title"], "Q");
+        assert_eq!(q["enum"][0], "a\u{200B}", "values the server checks are left alone");
+    }
 
     #[test]
     fn descriptions_lose_hidden_characters_and_excess() {

@@ -20,6 +20,8 @@ use crate::config::{McpServerConfig, McpTransportConfig, Secret};
 
 /// Longest stderr line of a stdio server kept in the log; the rest of a longer line is dropped.
 const STDERR_LINE_BYTES: usize = 8 * 1024;
+/// Most stderr lines of one server logged per second.
+const STDERR_LINES_PER_SECOND: u32 = 200;
 
 /// A live, initialised MCP session.
 pub type Connection = RunningService<RoleClient, HubClient>;
@@ -162,10 +164,23 @@ async fn open(
                 let name = server.name.clone();
                 tokio::spawn(async move {
                     // Lines are cut at a few KB: stderr without a newline (or a progress bar
-                    // that writes only `\r`) must not grow a buffer without end.
+                    // that writes only `\r`) must not grow a buffer without end. At most
+                    // `STDERR_LINES_PER_SECOND` reach the log; the rest are counted.
                     let mut lines = crate::bounded::LineReader::new(stderr, STDERR_LINE_BYTES);
+                    let (mut window, mut logged, mut dropped) = (std::time::Instant::now(), 0u32, 0u64);
                     while let Some(line) = lines.next_line().await {
-                        tracing::info!(server = %name, "{line}");
+                        if window.elapsed() >= std::time::Duration::from_secs(1) {
+                            if dropped > 0 {
+                                tracing::warn!(server = %name, dropped, "stderr lines not logged (too many)");
+                            }
+                            (window, logged, dropped) = (std::time::Instant::now(), 0, 0);
+                        }
+                        if logged < STDERR_LINES_PER_SECOND {
+                            logged += 1;
+                            tracing::info!(server = %name, "{line}");
+                        } else {
+                            dropped += 1;
+                        }
                     }
                 });
             }

@@ -214,6 +214,14 @@ impl SseClientTransport {
     }
 }
 
+impl Drop for SseClientTransport {
+    /// rmcp may drop a transport without closing it (a failed `initialize`): the outbox task
+    /// ends with it either way.
+    fn drop(&mut self) {
+        self.outbox.close();
+    }
+}
+
 impl Transport<RoleClient> for SseClientTransport {
     type Error = SseError;
 

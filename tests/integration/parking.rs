@@ -60,7 +60,9 @@ async fn a_loop_parked_after_a_round_goes_on_in_another_process() {
     let (second, second_token) = agent(&yaml).await;
     let state: LoopState = serde_json::from_str(&parked).unwrap();
     assert_eq!(state.round_no, 1);
-    let outcome = ToolLoop::resume(second.agent.clone(), state, http::HeaderMap::new(), None).run(&sink).await.unwrap();
+    let access = mcp_middleware::agent::ToolAccess::default();
+    let outcome =
+        ToolLoop::resume(second.agent.clone(), state, &access, http::HeaderMap::new(), None).run(&sink).await.unwrap();
     let completion = outcome.into_completion();
     assert!(
         completion["choices"][0]["message"]["content"].as_str().unwrap().ends_with("Resumed and done."),
@@ -73,6 +75,24 @@ async fn a_loop_parked_after_a_round_goes_on_in_another_process() {
     let tool = sent[1]["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap().clone();
     assert_eq!(tool["content"], "parked", "the resumed round carries the parked result");
     assert_eq!(sent[1]["tools"], sent[0]["tools"], "the same offer, rebuilt from names");
+
+    // Resumed for a caller whose access no longer allows the tool (a reload narrowed its key):
+    // the tool is not offered any more.
+    let state: LoopState = serde_json::from_str(&parked).unwrap();
+    let narrowed = mcp_middleware::agent::ToolAccess::new(
+        None,
+        None,
+        &mcp_middleware::agent::RequestControls { enabled: Some(false), ..Default::default() },
+    );
+    let resumed = ToolLoop::resume(second.agent.clone(), state, &narrowed, http::HeaderMap::new(), None);
+    assert!(!resumed.state().offered.is_empty(), "the state keeps its names");
+    let llm_before = llm.chat_requests().len();
+    let _ = resumed.run(&sink).await;
+    let last = llm.chat_requests().pop().unwrap();
+    assert!(llm.chat_requests().len() > llm_before);
+    let offered: Vec<&str> =
+        last["tools"].as_array().into_iter().flatten().filter_map(|t| t["function"]["name"].as_str()).collect();
+    assert!(!offered.contains(&"ts__echo"), "{offered:?}");
     second_token.cancel();
     second.hub.shutdown().await;
 }

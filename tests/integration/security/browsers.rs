@@ -66,8 +66,12 @@ async fn web_pages_cannot_run_tools_on_an_open_loopback_gateway() {
     assert_eq!(status, 415, "{text}");
     assert!(llm.requests().is_empty(), "no chat reached the model");
 
-    // What local tools send is served: loopback names, JSON, no Origin.
-    for name in [host.as_str(), "localhost:4001", "[::1]:4001", "LOCALHOST"] {
+    // Details of `/health` are not for a rebinding page either (the probes are open).
+    let health = "GET /health HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_http(app.addr, health).await.0, 403);
+    // What local tools send is served: loopback names, IP literals, a container's single-label
+    // name; JSON, no Origin.
+    for name in [host.as_str(), "localhost:4001", "[::1]:4001", "LOCALHOST", "mcp-middleware:4001", "10.0.0.5:4001"] {
         let (status, text) = raw_http(app.addr, &browser_post("/mcp/tools/call", name, &headers, call)).await;
         assert_eq!(status, 200, "{name}: {text}");
     }

@@ -101,3 +101,29 @@ async fn each_folder_has_a_quota() {
         call(&app, "sk-files-b-0123", None, "builtin__minio_upload_object", json!({"key": "3.txt", "text": "x"})).await;
     assert_eq!(status, 200);
 }
+
+/// The quota holds for uploads made at once (they all saw the same room before), and for a key
+/// that names many users: its users' folders share the key's quota.
+#[tokio::test]
+async fn a_quota_holds_under_parallel_uploads_and_many_users() {
+    let yaml = "builtin_tools:\n  enabled: true\n  files_quota_count: 3\n  files_quota_bytes: 1000\n\
+auth:\n  api_keys: [sk-files-admin-0123]\n  keys:\n\
+\x20   - key: sk-files-owui-0123\n      trust_user_headers: true\n      tools: [\"builtin__minio_*\"]\n";
+    let mut app = TestApp::spawn(yaml).await;
+    app.key = Some("sk-files-admin-0123".into());
+    app.wait_for_tools(|n| n.iter().any(|t| t == "builtin__minio_upload_object")).await;
+    let key = "sk-files-owui-0123";
+    let uploads = (0..8).map(|i| {
+        let app = &app;
+        async move {
+            let args = json!({"key": format!("{i}.txt"), "text": "x"});
+            call(app, key, Some("alice"), "builtin__minio_upload_object", args).await.0
+        }
+    });
+    let statuses = futures_util::future::join_all(uploads).await;
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
+    // Another user behind the same key: the key's quota is spent.
+    let (status, body) =
+        call(&app, key, Some("bob"), "builtin__minio_upload_object", json!({"key": "b.txt", "text": "x"})).await;
+    assert_ne!(status, 200, "a new user name is not new room: {body}");
+}

@@ -86,6 +86,32 @@ async fn half_written_configs_never_open_the_gateway_or_stop_its_servers() {
     assert_eq!((anonymous, keyed), (401, 200), "{}", gw.logs());
     assert!(names.iter().any(|n| n == "one__echo"), "the server was never stopped: {names:?}");
 
+    // A restricted key whose policy lines are not written yet would be unrestricted.
+    let narrow = format!("{}  keys:\n    - key: sk-narrow-0123\n      tools: [one__echo]\n", full(&llm.url));
+    std::fs::write(gw.config_path(), &narrow).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let list: Value = client
+            .get(gw.url("/mcp/tools/list"))
+            .bearer_auth("sk-narrow-0123")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or_default();
+        if list["tools"].as_array().is_some_and(|t| t.len() == 1) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the narrow key never applied:\n{}", gw.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(gw.config_path(), format!("{}  keys:\n    - key: sk-narrow-0123\n", full(&llm.url))).unwrap();
+    gw.wait_for_log(|l| l.contains("lifts a key's tool policy")).await;
+    let list: Value =
+        client.get(gw.url("/mcp/tools/list")).bearer_auth("sk-narrow-0123").send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["tools"].as_array().unwrap().len(), 1, "still narrow: {list}");
+
     // A real change still applies.
     std::fs::write(gw.config_path(), full(&llm.url).replace("one:", "two:")).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

@@ -106,3 +106,33 @@ async fn upstream_redirects_are_handed_back_not_followed() {
     assert_eq!(status, 307);
     assert_eq!(*seen.lock().unwrap(), ["/v1/chat/completions", "/v1/embeddings"], "no redirect was followed");
 }
+
+/// The chat route has one way in. Empty segments, a trailing `/` or `;` parameters (which nginx
+/// and others read differently) are refused, other paths below `/v1/chat` are never proxied, and
+/// a key with a tool policy reaches only the OpenAI API's routes even with `forward_all_routes`
+/// (`/v1/messages` runs Anthropic's server tools with the upstream's key).
+#[tokio::test]
+async fn the_chat_route_has_one_way_in() {
+    let llm = FakeLlm::new().text("ok").start().await;
+    let yaml = format!("  forward_all_routes: true\n{KEYS}  keys:\n    - key: sk-narrow-0123\n      servers: [ts]\n");
+    let app = TestApp::in_front_of(&llm, &yaml).await;
+    for target in ["/v1//chat/completions", "/v1/chat/completions/", "/v1/chat;x/completions", "/v1/models;x"] {
+        let (status, body) = raw_http(app.addr, &request("POST", target)).await;
+        assert_eq!(status, 400, "{target}: {body}");
+    }
+    for target in ["/v1/chat/completions/x", "/v1/chat/other"] {
+        let (status, body) = raw_http(app.addr, &request("POST", target)).await;
+        assert_eq!(status, 404, "{target}: {body}");
+    }
+    let narrow = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer sk-narrow-0123\r\nContent-Type: application/json\r\n\
+             Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        )
+    };
+    let (status, body) = raw_http(app.addr, &narrow("/v1/messages")).await;
+    assert_eq!(status, 404, "a restricted key and /v1/messages: {body}");
+    assert!(llm.requests().is_empty(), "nothing reached the upstream");
+    let (status, _) = raw_http(app.addr, &narrow("/v1/embeddings")).await;
+    assert_eq!(status, 200, "the OpenAI API's routes stay open to it");
+}

@@ -180,3 +180,25 @@ async fn clients_cannot_smuggle_credentials_or_addresses_upstream() {
     assert_eq!(resp.status(), 302);
     assert!(resp.headers().get("location").is_none(), "{:?}", resp.headers());
 }
+
+/// An error the upstream sends inside a stream (an `error` event, or a chunk with `error`) reaches
+/// the client as the stream's error event: with no key of ours in it.
+#[tokio::test]
+async fn an_error_event_that_reflects_the_key_is_scrubbed() {
+    let upstream = serve(axum::Router::new().fallback(|| async {
+        let body = format!("data: {{\"error\": {{\"message\": \"invalid key Bearer {MASTER}\"}}}}\n\n");
+        ([("content-type", "text/event-stream")], body)
+    }))
+    .await;
+    let yaml = format!(
+        "upstream:\n  base_url: http://{upstream}/v1\n  api_key: {MASTER}\nmcpServers:\n  ts:\n    command: {}\n    args: [stdio]\n",
+        crate::common::peers::TEST_SERVER
+    );
+    let app = TestApp::spawn(&yaml).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__echo")).await;
+    let chat = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let resp = app.post("/v1/chat/completions", &chat).await;
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("invalid key"), "{text}");
+    assert!(!text.contains(MASTER), "the master key reached the client: {text}");
+}
