@@ -83,3 +83,26 @@ async fn a_flood_of_readiness_probes_costs_one_upstream_call() {
     let calls = llm.requests().iter().filter(|r| r.path.ends_with("/models")).count();
     assert_eq!(calls, 1, "80 probes made {calls} upstream calls");
 }
+
+/// An HTTP/2 connection that answers pings but sends no request holds no slot for ever: with no
+/// request open for `header_read_timeout`, the gateway closes it (as it does HTTP/1 keep-alive).
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed() {
+    let llm = FakeLlm::new().text("ok").start().await;
+    let app = TestApp::in_front_of(&llm, "limits:\n  header_read_timeout: 1s\n").await;
+    let stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let driver = tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{}/health/liveliness", app.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(sender.send_request(request).await.unwrap().status(), 200, "HTTP/2 is served");
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(6), driver).await;
+    assert!(closed.is_ok(), "the idle HTTP/2 connection was still open after {:?}", started.elapsed());
+}
