@@ -67,7 +67,7 @@ impl Agent {
         tokio::spawn(async move {
             let sink = Sink::stream(tx.clone());
             let result = tokio::select! {
-                r = run_to_end(&mut tool_loop, &sink) => r,
+                r = tool_loop.run(&sink) => r,
                 () = tx.closed() => {
                     tracing::info!("client went away; tool loop cancelled");
                     return;
@@ -89,19 +89,5 @@ impl Agent {
             }
         });
         rx
-    }
-}
-
-/// Steps `tool_loop` to its end (kept borrowable, for the stream's closing chunks).
-async fn run_to_end(tool_loop: &mut ToolLoop, sink: &Sink) -> Result<super::sink::Outcome, LlmError> {
-    use super::tool_loop::{RoundResult, Step};
-    loop {
-        let round = match tool_loop.next_round(sink).await? {
-            RoundResult::Answered(round) => round,
-            RoundResult::Stopped(outcome) => return Ok(outcome),
-        };
-        if let Step::Done(outcome) = tool_loop.apply(round, sink).await {
-            return Ok(*outcome);
-        }
     }
 }

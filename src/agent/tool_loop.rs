@@ -352,8 +352,8 @@ impl ToolLoop {
         Step::Continue
     }
 
-    /// Runs the loop to its end.
-    pub async fn run(mut self, sink: &Sink) -> Result<Outcome, LlmError> {
+    /// Runs the loop to its end (the loop stays, for a stream's closing chunks).
+    pub async fn run(&mut self, sink: &Sink) -> Result<Outcome, LlmError> {
         loop {
             let round = match self.next_round(sink).await? {
                 RoundResult::Answered(round) => round,

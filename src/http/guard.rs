@@ -96,16 +96,17 @@ fn host_allowed(state: &AppState, headers: &HeaderMap) -> bool {
         // HTTP/1.0 without Host: only a local tool would send that.
         return open_default;
     };
-    let host = host.trim().to_ascii_lowercase();
-    let name = strip_port(&host);
+    let host = host.trim();
+    let name = strip_port(host);
     if open_default {
         let bare = name.trim_start_matches('[').trim_end_matches(']');
-        return name == "localhost"
-            || name.ends_with(".localhost")
+        let local = name.eq_ignore_ascii_case("localhost")
+            || name.len() > 10 && name.get(name.len() - 10..).is_some_and(|t| t.eq_ignore_ascii_case(".localhost"));
+        return local
             || bare.parse::<std::net::IpAddr>().is_ok()
             || (!name.is_empty() && !name.contains('.') && !name.contains(':'));
     }
-    configured.iter().any(|allowed| allowed == &host || allowed == name)
+    configured.iter().any(|allowed| allowed.eq_ignore_ascii_case(host) || allowed.eq_ignore_ascii_case(name))
 }
 
 /// `host` without its `:port` (IPv6 literals keep their brackets).
@@ -170,8 +171,14 @@ fn json_route(path: &str) -> bool {
 /// `application/json` or a `+json` type, any parameters.
 fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
-    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let lower = |prefix: &str, s: &str| {
+        s.len() >= prefix.len() && s.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    essence.eq_ignore_ascii_case("application/json")
+        || (lower("application/", essence)
+            && essence.len() > 5
+            && essence.get(essence.len() - 5..).is_some_and(|t| t.eq_ignore_ascii_case("+json")))
 }
 
 #[cfg(test)]

@@ -3,9 +3,9 @@
 //! Our own accept loop on hyper-util (axum's `serve` has no timeouts or caps): at most
 //! `limits.max_connections` connections at once (more wait in the listen backlog, so file
 //! descriptors never run out for upstream and MCP sockets), a connection's request headers
-//! must arrive within `limits.header_read_timeout`, and a connection with no request open for
-//! that long is closed (HTTP/1 keep-alive and HTTP/2 alike: an HTTP/2 client answering pings
-//! would otherwise hold its slot for ever). When the token is
+//! must arrive within `limits.header_read_timeout`, and a connection that started no request for
+//! that long is closed gracefully (HTTP/1 keep-alive and HTTP/2 alike: an HTTP/2 client answering
+//! pings would otherwise hold its slot for ever; requests in flight finish first). When the token is
 //! cancelled: stop accepting, let in-flight requests finish, give up after
 //! `limits.shutdown_grace`. A config reload builds a new [`AppState`] and [`Routes::replace`]s
 //! the routes; requests in flight finish on the state they started with, new ones get the new
@@ -13,7 +13,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -127,46 +127,30 @@ pub async fn serve(
     Ok(())
 }
 
-/// Requests open on one connection, and when the last one ended.
+/// When a connection last started a request.
 struct Activity {
-    open: AtomicUsize,
-    /// Milliseconds since `since` at the last request's end.
+    /// Milliseconds since `since` at the latest request's start.
     last_ms: AtomicU64,
     since: Instant,
 }
 
 impl Activity {
-    /// How long the connection has had no request open (zero while one is).
+    /// How long since the connection last started a request.
     fn idle_for(&self) -> Duration {
-        if self.open.load(Ordering::Acquire) > 0 {
-            return Duration::ZERO;
-        }
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Acquire));
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
         self.since.elapsed().saturating_sub(last)
     }
-}
 
-/// Counts a request open until its response body is dropped (streams included).
-struct Open(Arc<Activity>);
-
-impl Open {
-    fn new(activity: Arc<Activity>) -> Self {
-        activity.open.fetch_add(1, Ordering::AcqRel);
-        Self(activity)
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        let now = u64::try_from(self.0.since.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.0.last_ms.store(now, Ordering::Release);
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    fn touch(&self) {
+        let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(now, Ordering::Relaxed);
     }
 }
 
 /// Serves one connection until it ends; closes it gracefully when the server shuts down, or when
-/// it has had no request open for `idle_limit` — over HTTP/2 too, where a client that answers
-/// pings would otherwise hold its slot for ever.
+/// it has started no request for `idle_limit` — over HTTP/2 too, where a client that answers
+/// pings would otherwise hold its slot for ever. A graceful close lets requests in flight (long
+/// streams included) finish first.
 async fn serve_connection<S>(
     tcp: tokio::net::TcpStream,
     builder: &Builder<TokioExecutor>,
@@ -180,21 +164,11 @@ async fn serve_connection<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let activity = Arc::new(Activity { open: AtomicUsize::new(0), last_ms: AtomicU64::new(0), since: Instant::now() });
+    let activity = Arc::new(Activity { last_ms: AtomicU64::new(0), since: Instant::now() });
     let tracked = activity.clone();
     let service = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let open = Open::new(tracked.clone());
-        let app = app.clone();
-        async move {
-            let response = app.oneshot(req).await?;
-            // The request stays open until its body is dropped: the guard rides in the body.
-            Ok::<_, Infallible>(response.map(|body| {
-                Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
-                    let _open = &open;
-                    frame
-                }))
-            }))
-        }
+        tracked.touch();
+        app.clone().oneshot(req)
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service));
     tokio::pin!(connection);

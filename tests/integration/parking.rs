@@ -61,8 +61,8 @@ async fn a_loop_parked_after_a_round_goes_on_in_another_process() {
     let state: LoopState = serde_json::from_str(&parked).unwrap();
     assert_eq!(state.round_no, 1);
     let access = mcp_middleware::agent::ToolAccess::default();
-    let outcome =
-        ToolLoop::resume(second.agent.clone(), state, &access, http::HeaderMap::new(), None).run(&sink).await.unwrap();
+    let mut resumed = ToolLoop::resume(second.agent.clone(), state, &access, http::HeaderMap::new(), None);
+    let outcome = resumed.run(&sink).await.unwrap();
     let completion = outcome.into_completion();
     assert!(
         completion["choices"][0]["message"]["content"].as_str().unwrap().ends_with("Resumed and done."),
@@ -84,7 +84,7 @@ async fn a_loop_parked_after_a_round_goes_on_in_another_process() {
         None,
         &mcp_middleware::agent::RequestControls { enabled: Some(false), ..Default::default() },
     );
-    let resumed = ToolLoop::resume(second.agent.clone(), state, &narrowed, http::HeaderMap::new(), None);
+    let mut resumed = ToolLoop::resume(second.agent.clone(), state, &narrowed, http::HeaderMap::new(), None);
     assert!(!resumed.state().offered.is_empty(), "the state keeps its names");
     let llm_before = llm.chat_requests().len();
     let _ = resumed.run(&sink).await;
