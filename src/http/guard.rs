@@ -42,7 +42,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     if exempt {
         return next.run(req).await;
     }
-    if !host_allowed(&state, req.headers()) {
+    if !host_allowed(&state, req.headers(), req.uri().authority().map(|a| a.as_str())) {
         return ApiError::Forbidden("this gateway does not serve the host named in the request".into()).into_response();
     }
     let origin = match browser_origin(&state, req.headers()) {
@@ -82,17 +82,19 @@ fn escapes_unreserved(path: &str) -> bool {
     })
 }
 
-/// Whether the request's `Host` is one we serve: `http.allowed_hosts` when set; with keys and no
+/// Whether the request's `Host` (or HTTP/2 `:authority`) is one we serve: `http.allowed_hosts` when set; with keys and no
 /// list, any (the key is the protection); on an open gateway without a list, only names a
 /// rebinding page cannot own — loopback names, IP literals and single-label names (a container
 /// or service name such as `mcp-middleware`). A DNS-rebinding page's host has a dot in it.
-fn host_allowed(state: &AppState, headers: &HeaderMap) -> bool {
+fn host_allowed(state: &AppState, headers: &HeaderMap, authority: Option<&str>) -> bool {
     let configured = &state.config.http.allowed_hosts;
     let open_default = configured.is_empty() && state.config.auth.is_open();
     if configured.is_empty() && !open_default {
         return true;
     }
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+    // HTTP/2 names the host in `:authority` (the request URI), not in a `Host` header.
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(authority);
+    let Some(host) = host else {
         // HTTP/1.0 without Host: only a local tool would send that.
         return open_default;
     };

@@ -106,3 +106,27 @@ async fn an_idle_http2_connection_is_closed() {
     let closed = tokio::time::timeout(Duration::from_secs(6), driver).await;
     assert!(closed.is_ok(), "the idle HTTP/2 connection was still open after {:?}", started.elapsed());
 }
+
+/// HTTP/2 names its host in `:authority`: with `http.allowed_hosts` set, an HTTP/2 request to an
+/// allowed name is served and one to another name is not.
+#[tokio::test]
+async fn http2_requests_are_checked_by_their_authority() {
+    let llm = FakeLlm::new().text("ok").start().await;
+    let app =
+        TestApp::in_front_of(&llm, "auth:\n  api_keys: [sk-h2-0123]\nhttp:\n  allowed_hosts: [127.0.0.1]\n").await;
+    let stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    for (host, expected) in [(format!("127.0.0.1:{}", app.addr.port()), 200), ("evil.example".to_owned(), 403)] {
+        let request = http::Request::get(format!("http://{host}/v1/models"))
+            .header("authorization", "Bearer sk-h2-0123")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        assert_eq!(sender.send_request(request).await.unwrap().status(), expected, "{host}");
+    }
+}
