@@ -84,19 +84,30 @@ async fn a_flood_of_readiness_probes_costs_one_upstream_call() {
     assert_eq!(calls, 1, "80 probes made {calls} upstream calls");
 }
 
+/// An HTTP/2 (prior knowledge, cleartext) connection to `addr`: its sender and its driver.
+async fn http2_connect(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    hyper::client::conn::http2::Connection<
+        hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+        http_body_util::Empty<bytes::Bytes>,
+        hyper_util::rt::TokioExecutor,
+    >,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap()
+}
+
 /// An HTTP/2 connection that answers pings but sends no request holds no slot for ever: with no
 /// request open for `header_read_timeout`, the gateway closes it (as it does HTTP/1 keep-alive).
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed() {
     let llm = FakeLlm::new().text("ok").start().await;
     let app = TestApp::in_front_of(&llm, "limits:\n  header_read_timeout: 1s\n").await;
-    let stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
+    let (mut sender, connection) = http2_connect(app.addr).await;
     let driver = tokio::spawn(connection);
     let request = http::Request::get(format!("http://{}/health/liveliness", app.addr))
         .body(http_body_util::Empty::<bytes::Bytes>::new())
@@ -114,13 +125,7 @@ async fn http2_requests_are_checked_by_their_authority() {
     let llm = FakeLlm::new().text("ok").start().await;
     let app =
         TestApp::in_front_of(&llm, "auth:\n  api_keys: [sk-h2-0123]\nhttp:\n  allowed_hosts: [127.0.0.1]\n").await;
-    let stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
+    let (mut sender, connection) = http2_connect(app.addr).await;
     tokio::spawn(connection);
     for (host, expected) in [(format!("127.0.0.1:{}", app.addr.port()), 200), ("evil.example".to_owned(), 403)] {
         let request = http::Request::get(format!("http://{host}/v1/models"))
