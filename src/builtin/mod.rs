@@ -173,7 +173,10 @@ impl BuiltinTools {
         meta: RequestMetaObject,
     ) -> Result<CallToolResult, McpError> {
         let key = Folder::of(&meta)?.key(&args.key)?;
-        let (bytes, meta) = self.store.get(&key).await.map_err(store_error)?;
+        let (bytes, meta) = match self.store.get(&key).await {
+            Err(ArtifactError::NotFound(k)) => return Ok(not_found(&k)),
+            found => found.map_err(store_error)?,
+        };
         let is_text = meta.content_type.starts_with("text/") || meta.content_type.contains("json");
         if is_text && let Ok(t) = std::str::from_utf8(&bytes) {
             return Ok(text(t.to_owned()));
@@ -200,6 +203,11 @@ impl BuiltinTools {
     ) -> Result<CallToolResult, McpError> {
         let folder = Folder::of(&meta)?;
         let key = folder.key(&args.key)?;
+        // Deleting what is not there says so (S3 itself answers a missing key with success).
+        let listed = self.store.list(&key).await.map_err(store_error)?;
+        if !listed.iter().any(|o| o.key == key) {
+            return Ok(not_found(&key));
+        }
         self.store.delete(&key).await.map_err(store_error)?;
         Ok(text(format!("deleted {}", folder.shown(&key))))
     }
@@ -211,7 +219,9 @@ impl BuiltinTools {
         meta: RequestMetaObject,
     ) -> Result<CallToolResult, McpError> {
         let key = Folder::of(&meta)?.key(&args.key)?;
-        self.store.get(&key).await.map_err(store_error)?;
+        if let Err(ArtifactError::NotFound(k)) = self.store.get(&key).await {
+            return Ok(not_found(&k));
+        }
         Ok(text(self.store.url(&key, self.url_ttl).await.map_err(store_error)?))
     }
 
@@ -230,7 +240,10 @@ impl BuiltinTools {
         if !readable {
             return Err(McpError::invalid_params(format!("`{key}` is not an artifact key"), None));
         }
-        let (bytes, _) = self.store.get(&key).await.map_err(store_error)?;
+        let (bytes, _) = match self.store.get(&key).await {
+            Err(ArtifactError::NotFound(k)) => return Ok(not_found(&k)),
+            found => found.map_err(store_error)?,
+        };
         let all = String::from_utf8_lossy(&bytes);
         if let Some(pattern) = args.grep {
             let hits: Vec<String> = all
@@ -341,11 +354,18 @@ fn text(t: impl Into<String>) -> CallToolResult {
     CallToolResult::success(vec![ContentBlock::text(t)])
 }
 
+/// A missing object is the tool's own answer (`isError`), not a refused call: the arguments
+/// were well formed.
+fn not_found(key: &str) -> CallToolResult {
+    let shown = key.rsplit_once('/').map_or(key, |(_, name)| name);
+    CallToolResult::error(vec![ContentBlock::text(format!("no stored object `{shown}`"))])
+}
+
 fn store_error(e: ArtifactError) -> McpError {
     match e {
         ArtifactError::NotFound(k) => {
             let shown = k.rsplit_once('/').map_or(k.as_str(), |(_, name)| name);
-            McpError::invalid_params(format!("no object `{shown}`"), None)
+            McpError::internal_error(format!("no stored object `{shown}`"), None)
         }
         ArtifactError::InvalidKey(k) => McpError::invalid_params(format!("invalid key `{k}`"), None),
         ArtifactError::Unavailable(m) => McpError::internal_error(format!("storage unavailable: {m}"), None),

@@ -34,13 +34,23 @@ pub struct ToolEntry {
     /// The ready `{"type":"function","function":{…}}` entry for chat requests, serialised once
     /// and copied as is into every request that offers the tool.
     pub openai_tool: Box<serde_json::value::RawValue>,
-    validator: Option<jsonschema::Validator>,
+    /// Compiled on first need (a call the server refused): the catalog build stays cheap, and
+    /// arguments are never refused locally.
+    validator: std::sync::OnceLock<Option<jsonschema::Validator>>,
 }
 
 impl ToolEntry {
     /// Checks arguments against the input schema; `Err` carries a message a model can act on.
+    ///
+    /// Advice only: the gateway never refuses a call on this (a server may accept what its
+    /// schema marks required, filling its own default). It is asked after the server refused
+    /// a call, to make the server's error clearer to the model.
     pub fn validate(&self, args: &Value) -> Result<(), String> {
-        let Some(validator) = &self.validator else { return Ok(()) };
+        let validator = self.validator.get_or_init(|| compile(&self.server, &self.original_name, &self.input_schema));
+        let Some(validator) = validator else { return Ok(()) };
+        if validator.is_valid(args) {
+            return Ok(());
+        }
         let problems: Vec<String> = validator
             .iter_errors(args)
             .take(5)
@@ -98,7 +108,6 @@ impl Catalog {
             }
             let name = catalog.unique_name(&tool.server, &tool.name);
             let input_schema = Arc::new(sanitize_schema(&tool.input_schema));
-            let validator = compile(&tool.server, &tool.name, &input_schema);
             let openai_tool = json!({"type": "function", "function": {
                 "name": name,
                 "description": tool.description.clone().unwrap_or_default(),
@@ -116,7 +125,7 @@ impl Catalog {
                 description: tool.description,
                 input_schema,
                 openai_tool,
-                validator,
+                validator: std::sync::OnceLock::new(),
             }));
         }
         catalog.index = super::search::SearchIndex::build(&catalog.entries);

@@ -185,10 +185,10 @@ impl Hub {
                 });
             }
         };
+        // Never stricter than the server: the call goes out whatever the schema says, and the
+        // schema's complaint (if any) is added only to an error the server itself returns.
         let arguments = Value::Object(arguments);
-        entry
-            .validate(&arguments)
-            .map_err(|message| McpError::InvalidArguments { tool: entry.name.clone(), message })?;
+        let advice = entry.validate(&arguments).err();
         let server = self
             .handles()
             .into_iter()
@@ -198,7 +198,19 @@ impl Hub {
         let Value::Object(arguments) = arguments else {
             return Err(McpError::InvalidArguments { tool: entry.name.clone(), message: "not an object".into() });
         };
-        server.call(&entry.original_name, Some(arguments), meta).await
+        let outcome = server.call(&entry.original_name, Some(arguments), meta).await;
+        let Some(advice) = advice else { return outcome };
+        let advice = format!("(the tool's input schema says: {advice})");
+        match outcome {
+            Err(McpError::InvalidArguments { tool, message }) => {
+                Err(McpError::InvalidArguments { tool, message: format!("{message} {advice}") })
+            }
+            Ok(mut result) if result.is_error == Some(true) => {
+                result.content.push(rmcp::model::ContentBlock::text(advice));
+                Ok(result)
+            }
+            other => other,
+        }
     }
 
     /// Rebuilds the catalog from every server's current tools.

@@ -385,6 +385,16 @@ impl ServerHandle {
         let guard = CancelOnDrop { peer: Some(peer), id: handle.id.clone() };
         let result = handle.await_response().await;
         guard.disarm();
+        // A JSON-RPC error for the call (a tool that threw) is the tool's own failure, as an
+        // `isError` result is: the model reads it and the REST API answers 200. Only refused
+        // arguments (-32602) stay an error of the call.
+        let result = match result {
+            Err(ServiceError::McpError(data)) if data.code != ErrorCode::INVALID_PARAMS => {
+                let message = self.redactor.scrub(&data.message).into_owned();
+                return Ok(CallToolResult::error(vec![rmcp::model::ContentBlock::text(message)]));
+            }
+            other => other,
+        };
         match result.map_err(|e| self.call_error(tool, e))? {
             ServerResult::CallToolResult(result) => Ok(result),
             _ => Err(McpError::Protocol {

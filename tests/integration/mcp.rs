@@ -199,9 +199,19 @@ async fn bad_input_gets_clear_errors() {
     let app = app_with(&servers).await;
     app.wait_for_tools(|n| n.iter().any(|t| t == "ts__echo")).await;
 
+    // Arguments the server refuses (-32602) are the caller's to fix: 400, with the server's own
+    // words and what the schema says.
     let (status, body) = app.call_tool("ts__echo", json!({"text": 5})).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "invalid_arguments");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("argument `text` must be a string"), "{message}");
+    assert!(message.contains("(the tool's input schema says: /text: 5 is not of type \"string\")"), "{message}");
+    // Never stricter than the server: `scale` is marked required, but the server has a default.
+    let (status, body) = app.call_tool("ts__zoom", json!({})).await;
+    assert_eq!((status, first_text(&body)), (200, "zoom 1"), "{body}");
+    let (status, body) = app.call_tool("ts__zoom", json!({"scale": 2})).await;
+    assert_eq!((status, first_text(&body)), (200, "zoom 2"), "{body}");
     let (status, body) = app.call_tool("ts__echo", json!("not an object")).await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = app.call_tool("ts__nope", json!({})).await;
@@ -236,6 +246,10 @@ async fn tool_errors_timeouts_and_progress() {
     assert_eq!(status, 200, "an isError result is a result: {failed}");
     assert_eq!(failed["isError"], true);
     assert!(first_text(&failed).contains("nope"));
+    // A tool that throws (the server answers with a JSON-RPC error) failed on its own too.
+    let (status, threw) = app.call_tool("ts__throw", json!({"message": "kaput"})).await;
+    assert_eq!((status, threw["isError"].as_bool()), (200, Some(true)), "{threw}");
+    assert_eq!(first_text(&threw), "the tool threw: kaput");
 
     // One step of 2 s without progress: times out.
     let (status, body) = app.call_tool("ts__slow", json!({"ms": 2000, "steps": 1})).await;

@@ -138,6 +138,17 @@ impl ServerHandler for TestServer {
                 let message = tools::optional_str(&request.arguments, "message")?.unwrap_or_default();
                 CallToolResult::error(vec![ContentBlock::text(format!("failure requested: {message}"))])
             }
+            "throw" => {
+                let message = tools::optional_str(&request.arguments, "message")?.unwrap_or_default();
+                return Err(McpError::internal_error(format!("the tool threw: {message}"), None));
+            }
+            "zoom" => {
+                let scale = request.arguments.as_ref().and_then(|a| a.get("scale")).cloned().unwrap_or(json!(1));
+                if !scale.is_number() {
+                    return Err(McpError::invalid_params("`scale` must be a number", None));
+                }
+                CallToolResult::success(vec![ContentBlock::text(format!("zoom {scale}"))])
+            }
             "crash" => {
                 tracing::warn!("crash requested: exiting with code 3");
                 std::process::exit(3);

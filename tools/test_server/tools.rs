@@ -82,6 +82,17 @@ pub fn builtin_tools() -> Vec<Tool> {
             schema(json!({"message": {"type": "string", "description": "Text to put in the failure."}}), &[]),
         ),
         Tool::new(
+            "throw",
+            "Answers the call with a JSON-RPC internal error (-32603), as a tool that throws does.",
+            schema(json!({"message": {"type": "string", "description": "The error's message."}}), &[]),
+        ),
+        Tool::new(
+            "zoom",
+            "Returns the zoom `scale` it was given, 1 when absent. Its schema marks `scale` required \
+             although the tool has a default (as @playwright/mcp's screenshot tool does).",
+            schema(json!({"scale": {"type": "number", "default": 1, "description": "Zoom factor."}}), &["scale"]),
+        ),
+        Tool::new(
             "crash",
             "Makes the server process exit at once with code 3, without answering.",
             schema(json!({}), &[]),
