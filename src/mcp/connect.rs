@@ -16,12 +16,8 @@ use super::InProcessServer;
 use super::call_headers::HeaderClient;
 use super::child_env::child_env;
 use super::sse::{SseClientTransport, SseError};
+use super::stderr::StderrSlot;
 use crate::config::{McpServerConfig, McpTransportConfig, Secret};
-
-/// Longest stderr line of a stdio server kept in the log; the rest of a longer line is dropped.
-const STDERR_LINE_BYTES: usize = 8 * 1024;
-/// Most stderr lines of one server logged per second.
-const STDERR_LINES_PER_SECOND: u32 = 200;
 
 /// A live, initialised MCP session.
 pub type Connection = RunningService<RoleClient, HubClient>;
@@ -56,6 +52,9 @@ pub enum ConnectError {
     /// The `initialize` handshake failed.
     #[error("initialize failed: {0}")]
     Initialize(String),
+    /// The server closed the connection during the handshake (a child process: it exited).
+    #[error("the server closed the connection during {0}")]
+    Closed(String),
     /// The server and we share no protocol version (for the lifecycle tried).
     #[error("no protocol version in common")]
     NoCommonVersion,
@@ -102,25 +101,31 @@ pub async fn connect(
     client: HubClient,
     in_process: Option<&InProcessServer>,
     discover: bool,
+    stderr: &StderrSlot,
 ) -> Result<(Connection, ProcessGroupGuard, bool), ConnectError> {
     if discover {
         let auto = ClientLifecycleMode::Auto {
             preferred_versions: vec![ProtocolVersion::V_2026_07_28],
             legacy_version: Some(ProtocolVersion::LATEST_WITH_INITIALIZE),
         };
-        match open(server, http, client.clone(), in_process, auto).await {
+        match open(server, http, client.clone(), in_process, auto, stderr).await {
             Ok((connection, guard)) => {
                 let new_era = connection.peer_info().is_some_and(|info| !info.protocol_version.has_initialize());
                 return Ok((connection, guard, new_era));
             }
             // Nothing listens, or the program cannot start: the handshake would fail the same way.
             Err(e @ (ConnectError::Spawn { .. } | ConnectError::Sse(_) | ConnectError::Header(_))) => return Err(e),
+            // The child closed the connection (it exited): one start per attempt. The caller
+            // tries the handshake on its next attempt, so a server that exits on an unknown
+            // method still connects, and one that dies at start is not started twice.
+            Err(e @ ConnectError::Closed(_)) => return Err(e),
             Err(e) => {
                 tracing::debug!(server = %server.name, error = %e, "server/discover failed; using the initialize handshake");
             }
         }
     }
-    let (connection, guard) = open(server, http, client, in_process, ClientLifecycleMode::Initialize).await?;
+    let (connection, guard) =
+        open(server, http, client, in_process, ClientLifecycleMode::Initialize, stderr).await?;
     Ok((connection, guard, false))
 }
 
@@ -130,9 +135,11 @@ async fn open(
     client: HubClient,
     in_process: Option<&InProcessServer>,
     lifecycle: ClientLifecycleMode,
+    stderr_slot: &StderrSlot,
 ) -> Result<(Connection, ProcessGroupGuard), ConnectError> {
     let init = |e: rmcp::service::ClientInitializeError| match e {
         rmcp::service::ClientInitializeError::NoCompatibleProtocolVersion { .. } => ConnectError::NoCommonVersion,
+        rmcp::service::ClientInitializeError::ConnectionClosed(what) => ConnectError::Closed(what),
         other => ConnectError::Initialize(other.to_string()),
     };
     match &server.transport {
@@ -161,28 +168,7 @@ async fn open(
                 TokioChildProcess::builder(wrapped).stderr(Stdio::piped()).spawn().map_err(spawn_err)?;
             let group = ProcessGroupGuard(transport.id().and_then(|id| i32::try_from(id).ok()));
             if let Some(stderr) = stderr {
-                let name = server.name.clone();
-                tokio::spawn(async move {
-                    // Lines are cut at a few KB: stderr without a newline (or a progress bar
-                    // that writes only `\r`) must not grow a buffer without end. At most
-                    // `STDERR_LINES_PER_SECOND` reach the log; the rest are counted.
-                    let mut lines = crate::bounded::LineReader::new(stderr, STDERR_LINE_BYTES);
-                    let (mut window, mut logged, mut dropped) = (std::time::Instant::now(), 0u32, 0u64);
-                    while let Some(line) = lines.next_line().await {
-                        if window.elapsed() >= std::time::Duration::from_secs(1) {
-                            if dropped > 0 {
-                                tracing::warn!(server = %name, dropped, "stderr lines not logged (too many)");
-                            }
-                            (window, logged, dropped) = (std::time::Instant::now(), 0, 0);
-                        }
-                        if logged < STDERR_LINES_PER_SECOND {
-                            logged += 1;
-                            tracing::info!(server = %name, "{line}");
-                        } else {
-                            dropped += 1;
-                        }
-                    }
-                });
+                stderr_slot.read(&server.name, stderr);
             }
             Ok((client.clone().serve_with_lifecycle(transport, lifecycle.clone()).await.map_err(init)?, group))
         }

@@ -27,6 +27,7 @@ mod server;
 mod session_expiry;
 mod shared;
 mod sse;
+mod stderr;
 
 use std::sync::Arc;
 use std::time::Duration;

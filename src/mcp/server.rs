@@ -3,6 +3,7 @@
 //! tool calls on the live connection (many in flight at once: JSON-RPC ids, no lock).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rmcp::RoleClient;
@@ -15,7 +16,8 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::connect::{HubClient, connect};
+use super::connect::{ConnectError, HubClient, connect};
+use super::stderr::StderrSlot;
 use super::{InProcessServer, McpError};
 use crate::config::{McpServerConfig, Redactor};
 
@@ -87,6 +89,8 @@ pub struct ServerHandle {
     try_discover: std::sync::atomic::AtomicBool,
     /// A fingerprint of each tool's definition as first listed (kept across reconnections).
     first_seen: parking_lot::Mutex<Option<std::collections::HashMap<String, u64>>>,
+    /// The last stderr lines of the current child (stdio servers).
+    stderr: StderrSlot,
 }
 
 impl ServerHandle {
@@ -106,7 +110,8 @@ impl ServerHandle {
         let redactor = Redactor::for_server(&config);
         let try_discover = std::sync::atomic::AtomicBool::new(true);
         let first_seen = parking_lot::Mutex::new(None);
-        Arc::new(Self { config, live, tools_changed, in_process, redactor, try_discover, first_seen })
+        let stderr = StderrSlot::default();
+        Arc::new(Self { config, live, tools_changed, in_process, redactor, try_discover, first_seen, stderr })
     }
 
     /// Server name.
@@ -168,10 +173,15 @@ impl ServerHandle {
         let mut withdrawn = false;
         loop {
             let started = Instant::now();
-            match self.connect_once(&http, &on_change, &shutdown).await {
+            let error = match self.connect_once(&http, &on_change, &shutdown).await {
                 Ok(()) if shutdown.is_cancelled() => return,
-                Ok(()) => self.set_error("connection closed"),
-                Err(e) => self.set_error(&e),
+                Ok(()) => "connection closed".to_owned(),
+                Err(e) => e,
+            };
+            // A child that died says why on stderr: its last lines go with the error.
+            match self.stderr.last_words().await {
+                Some(words) => self.set_error(&format!("{error}; stderr: {words}")),
+                None => self.set_error(&error),
             }
             if shutdown.is_cancelled() {
                 return;
@@ -207,16 +217,29 @@ impl ServerHandle {
     ) -> Result<(), String> {
         let timeout = self.config.startup_timeout;
         let client = HubClient::new(self.tools_changed.clone());
+        let discover = self.try_discover.load(Ordering::Relaxed);
         let running = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(timeout, connect(&self.config, http, client, self.in_process.as_ref(), self.try_discover.load(std::sync::atomic::Ordering::Relaxed))) => match r {
+            r = tokio::time::timeout(timeout, connect(&self.config, http, client, self.in_process.as_ref(), discover, &self.stderr)) => match r {
                 Ok(Ok(connected)) => connected,
-                Ok(Err(e)) => return Err(e.to_string()),
+                Ok(Err(e)) => {
+                    // One start per attempt: after the child closed the connection on
+                    // `server/discover`, the next attempt uses the handshake; after the
+                    // handshake was refused, the next one tries `server/discover` again.
+                    match e {
+                        ConnectError::Closed(_) if discover => self.try_discover.store(false, Ordering::Relaxed),
+                        ConnectError::Initialize(_) | ConnectError::NoCommonVersion if !discover => {
+                            self.try_discover.store(true, Ordering::Relaxed);
+                        }
+                        _ => {}
+                    }
+                    return Err(e.to_string());
+                }
                 Err(_) => return Err(format!("no answer to initialize within {timeout:?}")),
             },
         };
         let (running, _group, new_era) = running;
-        self.try_discover.store(new_era, std::sync::atomic::Ordering::Relaxed);
+        self.try_discover.store(new_era, Ordering::Relaxed);
         let peer = running.peer().clone();
         let version = running.peer_info().map(|info| info.protocol_version.as_str().to_owned());
         match tokio::time::timeout(timeout, list_capped(&peer)).await {

@@ -28,4 +28,5 @@ mod proxy;
 mod reload;
 mod s3;
 mod security;
+mod startup;
 mod tidy;
