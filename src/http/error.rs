@@ -176,7 +176,8 @@ impl ApiError {
     }
 
     fn log(&self, status: StatusCode) {
-        if status.is_server_error() {
+        // A tool call's failure has its one line already (the invoker's, with its outcome).
+        if status.is_server_error() && !matches!(self, Self::Mcp(_)) {
             let cause = std::error::Error::source(self).and_then(std::error::Error::source);
             tracing::warn!(%status, error = %self, cause = cause.map(tracing::field::display), "request failed");
         } else {

@@ -28,7 +28,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::TraceLayer;
 use tracing::Level;
 
 pub use error::{ApiError, ErrorReply, openai_error};
@@ -150,9 +150,24 @@ pub fn router(state: AppState) -> Router {
     let trace = TraceLayer::new_for_http()
         .make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
+            let path = req.uri().path();
+            // Probes come every few seconds from an orchestrator: their lines are debug detail.
+            if matches!(path, "/health/liveliness" | "/health/readiness") {
+                tracing::debug_span!("request", id = %id, method = %req.method(), path = %path)
+            } else {
+                tracing::info_span!("request", id = %id, method = %req.method(), path = %path)
+            }
         })
-        .on_response(DefaultOnResponse::new().level(Level::INFO));
+        .on_response(|response: &axum::response::Response, latency: std::time::Duration, span: &tracing::Span| {
+            let (status, latency_ms) = (response.status().as_u16(), latency.as_secs_f64() * 1000.0);
+            if span.metadata().is_some_and(|m| *m.level() == Level::INFO) {
+                tracing::info!(status, latency_ms, "finished processing request");
+            } else {
+                tracing::debug!(status, latency_ms, "finished processing request");
+            }
+        })
+        // One line per request: a failure is the line above (and the error's own line).
+        .on_failure(());
     Router::new()
         .merge(protected)
         .merge(health)

@@ -454,11 +454,11 @@ impl ServerHandle {
             ServiceError::Timeout { timeout } => McpError::Timeout { server, tool: tool.to_owned(), after: timeout },
             ServiceError::Cancelled { .. } => McpError::Cancelled,
             ServiceError::TransportClosed | ServiceError::TransportSend(_) => {
-                tracing::warn!(server = %server, tool, error = %scrub(&e.to_string()), "MCP connection lost during a call");
+                tracing::debug!(server = %server, tool, error = %scrub(&e.to_string()), "MCP connection lost during a call");
                 McpError::ServerUnavailable { server, reason: "the connection was lost during the call".into() }
             }
             other => {
-                tracing::warn!(server = %server, tool, error = %scrub(&other.to_string()), "MCP call failed");
+                tracing::debug!(server = %server, tool, error = %scrub(&other.to_string()), "MCP call failed");
                 McpError::Protocol { server, message: "the server's answer could not be used".into() }
             }
         }

@@ -18,6 +18,7 @@ mod hub;
 mod identity;
 mod lifecycle;
 mod litellm;
+mod logs;
 mod loop_edges;
 mod mcp;
 mod metrics;

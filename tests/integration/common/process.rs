@@ -32,6 +32,11 @@ impl GatewayProcess {
         Self::spawn_with_format(yaml, env, "pretty").await
     }
 
+    /// The human log format at the configured level (no `RUST_LOG`): what an operator sees.
+    pub async fn spawn_default_logs(yaml: &str) -> Self {
+        Self::spawn_with_format(yaml, &[("RUST_LOG", "")], "pretty").await
+    }
+
     async fn spawn_with_format(yaml: &str, env: &[(&str, &str)], format: &str) -> Self {
         let dir = super::peers::TempDir::new("mcpmw-proc");
         let config = dir.0.join("config.yaml");
@@ -39,6 +44,9 @@ impl GatewayProcess {
         let mut cmd = Command::new(BIN);
         cmd.arg("--config").arg(&config).args(["--listen", "127.0.0.1:0", "--log-format", format]);
         cmd.env_clear().env("RUST_LOG", "debug").envs(env.iter().copied()).env("ARTIFACT_DIR", dir.0.join("artifacts"));
+        if env.contains(&("RUST_LOG", "")) {
+            cmd.env_remove("RUST_LOG");
+        }
         for keep in ["PATH", "HOME"] {
             if let Ok(v) = std::env::var(keep) {
                 cmd.env(keep, v);
