@@ -28,7 +28,7 @@ pub struct ToolOutput {
 
 /// Converts a result, keeping at most `budget` bytes of text inline.
 pub async fn to_tool_output(result: &CallToolResult, store: &Artifacts, budget: usize, source: &str) -> ToolOutput {
-    let mut saver = Saver { store, source, artifacts: Vec::new(), store_failed: false };
+    let mut saver = Saver { store, source, artifacts: Vec::new(), store_failure: None };
     let mut parts: Vec<String> = Vec::with_capacity(result.content.len() + 1);
     for block in &result.content {
         let part = match block {
@@ -87,8 +87,8 @@ pub async fn to_tool_output(result: &CallToolResult, store: &Artifacts, budget: 
         };
         text = format!("{}{note}", cut_to_budget(&text, budget.saturating_sub(note.len())));
     }
-    if saver.store_failed {
-        text.push_str("\n[Note: the artifact store is unavailable; binary content was left out.]");
+    if let Some(why) = &saver.store_failure {
+        text.push_str(&format!("\n[Note: binary content was left out: {why}.]"));
     }
     ToolOutput { text, is_error, artifacts: saver.artifacts }
 }
@@ -97,7 +97,8 @@ struct Saver<'a> {
     store: &'a Artifacts,
     source: &'a str,
     artifacts: Vec<Artifact>,
-    store_failed: bool,
+    /// Why the store refused a save, if it did.
+    store_failure: Option<String>,
 }
 
 impl Saver<'_> {
@@ -115,7 +116,7 @@ impl Saver<'_> {
             }
             Err(e) => {
                 tracing::warn!(error = %e, kind, "artifact store unavailable; leaving binary content out");
-                self.store_failed = true;
+                self.store_failure = Some(e.to_string());
                 format!("[{kind} {mime}, {} — not shown]", human_size(size))
             }
         }

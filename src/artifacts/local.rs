@@ -223,6 +223,17 @@ impl ArtifactStore for LocalStore {
         .boxed()
     }
 
+    fn check(&self) -> BoxFuture<'_, Result<(), ArtifactError>> {
+        async move {
+            match tokio::fs::metadata(&self.dir).await {
+                Ok(meta) if meta.is_dir() && !meta.permissions().readonly() => Ok(()),
+                Ok(_) => Err(ArtifactError::Unavailable("the artifact directory is not a writable directory".into())),
+                Err(e) => Err(ArtifactError::Unavailable(format!("the artifact directory cannot be used: {}", e.kind()))),
+            }
+        }
+        .boxed()
+    }
+
     fn url<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, Result<String, ArtifactError>> {
         async move {
             self.path(key)?;

@@ -83,6 +83,8 @@ pub trait ArtifactStore: Send + Sync {
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ArtifactError>>;
     /// Deletes an object (absent is fine).
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), ArtifactError>>;
+    /// Whether the store works now (readiness asks, every few seconds at most).
+    fn check(&self) -> BoxFuture<'_, Result<(), ArtifactError>>;
     /// An expiring link to an object.
     fn url<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, Result<String, ArtifactError>>;
 }

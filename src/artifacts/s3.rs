@@ -7,11 +7,12 @@
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
@@ -30,7 +31,7 @@ pub struct S3Store {
     bucket_ready: tokio::sync::OnceCell<()>,
     /// When creating the bucket last failed: for a short while after, saves fail at once
     /// instead of queueing behind another attempt at a store that is down.
-    last_failure: parking_lot::Mutex<Option<std::time::Instant>>,
+    last_failure: parking_lot::Mutex<Option<(std::time::Instant, String)>>,
 }
 
 /// How long a failed bucket check makes saves fail fast.
@@ -80,18 +81,18 @@ impl S3Store {
         if self.bucket_ready.initialized() {
             return Ok(());
         }
-        if self.cooling_down() {
-            return Err(down());
+        if let Some(why) = self.cooling_down() {
+            return Err(ArtifactError::Unavailable(why));
         }
         // Saves that queued behind a failed attempt find the cool-down set when their turn comes:
         // they fail at once instead of each trying again in turn.
         let attempt = || async {
-            if self.cooling_down() {
-                return Err(down());
+            if let Some(why) = self.cooling_down() {
+                return Err(ArtifactError::Unavailable(why));
             }
             let created = self.create_bucket().await;
-            if created.is_err() {
-                self.failed();
+            if let Err(e) = &created {
+                self.failed(e);
             }
             created
         };
@@ -99,12 +100,18 @@ impl S3Store {
     }
 
     /// Starts the cool-down: saves in the next few seconds fail at once.
-    fn failed(&self) {
-        *self.last_failure.lock() = Some(std::time::Instant::now());
+    fn failed(&self, error: &ArtifactError) {
+        let why = match error {
+            ArtifactError::Unavailable(why) => why.clone(),
+            other => other.to_string(),
+        };
+        *self.last_failure.lock() = Some((std::time::Instant::now(), why));
     }
 
-    fn cooling_down(&self) -> bool {
-        self.last_failure.lock().is_some_and(|at| at.elapsed() < COOL_DOWN)
+    /// The last failure's reason, while its cool-down lasts.
+    fn cooling_down(&self) -> Option<String> {
+        let last = self.last_failure.lock();
+        last.as_ref().filter(|(at, _)| at.elapsed() < COOL_DOWN).map(|(_, why)| format!("{why} (a few seconds ago)"))
     }
 
     async fn create_bucket(&self) -> Result<(), ArtifactError> {
@@ -122,15 +129,67 @@ impl S3Store {
     }
 }
 
-/// The SDK's error chain names the internal S3 address and SDK types: it goes to the log, and
-/// callers (tool messages, REST bodies) get a plain sentence.
-fn unavailable<E: std::error::Error>(e: E) -> ArtifactError {
+/// The SDK's error chain names the internal S3 address and SDK types: all of it goes to the
+/// log, and callers (tool messages, REST bodies, readiness) get the store's reason in a few
+/// words — its error code (`SignatureDoesNotMatch`, `NoSuchBucket`…), or what kept the request
+/// from arriving (connection refused, no answer in time) — never an address or a secret.
+fn unavailable<E>(e: SdkError<E, HttpResponse>) -> ArtifactError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
     tracing::warn!(error = %DisplayErrorContext(&e), "S3 request failed");
-    down()
+    ArtifactError::Unavailable(reason(&e))
 }
 
-fn down() -> ArtifactError {
-    ArtifactError::Unavailable("the S3 server could not be reached or refused the request".into())
+/// The reason of a failed S3 request, in plain words.
+fn reason<E>(e: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let cut = |text: &str| text.chars().take(200).collect::<String>();
+    match e {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            match (service.err().code(), service.err().message()) {
+                (Some(code), Some(message)) => format!("S3 refused the request: {code} ({})", cut(message)),
+                (Some(code), None) => format!("S3 refused the request: {code}"),
+                // A HEAD answer has no body to name the error: the status says enough.
+                _ if status == 403 => "S3 refused the request: HTTP 403 (check the access key and secret)".into(),
+                _ => format!("S3 refused the request: HTTP {status}"),
+            }
+        }
+        SdkError::TimeoutError(_) => "S3 did not answer in time".into(),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => "S3 did not answer in time".into(),
+        SdkError::DispatchFailure(_) => {
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+                    return format!("S3 could not be reached: {}", io_reason(io.kind()));
+                }
+                source = cause.source();
+            }
+            "S3 could not be reached".into()
+        }
+        SdkError::ResponseError(_) => "S3's answer could not be read".into(),
+        _ => "the S3 request could not be made".into(),
+    }
+}
+
+fn io_reason(kind: std::io::ErrorKind) -> &'static str {
+    use std::io::ErrorKind::*;
+    match kind {
+        ConnectionRefused => "connection refused",
+        ConnectionReset | ConnectionAborted => "connection reset",
+        TimedOut => "connection timed out",
+        NotFound => "host not found",
+        _ => "network error",
+    }
+}
+
+/// Any other failure on the way (a body cut short, a presigning setting).
+fn failed_on_the_way<E: std::error::Error>(e: E) -> ArtifactError {
+    tracing::warn!(error = %e, "S3 request failed");
+    ArtifactError::Unavailable("the S3 request failed on the way".into())
 }
 
 fn check(key: &str) -> Result<(), ArtifactError> {
@@ -148,8 +207,8 @@ impl ArtifactStore for S3Store {
             check(key)?;
             self.ensure_bucket().await?;
             // Recently down: fail at once rather than make every tool result wait a timeout.
-            if self.cooling_down() {
-                return Err(down());
+            if let Some(why) = self.cooling_down() {
+                return Err(ArtifactError::Unavailable(why));
             }
             let mut req = self
                 .client
@@ -164,8 +223,9 @@ impl ArtifactStore for S3Store {
                 req = req.metadata("source", safe);
             }
             req.send().await.map_err(|e| {
-                self.failed();
-                unavailable(e)
+                let e = unavailable(e);
+                self.failed(&e);
+                e
             })?;
             Ok(())
         }
@@ -184,7 +244,7 @@ impl ArtifactStore for S3Store {
             })?;
             let content_type = out.content_type().unwrap_or("application/octet-stream").to_owned();
             let source = out.metadata().and_then(|m| m.get("source")).cloned();
-            let bytes = out.body.collect().await.map_err(unavailable)?.into_bytes();
+            let bytes = out.body.collect().await.map_err(failed_on_the_way)?.into_bytes();
             let meta = ArtifactMeta { content_type, size: bytes.len() as u64, source };
             Ok((bytes, meta))
         }
@@ -224,6 +284,16 @@ impl ArtifactStore for S3Store {
         .boxed()
     }
 
+    fn check(&self) -> BoxFuture<'_, Result<(), ArtifactError>> {
+        async move {
+            self.ensure_bucket().await?;
+            // A GET (not a HEAD): its error body names the reason (`SignatureDoesNotMatch`).
+            self.client.list_objects_v2().bucket(&self.bucket).max_keys(1).send().await.map_err(unavailable)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), ArtifactError>> {
         async move {
             check(key)?;
@@ -236,7 +306,7 @@ impl ArtifactStore for S3Store {
     fn url<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, Result<String, ArtifactError>> {
         async move {
             check(key)?;
-            let presigning = PresigningConfig::expires_in(ttl).map_err(unavailable)?;
+            let presigning = PresigningConfig::expires_in(ttl).map_err(failed_on_the_way)?;
             // The type S3 will serve is the stored one (the extension's when it cannot be read);
             // anything a browser could run (HTML, SVG, unknown) downloads instead of rendering.
             let head = self.client.head_object().bucket(&self.bucket).key(key).send().await;
@@ -247,7 +317,7 @@ impl ArtifactStore for S3Store {
                 let name = key.rsplit('/').next().unwrap_or("artifact");
                 request = request.response_content_disposition(format!("attachment; filename=\"{name}\""));
             }
-            let request = request.presigned(presigning).await.map_err(unavailable)?;
+            let request = request.presigned(presigning).await.map_err(failed_on_the_way)?;
             Ok(request.uri().to_string())
         }
         .boxed()

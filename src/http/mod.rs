@@ -77,6 +77,8 @@ pub struct AppStateInner {
     pub hard_stop: CancellationToken,
     /// The last upstream probe of the health routes (when, and whether it answered).
     pub probe: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    /// The artifact store's last health check and when it was made (reused for a few seconds).
+    pub store_probe: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
 impl AppState {
@@ -119,6 +121,7 @@ impl AppState {
             shutdown,
             hard_stop,
             probe: tokio::sync::Mutex::new(None),
+            store_probe: tokio::sync::Mutex::new(None),
         }))
     }
 }

@@ -89,6 +89,8 @@ async fn wrong_credentials_or_a_dead_s3_degrade_and_the_loop_still_answers() {
     assert!(body["choices"][0]["message"]["content"].as_str().unwrap().ends_with("Still here."));
     let tool = llm.chat_requests()[1]["messages"][2]["content"].as_str().unwrap().to_owned();
     assert!(tool.contains("unavailable"), "{tool}");
+    assert!(tool.contains("SignatureDoesNotMatch"), "the store's reason: {tool}");
+    assert!(!tool.contains("127.0.0.1") && !tool.contains("wrong-secret"), "{tool}");
 
     // Right secret, then the server dies.
     let llm = FakeLlm::new().tool_call("ts__image", json!({})).text("Answered.").start().await;
@@ -137,4 +139,51 @@ async fn wrong_credentials_or_a_dead_s3_degrade_and_the_loop_still_answers() {
         assert!(std::time::Instant::now() < deadline, "saves never land again");
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
+}
+
+/// Readiness reports the store: 503 with its reason while S3 refuses the secret or is down
+/// (liveness stays 200), 200 with the right secret; strangers see only that it failed.
+#[tokio::test]
+async fn readiness_reports_the_store_and_its_reason() {
+    let s3 = Seaweed::start().await;
+    let llm = FakeLlm::new().text("unused").start().await;
+    let ready = |app: &TestApp| {
+        let request = app.client.get(app.url("/health/readiness")).send();
+        async move {
+            let resp = request.await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let app = TestApp::in_front_of(&llm, &format!("{}{}", stdio_ts(), s3.artifacts_yaml("wrong-secret", "1h"))).await;
+    let (status, body) = ready(&app).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["upstream"]["reachable"], true, "{body}");
+    let why = body["artifacts"]["error"].as_str().unwrap();
+    assert!(why.contains("SignatureDoesNotMatch") && !why.contains("127.0.0.1"), "{why}");
+    assert_eq!(app.client.get(app.url("/health/liveliness")).send().await.unwrap().status(), 200);
+
+    let app = TestApp::in_front_of(&llm, &format!("{}{}", stdio_ts(), s3.artifacts_yaml(S3_SECRET, "1h"))).await;
+    let (status, body) = ready(&app).await;
+    assert_eq!((status, &body["artifacts"]), (200, &json!({"ok": true})), "{body}");
+    let keyed = format!(
+        "auth:\n  api_keys: [sk-ops-0123]\n{}{}",
+        stdio_ts(),
+        s3.artifacts_yaml(S3_SECRET, "1h")
+    );
+    let guarded = TestApp::in_front_of(&llm, &keyed).await;
+    s3.kill().await;
+    let (status, body) = ready(&app).await;
+    // The last answer is reused for a few seconds: wait for a fresh check.
+    let (status, body) = if status == 200 {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        ready(&app).await
+    } else {
+        (status, body)
+    };
+    assert_eq!(status, 503, "{body}");
+    let why = body["artifacts"]["error"].as_str().unwrap();
+    assert!(why.contains("connection refused"), "{why}");
+    // Without a key, a keyed gateway says only that the store failed.
+    let (status, body) = ready(&guarded).await;
+    assert_eq!((status, &body["artifacts"]), (503, &json!({"ok": false})), "{body}");
 }
