@@ -47,6 +47,9 @@ pub fn build_state(
     let upstream = UpstreamClient::new(config.upstream.clone())?;
     let (artifacts, local) = open_store(&config.artifacts, addr)?;
     let hub = start_hub(&config, &artifacts, shutdown.child_token());
+    if let Some(retention) = config.artifacts.retention {
+        tokio::spawn(crate::artifacts::sweep_forever(artifacts.store.clone(), retention, shutdown.child_token()));
+    }
     Ok(AppState::new(Arc::new(config), upstream, hub, artifacts, local, serving, hard_stop))
 }
 

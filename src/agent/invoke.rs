@@ -133,9 +133,8 @@ impl Invoker {
         let took = started.elapsed();
         let outcome = if output.is_error { "error" } else { "ok" };
         // The tool's own failure is named in the call's one line too (its start, scrubbed).
-        let error = error.or_else(|| {
-            output.is_error.then(|| output.text.chars().take(200).collect::<String>().replace('\n', " "))
-        });
+        let error = error
+            .or_else(|| output.is_error.then(|| output.text.chars().take(200).collect::<String>().replace('\n', " ")));
         crate::metrics::metrics().tool_call(&entry.server, &entry.name, outcome, took);
         let duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         tracing::info!(server = %entry.server, tool = %entry.name, outcome, error = error.as_deref(), duration_ms,

@@ -223,12 +223,37 @@ impl ArtifactStore for LocalStore {
         .boxed()
     }
 
+    fn sweep(&self, older_than: Duration) -> BoxFuture<'_, Result<u64, ArtifactError>> {
+        async move {
+            let mut swept = 0;
+            let mut entries = tokio::fs::read_dir(&self.dir).await.map_err(io)?;
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !super::is_content_key(&name) {
+                    continue;
+                }
+                let age = entry.metadata().await.ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+                if age.is_some_and(|age| age > older_than) {
+                    let path = entry.path();
+                    let _ = tokio::fs::remove_file(meta_path(&path)).await;
+                    if tokio::fs::remove_file(&path).await.is_ok() {
+                        swept += 1;
+                    }
+                }
+            }
+            Ok(swept)
+        }
+        .boxed()
+    }
+
     fn check(&self) -> BoxFuture<'_, Result<(), ArtifactError>> {
         async move {
             match tokio::fs::metadata(&self.dir).await {
                 Ok(meta) if meta.is_dir() && !meta.permissions().readonly() => Ok(()),
                 Ok(_) => Err(ArtifactError::Unavailable("the artifact directory is not a writable directory".into())),
-                Err(e) => Err(ArtifactError::Unavailable(format!("the artifact directory cannot be used: {}", e.kind()))),
+                Err(e) => {
+                    Err(ArtifactError::Unavailable(format!("the artifact directory cannot be used: {}", e.kind())))
+                }
             }
         }
         .boxed()

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 pub use local::{LinkError, LocalStore};
 pub use s3::S3Store;
@@ -83,6 +84,9 @@ pub trait ArtifactStore: Send + Sync {
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ArtifactError>>;
     /// Deletes an object (absent is fine).
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), ArtifactError>>;
+    /// Deletes the tool-output artifacts (content keys at the top level; never the built-in
+    /// tools' `files/`) stored longer ago than `older_than`; returns how many went.
+    fn sweep(&self, older_than: Duration) -> BoxFuture<'_, Result<u64, ArtifactError>>;
     /// Whether the store works now (readiness asks, every few seconds at most).
     fn check(&self) -> BoxFuture<'_, Result<(), ArtifactError>>;
     /// An expiring link to an object.
@@ -206,6 +210,32 @@ pub fn safe_content_type(stored: &str) -> &str {
         && stored.len() <= 200
         && stored.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
     if fits { stored } else { "application/octet-stream" }
+}
+
+/// A tool output's key: `<sha256 hex>.<ext>` at the top level (never a stored file's).
+pub fn is_content_key(key: &str) -> bool {
+    let hash = key.split('.').next().unwrap_or("");
+    hash.len() == 64
+        && hash.chars().all(|c| c.is_ascii_hexdigit())
+        && !key.contains('/')
+        && !key.ends_with(".meta.json")
+}
+
+/// Deletes old tool-output artifacts every little while (a quarter of `retention`, between a
+/// second and an hour) until `shutdown`.
+pub async fn sweep_forever(store: Arc<dyn ArtifactStore>, retention: Duration, shutdown: CancellationToken) {
+    let every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        match store.sweep(retention).await {
+            Ok(0) => {}
+            Ok(swept) => tracing::info!(swept, "expired artifacts deleted"),
+            Err(e) => tracing::warn!(error = %e, "artifact sweep failed; trying again later"),
+        }
+    }
 }
 
 /// Keys are `[A-Za-z0-9._-]` segments separated by `/`, never `.`/`..` segments: nothing a

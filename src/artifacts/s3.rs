@@ -284,6 +284,40 @@ impl ArtifactStore for S3Store {
         .boxed()
     }
 
+    fn sweep(&self, older_than: Duration) -> BoxFuture<'_, Result<u64, ArtifactError>> {
+        async move {
+            self.ensure_bucket().await?;
+            let cutoff = std::time::SystemTime::now() - older_than;
+            let (mut swept, mut token) = (0, None::<String>);
+            loop {
+                // The top level only (`/` as delimiter): the built-in tools' files/ stay.
+                let page = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .delimiter("/")
+                    .set_continuation_token(token.take())
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                for object in page.contents() {
+                    let (Some(key), Some(modified)) = (object.key(), object.last_modified()) else { continue };
+                    let old = std::time::SystemTime::try_from(*modified).is_ok_and(|t| t < cutoff);
+                    if old && super::is_content_key(key) {
+                        self.client.delete_object().bucket(&self.bucket).key(key).send().await.map_err(unavailable)?;
+                        swept += 1;
+                    }
+                }
+                match page.next_continuation_token() {
+                    Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
+                    _ => break,
+                }
+            }
+            Ok(swept)
+        }
+        .boxed()
+    }
+
     fn check(&self) -> BoxFuture<'_, Result<(), ArtifactError>> {
         async move {
             self.ensure_bucket().await?;

@@ -41,7 +41,7 @@ use rmcp::{ErrorData as McpError, ServerHandler, tool, tool_handler, tool_router
 use serde_json::{Value, json};
 
 use self::params::{KeyArgs, ListArgs, ListToolsArgs, ReadArgs, UploadArgs};
-use crate::artifacts::{ArtifactError, ArtifactMeta, ArtifactStore, mime_of, valid_key};
+use crate::artifacts::{ArtifactError, ArtifactMeta, ArtifactStore, is_content_key, mime_of, valid_key};
 use crate::config::FilesQuota;
 use crate::mcp::{CatalogView, FILES_NAMESPACE_META, VISIBLE_TOOLS_META};
 
@@ -343,11 +343,6 @@ fn floor(s: &str, mut i: usize) -> usize {
         i -= 1;
     }
     i
-}
-
-fn is_content_key(key: &str) -> bool {
-    let hash = key.split('.').next().unwrap_or("");
-    hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()) && !key.contains('/')
 }
 
 fn text(t: impl Into<String>) -> CallToolResult {

@@ -27,6 +27,8 @@ pub struct ArtifactsConfig {
     pub url_ttl: Duration,
     /// Inline budget of one tool output, in bytes.
     pub max_inline_bytes: usize,
+    /// How long tool-output artifacts are kept (`None`: forever).
+    pub retention: Option<Duration>,
 }
 
 /// Which artifact store.
@@ -122,5 +124,10 @@ pub(super) fn artifacts_config(raw: raw::RawArtifacts, p: &mut Problems) -> Opti
             return None;
         }
     };
-    Some(ArtifactsConfig { store, url_ttl, max_inline_bytes })
+    let retention = dur(raw.retention, 7 * 24 * 3600);
+    if !retention.is_zero() && retention < url_ttl {
+        p.push("artifacts.retention", "must be at least artifacts.url_ttl (a link must not outlive its object), or 0");
+    }
+    let retention = (!retention.is_zero()).then_some(retention);
+    Some(ArtifactsConfig { store, url_ttl, max_inline_bytes, retention })
 }

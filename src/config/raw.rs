@@ -240,6 +240,10 @@ pub struct RawArtifacts {
     /// and tail and is stored whole as an artifact. Default 16384.
     #[serde(default, deserialize_with = "text_or")]
     pub max_inline_bytes: Option<usize>,
+    /// How long tool-output artifacts are kept (links die after `url_ttl`, objects after
+    /// this). Default 7d; at least `url_ttl`; `0` keeps them forever. Files stored with the
+    /// built-in storage tools (below `files/`) are never swept.
+    pub retention: Option<DurationValue>,
     /// Settings of the `local` store.
     #[serde(default)]
     pub local: RawLocalStore,
@@ -494,7 +498,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => 0.001,
         "m" => 60.0,
         "h" => 3600.0,
-        other => return Err(format!("unknown duration unit `{other}` in `{text}` (use ms, s, m or h)")),
+        "d" => 86_400.0,
+        other => return Err(format!("unknown duration unit `{other}` in `{text}` (use ms, s, m, h or d)")),
     };
     secs(value * factor)
 }
@@ -510,6 +515,7 @@ mod tests {
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
         assert!(parse_duration("10 parsecs").is_err());
         assert!(parse_duration("fast").is_err());
     }

@@ -124,8 +124,7 @@ pub async fn connect(
             }
         }
     }
-    let (connection, guard) =
-        open(server, http, client, in_process, ClientLifecycleMode::Initialize, stderr).await?;
+    let (connection, guard) = open(server, http, client, in_process, ClientLifecycleMode::Initialize, stderr).await?;
     Ok((connection, guard, false))
 }
 

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::agent::with_everything;
 use crate::common::peers::TEST_SERVER;
-use crate::common::{FakeLlm, TestApp};
+use crate::common::{FakeLlm, TestApp, first_text};
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 
@@ -147,4 +147,45 @@ async fn vision_models_also_get_tool_images_as_image_url_parts() {
     let tool = &sent[1]["messages"].as_array().unwrap().iter().rev().find(|m| m["role"] == "tool").unwrap()["content"];
     assert!(tool.as_str().unwrap().contains("/artifacts/"), "the tool message keeps the link: {tool}");
     assert_eq!(sent[3]["messages"].as_array().unwrap().last().unwrap()["role"], "tool", "no images for other models");
+}
+
+/// Tool-output artifacts expire after `artifacts.retention` (a sweeper deletes them, locally
+/// and in S3); the built-in tools' stored files stay; retention shorter than a link's life is
+/// refused.
+#[tokio::test]
+async fn old_artifacts_are_swept_and_stored_files_stay() {
+    let refused = mcp_middleware::config::load_str(
+        "artifacts:\n  url_ttl: 1h\n  retention: 30m\n",
+        &std::collections::HashMap::<String, String>::new(),
+    );
+    assert!(refused.unwrap_err().to_string().contains("artifacts.retention"));
+
+    let s3 = crate::common::peers::Seaweed::start().await;
+    let ts =
+        format!("builtin_tools:\n  enabled: true\nmcpServers:\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n");
+    for store in ["local", "s3"] {
+        let artifacts = match store {
+            "local" => "artifacts:\n  url_ttl: 1s\n  retention: 2s\n".to_owned(),
+            _ => format!("{}  retention: 2s\n", s3.artifacts_yaml(crate::common::peers::S3_SECRET, "1s")),
+        };
+        let app = TestApp::spawn(&format!("{ts}{artifacts}")).await;
+        app.wait_for_tools(|n| n.iter().any(|t| t == "ts__image") && n.iter().any(|t| t == "builtin__read_artifact"))
+            .await;
+        let (_, kept) = app.call_tool("builtin__minio_upload_object", json!({"key": "keep.txt", "text": "mine"})).await;
+        assert!(first_text(&kept).starts_with("uploaded"), "{store}: {kept}");
+        let (_, image) = app.call_tool("ts__image", json!({})).await;
+        let key = image["artifacts"][0]["key"].as_str().expect("stored").to_owned();
+        let read = |key: String| {
+            let app = &app;
+            async move { app.call_tool("builtin__read_artifact", json!({"key": key})).await.1 }
+        };
+        assert_ne!(read(key.clone()).await["isError"], true, "{store}: readable at first");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while read(key.clone()).await["isError"] != true {
+            assert!(std::time::Instant::now() < deadline, "{store}: {key} never swept");
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        let (_, still) = app.call_tool("builtin__minio_download_object", json!({"key": "keep.txt"})).await;
+        assert_eq!(first_text(&still), "mine", "{store}: a stored file was swept");
+    }
 }

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::process::GatewayProcess;
 use crate::common::peers::TEST_SERVER;
+use crate::common::process::GatewayProcess;
 
 #[tokio::test]
 async fn default_logs_are_quiet_and_say_what_matters() {

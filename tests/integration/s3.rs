@@ -165,11 +165,7 @@ async fn readiness_reports_the_store_and_its_reason() {
     let app = TestApp::in_front_of(&llm, &format!("{}{}", stdio_ts(), s3.artifacts_yaml(S3_SECRET, "1h"))).await;
     let (status, body) = ready(&app).await;
     assert_eq!((status, &body["artifacts"]), (200, &json!({"ok": true})), "{body}");
-    let keyed = format!(
-        "auth:\n  api_keys: [sk-ops-0123]\n{}{}",
-        stdio_ts(),
-        s3.artifacts_yaml(S3_SECRET, "1h")
-    );
+    let keyed = format!("auth:\n  api_keys: [sk-ops-0123]\n{}{}", stdio_ts(), s3.artifacts_yaml(S3_SECRET, "1h"));
     let guarded = TestApp::in_front_of(&llm, &keyed).await;
     s3.kill().await;
     let (status, body) = ready(&app).await;

@@ -140,3 +140,49 @@ fn the_checker_catches_each_kind_of_violation() {
     ];
     assert_eq!(violations(&fine), Vec::<String>::new());
 }
+
+/// Every field of the raw config structs (by its YAML name) as they appear in `raw.rs`.
+fn config_fields(raw_rs: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut in_struct = false;
+    let mut rename: Option<String> = None;
+    for line in raw_rs.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("pub struct Raw") {
+            in_struct = true;
+        } else if trimmed == "}" {
+            in_struct = false;
+        } else if in_struct && let Some(at) = trimmed.find("rename = \"") {
+            rename = trimmed[at + 10..].split('"').next().map(str::to_owned);
+        } else if in_struct && let Some(field) = trimmed.strip_prefix("pub ").and_then(|f| f.split_once(':')) {
+            fields.push(rename.take().unwrap_or_else(|| field.0.to_owned()));
+        }
+    }
+    fields
+}
+
+/// The keys written in a YAML file, commented-out examples included (`# key:`).
+fn yaml_keys(yaml: &str) -> std::collections::HashSet<String> {
+    yaml.lines()
+        .filter_map(|line| {
+            let line = line.trim_start().trim_start_matches('#').trim_start().trim_start_matches("- ");
+            let (key, _) = line.split_once(':')?;
+            let ok = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            ok.then(|| key.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn the_shipped_config_documents_every_field() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let raw = std::fs::read_to_string(root.join("src/config/raw.rs")).unwrap();
+    let fields = config_fields(&raw);
+    assert!(fields.len() > 80 && fields.iter().any(|f| f == "mcpServers"), "the parser lost the structs: {fields:?}");
+    let keys = yaml_keys(&std::fs::read_to_string(root.join("config.yaml")).unwrap());
+    let missing: Vec<&String> = fields.iter().filter(|f| !keys.contains(f.as_str())).collect();
+    assert!(missing.is_empty(), "config.yaml does not show these fields: {missing:?}");
+    // The checker itself sees a missing field.
+    let keys = yaml_keys("upstream:\n  # base_url: x\n");
+    assert!(keys.contains("base_url") && !keys.contains("api_key"));
+}
