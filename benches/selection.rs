@@ -45,9 +45,20 @@ fn main() {
         {"role": "assistant", "content": "Which system?"},
         {"role": "user", "content": "system 7, and list the commits that touched the image files"}]}))
     .unwrap();
-    let budgeted =
-        SelectionConfig { max_tools: 64, always_rank: false, always: vec![], find_tools: Some("find_tools".into()) };
-    let roomy = SelectionConfig { max_tools: 128, always_rank: false, always: vec![], find_tools: None };
+    let budgeted = SelectionConfig {
+        max_tools: 64,
+        max_tool_bytes: usize::MAX,
+        always_rank: false,
+        always: vec![],
+        find_tools: Some("find_tools".into()),
+    };
+    let roomy = SelectionConfig {
+        max_tools: 128,
+        max_tool_bytes: usize::MAX,
+        always_rank: false,
+        always: vec![],
+        find_tools: None,
+    };
     let run = |config: &SelectionConfig, all: bool| {
         let mut samples = Vec::with_capacity(2000);
         for _ in 0..2000 {

@@ -114,24 +114,38 @@ pub fn choose(
 ) -> Offer {
     let budget = model.and_then(|m| m.max_tools).unwrap_or(config.max_tools).min(PROVIDER_TOOL_LIMIT);
     let room = budget.saturating_sub(client_tool_names(body).count());
-    if pool.len() <= room && !config.always_rank {
+    let byte_budget = model.and_then(|m| m.max_tool_bytes).unwrap_or(config.max_tool_bytes);
+    let pool_bytes: usize = pool.iter().map(|e| e.openai_tool.get().len()).sum();
+    let fits = pool.len() <= room && pool_bytes <= byte_budget;
+    if fits && !config.always_rank {
         return Offer { tools: pool.clone(), pool, find_tools: None, room, ranker: "all" };
     }
-    let find = config.find_tools.clone().filter(|_| room > 1 && pool.len() > room);
+    let find = config.find_tools.clone().filter(|_| room > 1 && !fits);
     let slots = if find.is_some() { room - 1 } else { room };
+    let mut bytes_left = byte_budget.saturating_sub(if find.is_some() { FIND_TOOLS_BYTES } else { 0 });
     let called = called(body);
     let forced = chosen_by_client(body);
-    let mut chosen: Vec<Arc<ToolEntry>> = Vec::with_capacity(slots);
+    let mut chosen: Vec<Arc<ToolEntry>> = Vec::with_capacity(slots.min(pool.len()));
     let mut taken: HashSet<&str> = HashSet::new();
-    let by_client = pool.iter().filter(|e| forced.contains(&e.name));
-    let pinned = by_client.chain(pool.iter().filter(|e| config.always.iter().any(|p| glob(p, &e.name))));
+    // The client's forced choice is offered whatever it weighs (the provider refuses a choice
+    // of a tool it was not given); everything else fits the byte budget, or waits for
+    // `find_tools` (a big tool is skipped and smaller ones after it still fill the budget).
+    for entry in pool.iter().filter(|e| forced.contains(&e.name)) {
+        if chosen.len() < slots && taken.insert(entry.name.as_str()) {
+            bytes_left = bytes_left.saturating_sub(entry.openai_tool.get().len());
+            chosen.push(entry.clone());
+        }
+    }
+    let pinned = pool.iter().filter(|e| config.always.iter().any(|p| glob(p, &e.name)));
     let used = pool.iter().filter(|e| called.contains(&e.name));
     let ranked = rank(catalog, &pool, &conversation_query(body));
     for entry in pinned.chain(used).chain(ranked.iter()) {
         if chosen.len() >= slots {
             break;
         }
-        if taken.insert(entry.name.as_str()) {
+        let size = entry.openai_tool.get().len();
+        if size <= bytes_left && taken.insert(entry.name.as_str()) {
+            bytes_left -= size;
             chosen.push(entry.clone());
         }
     }
@@ -146,6 +160,9 @@ pub fn find_tools_definition(name: &str) -> Value {
         "parameters": {"type": "object", "properties": {"query": {"type": "string", "description": "What you want to do, in a few words"}}, "required": ["query"]},
     }})
 }
+
+/// About what the discovery tool's definition weighs, counted against the byte budget.
+const FIND_TOOLS_BYTES: usize = 512;
 
 /// How many tools `find_tools` returns.
 pub const FIND_LIMIT: usize = 8;

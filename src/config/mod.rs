@@ -144,6 +144,16 @@ pub fn load_str(yaml: &str, env: &dyn EnvSource) -> Result<Config, ConfigError> 
     validate(raw)
 }
 
+/// Default of `tool_selection.max_tool_bytes`: about 4 k tokens of tool definitions, chosen by
+/// measuring (`tests/integration/catalogs.rs`, on the official servers' catalog and its
+/// labelled queries) what the ranked offer within a budget plus `find_tools` still serves.
+pub const DEFAULT_MAX_TOOL_BYTES: usize = 16 * 1024;
+
+/// A byte budget of 0 means none.
+fn no_budget_when_zero(bytes: usize) -> usize {
+    if bytes == 0 { usize::MAX } else { bytes }
+}
+
 /// Checks a raw config and builds the typed one, reporting every problem found.
 pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut p = Problems::default();
@@ -197,12 +207,13 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut models: Vec<ModelPolicy> = raw
         .models
         .into_iter()
-        .map(|(pattern, RawToolPolicy { servers, tools, inject, vision, max_tools })| ModelPolicy {
+        .map(|(pattern, RawToolPolicy { servers, tools, inject, vision, max_tools, max_tool_bytes })| ModelPolicy {
             pattern,
             selection: ToolSelection { servers, tools },
             inject: inject.unwrap_or(true),
             vision: vision.unwrap_or(false),
             max_tools: max_tools.map(|m| m.min(PROVIDER_TOOL_LIMIT)),
+            max_tool_bytes: max_tool_bytes.map(no_budget_when_zero),
         })
         .collect();
     // Most specific first: exact names before globs, longer patterns before shorter.
@@ -286,6 +297,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let selection = SelectionConfig {
         max_tools: max_tools.min(PROVIDER_TOOL_LIMIT),
+        max_tool_bytes: no_budget_when_zero(raw_selection.max_tool_bytes.unwrap_or(DEFAULT_MAX_TOOL_BYTES)),
         always_rank,
         always: raw_selection.always,
         find_tools: (!find_tools.is_empty()).then_some(find_tools),

@@ -162,6 +162,10 @@ pub struct RawToolPolicy {
     /// `tool_selection.max_tools`; never above 128.
     #[serde(default, deserialize_with = "text_or")]
     pub max_tools: Option<usize>,
+    /// Most bytes of our tool definitions sent to this model in one request. Default
+    /// `tool_selection.max_tool_bytes`; 0: no byte budget.
+    #[serde(default, deserialize_with = "text_or")]
+    pub max_tool_bytes: Option<usize>,
 }
 
 /// `tool_selection:` — which of the allowed tools a request is offered when there are many.
@@ -172,6 +176,11 @@ pub struct RawSelection {
     /// accepts; the client's tools are never dropped, ours fill what is left.
     #[serde(default, deserialize_with = "text_or")]
     pub max_tools: Option<usize>,
+    /// Most bytes of our tool definitions (their JSON, as sent) in one request: past it the
+    /// tools are ranked against the conversation and `find_tools` reaches the rest. Default
+    /// 16384 (about 4 k tokens); 0: no byte budget (only `max_tools` applies).
+    #[serde(default, deserialize_with = "text_or")]
+    pub max_tool_bytes: Option<usize>,
     /// `auto` (default): rank only when the allowed tools do not fit; `ranked`: always rank.
     pub mode: Option<String>,
     /// Tools always offered first (exposed names, `*` globs), e.g. `["builtin__*"]`.

@@ -42,6 +42,8 @@ pub struct ModelPolicy {
     pub vision: bool,
     /// Most tools sent to this model, when set.
     pub max_tools: Option<usize>,
+    /// Most bytes of our tool definitions sent to this model, when set (0: no budget).
+    pub max_tool_bytes: Option<usize>,
 }
 
 /// The most tools one request may carry (OpenAI's limit, the lowest of the providers').
@@ -52,6 +54,8 @@ pub const PROVIDER_TOOL_LIMIT: usize = 128;
 pub struct SelectionConfig {
     /// Most tools (client's and ours) per request.
     pub max_tools: usize,
+    /// Most bytes of our tool definitions per request (`usize::MAX`: no budget).
+    pub max_tool_bytes: usize,
     /// Rank even when everything fits.
     pub always_rank: bool,
     /// Tools offered first (globs over exposed names).

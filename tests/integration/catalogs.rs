@@ -212,7 +212,8 @@ async fn a_broad_search_stays_within_the_budget() {
 #[tokio::test]
 async fn an_oversized_catalog_never_exceeds_the_provider_limit() {
     let llm = FakeLlm::new().persona(Persona::OpenAi).text("ok").start().await;
-    let mut yaml = String::from("mcpServers:\n");
+    // The count limit alone (no byte budget) is what this test is about.
+    let mut yaml = String::from("tool_selection:\n  max_tool_bytes: 0\nmcpServers:\n");
     for i in 0..13 {
         yaml.push_str(&format!("  s{i}:\n    command: {TEST_SERVER}\n    args: [stdio]\n"));
     }
@@ -235,4 +236,61 @@ async fn an_oversized_catalog_never_exceeds_the_provider_limit() {
         "the client's tools are never dropped"
     );
     assert!(names.contains(&"find_tools".to_owned()));
+}
+
+/// The byte budget's default, measured: for each labelled query, the offer within a budget
+/// (ranked against the query) serves it directly when one of its tools is offered, and with
+/// `find_tools` when a search for the query finds one. The default keeps every query served
+/// while sending a fraction of the catalog's bytes.
+#[test]
+fn the_byte_budget_keeps_recall_with_find_tools() {
+    use mcp_middleware::agent::selection::{FIND_LIMIT, choose, find};
+    use mcp_middleware::config::{DEFAULT_MAX_TOOL_BYTES, SelectionConfig};
+    let catalog = official_catalog();
+    let pool = catalog.entries().to_vec();
+    let all_bytes: usize = pool.iter().map(|e| e.openai_tool.get().len()).sum();
+    let measure = |budget: usize| {
+        let config = SelectionConfig {
+            max_tools: 128,
+            max_tool_bytes: budget,
+            always_rank: false,
+            always: vec![],
+            find_tools: Some("find_tools".into()),
+        };
+        let (mut direct, mut found, mut bytes) = (0usize, 0usize, 0usize);
+        for (i, (query, wanted)) in LABELLED.iter().enumerate() {
+            // A chat that was about something else a turn ago (the ranking weighs the last
+            // user message most, the turns before it too).
+            let before = LABELLED[(i + 7) % LABELLED.len()].0;
+            let body = json!({"messages": [
+                {"role": "user", "content": before},
+                {"role": "assistant", "content": "Done."},
+                {"role": "user", "content": query},
+            ]});
+            let offer = choose(&catalog, pool.clone(), body.as_object().unwrap(), &config, None);
+            bytes += offer.tools.iter().map(|e| e.openai_tool.get().len()).sum::<usize>();
+            let hit =
+                |tools: &[Arc<mcp_middleware::mcp::ToolEntry>]| tools.iter().any(|e| wanted.contains(&e.name.as_str()));
+            if hit(&offer.tools) {
+                direct += 1;
+                found += 1;
+            } else if offer.find_tools.is_some() && hit(&find(&catalog, &pool, query, FIND_LIMIT).1) {
+                found += 1;
+            }
+        }
+        let n = LABELLED.len();
+        (direct as f64 / n as f64, found as f64 / n as f64, bytes / n)
+    };
+    eprintln!("catalog: {} tools, {all_bytes} bytes", pool.len());
+    for budget in [4096, 8192, 12288, 16384, 24576, 32768, usize::MAX] {
+        let (direct, with_find, bytes) = measure(budget);
+        eprintln!(
+            "budget {budget:>6}: {bytes:>6} bytes offered, recall direct {direct:.3}, with find_tools {with_find:.3}"
+        );
+    }
+    let (direct, with_find, bytes) = measure(DEFAULT_MAX_TOOL_BYTES);
+    assert!(all_bytes > 2 * DEFAULT_MAX_TOOL_BYTES, "the fixture is big enough to be cut: {all_bytes}");
+    assert!(bytes <= DEFAULT_MAX_TOOL_BYTES, "{bytes}");
+    assert!(with_find >= 0.98, "with find_tools {with_find:.3}");
+    assert!(direct >= 0.9, "direct {direct:.3}");
 }
