@@ -49,6 +49,16 @@ impl Sink {
         let _ = tx.send(Ok(SseEvent { event: String::new(), data: chunk.to_string() })).await;
     }
 
+    /// Sends an Open WebUI event (its `"event"` field, e.g. a status line) on an empty delta:
+    /// Open WebUI shows it; any other client sees a chunk that changes nothing.
+    pub async fn event(&self, identity: &ResponseIdentity, event: Value) {
+        let Some(tx) = &self.tx else { return };
+        let chunk = json!({"id": identity.id, "object": "chat.completion.chunk", "created": identity.created,
+            "model": identity.model,
+            "choices": [{"index": 0, "delta": {}, "logprobs": null, "finish_reason": null}], "event": event});
+        let _ = tx.send(Ok(SseEvent { event: String::new(), data: chunk.to_string() })).await;
+    }
+
     /// Sends the usage chunk.
     pub async fn usage(&self, identity: &ResponseIdentity, usage: &Value) {
         let Some(tx) = &self.tx else { return };

@@ -298,7 +298,15 @@ impl ToolLoop {
             return Step::Done(Box::new(self.outcome(&round, client_calls, finish.into())));
         }
         self.state.messages.push(serde_json::to_value(&round.message).unwrap_or_default());
+        // While the calls run, the client is told which (Open WebUI shows a status line above
+        // the answer); the cards with their results follow when they are done.
+        let names: Vec<&str> = round.gateway_calls().map(|c| c.name()).collect();
+        self.status(sink, format!("Running {}…", names.join(", ")), false).await;
+        let started = std::time::Instant::now();
         let runs = self.run_calls(&round).await;
+        let took = started.elapsed().as_secs_f64();
+        let ran = if runs.len() == 1 { names.join("") } else { format!("{} tools", runs.len()) };
+        self.status(sink, format!("Ran {ran} ({took:.1} s)"), true).await;
         let found = merge_found(&mut self.tools, &runs, &self.pool, self.state.room);
         if found > 0 {
             if let Some(count) = self.state.selection.get_mut("found") {
@@ -381,6 +389,14 @@ impl ToolLoop {
     }
 
     /// Adds `text` to the answer and shows it to a streaming client.
+    /// An Open WebUI status line (with the cards: the same presentation switch).
+    async fn status(&self, sink: &Sink, description: String, done: bool) {
+        if let (true, Some(identity)) = (self.agent.limits.tool_cards, &self.state.response) {
+            let event = json!({"type": "status", "data": {"description": description, "done": done}});
+            sink.event(identity, event).await;
+        }
+    }
+
     async fn show(&mut self, sink: &Sink, text: &str) {
         self.state.gathered.content.push_str(text);
         if let Some(identity) = &self.state.response {

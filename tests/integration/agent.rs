@@ -348,6 +348,49 @@ async fn a_client_that_disconnects_mid_call_cancels_it_on_the_mcp_server() {
     }
 }
 
+/// A streaming client hears of a call when it starts, not only when it ends: an Open WebUI
+/// status line ("Running …") on an empty delta before the result, and "Ran …" with its card
+/// after it.
+#[tokio::test]
+async fn a_running_call_is_shown_before_its_result() {
+    use futures_util::StreamExt;
+    let llm = FakeLlm::new().tool_call("ts__slow", json!({"ms": 1500, "steps": 3})).text("done").start().await;
+    let (app, _) = with_test_server(&llm, "").await;
+    let mut req = user("slow");
+    req["stream"] = json!(true);
+    let started = Instant::now();
+    let resp = app.post("/v1/chat/completions", &req).await;
+    let mut body = resp.bytes_stream();
+    let (mut buffer, mut seen) = (String::new(), Vec::<(Duration, Value)>::new());
+    while let Some(bytes) = body.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&bytes.unwrap()));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            for data in crate::common::sse_payloads(&event) {
+                if data != "[DONE]" {
+                    seen.push((started.elapsed(), serde_json::from_str(&data).unwrap()));
+                }
+            }
+        }
+    }
+    let at = |pred: &dyn Fn(&Value) -> bool| seen.iter().find(|(_, c)| pred(c)).map(|(t, c)| (*t, c.clone()));
+    let (running_at, running) = at(&|c| c["event"]["data"]["done"] == false).expect("a running status");
+    assert_eq!(running["event"]["type"], "status");
+    assert_eq!(running["event"]["data"]["description"], "Running ts__slow…");
+    assert_eq!(running["choices"][0]["delta"], json!({}), "an empty delta for every other client");
+    let (card_at, _) = at(&|c| c["choices"][0]["delta"]["content"].as_str().is_some_and(|t| t.contains("<details")))
+        .expect("the card");
+    let (_, ran) = at(&|c| c["event"]["data"]["done"] == true).expect("a done status");
+    assert!(ran["event"]["data"]["description"].as_str().unwrap().starts_with("Ran ts__slow ("), "{ran}");
+    assert!(card_at >= running_at + Duration::from_millis(1200), "running at {running_at:?}, card at {card_at:?}");
+
+    // Without cards (a client other than Open WebUI), no status events either.
+    let llm = FakeLlm::new().tool_call("ts__echo", json!({"text": "x"})).text("done").start().await;
+    let (app, _) = with_test_server(&llm, "tool_loop:\n  tool_cards: false\n").await;
+    let raw = app.post("/v1/chat/completions", &req).await.text().await.unwrap();
+    assert!(!raw.contains("\"event\""), "{raw}");
+}
+
 #[tokio::test]
 async fn keep_alive_comments_flow_while_a_slow_tool_runs() {
     let llm = FakeLlm::new().tool_call("ts__slow", json!({"ms": 1200, "steps": 2})).text("done").start().await;

@@ -69,7 +69,8 @@ async fn each_caller_keeps_its_own_files() {
         .await;
     let (status, body) =
         call(&app, admin, Some("bob"), "builtin__minio_download_object", json!({"key": "a.txt"})).await;
-    assert_ne!(status, 200, "bob read alice's file: {body}");
+    assert_eq!((status, body["isError"].as_bool()), (200, Some(true)), "bob read alice's file: {body}");
+    assert_eq!(first_text(&body), "no stored object `a.txt`");
     let (_, body) = call(&app, admin, Some("alice"), "builtin__minio_download_object", json!({"key": "a.txt"})).await;
     assert_eq!(first_text(&body), "from alice");
 }

@@ -92,9 +92,10 @@ async fn a_dead_s3_store_leaks_no_internal_detail() {
     let app = TestApp::spawn(&yaml).await;
     app.wait_for_tools(|n| n.iter().any(|t| t == "builtin__minio_upload_object")).await;
     let (status, body) = app.call_tool("builtin__minio_upload_object", json!({"key": "a.txt", "text": "x"})).await;
-    assert!(status >= 500, "{status}: {body}");
+    // The tool's own failure (200, isError), with the store's reason and nothing internal.
+    assert_eq!((status, body["isError"].as_bool()), (200, Some(true)), "{body}");
     let text = body.to_string();
-    assert!(text.contains("S3 server could not be reached"), "{text}");
+    assert!(text.contains("S3 could not be reached: connection refused"), "{text}");
     for internal in [&port.to_string(), "127.0.0.1", "dispatch", "Connector", "hyper", "io error"] {
         assert!(!text.contains(internal), "the body names `{internal}`: {text}");
     }
