@@ -94,12 +94,16 @@ fn compose() -> serde_yaml_ng::Value {
     serde_yaml_ng::from_str(&read("deploy/compose/compose.yaml")).unwrap()
 }
 
-/// Every `NAME=` of the env file, with a placeholder value.
+/// Every `NAME=` of the env file, with its value, or a placeholder where it is left empty.
 fn env_example() -> HashMap<String, String> {
     read("deploy/compose/env.example")
         .lines()
         .filter(|l| !l.starts_with('#') && l.contains('='))
-        .map(|l| (l.trim_end_matches('=').split('=').next().unwrap().to_owned(), "placeholder-value".to_owned()))
+        .map(|l| {
+            let (name, value) = l.split_once('=').unwrap();
+            let value = if value.is_empty() { "placeholder-value" } else { value };
+            (name.to_owned(), value.to_owned())
+        })
         .collect()
 }
 
@@ -144,6 +148,16 @@ fn the_compose_stack_and_kubernetes_example_hold_together() {
     for dependency in gateway["depends_on"].as_sequence().unwrap() {
         assert!(services.contains_key(dependency.as_str().unwrap()), "depends_on {dependency:?}");
     }
+    // Artifact links open in a person's browser: they are signed for the public endpoint, a
+    // host address whose port the S3 service publishes onto its own S3 port.
+    let config::StoreConfig::S3(s3) = &cfg.artifacts.store else { panic!("the stack stores artifacts in S3") };
+    let public = &s3.public_endpoint;
+    assert!(matches!(public.host_str(), Some("localhost" | "127.0.0.1")), "links signed for {public}");
+    let s3_service = s3.endpoint.host_str().unwrap();
+    let published = format!("{}:{}", public.port_or_known_default().unwrap(), s3.endpoint.port_or_known_default().unwrap());
+    let ports: Vec<&str> =
+        compose["services"][s3_service]["ports"].as_sequence().into_iter().flatten().filter_map(|p| p.as_str()).collect();
+    assert!(ports.contains(&published.as_str()), "{s3_service} publishes {ports:?}, links need {published}");
 
     // Kubernetes: the ConfigMap's config validates with the same secrets; paths and ports agree.
     let docs: Vec<serde_yaml_ng::Value> =

@@ -183,3 +183,20 @@ async fn readiness_reports_the_store_and_its_reason() {
     let (status, body) = ready(&guarded).await;
     assert_eq!((status, &body["artifacts"]), (503, &json!({"ok": false})), "{body}");
 }
+
+/// A link signed for the public endpoint (the host name people's browsers use, as in the compose
+/// stack) opens there, while the gateway itself talks to the store by another address.
+#[tokio::test]
+async fn links_signed_for_the_public_endpoint_open_in_a_browser() {
+    let s3 = Seaweed::start().await;
+    let public = s3.endpoint.replace("127.0.0.1", "localhost");
+    let yaml = format!("{}{}    public_endpoint: {public}\n", stdio_ts(), s3.artifacts_yaml(S3_SECRET, "1h"));
+    let app = TestApp::spawn(&yaml).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__image")).await;
+    let (_, image) = app.call_tool("ts__image", json!({})).await;
+    let link = image["artifacts"][0]["url"].as_str().expect("a link").to_owned();
+    assert!(link.starts_with(&format!("{public}/mcp-storage/")), "{link}");
+    let resp = reqwest::get(&link).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.unwrap().starts_with(PNG_MAGIC));
+}
