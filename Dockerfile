@@ -19,11 +19,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bin mcp-middleware --bin mcp-builtin-tools \
     && cp target/release/mcp-middleware target/release/mcp-builtin-tools /usr/local/bin/
 
-FROM debian:bookworm-slim
-# ca-certificates for HTTPS upstreams; Node.js + npm for `npx` servers; Python + uv for `uvx`
-# servers; git for servers that fetch repositories (mcp-server-git).
+# Node.js 22 (with npm and npx) from the official image: Debian bookworm's own nodejs is 18,
+# older than what the servers we recommend declare (@playwright/mcp: node >= 20); the deploy
+# test checks this version against every recommended package's `engines`.
+FROM node:22.21.1-bookworm-slim
+# ca-certificates for HTTPS upstreams; Python + uv for `uvx` servers; git for servers that fetch
+# repositories (mcp-server-git).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates nodejs npm python3 python3-venv python3-pip git \
+    && apt-get install -y --no-install-recommends ca-certificates python3 python3-venv python3-pip git \
     && pip3 install --no-cache-dir --break-system-packages uv==0.13.9 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/mcp-middleware /usr/local/bin/mcp-builtin-tools /usr/local/bin/

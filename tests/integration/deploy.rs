@@ -154,9 +154,14 @@ fn the_compose_stack_and_kubernetes_example_hold_together() {
     let public = &s3.public_endpoint;
     assert!(matches!(public.host_str(), Some("localhost" | "127.0.0.1")), "links signed for {public}");
     let s3_service = s3.endpoint.host_str().unwrap();
-    let published = format!("{}:{}", public.port_or_known_default().unwrap(), s3.endpoint.port_or_known_default().unwrap());
-    let ports: Vec<&str> =
-        compose["services"][s3_service]["ports"].as_sequence().into_iter().flatten().filter_map(|p| p.as_str()).collect();
+    let published =
+        format!("{}:{}", public.port_or_known_default().unwrap(), s3.endpoint.port_or_known_default().unwrap());
+    let ports: Vec<&str> = compose["services"][s3_service]["ports"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str())
+        .collect();
     assert!(ports.contains(&published.as_str()), "{s3_service} publishes {ports:?}, links need {published}");
 
     // Kubernetes: the ConfigMap's config validates with the same secrets; paths and ports agree.
@@ -221,4 +226,49 @@ fn the_images_start_command_serves_and_passes_its_health_check() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(healthy, "the HEALTHCHECK command never passed");
+}
+
+/// The image's Node.js runs every npm server the README recommends: its version (the runtime
+/// stage's `FROM node:<version>-…`) satisfies the `engines.node` of each recommended package
+/// and of everything they install (from the pinned lockfile of `tests/peers`, where each is
+/// pinned at the README's version).
+#[test]
+fn the_images_node_runs_the_servers_the_readme_recommends() {
+    use nodejs_semver::{Range, Version};
+    let runtime = instructions().into_iter().filter(|(i, _)| i == "FROM").last().unwrap().1;
+    let tag = runtime.strip_prefix("node:").unwrap_or_else(|| panic!("the runtime stage is {runtime}, not node"));
+    let node: Version = tag.split('-').next().unwrap().parse().unwrap();
+    assert!(node.major >= 22, "Node {node}: the conformance suite and current servers need 22");
+
+    // `npx -y <package>@<version>` in the README's table of servers.
+    let readme = read("README.md");
+    let recommended: Vec<(String, String)> = readme
+        .split("\"-y\", \"")
+        .skip(1)
+        .filter_map(|rest| {
+            let spec = rest.split('"').next()?;
+            let at = spec.rfind('@').filter(|&i| i > 0)?;
+            Some((spec[..at].to_owned(), spec[at + 1..].to_owned()))
+        })
+        .collect();
+    assert!(recommended.len() >= 5 && recommended.iter().any(|(p, _)| p == "@playwright/mcp"), "{recommended:?}");
+    let peers: serde_json::Value = serde_json::from_str(&read("tests/peers/package.json")).unwrap();
+    let lock: serde_json::Value = serde_json::from_str(&read("tests/peers/package-lock.json")).unwrap();
+    let packages = lock["packages"].as_object().unwrap();
+    for (package, version) in &recommended {
+        assert_eq!(peers["dependencies"][package].as_str(), Some(version.as_str()), "{package} pinned in tests/peers");
+        assert!(packages.contains_key(&format!("node_modules/{package}")), "{package} in the lockfile");
+    }
+    let mut checked = 0;
+    for (path, entry) in packages {
+        let Some(wanted) = entry["engines"]["node"].as_str() else { continue };
+        let range: Range = wanted.parse().unwrap_or_else(|e| panic!("{path}: engines.node {wanted}: {e}"));
+        assert!(range.satisfies(&node), "{path} wants node {wanted}; the image has {node}");
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} engines checked");
+    // The check can fail: Debian bookworm's own Node (18) does not run @playwright/mcp.
+    let playwright = &packages["node_modules/@playwright/mcp"]["engines"]["node"];
+    let bookworm: Version = "18.19.0".parse().unwrap();
+    assert!(!playwright.as_str().unwrap().parse::<Range>().unwrap().satisfies(&bookworm), "{playwright}");
 }
