@@ -235,7 +235,7 @@ fn the_images_start_command_serves_and_passes_its_health_check() {
 #[test]
 fn the_images_node_runs_the_servers_the_readme_recommends() {
     use nodejs_semver::{Range, Version};
-    let runtime = instructions().into_iter().filter(|(i, _)| i == "FROM").last().unwrap().1;
+    let runtime = instructions().into_iter().rfind(|(i, _)| i == "FROM").unwrap().1;
     let tag = runtime.strip_prefix("node:").unwrap_or_else(|| panic!("the runtime stage is {runtime}, not node"));
     let node: Version = tag.split('-').next().unwrap().parse().unwrap();
     assert!(node.major >= 22, "Node {node}: the conformance suite and current servers need 22");
