@@ -3,7 +3,9 @@
 //! [`Redactor`] before it is written, so no configured secret reaches the log, whoever logged it
 //! (our code, rmcp, reqwest, an MCP server's stderr), and control characters inside a line
 //! (newlines, ANSI escapes) are escaped: a tool name a model made up, a client's header or a
-//! server's stderr cannot forge a log line or repaint the terminal.
+//! server's stderr cannot forge a log line or repaint the terminal. The human format is
+//! coloured only when stderr is a terminal (and `NO_COLOR` is unset); then every field value is
+//! escaped as it is written, so the only escape sequences in a line are the formatter's own.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -31,10 +33,15 @@ pub fn init(format: LogFormat, level: &str, redactor: Redactor) {
         let quiet = if level.contains("rmcp") { String::new() } else { ",rmcp=warn".to_owned() };
         EnvFilter::new(format!("{level}{quiet}"))
     });
-    let writer = RedactingStderr;
-    // No ANSI colours: every control character in a line is escaped, ours included.
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(writer);
+    let colour = matches!(format, LogFormat::Pretty)
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
+    // Without colour every control character of a line is escaped as a whole; with colour the
+    // field values are escaped one by one instead, and the formatter's colour codes stay.
+    let writer = RedactingStderr { escape_lines: !colour };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(writer);
     let result = match format {
+        LogFormat::Pretty if colour => builder.fmt_fields(escaping_fields()).try_init(),
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
     };
@@ -43,15 +50,30 @@ pub fn init(format: LogFormat, level: &str, redactor: Redactor) {
     }
 }
 
+/// Fields written as the default format writes them (`name=value`, the message bare), each
+/// value with its control characters escaped.
+fn escaping_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = format!("{value:?}");
+        let text = escape_controls(&text);
+        if field.name() == "message" { write!(w, "{text}") } else { write!(w, "{field}={text}") }
+    })
+    .delimited(" ")
+}
+
 /// Makes one [`LineWriter`] per event.
 #[derive(Clone)]
-struct RedactingStderr;
+struct RedactingStderr {
+    /// Escape control characters in the whole line (off when fields are escaped one by one).
+    escape_lines: bool,
+}
 
 impl<'a> MakeWriter<'a> for RedactingStderr {
     type Writer = LineWriter;
 
     fn make_writer(&'a self) -> LineWriter {
-        LineWriter { buf: Vec::with_capacity(256), redactor: REDACTOR.load_full() }
+        LineWriter { buf: Vec::with_capacity(256), redactor: REDACTOR.load_full(), escape: self.escape_lines }
     }
 }
 
@@ -59,6 +81,7 @@ impl<'a> MakeWriter<'a> for RedactingStderr {
 struct LineWriter {
     buf: Vec<u8>,
     redactor: Arc<Redactor>,
+    escape: bool,
 }
 
 impl Write for LineWriter {
@@ -77,7 +100,7 @@ impl Drop for LineWriter {
         let text = String::from_utf8_lossy(&self.buf);
         let clean = self.redactor.scrub(&text);
         let line = clean.strip_suffix('\n').unwrap_or(&clean);
-        let mut out = escape_controls(line).into_owned();
+        let mut out = if self.escape { escape_controls(line).into_owned() } else { line.to_owned() };
         out.push('\n');
         let _ = std::io::stderr().lock().write_all(out.as_bytes());
     }

@@ -55,3 +55,65 @@ async fn default_logs_are_quiet_and_say_what_matters() {
     assert!(failure.contains("WARN") && failure.contains("server=db"), "{failure}");
     gw.stop().await;
 }
+
+/// On a terminal the human format is coloured, and still nothing a model or client sends can
+/// repaint it: their control characters are escaped field by field (run under `script`, which
+/// gives the binary a pseudo-terminal).
+#[tokio::test]
+async fn colour_only_on_a_terminal_and_never_from_input() {
+    use tokio::io::AsyncBufReadExt;
+    let forged = "x\u{1b}[2J\nINFO forged";
+    let llm = crate::common::FakeLlm::new().tool_call(forged, json!({})).text("done").start().await;
+    let dir = crate::common::peers::TempDir::new("mcpmw-tty");
+    let config = dir.0.join("config.yaml");
+    let yaml = format!(
+        "upstream:\n  base_url: {}\nbuiltin_tools:\n  enabled: false\nmcpServers:\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n",
+        llm.url
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let command = format!(
+        "{} --config {} --listen 127.0.0.1:0 --log-format pretty",
+        env!("CARGO_BIN_EXE_mcp-middleware"),
+        config.display()
+    );
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .env("ARTIFACT_DIR", dir.0.join("artifacts"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script (util-linux) runs the gateway on a pseudo-terminal");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    let addr = loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("addr=")) {
+            break addr.trim_end_matches(|c: char| !c.is_ascii_digit()).to_owned();
+        }
+    };
+    while !seen.contains("MCP server ready") {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    let chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    let resp = reqwest::Client::new().post(format!("http://{addr}/v1/chat/completions")).json(&chat).send().await;
+    assert_eq!(resp.unwrap().status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains("mcp.call refused") {
+        let next = tokio::time::timeout_at(deadline.into(), lines.next_line()).await;
+        let line = next.unwrap_or_else(|_| panic!("no refusal logged:\n{seen}")).unwrap().unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    let _ = child.kill().await;
+    assert!(seen.contains("\u{1b}["), "no colour on a terminal:\n{seen}");
+    assert!(!seen.contains("\u{1b}[2J"), "a model's escape reached the terminal:\n{seen}");
+    assert!(seen.contains("\\u{1b}[2J"), "the escape is shown escaped:\n{seen}");
+    assert!(!seen.lines().any(|l| l.starts_with("INFO forged")), "a forged line:\n{seen}");
+}
