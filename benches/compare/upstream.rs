@@ -11,8 +11,9 @@
 //! | `tool-ev`  | calls `ev__echo` (server-everything) once, then answers                      |
 //! | `parallel` | calls `ts__slow` (300 ms) four times in one round, then answers              |
 //!
-//! The last request that carried more than 100 tools is kept and served at `GET /last-catalog`,
-//! so the direct baseline of the catalog measure sends exactly what the gateway sent.
+//! The last request that carried more than ten tools is kept and served at `GET /last-catalog`,
+//! so the direct baseline of the catalog measure sends exactly what the gateway sent (the tool
+//! byte budget keeps that well under a hundred tools).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -97,7 +98,7 @@ async fn chat(State(shared): State<Arc<Shared>>, raw: Bytes) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(&raw) else {
         return (axum::http::StatusCode::BAD_REQUEST, "not JSON").into_response();
     };
-    if body["tools"].as_array().is_some_and(|t| t.len() > 100) {
+    if body["tools"].as_array().is_some_and(|t| t.len() > 10) {
         *shared.last_catalog.lock() = raw.clone();
     }
     let stream = body["stream"] == true;
