@@ -67,12 +67,15 @@ pub enum ConnectError {
 #[derive(Clone)]
 pub struct HubClient {
     tools_changed: Arc<Notify>,
+    /// The version an `initialize` offers: the newest that still has a handshake (the newest of
+    /// all, 2026-07-28, has none, and handshake-era servers refuse it).
+    handshake_version: ProtocolVersion,
 }
 
 impl HubClient {
     /// A client that signals `tools_changed` on `notifications/tools/list_changed`.
     pub fn new(tools_changed: Arc<Notify>) -> Self {
-        Self { tools_changed }
+        Self { tools_changed, handshake_version: ProtocolVersion::LATEST_WITH_INITIALIZE }
     }
 }
 
@@ -86,6 +89,7 @@ impl ClientHandler for HubClient {
             ClientCapabilities::default(),
             Implementation::new("mcp-middleware", env!("CARGO_PKG_VERSION")),
         )
+        .with_protocol_version(self.handshake_version.clone())
     }
 }
 

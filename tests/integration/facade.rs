@@ -179,7 +179,9 @@ async fn the_official_mcp_inspector_lists_and_calls_through_the_facade() {
 }
 
 /// The hub talks to servers of either era: `server/discover` first, the `initialize`
-/// handshake when the server knows only that; `/mcp/servers` shows what was negotiated.
+/// handshake when the server knows only that — offering the newest version that has one (the
+/// handshake-only test server refuses an `initialize` offering 2026-07-28, as the conformance
+/// suite's `initialize` scenario does); `/mcp/servers` shows what was negotiated.
 #[tokio::test]
 async fn the_hub_speaks_both_eras_to_its_servers() {
     let http_new = crate::common::peers::HttpPeer::test_server_with("http", 0, &["--era", "new"]).await;
