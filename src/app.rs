@@ -8,10 +8,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::artifacts::{Artifacts, LocalStore, S3Store};
 use crate::builtin::BuiltinTools;
-use crate::config::{ArtifactsConfig, Config, StoreConfig};
+use crate::config::{ArtifactsConfig, Config, StateConfig, StoreConfig};
 use crate::http::{self, AppState};
 use crate::llm::UpstreamClient;
 use crate::mcp::{Hub, InProcessServer, SharedCatalog};
+use crate::state::{Sealer, Secrets, SqlStore, StateStore};
 use std::collections::HashMap;
 
 /// Why the program could not start or run.
@@ -31,6 +32,9 @@ pub enum AppError {
     /// The artifact store could not be opened.
     #[error("cannot open the artifact store: {0}")]
     Artifacts(String),
+    /// The state store's URL cannot be used.
+    #[error("cannot open the state store: {0}")]
+    State(#[from] crate::state::StateError),
     /// The server failed while running.
     #[error("server error: {0}")]
     Serve(std::io::Error),
@@ -46,11 +50,30 @@ pub fn build_state(
 ) -> Result<AppState, AppError> {
     let upstream = UpstreamClient::new(config.upstream.clone())?;
     let (artifacts, local) = open_store(&config.artifacts, addr)?;
+    let secrets = open_state(&config.state, shutdown)?;
     let hub = start_hub(&config, &artifacts, shutdown.child_token());
     if let Some(retention) = config.artifacts.retention {
         tokio::spawn(crate::artifacts::sweep_forever(artifacts.store.clone(), retention, shutdown.child_token()));
     }
-    Ok(AppState::new(Arc::new(config), upstream, hub, artifacts, local, serving, hard_stop))
+    let stores = http::Stores { artifacts, local_store: local, secrets };
+    Ok(AppState::new(Arc::new(config), upstream, hub, stores, serving, hard_stop))
+}
+
+/// Opens the state store (its schema is brought up to date in the background now, so a
+/// database that is down at start is reported without keeping the gateway from serving) and
+/// its sweeper of expired entries.
+pub fn open_state(config: &StateConfig, shutdown: &CancellationToken) -> Result<Secrets, AppError> {
+    let store = Arc::new(SqlStore::open(config.url.expose())?);
+    let early = store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = early.ready().await {
+            tracing::warn!(error = %e, "state store not ready yet; what needs it waits for it");
+        }
+    });
+    let store: Arc<dyn StateStore> = store;
+    tokio::spawn(crate::state::sweep_forever(store.clone(), shutdown.child_token()));
+    let sealer = config.encryption_key.as_ref().map(|k| Sealer::new(k.expose()));
+    Ok(Secrets::new(store, sealer))
 }
 
 /// Starts the MCP hub with every configured server, and the built-in tools on `artifacts`

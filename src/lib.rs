@@ -16,4 +16,5 @@ pub mod llm;
 pub mod mcp;
 pub mod metrics;
 pub mod reload;
+pub mod state;
 pub mod telemetry;

@@ -107,6 +107,9 @@ impl Reloader {
         if format!("{:?}", config.artifacts) != format!("{:?}", running.artifacts) {
             tracing::warn!("the artifact store changes only with a restart");
         }
+        if format!("{:?}", config.state) != format!("{:?}", running.state) {
+            tracing::warn!("the state store and its key change only with a restart");
+        }
         let upstream = match UpstreamClient::new(config.upstream.clone()) {
             Ok(upstream) => upstream,
             Err(e) => {
@@ -120,8 +123,11 @@ impl Reloader {
             Arc::new(config),
             upstream,
             self.state.hub.clone(),
-            self.state.artifacts.clone(),
-            self.state.local_store.clone(),
+            crate::http::Stores {
+                artifacts: self.state.artifacts.clone(),
+                local_store: self.state.local_store.clone(),
+                secrets: self.state.secrets.clone(),
+            },
             self.root.child_token(),
             self.state.hard_stop.clone(),
         );

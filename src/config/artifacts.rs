@@ -83,7 +83,7 @@ pub(super) fn artifacts_config(raw: raw::RawArtifacts, p: &mut Problems) -> Opti
                 p.check("artifacts.local.public_url", http_url(url))?;
             }
             StoreConfig::Local {
-                dir: raw.local.dir.unwrap_or_else(|| PathBuf::from("data/artifacts")),
+                dir: raw.local.dir.unwrap_or_else(|| PathBuf::from(super::DEFAULT_ARTIFACT_DIR)),
                 public_url: raw.local.public_url.map(|u| u.trim_end_matches('/').to_owned()),
                 secret: raw.local.secret.filter(|s| !s.is_empty()).map(Secret),
             }

@@ -12,6 +12,7 @@ pub mod raw;
 mod redact;
 mod servers;
 mod serving;
+mod state;
 mod tools;
 
 use std::collections::BTreeMap;
@@ -32,12 +33,15 @@ pub use redact::{MASK, Redactor, redact_url, secret_name};
 use servers::mcp_server;
 pub use servers::{BUILTIN_SERVER, McpServerConfig, McpTransportConfig};
 pub use serving::{FacadeConfig, HttpConfig, LimitsConfig, LogFormat, LoggingConfig, UpstreamConfig};
+pub use state::{MIN_KEY_CHARS, StateConfig, default_state_url};
 pub use tools::{ModelPolicy, PROVIDER_TOOL_LIMIT, SelectionConfig, ToolLoopConfig, ToolSelection};
 
 /// Default listen address: loopback, so a gateway without keys is reachable only from this host.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4001";
 /// Default upstream: LiteLLM on the same host.
 pub const DEFAULT_UPSTREAM: &str = "http://localhost:4000/v1";
+/// Default directory of the local artifact store (and, beside it, the state store's file).
+pub const DEFAULT_ARTIFACT_DIR: &str = "data/artifacts";
 /// Environment variable naming the config file when `--config` is absent.
 pub const CONFIG_ENV: &str = "MCP_MIDDLEWARE_CONFIG";
 
@@ -110,6 +114,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// What one caller may keep with the built-in storage tools.
     pub files_quota: FilesQuota,
+    /// The state store.
+    pub state: StateConfig,
 }
 
 /// Where the config file is: `--config`, else `$MCP_MIDDLEWARE_CONFIG`, else `./config.yaml`.
@@ -200,6 +206,8 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             p.push(format!("tool_loop.{key}"), "must be at least 1");
         }
     }
+    let artifacts_dir = raw.artifacts.local.dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_ARTIFACT_DIR));
+    let state = state::state_config(raw.state, &artifacts_dir, &mut p);
     let artifacts = artifacts_config(raw.artifacts, &mut p);
     for (pattern, policy) in &raw.models {
         check_tool_patterns(&format!("models.{pattern}.tools"), policy.servers.as_ref(), policy.tools.as_ref(), &mut p);
@@ -354,6 +362,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             selection,
             http,
             files_quota,
+            state,
         }),
         _ => Err(ConfigError::Invalid(p.0)),
     }

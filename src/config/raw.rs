@@ -46,6 +46,9 @@ pub struct RawConfig {
     /// Where binary and oversized tool outputs are kept.
     #[serde(default)]
     pub artifacts: RawArtifacts,
+    /// `state:` — the store for what outlives a request (tokens, registrations, waiting loops).
+    #[serde(default)]
+    pub state: RawState,
     /// Per-model tool policy, keyed by model name or glob (`gpt-4*`). The most specific
     /// (longest) matching pattern applies.
     #[serde(default)]
@@ -189,6 +192,19 @@ pub struct RawSelection {
     /// Name of the discovery tool offered when tools were left out. Default `find_tools`;
     /// empty turns it off.
     pub find_tools: Option<String>,
+}
+
+/// `state:` — the state store.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// `sqlite://<path>` (default: a file beside the local artifact store,
+    /// `<artifacts.local.dir>.state.db`), or `postgres://…` / `postgresql://…` for several
+    /// replicas sharing one database (a Unix socket via `?host=/dir`).
+    pub url: Option<String>,
+    /// Seals secrets at rest (OAuth tokens, client secrets): any string of at least 32
+    /// characters. Without it the gateway stores no secret and says why.
+    pub encryption_key: Option<String>,
 }
 
 /// `tool_loop:` — how chat requests run MCP tools.

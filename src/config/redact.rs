@@ -150,6 +150,14 @@ impl Redactor {
             StoreConfig::S3(s3) => secret(s3.secret_access_key.expose()),
         }
         url_secrets(&config.upstream.base_url, &mut pairs);
+        if let Some(key) = &config.state.encryption_key {
+            pairs.push((key.expose().to_owned(), MASK.to_owned()));
+        }
+        // The state store's password (its user name, often `postgres`, is no secret).
+        if let Some(password) = Url::parse(config.state.url.expose()).ok().and_then(|u| u.password().map(str::to_owned))
+        {
+            pairs.push((password, MASK.to_owned()));
+        }
         for server in &config.mcp_servers {
             server_secrets(server, &mut pairs);
             // What `inherit_env` hands a child is the gateway's own: as secret as the rest.

@@ -53,6 +53,17 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// The stores a state is built on (they outlive config reloads).
+#[derive(Clone)]
+pub struct Stores {
+    /// The artifact store.
+    pub artifacts: Artifacts,
+    /// The local store, when artifacts are served by the gateway itself.
+    pub local_store: Option<Arc<LocalStore>>,
+    /// The state store and its sealer.
+    pub secrets: crate::state::Secrets,
+}
+
 /// What [`AppState`] shares.
 pub struct AppStateInner {
     /// The validated configuration.
@@ -67,6 +78,8 @@ pub struct AppStateInner {
     pub artifacts: Artifacts,
     /// The local store, when artifacts are served by the gateway itself.
     pub local_store: Option<Arc<LocalStore>>,
+    /// The state store (and the sealer for the secrets in it).
+    pub secrets: crate::state::Secrets,
     /// When the process started serving.
     pub started: Instant,
     /// Scrubs every configured secret from what tools return.
@@ -87,11 +100,11 @@ impl AppState {
         config: Arc<Config>,
         upstream: UpstreamClient,
         hub: Arc<Hub>,
-        artifacts: Artifacts,
-        local_store: Option<Arc<LocalStore>>,
+        stores: Stores,
         shutdown: CancellationToken,
         hard_stop: CancellationToken,
     ) -> Self {
+        let Stores { artifacts, local_store, secrets } = stores;
         let redactor = Arc::new(crate::config::Redactor::for_config(&config));
         let invoker = crate::agent::Invoker {
             hub: hub.clone(),
@@ -116,6 +129,7 @@ impl AppState {
             agent,
             artifacts,
             local_store,
+            secrets,
             started: Instant::now(),
             redactor,
             shutdown,

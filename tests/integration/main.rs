@@ -31,4 +31,5 @@ mod reload;
 mod s3;
 mod security;
 mod startup;
+mod state;
 mod tidy;

@@ -29,6 +29,9 @@ const RULES: &[(&str, &str, &str)] = &[
     ("src/access/", "crate::agent", "access/ decides permissions; it does not run the loop"),
     ("src/access/", "crate::http", "access/ knows no HTTP serving"),
     ("src/config/", "crate::", "config/ is the bottom layer"),
+    ("src/state/", "crate::agent", "state/ stores bytes; it knows no tool loop"),
+    ("src/state/", "crate::http", "state/ knows no HTTP serving"),
+    ("src/state/", "crate::mcp", "state/ knows no MCP"),
 ];
 
 fn violations(sources: &[Source]) -> Vec<String> {

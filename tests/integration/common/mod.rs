@@ -24,6 +24,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// Key the harness helpers send (when the config enables auth).
     pub key: Option<String>,
+    /// The state store's URL (by default a SQLite file beside this test's artifact directory).
+    pub state_url: String,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), mcp_middleware::app::AppError>>,
 }
@@ -44,13 +46,18 @@ impl TestApp {
             && dir.as_os_str() == "data/artifacts"
         {
             *dir = std::env::temp_dir().join(format!("mcpmw-artifacts-{}", uuid::Uuid::new_v4().simple()));
+            // And its state store beside it, as the default would put it.
+            if cfg.state.url.expose() == config::default_state_url(std::path::Path::new(config::DEFAULT_ARTIFACT_DIR)) {
+                cfg.state.url = config::Secret::new(config::default_state_url(dir));
+            }
         }
         let listener = mcp_middleware::app::bind(&cfg).await.expect("bind");
         let addr = listener.local_addr().unwrap();
+        let state_url = cfg.state.url.expose().to_owned();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(mcp_middleware::app::serve(cfg, listener, shutdown.clone()));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Self { addr, client, key: None, shutdown, task }
+        Self { addr, client, key: None, state_url, shutdown, task }
     }
 
     /// Boots the gateway from `yaml`.

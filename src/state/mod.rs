@@ -1,0 +1,101 @@
+//! The state store: what must outlive a request or be seen by another replica — OAuth tokens
+//! and client registrations, and loops waiting for a person. One small trait, [`StateStore`],
+//! over entries addressed by a space and a key, with an optional expiry; [`sql::SqlStore`]
+//! implements it on SQLite (the embedded default, a file beside the local artifact store, WAL
+//! mode) and on Postgres (one database shared by every replica). Secrets are sealed by
+//! [`Sealer`] before they reach the store ([`Secrets`]); nothing in the store is ever logged.
+
+mod crypto;
+pub mod sql;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+
+pub use crypto::Sealer;
+pub use sql::SqlStore;
+
+/// What can go wrong with the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The database could not be reached or refused the operation (the reason, without the URL).
+    #[error("the state store failed: {0}")]
+    Database(String),
+    /// A secret was to be stored without `state.encryption_key`.
+    #[error("secrets are not stored without state.encryption_key (any string of at least 32 characters)")]
+    NoEncryptionKey,
+    /// A sealed value did not open (another key, or altered).
+    #[error("a stored secret could not be opened (was state.encryption_key changed?)")]
+    Sealed,
+}
+
+/// Entries by space and key. Every method is one statement: safe with many replicas.
+pub trait StateStore: Send + Sync {
+    /// The value under `space`/`key`, unless absent or expired.
+    fn get<'a>(&'a self, space: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StateError>>;
+    /// Writes `value` under `space`/`key` (replacing what was there), expiring after `ttl`.
+    fn put<'a>(
+        &'a self,
+        space: &'a str,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), StateError>>;
+    /// Reads and deletes in one step: of callers racing for the same entry, one gets it.
+    fn take<'a>(&'a self, space: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StateError>>;
+    /// Deletes; `true` when something was there.
+    fn delete<'a>(&'a self, space: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, StateError>>;
+    /// Deletes every expired entry; returns how many.
+    fn sweep(&self) -> BoxFuture<'_, Result<u64, StateError>>;
+}
+
+/// The store with the sealer: secrets are sealed on the way in and opened on the way out.
+#[derive(Clone)]
+pub struct Secrets {
+    store: Arc<dyn StateStore>,
+    sealer: Option<Sealer>,
+}
+
+impl Secrets {
+    /// Secrets kept in `store`, sealed with `sealer` (without one, storing a secret is refused).
+    pub fn new(store: Arc<dyn StateStore>, sealer: Option<Sealer>) -> Self {
+        Self { store, sealer }
+    }
+
+    /// The store itself (for what is not secret).
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
+    /// Seals and stores a secret.
+    pub async fn put(&self, space: &str, key: &str, secret: &[u8], ttl: Option<Duration>) -> Result<(), StateError> {
+        let sealer = self.sealer.as_ref().ok_or(StateError::NoEncryptionKey)?;
+        self.store.put(space, key, &sealer.seal(space, key, secret), ttl).await
+    }
+
+    /// A stored secret, opened.
+    pub async fn get(&self, space: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let Some(sealed) = self.store.get(space, key).await? else { return Ok(None) };
+        let sealer = self.sealer.as_ref().ok_or(StateError::NoEncryptionKey)?;
+        sealer.open(space, key, &sealed).map(Some).ok_or(StateError::Sealed)
+    }
+}
+
+/// Unix milliseconds of `time` (0 before the epoch).
+fn unix_ms(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Deletes expired entries every few minutes until `shutdown`.
+pub async fn sweep_forever(store: Arc<dyn StateStore>, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(300)) => {}
+        }
+        if let Err(e) = store.sweep().await {
+            tracing::warn!(error = %e, "state store sweep failed; trying again later");
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The state store on SQLite (the embedded default) and on a real PostgreSQL: entries survive a
+//! restart, expire, are taken once by racing callers; secrets are sealed at rest, open only with
+//! their key, and are refused without one; the gateway creates its store on first start.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mcp_middleware::state::{Sealer, Secrets, SqlStore, StateError, StateStore};
+
+use crate::common::TestApp;
+use crate::common::peers::{Postgres, TempDir};
+
+const KEY: &str = "a state key of at least thirty-two characters";
+
+/// What every backend must do, on a store opened at `url`.
+async fn behaves(url: &str) {
+    let store = Arc::new(SqlStore::open(url).unwrap());
+    store.put("s", "k", b"one", None).await.unwrap();
+    assert_eq!(store.get("s", "k").await.unwrap().as_deref(), Some(&b"one"[..]));
+    store.put("s", "k", b"two", None).await.unwrap();
+    assert_eq!(store.get("s", "k").await.unwrap().as_deref(), Some(&b"two"[..]), "a put replaces");
+    assert_eq!(store.get("other", "k").await.unwrap(), None, "spaces are apart");
+
+    // Of eight callers racing to take one entry, exactly one gets it.
+    store.put("s", "once", b"token", None).await.unwrap();
+    let takes = futures_util::future::join_all((0..8).map(|_| store.take("s", "once"))).await;
+    let got: Vec<_> = takes.into_iter().map(Result::unwrap).filter(Option::is_some).collect();
+    assert_eq!(got, vec![Some(b"token".to_vec())]);
+
+    // Expired entries are gone to readers at once and to the table at the next sweep.
+    store.put("s", "short", b"x", Some(Duration::from_millis(100))).await.unwrap();
+    assert!(store.get("s", "short").await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(store.get("s", "short").await.unwrap(), None);
+    assert_eq!(store.take("s", "short").await.unwrap(), None);
+    assert!(store.sweep().await.unwrap() >= 1);
+    assert!(store.delete("s", "k").await.unwrap());
+    assert!(!store.delete("s", "k").await.unwrap());
+
+    // Secrets: sealed at rest, opened with the key, refused without one.
+    let secrets = Secrets::new(store.clone(), Some(Sealer::new(KEY)));
+    secrets.put("tokens", "github", b"gho_plaintext_token", None).await.unwrap();
+    let raw = store.get("tokens", "github").await.unwrap().unwrap();
+    assert!(!raw.windows(19).any(|w| w == b"gho_plaintext_token"), "stored in the clear");
+    assert_eq!(secrets.get("tokens", "github").await.unwrap().as_deref(), Some(&b"gho_plaintext_token"[..]));
+    let other_key = Secrets::new(store.clone(), Some(Sealer::new("another key that is long enough to use!!")));
+    assert!(matches!(other_key.get("tokens", "github").await, Err(StateError::Sealed)));
+    let keyless = Secrets::new(store.clone(), None);
+    assert!(matches!(keyless.put("tokens", "x", b"y", None).await, Err(StateError::NoEncryptionKey)));
+    let message = StateError::NoEncryptionKey.to_string();
+    assert!(message.contains("state.encryption_key"), "says what to set: {message}");
+
+    // A restart (a new pool on the same database) finds what was stored.
+    drop(store);
+    let reopened = Secrets::new(Arc::new(SqlStore::open(url).unwrap()), Some(Sealer::new(KEY)));
+    assert_eq!(reopened.get("tokens", "github").await.unwrap().as_deref(), Some(&b"gho_plaintext_token"[..]));
+    reopened.store().delete("tokens", "github").await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_keeps_entries_across_a_restart() {
+    let dir = TempDir::new("mcpmw-state");
+    let file = dir.0.join("nested/state.db");
+    behaves(&format!("sqlite://{}", file.display())).await;
+    assert!(file.exists(), "created with its directory");
+    assert!(dir.0.join("nested/state.db-wal").exists() || dir.0.join("nested/state.db-shm").exists(), "WAL mode");
+}
+
+#[tokio::test]
+async fn postgres_keeps_entries_across_a_restart() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    // libpq's forms: `postgresql://` with the socket directory in `?host=`, and `postgres://`.
+    behaves(&pg.url).await;
+    behaves(&pg.url.replacen("postgresql://", "postgres://", 1)).await;
+}
+
+#[tokio::test]
+async fn the_gateway_creates_its_store_on_first_start() {
+    let app = TestApp::spawn("").await;
+    let path = app.state_url.strip_prefix("sqlite://").expect("SQLite by default");
+    assert!(path.ends_with(".state.db") && path.contains("mcpmw-artifacts-"), "beside the artifacts: {path}");
+    let file = std::path::PathBuf::from(path);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !file.exists() {
+        assert!(Instant::now() < deadline, "{} never created", file.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its schema is there: a second store on the same file reads and writes at once.
+    let store = SqlStore::open(&format!("sqlite://{}", file.display())).unwrap();
+    store.put("probe", "k", b"v", None).await.unwrap();
+    assert!(store.get("probe", "k").await.unwrap().is_some());
+
+    let config =
+        |yaml: &str| mcp_middleware::config::load_str(yaml, &std::collections::HashMap::<String, String>::new());
+    let refused = config("state:\n  url: mysql://x\n  encryption_key: short\n").unwrap_err().to_string();
+    assert!(
+        refused.contains("state.url") && refused.contains("state.encryption_key: must be at least 32"),
+        "{refused}"
+    );
+    let _ = std::fs::remove_file(&file);
+}
