@@ -1,5 +1,6 @@
 //! Operator commands: `mcp-middleware tools` (connect, print the catalog per server, exit) and
-//! `mcp-middleware call <name> '<json>'` (one tool call, result printed as JSON).
+//! `mcp-middleware call <name> '<json>'` (one tool call, result printed as JSON), `login <server>`
+//! and `logout <server>` (an OAuth server's tokens).
 
 use std::time::Duration;
 
@@ -12,6 +13,15 @@ use crate::mcp::Hub;
 /// Why an operator command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    /// No server of that name is configured.
+    #[error("no MCP server named `{0}` in the config")]
+    UnknownServer(String),
+    /// The state store could not be opened.
+    #[error(transparent)]
+    State(#[from] crate::app::AppError),
+    /// The OAuth flow failed.
+    #[error(transparent)]
+    OAuth(#[from] crate::mcp::oauth::OAuthError),
     /// The arguments are not JSON.
     #[error("arguments are not valid JSON: {0}")]
     BadArguments(serde_json::Error),
@@ -22,11 +32,24 @@ pub enum CliError {
 
 async fn connected_hub(config: &Config) -> (std::sync::Arc<Hub>, CancellationToken) {
     let token = CancellationToken::new();
+    let secrets = match crate::app::open_state(&config.state, &token) {
+        Ok(secrets) => Some(secrets),
+        Err(e) => {
+            tracing::warn!(error = %e, "state store unavailable; OAuth servers cannot connect");
+            None
+        }
+    };
     let hub = match crate::app::open_store(&config.artifacts, config.listen) {
-        Ok((artifacts, _)) => crate::app::start_hub(config, &artifacts, token.clone()),
+        Ok((artifacts, _)) => crate::app::start_hub(config, &artifacts, secrets, token.clone()),
         Err(e) => {
             tracing::warn!(error = %e, "artifact store unavailable; built-in tools left out");
-            Hub::start(&config.mcp_servers, &Default::default(), Default::default(), token.clone())
+            Hub::start_with_secrets(
+                &config.mcp_servers,
+                &Default::default(),
+                Default::default(),
+                token.clone(),
+                secrets,
+            )
         }
     };
     let longest = config.mcp_servers.iter().map(|s| s.startup_timeout).max().unwrap_or_default();
@@ -86,4 +109,35 @@ pub async fn call(config: &Config, name: &str, arguments: Option<&str>) -> Resul
     let result = hub.call(name, arguments).await;
     hub.shutdown().await;
     Ok(serde_json::to_string_pretty(&result?).unwrap_or_default())
+}
+
+/// `login <server>`: the OAuth authorization-code flow as a native app — the authorization URL
+/// printed on a line of its own on stdout, a loopback listener for the redirect, the tokens
+/// sealed into the state store (with `client_credentials`, the token is fetched at once).
+/// With `follow`, the URL is requested from here instead of by a person's browser.
+pub async fn login(config: &Config, server: &str, follow: bool) -> Result<(), CliError> {
+    let entry =
+        config.mcp_servers.iter().find(|s| s.name == server).ok_or_else(|| CliError::UnknownServer(server.into()))?;
+    let token = CancellationToken::new();
+    let secrets = crate::app::open_state(&config.state, &token)?;
+    let announce = |url: &str| {
+        println!("Open this URL to sign in to `{server}`:");
+        println!("{url}");
+    };
+    let done = crate::mcp::oauth::login(entry, &secrets, follow, announce).await;
+    token.cancel();
+    done?;
+    println!("signed in to `{server}`; its tokens are in the state store");
+    Ok(())
+}
+
+/// `logout <server>`: forgets the server's stored tokens.
+pub async fn logout(config: &Config, server: &str) -> Result<bool, CliError> {
+    let entry =
+        config.mcp_servers.iter().find(|s| s.name == server).ok_or_else(|| CliError::UnknownServer(server.into()))?;
+    let token = CancellationToken::new();
+    let secrets = crate::app::open_state(&config.state, &token)?;
+    let forgot = crate::mcp::oauth::logout(entry, &secrets).await;
+    token.cancel();
+    Ok(forgot?)
 }

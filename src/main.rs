@@ -40,6 +40,21 @@ enum Command {
     /// Ask a running gateway (at `listen`) for `/health/liveliness`: exit 0 when it answers
     /// 200, 1 otherwise. For container health checks: no curl or wget needed.
     Health,
+    /// Sign in to an OAuth MCP server: prints the authorization URL, waits for the browser's
+    /// redirect on a loopback port, keeps the tokens (sealed) in the state store.
+    Login {
+        /// The server's name under `mcpServers`.
+        server: String,
+        /// Request the authorization URL from here instead of a browser (authorization servers
+        /// that approve without a person, such as test servers).
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Forget an OAuth MCP server's stored tokens.
+    Logout {
+        /// The server's name under `mcpServers`.
+        server: String,
+    },
     /// Call one tool by its exposed name and print the MCP result as JSON.
     Call {
         /// Exposed tool name (`<server>__<tool>`).
@@ -93,6 +108,27 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Login { server, follow }) => {
+            return match runtime.block_on(cli::login(&config, &server, follow)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Logout { server }) => {
+            return match runtime.block_on(cli::logout(&config, &server)) {
+                Ok(forgot) => {
+                    println!("{}", if forgot { "tokens forgotten" } else { "no tokens were stored" });
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
                     ExitCode::FAILURE
                 }
             };

@@ -31,7 +31,7 @@ pub use env::{EnvSource, ProcessEnv};
 use raw::{DurationValue, RawConfig, RawToolPolicy};
 pub use redact::{MASK, Redactor, redact_url, secret_name};
 use servers::mcp_server;
-pub use servers::{BUILTIN_SERVER, McpServerConfig, McpTransportConfig};
+pub use servers::{BUILTIN_SERVER, McpServerConfig, McpTransportConfig, OAuthConfig, OAuthGrant};
 pub use serving::{FacadeConfig, HttpConfig, LimitsConfig, LogFormat, LoggingConfig, UpstreamConfig};
 pub use state::{MIN_KEY_CHARS, StateConfig, default_state_url};
 pub use tools::{ModelPolicy, PROVIDER_TOOL_LIMIT, SelectionConfig, ToolLoopConfig, ToolSelection};
@@ -208,6 +208,18 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let artifacts_dir = raw.artifacts.local.dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_ARTIFACT_DIR));
     let state = state::state_config(raw.state, &artifacts_dir, &mut p);
+    // Tokens are secrets: a server that needs them needs the key that seals them.
+    if state.encryption_key.is_none() {
+        for (name, server) in &raw.mcp_servers {
+            if server.auth.oauth.is_some() {
+                p.push(
+                    format!("mcpServers.{name}.auth.oauth"),
+                    "needs state.encryption_key (any string of at least 32 characters, e.g. from \
+                     MCP_MIDDLEWARE_STATE_KEY) to keep its tokens",
+                );
+            }
+        }
+    }
     let artifacts = artifacts_config(raw.artifacts, &mut p);
     for (pattern, policy) in &raw.models {
         check_tool_patterns(&format!("models.{pattern}.tools"), policy.servers.as_ref(), policy.tools.as_ref(), &mut p);
@@ -276,6 +288,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             exclude_tools: raw.builtin_tools.exclude_tools,
             user_headers: BTreeMap::new(),
             pin_descriptions: false,
+            oauth: None,
         });
     }
     for (name, server) in raw.mcp_servers {

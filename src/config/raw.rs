@@ -207,6 +207,37 @@ pub struct RawState {
     pub encryption_key: Option<String>,
 }
 
+/// `mcpServers.<name>.auth:` — how the gateway authenticates to an HTTP MCP server beyond
+/// static headers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerAuth {
+    /// OAuth 2.1 per the MCP authorization specification.
+    pub oauth: Option<RawOAuth>,
+}
+
+/// `mcpServers.<name>.auth.oauth:` — an OAuth 2.1 client for this server (discovery from its
+/// `401`, PKCE, resource indicators, refresh). Tokens live in the state store, sealed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth {
+    /// `authorization_code` (default: a person consents once, with `mcp-middleware login`) or
+    /// `client_credentials` (service to service; needs `client_id` and `client_secret`).
+    pub grant: Option<String>,
+    /// A client registered with the authorization server beforehand. Without one, the gateway
+    /// uses a Client ID Metadata Document (`client_metadata_url`) when the server supports
+    /// them, else dynamic client registration.
+    pub client_id: Option<String>,
+    /// The pre-registered client's secret (sent as the server advertises: basic or post).
+    pub client_secret: Option<String>,
+    /// HTTPS URL of this gateway's Client ID Metadata Document.
+    pub client_metadata_url: Option<String>,
+    /// Scopes to ask for. Default: what the server's `WWW-Authenticate` names, else its
+    /// `scopes_supported`, else none.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
 /// `tool_loop:` — how chat requests run MCP tools.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -459,6 +490,9 @@ pub struct RawMcpServer {
     /// restart accepts it). Default false.
     #[serde(default, deserialize_with = "text_or")]
     pub pin_descriptions: Option<bool>,
+    /// How the gateway authenticates to this HTTP server beyond `headers` (`auth.oauth`).
+    #[serde(default)]
+    pub auth: RawServerAuth,
 }
 
 /// A duration written as seconds (`30`, `1.5`) or with a unit (`250ms`, `10s`, `5m`, `1h`).

@@ -208,6 +208,9 @@ impl Redactor {
 }
 
 fn server_secrets(server: &McpServerConfig, out: &mut Vec<(String, String)>) {
+    if let Some(secret) = server.oauth.as_ref().and_then(|o| o.client_secret.as_ref()) {
+        out.push((secret.expose().to_owned(), MASK.to_owned()));
+    }
     match &server.transport {
         McpTransportConfig::StreamableHttp { url, headers } | McpTransportConfig::Sse { url, headers } => {
             url_secrets(url, out);

@@ -37,6 +37,32 @@ pub struct McpServerConfig {
     pub user_headers: BTreeMap<String, String>,
     /// Withdraw tools whose definition changes after the first listing.
     pub pin_descriptions: bool,
+    /// OAuth 2.1 for this (streamable HTTP) server.
+    pub oauth: Option<OAuthConfig>,
+}
+
+/// Which OAuth grant a server's tokens come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthGrant {
+    /// A person consents once (`mcp-middleware login <server>`); tokens are refreshed after.
+    AuthorizationCode,
+    /// Service to service, with the client's own credentials.
+    ClientCredentials,
+}
+
+/// An OAuth 2.1 client for one server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OAuthConfig {
+    /// The grant.
+    pub grant: OAuthGrant,
+    /// A pre-registered client.
+    pub client_id: Option<String>,
+    /// Its secret.
+    pub client_secret: Option<Secret>,
+    /// This gateway's Client ID Metadata Document.
+    pub client_metadata_url: Option<Url>,
+    /// Scopes to ask for (empty: the server's own choice).
+    pub scopes: Vec<String>,
 }
 
 /// How an MCP server is reached.
@@ -175,6 +201,15 @@ pub(super) fn mcp_server(name: &str, raw: RawMcpServer, p: &mut Problems) -> Opt
             }
         }
     };
+    let oauth = match raw.auth.oauth {
+        Some(oauth) => {
+            if !matches!(transport, McpTransportConfig::StreamableHttp { .. }) {
+                p.push(at("auth.oauth"), "only streamable HTTP servers (`url`) use OAuth");
+            }
+            Some(oauth_config(oauth, &at, p)?)
+        }
+        None => None,
+    };
     Some(McpServerConfig {
         name: name.to_owned(),
         transport,
@@ -188,5 +223,33 @@ pub(super) fn mcp_server(name: &str, raw: RawMcpServer, p: &mut Problems) -> Opt
         exclude_tools: raw.exclude_tools,
         user_headers: raw.user_headers,
         pin_descriptions: raw.pin_descriptions.unwrap_or(false),
+        oauth,
     })
+}
+
+fn oauth_config(raw: super::raw::RawOAuth, at: &dyn Fn(&str) -> String, p: &mut Problems) -> Option<OAuthConfig> {
+    let grant = match raw.grant.as_deref().unwrap_or("authorization_code") {
+        "authorization_code" => OAuthGrant::AuthorizationCode,
+        "client_credentials" => OAuthGrant::ClientCredentials,
+        other => {
+            p.push(
+                at("auth.oauth.grant"),
+                format!("unknown grant `{other}` (use authorization_code or client_credentials)"),
+            );
+            return None;
+        }
+    };
+    let client_id = raw.client_id.filter(|c| !c.is_empty());
+    let client_secret = raw.client_secret.filter(|c| !c.is_empty()).map(Secret);
+    if client_secret.is_some() && client_id.is_none() {
+        p.push(at("auth.oauth.client_secret"), "needs the client_id it belongs to");
+    }
+    if grant == OAuthGrant::ClientCredentials && (client_id.is_none() || client_secret.is_none()) {
+        p.push(at("auth.oauth"), "grant client_credentials needs client_id and client_secret");
+    }
+    let client_metadata_url = match raw.client_metadata_url.filter(|u| !u.is_empty()) {
+        Some(url) => Some(p.check(at("auth.oauth.client_metadata_url"), http_url(&url))?),
+        None => None,
+    };
+    Some(OAuthConfig { grant, client_id, client_secret, client_metadata_url, scopes: raw.scopes })
 }

@@ -77,7 +77,11 @@ fn take_headers(message: &mut ClientJsonRpcMessage) -> Vec<(HeaderName, HeaderVa
 
 /// The HTTP client of streamable-HTTP MCP sessions: reqwest, plus per-call headers.
 #[derive(Clone)]
-pub struct HeaderClient(pub reqwest::Client);
+pub struct HeaderClient(pub reqwest::Client, pub Option<ScopeSink>);
+
+/// Told the scopes a server asked for in a `403 insufficient_scope` (OAuth step-up), so the
+/// next sign-in asks for them too.
+pub type ScopeSink = Arc<dyn Fn(String) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
 
 impl StreamableHttpClient for HeaderClient {
     type Error = reqwest::Error;
@@ -144,6 +148,12 @@ impl StreamableHttpClient for HeaderClient {
             {
                 tracing::debug!(error = %error.error.message, "MCP session rejected; starting a new one");
                 Err(StreamableHttpError::SessionExpired)
+            }
+            Err(StreamableHttpError::InsufficientScope(e)) => {
+                if let (Some(sink), Some(scope)) = (&self.1, &e.required_scope) {
+                    sink(scope.clone()).await;
+                }
+                Err(StreamableHttpError::InsufficientScope(e))
             }
             other => other,
         }

@@ -17,7 +17,10 @@ use super::call_headers::HeaderClient;
 use super::child_env::child_env;
 use super::sse::{SseClientTransport, SseError};
 use super::stderr::StderrSlot;
+use crate::config::OAuthGrant;
 use crate::config::{McpServerConfig, McpTransportConfig, Secret};
+use crate::state::Secrets;
+use rmcp::transport::auth::AuthClient;
 
 /// A live, initialised MCP session.
 pub type Connection = RunningService<RoleClient, HubClient>;
@@ -58,6 +61,9 @@ pub enum ConnectError {
     /// The server and we share no protocol version (for the lifecycle tried).
     #[error("no protocol version in common")]
     NoCommonVersion,
+    /// The server's OAuth could not be set up, or it needs a person to sign in first.
+    #[error("{0}")]
+    OAuth(String),
     /// A configured header is not a valid HTTP header.
     #[error("header `{0}` is not a valid HTTP header")]
     Header(String),
@@ -106,19 +112,27 @@ pub async fn connect(
     in_process: Option<&InProcessServer>,
     discover: bool,
     stderr: &StderrSlot,
+    secrets: Option<&Secrets>,
 ) -> Result<(Connection, ProcessGroupGuard, bool), ConnectError> {
     if discover {
         let auto = ClientLifecycleMode::Auto {
             preferred_versions: vec![ProtocolVersion::V_2026_07_28],
             legacy_version: Some(ProtocolVersion::LATEST_WITH_INITIALIZE),
         };
-        match open(server, http, client.clone(), in_process, auto, stderr).await {
+        match open(server, http, client.clone(), in_process, auto, stderr, secrets).await {
             Ok((connection, guard)) => {
                 let new_era = connection.peer_info().is_some_and(|info| !info.protocol_version.has_initialize());
                 return Ok((connection, guard, new_era));
             }
             // Nothing listens, or the program cannot start: the handshake would fail the same way.
-            Err(e @ (ConnectError::Spawn { .. } | ConnectError::Sse(_) | ConnectError::Header(_))) => return Err(e),
+            Err(
+                e @ (ConnectError::Spawn { .. }
+                | ConnectError::Sse(_)
+                | ConnectError::Header(_)
+                | ConnectError::OAuth(_)),
+            ) => {
+                return Err(e);
+            }
             // The child closed the connection (it exited): one start per attempt. The caller
             // tries the handshake on its next attempt, so a server that exits on an unknown
             // method still connects, and one that dies at start is not started twice.
@@ -128,7 +142,8 @@ pub async fn connect(
             }
         }
     }
-    let (connection, guard) = open(server, http, client, in_process, ClientLifecycleMode::Initialize, stderr).await?;
+    let (connection, guard) =
+        open(server, http, client, in_process, ClientLifecycleMode::Initialize, stderr, secrets).await?;
     Ok((connection, guard, false))
 }
 
@@ -139,6 +154,7 @@ async fn open(
     in_process: Option<&InProcessServer>,
     lifecycle: ClientLifecycleMode,
     stderr_slot: &StderrSlot,
+    secrets: Option<&Secrets>,
 ) -> Result<(Connection, ProcessGroupGuard), ConnectError> {
     let init = |e: rmcp::service::ClientInitializeError| match e {
         rmcp::service::ClientInitializeError::NoCompatibleProtocolVersion { .. } => ConnectError::NoCommonVersion,
@@ -179,7 +195,13 @@ async fn open(
             let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
             config.reinit_on_expired_session = true;
             config.custom_headers = header_map(headers)?.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
-            let transport = StreamableHttpClientTransport::with_client(HeaderClient(http.clone()), config);
+            if server.oauth.is_some() {
+                let auth = oauth_client(server, http, secrets).await?;
+                let transport = StreamableHttpClientTransport::with_client(auth, config);
+                let connection = client.clone().serve_with_lifecycle(transport, lifecycle.clone()).await;
+                return Ok((connection.map_err(|e| needs_login(server, init(e)))?, ProcessGroupGuard(None)));
+            }
+            let transport = StreamableHttpClientTransport::with_client(HeaderClient(http.clone(), None), config);
             Ok((
                 client.clone().serve_with_lifecycle(transport, lifecycle.clone()).await.map_err(init)?,
                 ProcessGroupGuard(None),
@@ -202,6 +224,35 @@ async fn open(
                 ProcessGroupGuard(None),
             ))
         }
+    }
+}
+
+/// The HTTP client of an OAuth server: ours, with the server's stored token (refreshed before
+/// expiry and once on a `401`); a `client_credentials` server gets its token here.
+async fn oauth_client(
+    server: &McpServerConfig,
+    http: &reqwest::Client,
+    secrets: Option<&Secrets>,
+) -> Result<AuthClient<HeaderClient>, ConnectError> {
+    let secrets = secrets.ok_or_else(|| ConnectError::OAuth("no state store for its tokens".into()))?;
+    let mut manager = super::oauth::manager(server, secrets).await.map_err(|e| ConnectError::OAuth(e.to_string()))?;
+    if server.oauth.as_ref().is_some_and(|o| o.grant == OAuthGrant::ClientCredentials) {
+        super::oauth::client_credentials(&mut manager, server).await.map_err(|e| ConnectError::OAuth(e.to_string()))?;
+    }
+    let sink = super::oauth::step_up_sink(secrets.clone(), &server.name);
+    Ok(AuthClient::new(HeaderClient(http.clone(), Some(sink)), manager))
+}
+
+/// A refused handshake of an OAuth server says what to do about it.
+fn needs_login(server: &McpServerConfig, e: ConnectError) -> ConnectError {
+    let text = e.to_string();
+    if text.contains("Auth required") || text.contains("AuthRequired") || text.contains("401") {
+        ConnectError::OAuth(format!(
+            "needs login: run `mcp-middleware login {}` (the server wants a signed-in account)",
+            server.name
+        ))
+    } else {
+        e
     }
 }
 

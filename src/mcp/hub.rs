@@ -32,6 +32,8 @@ pub struct Hub {
     shutdown: CancellationToken,
     http: reqwest::Client,
     in_process: HashMap<String, InProcessServer>,
+    /// Where OAuth servers' tokens are kept (none: OAuth servers cannot connect).
+    secrets: Option<crate::state::Secrets>,
     /// Weak self, for the supervisors' change callback.
     this: std::sync::Weak<Hub>,
 }
@@ -45,6 +47,17 @@ impl Hub {
         in_process: &HashMap<String, InProcessServer>,
         catalog: SharedCatalog,
         shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Self::start_with_secrets(configs, in_process, catalog, shutdown, None)
+    }
+
+    /// [`start`](Self::start), with the state store OAuth servers keep their tokens in.
+    pub fn start_with_secrets(
+        configs: &[McpServerConfig],
+        in_process: &HashMap<String, InProcessServer>,
+        catalog: SharedCatalog,
+        shutdown: CancellationToken,
+        secrets: Option<crate::state::Secrets>,
     ) -> Arc<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -61,6 +74,7 @@ impl Hub {
             shutdown,
             http,
             in_process: in_process.clone(),
+            secrets,
             this: this.clone(),
         });
         let running: Vec<Running> = configs.iter().cloned().map(|c| hub.launch(c)).collect();
@@ -75,6 +89,7 @@ impl Hub {
         // Offered by name; only `connect.rs` decides whether this server's transport uses it.
         let served = self.in_process.get(&config.name).cloned();
         let handle = ServerHandle::new(config, served);
+        handle.set_secrets(self.secrets.clone());
         let this = self.this.clone();
         let on_change: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             if let Some(hub) = this.upgrade() {

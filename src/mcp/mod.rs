@@ -22,6 +22,7 @@ mod catalog;
 mod child_env;
 mod connect;
 mod hub;
+pub mod oauth;
 pub mod search;
 mod server;
 mod session_expiry;

@@ -91,6 +91,8 @@ pub struct ServerHandle {
     first_seen: parking_lot::Mutex<Option<std::collections::HashMap<String, u64>>>,
     /// The last stderr lines of the current child (stdio servers).
     stderr: StderrSlot,
+    /// Where this server's OAuth tokens are kept.
+    secrets: parking_lot::Mutex<Option<crate::state::Secrets>>,
 }
 
 impl ServerHandle {
@@ -111,7 +113,13 @@ impl ServerHandle {
         let try_discover = std::sync::atomic::AtomicBool::new(true);
         let first_seen = parking_lot::Mutex::new(None);
         let stderr = StderrSlot::default();
-        Arc::new(Self { config, live, tools_changed, in_process, redactor, try_discover, first_seen, stderr })
+        let secrets = parking_lot::Mutex::new(None);
+        Arc::new(Self { config, live, tools_changed, in_process, redactor, try_discover, first_seen, stderr, secrets })
+    }
+
+    /// Gives the server the state store its OAuth tokens are kept in.
+    pub fn set_secrets(&self, secrets: Option<crate::state::Secrets>) {
+        *self.secrets.lock() = secrets;
     }
 
     /// Server name.
@@ -218,9 +226,10 @@ impl ServerHandle {
         let timeout = self.config.startup_timeout;
         let client = HubClient::new(self.tools_changed.clone());
         let discover = self.try_discover.load(Ordering::Relaxed);
+        let secrets = self.secrets.lock().clone();
         let running = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(timeout, connect(&self.config, http, client, self.in_process.as_ref(), discover, &self.stderr)) => match r {
+            r = tokio::time::timeout(timeout, connect(&self.config, http, client, self.in_process.as_ref(), discover, &self.stderr, secrets.as_ref())) => match r {
                 Ok(Ok(connected)) => connected,
                 Ok(Err(e)) => {
                     // One start per attempt: after the child closed the connection on

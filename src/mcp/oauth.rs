@@ -1,0 +1,305 @@
+//! OAuth 2.1 for HTTP MCP servers, per the MCP authorization specification, on rmcp's client
+//! (discovery from the server's `401` and the well-known URIs, client identity — pre-registered,
+//! Client ID Metadata Document, dynamic registration — PKCE S256, resource indicators, refresh,
+//! step-up). This module gives it what is ours: credentials kept sealed in the state store
+//! ([`SealedCredentials`], one entry per server), the operator's `login` as a native app
+//! (RFC 8252: a loopback redirect listener), and the `client_credentials` grant.
+//!
+//! Nothing here logs a token, a code, a verifier or a secret.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::transport::auth::{
+    AuthError, AuthorizationCallback, AuthorizationManager, AuthorizationRequest, AuthorizationSession,
+    ClientCredentialsConfig, CredentialStore, OAuthClientConfig, StoredCredentials,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::{McpServerConfig, McpTransportConfig, OAuthConfig, OAuthGrant};
+use crate::state::Secrets;
+
+/// The state store's space for OAuth credentials (sealed; keyed by server name).
+const SPACE: &str = "oauth-credentials";
+/// The scopes a server asked for in a `403 insufficient_scope`, for the next sign-in.
+const STEP_UP: &str = "oauth-step-up";
+/// How long `login` waits for the browser to come back.
+const LOGIN_WAIT: Duration = Duration::from_secs(300);
+/// Longest callback request read from the browser.
+const CALLBACK_BYTES: usize = 16 * 1024;
+
+/// Why an OAuth step failed (the reason, never a token or secret).
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    /// The server is not an HTTP server with `auth.oauth`.
+    #[error("server `{0}` has no auth.oauth")]
+    NotOAuth(String),
+    /// rmcp's OAuth client failed.
+    #[error("{0}")]
+    Flow(String),
+    /// The login's redirect did not come back in time, or came back wrong.
+    #[error("login: {0}")]
+    Login(String),
+}
+
+impl From<AuthError> for OAuthError {
+    fn from(e: AuthError) -> Self {
+        Self::Flow(e.to_string())
+    }
+}
+
+/// One server's OAuth credentials in the state store, sealed with `state.encryption_key`.
+#[derive(Clone)]
+pub struct SealedCredentials {
+    secrets: Secrets,
+    key: String,
+}
+
+impl SealedCredentials {
+    /// The credentials of `server`.
+    pub fn new(secrets: Secrets, server: &str) -> Self {
+        Self { secrets, key: server.to_owned() }
+    }
+}
+
+fn store_error(e: impl std::fmt::Display) -> AuthError {
+    AuthError::InternalError(format!("state store: {e}"))
+}
+
+#[async_trait::async_trait]
+impl CredentialStore for SealedCredentials {
+    async fn load(&self) -> Result<Option<StoredCredentials>, AuthError> {
+        let Some(bytes) = self.secrets.get(SPACE, &self.key).await.map_err(store_error)? else { return Ok(None) };
+        // Unreadable (an older format): as if absent, so a new login replaces it.
+        Ok(serde_json::from_slice(&bytes).ok())
+    }
+
+    async fn save(&self, credentials: StoredCredentials) -> Result<(), AuthError> {
+        let bytes = serde_json::to_vec(&credentials).map_err(store_error)?;
+        self.secrets.put(SPACE, &self.key, &bytes, None).await.map_err(store_error)
+    }
+
+    async fn clear(&self) -> Result<(), AuthError> {
+        self.secrets.store().delete(SPACE, &self.key).await.map_err(store_error).map(|_| ())
+    }
+}
+
+/// The server's URL and OAuth settings, or why it has none.
+fn oauth_of(server: &McpServerConfig) -> Result<(&url::Url, &OAuthConfig), OAuthError> {
+    match (&server.transport, &server.oauth) {
+        (McpTransportConfig::StreamableHttp { url, .. }, Some(oauth)) => Ok((url, oauth)),
+        _ => Err(OAuthError::NotOAuth(server.name.clone())),
+    }
+}
+
+/// A manager for `server` with its stored credentials loaded (discovery runs when they exist).
+/// Authorization servers at private addresses are allowed only for a server that is itself at
+/// one: a public server's metadata cannot point the gateway inside its network.
+pub async fn manager(server: &McpServerConfig, secrets: &Secrets) -> Result<AuthorizationManager, OAuthError> {
+    let (url, oauth) = oauth_of(server)?;
+    let private = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_private() || ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost" || !name.contains('.'),
+        None => false,
+    };
+    let mut manager = if private {
+        AuthorizationManager::new_allowing_private_addresses(url.as_str()).await?
+    } else {
+        AuthorizationManager::new(url.as_str()).await?
+    };
+    manager.set_credential_store(SealedCredentials::new(secrets.clone(), &server.name));
+    if manager.initialize_from_store().await?
+        && let (Some(client_id), Some(secret)) = (&oauth.client_id, &oauth.client_secret)
+    {
+        // A confidential client refreshes with its secret.
+        let config = OAuthClientConfig::new(client_id.clone(), "http://127.0.0.1/callback")
+            .with_client_secret(secret.expose().to_owned());
+        manager.configure_client(config)?;
+    }
+    Ok(manager)
+}
+
+/// A token for a `client_credentials` server: exchanged now (and saved), with the resource
+/// indicator of the server's URL.
+pub async fn client_credentials(
+    manager: &mut AuthorizationManager,
+    server: &McpServerConfig,
+) -> Result<(), OAuthError> {
+    let (url, oauth) = oauth_of(server)?;
+    let (Some(client_id), Some(secret)) = (&oauth.client_id, &oauth.client_secret) else {
+        return Err(OAuthError::Flow("client_credentials needs client_id and client_secret".into()));
+    };
+    if manager.resolve_metadata().await.is_ok_and(|r| r.metadata.token_endpoint.is_empty()) {
+        return Err(OAuthError::Flow("the authorization server has no token endpoint".into()));
+    }
+    let resolution = manager.resolve_metadata().await?;
+    manager.set_metadata(resolution.metadata);
+    let config = ClientCredentialsConfig::ClientSecret {
+        client_id: client_id.clone(),
+        client_secret: secret.expose().to_owned(),
+        scopes: oauth.scopes.clone(),
+        resource: Some(url.to_string()),
+    };
+    manager.configure_client_credentials(&config)?;
+    manager.exchange_client_credentials(&config).await?;
+    Ok(())
+}
+
+/// What `login` prints and does: the authorization URL on a line of its own, then waits for the
+/// browser to come back to a loopback listener; with `follow`, requests the URL itself (for
+/// authorization servers that approve without a person, such as test servers).
+pub async fn login(
+    server: &McpServerConfig,
+    secrets: &Secrets,
+    follow: bool,
+    mut announce: impl FnMut(&str),
+) -> Result<(), OAuthError> {
+    let (url, oauth) = oauth_of(server)?;
+    let mut manager = manager(server, secrets).await?;
+    if oauth.grant == OAuthGrant::ClientCredentials {
+        return client_credentials(&mut manager, server).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| OAuthError::Login(e.to_string()))?;
+    let port = listener.local_addr().map_err(|e| OAuthError::Login(e.to_string()))?.port();
+    let redirect_uri = format!("http://127.0.0.1:{port}/callback");
+    let mut request = AuthorizationRequest::new(redirect_uri.clone()).with_client_name("mcp-middleware");
+    // The server's own `401` seeds discovery (RFC 9728, else the well-known URIs) and names
+    // the scopes it wants.
+    let challenge = challenge(url).await;
+    let resolution = manager.resolve_metadata_from_challenge(challenge.as_deref()).await?;
+    manager.set_metadata(resolution.metadata);
+    if let Some(challenge) = challenge {
+        request = request.with_challenge(challenge);
+    }
+    // Configured scopes, and what a `403 insufficient_scope` asked for since (step-up): the
+    // union, with the scopes the server's challenge names (else the SDK's own choice).
+    let stepped: Vec<String> = match secrets.store().get(STEP_UP, &server.name).await {
+        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).split_whitespace().map(str::to_owned).collect(),
+        _ => Vec::new(),
+    };
+    if !oauth.scopes.is_empty() || !stepped.is_empty() {
+        let mut scopes = oauth.scopes.clone();
+        if !stepped.is_empty() {
+            scopes.extend(manager.select_scopes(None, &[]));
+        }
+        for scope in stepped {
+            if !scopes.contains(&scope) {
+                scopes.push(scope);
+            }
+        }
+        request = request.with_scopes(scopes);
+    }
+    if let Some(client_id) = &oauth.client_id {
+        request = request.with_preregistered_client(client_id.clone());
+        if let Some(secret) = &oauth.client_secret {
+            request = request.with_client_secret(secret.expose().to_owned());
+        }
+    }
+    if let Some(cimd) = &oauth.client_metadata_url {
+        request = request.with_client_metadata_url(cimd.to_string());
+    }
+    let session = AuthorizationSession::new(manager, request).await.map_err(|(_, e)| OAuthError::from(e))?;
+    announce(&session.auth_url);
+    if follow {
+        let url = session.auth_url.clone();
+        tokio::spawn(async move {
+            // Redirects are followed to the loopback listener, and no further.
+            let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::limited(5)).build();
+            if let Ok(client) = client {
+                let _ = client.get(url).send().await;
+            }
+        });
+    }
+    let callback = tokio::time::timeout(LOGIN_WAIT, receive_callback(&listener))
+        .await
+        .map_err(|_| OAuthError::Login(format!("no answer from the browser within {LOGIN_WAIT:?}")))??;
+    session.handle_callback_with_issuer(&callback.code, &callback.csrf_token, callback.issuer.as_deref()).await?;
+    Ok(())
+}
+
+/// The `WWW-Authenticate` of the server's `401` to an unauthenticated `initialize`, if it
+/// answers so.
+async fn challenge(url: &url::Url) -> Option<String> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .ok()?;
+    let initialize = serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "mcp-middleware", "version": env!("CARGO_PKG_VERSION")}}});
+    let response = client
+        .post(url.as_str())
+        .header(reqwest::header::ACCEPT, "application/json, text/event-stream")
+        .json(&initialize)
+        .send()
+        .await
+        .ok()?;
+    if response.status() != reqwest::StatusCode::UNAUTHORIZED {
+        return None;
+    }
+    response.headers().get(reqwest::header::WWW_AUTHENTICATE)?.to_str().ok().map(str::to_owned)
+}
+
+/// Accepts connections on the loopback listener until one is the authorization callback;
+/// answers it with a page saying the login is done.
+async fn receive_callback(listener: &tokio::net::TcpListener) -> Result<AuthorizationCallback, OAuthError> {
+    loop {
+        let (mut socket, _) = listener.accept().await.map_err(|e| OAuthError::Login(e.to_string()))?;
+        let mut buf = vec![0u8; CALLBACK_BYTES];
+        let mut read = 0;
+        while read < buf.len() && !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+            match tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf[read..])).await {
+                Ok(Ok(n)) if n > 0 => read += n,
+                _ => break,
+            }
+        }
+        let head = String::from_utf8_lossy(buf.get(..read).unwrap_or_default());
+        let target = head.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap_or_default().to_owned();
+        if !target.starts_with("/callback") {
+            let _ = socket.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+            continue;
+        }
+        let parsed = AuthorizationCallback::from_redirect_url(&format!("http://127.0.0.1{target}"));
+        let body = if parsed.is_ok() {
+            "mcp-middleware: signed in. You can close this window."
+        } else {
+            "mcp-middleware: the authorization server did not sign you in."
+        };
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = socket.write_all(response.as_bytes()).await;
+        return parsed.map_err(|e| OAuthError::Login(e.to_string()));
+    }
+}
+
+/// Records the scopes a server asked for in a `403 insufficient_scope` (bounded; kept a day).
+pub fn step_up_sink(secrets: Secrets, server: &str) -> super::call_headers::ScopeSink {
+    let server = server.to_owned();
+    Arc::new(move |scope: String| {
+        let (secrets, server) = (secrets.clone(), server.clone());
+        let scope: String = scope.chars().take(1024).collect();
+        tracing::warn!(server = %server, scope = %scope, "the server wants more scopes; sign in again to grant them");
+        Box::pin(async move {
+            let day = Some(Duration::from_secs(24 * 3600));
+            let _ = secrets.store().put(STEP_UP, &server, scope.as_bytes(), day).await;
+        })
+    })
+}
+
+/// Forgets `server`'s stored credentials.
+pub async fn logout(server: &McpServerConfig, secrets: &Secrets) -> Result<bool, OAuthError> {
+    oauth_of(server)?;
+    secrets.store().delete(SPACE, &server.name).await.map_err(|e| OAuthError::Flow(e.to_string()))
+}
+
+/// Whether `server` has stored credentials (for `/mcp/servers`).
+pub async fn has_credentials(server: &str, secrets: &Secrets) -> bool {
+    secrets.store().get(SPACE, server).await.is_ok_and(|v| v.is_some())
+}
+
+/// A shared manager handle for the streamable HTTP client.
+pub type SharedManager = Arc<tokio::sync::Mutex<AuthorizationManager>>;
