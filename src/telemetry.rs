@@ -33,6 +33,12 @@ pub fn init(format: LogFormat, level: &str, redactor: Redactor) {
         let quiet = if level.contains("rmcp") { String::new() } else { ",rmcp=warn".to_owned() };
         EnvFilter::new(format!("{level}{quiet}"))
     });
+    // rmcp's OAuth client logs authorization codes at debug: never below info there, whatever
+    // RUST_LOG says (a code is a credential until it is exchanged).
+    let filter = match "rmcp::transport::auth=info".parse() {
+        Ok(cap) => filter.add_directive(cap),
+        Err(_) => filter,
+    };
     let colour = matches!(format, LogFormat::Pretty)
         && std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();

@@ -22,6 +22,7 @@ mod logs;
 mod loop_edges;
 mod mcp;
 mod metrics;
+mod oauth;
 mod parking;
 mod policy;
 mod providers;

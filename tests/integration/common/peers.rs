@@ -455,3 +455,15 @@ impl Drop for Postgres {
         let _ = self.child.kill();
     }
 }
+
+/// The MCP conformance suite (`@modelcontextprotocol/conformance`, pinned in tests/peers) and
+/// the Node 22 it needs (npm's `node` package, pinned there too): `(node, suite entry point)`.
+pub fn conformance() -> (String, String) {
+    static PATHS: OnceLock<(String, String)> = OnceLock::new();
+    PATHS
+        .get_or_init(|| {
+            let suite = npm_peer("@modelcontextprotocol/conformance/dist/index.js");
+            (npm_peer("node/bin/node"), suite)
+        })
+        .clone()
+}

@@ -1,0 +1,89 @@
+//! OAuth 2.1 against the reference: the official MCP conformance suite's client scenarios,
+//! driven through the gateway's own `login`, `tools` and `call` commands
+//! (`tests/peers/conformance-client.sh`), with the suite's authorization servers — discovery
+//! variants, client identity (CIMD, DCR, pre-registration), token endpoint auth methods, scope
+//! selection and step-up — and the handshake scenarios; and the debug logs of all of it hold no
+//! token, code, verifier or secret.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::common::peers::{TempDir, conformance};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-middleware");
+
+fn wrapper() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/conformance-client.sh").display().to_string()
+}
+
+/// Runs the suite's client side (`args`: `--suite auth` or `--scenario x`); returns its stdout and
+/// the output directory (per scenario: checks, and the client's stdout and stderr).
+fn run(args: &[&str], out: &TempDir) -> String {
+    let (node, suite) = conformance();
+    let output = Command::new(node)
+        .arg(suite)
+        .args(["client", "--command", &wrapper(), "-o"])
+        .arg(&out.0)
+        .args(args)
+        .env("MCPMW_BIN", BIN)
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("the conformance suite runs");
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+/// Every file the client wrote to stderr under `dir`.
+fn client_logs(dir: &std::path::Path) -> String {
+    let mut all = String::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n == "stderr.txt" || n == "stdout.txt") {
+                all.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+    }
+    all
+}
+
+#[test]
+fn the_conformance_auth_suite_passes_through_the_gateways_commands() {
+    let out = TempDir::new("mcpmw-conformance-auth");
+    let report = run(&["--suite", "auth"], &out);
+    let scenarios: Vec<&str> =
+        report.lines().filter(|l| (l.starts_with('✓') || l.starts_with('✗')) && l.contains(" auth/")).collect();
+    assert_eq!(scenarios.len(), 14, "every auth scenario ran:\n{report}");
+    for line in &scenarios {
+        assert!(line.starts_with('✓') && line.contains(" 0 failed") && !line.contains("warning"), "{line}\n{report}");
+    }
+    let total = report.lines().find(|l| l.starts_with("Total:")).expect("a total");
+    let passed: u32 = total.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(total.contains(" 0 failed, 0 warnings") && passed >= 300, "{total}");
+    eprintln!("{}", scenarios.join("\n"));
+    eprintln!("{total}");
+
+    // The debug logs of every sign-in hold no token, code, verifier or client secret.
+    let logs = client_logs(&out.0);
+    assert!(logs.contains("signed in to `conf`"), "the logs were captured: {}", logs.len());
+    for secret in ["test-token-", "test-auth-code", "code_verifier", "test-client-secret", "pre-registered-secret"] {
+        assert!(!logs.contains(secret), "`{secret}` reached a log");
+    }
+}
+
+#[test]
+fn the_handshake_and_client_credentials_scenarios_pass() {
+    for scenario in ["initialize", "tools_call", "sse-retry", "auth/client-credentials-basic"] {
+        let out = TempDir::new("mcpmw-conformance");
+        let report = run(&["--scenario", scenario], &out);
+        assert!(report.contains("OVERALL: PASSED"), "{scenario}:\n{report}");
+        assert!(report.contains(" 0 failed, 0 warnings"), "{scenario}:\n{report}");
+        let logs = client_logs(&out.0);
+        assert!(
+            !logs.contains("test-token-") && !logs.contains("conformance-test-secret"),
+            "{scenario}: a secret in a log"
+        );
+    }
+}
