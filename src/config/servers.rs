@@ -41,6 +41,16 @@ pub struct McpServerConfig {
     pub oauth: Option<OAuthConfig>,
 }
 
+impl McpServerConfig {
+    /// The URL and OAuth settings of a streamable HTTP server with `auth.oauth`.
+    pub fn oauth_target(&self) -> Option<(&Url, &OAuthConfig)> {
+        match (&self.transport, &self.oauth) {
+            (McpTransportConfig::StreamableHttp { url, .. }, Some(oauth)) => Some((url, oauth)),
+            _ => None,
+        }
+    }
+}
+
 /// Which OAuth grant a server's tokens come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OAuthGrant {

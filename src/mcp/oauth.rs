@@ -16,7 +16,7 @@ use rmcp::transport::auth::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::{McpServerConfig, McpTransportConfig, OAuthConfig, OAuthGrant};
+use crate::config::{McpServerConfig, OAuthConfig, OAuthGrant};
 use crate::state::Secrets;
 
 /// The state store's space for OAuth credentials (sealed; keyed by server name).
@@ -86,10 +86,7 @@ impl CredentialStore for SealedCredentials {
 
 /// The server's URL and OAuth settings, or why it has none.
 fn oauth_of(server: &McpServerConfig) -> Result<(&url::Url, &OAuthConfig), OAuthError> {
-    match (&server.transport, &server.oauth) {
-        (McpTransportConfig::StreamableHttp { url, .. }, Some(oauth)) => Ok((url, oauth)),
-        _ => Err(OAuthError::NotOAuth(server.name.clone())),
-    }
+    server.oauth_target().ok_or_else(|| OAuthError::NotOAuth(server.name.clone()))
 }
 
 /// A manager for `server` with its stored credentials loaded (discovery runs when they exist).

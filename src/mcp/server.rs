@@ -60,6 +60,10 @@ pub struct ServerStatus {
     /// The MCP protocol version negotiated on the live connection (`2026-07-28` for the
     /// handshake-free revision, an older one after the `initialize` handshake).
     pub protocol_version: Option<String>,
+    /// For an OAuth server: `connected`, `needs_login` (nobody signed in, or the sign-in no
+    /// longer works) or `connecting`. Never a token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<&'static str>,
 }
 
 /// Everything that changes about a server, in one place: watchers see each change whole.
@@ -143,6 +147,11 @@ impl ServerHandle {
             last_error: live.last_error.clone(),
             restarts: live.restarts,
             protocol_version: live.protocol_version.clone(),
+            auth: self.config.oauth.as_ref().map(|_| match (live.state, live.last_error.as_deref()) {
+                (ServerState::Ready, _) => "connected",
+                (_, Some(error)) if error.starts_with("needs login") => "needs_login",
+                _ => "connecting",
+            }),
         }
     }
 

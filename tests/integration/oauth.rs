@@ -87,3 +87,81 @@ fn the_handshake_and_client_credentials_scenarios_pass() {
         );
     }
 }
+
+/// The conformance suite's scenario server on its own (its interactive mode), for the gateway to
+/// connect to; stopped when dropped.
+struct ScenarioServer {
+    url: String,
+    child: tokio::process::Child,
+}
+
+impl ScenarioServer {
+    async fn start(scenario: &str) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let (node, suite) = conformance();
+        let mut child = tokio::process::Command::new(node)
+            .arg(suite)
+            .args(["client", "--scenario", scenario])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+                .await
+                .expect("the scenario server announced its URL")
+                .unwrap()
+                .expect("a line");
+            if let Some(url) = line.strip_prefix("Server URL: ") {
+                break url.trim().to_owned();
+            }
+        };
+        Self { url, child }
+    }
+}
+
+impl Drop for ScenarioServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// A gateway with an OAuth server nobody signed in to shows `needs_login` (its tools absent,
+/// the reason linkable); `mcp-middleware login` — another process, sharing the SQLite state
+/// store — signs in; the running gateway connects with the stored token and calls the tool;
+/// `logout` forgets it.
+#[tokio::test]
+async fn a_gateway_waits_for_login_then_uses_the_stored_token() {
+    let server = ScenarioServer::start("auth/metadata-default").await;
+    let dir = TempDir::new("mcpmw-oauth");
+    let yaml = format!(
+        "state:\n  url: sqlite://{}/state.db\n  encryption_key: an-oauth-test-key-0123456789abcdef\n\
+         mcpServers:\n  conf:\n    url: {}\n    auth:\n      oauth: {{}}\n",
+        dir.0.display(),
+        server.url
+    );
+    let config = dir.0.join("config.yaml");
+    std::fs::write(&config, &yaml).unwrap();
+    let app = crate::common::TestApp::spawn(&yaml).await;
+    let needs_login = app.wait_for_state("conf", "failed").await;
+    assert_eq!(needs_login["auth"], "needs_login", "{needs_login}");
+    let error = needs_login["last_error"].as_str().unwrap();
+    assert!(error.contains("mcp-middleware login conf"), "{error}");
+
+    let login = Command::new(BIN).arg("--config").arg(&config).args(["login", "conf", "--follow"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&login.stdout);
+    assert!(login.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&login.stderr));
+    let url_line = stdout.lines().find(|l| l.starts_with("http")).expect("the authorization URL on a line of its own");
+    assert!(url_line.contains("code_challenge_method=S256") && url_line.contains("resource="), "{url_line}");
+
+    // The gateway's next attempt finds the token in the store.
+    let ready = app.wait_for_state("conf", "ready").await;
+    assert_eq!(ready["auth"], "connected", "{ready}");
+    let (status, result) = app.call_tool("conf__test-tool", serde_json::json!({})).await;
+    assert_eq!((status, result["isError"].as_bool()), (200, Some(false)), "{result}");
+
+    let logout = Command::new(BIN).arg("--config").arg(&config).args(["logout", "conf"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&logout.stdout).trim(), "tokens forgotten");
+}
