@@ -212,8 +212,19 @@ pub struct RawState {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServerAuth {
-    /// OAuth 2.1 per the MCP authorization specification.
+    /// OAuth 2.1 per the MCP authorization specification (`oauth:` alone turns it on with
+    /// every default).
+    #[serde(default, deserialize_with = "present")]
     pub oauth: Option<RawOAuth>,
+}
+
+/// A key that is present is `Some`, even when it holds nothing (`oauth:`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Option::<T>::deserialize(deserializer).map(|value| Some(value.unwrap_or_default()))
 }
 
 /// `mcpServers.<name>.auth.oauth:` — an OAuth 2.1 client for this server (discovery from its

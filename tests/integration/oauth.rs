@@ -165,3 +165,24 @@ async fn a_gateway_waits_for_login_then_uses_the_stored_token() {
     let logout = Command::new(BIN).arg("--config").arg(&config).args(["logout", "conf"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&logout.stdout).trim(), "tokens forgotten");
 }
+
+#[test]
+fn oauth_configs_are_checked_before_start() {
+    let load = |yaml: &str| {
+        mcp_middleware::config::load_str(yaml, &std::collections::HashMap::<String, String>::new())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let server = "mcpServers:\n  gh:\n    url: https://example.com/mcp\n    auth:\n      oauth:\n";
+    let keyless = load(server);
+    assert!(keyless.contains("mcpServers.gh.auth.oauth: needs state.encryption_key"), "{keyless}");
+    let key = "state:\n  encryption_key: a-key-of-at-least-thirty-two-characters\n";
+    assert_eq!(load(&format!("{key}{server}        scopes: [repo]\n")), "", "a valid OAuth server");
+    let unknown = load(&format!("{key}{server}        client_sercet: x\n"));
+    assert!(unknown.contains("client_sercet"), "unknown fields are refused: {unknown}");
+    let credentials = load(&format!("{key}{server}        grant: client_credentials\n"));
+    assert!(credentials.contains("client_credentials needs client_id and client_secret"), "{credentials}");
+    let stdio = load(&format!("{key}mcpServers:\n  s:\n    command: x\n    auth:\n      oauth: {{}}\n"));
+    assert!(stdio.contains("only streamable HTTP servers"), "{stdio}");
+}
