@@ -244,15 +244,14 @@ async fn challenge(url: &url::Url) -> Option<String> {
 async fn receive_callback(listener: &tokio::net::TcpListener) -> Result<AuthorizationCallback, OAuthError> {
     loop {
         let (mut socket, _) = listener.accept().await.map_err(|e| OAuthError::Login(e.to_string()))?;
-        let mut buf = vec![0u8; CALLBACK_BYTES];
-        let mut read = 0;
-        while read < buf.len() && !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-            match tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf[read..])).await {
-                Ok(Ok(n)) if n > 0 => read += n,
+        let (mut head, mut chunk) = (Vec::new(), [0u8; 2048]);
+        while head.len() < CALLBACK_BYTES && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tokio::time::timeout(Duration::from_secs(10), socket.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => head.extend_from_slice(chunk.get(..n).unwrap_or_default()),
                 _ => break,
             }
         }
-        let head = String::from_utf8_lossy(buf.get(..read).unwrap_or_default());
+        let head = String::from_utf8_lossy(&head);
         let target = head.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap_or_default().to_owned();
         if !target.starts_with("/callback") {
             let _ = socket.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
