@@ -97,6 +97,8 @@ pub struct ServerHandle {
     stderr: StderrSlot,
     /// Where this server's OAuth tokens are kept.
     secrets: parking_lot::Mutex<Option<crate::state::Secrets>>,
+    /// Told when an OAuth server refused our token for good: the connection ends.
+    auth_lost: Notify,
 }
 
 impl ServerHandle {
@@ -118,7 +120,19 @@ impl ServerHandle {
         let first_seen = parking_lot::Mutex::new(None);
         let stderr = StderrSlot::default();
         let secrets = parking_lot::Mutex::new(None);
-        Arc::new(Self { config, live, tools_changed, in_process, redactor, try_discover, first_seen, stderr, secrets })
+        let auth_lost = Notify::new();
+        Arc::new(Self {
+            config,
+            live,
+            tools_changed,
+            in_process,
+            redactor,
+            try_discover,
+            first_seen,
+            stderr,
+            secrets,
+            auth_lost,
+        })
     }
 
     /// Gives the server the state store its OAuth tokens are kept in.
@@ -289,6 +303,7 @@ impl ServerHandle {
             };
             tokio::select! {
                 _ = &mut ended => break,
+                () = self.auth_lost.notified() => break,
                 () = ping_due => {
                     // A wedged server (it accepts, it never answers) is found by its silence.
                     let wait = interval.clamp(Duration::from_secs(1), Duration::from_secs(10));
@@ -464,6 +479,16 @@ impl ServerHandle {
     fn call_error(&self, tool: &str, e: ServiceError) -> McpError {
         let server = self.name().to_owned();
         let scrub = |text: &str| self.redactor.scrub(text).into_owned();
+        // An OAuth server refused the token and no refresh could replace it: the connection is
+        // ended (its next attempt shows `needs_login`), and the caller is told why.
+        if self.config.oauth.is_some() && format!("{e:?}").contains("AuthRequired") {
+            tracing::warn!(server = %server, "the server no longer accepts our sign-in; it needs a new login");
+            self.auth_lost.notify_one();
+            return McpError::ServerUnavailable {
+                server: server.clone(),
+                reason: format!("its sign-in is no longer valid; run `mcp-middleware login {server}`"),
+            };
+        }
         match e {
             ServiceError::McpError(data) if data.code == ErrorCode::INVALID_PARAMS => {
                 McpError::InvalidArguments { tool: tool.to_owned(), message: scrub(&data.message) }

@@ -186,3 +186,84 @@ fn oauth_configs_are_checked_before_start() {
     let stdio = load(&format!("{key}mcpServers:\n  s:\n    command: x\n    auth:\n      oauth: {{}}\n"));
     assert!(stdio.contains("only streamable HTTP servers"), "{stdio}");
 }
+
+/// Our test server behind OAuth with its own authorization server (tokens living `ttl` s).
+struct OAuthPeer {
+    base: String,
+    _child: tokio::process::Child,
+}
+
+impl OAuthPeer {
+    async fn start(ttl: &str) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(crate::common::peers::TEST_SERVER)
+            .args(["oauth", "--port", "0", "--token-ttl", ttl])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines.next_line().await.unwrap().expect("listening on 127.0.0.1:PORT");
+        let addr = line.rsplit(' ').next().unwrap().to_owned();
+        Self { base: format!("http://{addr}"), _child: child }
+    }
+
+    async fn stats(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/stats", self.base)).await.unwrap().json().await.unwrap()
+    }
+}
+
+/// A token that expires between two calls is refreshed without the caller noticing; a revoked
+/// refresh token turns the server into `needs_login`, visibly.
+#[tokio::test]
+async fn expired_tokens_are_refreshed_and_a_revoked_sign_in_needs_login_again() {
+    let dir = TempDir::new("mcpmw-refresh");
+    refresh_and_revoke(&format!("sqlite://{}/state.db", dir.0.display()), &dir).await;
+}
+
+/// The same on a real PostgreSQL (the store every replica shares).
+#[tokio::test]
+async fn tokens_in_postgres_are_refreshed_and_revoked_the_same() {
+    let pg = tokio::task::spawn_blocking(crate::common::peers::Postgres::start).await.unwrap();
+    let dir = TempDir::new("mcpmw-refresh-pg");
+    refresh_and_revoke(&pg.url, &dir).await;
+}
+
+async fn refresh_and_revoke(state_url: &str, dir: &TempDir) {
+    let peer = OAuthPeer::start("2").await;
+    let yaml = format!(
+        "state:\n  url: \"{state_url}\"\n  encryption_key: a-refresh-test-key-0123456789abcdef\n\
+         mcpServers:\n  ts:\n    url: {}/mcp\n    auth:\n      oauth:\n",
+        peer.base
+    );
+    let config = dir.0.join("config.yaml");
+    std::fs::write(&config, &yaml).unwrap();
+    let login = Command::new(BIN).arg("--config").arg(&config).args(["login", "ts", "--follow"]).output().unwrap();
+    assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+
+    let app = crate::common::TestApp::spawn(&yaml).await;
+    assert_eq!(app.wait_for_state("ts", "ready").await["auth"], "connected");
+    let (status, echo) = app.call_tool("ts__echo", serde_json::json!({"text": "one"})).await;
+    assert_eq!((status, crate::common::first_text(&echo)), (200, "one"), "{echo}");
+    // The access token dies; the next call still answers, on a refreshed token.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (status, echo) = app.call_tool("ts__echo", serde_json::json!({"text": "two"})).await;
+    assert_eq!((status, crate::common::first_text(&echo)), (200, "two"), "{echo}");
+    assert!(peer.stats().await["refreshed"].as_u64().unwrap() >= 1, "{}", peer.stats().await);
+
+    // Revoked: the refresh fails, and the server says it needs a sign-in.
+    reqwest::Client::new().post(format!("{}/revoke", peer.base)).send().await.unwrap();
+    let (status, _) = app.call_tool("ts__echo", serde_json::json!({"text": "three"})).await;
+    assert_ne!(status, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ts = app.servers().await.remove("ts").unwrap();
+        if ts["auth"] == "needs_login" {
+            assert!(ts["last_error"].as_str().unwrap().contains("mcp-middleware login ts"), "{ts}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never needs_login: {ts}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

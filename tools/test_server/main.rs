@@ -7,6 +7,7 @@
 //! mcp-test-server [--name NAME] stdio
 //! mcp-test-server [--name NAME] http [--port N]   # streamable HTTP at /mcp
 //! mcp-test-server [--name NAME] sse  [--port N]   # GET /sse + POST /message?sessionId=
+//! mcp-test-server [--name NAME] oauth [--port N] [--token-ttl S]  # /mcp behind OAuth 2.1
 //! mcp-test-server hang                            # reads stdin, never answers
 //! ```
 //!
@@ -15,6 +16,7 @@
 //! If `MCP_TEST_EVENTS` names a file, `slow` appends `started slow`, `completed slow` and
 //! `cancelled slow` lines to it.
 
+mod oauth;
 mod server;
 mod sse;
 mod tools;
@@ -68,6 +70,16 @@ enum Mode {
         /// Port to bind; 0 picks a free one.
         #[arg(long, default_value_t = 0)]
         port: u16,
+    },
+    /// Serve streamable HTTP at /mcp behind OAuth 2.1, with a small authorization server of its
+    /// own on the same port (see `oauth.rs`).
+    Oauth {
+        /// Port to bind; 0 picks a free one.
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Lifetime of access tokens, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        token_ttl: u64,
     },
     /// Read stdin and never answer anything (exits when stdin closes).
     Hang,
@@ -127,6 +139,18 @@ async fn serve(cli: Cli) -> Result<(), BoxError> {
                 StreamableHttpService::new(move || Ok(make_server()), Arc::new(LocalSessionManager::default()), config);
             let app = axum::Router::new().route_service("/mcp", service);
             let listener = bind(port).await?;
+            axum::serve(listener, app).await?;
+        }
+        Mode::Oauth { port, token_ttl } => {
+            let service = StreamableHttpService::new(
+                move || Ok(make_server()),
+                Arc::new(LocalSessionManager::default()),
+                StreamableHttpServerConfig::default(),
+            );
+            let listener = bind(port).await?;
+            let base = format!("http://{}", listener.local_addr()?);
+            let auth = oauth::AuthServer::new(base, std::time::Duration::from_secs(token_ttl));
+            let app = oauth::router(auth, axum::Router::new().route_service("/mcp", service));
             axum::serve(listener, app).await?;
         }
         Mode::Sse { port } => {
