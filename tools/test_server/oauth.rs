@@ -94,7 +94,7 @@ async fn server_metadata(State(s): State<Arc<AuthServer>>) -> Json<serde_json::V
 
 async fn register(body: axum::body::Bytes) -> Response {
     let asked: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let reply = json!({"client_id": "test-client", "redirect_uris": asked["redirect_uris"],
+    let reply = json!({"client_id": "test-client", "redirect_uris": asked.get("redirect_uris"),
         "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"]});
     (StatusCode::CREATED, Json(reply)).into_response()
 }
@@ -129,7 +129,7 @@ async fn token(State(s): State<Arc<AuthServer>>, body: axum::body::Bytes) -> Res
             let Some(challenge) = form.get("code").and_then(|c| tokens.codes.remove(c)) else { return invalid_grant() };
             let verifier = form.get("code_verifier").cloned().unwrap_or_default();
             let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier));
-            if computed != challenge || form.get("resource").is_none() {
+            if computed != challenge || !form.contains_key("resource") {
                 return invalid_grant();
             }
             Json(s.issue(&mut tokens)).into_response()
