@@ -292,9 +292,10 @@ pub async fn logout(server: &McpServerConfig, secrets: &Secrets) -> Result<bool,
     secrets.store().delete(SPACE, &server.name).await.map_err(|e| OAuthError::Flow(e.to_string()))
 }
 
-/// Whether `server` has stored credentials (for `/mcp/servers`).
-pub async fn has_credentials(server: &str, secrets: &Secrets) -> bool {
-    secrets.store().get(SPACE, server).await.is_ok_and(|v| v.is_some())
+/// The issuer of `server`'s stored tokens (for `/mcp/servers`; never a token).
+pub async fn issuer(server: &str, secrets: &Secrets) -> Option<String> {
+    let stored = SealedCredentials::new(secrets.clone(), server).load().await.ok()??;
+    stored.issuer
 }
 
 /// A shared manager handle for the streamable HTTP client.

@@ -64,6 +64,9 @@ pub struct ServerStatus {
     /// longer works) or `connecting`. Never a token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<&'static str>,
+    /// For an OAuth server: the issuer of its tokens (the authorization server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
 }
 
 /// Everything that changes about a server, in one place: watchers see each change whole.
@@ -75,6 +78,8 @@ struct Live {
     last_error: Option<String>,
     restarts: u32,
     protocol_version: Option<String>,
+    /// The issuer of an OAuth server's tokens, once connected with them.
+    issuer: Option<String>,
     /// Since when the server has not been ready (`None` while it is).
     down_since: Option<Instant>,
 }
@@ -112,6 +117,7 @@ impl ServerHandle {
             last_error: None,
             restarts: 0,
             protocol_version: None,
+            issuer: None,
             down_since: Some(Instant::now()),
         });
         let tools_changed = Arc::new(Notify::new());
@@ -166,6 +172,7 @@ impl ServerHandle {
                 (_, Some(error)) if error.starts_with("needs login") => "needs_login",
                 _ => "connecting",
             }),
+            issuer: live.issuer.clone(),
         }
     }
 
@@ -274,6 +281,10 @@ impl ServerHandle {
         self.try_discover.store(new_era, Ordering::Relaxed);
         let peer = running.peer().clone();
         let version = running.peer_info().map(|info| info.protocol_version.as_str().to_owned());
+        let issuer = match (&self.config.oauth, &secrets) {
+            (Some(_), Some(secrets)) => super::oauth::issuer(&self.config.name, secrets).await,
+            _ => None,
+        };
         match tokio::time::timeout(timeout, list_capped(&peer)).await {
             Ok(Ok(tools)) => self.store_tools(tools),
             Ok(Err(e)) => return Err(format!("tools/list failed: {e}")),
@@ -284,6 +295,7 @@ impl ServerHandle {
             live.state = ServerState::Ready;
             live.peer = Some(peer.clone());
             live.protocol_version = version;
+            live.issuer = issuer;
             live.down_since = None;
         });
         tracing::info!(server = %self.name(), tools = self.tools().len(), "MCP server ready");

@@ -159,6 +159,8 @@ async fn a_gateway_waits_for_login_then_uses_the_stored_token() {
     // The gateway's next attempt finds the token in the store.
     let ready = app.wait_for_state("conf", "ready").await;
     assert_eq!(ready["auth"], "connected", "{ready}");
+    assert!(ready["issuer"].as_str().is_some_and(|i| i.starts_with("http://localhost:")), "{ready}");
+    assert!(!ready.to_string().contains("test-token-"), "no token in the status: {ready}");
     let (status, result) = app.call_tool("conf__test-tool", serde_json::json!({})).await;
     assert_eq!((status, result["isError"].as_bool()), (200, Some(false)), "{result}");
 
