@@ -127,10 +127,10 @@ pub async fn client_credentials(
     let (Some(client_id), Some(secret)) = (&oauth.client_id, &oauth.client_secret) else {
         return Err(OAuthError::Flow("client_credentials needs client_id and client_secret".into()));
     };
-    if manager.resolve_metadata().await.is_ok_and(|r| r.metadata.token_endpoint.is_empty()) {
+    let resolution = manager.resolve_metadata().await?;
+    if resolution.metadata.token_endpoint.is_empty() {
         return Err(OAuthError::Flow("the authorization server has no token endpoint".into()));
     }
-    let resolution = manager.resolve_metadata().await?;
     manager.set_metadata(resolution.metadata);
     let config = ClientCredentialsConfig::ClientSecret {
         client_id: client_id.clone(),
@@ -297,6 +297,3 @@ pub async fn issuer(server: &str, secrets: &Secrets) -> Option<String> {
     let stored = SealedCredentials::new(secrets.clone(), server).load().await.ok()??;
     stored.issuer
 }
-
-/// A shared manager handle for the streamable HTTP client.
-pub type SharedManager = Arc<tokio::sync::Mutex<AuthorizationManager>>;
