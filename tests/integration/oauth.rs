@@ -97,28 +97,34 @@ struct ScenarioServer {
 
 impl ScenarioServer {
     async fn start(scenario: &str) -> Self {
-        use tokio::io::AsyncBufReadExt;
         let (node, suite) = conformance();
-        let mut child = tokio::process::Command::new(node)
-            .arg(suite)
-            .args(["client", "--scenario", scenario])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
-                .await
-                .expect("the scenario server announced its URL")
-                .unwrap()
-                .expect("a line");
-            if let Some(url) = line.strip_prefix("Server URL: ") {
-                break url.trim().to_owned();
-            }
-        };
-        Self { url, child }
+        let mut command = tokio::process::Command::new(node);
+        command.arg(suite).args(["client", "--scenario", scenario]);
+        let (child, line) = announced(command, "Server URL: ").await;
+        Self { url: line.trim().to_owned(), child }
+    }
+}
+
+/// Starts `command` and waits (20 s at most) for the stdout line that starts with `prefix`;
+/// returns the child and the rest of that line.
+async fn announced(mut command: tokio::process::Command, prefix: &str) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no `{prefix}` line"))
+            .unwrap()
+            .expect("a line");
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return (child, rest.to_owned());
+        }
     }
 }
 
@@ -197,18 +203,10 @@ struct OAuthPeer {
 
 impl OAuthPeer {
     async fn start(ttl: &str) -> Self {
-        use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(crate::common::peers::TEST_SERVER)
-            .args(["oauth", "--port", "0", "--token-ttl", ttl])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = lines.next_line().await.unwrap().expect("listening on 127.0.0.1:PORT");
-        let addr = line.rsplit(' ').next().unwrap().to_owned();
-        Self { base: format!("http://{addr}"), _child: child }
+        let mut command = tokio::process::Command::new(crate::common::peers::TEST_SERVER);
+        command.args(["oauth", "--port", "0", "--token-ttl", ttl]);
+        let (child, addr) = announced(command, "listening on ").await;
+        Self { base: format!("http://{}", addr.trim()), _child: child }
     }
 
     async fn stats(&self) -> serde_json::Value {
