@@ -36,9 +36,14 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         return ApiError::BadRequest("the request path may not percent-encode letters, digits or `-._~`".into())
             .into_response();
     }
-    // Artifact links are embedded by pages; the two probes say only a status. `/health` itself
-    // shows details on an open gateway, so it is not exempt.
-    let exempt = path.starts_with("/artifacts/") || path == "/health/liveliness" || path == "/health/readiness";
+    // Artifact links are embedded by pages; the two probes say only a status; an authorization
+    // server sends a person's browser to the OAuth callback (a cross-site navigation, bound by
+    // its single-use `state`). `/health` itself shows details on an open gateway, so it is not
+    // exempt.
+    let exempt = path.starts_with("/artifacts/")
+        || path == "/health/liveliness"
+        || path == "/health/readiness"
+        || path == "/oauth/callback";
     if exempt {
         return next.run(req).await;
     }

@@ -12,6 +12,7 @@ mod error;
 mod guard;
 mod health;
 mod mcp;
+mod oauth;
 mod proxy;
 mod server;
 mod sessions;
@@ -157,13 +158,15 @@ pub fn router(state: AppState) -> Router {
         .route("/mcp/servers", get(mcp::servers))
         .route("/mcp/tools/list", get(mcp::list_tools).post(mcp::list_tools))
         .route("/mcp/tools/call", post(mcp::call_tool))
+        .route("/oauth/start/{server}", post(oauth::start))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
     let health = Router::new()
         .route("/health", get(health::summary))
         .route("/health/liveliness", get(health::liveliness))
         .route("/health/readiness", get(health::readiness))
-        .route("/artifacts/{*key}", get(artifacts::serve));
+        .route("/artifacts/{*key}", get(artifacts::serve))
+        .route("/oauth/callback", get(oauth::callback));
     let trace = TraceLayer::new_for_http()
         .make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");

@@ -246,6 +246,13 @@ impl Hub {
         self.catalog.store(catalog);
     }
 
+    /// Someone signed in to `server` (OAuth): it reconnects now instead of after its backoff.
+    pub fn signed_in(&self, server: &str) {
+        if let Some(handle) = self.handles().into_iter().find(|s| s.name() == server) {
+            handle.signed_in();
+        }
+    }
+
     /// Stops every server (children are killed and reaped), bounded in time.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();

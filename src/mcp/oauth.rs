@@ -23,6 +23,12 @@ use crate::state::Secrets;
 const SPACE: &str = "oauth-credentials";
 /// The scopes a server asked for in a `403 insufficient_scope`, for the next sign-in.
 const STEP_UP: &str = "oauth-step-up";
+/// Sign-ins started over HTTP, by their `state` (sealed; single use).
+const PENDING: &str = "oauth-pending";
+/// Their PKCE verifiers (rmcp's pending authorization state), by `state` (sealed).
+const PKCE: &str = "oauth-pkce";
+/// How long a sign-in started over HTTP may take.
+const PENDING_TTL: Duration = Duration::from_secs(600);
 /// How long `login` waits for the browser to come back.
 const LOGIN_WAIT: Duration = Duration::from_secs(300);
 /// Longest callback request read from the browser.
@@ -82,6 +88,143 @@ impl CredentialStore for SealedCredentials {
     async fn clear(&self) -> Result<(), AuthError> {
         self.secrets.store().delete(SPACE, &self.key).await.map_err(store_error).map(|_| ())
     }
+}
+
+/// rmcp's pending authorization state (the PKCE verifier) in the state store, sealed: a
+/// sign-in started on one replica finishes on any other.
+struct SealedPkce(Secrets);
+
+#[async_trait::async_trait]
+impl rmcp::transport::auth::StateStore for SealedPkce {
+    async fn save(&self, csrf: &str, state: rmcp::transport::auth::StoredAuthorizationState) -> Result<(), AuthError> {
+        let bytes = serde_json::to_vec(&state).map_err(store_error)?;
+        self.0.put(PKCE, csrf, &bytes, Some(PENDING_TTL)).await.map_err(store_error)
+    }
+
+    async fn load(&self, csrf: &str) -> Result<Option<rmcp::transport::auth::StoredAuthorizationState>, AuthError> {
+        let Some(bytes) = self.0.get(PKCE, csrf).await.map_err(store_error)? else { return Ok(None) };
+        Ok(serde_json::from_slice(&bytes).ok())
+    }
+
+    async fn delete(&self, csrf: &str) -> Result<(), AuthError> {
+        self.0.store().delete(PKCE, csrf).await.map_err(store_error).map(|_| ())
+    }
+}
+
+/// What the callback of a sign-in started over HTTP needs (sealed in the store).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Pending {
+    server: String,
+    client_id: String,
+    client_secret: Option<String>,
+    redirect_uri: String,
+    challenge: Option<String>,
+}
+
+/// Starts a sign-in over HTTP: the authorization URL to send a person to, whose redirect comes
+/// back to `redirect_uri` (the gateway's `/oauth/callback`). Everything the callback needs —
+/// the client (registered here when needed, so its secret is known), the PKCE verifier — is
+/// sealed into the state store under the request's `state`, for ten minutes.
+pub async fn start_web(server: &McpServerConfig, secrets: &Secrets, redirect_uri: &str) -> Result<String, OAuthError> {
+    let (url, oauth) = oauth_of(server)?;
+    if oauth.grant == OAuthGrant::ClientCredentials {
+        return Err(OAuthError::Flow("a client_credentials server needs no sign-in".into()));
+    }
+    let mut manager = manager(server, secrets).await?;
+    manager.set_state_store(SealedPkce(secrets.clone()));
+    let challenge = challenge(url).await;
+    let resolution = manager.resolve_metadata_from_challenge(challenge.as_deref()).await?;
+    let cimd = resolution
+        .metadata
+        .additional_fields
+        .get("client_id_metadata_document_supported")
+        .is_some_and(|v| v.as_bool() == Some(true));
+    manager.set_metadata(resolution.metadata);
+    let scopes = requested_scopes(&manager, oauth, secrets, &server.name).await;
+    let (client_id, client_secret) = match (&oauth.client_id, &oauth.client_metadata_url) {
+        (Some(id), _) => (id.clone(), oauth.client_secret.as_ref().map(|s| s.expose().to_owned())),
+        (None, Some(document)) if cimd => (document.to_string(), None),
+        _ => {
+            let refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
+            let registered = manager.register_client("mcp-middleware", redirect_uri, &refs).await?;
+            (registered.client_id, registered.client_secret)
+        }
+    };
+    let mut request = AuthorizationRequest::new(redirect_uri).with_preregistered_client(client_id.clone());
+    if let Some(secret) = &client_secret {
+        request = request.with_client_secret(secret.clone());
+    }
+    if !scopes.is_empty() {
+        request = request.with_scopes(scopes);
+    }
+    if let Some(challenge) = &challenge {
+        request = request.with_challenge(challenge.clone());
+    }
+    let session = AuthorizationSession::new(manager, request).await.map_err(|(_, e)| OAuthError::from(e))?;
+    let state = url::Url::parse(&session.auth_url)
+        .ok()
+        .and_then(|u| u.query_pairs().find(|(k, _)| k == "state").map(|(_, v)| v.into_owned()))
+        .ok_or_else(|| OAuthError::Flow("the authorization URL carries no state".into()))?;
+    let pending = Pending {
+        server: server.name.clone(),
+        client_id,
+        client_secret,
+        redirect_uri: redirect_uri.to_owned(),
+        challenge,
+    };
+    let bytes = serde_json::to_vec(&pending).map_err(|e| OAuthError::Flow(e.to_string()))?;
+    secrets.put(PENDING, &state, &bytes, Some(PENDING_TTL)).await.map_err(|e| OAuthError::Flow(e.to_string()))?;
+    Ok(session.auth_url)
+}
+
+/// Finishes a sign-in started over HTTP: the `state` must be one this gateway (or a replica
+/// sharing its store) started, unused and under ten minutes old. Returns the server's name.
+pub async fn finish_web(
+    servers: &[McpServerConfig],
+    secrets: &Secrets,
+    code: &str,
+    state: &str,
+    issuer: Option<&str>,
+) -> Result<String, OAuthError> {
+    let unknown = || OAuthError::Login("this sign-in is unknown, expired or already used; start it again".into());
+    let bytes = secrets.take(PENDING, state).await.map_err(|_| unknown())?.ok_or_else(unknown)?;
+    let pending: Pending = serde_json::from_slice(&bytes).map_err(|_| unknown())?;
+    let server = servers.iter().find(|s| s.name == pending.server).ok_or_else(unknown)?;
+    let mut manager = manager(server, secrets).await?;
+    manager.set_state_store(SealedPkce(secrets.clone()));
+    let resolution = manager.resolve_metadata_from_challenge(pending.challenge.as_deref()).await?;
+    manager.set_metadata(resolution.metadata);
+    let mut client = OAuthClientConfig::new(pending.client_id, pending.redirect_uri);
+    if let Some(secret) = pending.client_secret {
+        client = client.with_client_secret(secret);
+    }
+    manager.configure_client(client)?;
+    manager.exchange_code_for_token_with_issuer(code, state, issuer).await?;
+    Ok(server.name.clone())
+}
+
+/// The scopes to ask for: configured ones and what a `403 insufficient_scope` asked for since
+/// (step-up), with the server's own choice beside the latter; empty leaves it to the SDK.
+async fn requested_scopes(
+    manager: &AuthorizationManager,
+    oauth: &OAuthConfig,
+    secrets: &Secrets,
+    server: &str,
+) -> Vec<String> {
+    let stepped: Vec<String> = match secrets.store().get(STEP_UP, server).await {
+        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).split_whitespace().map(str::to_owned).collect(),
+        _ => Vec::new(),
+    };
+    let mut scopes = oauth.scopes.clone();
+    if !stepped.is_empty() {
+        scopes.extend(manager.select_scopes(None, &[]));
+    }
+    for scope in stepped {
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    scopes
 }
 
 /// The server's URL and OAuth settings, or why it has none.
@@ -169,22 +312,8 @@ pub async fn login(
     if let Some(challenge) = challenge {
         request = request.with_challenge(challenge);
     }
-    // Configured scopes, and what a `403 insufficient_scope` asked for since (step-up): the
-    // union, with the scopes the server's challenge names (else the SDK's own choice).
-    let stepped: Vec<String> = match secrets.store().get(STEP_UP, &server.name).await {
-        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).split_whitespace().map(str::to_owned).collect(),
-        _ => Vec::new(),
-    };
-    if !oauth.scopes.is_empty() || !stepped.is_empty() {
-        let mut scopes = oauth.scopes.clone();
-        if !stepped.is_empty() {
-            scopes.extend(manager.select_scopes(None, &[]));
-        }
-        for scope in stepped {
-            if !scopes.contains(&scope) {
-                scopes.push(scope);
-            }
-        }
+    let scopes = requested_scopes(&manager, oauth, secrets, &server.name).await;
+    if !scopes.is_empty() {
         request = request.with_scopes(scopes);
     }
     if let Some(client_id) = &oauth.client_id {

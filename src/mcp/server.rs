@@ -104,6 +104,8 @@ pub struct ServerHandle {
     secrets: parking_lot::Mutex<Option<crate::state::Secrets>>,
     /// Told when an OAuth server refused our token for good: the connection ends.
     auth_lost: Notify,
+    /// Told when someone signed in to this server: a waiting reconnection starts at once.
+    signed_in: Notify,
 }
 
 impl ServerHandle {
@@ -127,6 +129,7 @@ impl ServerHandle {
         let stderr = StderrSlot::default();
         let secrets = parking_lot::Mutex::new(None);
         let auth_lost = Notify::new();
+        let signed_in = Notify::new();
         Arc::new(Self {
             config,
             live,
@@ -138,7 +141,13 @@ impl ServerHandle {
             stderr,
             secrets,
             auth_lost,
+            signed_in,
         })
+    }
+
+    /// Someone signed in to this server: a waiting reconnection starts now.
+    pub fn signed_in(&self) {
+        self.signed_in.notify_one();
     }
 
     /// Gives the server the state store its OAuth tokens are kept in.
@@ -237,6 +246,7 @@ impl ServerHandle {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(backoff) => {}
+                () = self.signed_in.notified() => {}
             }
             self.live.send_modify(|live| {
                 live.restarts += 1;

@@ -74,6 +74,13 @@ impl Secrets {
         self.store.put(space, key, &sealer.seal(space, key, secret), ttl).await
     }
 
+    /// A stored secret, opened and deleted in one step (of racing callers, one gets it).
+    pub async fn take(&self, space: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let Some(sealed) = self.store.take(space, key).await? else { return Ok(None) };
+        let sealer = self.sealer.as_ref().ok_or(StateError::NoEncryptionKey)?;
+        sealer.open(space, key, &sealed).map(Some).ok_or(StateError::Sealed)
+    }
+
     /// A stored secret, opened.
     pub async fn get(&self, space: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         let Some(sealed) = self.store.get(space, key).await? else { return Ok(None) };

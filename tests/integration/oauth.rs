@@ -267,3 +267,52 @@ async fn refresh_and_revoke(state_url: &str, dir: &TempDir) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A sign-in over HTTP: an unrestricted key starts it on one replica, the person's browser comes
+/// back to another (the two share the SQLite state store), which finishes it and connects at
+/// once; a replayed or forged callback does nothing; a restricted key may not start one.
+#[tokio::test]
+async fn a_sign_in_started_on_one_replica_finishes_on_another() {
+    let peer = OAuthPeer::start("3600").await;
+    let dir = TempDir::new("mcpmw-web-login");
+    let yaml = format!(
+        "auth:\n  api_keys: [sk-ops-0123456789]\n  keys:\n    - key: sk-narrow-0123456789\n      servers: [ts]\n\
+         state:\n  url: sqlite://{}/state.db\n  encryption_key: a-web-login-test-key-0123456789abcdef\n\
+         mcpServers:\n  ts:\n    url: {}/mcp\n    auth:\n      oauth:\n",
+        dir.0.display(),
+        peer.base
+    );
+    let mut a = crate::common::TestApp::spawn(&yaml).await;
+    let mut b = crate::common::TestApp::spawn(&yaml).await;
+    a.key = Some("sk-narrow-0123456789".into());
+    let refused = a.post("/oauth/start/ts", &serde_json::json!({})).await;
+    assert_eq!(refused.status(), 403, "a restricted key may not sign the gateway in");
+    a.key = Some("sk-ops-0123456789".into());
+    b.key = a.key.clone();
+    assert_eq!(a.wait_for_state("ts", "failed").await["auth"], "needs_login");
+
+    let started: serde_json::Value = a.post("/oauth/start/ts", &serde_json::json!({})).await.json().await.unwrap();
+    let authorize = started["authorization_url"].as_str().expect("an authorization URL");
+    assert!(authorize.contains("code_challenge_method=S256"), "{authorize}");
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let approved = no_redirects.get(authorize).send().await.unwrap();
+    let location = approved.headers()["location"].to_str().unwrap().to_owned();
+    let callback = url::Url::parse(&location).unwrap();
+    assert_eq!(callback.path(), "/oauth/callback");
+    assert_eq!(callback.port(), Some(a.addr.port()), "the redirect names the replica the sign-in started on");
+    // The browser lands on the other replica, as a cross-site navigation and without a key.
+    let on_b = format!("{}?{}", b.url("/oauth/callback"), callback.query().unwrap());
+    let browser = || no_redirects.get(&on_b).header("sec-fetch-site", "cross-site");
+    let page = browser().send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("signed in to `ts`"));
+    let replayed = browser().send().await.unwrap();
+    assert_eq!(replayed.status(), 400, "a state is good once");
+    let forged = no_redirects.get(b.url("/oauth/callback?code=x&state=forged")).send().await.unwrap();
+    assert_eq!(forged.status(), 400);
+
+    // B reconnects at once, with the token A's sign-in stored.
+    assert_eq!(b.wait_for_state("ts", "ready").await["auth"], "connected");
+    let (status, echo) = b.call_tool("ts__echo", serde_json::json!({"text": "signed in"})).await;
+    assert_eq!((status, crate::common::first_text(&echo)), (200, "signed in"), "{echo}");
+}
