@@ -137,6 +137,9 @@ pub async fn connect(
             // tries the handshake on its next attempt, so a server that exits on an unknown
             // method still connects, and one that dies at start is not started twice.
             Err(e @ ConnectError::Closed(_)) => return Err(e),
+            // The same when the child is gone however the failure showed (a write into its
+            // closed stdin, say): its stderr has closed.
+            Err(e) if child_exited(stderr).await => return Err(ConnectError::Closed(e.to_string())),
             Err(e) => {
                 tracing::debug!(server = %server.name, error = %e, "server/discover failed; using the initialize handshake");
             }
@@ -224,6 +227,15 @@ async fn open(
                 ProcessGroupGuard(None),
             ))
         }
+    }
+}
+
+/// Whether the current stdio child has exited (its stderr closed), waiting a moment for the
+/// pipe's end to be read. `false` for other transports.
+async fn child_exited(stderr: &StderrSlot) -> bool {
+    match stderr.current() {
+        Some(tail) => tail.closed_within(std::time::Duration::from_millis(50)).await,
+        None => false,
     }
 }
 
