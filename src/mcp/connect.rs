@@ -258,7 +258,7 @@ async fn oauth_client(
 /// A refused handshake of an OAuth server says what to do about it.
 fn needs_login(server: &McpServerConfig, e: ConnectError) -> ConnectError {
     let text = e.to_string();
-    if text.contains("Auth required") || text.contains("AuthRequired") || text.contains("401") {
+    if text.contains("Auth required") || text.contains("AuthRequired") {
         ConnectError::OAuth(format!(
             "needs login: run `mcp-middleware login {}` (the server wants a signed-in account)",
             server.name

@@ -141,22 +141,35 @@ impl SqlStore {
     }
 }
 
+/// The two statements that answer one live entry's value.
+#[derive(Clone, Copy)]
+enum Statement {
+    Get,
+    Take,
+}
+
+impl SqlStore {
+    /// Runs `GET` or `TAKE` (the same binds: space, key, now) on either database.
+    async fn value(&self, statement: Statement, space: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        self.ready().await?;
+        let now = unix_ms(SystemTime::now());
+        let (sqlite, postgres) = match statement {
+            Statement::Get => (GET, PG.get.as_str()),
+            Statement::Take => (TAKE, PG.take.as_str()),
+        };
+        match &self.pool {
+            Pool::Sqlite(pool) => sqlx::query_scalar(sqlite).bind(space).bind(key).bind(now).fetch_optional(pool).await,
+            Pool::Postgres(pool) => {
+                sqlx::query_scalar(postgres).bind(space).bind(key).bind(now).fetch_optional(pool).await
+            }
+        }
+        .map_err(db)
+    }
+}
+
 impl StateStore for SqlStore {
     fn get<'a>(&'a self, space: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StateError>> {
-        async move {
-            self.ready().await?;
-            let now = unix_ms(SystemTime::now());
-            match &self.pool {
-                Pool::Sqlite(pool) => {
-                    sqlx::query_scalar(GET).bind(space).bind(key).bind(now).fetch_optional(pool).await
-                }
-                Pool::Postgres(pool) => {
-                    sqlx::query_scalar(&PG.get).bind(space).bind(key).bind(now).fetch_optional(pool).await
-                }
-            }
-            .map_err(db)
-        }
-        .boxed()
+        self.value(Statement::Get, space, key).boxed()
     }
 
     fn put<'a>(
@@ -183,20 +196,7 @@ impl StateStore for SqlStore {
     }
 
     fn take<'a>(&'a self, space: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StateError>> {
-        async move {
-            self.ready().await?;
-            let now = unix_ms(SystemTime::now());
-            match &self.pool {
-                Pool::Sqlite(pool) => {
-                    sqlx::query_scalar(TAKE).bind(space).bind(key).bind(now).fetch_optional(pool).await
-                }
-                Pool::Postgres(pool) => {
-                    sqlx::query_scalar(&PG.take).bind(space).bind(key).bind(now).fetch_optional(pool).await
-                }
-            }
-            .map_err(db)
-        }
-        .boxed()
+        self.value(Statement::Take, space, key).boxed()
     }
 
     fn delete<'a>(&'a self, space: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, StateError>> {
