@@ -126,7 +126,9 @@ impl Invoker {
             Err(e) => {
                 let message = self.redactor.scrub(&e.to_string()).into_owned();
                 let output = ToolOutput { text: format!("Error: {message}"), is_error: true, artifacts: Vec::new() };
-                (Err(e), output, Some(message))
+                // The log's version: a connect link's ticket stays out of it.
+                let logged = self.redactor.scrub(&e.log_text()).into_owned();
+                (Err(e), output, Some(logged))
             }
         };
         let output = ToolOutput { text: self.redactor.scrub(&output.text).into_owned(), ..output };

@@ -37,6 +37,16 @@ pub struct UserIdentity {
     /// placeholder): set by authentication from the key (a key with a tool policy) and the
     /// user; `None` for an unrestricted caller without a user, who sees all of `files/`.
     pub files: Option<String>,
+    /// Whose accounts on per-user OAuth servers this caller uses (not a template placeholder):
+    /// an opaque digest of the presented key and the user, set by authentication when a server
+    /// is per-user. The same user behind another key is another account holder: a key that
+    /// names users cannot reach the accounts connected through another key.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// The gateway's address as this caller's person reaches it (`http.public_url`, else the
+    /// request's scheme and `Host`), for the sign-in links a per-user server hands out.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 /// Longest identity value put into a header.
@@ -120,6 +130,8 @@ pub(super) fn keys(raw: Vec<super::raw::RawKey>, p: &mut Problems) -> Vec<KeyCon
                 role: user.role,
                 chat_id: None,
                 files: None,
+                account: None,
+                public_url: None,
             };
             for (field, value) in [("id", &user.id), ("name", &user.name), ("email", &user.email), ("role", &user.role)]
             {

@@ -350,7 +350,19 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if facade.max_sessions == 0 || facade.max_sessions_per_key == 0 || facade.session_idle.is_zero() {
         p.push("mcp_facade", "max_sessions, max_sessions_per_key and session_idle must be greater than 0");
     }
-    let http = HttpConfig { allowed_hosts, allowed_origins };
+    let public_url = match raw.http.public_url.filter(|u| !u.trim().is_empty()) {
+        Some(url) => match Url::parse(url.trim()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() && url.query().is_none() => {
+                Some(url.as_str().trim_end_matches('/').to_owned())
+            }
+            _ => {
+                p.push("http.public_url", "must be an http(s) URL like https://gw.example (no query)");
+                None
+            }
+        },
+        None => None,
+    };
+    let http = HttpConfig { allowed_hosts, allowed_origins, public_url };
     let files_quota = FilesQuota {
         bytes: raw.builtin_tools.files_quota_bytes.unwrap_or(100 * 1024 * 1024),
         count: raw.builtin_tools.files_quota_count.map_or(1000, |n| usize::try_from(n).unwrap_or(usize::MAX)),

@@ -247,6 +247,11 @@ pub struct RawOAuth {
     /// `scopes_supported`, else none.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// `true`: each user connects their own account (the identity the gateway derives from
+    /// the key and trusted Open WebUI headers), and a call for a user who has not gets a link
+    /// to do so. Default `false`: one sign-in, by an operator, serves everyone.
+    #[serde(default, deserialize_with = "text_or")]
+    pub per_user: Option<bool>,
 }
 
 /// `tool_loop:` — how chat requests run MCP tools.
@@ -391,6 +396,10 @@ pub struct RawHttp {
     /// configured (the key is the protection), else loopback names only.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// The gateway's address as people's browsers reach it (`https://gw.example`), for the
+    /// sign-in links and OAuth redirect URIs it hands out. Default: the scheme and `Host` of
+    /// the request that needs one (set it when clients reach the gateway by an internal name).
+    pub public_url: Option<String>,
     /// Cross-origin access for browsers.
     #[serde(default)]
     pub cors: RawCors,

@@ -42,6 +42,11 @@ pub struct McpServerConfig {
 }
 
 impl McpServerConfig {
+    /// Whether each user connects their own account to this server.
+    pub fn per_user(&self) -> bool {
+        self.oauth.as_ref().is_some_and(|o| o.per_user)
+    }
+
     /// The URL and OAuth settings of a streamable HTTP server with `auth.oauth`.
     pub fn oauth_target(&self) -> Option<(&Url, &OAuthConfig)> {
         match (&self.transport, &self.oauth) {
@@ -73,6 +78,8 @@ pub struct OAuthConfig {
     pub client_metadata_url: Option<Url>,
     /// Scopes to ask for (empty: the server's own choice).
     pub scopes: Vec<String>,
+    /// Each user connects their own account.
+    pub per_user: bool,
 }
 
 /// How an MCP server is reached.
@@ -261,5 +268,9 @@ fn oauth_config(raw: super::raw::RawOAuth, at: &dyn Fn(&str) -> String, p: &mut 
         Some(url) => Some(p.check(at("auth.oauth.client_metadata_url"), http_url(&url))?),
         None => None,
     };
-    Some(OAuthConfig { grant, client_id, client_secret, client_metadata_url, scopes: raw.scopes })
+    let per_user = raw.per_user.unwrap_or(false);
+    if per_user && grant == OAuthGrant::ClientCredentials {
+        p.push(at("auth.oauth.per_user"), "client_credentials has no users: per_user needs authorization_code");
+    }
+    Some(OAuthConfig { grant, client_id, client_secret, client_metadata_url, scopes: raw.scopes, per_user })
 }

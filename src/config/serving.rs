@@ -15,6 +15,8 @@ pub struct HttpConfig {
     pub allowed_hosts: Vec<String>,
     /// Origins allowed cross-origin (`scheme://host[:port]`, lower case, no trailing slash).
     pub allowed_origins: Vec<String>,
+    /// The gateway as browsers reach it (no trailing slash); `None`: the request's own.
+    pub public_url: Option<String>,
 }
 
 /// The MCP facade at `/mcp`.

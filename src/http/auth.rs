@@ -23,6 +23,10 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
     let mut caller = authenticate(&state.config.auth, req.headers())?;
     let restricted = caller.policy.is_some().then(|| presented_key(req.headers())).flatten();
     caller.identity.files = files_namespace(restricted, caller.identity.id.as_deref());
+    if state.per_user_servers {
+        caller.identity.account = Some(account_of(presented_key(req.headers()), caller.identity.id.as_deref()));
+        caller.identity.public_url = Some(public_url(&state.config.http, req.headers()));
+    }
     req.extensions_mut().insert(caller);
     Ok(next.run(req).await)
 }
@@ -94,6 +98,8 @@ fn forwarded_user(headers: &HeaderMap, base: UserIdentity) -> UserIdentity {
         role: get("x-openwebui-user-role", false).or(base.role),
         chat_id: get("x-openwebui-chat-id", false).or(base.chat_id),
         files: None,
+        account: None,
+        public_url: None,
     }
 }
 
@@ -116,6 +122,29 @@ fn files_namespace(restricted_key: Option<&str>, user: Option<&str>) -> Option<S
         (Some(k), Some(u)) => Some(format!("{k}/{u}")),
         (k, u) => k.or(u),
     }
+}
+
+/// The holder of per-user accounts: a digest of the presented key (none on an open gateway)
+/// and the user (none: the key itself is the holder). Neither can be read back from it.
+fn account_of(key: Option<&str>, user: Option<&str>) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"mcp-middleware account\0");
+    hash.update(key.unwrap_or_default().as_bytes());
+    hash.update(b"\0");
+    hash.update(user.unwrap_or_default().as_bytes());
+    hash.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The gateway as the caller's browser reaches it: `http.public_url`, else the `Host` this
+/// request named (checked by the guard), over https when a proxy in front says so.
+pub fn public_url(http: &crate::config::HttpConfig, headers: &HeaderMap) -> String {
+    if let Some(url) = &http.public_url {
+        return url.clone();
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let https = headers.get("x-forwarded-proto").is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
+    format!("{}://{host}", if https { "https" } else { "http" })
 }
 
 /// The key a client presents, if any.

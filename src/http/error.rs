@@ -145,6 +145,9 @@ impl ApiError {
                 McpError::Protocol { .. } | McpError::Cancelled => {
                     (StatusCode::BAD_GATEWAY, "mcp_error", "tool_failed", None)
                 }
+                McpError::AccountNotConnected { .. } => {
+                    (StatusCode::FORBIDDEN, "permission_error", "account_not_connected", None)
+                }
             },
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", None),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key", None),
@@ -180,6 +183,8 @@ impl ApiError {
         if status.is_server_error() && !matches!(self, Self::Mcp(_)) {
             let cause = std::error::Error::source(self).and_then(std::error::Error::source);
             tracing::warn!(%status, error = %self, cause = cause.map(tracing::field::display), "request failed");
+        } else if let Self::Mcp(e) = self {
+            tracing::debug!(%status, error = %e.log_text(), "request rejected");
         } else {
             tracing::debug!(%status, error = %self, "request rejected");
         }

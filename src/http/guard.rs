@@ -50,6 +50,11 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     if !host_allowed(&state, req.headers(), req.uri().authority().map(|a| a.as_str())) {
         return ApiError::Forbidden("this gateway does not serve the host named in the request".into()).into_response();
     }
+    // A per-user server's connect link is opened from a chat page (a cross-site navigation,
+    // bound by its sealed ticket); its `Host` was checked above, as it names the redirect URI.
+    if req.method() == Method::GET && path.starts_with("/oauth/connect/") {
+        return next.run(req).await;
+    }
     let origin = match browser_origin(&state, req.headers()) {
         Ok(origin) => origin,
         Err(e) => return e.into_response(),

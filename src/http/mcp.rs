@@ -20,7 +20,7 @@ use crate::agent::{RequestControls, ToolAccess};
 use crate::mcp::McpError;
 
 /// The access of one REST request: its key's policy, narrowed by `x-mcp-servers`.
-fn access(caller: &Caller, headers: &HeaderMap) -> Result<ToolAccess, ApiError> {
+pub(super) fn access(caller: &Caller, headers: &HeaderMap) -> Result<ToolAccess, ApiError> {
     let header = mcp_servers_header(headers)?;
     let controls = RequestControls::take(&header, &mut Default::default()).map_err(ApiError::BadRequest)?;
     Ok(ToolAccess::new(caller.policy.as_ref().map(|k| &*k.0), None, &controls))

@@ -37,7 +37,7 @@ pub use server::{Routes, serve};
 
 use crate::agent::Agent;
 use crate::artifacts::{Artifacts, LocalStore};
-use crate::config::Config;
+use crate::config::{Config, McpServerConfig};
 use crate::llm::UpstreamClient;
 use crate::mcp::Hub;
 
@@ -81,6 +81,8 @@ pub struct AppStateInner {
     pub local_store: Option<Arc<LocalStore>>,
     /// The state store (and the sealer for the secrets in it).
     pub secrets: crate::state::Secrets,
+    /// Whether any server is per-user OAuth (then authentication names the caller's account).
+    pub per_user_servers: bool,
     /// When the process started serving.
     pub started: Instant,
     /// Scrubs every configured secret from what tools return.
@@ -123,7 +125,9 @@ impl AppState {
             models: Arc::new(config.models.clone()),
             selection: Arc::new(config.selection.clone()),
         };
+        let per_user_servers = config.mcp_servers.iter().any(McpServerConfig::per_user);
         Self(Arc::new(AppStateInner {
+            per_user_servers,
             config,
             upstream,
             hub,
@@ -159,6 +163,7 @@ pub fn router(state: AppState) -> Router {
         .route("/mcp/tools/list", get(mcp::list_tools).post(mcp::list_tools))
         .route("/mcp/tools/call", post(mcp::call_tool))
         .route("/oauth/start/{server}", post(oauth::start))
+        .route("/oauth/connections/{server}", axum::routing::delete(oauth::disconnect))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
     let health = Router::new()
@@ -166,7 +171,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health/liveliness", get(health::liveliness))
         .route("/health/readiness", get(health::readiness))
         .route("/artifacts/{*key}", get(artifacts::serve))
-        .route("/oauth/callback", get(oauth::callback));
+        .route("/oauth/callback", get(oauth::callback))
+        .route("/oauth/connect/{server}", get(oauth::connect));
     let trace = TraceLayer::new_for_http()
         .make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");

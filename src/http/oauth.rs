@@ -1,8 +1,16 @@
-//! Signing in to OAuth MCP servers over HTTP: `POST /oauth/start/<server>` (an unrestricted key:
-//! the connection serves the whole gateway) answers the authorization URL to send a person to;
-//! the authorization server sends their browser back to `GET /oauth/callback`, which needs no
-//! key — the single-use `state`, sealed in the state store when the sign-in started, is what
-//! binds it — and may arrive at any replica sharing the store. The server reconnects at once.
+//! Signing in to OAuth MCP servers over HTTP.
+//!
+//! - `POST /oauth/start/<server>` answers the authorization URL to send a person to: for a
+//!   server shared by the whole gateway, only an unrestricted key may; for a `per_user` server,
+//!   any caller allowed one of its tools, for their own account.
+//! - `GET /oauth/connect/<server>?ticket=…` is the link a per-user server's "connect your
+//!   account" message carries: no key (a person's browser opens it), the sealed, expiring
+//!   ticket names the account; it redirects to the authorization server.
+//! - `GET /oauth/callback` is where the authorization server sends the browser back: no key —
+//!   the single-use `state`, sealed in the state store when the sign-in started, binds it — and
+//!   it may arrive at any replica sharing the store. The server (or the user's connection)
+//!   connects at once.
+//! - `DELETE /oauth/connections/<server>` forgets the caller's own account on a per-user server.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -10,8 +18,35 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{Value, json};
 
-use super::auth::Caller;
+use super::auth::{Caller, public_url};
 use super::{ApiError, AppState};
+use crate::config::McpServerConfig;
+
+/// The OAuth server `name`, if the caller may know it: a per-user server when the caller may use
+/// one of its tools, a shared one for unrestricted keys.
+fn oauth_server<'a>(
+    state: &'a AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    name: &str,
+    path: String,
+) -> Result<&'a McpServerConfig, ApiError> {
+    let not_found = || ApiError::NotFound { method: axum::http::Method::POST, path: path.clone() };
+    let config = state.config.mcp_servers.iter().find(|s| s.name == name && s.oauth_target().is_some());
+    let config = config.ok_or_else(not_found)?;
+    if !config.per_user() {
+        if !caller.may_see_operations() {
+            return Err(ApiError::Forbidden("signing the gateway in to a server needs an unrestricted key".into()));
+        }
+        return Ok(config);
+    }
+    let access = super::mcp::access(caller, headers)?;
+    let catalog = state.hub.catalog();
+    if !access.visible(&catalog).any(|e| e.server == name) {
+        return Err(not_found());
+    }
+    Ok(config)
+}
 
 /// `POST /oauth/start/<server>`: `{"authorization_url"}`.
 pub async fn start(
@@ -20,46 +55,96 @@ pub async fn start(
     Path(server): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    if !caller.may_see_operations() {
-        return Err(ApiError::Forbidden("signing the gateway in to a server needs an unrestricted key".into()));
-    }
-    let config = state.config.mcp_servers.iter().find(|s| s.name == server && s.oauth_target().is_some());
-    let Some(config) = config else {
-        return Err(ApiError::NotFound { method: axum::http::Method::POST, path: format!("/oauth/start/{server}") });
-    };
-    // The gateway as the person's browser reaches it: the host this request named (checked by
-    // the guard), over https when a proxy in front says so.
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let https = headers.get("x-forwarded-proto").is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
-    let redirect_uri = format!("{}://{host}/oauth/callback", if https { "https" } else { "http" });
-    let url = crate::mcp::oauth::start_web(config, &state.secrets, &redirect_uri)
+    let config = oauth_server(&state, &caller, &headers, &server, format!("/oauth/start/{server}"))?;
+    let account = config.per_user().then_some(caller.identity.account.as_deref()).flatten();
+    let redirect_uri = format!("{}/oauth/callback", public_url(&state.config.http, &headers));
+    let url = crate::mcp::oauth::start_web(config, &state.secrets, &redirect_uri, account)
         .await
         .map_err(|e| crate::mcp::McpError::ServerUnavailable { server: server.clone(), reason: e.to_string() })?;
     Ok(Json(json!({"authorization_url": url})))
 }
 
+/// `DELETE /oauth/connections/<server>`: forgets the caller's account on a per-user server;
+/// `{"disconnected": true|false}` (whether one was connected).
+pub async fn disconnect(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(server): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let config = oauth_server(&state, &caller, &headers, &server, format!("/oauth/connections/{server}"))?;
+    let (true, Some(account)) = (config.per_user(), caller.identity.account.as_deref()) else {
+        return Err(ApiError::BadRequest(format!("`{server}` is not a per-user server")));
+    };
+    let forgot = crate::mcp::oauth::disconnect(config, &state.secrets, account)
+        .await
+        .map_err(|e| crate::mcp::McpError::ServerUnavailable { server: server.clone(), reason: e.to_string() })?;
+    state.hub.signed_out(&server, account);
+    Ok(Json(json!({"disconnected": forgot})))
+}
+
+/// `GET /oauth/connect/<server>?ticket=…`: a redirect to the authorization server, for the
+/// account the ticket names.
+pub async fn connect(
+    State(state): State<AppState>,
+    Path(server): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let ticket = param(query.as_deref(), "ticket").unwrap_or_default();
+    let config = state.config.mcp_servers.iter().find(|s| s.name == server && s.per_user());
+    let account = config.and_then(|_| crate::mcp::oauth::open_ticket(&state.secrets, &server, &ticket));
+    let (Some(config), Some(account)) = (config, account) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "mcp-middleware: this link is unknown or has expired; ask again in the chat for a new one.".into(),
+        );
+    };
+    let redirect_uri = format!("{}/oauth/callback", public_url(&state.config.http, &headers));
+    match crate::mcp::oauth::start_web(config, &state.secrets, &redirect_uri, Some(&account)).await {
+        Ok(url) => {
+            let mut response = StatusCode::FOUND.into_response();
+            if let Ok(location) = header::HeaderValue::from_str(&url) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(e) => {
+            tracing::warn!(server = %server, error = %e, "starting a user's sign-in failed");
+            page(
+                StatusCode::BAD_GATEWAY,
+                format!("mcp-middleware: `{server}` could not start a sign-in; try again later."),
+            )
+        }
+    }
+}
+
+fn param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn page(status: StatusCode, text: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], text)
+        .into_response()
+}
+
 /// `GET /oauth/callback?code=…&state=…[&iss=…]`: a short page saying whether it worked (never
 /// why in detail: the log has that).
 pub async fn callback(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    let param = |name: &str| {
-        url::form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    };
-    let page = |status: StatusCode, text: String| {
-        (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], text)
-            .into_response()
-    };
-    let (Some(code), Some(csrf)) = (param("code"), param("state")) else {
-        let refused = param("error").map(|e| e.chars().take(100).collect::<String>()).unwrap_or_default();
+    let query = query.as_deref();
+    let (Some(code), Some(csrf)) = (param(query, "code"), param(query, "state")) else {
+        let refused = param(query, "error").map(|e| e.chars().take(100).collect::<String>()).unwrap_or_default();
         return page(StatusCode::BAD_REQUEST, format!("mcp-middleware: the sign-in did not complete {refused}"));
     };
-    let issuer = param("iss");
+    let issuer = param(query, "iss");
     match crate::mcp::oauth::finish_web(&state.config.mcp_servers, &state.secrets, &code, &csrf, issuer.as_deref())
         .await
     {
-        Ok(server) => {
-            state.hub.signed_in(&server);
+        Ok((server, account)) => {
+            state.hub.signed_in(&server, account);
             page(StatusCode::OK, format!("mcp-middleware: signed in to `{server}`. You can close this window."))
         }
         Err(e) => {

@@ -104,7 +104,9 @@ impl ClientHandler for HubClient {
 /// servers of the handshake era answer it with errors of every kind, and some official ones
 /// (the Python SDK's) close the connection — the session starts again with the `initialize`
 /// handshake. The second value says whether the new revision was used, so a reconnection can
-/// go straight to the handshake. `in_process` serves an in-process server.
+/// go straight to the handshake. `in_process` serves an in-process server; `account` names
+/// whose tokens a per-user OAuth server gets.
+#[allow(clippy::too_many_arguments)]
 pub async fn connect(
     server: &McpServerConfig,
     http: &reqwest::Client,
@@ -113,13 +115,14 @@ pub async fn connect(
     discover: bool,
     stderr: &StderrSlot,
     secrets: Option<&Secrets>,
+    account: Option<&str>,
 ) -> Result<(Connection, ProcessGroupGuard, bool), ConnectError> {
     if discover {
         let auto = ClientLifecycleMode::Auto {
             preferred_versions: vec![ProtocolVersion::V_2026_07_28],
             legacy_version: Some(ProtocolVersion::LATEST_WITH_INITIALIZE),
         };
-        match open(server, http, client.clone(), in_process, auto, stderr, secrets).await {
+        match open(server, http, client.clone(), in_process, auto, stderr, (secrets, account)).await {
             Ok((connection, guard)) => {
                 let new_era = connection.peer_info().is_some_and(|info| !info.protocol_version.has_initialize());
                 return Ok((connection, guard, new_era));
@@ -146,7 +149,7 @@ pub async fn connect(
         }
     }
     let (connection, guard) =
-        open(server, http, client, in_process, ClientLifecycleMode::Initialize, stderr, secrets).await?;
+        open(server, http, client, in_process, ClientLifecycleMode::Initialize, stderr, (secrets, account)).await?;
     Ok((connection, guard, false))
 }
 
@@ -157,7 +160,7 @@ async fn open(
     in_process: Option<&InProcessServer>,
     lifecycle: ClientLifecycleMode,
     stderr_slot: &StderrSlot,
-    secrets: Option<&Secrets>,
+    (secrets, account): (Option<&Secrets>, Option<&str>),
 ) -> Result<(Connection, ProcessGroupGuard), ConnectError> {
     let init = |e: rmcp::service::ClientInitializeError| match e {
         rmcp::service::ClientInitializeError::NoCompatibleProtocolVersion { .. } => ConnectError::NoCommonVersion,
@@ -199,10 +202,11 @@ async fn open(
             config.reinit_on_expired_session = true;
             config.custom_headers = header_map(headers)?.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
             if server.oauth.is_some() {
-                let auth = oauth_client(server, http, secrets).await?;
+                let (auth, signed_in) = oauth_client(server, http, secrets, account).await?;
                 let transport = StreamableHttpClientTransport::with_client(auth, config);
                 let connection = client.clone().serve_with_lifecycle(transport, lifecycle.clone()).await;
-                return Ok((connection.map_err(|e| needs_login(server, init(e)))?, ProcessGroupGuard(None)));
+                let refused = |e| needs_login(server, init(e), signed_in);
+                return Ok((connection.map_err(refused)?, ProcessGroupGuard(None)));
             }
             let transport = StreamableHttpClientTransport::with_client(HeaderClient(http.clone(), None), config);
             Ok((
@@ -239,33 +243,56 @@ async fn child_exited(stderr: &StderrSlot) -> bool {
     }
 }
 
-/// The HTTP client of an OAuth server: ours, with the server's stored token (refreshed before
-/// expiry and once on a `401`); a `client_credentials` server gets its token here.
+/// The HTTP client of an OAuth server: ours, with the server's stored token (`account`'s, for
+/// a per-user server; refreshed before expiry and once on a `401`), and whether a sign-in was
+/// stored at all; a `client_credentials` server gets its token here.
 async fn oauth_client(
     server: &McpServerConfig,
     http: &reqwest::Client,
     secrets: Option<&Secrets>,
-) -> Result<AuthClient<HeaderClient>, ConnectError> {
+    account: Option<&str>,
+) -> Result<(AuthClient<HeaderClient>, bool), ConnectError> {
+    use rmcp::transport::auth::CredentialStore;
     let secrets = secrets.ok_or_else(|| ConnectError::OAuth("no state store for its tokens".into()))?;
-    let mut manager = super::oauth::manager(server, secrets).await.map_err(|e| ConnectError::OAuth(e.to_string()))?;
+    let stored = super::oauth::SealedCredentials::new(secrets.clone(), &server.name, account).load().await;
+    let signed_in = matches!(stored, Ok(Some(_)));
+    if let Ok(Some(stored)) = &stored
+        && super::oauth::lapsed(stored)
+    {
+        return Err(ConnectError::OAuth(format!(
+            "{SIGN_IN_EXPIRED}: its token expired and the server gave none to renew it; run `mcp-middleware login {}` again",
+            server.name
+        )));
+    }
+    let mut manager =
+        super::oauth::manager(server, secrets, account).await.map_err(|e| ConnectError::OAuth(e.to_string()))?;
     if server.oauth.as_ref().is_some_and(|o| o.grant == OAuthGrant::ClientCredentials) {
         super::oauth::client_credentials(&mut manager, server).await.map_err(|e| ConnectError::OAuth(e.to_string()))?;
     }
     let sink = super::oauth::step_up_sink(secrets.clone(), &server.name);
-    Ok(AuthClient::new(HeaderClient(http.clone(), Some(sink)), manager))
+    Ok((AuthClient::new(HeaderClient(http.clone(), Some(sink)), manager), signed_in))
 }
 
-/// A refused handshake of an OAuth server says what to do about it.
-fn needs_login(server: &McpServerConfig, e: ConnectError) -> ConnectError {
+/// The start of the error of an OAuth server whose stored token has run out with nothing to
+/// renew it (no refresh token).
+pub const SIGN_IN_EXPIRED: &str = "sign-in expired";
+/// The start of the error of an OAuth server that wants a person to sign in: nobody has, or
+/// the server refused the stored sign-in and its refresh (revoked, say).
+pub const NEEDS_LOGIN: &str = "needs login";
+
+/// A refused handshake of an OAuth server says what to do about it: sign in (nobody has), or
+/// sign in again (the server no longer accepts the stored sign-in).
+fn needs_login(server: &McpServerConfig, e: ConnectError, signed_in: bool) -> ConnectError {
     let text = e.to_string();
-    if text.contains("Auth required") || text.contains("AuthRequired") {
-        ConnectError::OAuth(format!(
-            "needs login: run `mcp-middleware login {}` (the server wants a signed-in account)",
-            server.name
-        ))
-    } else {
-        e
+    if !(text.contains("Auth required") || text.contains("AuthRequired")) {
+        return e;
     }
+    let name = &server.name;
+    ConnectError::OAuth(if signed_in {
+        format!("{NEEDS_LOGIN}: the server no longer accepts the stored sign-in; run `mcp-middleware login {name}`")
+    } else {
+        format!("{NEEDS_LOGIN}: run `mcp-middleware login {name}` (the server wants a signed-in account)")
+    })
 }
 
 /// What a call to `server` carries in its `_meta`, by transport: for an in-process server, the

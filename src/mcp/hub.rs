@@ -213,7 +213,7 @@ impl Hub {
         let Value::Object(arguments) = arguments else {
             return Err(McpError::InvalidArguments { tool: entry.name.clone(), message: "not an object".into() });
         };
-        let outcome = server.call(&entry.original_name, Some(arguments), meta).await;
+        let outcome = server.call_for(&entry.original_name, Some(arguments), meta, identity).await;
         let Some(advice) = advice else { return outcome };
         let advice = format!("(the tool's input schema says: {advice})");
         match outcome {
@@ -246,10 +246,21 @@ impl Hub {
         self.catalog.store(catalog);
     }
 
-    /// Someone signed in to `server` (OAuth): it reconnects now instead of after its backoff.
-    pub fn signed_in(&self, server: &str) {
+    /// Someone signed in to `server` (OAuth): it reconnects now instead of after its backoff;
+    /// for a `per_user` server, `account`'s connection is opened anew.
+    pub fn signed_in(&self, server: &str, account: Option<String>) {
         if let Some(handle) = self.handles().into_iter().find(|s| s.name() == server) {
-            handle.signed_in();
+            match account {
+                Some(account) => handle.holder_signed_in(account),
+                None => handle.signed_in(),
+            }
+        }
+    }
+
+    /// `account` disconnected from the per-user `server`: its connection closes.
+    pub fn signed_out(&self, server: &str, account: &str) {
+        if let Some(handle) = self.handles().into_iter().find(|s| s.name() == server) {
+            handle.holders.forget(account);
         }
     }
 

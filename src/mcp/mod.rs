@@ -11,6 +11,8 @@
 //! | `hub.rs`     | every server's supervisor, the catalog rebuilds, reload, call routing |
 //! | `shared.rs`  | the current catalog, swapped without a lock; a read-only view        |
 //! | `server.rs`  | one server's supervisor (backoff, `list_changed`) and its tool calls |
+//! | `per_user.rs` | a `per_user` OAuth server's connection per account holder           |
+//! | `oauth.rs`   | OAuth: sealed credentials, sign-ins (CLI, HTTP, connect links)       |
 //! | `catalog.rs` | exposed names, sanitised schemas, prepared OpenAI tool JSON          |
 //! | `search.rs`  | the catalog's BM25 index (built once per catalog change)            |
 //!
@@ -23,6 +25,7 @@ mod child_env;
 mod connect;
 mod hub;
 pub mod oauth;
+mod per_user;
 pub mod search;
 mod server;
 mod session_expiry;
@@ -89,6 +92,37 @@ pub enum McpError {
     /// The call was cancelled.
     #[error("the tool call was cancelled")]
     Cancelled,
+    /// A `per_user` server, and the caller has not connected their account to it (or its
+    /// sign-in stopped working). The message carries the link that connects it.
+    #[error("{}", not_connected_text(server, link.as_deref(), *expired))]
+    AccountNotConnected {
+        /// The server.
+        server: String,
+        /// Where the person connects their account (a sealed, expiring ticket in it).
+        link: Option<String>,
+        /// Whether a sign-in existed and stopped working.
+        expired: bool,
+    },
+}
+
+impl McpError {
+    /// The error as the log shows it: without a connect link (its ticket is a credential).
+    pub fn log_text(&self) -> String {
+        match self {
+            Self::AccountNotConnected { server, expired, .. } => not_connected_text(server, None, *expired),
+            other => other.to_string(),
+        }
+    }
+}
+
+fn not_connected_text(server: &str, link: Option<&str>, expired: bool) -> String {
+    let state = if expired { "must be connected again (its sign-in no longer works)" } else { "is not connected" };
+    match link {
+        Some(link) => format!(
+            "the user's account on `{server}` {state}: ask the user to open {link} to connect it, then to ask again"
+        ),
+        None => format!("the user's account on `{server}` {state}: connect it with POST /oauth/start/{server}"),
+    }
 }
 
 /// A server that runs inside the process: handed one end of an in-memory pipe, it serves MCP

@@ -2,8 +2,10 @@
 //! (discovery from the server's `401` and the well-known URIs, client identity — pre-registered,
 //! Client ID Metadata Document, dynamic registration — PKCE S256, resource indicators, refresh,
 //! step-up). This module gives it what is ours: credentials kept sealed in the state store
-//! ([`SealedCredentials`], one entry per server), the operator's `login` as a native app
-//! (RFC 8252: a loopback redirect listener), and the `client_credentials` grant.
+//! ([`SealedCredentials`], one entry per server, or per server and account holder for a
+//! `per_user` server), the operator's `login` as a native app (RFC 8252: a loopback redirect
+//! listener), sign-ins over HTTP (for the gateway, or for one user through a sealed connect
+//! ticket), and the `client_credentials` grant.
 //!
 //! Nothing here logs a token, a code, a verifier or a secret.
 
@@ -29,6 +31,12 @@ const PENDING: &str = "oauth-pending";
 const PKCE: &str = "oauth-pkce";
 /// How long a sign-in started over HTTP may take.
 const PENDING_TTL: Duration = Duration::from_secs(600);
+/// A per-user server's last tool listing (plain JSON, by server): every replica offers it.
+const TOOLS: &str = "oauth-tools";
+/// Connect tickets: sealed for this space (never stored).
+const TICKET: &str = "oauth-connect-ticket";
+/// How long a connect link works.
+const TICKET_TTL: Duration = Duration::from_secs(900);
 /// How long `login` waits for the browser to come back.
 const LOGIN_WAIT: Duration = Duration::from_secs(300);
 /// Longest callback request read from the browser.
@@ -62,9 +70,13 @@ pub struct SealedCredentials {
 }
 
 impl SealedCredentials {
-    /// The credentials of `server`.
-    pub fn new(secrets: Secrets, server: &str) -> Self {
-        Self { secrets, key: server.to_owned() }
+    /// The credentials of `server`, or of one account holder's connection to it.
+    pub fn new(secrets: Secrets, server: &str, account: Option<&str>) -> Self {
+        let key = match account {
+            Some(account) => format!("{server}/{account}"),
+            None => server.to_owned(),
+        };
+        Self { secrets, key }
     }
 }
 
@@ -115,6 +127,9 @@ impl rmcp::transport::auth::StateStore for SealedPkce {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Pending {
     server: String,
+    /// The account holder a per-user sign-in is for.
+    #[serde(default)]
+    account: Option<String>,
     client_id: String,
     client_secret: Option<String>,
     redirect_uri: String,
@@ -124,13 +139,19 @@ struct Pending {
 /// Starts a sign-in over HTTP: the authorization URL to send a person to, whose redirect comes
 /// back to `redirect_uri` (the gateway's `/oauth/callback`). Everything the callback needs —
 /// the client (registered here when needed, so its secret is known), the PKCE verifier — is
-/// sealed into the state store under the request's `state`, for ten minutes.
-pub async fn start_web(server: &McpServerConfig, secrets: &Secrets, redirect_uri: &str) -> Result<String, OAuthError> {
+/// sealed into the state store under the request's `state`, for ten minutes. `account` names
+/// the holder of a per-user connection (`None`: the gateway's own).
+pub async fn start_web(
+    server: &McpServerConfig,
+    secrets: &Secrets,
+    redirect_uri: &str,
+    account: Option<&str>,
+) -> Result<String, OAuthError> {
     let (url, oauth) = oauth_of(server)?;
     if oauth.grant == OAuthGrant::ClientCredentials {
         return Err(OAuthError::Flow("a client_credentials server needs no sign-in".into()));
     }
-    let mut manager = manager(server, secrets).await?;
+    let mut manager = manager(server, secrets, account).await?;
     manager.set_state_store(SealedPkce(secrets.clone()));
     let challenge = challenge(url).await;
     let resolution = manager.resolve_metadata_from_challenge(challenge.as_deref()).await?;
@@ -167,6 +188,7 @@ pub async fn start_web(server: &McpServerConfig, secrets: &Secrets, redirect_uri
         .ok_or_else(|| OAuthError::Flow("the authorization URL carries no state".into()))?;
     let pending = Pending {
         server: server.name.clone(),
+        account: account.map(str::to_owned),
         client_id,
         client_secret,
         redirect_uri: redirect_uri.to_owned(),
@@ -178,19 +200,24 @@ pub async fn start_web(server: &McpServerConfig, secrets: &Secrets, redirect_uri
 }
 
 /// Finishes a sign-in started over HTTP: the `state` must be one this gateway (or a replica
-/// sharing its store) started, unused and under ten minutes old. Returns the server's name.
+/// sharing its store) started, unused and under ten minutes old. Returns the server's name and
+/// the account holder it was for (per-user).
 pub async fn finish_web(
     servers: &[McpServerConfig],
     secrets: &Secrets,
     code: &str,
     state: &str,
     issuer: Option<&str>,
-) -> Result<String, OAuthError> {
+) -> Result<(String, Option<String>), OAuthError> {
     let unknown = || OAuthError::Login("this sign-in is unknown, expired or already used; start it again".into());
     let bytes = secrets.take(PENDING, state).await.map_err(|_| unknown())?.ok_or_else(unknown)?;
     let pending: Pending = serde_json::from_slice(&bytes).map_err(|_| unknown())?;
     let server = servers.iter().find(|s| s.name == pending.server).ok_or_else(unknown)?;
-    let mut manager = manager(server, secrets).await?;
+    // A sign-in for a user lands only on a server that is (still) per-user, and vice versa.
+    if server.per_user() != pending.account.is_some() {
+        return Err(unknown());
+    }
+    let mut manager = manager(server, secrets, pending.account.as_deref()).await?;
     manager.set_state_store(SealedPkce(secrets.clone()));
     let resolution = manager.resolve_metadata_from_challenge(pending.challenge.as_deref()).await?;
     manager.set_metadata(resolution.metadata);
@@ -200,7 +227,70 @@ pub async fn finish_web(
     }
     manager.configure_client(client)?;
     manager.exchange_code_for_token_with_issuer(code, state, issuer).await?;
-    Ok(server.name.clone())
+    Ok((server.name.clone(), pending.account))
+}
+
+/// What a connect ticket says: whose sign-in to which server, until when.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Ticket {
+    server: String,
+    account: String,
+    until_ms: i64,
+}
+
+/// A link for one account holder to connect their account on `server`: the gateway's
+/// `/oauth/connect/<server>?ticket=…`, the ticket sealed (it names the holder; nobody can
+/// make one for another) and valid for fifteen minutes. `None` without an encryption key.
+pub fn connect_link(secrets: &Secrets, public_url: &str, server: &str, account: &str) -> Option<String> {
+    use base64::Engine;
+    let until_ms = crate::state::unix_ms(std::time::SystemTime::now() + TICKET_TTL);
+    let ticket = Ticket { server: server.to_owned(), account: account.to_owned(), until_ms };
+    let sealed = secrets.seal(TICKET, server, &serde_json::to_vec(&ticket).ok()?).ok()?;
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed);
+    Some(format!("{public_url}/oauth/connect/{server}?ticket={encoded}"))
+}
+
+/// The account holder a connect ticket for `server` names, when it is genuine and unexpired.
+pub fn open_ticket(secrets: &Secrets, server: &str, ticket: &str) -> Option<String> {
+    use base64::Engine;
+    let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(ticket.as_bytes()).ok()?;
+    let ticket: Ticket = serde_json::from_slice(&secrets.open(TICKET, server, &sealed)?).ok()?;
+    let fresh = ticket.until_ms > crate::state::unix_ms(std::time::SystemTime::now());
+    (ticket.server == server && fresh).then_some(ticket.account)
+}
+
+/// Whether stored credentials can no longer work: the access token's lifetime is over and
+/// there is no refresh token to renew it.
+pub fn lapsed(stored: &StoredCredentials) -> bool {
+    // Read through its JSON form (the token type is the oauth2 crate's, behind rmcp).
+    let Some(token) = stored.token_response.as_ref().and_then(|t| serde_json::to_value(t).ok()) else { return false };
+    if token.get("refresh_token").is_some_and(|r| !r.is_null()) {
+        return false;
+    }
+    let (Some(lifetime), Some(received)) = (token.get("expires_in").and_then(|e| e.as_u64()), stored.token_received_at)
+    else {
+        return false;
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    received.saturating_add(lifetime) <= now
+}
+
+/// Whether `account` has stored credentials for `server` (they may have expired since).
+pub async fn has_credentials(secrets: &Secrets, server: &str, account: &str) -> bool {
+    matches!(SealedCredentials::new(secrets.clone(), server, Some(account)).load().await, Ok(Some(_)))
+}
+
+/// Remembers a per-user server's tool listing (as listed) for every replica and restart.
+pub async fn save_tools(secrets: &Secrets, server: &str, listing: &[u8]) {
+    if let Err(e) = secrets.store().put(TOOLS, server, listing, None).await {
+        tracing::warn!(server, error = %e, "could not keep the per-user server's tool list");
+    }
+}
+
+/// A per-user server's remembered tool listing.
+pub async fn load_tools(secrets: &Secrets, server: &str) -> Option<Vec<rmcp::model::Tool>> {
+    let bytes = secrets.store().get(TOOLS, server).await.ok()??;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// The scopes to ask for: configured ones and what a `403 insufficient_scope` asked for since
@@ -232,10 +322,15 @@ fn oauth_of(server: &McpServerConfig) -> Result<(&url::Url, &OAuthConfig), OAuth
     server.oauth_target().ok_or_else(|| OAuthError::NotOAuth(server.name.clone()))
 }
 
-/// A manager for `server` with its stored credentials loaded (discovery runs when they exist).
-/// Authorization servers at private addresses are allowed only for a server that is itself at
-/// one: a public server's metadata cannot point the gateway inside its network.
-pub async fn manager(server: &McpServerConfig, secrets: &Secrets) -> Result<AuthorizationManager, OAuthError> {
+/// A manager for `server` (for `account`'s connection to a per-user server) with its stored
+/// credentials loaded (discovery runs when they exist). Authorization servers at private
+/// addresses are allowed only for a server that is itself at one: a public server's metadata
+/// cannot point the gateway inside its network.
+pub async fn manager(
+    server: &McpServerConfig,
+    secrets: &Secrets,
+    account: Option<&str>,
+) -> Result<AuthorizationManager, OAuthError> {
     let (url, oauth) = oauth_of(server)?;
     let private = match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_private() || ip.is_loopback(),
@@ -248,7 +343,7 @@ pub async fn manager(server: &McpServerConfig, secrets: &Secrets) -> Result<Auth
     } else {
         AuthorizationManager::new(url.as_str()).await?
     };
-    manager.set_credential_store(SealedCredentials::new(secrets.clone(), &server.name));
+    manager.set_credential_store(SealedCredentials::new(secrets.clone(), &server.name, account));
     if manager.initialize_from_store().await?
         && let (Some(client_id), Some(secret)) = (&oauth.client_id, &oauth.client_secret)
     {
@@ -296,7 +391,13 @@ pub async fn login(
     mut announce: impl FnMut(&str),
 ) -> Result<(), OAuthError> {
     let (url, oauth) = oauth_of(server)?;
-    let mut manager = manager(server, secrets).await?;
+    if oauth.per_user {
+        return Err(OAuthError::Login(format!(
+            "`{}` is per_user: each user connects their own account (the link its tools offer, or POST /oauth/start/{})",
+            server.name, server.name
+        )));
+    }
+    let mut manager = manager(server, secrets, None).await?;
     if oauth.grant == OAuthGrant::ClientCredentials {
         return client_credentials(&mut manager, server).await;
     }
@@ -421,8 +522,15 @@ pub async fn logout(server: &McpServerConfig, secrets: &Secrets) -> Result<bool,
     secrets.store().delete(SPACE, &server.name).await.map_err(|e| OAuthError::Flow(e.to_string()))
 }
 
+/// Forgets `account`'s stored credentials for the per-user `server`.
+pub async fn disconnect(server: &McpServerConfig, secrets: &Secrets, account: &str) -> Result<bool, OAuthError> {
+    oauth_of(server)?;
+    let key = format!("{}/{account}", server.name);
+    secrets.store().delete(SPACE, &key).await.map_err(|e| OAuthError::Flow(e.to_string()))
+}
+
 /// The issuer of `server`'s stored tokens (for `/mcp/servers`; never a token).
 pub async fn issuer(server: &str, secrets: &Secrets) -> Option<String> {
-    let stored = SealedCredentials::new(secrets.clone(), server).load().await.ok()??;
+    let stored = SealedCredentials::new(secrets.clone(), server, None).load().await.ok()??;
     stored.issuer
 }

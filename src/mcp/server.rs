@@ -60,10 +60,14 @@ pub struct ServerStatus {
     /// The MCP protocol version negotiated on the live connection (`2026-07-28` for the
     /// handshake-free revision, an older one after the `initialize` handshake).
     pub protocol_version: Option<String>,
-    /// For an OAuth server: `connected`, `needs_login` (nobody signed in, or the sign-in no
-    /// longer works) or `connecting`. Never a token.
+    /// For an OAuth server: `connected`, `needs_login` (nobody signed in, or the server refused
+    /// the sign-in and its refresh), `expired` (its token ran out with nothing to renew it) or
+    /// `connecting`; `per_user` for a server each user connects to. Never a token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<&'static str>,
+    /// For a `per_user` server: how many users' connections are open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connected_users: Option<usize>,
     /// For an OAuth server: the issuer of its tokens (the authorization server).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
@@ -71,41 +75,55 @@ pub struct ServerStatus {
 
 /// Everything that changes about a server, in one place: watchers see each change whole.
 #[derive(Clone)]
-struct Live {
-    state: ServerState,
-    peer: Option<Peer<RoleClient>>,
-    tools: Arc<Vec<Tool>>,
-    last_error: Option<String>,
-    restarts: u32,
-    protocol_version: Option<String>,
+pub(super) struct Live {
+    pub(super) state: ServerState,
+    pub(super) peer: Option<Peer<RoleClient>>,
+    pub(super) tools: Arc<Vec<Tool>>,
+    pub(super) last_error: Option<String>,
+    pub(super) restarts: u32,
+    pub(super) protocol_version: Option<String>,
     /// The issuer of an OAuth server's tokens, once connected with them.
-    issuer: Option<String>,
+    pub(super) issuer: Option<String>,
     /// Since when the server has not been ready (`None` while it is).
-    down_since: Option<Instant>,
+    pub(super) down_since: Option<Instant>,
 }
 
 /// A server and its supervisor's shared state.
 pub struct ServerHandle {
     /// The server's configuration.
     pub config: McpServerConfig,
-    live: watch::Sender<Live>,
-    tools_changed: Arc<Notify>,
+    pub(super) live: watch::Sender<Live>,
+    pub(super) tools_changed: Arc<Notify>,
     in_process: Option<InProcessServer>,
     /// Scrubs this server's URL tokens and header values from every message it produces.
-    redactor: Redactor,
+    pub(super) redactor: Redactor,
     /// Whether to try the 2026-07-28 revision (`server/discover`) first: until a server has
     /// been reached with the `initialize` handshake instead.
-    try_discover: std::sync::atomic::AtomicBool,
+    pub(super) try_discover: std::sync::atomic::AtomicBool,
     /// A fingerprint of each tool's definition as first listed (kept across reconnections).
     first_seen: parking_lot::Mutex<Option<std::collections::HashMap<String, u64>>>,
     /// The last stderr lines of the current child (stdio servers).
     stderr: StderrSlot,
     /// Where this server's OAuth tokens are kept.
-    secrets: parking_lot::Mutex<Option<crate::state::Secrets>>,
+    pub(super) secrets: parking_lot::Mutex<Option<crate::state::Secrets>>,
     /// Told when an OAuth server refused our token for good: the connection ends.
     auth_lost: Notify,
     /// Told when someone signed in to this server: a waiting reconnection starts at once.
     signed_in: Notify,
+    /// A `per_user` server's connections, one per account holder.
+    pub(super) holders: super::per_user::Holders,
+    /// The raw tool list a `per_user` server last adopted.
+    pub(super) adopted: parking_lot::Mutex<Option<Vec<Tool>>>,
+    /// The HTTP client and the catalog's change callback, once supervision started.
+    pub(super) runtime: std::sync::OnceLock<Runtime>,
+}
+
+/// What supervision hands a server for connections it opens later (per-user ones).
+pub(super) struct Runtime {
+    /// The hub's HTTP client.
+    pub http: reqwest::Client,
+    /// Rebuilds the catalog.
+    pub on_change: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl ServerHandle {
@@ -142,6 +160,9 @@ impl ServerHandle {
             secrets,
             auth_lost,
             signed_in,
+            holders: super::per_user::Holders::default(),
+            adopted: parking_lot::Mutex::new(None),
+            runtime: std::sync::OnceLock::new(),
         })
     }
 
@@ -176,11 +197,14 @@ impl ServerHandle {
             last_error: live.last_error.clone(),
             restarts: live.restarts,
             protocol_version: live.protocol_version.clone(),
-            auth: self.config.oauth.as_ref().map(|_| match (live.state, live.last_error.as_deref()) {
+            auth: self.config.oauth.as_ref().map(|oauth| match (live.state, live.last_error.as_deref()) {
+                _ if oauth.per_user => "per_user",
                 (ServerState::Ready, _) => "connected",
-                (_, Some(error)) if error.starts_with("needs login") => "needs_login",
+                (_, Some(error)) if error.starts_with(super::connect::NEEDS_LOGIN) => "needs_login",
+                (_, Some(error)) if error.starts_with(super::connect::SIGN_IN_EXPIRED) => "expired",
                 _ => "connecting",
             }),
+            connected_users: self.config.per_user().then(|| self.holders.open()),
             issuer: live.issuer.clone(),
         }
     }
@@ -215,6 +239,10 @@ impl ServerHandle {
     ) {
         if !self.config.enabled {
             return;
+        }
+        let _ = self.runtime.set(Runtime { http: http.clone(), on_change: on_change.clone() });
+        if self.config.per_user() {
+            return self.supervise_per_user(on_change, shutdown).await;
         }
         let mut failures = 0u32;
         let mut withdrawn = false;
@@ -269,7 +297,7 @@ impl ServerHandle {
         let secrets = self.secrets.lock().clone();
         let running = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(timeout, connect(&self.config, http, client, self.in_process.as_ref(), discover, &self.stderr, secrets.as_ref())) => match r {
+            r = tokio::time::timeout(timeout, connect(&self.config, http, client, self.in_process.as_ref(), discover, &self.stderr, secrets.as_ref(), None)) => match r {
                 Ok(Ok(connected)) => connected,
                 Ok(Err(e)) => {
                     // One start per attempt: after the child closed the connection on
@@ -365,7 +393,7 @@ impl ServerHandle {
         Ok(())
     }
 
-    fn store_tools(&self, tools: Vec<Tool>) {
+    pub(super) fn store_tools(&self, tools: Vec<Tool>) {
         let include = self.config.include_tools.as_ref();
         let exclude = &self.config.exclude_tools;
         let kept: Vec<Tool> = tools
@@ -410,7 +438,7 @@ impl ServerHandle {
             .collect()
     }
 
-    fn set_state(&self, state: ServerState, peer: Option<Peer<RoleClient>>) {
+    pub(super) fn set_state(&self, state: ServerState, peer: Option<Peer<RoleClient>>) {
         self.live.send_modify(|live| {
             live.state = state;
             live.peer = peer;
@@ -440,6 +468,17 @@ impl ServerHandle {
         let Some(peer) = self.live.borrow().peer.clone() else {
             return Err(self.unavailable());
         };
+        self.call_on(peer, tool, arguments, meta).await
+    }
+
+    /// Calls `tool` on `peer` (the server's connection, or a user's).
+    pub(super) async fn call_on(
+        &self,
+        peer: Peer<RoleClient>,
+        tool: &str,
+        arguments: Option<JsonObject>,
+        meta: Option<JsonObject>,
+    ) -> Result<CallToolResult, McpError> {
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = arguments;
         params.meta = meta.map(|m| RequestMetaObject(MetaObject(m)));
@@ -501,6 +540,11 @@ impl ServerHandle {
     fn call_error(&self, tool: &str, e: ServiceError) -> McpError {
         let server = self.name().to_owned();
         let scrub = |text: &str| self.redactor.scrub(text).into_owned();
+        // A per-user server refused this user's token and no refresh could replace it: the
+        // caller is told to connect again (the caller closes that user's connection).
+        if self.config.per_user() && format!("{e:?}").contains("AuthRequired") {
+            return McpError::AccountNotConnected { server, link: None, expired: true };
+        }
         // An OAuth server refused the token and no refresh could replace it: the connection is
         // ended (its next attempt shows `needs_login`), and the caller is told why.
         if self.config.oauth.is_some() && format!("{e:?}").contains("AuthRequired") {
@@ -574,7 +618,7 @@ const MAX_LIST_PAGES: usize = 100;
 
 /// `tools/list`, every page, but at most [`MAX_TOOLS_PER_SERVER`] tools and
 /// [`MAX_LIST_PAGES`] pages (each page is already capped at 16 MiB by rmcp's transports).
-async fn list_capped(peer: &rmcp::Peer<rmcp::RoleClient>) -> Result<Vec<Tool>, rmcp::ServiceError> {
+pub(super) async fn list_capped(peer: &rmcp::Peer<rmcp::RoleClient>) -> Result<Vec<Tool>, rmcp::ServiceError> {
     let mut tools = Vec::new();
     let mut cursor = None;
     for _ in 0..MAX_LIST_PAGES {

@@ -81,6 +81,17 @@ impl Secrets {
         sealer.open(space, key, &sealed).map(Some).ok_or(StateError::Sealed)
     }
 
+    /// `plaintext` sealed for `space`/`key` without storing it (a token handed out that only
+    /// this gateway, or a replica with its key, can open).
+    pub fn seal(&self, space: &str, key: &str, plaintext: &[u8]) -> Result<Vec<u8>, StateError> {
+        Ok(self.sealer.as_ref().ok_or(StateError::NoEncryptionKey)?.seal(space, key, plaintext))
+    }
+
+    /// What [`seal`](Self::seal) sealed for `space`/`key`; `None` when it does not open.
+    pub fn open(&self, space: &str, key: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+        self.sealer.as_ref()?.open(space, key, sealed)
+    }
+
     /// A stored secret, opened.
     pub async fn get(&self, space: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         let Some(sealed) = self.store.get(space, key).await? else { return Ok(None) };
@@ -90,7 +101,7 @@ impl Secrets {
 }
 
 /// Unix milliseconds of `time` (0 before the epoch).
-fn unix_ms(time: SystemTime) -> i64 {
+pub fn unix_ms(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 

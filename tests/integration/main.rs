@@ -24,6 +24,7 @@ mod mcp;
 mod metrics;
 mod oauth;
 mod parking;
+mod per_user;
 mod policy;
 mod providers;
 mod proxy;

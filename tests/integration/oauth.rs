@@ -193,23 +193,68 @@ fn oauth_configs_are_checked_before_start() {
     assert!(credentials.contains("client_credentials needs client_id and client_secret"), "{credentials}");
     let stdio = load(&format!("{key}mcpServers:\n  s:\n    command: x\n    auth:\n      oauth: {{}}\n"));
     assert!(stdio.contains("only streamable HTTP servers"), "{stdio}");
+    let per_user = load(&format!(
+        "{key}{server}        grant: client_credentials\n        client_id: c\n        client_secret: s\n        per_user: true\n"
+    ));
+    assert!(per_user.contains("auth.oauth.per_user: client_credentials has no users"), "{per_user}");
+    assert_eq!(load(&format!("{key}{server}        per_user: true\n")), "", "a per-user server");
+    let public = load(&format!("{key}http:\n  public_url: gw.example\n{server}"));
+    assert!(public.contains("http.public_url: must be an http(s) URL"), "{public}");
+}
+
+/// A sign-in whose token ran out with no refresh token to renew it shows `expired` (not a
+/// generic failure), and says what to run.
+#[tokio::test]
+async fn a_token_that_runs_out_without_a_refresh_token_shows_expired() {
+    let peer = OAuthPeer::start_with(&["--token-ttl", "2", "--no-refresh"]).await;
+    let dir = TempDir::new("mcpmw-expired");
+    let yaml = format!(
+        "state:\n  url: sqlite://{}/state.db\n  encryption_key: an-expiry-test-key-0123456789abcdef\n\
+         mcpServers:\n  ts:\n    url: {}/mcp\n    auth:\n      oauth:\n",
+        dir.0.display(),
+        peer.base
+    );
+    let config = dir.0.join("config.yaml");
+    std::fs::write(&config, &yaml).unwrap();
+    let login = Command::new(BIN).arg("--config").arg(&config).args(["login", "ts", "--follow"]).output().unwrap();
+    assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+    let app = crate::common::TestApp::spawn(&yaml).await;
+    assert_eq!(app.wait_for_state("ts", "ready").await["auth"], "connected");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (status, _) = app.call_tool("ts__echo", serde_json::json!({"text": "late"})).await;
+    assert_ne!(status, 200, "the token is gone and nothing renews it");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ts = app.servers().await.remove("ts").unwrap();
+        if ts["auth"] == "expired" {
+            assert!(ts["last_error"].as_str().unwrap().contains("mcp-middleware login ts"), "{ts}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never expired: {ts}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Our test server behind OAuth with its own authorization server (tokens living `ttl` s).
-struct OAuthPeer {
-    base: String,
+pub(crate) struct OAuthPeer {
+    pub base: String,
     _child: tokio::process::Child,
 }
 
 impl OAuthPeer {
-    async fn start(ttl: &str) -> Self {
+    pub async fn start(ttl: &str) -> Self {
+        Self::start_with(&["--token-ttl", ttl]).await
+    }
+
+    /// The server with more options (`--no-refresh`).
+    pub async fn start_with(args: &[&str]) -> Self {
         let mut command = tokio::process::Command::new(crate::common::peers::TEST_SERVER);
-        command.args(["oauth", "--port", "0", "--token-ttl", ttl]);
+        command.args(["oauth", "--port", "0"]).args(args);
         let (child, addr) = announced(command, "listening on ").await;
         Self { base: format!("http://{}", addr.trim()), _child: child }
     }
 
-    async fn stats(&self) -> serde_json::Value {
+    pub async fn stats(&self) -> serde_json::Value {
         reqwest::get(format!("{}/stats", self.base)).await.unwrap().json().await.unwrap()
     }
 }

@@ -7,7 +7,7 @@
 //! mcp-test-server [--name NAME] stdio
 //! mcp-test-server [--name NAME] http [--port N]   # streamable HTTP at /mcp
 //! mcp-test-server [--name NAME] sse  [--port N]   # GET /sse + POST /message?sessionId=
-//! mcp-test-server [--name NAME] oauth [--port N] [--token-ttl S]  # /mcp behind OAuth 2.1
+//! mcp-test-server [--name NAME] oauth [--port N] [--token-ttl S] [--no-refresh]  # /mcp behind OAuth 2.1
 //! mcp-test-server hang                            # reads stdin, never answers
 //! ```
 //!
@@ -80,6 +80,9 @@ enum Mode {
         /// Lifetime of access tokens, in seconds.
         #[arg(long, default_value_t = 3600)]
         token_ttl: u64,
+        /// Issue no refresh tokens (a sign-in ends with its access token).
+        #[arg(long)]
+        no_refresh: bool,
     },
     /// Read stdin and never answer anything (exits when stdin closes).
     Hang,
@@ -141,7 +144,7 @@ async fn serve(cli: Cli) -> Result<(), BoxError> {
             let listener = bind(port).await?;
             axum::serve(listener, app).await?;
         }
-        Mode::Oauth { port, token_ttl } => {
+        Mode::Oauth { port, token_ttl, no_refresh } => {
             let service = StreamableHttpService::new(
                 move || Ok(make_server()),
                 Arc::new(LocalSessionManager::default()),
@@ -149,7 +152,7 @@ async fn serve(cli: Cli) -> Result<(), BoxError> {
             );
             let listener = bind(port).await?;
             let base = format!("http://{}", listener.local_addr()?);
-            let auth = oauth::AuthServer::new(base, std::time::Duration::from_secs(token_ttl));
+            let auth = oauth::AuthServer::new(base, std::time::Duration::from_secs(token_ttl), !no_refresh);
             let app = oauth::router(auth, axum::Router::new().route_service("/mcp", service));
             axum::serve(listener, app).await?;
         }

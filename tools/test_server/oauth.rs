@@ -2,11 +2,14 @@
 //! tests can watch a gateway's tokens expire, refresh and be revoked. Protected-resource metadata
 //! (RFC 9728) and authorization-server metadata (RFC 8414) at their well-known paths; dynamic
 //! registration; `/authorize` approves at once (302 to the redirect URI with `code`, `state` and
-//! `iss`); `/token` checks PKCE (S256) and issues access tokens that live `--token-ttl` seconds
-//! with rotating refresh tokens. Test controls: `POST /revoke` revokes every refresh token (and
-//! ends the access tokens), `GET /stats` counts what was issued.
+//! `iss`) as the account its `user` parameter names (default `person`: the account a person
+//! would pick at a real server); `/token` checks PKCE (S256) and issues access tokens that live
+//! `--token-ttl` seconds with rotating refresh tokens (none with `--no-refresh`). `/mcp` sees the
+//! token's account as the request header `x-token-subject` (the `headers` tool shows it).
+//! Test controls: `POST /revoke[?user=]` revokes the refresh tokens (and ends the access
+//! tokens) of everyone or of one account, `GET /stats` counts what was issued.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,31 +27,40 @@ use sha2::Digest;
 pub struct AuthServer {
     base: String,
     ttl: Duration,
+    refresh: bool,
     inner: parking_lot::Mutex<Tokens>,
 }
 
 #[derive(Default)]
 struct Tokens {
-    /// Code → PKCE challenge.
-    codes: HashMap<String, String>,
-    access: HashMap<String, Instant>,
-    refresh: HashSet<String>,
+    /// Code → PKCE challenge and account.
+    codes: HashMap<String, (String, String)>,
+    /// Access token → expiry and account.
+    access: HashMap<String, (Instant, String)>,
+    /// Refresh token → account.
+    refresh: HashMap<String, String>,
     issued: u64,
     refreshed: u64,
 }
 
 impl AuthServer {
     /// An authorization server at `base` (`http://127.0.0.1:PORT`).
-    pub fn new(base: String, ttl: Duration) -> Arc<Self> {
-        Arc::new(Self { base, ttl, inner: parking_lot::Mutex::default() })
+    pub fn new(base: String, ttl: Duration, refresh: bool) -> Arc<Self> {
+        Arc::new(Self { base, ttl, refresh, inner: parking_lot::Mutex::default() })
     }
 
-    fn issue(&self, tokens: &mut Tokens) -> serde_json::Value {
+    fn issue(&self, tokens: &mut Tokens, account: String) -> serde_json::Value {
         tokens.issued += 1;
         let (access, refresh) = (format!("at-{}", uuid()), format!("rt-{}", uuid()));
-        tokens.access.insert(access.clone(), Instant::now() + self.ttl);
-        tokens.refresh.insert(refresh.clone());
-        json!({"access_token": access, "token_type": "Bearer", "expires_in": self.ttl.as_secs(), "refresh_token": refresh})
+        tokens.access.insert(access.clone(), (Instant::now() + self.ttl, account.clone()));
+        let mut reply = json!({"access_token": access, "token_type": "Bearer", "expires_in": self.ttl.as_secs()});
+        if self.refresh {
+            tokens.refresh.insert(refresh.clone(), account);
+            if let Some(reply) = reply.as_object_mut() {
+                reply.insert("refresh_token".into(), json!(refresh));
+            }
+        }
+        reply
     }
 }
 
@@ -107,7 +119,8 @@ async fn authorize(State(s): State<Arc<AuthServer>>, Query(q): Query<HashMap<Str
         return (StatusCode::BAD_REQUEST, "S256 only").into_response();
     }
     let code = format!("code-{}", uuid());
-    s.inner.lock().codes.insert(code.clone(), challenge.clone());
+    let account = q.get("user").cloned().unwrap_or_else(|| "person".into());
+    s.inner.lock().codes.insert(code.clone(), (challenge.clone(), account));
     let state = q.get("state").cloned().unwrap_or_default();
     let Ok(mut location) = url::Url::parse(redirect) else {
         return (StatusCode::BAD_REQUEST, "redirect_uri is not a URL").into_response();
@@ -126,30 +139,33 @@ async fn token(State(s): State<Arc<AuthServer>>, body: axum::body::Bytes) -> Res
     let mut tokens = s.inner.lock();
     match form.get("grant_type").map(String::as_str) {
         Some("authorization_code") => {
-            let Some(challenge) = form.get("code").and_then(|c| tokens.codes.remove(c)) else { return invalid_grant() };
+            let Some((challenge, account)) = form.get("code").and_then(|c| tokens.codes.remove(c)) else {
+                return invalid_grant();
+            };
             let verifier = form.get("code_verifier").cloned().unwrap_or_default();
             let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier));
             if computed != challenge || !form.contains_key("resource") {
                 return invalid_grant();
             }
-            Json(s.issue(&mut tokens)).into_response()
+            Json(s.issue(&mut tokens, account)).into_response()
         }
         Some("refresh_token") => {
-            let Some(old) = form.get("refresh_token") else { return invalid_grant() };
-            if !tokens.refresh.remove(old) {
+            let Some(account) = form.get("refresh_token").and_then(|old| tokens.refresh.remove(old)) else {
                 return invalid_grant();
-            }
+            };
             tokens.refreshed += 1;
-            Json(s.issue(&mut tokens)).into_response()
+            Json(s.issue(&mut tokens, account)).into_response()
         }
         _ => (StatusCode::BAD_REQUEST, Json(json!({"error": "unsupported_grant_type"}))).into_response(),
     }
 }
 
-async fn revoke(State(s): State<Arc<AuthServer>>) -> StatusCode {
+/// Revokes every token, or with `?user=` that account's only.
+async fn revoke(State(s): State<Arc<AuthServer>>, Query(q): Query<HashMap<String, String>>) -> StatusCode {
     let mut tokens = s.inner.lock();
-    tokens.refresh.clear();
-    tokens.access.clear();
+    let user = q.get("user");
+    tokens.refresh.retain(|_, account| user.is_some_and(|u| u != account));
+    tokens.access.retain(|_, (_, account)| user.is_some_and(|u| u != account));
     StatusCode::NO_CONTENT
 }
 
@@ -159,15 +175,21 @@ async fn stats(State(s): State<Arc<AuthServer>>) -> Json<serde_json::Value> {
 }
 
 /// `/mcp` needs a live access token; otherwise a `401` that points at the metadata.
-async fn require_token(State(s): State<Arc<AuthServer>>, request: Request, next: Next) -> Response {
+async fn require_token(State(s): State<Arc<AuthServer>>, mut request: Request, next: Next) -> Response {
     let bearer = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
-    let live = bearer.is_some_and(|t| s.inner.lock().access.get(&t).is_some_and(|until| *until > Instant::now()));
-    if live {
+    let account = bearer.and_then(|t| {
+        let tokens = s.inner.lock();
+        tokens.access.get(&t).filter(|(until, _)| *until > Instant::now()).map(|(_, account)| account.clone())
+    });
+    if let Some(account) = account {
+        if let Ok(value) = HeaderValue::from_str(&account) {
+            request.headers_mut().insert("x-token-subject", value);
+        }
         return next.run(request).await;
     }
     let challenge = format!("Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"", s.base);
