@@ -172,7 +172,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health/readiness", get(health::readiness))
         .route("/artifacts/{*key}", get(artifacts::serve))
         .route("/oauth/callback", get(oauth::callback))
-        .route("/oauth/connect/{server}", get(oauth::connect));
+        .route("/oauth/connect/{server}", get(oauth::connect))
+        .route(oauth::CLIENT_METADATA_PATH, get(oauth::client_metadata));
     let trace = TraceLayer::new_for_http()
         .make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");

@@ -11,6 +11,7 @@
 //!   it may arrive at any replica sharing the store. The server (or the user's connection)
 //!   connects at once.
 //! - `DELETE /oauth/connections/<server>` forgets the caller's own account on a per-user server.
+//! - `GET /oauth/client-metadata.json` is the gateway's own Client ID Metadata Document.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -129,6 +130,29 @@ fn param(query: Option<&str>, name: &str) -> Option<String> {
 fn page(status: StatusCode, text: String) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], text)
         .into_response()
+}
+
+/// Where the gateway serves its own Client ID Metadata Document.
+pub const CLIENT_METADATA_PATH: &str = "/oauth/client-metadata.json";
+
+/// `GET /oauth/client-metadata.json`: this gateway as an OAuth client (a Client ID Metadata
+/// Document), for `auth.oauth.client_metadata_url: <http.public_url>/oauth/client-metadata.json`.
+/// Its `client_id` is its own URL, so it is served only when `http.public_url` names it.
+pub async fn client_metadata(State(state): State<AppState>) -> Response {
+    let Some(base) = state.config.http.public_url.as_deref() else {
+        return page(StatusCode::NOT_FOUND, "mcp-middleware: set http.public_url to serve this document".into());
+    };
+    let document = json!({
+        "client_id": format!("{base}{CLIENT_METADATA_PATH}"),
+        "client_name": "mcp-middleware",
+        "client_uri": base,
+        // The HTTP sign-in's callback, and `login`'s loopback listener (any port, RFC 8252).
+        "redirect_uris": [format!("{base}/oauth/callback"), "http://127.0.0.1/callback", "http://localhost/callback"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+    });
+    ([(header::CACHE_CONTROL, "max-age=3600")], Json(document)).into_response()
 }
 
 /// `GET /oauth/callback?code=…&state=…[&iss=…]`: a short page saying whether it worked (never

@@ -361,3 +361,21 @@ async fn a_sign_in_started_on_one_replica_finishes_on_another() {
     let (status, echo) = b.call_tool("ts__echo", serde_json::json!({"text": "signed in"})).await;
     assert_eq!((status, crate::common::first_text(&echo)), (200, "signed in"), "{echo}");
 }
+
+/// The gateway serves its own Client ID Metadata Document, whose `client_id` is its own URL
+/// (so only when `http.public_url` names it), to anyone (an authorization server fetches it).
+#[tokio::test]
+async fn the_gateway_serves_its_own_client_metadata_document() {
+    let unnamed = crate::common::TestApp::spawn("").await;
+    assert_eq!(reqwest::get(unnamed.url("/oauth/client-metadata.json")).await.unwrap().status(), 404);
+    let app = crate::common::TestApp::spawn(
+        "auth:\n  api_keys: [sk-any-0123456789]\nhttp:\n  public_url: https://gw.example/\n",
+    )
+    .await;
+    let resp = reqwest::get(app.url("/oauth/client-metadata.json")).await.unwrap();
+    assert_eq!(resp.status(), 200, "no key needed");
+    let document: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(document["client_id"], "https://gw.example/oauth/client-metadata.json", "{document}");
+    assert_eq!(document["redirect_uris"][0], "https://gw.example/oauth/callback", "{document}");
+    assert_eq!(document["token_endpoint_auth_method"], "none");
+}
