@@ -26,6 +26,7 @@ fn catalog() -> Catalog {
                 name: format!("{verb}_{noun}_{t}"),
                 description: Some(format!("{verb} a {noun} in system {s}: returns the {noun} with its fields")),
                 input_schema: Arc::new(schema.as_object().cloned().unwrap()),
+                destructive: false,
             }
         })
     });

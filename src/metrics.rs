@@ -57,6 +57,8 @@ pub struct Metrics {
     pub tools_offered: Histogram,
     /// Chat requests whose tools were ranked (more allowed than fit).
     pub ranked_requests: Counter,
+    /// Chat loops parked to wait for the user (approval, an account to connect).
+    pub parked: Counter,
     /// Tool calls.
     pub tool_calls: Family<ToolLabels, Counter>,
     /// Tool call duration, in seconds.
@@ -90,6 +92,8 @@ impl Metrics {
         registry.register("tools_offered", "Tools of ours offered per chat request", tools_offered.clone());
         let ranked_requests = Counter::default();
         registry.register("ranked_requests", "Chat requests whose tools were ranked to fit", ranked_requests.clone());
+        let parked = Counter::default();
+        registry.register("parked_loops", "Chat loops parked to wait for the user's answer", parked.clone());
         let tool_calls = Family::<ToolLabels, Counter>::default();
         registry.register("tool_calls", "Tool calls, by server, tool and outcome", tool_calls.clone());
         let tool_latency = Family::<ToolLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency);
@@ -115,6 +119,7 @@ impl Metrics {
             rounds,
             tools_offered,
             ranked_requests,
+            parked,
             tool_calls,
             tool_latency,
             artifacts_stored,

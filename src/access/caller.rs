@@ -18,6 +18,8 @@ pub struct Caller {
     pub identity: UserIdentity,
     /// `Authorization` for the upstream from the key's `upstream_key`, when it has one.
     pub upstream_key: Option<HeaderValue>,
+    /// The key's own approval rule (tools whose calls wait for the user in its chats).
+    pub approval: Option<std::sync::Arc<crate::config::ApprovalRule>>,
 }
 
 /// Routes whose requests make the upstream run tools itself, where a key's tool policy cannot

@@ -39,6 +39,9 @@ pub struct ToolRun {
     /// For `find_tools`: the tools it found (they join the next round's tools).
     #[serde(skip)]
     pub found: Vec<String>,
+    /// A per-user server whose user has not connected: its name and the connect link.
+    #[serde(skip)]
+    pub needs_account: Option<(String, Option<String>)>,
     /// Wall time of the call.
     pub duration_ms: u64,
 }
@@ -59,6 +62,8 @@ enum Plan {
     Run(Arc<ToolEntry>, Value),
     Find(String),
     Refuse(String),
+    /// Not run: the person said no (or could not be asked).
+    Decline(String),
 }
 
 /// The discovery tool of a request whose tools did not all fit.
@@ -157,6 +162,8 @@ pub struct CallScope<'a> {
     pub finder: Option<Finder<'a>>,
     /// When the request's `tool_loop.max_duration` runs out.
     pub deadline: Instant,
+    /// Calls not to run, by call id, with what the model is told instead.
+    pub declined: &'a HashMap<String, String>,
 }
 
 /// Largest image (base64 characters) passed inline to a vision model — under Anthropic's 5 MB
@@ -191,7 +198,10 @@ pub async fn run_calls(
 ) -> Vec<ToolRun> {
     let permits = tokio::sync::Semaphore::new(limits.parallel_calls.max(1));
     let runs = calls.iter().map(|call| {
-        let plan = ledger.plan(call, scope, limits);
+        let plan = match scope.declined.get(call.id()) {
+            Some(text) => Plan::Decline(text.clone()),
+            None => ledger.plan(call, scope, limits),
+        };
         let permits = &permits;
         async move {
             let started = Instant::now();
@@ -214,6 +224,7 @@ pub async fn run_calls(
                     artifacts: Vec::new(),
                     images: Vec::new(),
                     found: Vec::new(),
+                    needs_account: None,
                     duration_ms: duration_ms(started.elapsed()),
                 },
             }
@@ -228,6 +239,7 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
     let started = Instant::now();
     let mut images = Vec::new();
     let mut found = Vec::new();
+    let mut needs_account = None;
     let (arguments, ToolOutput { text, is_error, artifacts }) = match plan {
         Plan::Find(query) => {
             let (text, tools) = match &scope.finder {
@@ -250,6 +262,12 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
                 serde_json::from_str(call.arguments()).unwrap_or_else(|_| Value::String(call.arguments().to_owned()));
             (args, ToolOutput { text, is_error: true, artifacts: Vec::new() })
         }
+        Plan::Decline(text) => {
+            tracing::info!(tool = %call.name(), outcome = "declined", "mcp.call declined");
+            let args =
+                serde_json::from_str(call.arguments()).unwrap_or_else(|_| Value::String(call.arguments().to_owned()));
+            (args, ToolOutput { text, is_error: true, artifacts: Vec::new() })
+        }
         Plan::Run(entry, args) => {
             let visible = || Some(scope.offered.iter().map(|e| e.name.clone()).collect());
             let tool = Authorized::offered(&entry);
@@ -258,6 +276,9 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
                 && let Ok(result) = &invocation.result
             {
                 images = data_urls(result);
+            }
+            if let Err(crate::mcp::McpError::AccountNotConnected { server, link, .. }) = &invocation.result {
+                needs_account = Some((server.clone(), link.clone()));
             }
             tracing::debug!(server = %entry.server, tool = %call.name(), arguments = %args, "mcp.call arguments");
             (args, invocation.output)
@@ -274,6 +295,7 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
         artifacts,
         images,
         found,
+        needs_account,
         duration_ms: duration_ms(started.elapsed()),
     }
 }

@@ -112,6 +112,7 @@ mod tests {
             artifacts: Vec::new(),
             images: Vec::new(),
             found: Vec::new(),
+            needs_account: None,
             duration_ms: 3,
         };
         let card = render(&run, &CardSigner::new([7; 32]));

@@ -12,7 +12,8 @@ use http::{HeaderMap, HeaderValue, Method, header};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use super::run::{Agent, ChatJob};
+use super::run::{Agent, ChatJob, ResumeRequest, Start};
+use super::tool_loop::ToolLoop;
 use super::{RequestControls, cards_to_text, client_tool_names, expand_tool_cards, select, takes_images};
 use crate::config::{ToolSelection, UserIdentity};
 use crate::llm::{ChatRequest, LlmError, SseEvent, UpstreamBody, UpstreamRequest, UpstreamResponse};
@@ -40,6 +41,8 @@ pub struct ChatInput {
     /// Longest wait for a stream's first event before the response starts anyway (a model that
     /// thinks for minutes must not leave a proxy in front of us waiting for headers).
     pub first_event_wait: std::time::Duration,
+    /// The key's own approval rule (added to `approval`).
+    pub approval: Option<Arc<crate::config::ApprovalRule>>,
 }
 
 /// What [`Agent::plan`] made of a chat request.
@@ -52,6 +55,19 @@ pub enum Planned {
         job: Box<ChatJob>,
         /// The client asked for a stream.
         stream: bool,
+        /// See [`ChatInput::first_event_wait`].
+        first_event_wait: std::time::Duration,
+    },
+    /// A parked loop going on: the user answered what it waited for.
+    Resumed {
+        /// The loop, as parked.
+        tool_loop: Box<ToolLoop>,
+        /// The calls still to run and the answer.
+        start: Start,
+        /// The client asked for a stream.
+        stream: bool,
+        /// The client asked for usage in the stream.
+        include_usage: bool,
         /// See [`ChatInput::first_event_wait`].
         first_event_wait: std::time::Duration,
     },
@@ -106,8 +122,17 @@ impl Agent {
     /// Decides what one chat request becomes: relayed to the upstream as it is (no tools of
     /// ours: already sent), or a job for the tool loop.
     pub async fn plan(&self, input: ChatInput) -> Result<Planned, ChatError> {
-        let ChatInput { raw, key, mcp_servers, background, mut headers, client_auth, identity, first_event_wait } =
-            input;
+        let ChatInput {
+            raw,
+            key,
+            mcp_servers,
+            background,
+            mut headers,
+            client_auth,
+            identity,
+            first_event_wait,
+            approval,
+        } = input;
         let mut chat = ChatRequest::parse(raw)?;
         let had_controls = chat.body.contains_key("mcp");
         let header_values: Vec<&str> = mcp_servers.iter().map(String::as_str).collect();
@@ -119,6 +144,30 @@ impl Agent {
             return Err(ChatError::Forbidden(
                 "this key may use function and custom tools only; server-side tools (other types) are refused".into(),
             ));
+        }
+        // The user's answer to a loop parked for them: it goes on (their message is the answer).
+        if !controls.background
+            && let Some(parking) = &self.parking
+            && let Some(Value::Array(messages)) = chat.body.get("messages")
+            && let Some((id, answer)) = super::park::pending_reference(messages)
+            && let Some(parked) = parking.claim(&id, identity.account.as_deref().unwrap_or_default()).await
+        {
+            let model = super::model_policy(&chat.body, &self.models);
+            let access = super::ToolAccess::new(key.as_deref(), model, &controls);
+            let stream = chat.stream();
+            let include_usage =
+                chat.body.get("stream_options").and_then(|o| o.get("include_usage")) == Some(&Value::Bool(true));
+            headers.remove(super::MCP_SERVERS_HEADER);
+            let request = ResumeRequest { headers, client_auth, identity, approval };
+            let tool_loop = ToolLoop::resumed_after_person(self.clone(), parked.state, &access, request);
+            tracing::info!(calls = parked.calls.len(), "the user answered; the parked loop goes on");
+            return Ok(Planned::Resumed {
+                tool_loop: Box::new(tool_loop),
+                start: Start::Resumed(parked.calls, answer),
+                stream,
+                include_usage,
+                first_event_wait,
+            });
         }
         let catalog = self.hub.catalog();
         let allowed = select(&catalog, &chat.body, &self.models, key.as_deref(), &controls);
@@ -183,20 +232,23 @@ impl Agent {
         // The loop works from the parsed body; the client's bytes are not kept beside it.
         drop(raw);
         let vision = takes_images(&body, &self.models);
-        let job = ChatJob { body, offer, headers, client_auth, vision, identity, catalog };
+        let job = ChatJob { body, offer, headers, client_auth, vision, identity, catalog, approval };
         Ok(Planned::Loop { job: Box::new(job), stream, first_event_wait })
     }
 
     /// Runs one chat request.
     pub async fn chat(&self, input: ChatInput) -> Result<ChatReply, ChatError> {
-        let (job, stream, first_event_wait) = match self.plan(input).await? {
+        let (mut rest, first_event_wait) = match self.plan(input).await? {
             Planned::Upstream(reply) => return Ok(reply),
-            Planned::Loop { job, stream, first_event_wait } => (*job, stream, first_event_wait),
+            Planned::Loop { job, stream: false, .. } => return Ok(ChatReply::Completion(self.complete(*job).await?)),
+            Planned::Loop { job, first_event_wait, .. } => (self.stream(*job), first_event_wait),
+            Planned::Resumed { tool_loop, start, stream: false, .. } => {
+                return Ok(ChatReply::Completion(self.complete_loop(*tool_loop, start).await?));
+            }
+            Planned::Resumed { tool_loop, start, include_usage, first_event_wait, .. } => {
+                (Agent::stream_loop(*tool_loop, start, include_usage), first_event_wait)
+            }
         };
-        if !stream {
-            return Ok(ChatReply::Completion(self.complete(job).await?));
-        }
-        let mut rest = self.stream(job);
         // A failure before anything was streamed is still an HTTP error; a first event that is
         // slow to come starts the stream without it (keep-alives flow, a later failure arrives
         // as an error event).

@@ -211,6 +211,7 @@ mod tests {
             artifacts: Vec::new(),
             images: Vec::new(),
             found: Vec::new(),
+            needs_account: None,
             duration_ms: 1,
         };
         let content = format!(
@@ -274,6 +275,7 @@ mod tests {
             artifacts: Vec::new(),
             images: Vec::new(),
             found: Vec::new(),
+            needs_account: None,
             duration_ms: 1,
         };
         let theirs = json!([{"id": "web1", "type": "function", "function": {"name": "web_search", "arguments": "{}"}}]);
@@ -306,6 +308,7 @@ mod tests {
             artifacts: Vec::new(),
             images: Vec::new(),
             found: Vec::new(),
+            needs_account: None,
             duration_ms: 1,
         };
         let mut messages =

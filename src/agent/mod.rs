@@ -1,6 +1,7 @@
 //! The agent: one chat request end to end (`chat.rs`: which MCP tools it gets, its history, a
 //! pass-through or the loop), the loop that runs the tools, and the conversions between MCP
-//! results, OpenAI messages and Open WebUI's tool cards.
+//! results, OpenAI messages and Open WebUI's tool cards; `park.rs` keeps a loop that waits for
+//! a person (approval, an account to connect) until their next message resumes it.
 //!
 //! `agent/` produces values and streams of events; it knows nothing of axum. `http/` turns
 //! them into JSON or SSE.
@@ -11,6 +12,7 @@ mod chat;
 mod facade;
 mod history;
 mod invoke;
+pub mod park;
 mod results;
 pub mod round;
 mod run;
@@ -29,6 +31,6 @@ pub use facade::Facade;
 pub use history::{cards_to_text, expand_tool_cards};
 pub use invoke::{AuditRecord, AuditSink, Authorized, Invocation, Invoker};
 pub use results::{ToolOutput, cut_to_budget, to_tool_output};
-pub use run::{Agent, ChatJob};
+pub use run::{Agent, ChatJob, ResumeRequest, Start};
 pub use sink::{Gathered, Outcome, ResponseIdentity, Sink};
 pub use tool_loop::{LoopState, RoundResult, Step, ToolLoop};

@@ -63,6 +63,11 @@ fn is_object(text: &str) -> bool {
 }
 
 impl AssembledCall {
+    /// A complete call (one a parked round kept), ours to run.
+    pub fn from_call(call: ToolCall) -> Self {
+        Self { call, owner: Some(Owner::Gateway), ..Self::default() }
+    }
+
     /// Whether this is a `custom` tool call.
     pub fn is_custom(&self) -> bool {
         self.call.kind == "custom" || self.call.rest.contains_key("custom")

@@ -31,6 +31,10 @@ pub struct Agent {
     pub models: Arc<Vec<crate::config::ModelPolicy>>,
     /// Tool budgets, ranking and the discovery tool.
     pub selection: Arc<crate::config::SelectionConfig>,
+    /// Tools whose calls wait for the user's approval (every chat; a key's rule adds to it).
+    pub approval: Arc<crate::config::ApprovalRule>,
+    /// Where loops that wait for a person are kept.
+    pub parking: Option<super::park::Parking>,
 }
 
 /// One chat request to run through the loop.
@@ -49,6 +53,37 @@ pub struct ChatJob {
     pub identity: crate::config::UserIdentity,
     /// The catalog snapshot the offer was chosen from: the whole request uses this one.
     pub catalog: Arc<crate::mcp::Catalog>,
+    /// The key's own approval rule, added to the agent's.
+    pub approval: Option<Arc<crate::config::ApprovalRule>>,
+}
+
+/// What a request that resumes a parked loop brings of its own.
+pub struct ResumeRequest {
+    /// Headers forwarded upstream.
+    pub headers: HeaderMap,
+    /// The client's `Authorization`.
+    pub client_auth: Option<crate::llm::CallerAuth>,
+    /// Who the request acts for.
+    pub identity: crate::config::UserIdentity,
+    /// The key's own approval rule.
+    pub approval: Option<Arc<crate::config::ApprovalRule>>,
+}
+
+/// How a loop starts: fresh, or going on from a parked round with the user's answer.
+pub enum Start {
+    /// A new request.
+    Fresh,
+    /// The calls a parked round still has to run, and the user's answer.
+    Resumed(Vec<super::park::PendingCall>, String),
+}
+
+impl Start {
+    async fn run(self, tool_loop: &mut ToolLoop, sink: &Sink) -> Result<super::Outcome, LlmError> {
+        match self {
+            Start::Fresh => tool_loop.run(sink).await,
+            Start::Resumed(calls, answer) => tool_loop.run_resumed(calls, &answer, sink).await,
+        }
+    }
 }
 
 impl Agent {
@@ -57,17 +92,30 @@ impl Agent {
         Ok(ToolLoop::start(self.clone(), job).run(&Sink::collect()).await?.into_completion())
     }
 
+    /// Runs a loop (fresh or resumed) for a non-streaming client.
+    pub async fn complete_loop(&self, mut tool_loop: ToolLoop, start: Start) -> Result<Value, LlmError> {
+        Ok(start.run(&mut tool_loop, &Sink::collect()).await?.into_completion())
+    }
+
     /// Runs the loop for a streaming client; events end when the loop does (the caller adds
     /// `[DONE]`). Dropping the receiver stops the loop and cancels its tool calls.
     pub fn stream(&self, job: ChatJob) -> mpsc::Receiver<Result<SseEvent, LlmError>> {
-        let (tx, rx) = mpsc::channel(32);
         let include_usage =
             job.body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
-        let mut tool_loop = ToolLoop::start(self.clone(), job);
+        Self::stream_loop(ToolLoop::start(self.clone(), job), Start::Fresh, include_usage)
+    }
+
+    /// Runs a loop (fresh or resumed) for a streaming client.
+    pub fn stream_loop(
+        mut tool_loop: ToolLoop,
+        start: Start,
+        include_usage: bool,
+    ) -> mpsc::Receiver<Result<SseEvent, LlmError>> {
+        let (tx, rx) = mpsc::channel(32);
         tokio::spawn(async move {
             let sink = Sink::stream(tx.clone());
             let result = tokio::select! {
-                r = tool_loop.run(&sink) => r,
+                r = start.run(&mut tool_loop, &sink) => r,
                 () = tx.closed() => {
                     tracing::info!("client went away; tool loop cancelled");
                     return;

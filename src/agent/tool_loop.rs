@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 
 use super::calls::{CallLedger, CallScope, Finder, ToolRun, run_calls};
 use super::cards;
+use super::park::{Answer, Parking, PendingCall, Wait};
 use super::round::{AssembledCall, Round};
 use super::run::{Agent, ChatJob};
 use super::sink::{Gathered, Outcome, ResponseIdentity, Sink};
@@ -96,6 +97,8 @@ pub struct ToolLoop {
     headers: HeaderMap,
     client_auth: Option<CallerAuth>,
     deadline: Instant,
+    /// The key's own approval rule (the agent's applies too).
+    key_approval: Option<Arc<crate::config::ApprovalRule>>,
 }
 
 /// One round's request, serialised straight from the shared parts: no copy of the history per
@@ -111,7 +114,7 @@ struct RoundBody<'a> {
 impl ToolLoop {
     /// A new loop for `job`.
     pub fn start(agent: Agent, job: ChatJob) -> Self {
-        let ChatJob { mut body, offer, headers, client_auth, vision, identity, catalog } = job;
+        let ChatJob { mut body, offer, headers, client_auth, vision, identity, catalog, approval } = job;
         let client_definitions: Vec<Value> = match body.remove("tools") {
             Some(Value::Array(tools)) => tools,
             _ => Vec::new(),
@@ -153,13 +156,16 @@ impl ToolLoop {
             vision,
             user: identity,
         };
-        Self::build(agent, state, catalog, offer.tools, offer.pool, headers, client_auth, deadline)
+        let mut this = Self::build(agent, state, catalog, offer.tools, offer.pool, headers, client_auth, deadline);
+        this.key_approval = approval;
+        this
     }
 
     /// A loop going on from `state` (serialised earlier, perhaps by another process): its tools
     /// are found again by name in the current catalog and checked again against the caller's
     /// `access` now (a tool gone since, or no longer allowed — a reload narrowed the key — is
     /// not offered, and a call to it is refused); its deadline stays the wall-clock time it was.
+    /// A loop that waited for a person is [`resumed_after_person`](Self::resumed_after_person).
     pub fn resume(
         agent: Agent,
         state: LoopState,
@@ -195,7 +201,38 @@ impl ToolLoop {
         .map(str::to_owned)
         .collect();
         let tools_json = tools_field(&state.client_definitions, &tools, state.find_tools.as_deref());
-        Self { agent, state, catalog, tools, pool, tools_json, client_tools, headers, client_auth, deadline }
+        Self {
+            agent,
+            state,
+            catalog,
+            tools,
+            pool,
+            tools_json,
+            client_tools,
+            headers,
+            client_auth,
+            deadline,
+            key_approval: None,
+        }
+    }
+
+    /// A parked loop going on in a new response, once the person answered: what the first
+    /// response gathered stays with it, the new one gets its own identity, the time limit starts
+    /// again (the wait was the person's), and it acts for `user` (the same account holder) with
+    /// the key's approval rule of now.
+    pub fn resumed_after_person(
+        agent: Agent,
+        mut state: LoopState,
+        access: &crate::access::ToolAccess,
+        request: super::run::ResumeRequest,
+    ) -> Self {
+        state.gathered = Gathered { usage: json!({}), ..Gathered::default() };
+        state.response = None;
+        state.deadline_ms = unix_ms(SystemTime::now() + agent.limits.max_duration);
+        state.user = request.identity;
+        let mut this = Self::resume(agent, state, access, request.headers, request.client_auth);
+        this.key_approval = request.approval;
+        this
     }
 
     /// The state, to serialise.
@@ -298,50 +335,48 @@ impl ToolLoop {
             return Step::Done(Box::new(self.outcome(&round, client_calls, finish.into())));
         }
         self.state.messages.push(serde_json::to_value(&round.message).unwrap_or_default());
+        // Calls that need the user's approval park the round before anything runs; in a round
+        // that also hands calls to the client (or with no store to park in) they are declined.
+        let approvals: Vec<&str> =
+            round.gateway_calls().filter(|c| self.needs_approval(c.name())).map(|c| c.id()).collect();
+        let mut declined = std::collections::HashMap::new();
+        if !approvals.is_empty() {
+            match self.agent.parking.clone() {
+                Some(parking) if client_calls.is_empty() => {
+                    let calls = round
+                        .gateway_calls()
+                        .map(|c| {
+                            let wait = if approvals.contains(&c.id()) { Wait::Approval } else { Wait::Nothing };
+                            PendingCall { call: c.call.clone(), wait }
+                        })
+                        .collect();
+                    done(round_no);
+                    return self.park(&parking, calls, &[], &round, sink).await;
+                }
+                _ => {
+                    for id in approvals {
+                        let text = "Not run: this tool needs the user's approval, which can only be asked in a turn \
+                                    with no other tool calls; call it again on its own.";
+                        declined.insert(id.to_owned(), text.to_owned());
+                    }
+                }
+            }
+        }
         // While the calls run, the client is told which (Open WebUI shows a status line above
         // the answer); the cards with their results follow when they are done.
-        let names: Vec<&str> = round.gateway_calls().map(|c| c.name()).collect();
-        self.status(sink, format!("Running {}…", names.join(", ")), false).await;
-        let started = std::time::Instant::now();
-        let runs = self.run_calls(&round).await;
-        let took = started.elapsed().as_secs_f64();
-        let ran = if runs.len() == 1 { names.join("") } else { format!("{} tools", runs.len()) };
-        self.status(sink, format!("Ran {ran} ({took:.1} s)"), true).await;
-        let found = merge_found(&mut self.tools, &runs, &self.pool, self.state.room);
-        if found > 0 {
-            if let Some(count) = self.state.selection.get_mut("found") {
-                *count = json!(count.as_u64().unwrap_or_default() + found as u64);
-            }
-            self.state.offered = self.tools.iter().map(|t| t.name.clone()).collect();
-            self.tools_json =
-                tools_field(&self.state.client_definitions, &self.tools, self.state.find_tools.as_deref());
-        }
-        for run in &runs {
-            self.state.messages.push(json!({"role": "tool", "tool_call_id": run.id, "content": run.output}));
-            let mut shown =
-                if self.agent.limits.tool_cards { cards::render(run, &self.agent.cards) } else { String::new() };
-            // Images a tool produced reach the user as markdown images in the answer.
-            for image in run.artifacts.iter().filter(|a| a.mime_type.starts_with("image/")) {
-                let _ = write!(shown, "\n\n![{}]({})\n\n", run.name, image.url);
-            }
-            if !shown.is_empty() {
-                self.show(sink, &shown).await;
-            }
-        }
-        if self.state.vision {
-            let parts: Vec<Value> = runs
-                .iter()
-                .flat_map(|r| &r.images)
-                .map(|data_url| json!({"type": "image_url", "image_url": {"url": data_url}}))
-                .collect();
-            if !parts.is_empty() {
-                // Tool messages take text only; images follow as a user message, inline as
-                // `data:` URLs (a provider cannot fetch the gateway's own links).
-                let mut content = vec![json!({"type": "text", "text": "Images returned by the tool calls above:"})];
-                content.extend(parts);
-                self.state.messages.push(json!({"role": "user", "content": content}));
-            }
-        }
+        let calls: Vec<&AssembledCall> = round.gateway_calls().collect();
+        let runs = self.run_and_show(&calls, &declined, sink).await;
+        // A per-user server whose user has not connected: the round parks with the link (the
+        // other calls' results are kept), and the user's "continue" runs those calls again.
+        let (waiting, runs): (Vec<ToolRun>, Vec<ToolRun>) =
+            runs.into_iter().partition(|r| r.needs_account.is_some() && client_calls.is_empty());
+        let parking = self.agent.parking.clone().filter(|_| !waiting.is_empty());
+        let waiting = if parking.is_some() {
+            waiting
+        } else {
+            self.record_runs(waiting, sink).await;
+            Vec::new()
+        };
         if !self.agent.limits.tool_cards && !client_calls.is_empty() {
             // A mixed turn ends here and the client sends its history back without our
             // calls; without cards to carry them, a plain line per call keeps their results.
@@ -350,7 +385,12 @@ impl ToolLoop {
                 self.show(sink, &line).await;
             }
         }
-        self.state.gathered.trace.extend(runs);
+        self.record_runs(runs, sink).await;
+        if let Some(parking) = parking {
+            done(round_no);
+            let (calls, links) = account_waits(&round, &waiting);
+            return self.park(&parking, calls, &links, &round, sink).await;
+        }
         if !client_calls.is_empty() {
             done(round_no);
             // A mixed turn: ours ran; the client's calls go back to the client.
@@ -427,8 +467,17 @@ impl ToolLoop {
         outcome
     }
 
-    async fn run_calls(&mut self, round: &Round) -> Vec<ToolRun> {
-        let gateway: Vec<_> = round.gateway_calls().collect();
+    /// Runs `calls` (those in `declined` are not run: the model reads why), with the status
+    /// line before and after.
+    async fn run_and_show(
+        &mut self,
+        calls: &[&AssembledCall],
+        declined: &std::collections::HashMap<String, String>,
+        sink: &Sink,
+    ) -> Vec<ToolRun> {
+        let names: Vec<&str> = calls.iter().map(|c| c.name()).collect();
+        self.status(sink, format!("Running {}…", names.join(", ")), false).await;
+        let started = std::time::Instant::now();
         let scope = CallScope {
             invoker: &self.agent.invoker,
             offered: &self.tools,
@@ -441,8 +490,142 @@ impl ToolLoop {
                 pool: &self.pool,
                 limit: self.state.room.saturating_sub(1),
             }),
+            declined,
         };
-        run_calls(&scope, &gateway, &mut self.state.ledger, &self.agent.limits).await
+        let runs = run_calls(&scope, calls, &mut self.state.ledger, &self.agent.limits).await;
+        let took = started.elapsed().as_secs_f64();
+        let ran = if runs.len() == 1 { names.join("") } else { format!("{} tools", runs.len()) };
+        self.status(sink, format!("Ran {ran} ({took:.1} s)"), true).await;
+        runs
+    }
+
+    /// Takes in what calls gave: tools `find_tools` found join the offer; each result becomes a
+    /// tool message, a card (and images) in the answer, and a line of the trace.
+    async fn record_runs(&mut self, runs: Vec<ToolRun>, sink: &Sink) {
+        let found = merge_found(&mut self.tools, &runs, &self.pool, self.state.room);
+        if found > 0 {
+            if let Some(count) = self.state.selection.get_mut("found") {
+                *count = json!(count.as_u64().unwrap_or_default() + found as u64);
+            }
+            self.state.offered = self.tools.iter().map(|t| t.name.clone()).collect();
+            self.tools_json =
+                tools_field(&self.state.client_definitions, &self.tools, self.state.find_tools.as_deref());
+        }
+        for run in &runs {
+            self.state.messages.push(json!({"role": "tool", "tool_call_id": run.id, "content": run.output}));
+            let mut shown =
+                if self.agent.limits.tool_cards { cards::render(run, &self.agent.cards) } else { String::new() };
+            // Images a tool produced reach the user as markdown images in the answer.
+            for image in run.artifacts.iter().filter(|a| a.mime_type.starts_with("image/")) {
+                let _ = write!(shown, "\n\n![{}]({})\n\n", run.name, image.url);
+            }
+            if !shown.is_empty() {
+                self.show(sink, &shown).await;
+            }
+        }
+        if self.state.vision {
+            let parts: Vec<Value> = runs
+                .iter()
+                .flat_map(|r| &r.images)
+                .map(|data_url| json!({"type": "image_url", "image_url": {"url": data_url}}))
+                .collect();
+            if !parts.is_empty() {
+                // Tool messages take text only; images follow as a user message, inline as
+                // `data:` URLs (a provider cannot fetch the gateway's own links).
+                let mut content = vec![json!({"type": "text", "text": "Images returned by the tool calls above:"})];
+                content.extend(parts);
+                self.state.messages.push(json!({"role": "user", "content": content}));
+            }
+        }
+        self.state.gathered.trace.extend(runs);
+    }
+
+    /// Whether a call of `name` (one of ours) waits for the user's approval: the agent's rule
+    /// or the key's names it (a glob), or says destructive tools and its annotations say so.
+    fn needs_approval(&self, name: &str) -> bool {
+        let Some(entry) = self.tools.iter().find(|t| t.name == name) else { return false };
+        let rules = std::iter::once(&*self.agent.approval).chain(self.key_approval.as_deref());
+        rules
+            .into_iter()
+            .any(|rule| (rule.destructive && entry.destructive) || rule.require.iter().any(|g| super::glob(g, name)))
+    }
+
+    /// Parks the loop (its state as of now, `calls` still to run) and ends this answer with the
+    /// request to the user; without a store that works, the answer ends saying so and nothing
+    /// of the parked round runs.
+    async fn park(
+        &mut self,
+        parking: &Parking,
+        calls: Vec<PendingCall>,
+        links: &[(String, Option<String>)],
+        round: &Round,
+        sink: &Sink,
+    ) -> Step {
+        self.ensure_identity(sink).await;
+        let owner = self.state.user.account.clone().unwrap_or_default();
+        match parking.park(&owner, &self.state, &calls).await {
+            Ok(id) => {
+                crate::metrics::metrics().parked.inc();
+                tracing::info!(calls = calls.len(), "the loop waits for the user's answer");
+                let text = super::park::request_text(&calls, links, &id);
+                self.show(sink, &text).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a loop that waits for the user could not be parked");
+                let note = "\n\n(Stopped: a tool call needs the user's answer, but the gateway could not keep the \
+                            request: its state store failed. Nothing was run; ask again.)";
+                self.show(sink, note).await;
+            }
+        }
+        Step::Done(Box::new(self.outcome(round, Vec::new(), "stop".into())))
+    }
+
+    /// Goes on from a parked round: the user's `answer` approves or denies the calls that
+    /// waited for approval; calls that waited for an account run again (parking once more while
+    /// it is still not connected); an answer that is more than a decision reaches the model as
+    /// the user's message. Then the loop runs to its end.
+    pub async fn run_resumed(
+        &mut self,
+        calls: Vec<PendingCall>,
+        answer: &str,
+        sink: &Sink,
+    ) -> Result<Outcome, LlmError> {
+        self.ensure_identity(sink).await;
+        let decision = super::park::answer(answer);
+        let mut declined = std::collections::HashMap::new();
+        for pending in &calls {
+            let text = match (pending.wait, decision) {
+                (Wait::Approval, Answer::Deny) => "The user declined this call; it did not run.",
+                (Wait::Approval, Answer::Other) => {
+                    "The user did not approve this call (they wrote a new message instead); it did not run."
+                }
+                (Wait::Account, Answer::Deny) => "The user chose not to connect their account; the call did not run.",
+                _ => continue,
+            };
+            declined.insert(pending.call.id.clone(), text.to_owned());
+        }
+        let assembled: Vec<AssembledCall> = calls.iter().map(|p| AssembledCall::from_call(p.call.clone())).collect();
+        let refs: Vec<&AssembledCall> = assembled.iter().collect();
+        let runs = self.run_and_show(&refs, &declined, sink).await;
+        let (waiting, runs): (Vec<ToolRun>, Vec<ToolRun>) = runs.into_iter().partition(|r| r.needs_account.is_some());
+        self.record_runs(runs, sink).await;
+        if let Some(parking) = self.agent.parking.clone().filter(|_| !waiting.is_empty()) {
+            let links: Vec<(String, Option<String>)> = waiting.iter().filter_map(|r| r.needs_account.clone()).collect();
+            let again = assembled
+                .into_iter()
+                .filter(|c| waiting.iter().any(|w| w.id == c.id()))
+                .map(|c| PendingCall { call: c.call, wait: Wait::Account })
+                .collect();
+            if let Step::Done(outcome) = self.park(&parking, again, &links, &Round::default(), sink).await {
+                return Ok(*outcome);
+            }
+        }
+        self.record_runs(waiting, sink).await;
+        if decision == Answer::Other || !super::park::only_decision(answer) {
+            self.state.messages.push(json!({"role": "user", "content": answer}));
+        }
+        relax_tool_choice(&mut self.state.body, &self.tools);
+        self.run(sink).await
     }
 
     /// One upstream request, streamed; text and client tool deltas are passed on as they come.
@@ -503,6 +686,22 @@ impl ToolLoop {
         }
         Ok(round)
     }
+}
+
+/// The calls of `round` that wait for an account (from their runs), and each server's link.
+fn account_waits(round: &Round, waiting: &[ToolRun]) -> (Vec<PendingCall>, Vec<(String, Option<String>)>) {
+    let calls = round
+        .gateway_calls()
+        .filter(|c| waiting.iter().any(|w| w.id == c.id()))
+        .map(|c| PendingCall { call: c.call.clone(), wait: Wait::Account })
+        .collect();
+    let mut links: Vec<(String, Option<String>)> = Vec::new();
+    for (server, link) in waiting.iter().filter_map(|r| r.needs_account.clone()) {
+        if !links.iter().any(|(s, _)| *s == server) {
+            links.push((server, link));
+        }
+    }
+    (calls, links)
 }
 
 /// The `tools` field: the client's definitions, ours from their ready JSON, and `find_tools`.

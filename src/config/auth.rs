@@ -18,6 +18,37 @@ pub struct KeyConfig {
     pub trust_user_headers: bool,
     /// Sent upstream instead of `upstream.api_key` for this key's requests.
     pub upstream_key: Option<Secret>,
+    /// More tools that need approval in this key's chats.
+    pub approval: Option<std::sync::Arc<ApprovalRule>>,
+}
+
+/// Which tool calls wait for the user's approval.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApprovalRule {
+    /// Exposed-name globs.
+    pub require: Vec<String>,
+    /// Tools annotated `destructiveHint: true` (and not `readOnlyHint`).
+    pub destructive: bool,
+}
+
+impl ApprovalRule {
+    /// Whether this rule asks for anything.
+    pub fn is_empty(&self) -> bool {
+        self.require.is_empty() && !self.destructive
+    }
+}
+
+/// The rule from its raw form; a `ttl` where only the top level takes one is a problem.
+pub(super) fn approval_rule(raw: super::raw::RawApproval, at: &str, top: bool, p: &mut Problems) -> ApprovalRule {
+    if !top && raw.ttl.is_some() {
+        p.push(format!("{at}.ttl"), "only the top-level approval takes a ttl");
+    }
+    for (i, glob) in raw.require.iter().enumerate() {
+        if glob.trim().is_empty() {
+            p.push(format!("{at}.require[{i}]"), "must name tools (an exposed-name glob like github__delete_*)");
+        }
+    }
+    ApprovalRule { require: raw.require, destructive: raw.destructive.unwrap_or(false) }
 }
 
 /// Who a request acts for, as MCP servers' `user_headers` templates see it.
@@ -149,6 +180,11 @@ pub(super) fn keys(raw: Vec<super::raw::RawKey>, p: &mut Problems) -> Vec<KeyCon
                 user,
                 trust_user_headers: k.trust_user_headers.unwrap_or(false),
                 upstream_key: k.upstream_key.filter(|u| !u.trim().is_empty()).map(Secret),
+                approval: k
+                    .approval
+                    .map(|a| approval_rule(a, &format!("auth.keys[{i}].approval"), false, p))
+                    .filter(|a| !a.is_empty())
+                    .map(std::sync::Arc::new),
             });
         }
     }

@@ -26,7 +26,7 @@ use url::Url;
 use artifacts::artifacts_config;
 pub use artifacts::{ArtifactsConfig, FilesQuota, S3Config, StoreConfig};
 use auth::check_tool_patterns;
-pub use auth::{AuthConfig, KeyConfig, MAX_IDENTITY_VALUE, UserIdentity, check_exposure, header_safe};
+pub use auth::{ApprovalRule, AuthConfig, KeyConfig, MAX_IDENTITY_VALUE, UserIdentity, check_exposure, header_safe};
 pub use env::{EnvSource, ProcessEnv};
 use raw::{DurationValue, RawConfig, RawToolPolicy};
 pub use redact::{MASK, Redactor, redact_url, secret_name};
@@ -116,6 +116,17 @@ pub struct Config {
     pub files_quota: FilesQuota,
     /// The state store.
     pub state: StateConfig,
+    /// Tool calls that wait for the user's approval.
+    pub approval: ApprovalConfig,
+}
+
+/// `approval:`: the rule every chat follows, and how long an answer may take.
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalConfig {
+    /// Tools that need approval (a key's own rule adds to it).
+    pub rule: ApprovalRule,
+    /// How long a parked request waits.
+    pub ttl: Duration,
 }
 
 /// Where the config file is: `--config`, else `$MCP_MIDDLEWARE_CONFIG`, else `./config.yaml`.
@@ -161,7 +172,7 @@ fn no_budget_when_zero(bytes: usize) -> usize {
 }
 
 /// Checks a raw config and builds the typed one, reporting every problem found.
-pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+pub fn validate(mut raw: RawConfig) -> Result<Config, ConfigError> {
     let mut p = Problems::default();
     let listen = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
     let listen = p.check(
@@ -187,6 +198,14 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let api_keys: Vec<Secret> = raw.auth.api_keys.into_iter().filter(|k| !k.trim().is_empty()).map(Secret).collect();
 
     let keys = auth::keys(raw.auth.keys, &mut p);
+    let approval_ttl = raw.approval.ttl.take();
+    let approval = ApprovalConfig {
+        rule: auth::approval_rule(std::mem::take(&mut raw.approval), "approval", true, &mut p),
+        ttl: dur(approval_ttl, 3600),
+    };
+    if approval.ttl.is_zero() {
+        p.push("approval.ttl", "must be greater than 0");
+    }
 
     let tl = raw.tool_loop;
     let tool_loop = ToolLoopConfig {
@@ -388,6 +407,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             http,
             files_quota,
             state,
+            approval,
         }),
         _ => Err(ConfigError::Invalid(p.0)),
     }

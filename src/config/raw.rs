@@ -49,6 +49,9 @@ pub struct RawConfig {
     /// `state:` — the store for what outlives a request (tokens, registrations, waiting loops).
     #[serde(default)]
     pub state: RawState,
+    /// Tool calls that wait for the user's yes in the chat before they run.
+    #[serde(default)]
+    pub approval: RawApproval,
     /// Per-model tool policy, keyed by model name or glob (`gpt-4*`). The most specific
     /// (longest) matching pattern applies.
     #[serde(default)]
@@ -129,6 +132,10 @@ pub struct RawKey {
     /// LiteLLM virtual key per team, so a tool policy also bounds the model side: budgets,
     /// model access, LiteLLM's own MCP). Absent: `upstream.api_key`.
     pub upstream_key: Option<String>,
+    /// More tools that need the user's approval for this key's chats (`require`,
+    /// `destructive`; added to the top-level `approval`).
+    #[serde(default)]
+    pub approval: Option<RawApproval>,
 }
 
 /// A user identity, as `user_headers` templates see it (`{{user.email}}` …).
@@ -192,6 +199,23 @@ pub struct RawSelection {
     /// Name of the discovery tool offered when tools were left out. Default `find_tools`;
     /// empty turns it off.
     pub find_tools: Option<String>,
+}
+
+/// `approval:` (and `auth.keys[].approval:`) — tool calls the model makes in a chat that wait
+/// for the user's answer (approve or deny) before they run. A key's rules add to these.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApproval {
+    /// Exposed-name globs of tools that need approval (`github__delete_*`, `*__send_*`).
+    /// Default none.
+    #[serde(default)]
+    pub require: Vec<String>,
+    /// Also every tool whose MCP annotations say `destructiveHint: true` (and not
+    /// `readOnlyHint: true`). Default false.
+    #[serde(default, deserialize_with = "text_or")]
+    pub destructive: Option<bool>,
+    /// How long a request waits for its answer (top level only). Default 1 h.
+    pub ttl: Option<DurationValue>,
 }
 
 /// `state:` — the state store.

@@ -23,7 +23,7 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
     let mut caller = authenticate(&state.config.auth, req.headers())?;
     let restricted = caller.policy.is_some().then(|| presented_key(req.headers())).flatten();
     caller.identity.files = files_namespace(restricted, caller.identity.id.as_deref());
-    if state.per_user_servers {
+    if state.needs_account {
         caller.identity.account = Some(account_of(presented_key(req.headers()), caller.identity.id.as_deref()));
         caller.identity.public_url = Some(public_url(&state.config.http, req.headers()));
     }
@@ -39,7 +39,7 @@ pub fn authenticate(auth: &AuthConfig, headers: &HeaderMap) -> Result<Caller, Ap
         } else {
             UserIdentity::default()
         };
-        return Ok(Caller { policy: None, identity, upstream_key: None });
+        return Ok(Caller { policy: None, identity, upstream_key: None, approval: None });
     }
     let presented = presented_key(headers).ok_or(ApiError::Unauthorized)?.as_bytes();
     // Compare against every key so timing says nothing about which one (if any) matched.
@@ -62,7 +62,7 @@ pub fn authenticate(auth: &AuthConfig, headers: &HeaderMap) -> Result<Caller, Ap
                 value.set_sensitive(true);
                 Some(value)
             });
-            Ok(Caller { policy, identity, upstream_key })
+            Ok(Caller { policy, identity, upstream_key, approval: key.approval.clone() })
         }
         None if bool::from(plain) => {
             let identity = if auth.trust_user_headers {
@@ -70,7 +70,7 @@ pub fn authenticate(auth: &AuthConfig, headers: &HeaderMap) -> Result<Caller, Ap
             } else {
                 UserIdentity::default()
             };
-            Ok(Caller { policy: None, identity, upstream_key: None })
+            Ok(Caller { policy: None, identity, upstream_key: None, approval: None })
         }
         None => Err(ApiError::Unauthorized),
     }

@@ -29,8 +29,9 @@ pub async fn completions(
         background: headers.get("x-openwebui-task").is_some_and(|v| !v.as_bytes().trim_ascii().is_empty()),
         headers: forward_headers(&headers, Framing::Rewritten),
         client_auth: caller.upstream_auth(headers.get(axum::http::header::AUTHORIZATION)),
-        identity: caller.identity,
+        identity: caller.identity.clone(),
         first_event_wait: state.config.limits.sse_keepalive,
+        approval: caller.approval.clone(),
     };
     let keepalive = state.config.limits.sse_keepalive;
     match state.agent.chat(input).await? {

@@ -81,8 +81,9 @@ pub struct AppStateInner {
     pub local_store: Option<Arc<LocalStore>>,
     /// The state store (and the sealer for the secrets in it).
     pub secrets: crate::state::Secrets,
-    /// Whether any server is per-user OAuth (then authentication names the caller's account).
-    pub per_user_servers: bool,
+    /// Whether authentication names the caller's account holder: any server is per-user
+    /// OAuth, or a chat may wait for the user (approval).
+    pub needs_account: bool,
     /// When the process started serving.
     pub started: Instant,
     /// Scrubs every configured secret from what tools return.
@@ -124,10 +125,14 @@ impl AppState {
             invoker,
             models: Arc::new(config.models.clone()),
             selection: Arc::new(config.selection.clone()),
+            approval: Arc::new(config.approval.rule.clone()),
+            parking: Some(crate::agent::park::Parking::new(secrets.clone(), config.approval.ttl)),
         };
-        let per_user_servers = config.mcp_servers.iter().any(McpServerConfig::per_user);
+        let needs_account = config.mcp_servers.iter().any(McpServerConfig::per_user)
+            || !config.approval.rule.is_empty()
+            || config.auth.keys.iter().any(|k| k.approval.is_some());
         Self(Arc::new(AppStateInner {
-            per_user_servers,
+            needs_account,
             config,
             upstream,
             hub,

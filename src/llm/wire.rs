@@ -146,8 +146,9 @@ pub struct FunctionDelta {
     pub rest: Map<String, Value>,
 }
 
-/// A complete tool call, as the assistant message of the next round carries it.
-#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+/// A complete tool call, as the assistant message of the next round carries it (read back
+/// when a parked loop resumes).
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ToolCall {
     /// The id exactly as the upstream sent it (Gemini hides its thought signature in it).
     pub id: String,
@@ -162,7 +163,7 @@ pub struct ToolCall {
 }
 
 /// Name and complete arguments.
-#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FunctionCall {
     /// Function name.
     pub name: String,

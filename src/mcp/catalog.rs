@@ -31,6 +31,8 @@ pub struct ToolEntry {
     pub description: Option<String>,
     /// Sanitised input schema (always `type: object`).
     pub input_schema: Arc<Map<String, Value>>,
+    /// Its annotations say `destructiveHint: true` and not `readOnlyHint: true`.
+    pub destructive: bool,
     /// The ready `{"type":"function","function":{…}}` entry for chat requests, serialised once
     /// and copied as is into every request that offers the tool.
     pub openai_tool: Box<serde_json::value::RawValue>,
@@ -85,6 +87,8 @@ pub struct SourceTool {
     pub description: Option<String>,
     /// Input schema as the server sent it.
     pub input_schema: Arc<Map<String, Value>>,
+    /// Its annotations say `destructiveHint: true` and not `readOnlyHint: true`.
+    pub destructive: bool,
 }
 
 /// An immutable snapshot of all tools.
@@ -124,6 +128,7 @@ impl Catalog {
                 original_name: tool.name,
                 description: tool.description,
                 input_schema,
+                destructive: tool.destructive,
                 openai_tool,
                 validator: std::sync::OnceLock::new(),
             }));
@@ -348,6 +353,7 @@ mod tests {
             name: name.into(),
             description: None,
             input_schema: Arc::new(schema.as_object().unwrap().clone()),
+            destructive: false,
         }
     }
 

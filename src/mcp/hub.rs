@@ -238,6 +238,10 @@ impl Hub {
                 server: server.clone(),
                 name: t.name.into_owned(),
                 description: t.description.map(|d| d.into_owned()),
+                destructive: t
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.destructive_hint == Some(true) && a.read_only_hint != Some(true)),
                 input_schema: t.input_schema,
             })
         });

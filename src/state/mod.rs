@@ -92,6 +92,39 @@ impl Secrets {
         self.sealer.as_ref()?.open(space, key, sealed)
     }
 
+    /// Stores private data (a conversation): sealed when there is a key, as it is otherwise.
+    pub async fn put_private(
+        &self,
+        space: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), StateError> {
+        match &self.sealer {
+            Some(sealer) => self.store.put(space, key, &sealer.seal(space, key, value), ttl).await,
+            None => self.store.put(space, key, value, ttl).await,
+        }
+    }
+
+    /// Private data stored by [`put_private`](Self::put_private).
+    pub async fn get_private(&self, space: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let Some(stored) = self.store.get(space, key).await? else { return Ok(None) };
+        self.open_private(space, key, stored).map(Some)
+    }
+
+    /// Private data stored by [`put_private`](Self::put_private), deleted in the same step.
+    pub async fn take_private(&self, space: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let Some(stored) = self.store.take(space, key).await? else { return Ok(None) };
+        self.open_private(space, key, stored).map(Some)
+    }
+
+    fn open_private(&self, space: &str, key: &str, stored: Vec<u8>) -> Result<Vec<u8>, StateError> {
+        match &self.sealer {
+            Some(sealer) => sealer.open(space, key, &stored).ok_or(StateError::Sealed),
+            None => Ok(stored),
+        }
+    }
+
     /// A stored secret, opened.
     pub async fn get(&self, space: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         let Some(sealed) = self.store.get(space, key).await? else { return Ok(None) };

@@ -23,6 +23,7 @@ fn official_catalog() -> Catalog {
         name: t["name"].as_str().unwrap().to_owned(),
         description: t["description"].as_str().map(str::to_owned),
         input_schema: Arc::new(t["inputSchema"].as_object().cloned().unwrap_or_default()),
+        destructive: false,
     });
     Catalog::build(tools)
 }

@@ -5,6 +5,7 @@
 mod common;
 
 mod agent;
+mod approval;
 mod artifacts;
 mod auth;
 mod builtin;

@@ -45,6 +45,7 @@ async fn a_loop_parked_after_a_round_goes_on_in_another_process() {
         client_auth: None,
         identity: Default::default(),
         first_event_wait: Duration::from_secs(1),
+        approval: None,
     };
     let Planned::Loop { job, .. } = first.agent.plan(input).await.unwrap() else { panic!("tools were offered") };
     let sink = Sink::collect();

@@ -110,8 +110,9 @@ async fn each_user_connects_their_own_account_and_never_uses_anothers() {
     let (status, posing) = call_as(&app, "sk-other-0123456789", "alice", "gh__headers").await;
     assert_eq!(status, 403, "the same user id through another key is not Alice: {posing}");
 
-    // Through chat: each gets their own result, or the message with their link.
-    for (user, expect) in [("alice", "alice-gh"), ("bob", "/oauth/connect/gh?ticket=")] {
+    // Through chat: Alice's call runs with her token; Bob's chat stops with his link (the
+    // gateway's own words: the model never sees it) and waits for him.
+    for user in ["alice", "bob"] {
         let chat = json!({"model": "m", "messages": [{"role": "user", "content": "who am I on gh?"}]});
         let resp = app
             .client
@@ -123,12 +124,20 @@ async fn each_user_connects_their_own_account_and_never_uses_anothers() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
+        let answer: Value = resp.json().await.unwrap();
+        let answer = answer["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
         let sent = llm.chat_requests().pop().unwrap();
-        let tool = sent["messages"].as_array().unwrap().iter().rev().find(|m| m["role"] == "tool").unwrap().clone();
-        let content = tool["content"].as_str().unwrap();
-        assert!(content.contains(expect), "{user}: {content}");
-        if user == "bob" {
-            assert!(!content.contains("alice-gh") && content.contains("not connected"), "{content}");
+        let tool = sent["messages"].as_array().unwrap().iter().rev().find(|m| m["role"] == "tool").cloned();
+        if user == "alice" {
+            let content = tool.expect("Alice's call ran")["content"].as_str().unwrap().to_owned();
+            assert!(content.contains("alice-gh"), "{content}");
+        } else {
+            assert!(tool.is_none(), "Bob's call did not run: {sent}");
+            assert!(
+                answer.contains("Connect your account") && answer.contains("/oauth/connect/gh?ticket="),
+                "{answer}"
+            );
+            assert!(!answer.contains("alice-gh"), "{answer}");
         }
     }
 
@@ -171,4 +180,54 @@ async fn each_user_connects_their_own_account_and_never_uses_anothers() {
         .unwrap();
     assert_eq!(gone.json::<Value>().await.unwrap()["disconnected"], true);
     assert_eq!(call_as(&app, "sk-owui-0123456789", "bob", "gh__headers").await.0, 403);
+}
+
+/// Consent in the middle of a chat: Bob's call to a per-user server he has not connected parks
+/// the chat; the answer carries the link (from the gateway, not the model); once he signed in,
+/// his "continue" runs the call with his token and the chat goes on to its answer.
+#[tokio::test]
+async fn a_chat_waits_for_the_user_to_connect_and_then_goes_on() {
+    let peer = OAuthPeer::start("3600").await;
+    let dir = TempDir::new("mcpmw-consent");
+    let llm = FakeLlm::new().tool_call("gh__headers", json!({})).text("Here is who you are on gh.").start().await;
+    let yaml = format!(
+        "auth:\n  keys:\n    - key: sk-owui-0123456789\n      trust_user_headers: true\n\
+         state:\n  url: sqlite://{}/state.db\n  encryption_key: a-consent-test-key-0123456789abcdef\n\
+         mcpServers:\n  gh:\n    url: {}/mcp\n    auth:\n      oauth:\n        per_user: true\n",
+        dir.0.display(),
+        peer.base
+    );
+    let mut app = TestApp::in_front_of(&llm, &yaml).await;
+    app.key = Some("sk-owui-0123456789".into());
+    // Alice connected earlier: the server's tools are known.
+    app.wait_for_tools(|n| n.iter().any(|t| t == "gh__connect_account")).await;
+    let (_, refused) = call_as(&app, "sk-owui-0123456789", "alice", "gh__connect_account").await;
+    sign_in(&link_in(refused["error"]["message"].as_str().unwrap()), "alice-gh").await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "gh__headers")).await;
+
+    let ask = |messages: Value| {
+        app.client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth("sk-owui-0123456789")
+            .header("X-OpenWebUI-User-Id", "bob")
+            .json(&json!({"model": "m", "messages": messages}))
+            .send()
+    };
+    let first: Value =
+        ask(json!([{"role": "user", "content": "who am I on gh?"}])).await.unwrap().json().await.unwrap();
+    let asked = first["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+    assert!(asked.contains("Connect your account") && asked.contains("mcp-park-"), "{asked}");
+    assert_eq!(llm.chat_requests().len(), 1, "the model is not asked again while the chat waits");
+    let link = asked.split("](").nth(1).and_then(|rest| rest.split(')').next()).unwrap().to_owned();
+    let (status, page) = sign_in(&link, "bob-gh").await;
+    assert_eq!(status, 200, "{page}");
+
+    let history = json!([{"role": "user", "content": "who am I on gh?"}, {"role": "assistant", "content": asked},
+        {"role": "user", "content": "continue"}]);
+    let done: Value = ask(history).await.unwrap().json().await.unwrap();
+    let text = done["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.contains("Here is who you are on gh."), "{text}");
+    let sent = llm.chat_requests().pop().unwrap();
+    let tool = sent["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap().clone();
+    assert!(tool["content"].as_str().unwrap().contains("bob-gh"), "{tool}");
 }

@@ -111,12 +111,16 @@ pub fn builtin_tools() -> Vec<Tool> {
             "Adds a tool `added_<n>` (echo-like) and sends notifications/tools/list_changed; with `rewrite`, \
              instead rewrites that runtime tool's description (a server changing its tools mid-session).",
             schema(json!({"rewrite": {"type": "string"}}), &[]),
-        ),
+        )
+        // It changes the server's own tools: annotated destructive (approval tests use it).
+        .with_annotations(rmcp::model::ToolAnnotations::new().destructive(true).read_only(false)),
         Tool::new(
             "headers",
             "Returns the x-* headers of this call's HTTP request (none over stdio).",
             schema(json!({}), &[]),
-        ),
+        )
+        // Destructive says so, but read-only wins: no approval for it.
+        .with_annotations(rmcp::model::ToolAnnotations::new().destructive(true).read_only(true)),
         Tool::new(
             "stats",
             "Counters of `slow` calls in this process: started, completed, cancelled, in_flight.",

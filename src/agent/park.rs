@@ -1,0 +1,254 @@
+//! A loop that waits for a person, parked. When a round's tool calls need the user, the loop
+//! stops: the user may need to approve a risky tool, or to connect an account for a per-user
+//! server. The answer ends with a short, readable request and a reference (`mcp-park-<id>`).
+//! What the loop needs to go on is kept in the state store under that random id: its state as
+//! of the round, and the calls still to run. The entry is sealed when a key is configured, is
+//! bound to the account holder who started it, and expires after `approval.ttl`. The user's
+//! next message in the same conversation resumes it. The client sends back the last assistant
+//! message, and that message carries the reference, so any OpenAI client works, with or without
+//! a chat id. The entry is taken in one step: one request gets it, so nothing runs twice. The
+//! answer is then applied, and the loop goes on to the final answer in that response. A
+//! reference that is forged, expired, already used or another holder's does nothing.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::tool_loop::LoopState;
+use crate::llm::wire::ToolCall;
+use crate::state::{Secrets, StateError};
+
+/// The state store's space for parked loops (by reference id).
+const SPACE: &str = "parked-loops";
+/// How a reference starts in the answer; 32 hex digits follow.
+pub const REFERENCE: &str = "mcp-park-";
+/// Longest arguments shown in an approval request (the rest is cut).
+const SHOWN_ARGUMENTS: usize = 600;
+
+/// What a parked call waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Wait {
+    /// Nothing of its own: it runs with the others once the round goes on.
+    Nothing,
+    /// The user's approval.
+    Approval,
+    /// The user connecting their account on the call's server.
+    Account,
+}
+
+/// A call of the parked round still to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingCall {
+    /// The call as the model made it (its id answers it).
+    pub call: ToolCall,
+    /// What it waits for.
+    pub wait: Wait,
+}
+
+/// What is stored: whose it is, the loop, the calls.
+#[derive(Serialize)]
+struct Stored<'a> {
+    owner: &'a str,
+    state: &'a LoopState,
+    calls: &'a [PendingCall],
+}
+
+/// A parked loop, taken back from the store.
+#[derive(Deserialize)]
+pub struct Parked {
+    /// The account holder it belongs to.
+    pub owner: String,
+    /// The loop as of the round that parked it.
+    pub state: LoopState,
+    /// The calls still to run.
+    pub calls: Vec<PendingCall>,
+}
+
+/// Where loops are parked, and for how long.
+#[derive(Clone)]
+pub struct Parking {
+    secrets: Secrets,
+    ttl: Duration,
+}
+
+impl Parking {
+    /// Parking in `secrets`' store, for `ttl`.
+    pub fn new(secrets: Secrets, ttl: Duration) -> Self {
+        Self { secrets, ttl }
+    }
+
+    /// Stores a loop for `owner`; returns its reference id.
+    pub async fn park(&self, owner: &str, state: &LoopState, calls: &[PendingCall]) -> Result<String, StateError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let bytes = serde_json::to_vec(&Stored { owner, state, calls })
+            .map_err(|e| StateError::Database(format!("the loop could not be serialised: {e}")))?;
+        self.secrets.put_private(SPACE, &id, &bytes, Some(self.ttl)).await?;
+        Ok(id)
+    }
+
+    /// The loop parked under `id`, taken for good, when `owner` parked it and it has not
+    /// expired; `None` otherwise (and another holder's entry stays where it is).
+    pub async fn claim(&self, id: &str, owner: &str) -> Option<Parked> {
+        let bytes = match self.secrets.get_private(SPACE, id).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "a parked request could not be read");
+                return None;
+            }
+        };
+        let parked: Parked = serde_json::from_slice(&bytes).ok()?;
+        if parked.owner != owner {
+            tracing::warn!("a parked request was answered by someone other than who it waits for; ignored");
+            return None;
+        }
+        // Of two answers racing for it, one gets it.
+        match self.secrets.take_private(SPACE, id).await {
+            Ok(Some(_)) => Some(parked),
+            _ => None,
+        }
+    }
+}
+
+/// The reference in the last assistant message, when the conversation ends with the user's
+/// answer to it: `(id, the answer's text)`.
+pub fn pending_reference(messages: &[Value]) -> Option<(String, String)> {
+    let (last, earlier) = messages.split_last()?;
+    let previous = earlier.last()?;
+    if last.get("role")?.as_str()? != "user" || previous.get("role")?.as_str()? != "assistant" {
+        return None;
+    }
+    let asked = content_text(previous.get("content")?);
+    let at = asked.rfind(REFERENCE)? + REFERENCE.len();
+    let id: String = asked.get(at..)?.chars().take_while(char::is_ascii_hexdigit).take(33).collect();
+    (id.len() == 32).then(|| (id, content_text(last.get("content").unwrap_or(&Value::Null))))
+}
+
+/// The text of a message's content (a string, or the text parts of an array).
+fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => {
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+        }
+        _ => String::new(),
+    }
+}
+
+/// How the user answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Yes.
+    Approve,
+    /// No.
+    Deny,
+    /// Something else: a new message.
+    Other,
+}
+
+/// Words that approve, and words that deny (the first word of a short answer decides).
+const YES: &[&str] = &[
+    "approve", "approved", "yes", "y", "ok", "okay", "sure", "allow", "go", "proceed", "confirm", "run", "continue",
+    "done", "oui", "ja", "si", "sí",
+];
+const NO: &[&str] = &[
+    "deny", "denied", "no", "n", "nope", "decline", "reject", "cancel", "stop", "skip", "don't", "dont", "non", "nein",
+];
+
+/// Reads the user's answer: a short message whose first word approves or denies, else another
+/// message altogether.
+pub fn answer(text: &str) -> Answer {
+    let text = text.trim().to_lowercase();
+    if text.is_empty() || text.chars().count() > 60 {
+        return Answer::Other;
+    }
+    let first: String = text.chars().take_while(|c| c.is_alphanumeric() || *c == '\'').collect();
+    if YES.contains(&first.as_str()) {
+        Answer::Approve
+    } else if NO.contains(&first.as_str()) {
+        Answer::Deny
+    } else {
+        Answer::Other
+    }
+}
+
+/// Whether the answer is only the decision (a longer one also goes to the model as a message).
+pub fn only_decision(text: &str) -> bool {
+    text.split_whitespace().count() <= 2
+}
+
+/// The request shown to the user: the calls that wait, what to reply, and the reference.
+pub fn request_text(calls: &[PendingCall], links: &[(String, Option<String>)], id: &str) -> String {
+    let mut text = String::from("\n\n");
+    let approvals: Vec<&PendingCall> = calls.iter().filter(|c| c.wait == Wait::Approval).collect();
+    if !approvals.is_empty() {
+        text.push_str("**Approval needed.** The assistant wants to run:\n\n");
+        for call in &approvals {
+            let mut arguments = call.call.function.arguments.trim().to_owned();
+            if arguments.chars().count() > SHOWN_ARGUMENTS {
+                arguments = arguments.chars().take(SHOWN_ARGUMENTS).collect::<String>() + "…";
+            }
+            let arguments = arguments.replace("```", "ˋˋˋ");
+            let _ = write!(text, "- `{}`\n\n```json\n{arguments}\n```\n\n", call.call.function.name);
+        }
+        let which = if approvals.len() == 1 { "it" } else { "them" };
+        let _ = write!(text, "Reply **approve** to run {which}, or **deny** to skip {which}.\n\n");
+    }
+    for (server, link) in links {
+        match link {
+            Some(link) => {
+                let _ = write!(
+                    text,
+                    "**Connect your account.** `{server}` needs your own account: [connect it]({link}) (the link \
+                     works for 15 minutes), then reply **continue**.\n\n"
+                );
+            }
+            None => {
+                let _ = write!(
+                    text,
+                    "**Connect your account.** `{server}` needs your own account; then reply **continue**.\n\n"
+                );
+            }
+        }
+    }
+    let _ = write!(text, "_{REFERENCE}{id}_");
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn answers_are_read_from_their_first_word() {
+        for yes in ["approve", "Yes.", "ok, go ahead", "  Approved!", "continue"] {
+            assert_eq!(answer(yes), Answer::Approve, "{yes}");
+        }
+        for no in ["deny", "No", "no thanks", "Don't", "cancel."] {
+            assert_eq!(answer(no), Answer::Deny, "{no}");
+        }
+        for other in ["what does it do?", "", "yesterday's numbers please", &"yes ".repeat(30)] {
+            assert_eq!(answer(other), Answer::Other, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_reference_counts_only_in_the_assistant_message_just_before_the_answer() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let asked = json!({"role": "assistant", "content": format!("Approval needed.\n\n_{REFERENCE}{id}_")});
+        let reply = json!({"role": "user", "content": [{"type": "text", "text": "approve"}]});
+        let found = pending_reference(&[json!({"role": "user", "content": "hi"}), asked.clone(), reply.clone()]);
+        assert_eq!(found, Some((id.to_owned(), "approve".to_owned())));
+        assert_eq!(pending_reference(std::slice::from_ref(&asked)), None, "no answer yet");
+        let in_user = json!({"role": "user", "content": format!("{REFERENCE}{id}")});
+        assert_eq!(pending_reference(&[in_user, reply.clone()]), None, "a user cannot make one");
+        let short = json!({"role": "assistant", "content": format!("{REFERENCE}0123")});
+        assert_eq!(pending_reference(&[short, reply.clone()]), None);
+        let long = json!({"role": "assistant", "content": format!("{REFERENCE}{id}0")});
+        assert_eq!(pending_reference(&[long, reply]), None);
+    }
+}
