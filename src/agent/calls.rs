@@ -42,6 +42,9 @@ pub struct ToolRun {
     /// A per-user server whose user has not connected: its name and the connect link.
     #[serde(skip)]
     pub needs_account: Option<(String, Option<String>)>,
+    /// The server needs input before the call can finish (`input_required`).
+    #[serde(skip)]
+    pub needs_input: Option<Box<crate::mcp::InputRequired>>,
     /// Wall time of the call.
     pub duration_ms: u64,
 }
@@ -110,6 +113,11 @@ impl CallLedger {
                 ));
             }
         };
+        // The same call going on with its answers (`input_required`) is not a repeat, nor
+        // another call of the budget.
+        if scope.retries.contains_key(call.id()) {
+            return Plan::Run(entry.clone(), args);
+        }
         let key = format!("{}\0{}", call.name(), canonical(&args));
         let streak = match self.current.get(&key) {
             Some(s) => *s,
@@ -164,6 +172,8 @@ pub struct CallScope<'a> {
     pub deadline: Instant,
     /// Calls not to run, by call id, with what the model is told instead.
     pub declined: &'a HashMap<String, String>,
+    /// Calls that answer an earlier `input_required`, by call id.
+    pub retries: &'a HashMap<String, crate::mcp::InputRetry>,
 }
 
 /// Largest image (base64 characters) passed inline to a vision model — under Anthropic's 5 MB
@@ -225,6 +235,7 @@ pub async fn run_calls(
                     images: Vec::new(),
                     found: Vec::new(),
                     needs_account: None,
+                    needs_input: None,
                     duration_ms: duration_ms(started.elapsed()),
                 },
             }
@@ -240,6 +251,7 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
     let mut images = Vec::new();
     let mut found = Vec::new();
     let mut needs_account = None;
+    let mut needs_input = None;
     let (arguments, ToolOutput { text, is_error, artifacts }) = match plan {
         Plan::Find(query) => {
             let (text, tools) = match &scope.finder {
@@ -271,14 +283,19 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
         Plan::Run(entry, args) => {
             let visible = || Some(scope.offered.iter().map(|e| e.name.clone()).collect());
             let tool = Authorized::offered(&entry);
-            let invocation = scope.invoker.invoke(tool, args.clone(), visible, scope.identity).await;
+            let retry = scope.retries.get(call.id());
+            let invocation = scope.invoker.invoke_with(tool, args.clone(), visible, scope.identity, retry).await;
             if scope.vision
                 && let Ok(result) = &invocation.result
             {
                 images = data_urls(result);
             }
-            if let Err(crate::mcp::McpError::AccountNotConnected { server, link, .. }) = &invocation.result {
-                needs_account = Some((server.clone(), link.clone()));
+            match &invocation.result {
+                Err(crate::mcp::McpError::AccountNotConnected { server, link, .. }) => {
+                    needs_account = Some((server.clone(), link.clone()));
+                }
+                Err(crate::mcp::McpError::InputRequired(asked)) => needs_input = Some(asked.clone()),
+                _ => {}
             }
             tracing::debug!(server = %entry.server, tool = %call.name(), arguments = %args, "mcp.call arguments");
             (args, invocation.output)
@@ -296,6 +313,7 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
         images,
         found,
         needs_account,
+        needs_input,
         duration_ms: duration_ms(started.elapsed()),
     }
 }

@@ -113,6 +113,7 @@ mod tests {
             images: Vec::new(),
             found: Vec::new(),
             needs_account: None,
+            needs_input: None,
             duration_ms: 3,
         };
         let card = render(&run, &CardSigner::new([7; 32]));

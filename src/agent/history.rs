@@ -212,6 +212,7 @@ mod tests {
             images: Vec::new(),
             found: Vec::new(),
             needs_account: None,
+            needs_input: None,
             duration_ms: 1,
         };
         let content = format!(
@@ -276,6 +277,7 @@ mod tests {
             images: Vec::new(),
             found: Vec::new(),
             needs_account: None,
+            needs_input: None,
             duration_ms: 1,
         };
         let theirs = json!([{"id": "web1", "type": "function", "function": {"name": "web_search", "arguments": "{}"}}]);
@@ -309,6 +311,7 @@ mod tests {
             images: Vec::new(),
             found: Vec::new(),
             needs_account: None,
+            needs_input: None,
             duration_ms: 1,
         };
         let mut messages =

@@ -108,6 +108,18 @@ impl Invoker {
         visible: impl FnOnce() -> Option<Vec<String>>,
         identity: &UserIdentity,
     ) -> Invocation {
+        self.invoke_with(tool, arguments, visible, identity, None).await
+    }
+
+    /// [`invoke`](Self::invoke), answering an earlier `input_required` result of the call.
+    pub async fn invoke_with(
+        &self,
+        tool: Authorized<'_>,
+        arguments: Value,
+        visible: impl FnOnce() -> Option<Vec<String>>,
+        identity: &UserIdentity,
+        retry: Option<&crate::mcp::InputRetry>,
+    ) -> Invocation {
         let entry = tool.entry;
         let started = Instant::now();
         let started_ms = std::time::SystemTime::now()
@@ -115,7 +127,7 @@ impl Invoker {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let argument_bytes = if self.audit.is_some() { arguments.to_string().len() } else { 0 };
         let span = tracing::info_span!("mcp.call", server = %entry.server, tool = %entry.name);
-        let call = self.hub.call_entry(entry, arguments, visible, identity);
+        let call = self.hub.call_entry(entry, arguments, visible, identity, retry);
         let result = tracing::Instrument::instrument(call, span).await;
         let (result, output, error) = match result {
             Ok(mut result) => {

@@ -11,6 +11,7 @@ pub(crate) mod cards;
 mod chat;
 mod facade;
 mod history;
+mod inputs;
 mod invoke;
 pub mod park;
 mod results;

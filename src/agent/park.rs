@@ -37,6 +37,8 @@ pub enum Wait {
     Approval,
     /// The user connecting their account on the call's server.
     Account,
+    /// The user answering the server's questions (`input_required`).
+    Input,
 }
 
 /// A call of the parked round still to run.
@@ -46,6 +48,19 @@ pub struct PendingCall {
     pub call: ToolCall,
     /// What it waits for.
     pub wait: Wait,
+    /// The questions of an `input_required` result (for [`Wait::Input`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Box<crate::mcp::InputRequired>>,
+    /// Why the last answer did not fit (the questions are asked a second time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_again: Option<String>,
+}
+
+impl PendingCall {
+    /// A call that waits for `wait`.
+    pub fn new(call: ToolCall, wait: Wait) -> Self {
+        Self { call, wait, input: None, asked_again: None }
+    }
 }
 
 /// What is stored: whose it is, the loop, the calls.
@@ -196,6 +211,14 @@ pub fn request_text(calls: &[PendingCall], links: &[(String, Option<String>)], i
         }
         let which = if approvals.len() == 1 { "it" } else { "them" };
         let _ = write!(text, "Reply **approve** to run {which}, or **deny** to skip {which}.\n\n");
+    }
+    for call in calls.iter().filter(|c| c.wait == Wait::Input) {
+        if let Some(why) = &call.asked_again {
+            let _ = write!(text, "_That answer did not fit: {}._\n\n", why.replace('\n', " "));
+        }
+        if let Some(input) = &call.input {
+            text.push_str(&super::inputs::question_text(input));
+        }
     }
     for (server, link) in links {
         match link {

@@ -27,6 +27,8 @@ use crate::llm::wire::ChatChunk;
 use crate::llm::{CallerAuth, LlmError, UpstreamBody, UpstreamRequest};
 use crate::mcp::{Catalog, ToolEntry};
 
+/// Most rounds of `input_required` the gateway answers alone for one call.
+const MAX_ALONE_ROUNDS: usize = 4;
 /// Time a request may run past `tool_loop.max_duration` for its final answer.
 const FINAL_ANSWER_GRACE: Duration = Duration::from_secs(60);
 /// Longest wait for a busy model before retrying a round.
@@ -347,7 +349,7 @@ impl ToolLoop {
                         .gateway_calls()
                         .map(|c| {
                             let wait = if approvals.contains(&c.id()) { Wait::Approval } else { Wait::Nothing };
-                            PendingCall { call: c.call.clone(), wait }
+                            PendingCall::new(c.call.clone(), wait)
                         })
                         .collect();
                     done(round_no);
@@ -365,11 +367,12 @@ impl ToolLoop {
         // While the calls run, the client is told which (Open WebUI shows a status line above
         // the answer); the cards with their results follow when they are done.
         let calls: Vec<&AssembledCall> = round.gateway_calls().collect();
-        let runs = self.run_and_show(&calls, &declined, sink).await;
-        // A per-user server whose user has not connected: the round parks with the link (the
-        // other calls' results are kept), and the user's "continue" runs those calls again.
+        let runs = self.run_and_show(&calls, &declined, &std::collections::HashMap::new(), sink).await;
+        // A per-user server whose user has not connected, or a server with questions for the
+        // user: the round parks (the other calls' results are kept), and the user's next
+        // message runs those calls again (with the answers).
         let (waiting, runs): (Vec<ToolRun>, Vec<ToolRun>) =
-            runs.into_iter().partition(|r| r.needs_account.is_some() && client_calls.is_empty());
+            runs.into_iter().partition(|r| waits_for_person(r) && client_calls.is_empty());
         let parking = self.agent.parking.clone().filter(|_| !waiting.is_empty());
         let waiting = if parking.is_some() {
             waiting
@@ -473,6 +476,7 @@ impl ToolLoop {
         &mut self,
         calls: &[&AssembledCall],
         declined: &std::collections::HashMap<String, String>,
+        retries: &std::collections::HashMap<String, crate::mcp::InputRetry>,
         sink: &Sink,
     ) -> Vec<ToolRun> {
         let names: Vec<&str> = calls.iter().map(|c| c.name()).collect();
@@ -491,8 +495,47 @@ impl ToolLoop {
                 limit: self.state.room.saturating_sub(1),
             }),
             declined,
+            retries,
         };
-        let runs = run_calls(&scope, calls, &mut self.state.ledger, &self.agent.limits).await;
+        let mut runs = run_calls(&scope, calls, &mut self.state.ledger, &self.agent.limits).await;
+        // What the gateway answers alone (`roots/list`) is answered at once, a few rounds at
+        // most; what it does not answer (sampling) fails the call.
+        for _ in 0..MAX_ALONE_ROUNDS {
+            let mut alone = std::collections::HashMap::new();
+            for run in &mut runs {
+                let Some(asked) = &run.needs_input else { continue };
+                if super::inputs::answers_alone(asked) {
+                    alone.insert(run.id.clone(), super::inputs::alone(asked));
+                } else if super::inputs::unanswerable(asked) {
+                    run.needs_input = None;
+                    run.is_error = true;
+                    run.output = "Error: the tool asked the gateway for a model completion (sampling), which it \
+                                  does not provide for this server."
+                        .into();
+                }
+            }
+            if alone.is_empty() {
+                break;
+            }
+            let again: Vec<&AssembledCall> = calls.iter().copied().filter(|c| alone.contains_key(c.id())).collect();
+            let none = std::collections::HashMap::new();
+            let scope = CallScope {
+                invoker: &self.agent.invoker,
+                offered: &self.tools,
+                vision: self.state.vision,
+                identity: &self.state.user,
+                deadline: self.deadline,
+                finder: None,
+                declined: &none,
+                retries: &alone,
+            };
+            let redone = run_calls(&scope, &again, &mut self.state.ledger, &self.agent.limits).await;
+            for run in redone {
+                if let Some(slot) = runs.iter_mut().find(|r| r.id == run.id) {
+                    *slot = run;
+                }
+            }
+        }
         let took = started.elapsed().as_secs_f64();
         let ran = if runs.len() == 1 { names.join("") } else { format!("{} tools", runs.len()) };
         self.status(sink, format!("Ran {ran} ({took:.1} s)"), true).await;
@@ -592,9 +635,25 @@ impl ToolLoop {
     ) -> Result<Outcome, LlmError> {
         self.ensure_identity(sink).await;
         let decision = super::park::answer(answer);
+        let model = self.state.body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
         let mut declined = std::collections::HashMap::new();
+        let mut retries = std::collections::HashMap::new();
+        let mut ask_again = Vec::new();
         for pending in &calls {
             let text = match (pending.wait, decision) {
+                (Wait::Input, _) => {
+                    let Some(input) = &pending.input else { continue };
+                    let again = pending.asked_again.is_some();
+                    match super::inputs::answers(&self.agent, input, answer, &model, again).await {
+                        super::inputs::Reply::Answers(retry) => {
+                            retries.insert(pending.call.id.clone(), retry);
+                        }
+                        super::inputs::Reply::AskAgain(why) => {
+                            ask_again.push(PendingCall { asked_again: Some(why), ..pending.clone() });
+                        }
+                    }
+                    continue;
+                }
                 (Wait::Approval, Answer::Deny) => "The user declined this call; it did not run.",
                 (Wait::Approval, Answer::Other) => {
                     "The user did not approve this call (they wrote a new message instead); it did not run."
@@ -604,24 +663,38 @@ impl ToolLoop {
             };
             declined.insert(pending.call.id.clone(), text.to_owned());
         }
+        // An answer that did not fit the questions: asked again (once), nothing runs yet.
+        if !ask_again.is_empty()
+            && let Some(parking) = self.agent.parking.clone()
+        {
+            let again = calls_again(calls, ask_again);
+            if let Step::Done(outcome) = self.park(&parking, again, &[], &Round::default(), sink).await {
+                return Ok(*outcome);
+            }
+            return Ok(self.outcome(&Round::default(), Vec::new(), "stop".into()));
+        }
         let assembled: Vec<AssembledCall> = calls.iter().map(|p| AssembledCall::from_call(p.call.clone())).collect();
         let refs: Vec<&AssembledCall> = assembled.iter().collect();
-        let runs = self.run_and_show(&refs, &declined, sink).await;
-        let (waiting, runs): (Vec<ToolRun>, Vec<ToolRun>) = runs.into_iter().partition(|r| r.needs_account.is_some());
+        let runs = self.run_and_show(&refs, &declined, &retries, sink).await;
+        let (waiting, runs): (Vec<ToolRun>, Vec<ToolRun>) = runs.into_iter().partition(waits_for_person);
         self.record_runs(runs, sink).await;
         if let Some(parking) = self.agent.parking.clone().filter(|_| !waiting.is_empty()) {
             let links: Vec<(String, Option<String>)> = waiting.iter().filter_map(|r| r.needs_account.clone()).collect();
             let again = assembled
                 .into_iter()
                 .filter(|c| waiting.iter().any(|w| w.id == c.id()))
-                .map(|c| PendingCall { call: c.call, wait: Wait::Account })
+                .map(|c| {
+                    let run = waiting.iter().find(|w| w.id == c.id());
+                    pending_for(c.call, run)
+                })
                 .collect();
             if let Step::Done(outcome) = self.park(&parking, again, &links, &Round::default(), sink).await {
                 return Ok(*outcome);
             }
         }
         self.record_runs(waiting, sink).await;
-        if decision == Answer::Other || !super::park::only_decision(answer) {
+        let answered_questions = calls.iter().any(|c| c.wait == Wait::Input);
+        if !answered_questions && (decision == Answer::Other || !super::park::only_decision(answer)) {
             self.state.messages.push(json!({"role": "user", "content": answer}));
         }
         relax_tool_choice(&mut self.state.body, &self.tools);
@@ -688,12 +761,32 @@ impl ToolLoop {
     }
 }
 
-/// The calls of `round` that wait for an account (from their runs), and each server's link.
+/// The parked calls once more, those in `again` replaced (asked a second time).
+fn calls_again(calls: Vec<PendingCall>, again: Vec<PendingCall>) -> Vec<PendingCall> {
+    calls.into_iter().map(|c| again.iter().find(|a| a.call.id == c.call.id).cloned().unwrap_or(c)).collect()
+}
+
+/// Whether a call's run waits for a person: an account to connect, or questions to answer.
+fn waits_for_person(run: &ToolRun) -> bool {
+    run.needs_account.is_some() || run.needs_input.is_some()
+}
+
+/// What a call whose `run` waits for a person parks as.
+fn pending_for(call: crate::llm::wire::ToolCall, run: Option<&ToolRun>) -> PendingCall {
+    match run.and_then(|r| r.needs_input.clone()) {
+        Some(input) => PendingCall { input: Some(input), ..PendingCall::new(call, Wait::Input) },
+        None => PendingCall::new(call, Wait::Account),
+    }
+}
+
+/// The calls of `round` that wait for a person (from their runs), and each server's link.
 fn account_waits(round: &Round, waiting: &[ToolRun]) -> (Vec<PendingCall>, Vec<(String, Option<String>)>) {
     let calls = round
         .gateway_calls()
-        .filter(|c| waiting.iter().any(|w| w.id == c.id()))
-        .map(|c| PendingCall { call: c.call.clone(), wait: Wait::Account })
+        .filter_map(|c| {
+            let run = waiting.iter().find(|w| w.id == c.id())?;
+            Some(pending_for(c.call.clone(), Some(run)))
+        })
         .collect();
     let mut links: Vec<(String, Option<String>)> = Vec::new();
     for (server, link) in waiting.iter().filter_map(|r| r.needs_account.clone()) {

@@ -145,6 +145,7 @@ impl ApiError {
                 McpError::Protocol { .. } | McpError::Cancelled => {
                     (StatusCode::BAD_GATEWAY, "mcp_error", "tool_failed", None)
                 }
+                McpError::InputRequired(_) => (StatusCode::CONFLICT, "mcp_error", "input_required", None),
                 McpError::AccountNotConnected { .. } => {
                     (StatusCode::FORBIDDEN, "permission_error", "account_not_connected", None)
                 }

@@ -176,19 +176,21 @@ impl Hub {
     pub async fn call(&self, name: &str, arguments: Value) -> Result<CallToolResult, McpError> {
         let catalog = self.catalog();
         let entry = catalog.get(name).ok_or_else(|| McpError::UnknownTool { name: name.to_owned() })?;
-        self.call_entry(entry, arguments, || None, &UserIdentity::default()).await
+        self.call_entry(entry, arguments, || None, &UserIdentity::default(), None).await
     }
 
     /// Calls the tool of a catalog entry. The caller has already checked its permission;
     /// `visible` names the tools that caller may see (`None`: all of them) and is asked only when
     /// the tool runs in process, so the built-in `list_mcp_tools` shows no more than the caller
-    /// may use. `identity` fills the server's `user_headers`, if it has any.
+    /// may use. `identity` fills the server's `user_headers`, if it has any. `retry` answers
+    /// an earlier `input_required` result of the same call.
     pub async fn call_entry(
         &self,
         entry: &ToolEntry,
         arguments: Value,
         visible: impl FnOnce() -> Option<Vec<String>>,
         identity: &UserIdentity,
+        retry: Option<&super::InputRetry>,
     ) -> Result<CallToolResult, McpError> {
         let arguments = match arguments {
             Value::Null => serde_json::Map::new(),
@@ -213,7 +215,7 @@ impl Hub {
         let Value::Object(arguments) = arguments else {
             return Err(McpError::InvalidArguments { tool: entry.name.clone(), message: "not an object".into() });
         };
-        let outcome = server.call_for(&entry.original_name, Some(arguments), meta, identity).await;
+        let outcome = server.call_for(&entry.original_name, Some(arguments), meta, identity, retry).await;
         let Some(advice) = advice else { return outcome };
         let advice = format!("(the tool's input schema says: {advice})");
         match outcome {

@@ -92,6 +92,10 @@ pub enum McpError {
     /// The call was cancelled.
     #[error("the tool call was cancelled")]
     Cancelled,
+    /// The server needs input before the call can finish (a 2026-07-28 `input_required`
+    /// result): questions for the user, or a sampling request. Retried with the answers.
+    #[error("the tool `{}` on `{}` needs the user's input", .0.tool, .0.server)]
+    InputRequired(Box<InputRequired>),
     /// A `per_user` server, and the caller has not connected their account to it (or its
     /// sign-in stopped working). The message carries the link that connects it.
     #[error("{}", not_connected_text(server, link.as_deref(), *expired))]
@@ -104,6 +108,34 @@ pub enum McpError {
         expired: bool,
     },
 }
+
+/// What an `input_required` result asks for, bounded.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct InputRequired {
+    /// The server.
+    pub server: String,
+    /// The tool (its name on the server).
+    pub tool: String,
+    /// The requests by the server's keys (`{"method": "elicitation/create", "params": …}` or
+    /// `sampling/createMessage`, `roots/list`).
+    pub requests: serde_json::Map<String, Value>,
+    /// To be sent back untouched.
+    pub request_state: Option<String>,
+}
+
+/// A retry of a call that needed input: the answers by request key, and the state untouched.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct InputRetry {
+    /// The answers (an `ElicitResult`, a `CreateMessageResult`, a `ListRootsResult`).
+    pub responses: serde_json::Map<String, Value>,
+    /// The server's `requestState`, as it sent it.
+    pub request_state: Option<String>,
+}
+
+/// Most requests one `input_required` result may carry.
+pub const MAX_INPUT_REQUESTS: usize = 16;
+/// Largest `input_required` result taken (its requests and state, as JSON).
+pub const MAX_INPUT_BYTES: usize = 64 * 1024;
 
 impl McpError {
     /// The error as the log shows it: without a connect link (its ticket is a credential).

@@ -179,9 +179,13 @@ impl super::ServerHandle {
         arguments: Option<rmcp::model::JsonObject>,
         meta: Option<rmcp::model::JsonObject>,
         identity: &crate::config::UserIdentity,
+        retry: Option<&super::InputRetry>,
     ) -> Result<rmcp::model::CallToolResult, McpError> {
         if !self.config.per_user() {
-            return self.call(tool, arguments, meta).await;
+            let Some(peer) = self.live.borrow().peer.clone() else {
+                return self.call(tool, arguments, meta).await;
+            };
+            return self.call_on(peer, tool, arguments, meta, retry).await;
         }
         let Some(account) = identity.account.as_deref() else {
             return Err(McpError::ServerUnavailable {
@@ -198,7 +202,7 @@ impl super::ServerHandle {
             );
             return Ok(rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text(text)]));
         }
-        match self.call_on(peer, tool, arguments, meta).await {
+        match self.call_on(peer, tool, arguments, meta, retry).await {
             Err(McpError::AccountNotConnected { expired, .. }) => {
                 self.holders.forget(account);
                 Err(self.not_connected(account, public_url, expired))

@@ -468,7 +468,7 @@ impl ServerHandle {
         let Some(peer) = self.live.borrow().peer.clone() else {
             return Err(self.unavailable());
         };
-        self.call_on(peer, tool, arguments, meta).await
+        self.call_on(peer, tool, arguments, meta, None).await
     }
 
     /// Calls `tool` on `peer` (the server's connection, or a user's).
@@ -478,9 +478,14 @@ impl ServerHandle {
         tool: &str,
         arguments: Option<JsonObject>,
         meta: Option<JsonObject>,
+        retry: Option<&super::InputRetry>,
     ) -> Result<CallToolResult, McpError> {
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = arguments;
+        if let Some(retry) = retry {
+            params.input_responses = Some(retry.responses.clone().into_iter().collect());
+            params.request_state = retry.request_state.clone();
+        }
         params.meta = meta.map(|m| RequestMetaObject(MetaObject(m)));
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         let options = PeerRequestOptions::with_timeout(self.config.tool_timeout)
@@ -514,11 +519,33 @@ impl ServerHandle {
         };
         match result.map_err(|e| self.call_error(tool, e))? {
             ServerResult::CallToolResult(result) => Ok(result),
+            ServerResult::InputRequiredResult(asked) => Err(self.input_required(tool, asked)),
             _ => Err(McpError::Protocol {
                 server: self.name().to_owned(),
                 message: "unexpected reply to tools/call".into(),
             }),
         }
+    }
+
+    /// What an `input_required` result becomes: its requests, bounded in count and size (a
+    /// server asking for too much gets its call failed, not a user pestered).
+    fn input_required(&self, tool: &str, asked: rmcp::model::InputRequiredResult) -> McpError {
+        let server = self.name().to_owned();
+        let requests = match serde_json::to_value(asked.input_requests.unwrap_or_default()) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        let size = serde_json::to_string(&requests).map_or(usize::MAX, |s| s.len())
+            + asked.request_state.as_ref().map_or(0, String::len);
+        if requests.len() > super::MAX_INPUT_REQUESTS || size > super::MAX_INPUT_BYTES {
+            return McpError::Protocol {
+                server,
+                message: "the server asked for more input than the gateway passes on".into(),
+            };
+        }
+        let needed =
+            super::InputRequired { server, tool: tool.to_owned(), requests, request_state: asked.request_state };
+        McpError::InputRequired(Box::new(needed))
     }
 
     /// The error of a call to a server that is not connected. The reason is its state in plain

@@ -29,6 +29,7 @@ mod per_user;
 mod policy;
 mod providers;
 mod proxy;
+mod questions;
 mod real_servers;
 mod reload;
 mod s3;

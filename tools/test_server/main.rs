@@ -16,6 +16,7 @@
 //! If `MCP_TEST_EVENTS` names a file, `slow` appends `started slow`, `completed slow` and
 //! `cancelled slow` lines to it.
 
+mod ask;
 mod oauth;
 mod server;
 mod sse;

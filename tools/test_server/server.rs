@@ -186,6 +186,13 @@ impl ServerHandler for TestServer {
                 let bytes = usize::try_from(bytes).map_err(|_| McpError::invalid_params("`bytes` too large", None))?;
                 CallToolResult::success(vec![ContentBlock::text(tools::big_text(bytes))])
             }
+            "ask" => {
+                return crate::ask::ask(
+                    &request.arguments,
+                    request.input_responses.as_ref(),
+                    request.request_state.as_deref(),
+                );
+            }
             "list_change" => {
                 let rewrite = request.arguments.as_ref().and_then(|a| a.get("rewrite")).and_then(|v| v.as_str());
                 self.list_change(&context, rewrite).await

@@ -136,6 +136,11 @@ pub fn builtin_tools() -> Vec<Tool> {
             },
             "required": ["started", "completed", "cancelled", "in_flight"],
         }))),
+        Tool::new(
+            "ask",
+            "Asks first (input_required); kind: form|url|two|rounds|roots|sampling.",
+            schema(json!({"kind": {"type": "string"}}), &[]),
+        ),
         echo_like_tool("weird.name".into(), "Echo-like; its name has a dot."),
         echo_like_tool(
             "weird_name".into(),
