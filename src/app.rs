@@ -51,7 +51,8 @@ pub fn build_state(
     let upstream = UpstreamClient::new(config.upstream.clone())?;
     let (artifacts, local) = open_store(&config.artifacts, addr)?;
     let secrets = open_state(&config.state, shutdown)?;
-    let hub = start_hub(&config, &artifacts, Some(secrets.clone()), shutdown.child_token());
+    let sampler = crate::agent::sampling::sampler(upstream.clone(), config.sampling.clone());
+    let hub = start_hub(&config, &artifacts, Some(secrets.clone()), Some(sampler), shutdown.child_token());
     if let Some(retention) = config.artifacts.retention {
         tokio::spawn(crate::artifacts::sweep_forever(artifacts.store.clone(), retention, shutdown.child_token()));
     }
@@ -77,17 +78,19 @@ pub fn open_state(config: &StateConfig, shutdown: &CancellationToken) -> Result<
 }
 
 /// Starts the MCP hub with every configured server, and the built-in tools on `artifacts`
-/// served in process (seeing the hub's catalog through a read-only view).
+/// served in process (seeing the hub's catalog through a read-only view); `sampler` answers
+/// the sampling requests of servers with `sampling: true`.
 pub fn start_hub(
     config: &Config,
     artifacts: &Artifacts,
     secrets: Option<Secrets>,
+    sampler: Option<crate::mcp::Sampler>,
     shutdown: CancellationToken,
 ) -> Arc<Hub> {
     let catalog = SharedCatalog::default();
     let builtin = BuiltinTools::new(artifacts.store.clone(), artifacts.url_ttl, catalog.view(), config.files_quota);
     let in_process = HashMap::from([(crate::config::BUILTIN_SERVER.to_owned(), in_process(builtin))]);
-    Hub::start_with_secrets(&config.mcp_servers, &in_process, catalog, shutdown, secrets)
+    Hub::start_full(&config.mcp_servers, &in_process, catalog, shutdown, secrets, sampler)
 }
 
 /// An rmcp server as an in-process MCP server: each connection gets a clone, served until the

@@ -40,7 +40,13 @@ async fn connected_hub(config: &Config) -> (std::sync::Arc<Hub>, CancellationTok
         }
     };
     let hub = match crate::app::open_store(&config.artifacts, config.listen) {
-        Ok((artifacts, _)) => crate::app::start_hub(config, &artifacts, secrets, token.clone()),
+        Ok((artifacts, _)) => {
+            // A server's sampling requests go to the configured upstream, as in the gateway.
+            let sampler = crate::llm::UpstreamClient::new(config.upstream.clone())
+                .ok()
+                .map(|upstream| crate::agent::sampling::sampler(upstream, config.sampling.clone()));
+            crate::app::start_hub(config, &artifacts, secrets, sampler, token.clone())
+        }
         Err(e) => {
             tracing::warn!(error = %e, "artifact store unavailable; built-in tools left out");
             Hub::start_with_secrets(

@@ -174,6 +174,8 @@ pub struct CallScope<'a> {
     pub declined: &'a HashMap<String, String>,
     /// Calls that answer an earlier `input_required`, by call id.
     pub retries: &'a HashMap<String, crate::mcp::InputRetry>,
+    /// Shows the calls' progress notifications (a streaming chat's status line).
+    pub progress: Option<crate::mcp::ProgressFn>,
 }
 
 /// Largest image (base64 characters) passed inline to a vision model — under Anthropic's 5 MB
@@ -284,7 +286,11 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
             let visible = || Some(scope.offered.iter().map(|e| e.name.clone()).collect());
             let tool = Authorized::offered(&entry);
             let retry = scope.retries.get(call.id());
-            let invocation = scope.invoker.invoke_with(tool, args.clone(), visible, scope.identity, retry).await;
+            let invoked = scope.invoker.invoke_with(tool, args.clone(), visible, scope.identity, retry);
+            let invocation = match &scope.progress {
+                Some(show) => crate::mcp::PROGRESS.scope(show.clone(), invoked).await,
+                None => invoked.await,
+            };
             if scope.vision
                 && let Ok(result) = &invocation.result
             {

@@ -5,25 +5,15 @@
 //! the chat's model, which turns it into the schema's object. The object is validated against
 //! the schema, and an answer that does not fit is asked again once. "decline" and "cancel" are
 //! those actions. URL questions show the link, and anything but decline/cancel accepts.
-//! `roots/list` is answered with no roots. A sampling request is not the user's to answer: the
-//! call fails with a message (see the closing note of the issue for what is left).
+//! `roots/list` is answered with no roots. Sampling requests are not the user's to answer: the
+//! loop answers them with the chat's model when the server may ask (`sampling.rs`).
 
 use std::fmt::Write;
-use std::time::Duration;
 
-use futures_util::StreamExt;
-use http::{HeaderMap, HeaderValue, Method, header};
 use serde_json::{Map, Value, json};
 
 use super::run::Agent;
-use crate::llm::wire::ChatChunk;
-use crate::llm::{UpstreamBody, UpstreamRequest};
 use crate::mcp::{InputRequired, InputRetry};
-
-/// Longest text the model may give when it turns a reply into an object.
-const MAX_STRUCTURED: usize = 64 * 1024;
-/// Longest wait for that call.
-const STRUCTURED_WAIT: Duration = Duration::from_secs(60);
 
 /// What the user's reply became.
 pub enum Reply {
@@ -50,20 +40,25 @@ fn forms(asked: &InputRequired) -> Vec<(&String, &Value)> {
     asked.requests.iter().filter(|(_, r)| method(r) == "elicitation/create" && !is_url(r)).collect()
 }
 
-/// Whether the gateway can answer everything asked itself (`roots/list` only).
+/// Whether the gateway answers everything asked itself (`roots/list`, sampling).
 pub fn answers_alone(asked: &InputRequired) -> bool {
-    asked.requests.values().all(|r| method(r) == "roots/list")
+    asked.requests.values().all(|r| matches!(method(r), "roots/list" | "sampling/createMessage"))
 }
 
-/// The answers the gateway gives alone (no roots).
+/// The answers the gateway gives alone to what is not a question (no roots); sampling is
+/// answered by the caller ([`sampling_requests`]).
 pub fn alone(asked: &InputRequired) -> InputRetry {
     all(asked, "cancel", None)
 }
 
-/// Whether something asked is neither a question nor `roots/list` (sampling): the gateway does
-/// not answer it, and the call fails.
-pub fn unanswerable(asked: &InputRequired) -> bool {
-    asked.requests.values().any(|r| !matches!(method(r), "elicitation/create" | "roots/list"))
+/// The sampling requests asked: their keys and params.
+pub fn sampling_requests(asked: &InputRequired) -> Vec<(String, Value)> {
+    asked
+        .requests
+        .iter()
+        .filter(|(_, r)| method(r) == "sampling/createMessage")
+        .map(|(k, r)| (k.clone(), params(r).clone()))
+        .collect()
 }
 
 /// The questions as the user reads them.
@@ -157,6 +152,7 @@ fn all(asked: &InputRequired, action: &str, content: Option<Value>) -> InputRetr
     let responses = asked
         .requests
         .iter()
+        .filter(|(_, request)| method(request) != "sampling/createMessage")
         .map(|(key, request)| {
             let answer = match method(request) {
                 "roots/list" => json!({"roots": []}),
@@ -178,43 +174,13 @@ async fn structured(agent: &Agent, reply: &str, schema: &Value, model: &str) -> 
                        the JSON object only. Leave out what the reply does not say.";
     let body = json!({
         "model": model,
-        "stream": true,
         "messages": [
             {"role": "system", "content": instruction},
             {"role": "user", "content": format!("JSON Schema:\n{schema}\n\nThe user's reply:\n{reply}")},
         ],
         "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
     });
-    let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    let request = UpstreamRequest {
-        method: Method::POST,
-        path_and_query: "/chat/completions".into(),
-        headers,
-        client_auth: None,
-        body: UpstreamBody::Bytes(serde_json::to_vec(&body).unwrap_or_default().into()),
-    };
-    let collect = async {
-        let response = agent.upstream.send(request).await.map_err(|e| e.to_string())?;
-        let mut text = String::new();
-        let mut events = std::pin::pin!(response.events());
-        while let Some(event) = events.next().await {
-            let event = event.map_err(|e| e.to_string())?;
-            if event.is_done() {
-                break;
-            }
-            let Ok(chunk) = serde_json::from_str::<ChatChunk>(&event.data) else { continue };
-            if let Some(piece) = chunk.first_choice().and_then(|c| c.delta.as_ref()).and_then(|d| d.content.clone()) {
-                text.push_str(&piece);
-            }
-            if text.len() > MAX_STRUCTURED {
-                return Err("the model's answer was too long".to_owned());
-            }
-        }
-        Ok(text)
-    };
-    let text =
-        tokio::time::timeout(STRUCTURED_WAIT, collect).await.map_err(|_| "the model did not answer".to_owned())??;
+    let text = super::sampling::complete_text(&agent.upstream, body).await?;
     let text = text.trim().trim_start_matches("```json").trim_start_matches("```").trim_end_matches("```").trim();
     match serde_json::from_str::<Value>(text) {
         Ok(value @ Value::Object(_)) => Ok(value),

@@ -17,6 +17,7 @@ pub mod park;
 mod results;
 pub mod round;
 mod run;
+pub mod sampling;
 pub mod selection;
 mod sink;
 mod tool_loop;

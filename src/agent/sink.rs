@@ -59,6 +59,20 @@ impl Sink {
         let _ = tx.send(Ok(SseEvent { event: String::new(), data: chunk.to_string() })).await;
     }
 
+    /// A status line shown from outside the loop's own steps (a tool's progress), or `None`
+    /// when nobody streams. Sent without waiting: a full channel drops the line.
+    pub fn status_line(&self, identity: &ResponseIdentity) -> Option<crate::mcp::ProgressFn> {
+        let tx = self.tx.clone()?;
+        let identity = identity.clone();
+        Some(std::sync::Arc::new(move |description: String| {
+            let event = json!({"type": "status", "data": {"description": description, "done": false}});
+            let chunk = json!({"id": identity.id, "object": "chat.completion.chunk", "created": identity.created,
+                "model": identity.model,
+                "choices": [{"index": 0, "delta": {}, "logprobs": null, "finish_reason": null}], "event": event});
+            let _ = tx.try_send(Ok(SseEvent { event: String::new(), data: chunk.to_string() }));
+        }))
+    }
+
     /// Sends the usage chunk.
     pub async fn usage(&self, identity: &ResponseIdentity, usage: &Value) {
         let Some(tx) = &self.tx else { return };

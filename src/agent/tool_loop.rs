@@ -496,6 +496,12 @@ impl ToolLoop {
             }),
             declined,
             retries,
+            progress: self
+                .state
+                .response
+                .as_ref()
+                .filter(|_| self.agent.limits.tool_cards)
+                .and_then(|identity| sink.status_line(identity)),
         };
         let mut runs = run_calls(&scope, calls, &mut self.state.ledger, &self.agent.limits).await;
         // What the gateway answers alone (`roots/list`) is answered at once, a few rounds at
@@ -503,15 +509,21 @@ impl ToolLoop {
         for _ in 0..MAX_ALONE_ROUNDS {
             let mut alone = std::collections::HashMap::new();
             for run in &mut runs {
-                let Some(asked) = &run.needs_input else { continue };
-                if super::inputs::answers_alone(asked) {
-                    alone.insert(run.id.clone(), super::inputs::alone(asked));
-                } else if super::inputs::unanswerable(asked) {
-                    run.needs_input = None;
-                    run.is_error = true;
-                    run.output = "Error: the tool asked the gateway for a model completion (sampling), which it \
-                                  does not provide for this server."
-                        .into();
+                let Some(asked) = run.needs_input.clone() else { continue };
+                if !super::inputs::answers_alone(&asked) {
+                    continue;
+                }
+                let mut retry = super::inputs::alone(&asked);
+                match self.fill_sampling(&asked, &mut retry).await {
+                    Ok(()) => {
+                        alone.insert(run.id.clone(), retry);
+                    }
+                    Err(e) => {
+                        run.needs_input = None;
+                        run.is_error = true;
+                        run.output =
+                            format!("Error: the tool asked for a model completion (sampling) that failed: {e}");
+                    }
                 }
             }
             if alone.is_empty() {
@@ -528,6 +540,7 @@ impl ToolLoop {
                 finder: None,
                 declined: &none,
                 retries: &alone,
+                progress: None,
             };
             let redone = run_calls(&scope, &again, &mut self.state.ledger, &self.agent.limits).await;
             for run in redone {
@@ -540,6 +553,21 @@ impl ToolLoop {
         let ran = if runs.len() == 1 { names.join("") } else { format!("{} tools", runs.len()) };
         self.status(sink, format!("Ran {ran} ({took:.1} s)"), true).await;
         runs
+    }
+
+    /// Answers the sampling requests of `asked` with the chat's model (only for a server with
+    /// `sampling: true`), into `retry`.
+    async fn fill_sampling(
+        &self,
+        asked: &crate::mcp::InputRequired,
+        retry: &mut crate::mcp::InputRetry,
+    ) -> Result<(), String> {
+        let model = self.state.body.get("model").and_then(Value::as_str).map(str::to_owned);
+        for (key, params) in super::inputs::sampling_requests(asked) {
+            let answer = self.agent.hub.sample(&asked.server, params, model.clone()).await?;
+            retry.responses.insert(key, answer);
+        }
+        Ok(())
     }
 
     /// Takes in what calls gave: tools `find_tools` found join the offer; each result becomes a
@@ -645,9 +673,16 @@ impl ToolLoop {
                     let Some(input) = &pending.input else { continue };
                     let again = pending.asked_again.is_some();
                     match super::inputs::answers(&self.agent, input, answer, &model, again).await {
-                        super::inputs::Reply::Answers(retry) => {
-                            retries.insert(pending.call.id.clone(), retry);
-                        }
+                        super::inputs::Reply::Answers(mut retry) => match self.fill_sampling(input, &mut retry).await {
+                            Ok(()) => {
+                                retries.insert(pending.call.id.clone(), retry);
+                            }
+                            Err(e) => {
+                                let text =
+                                    format!("Error: the tool asked for a model completion (sampling) that failed: {e}");
+                                declined.insert(pending.call.id.clone(), text);
+                            }
+                        },
                         super::inputs::Reply::AskAgain(why) => {
                             ask_again.push(PendingCall { asked_again: Some(why), ..pending.clone() });
                         }

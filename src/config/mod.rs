@@ -118,6 +118,17 @@ pub struct Config {
     pub state: StateConfig,
     /// Tool calls that wait for the user's approval.
     pub approval: ApprovalConfig,
+    /// Model completions for MCP servers that may ask (`sampling: true`).
+    pub sampling: SamplingConfig,
+}
+
+/// `sampling:`: which model answers MCP servers' sampling requests outside a chat, and the cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SamplingConfig {
+    /// The model outside a chat (none: refused there).
+    pub model: Option<String>,
+    /// Most tokens one completion may produce.
+    pub max_tokens: u32,
 }
 
 /// `approval:`: the rule every chat follows, and how long an answer may take.
@@ -203,6 +214,13 @@ pub fn validate(mut raw: RawConfig) -> Result<Config, ConfigError> {
         rule: auth::approval_rule(std::mem::take(&mut raw.approval), "approval", true, &mut p),
         ttl: dur(approval_ttl, 3600),
     };
+    let sampling = SamplingConfig {
+        model: raw.sampling.model.take().filter(|m| !m.trim().is_empty()),
+        max_tokens: raw.sampling.max_tokens.unwrap_or(1024),
+    };
+    if sampling.max_tokens == 0 {
+        p.push("sampling.max_tokens", "must be greater than 0");
+    }
     if approval.ttl.is_zero() {
         p.push("approval.ttl", "must be greater than 0");
     }
@@ -307,6 +325,7 @@ pub fn validate(mut raw: RawConfig) -> Result<Config, ConfigError> {
             exclude_tools: raw.builtin_tools.exclude_tools,
             user_headers: BTreeMap::new(),
             pin_descriptions: false,
+            sampling: false,
             oauth: None,
         });
     }
@@ -408,6 +427,7 @@ pub fn validate(mut raw: RawConfig) -> Result<Config, ConfigError> {
             files_quota,
             state,
             approval,
+            sampling,
         }),
         _ => Err(ConfigError::Invalid(p.0)),
     }

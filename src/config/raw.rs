@@ -52,6 +52,9 @@ pub struct RawConfig {
     /// Tool calls that wait for the user's yes in the chat before they run.
     #[serde(default)]
     pub approval: RawApproval,
+    /// How MCP servers with `sampling: true` get model completions.
+    #[serde(default)]
+    pub sampling: RawSampling,
     /// Per-model tool policy, keyed by model name or glob (`gpt-4*`). The most specific
     /// (longest) matching pattern applies.
     #[serde(default)]
@@ -216,6 +219,18 @@ pub struct RawApproval {
     pub destructive: Option<bool>,
     /// How long a request waits for its answer (top level only). Default 1 h.
     pub ttl: Option<DurationValue>,
+}
+
+/// `sampling:` — model completions for MCP servers that may ask for them (`sampling: true`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSampling {
+    /// The model a server's request goes to outside a chat (inside one: the chat's model).
+    /// Default none: outside a chat, sampling is refused.
+    pub model: Option<String>,
+    /// Most tokens one completion may produce (a server asking for more gets this). Default 1024.
+    #[serde(default, deserialize_with = "text_or")]
+    pub max_tokens: Option<u32>,
 }
 
 /// `state:` — the state store.
@@ -534,6 +549,12 @@ pub struct RawMcpServer {
     /// restart accepts it). Default false.
     #[serde(default, deserialize_with = "text_or")]
     pub pin_descriptions: Option<bool>,
+    /// Let this server ask the gateway for model completions (MCP sampling): the capability
+    /// is declared to it, and its requests are answered by the upstream model (the chat's
+    /// model inside a chat, else `sampling.model`), capped by `sampling.max_tokens`. Default
+    /// false: a server that asks is refused.
+    #[serde(default, deserialize_with = "text_or")]
+    pub sampling: Option<bool>,
     /// How the gateway authenticates to this HTTP server beyond `headers` (`auth.oauth`).
     #[serde(default)]
     pub auth: RawServerAuth,

@@ -37,6 +37,8 @@ pub struct McpServerConfig {
     pub user_headers: BTreeMap<String, String>,
     /// Withdraw tools whose definition changes after the first listing.
     pub pin_descriptions: bool,
+    /// The server may ask for model completions (sampling).
+    pub sampling: bool,
     /// OAuth 2.1 for this (streamable HTTP) server.
     pub oauth: Option<OAuthConfig>,
 }
@@ -240,6 +242,7 @@ pub(super) fn mcp_server(name: &str, raw: RawMcpServer, p: &mut Problems) -> Opt
         exclude_tools: raw.exclude_tools,
         user_headers: raw.user_headers,
         pin_descriptions: raw.pin_descriptions.unwrap_or(false),
+        sampling: raw.sampling.unwrap_or(false),
         oauth,
     })
 }

@@ -69,10 +69,15 @@ pub enum ConnectError {
     Header(String),
 }
 
-/// Our side of every MCP session: announces the client and reports tool-list changes.
+/// Our side of every MCP session: announces the client, reports tool-list changes, and answers
+/// sampling requests for a server allowed them.
 #[derive(Clone)]
 pub struct HubClient {
     tools_changed: Arc<Notify>,
+    /// The server's name and the sampler, for a server with `sampling: true`.
+    sampler: Option<(String, super::Sampler)>,
+    /// Hands each progress notification to the call that waits for it.
+    progress: rmcp::handler::client::progress::ProgressDispatcher,
     /// The version an `initialize` offers: the newest that still has a handshake (the newest of
     /// all, 2026-07-28, has none, and handshake-era servers refuse it).
     handshake_version: ProtocolVersion,
@@ -81,7 +86,23 @@ pub struct HubClient {
 impl HubClient {
     /// A client that signals `tools_changed` on `notifications/tools/list_changed`.
     pub fn new(tools_changed: Arc<Notify>) -> Self {
-        Self { tools_changed, handshake_version: ProtocolVersion::LATEST_WITH_INITIALIZE }
+        Self {
+            tools_changed,
+            sampler: None,
+            progress: Default::default(),
+            handshake_version: ProtocolVersion::LATEST_WITH_INITIALIZE,
+        }
+    }
+
+    /// Where this client's progress notifications go (subscribe by progress token).
+    pub fn progress(&self) -> rmcp::handler::client::progress::ProgressDispatcher {
+        self.progress.clone()
+    }
+
+    /// Declares sampling to `server` and answers its requests with `sampler`.
+    pub fn with_sampler(mut self, server: &str, sampler: Option<super::Sampler>) -> Self {
+        self.sampler = sampler.map(|s| (server.to_owned(), s));
+        self
     }
 }
 
@@ -90,12 +111,40 @@ impl ClientHandler for HubClient {
         self.tools_changed.notify_one();
     }
 
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.progress.handle_notification(params).await;
+    }
+
+    // Sampling is deprecated by SEP-2577, yet servers people run still ask for it.
+    #[allow(deprecated)]
+    async fn create_message(
+        &self,
+        params: rmcp::model::CreateMessageRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        let Some((server, sampler)) = &self.sampler else {
+            return Err(rmcp::ErrorData::invalid_request(
+                "this gateway does not provide sampling to this server",
+                None,
+            ));
+        };
+        let params = serde_json::to_value(&params).map_err(|e| rmcp::ErrorData::invalid_params(e.to_string(), None))?;
+        let call = super::SamplingCall { server: server.clone(), params, model: None };
+        let answer = sampler(call).await.map_err(|e| rmcp::ErrorData::internal_error(e, None))?;
+        serde_json::from_value(answer).map_err(|e| rmcp::ErrorData::internal_error(e.to_string(), None))
+    }
+
     fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(
-            ClientCapabilities::default(),
-            Implementation::new("mcp-middleware", env!("CARGO_PKG_VERSION")),
-        )
-        .with_protocol_version(self.handshake_version.clone())
+        let mut capabilities = ClientCapabilities::default();
+        if self.sampler.is_some() {
+            capabilities.sampling = Some(Default::default());
+        }
+        ClientConfig::new(capabilities, Implementation::new("mcp-middleware", env!("CARGO_PKG_VERSION")))
+            .with_protocol_version(self.handshake_version.clone())
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Hub {
     in_process: HashMap<String, InProcessServer>,
     /// Where OAuth servers' tokens are kept (none: OAuth servers cannot connect).
     secrets: Option<crate::state::Secrets>,
+    /// Answers sampling requests of servers with `sampling: true`.
+    sampler: Option<super::Sampler>,
     /// Weak self, for the supervisors' change callback.
     this: std::sync::Weak<Hub>,
 }
@@ -51,6 +53,19 @@ impl Hub {
         Self::start_with_secrets(configs, in_process, catalog, shutdown, None)
     }
 
+    /// [`start_with_secrets`](Self::start_with_secrets), with the sampler for servers that may
+    /// ask for model completions.
+    pub fn start_full(
+        configs: &[McpServerConfig],
+        in_process: &HashMap<String, InProcessServer>,
+        catalog: SharedCatalog,
+        shutdown: CancellationToken,
+        secrets: Option<crate::state::Secrets>,
+        sampler: Option<super::Sampler>,
+    ) -> Arc<Self> {
+        Self::build(configs, in_process, catalog, shutdown, secrets, sampler)
+    }
+
     /// [`start`](Self::start), with the state store OAuth servers keep their tokens in.
     pub fn start_with_secrets(
         configs: &[McpServerConfig],
@@ -58,6 +73,17 @@ impl Hub {
         catalog: SharedCatalog,
         shutdown: CancellationToken,
         secrets: Option<crate::state::Secrets>,
+    ) -> Arc<Self> {
+        Self::build(configs, in_process, catalog, shutdown, secrets, None)
+    }
+
+    fn build(
+        configs: &[McpServerConfig],
+        in_process: &HashMap<String, InProcessServer>,
+        catalog: SharedCatalog,
+        shutdown: CancellationToken,
+        secrets: Option<crate::state::Secrets>,
+        sampler: Option<super::Sampler>,
     ) -> Arc<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -75,6 +101,7 @@ impl Hub {
             http,
             in_process: in_process.clone(),
             secrets,
+            sampler,
             this: this.clone(),
         });
         let running: Vec<Running> = configs.iter().cloned().map(|c| hub.launch(c)).collect();
@@ -90,6 +117,7 @@ impl Hub {
         let served = self.in_process.get(&config.name).cloned();
         let handle = ServerHandle::new(config, served);
         handle.set_secrets(self.secrets.clone());
+        handle.set_sampler(self.sampler.clone());
         let this = self.this.clone();
         let on_change: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             if let Some(hub) = this.upgrade() {
@@ -250,6 +278,12 @@ impl Hub {
         let catalog = Catalog::build(sources);
         tracing::debug!(tools = catalog.len(), "tool catalog rebuilt");
         self.catalog.store(catalog);
+    }
+
+    /// Answers a sampling request `server` made from inside a chat (`model`: the chat's).
+    pub async fn sample(&self, server: &str, params: Value, model: Option<String>) -> Result<Value, String> {
+        let handle = self.handles().into_iter().find(|s| s.name() == server).ok_or("no such server")?;
+        handle.sample(params, model).await
     }
 
     /// Someone signed in to `server` (OAuth): it reconnects now instead of after its backoff;

@@ -162,6 +162,32 @@ fn not_connected_text(server: &str, link: Option<&str>, expired: bool) -> String
 /// knows what they are.
 pub type InProcessServer = Arc<dyn Fn(tokio::io::DuplexStream) -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// Shows a tool call's progress (a line of text) to whoever waits for the call.
+pub type ProgressFn = Arc<dyn Fn(String) + Send + Sync>;
+
+tokio::task_local! {
+    /// The progress line of the tool call running in this task: the chat loop sets it around a
+    /// call, and the server's progress notifications for that call are shown with it.
+    pub static PROGRESS: ProgressFn;
+}
+
+/// A model completion for an MCP server's sampling request: the server, its
+/// `CreateMessageRequestParams` as JSON, and the model to use when the request comes from a chat
+/// (`None`: the configured one).
+#[derive(Debug, Clone)]
+pub struct SamplingCall {
+    /// The server asking.
+    pub server: String,
+    /// Its request's params.
+    pub params: Value,
+    /// The chat's model, inside a chat.
+    pub model: Option<String>,
+}
+
+/// Answers sampling requests (a `CreateMessageResult` as JSON, or why not). `app.rs` builds it
+/// on the upstream model; the hub only hands it to servers with `sampling: true`.
+pub type Sampler = Arc<dyn Fn(SamplingCall) -> BoxFuture<'static, Result<Value, String>> + Send + Sync>;
+
 /// `_meta` key of a `tools/call` to an in-process server naming the caller's own folder for
 /// stored files (absent: the caller sees all of them).
 pub const FILES_NAMESPACE_META: &str = "mcp-middleware/files";

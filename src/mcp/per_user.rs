@@ -239,7 +239,7 @@ impl super::ServerHandle {
                 if !super::oauth::has_credentials(&secrets, self.name(), account).await {
                     return Err(self.not_connected(account, public_url, false));
                 }
-                let client = super::connect::HubClient::new(Arc::new(tokio::sync::Notify::new()));
+                let client = self.client(Arc::new(tokio::sync::Notify::new()));
                 let discover = self.try_discover.load(std::sync::atomic::Ordering::Relaxed);
                 let stderr = super::stderr::StderrSlot::default();
                 let timeout = self.config.startup_timeout;

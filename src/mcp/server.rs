@@ -84,6 +84,8 @@ pub(super) struct Live {
     pub(super) protocol_version: Option<String>,
     /// The issuer of an OAuth server's tokens, once connected with them.
     pub(super) issuer: Option<String>,
+    /// Where the live connection's progress notifications go.
+    pub(super) progress: Option<rmcp::handler::client::progress::ProgressDispatcher>,
     /// Since when the server has not been ready (`None` while it is).
     pub(super) down_since: Option<Instant>,
 }
@@ -116,6 +118,8 @@ pub struct ServerHandle {
     pub(super) adopted: parking_lot::Mutex<Option<Vec<Tool>>>,
     /// The HTTP client and the catalog's change callback, once supervision started.
     pub(super) runtime: std::sync::OnceLock<Runtime>,
+    /// Answers this server's sampling requests (only with `sampling: true`).
+    pub(super) sampler: parking_lot::Mutex<Option<super::Sampler>>,
 }
 
 /// What supervision hands a server for connections it opens later (per-user ones).
@@ -138,6 +142,7 @@ impl ServerHandle {
             restarts: 0,
             protocol_version: None,
             issuer: None,
+            progress: None,
             down_since: Some(Instant::now()),
         });
         let tools_changed = Arc::new(Notify::new());
@@ -163,7 +168,27 @@ impl ServerHandle {
             holders: super::per_user::Holders::default(),
             adopted: parking_lot::Mutex::new(None),
             runtime: std::sync::OnceLock::new(),
+            sampler: parking_lot::Mutex::new(None),
         })
+    }
+
+    /// Gives a server with `sampling: true` what answers its sampling requests.
+    pub fn set_sampler(&self, sampler: Option<super::Sampler>) {
+        *self.sampler.lock() = sampler.filter(|_| self.config.sampling);
+    }
+
+    /// Our client for a new connection of this server.
+    pub(super) fn client(&self, tools_changed: Arc<Notify>) -> HubClient {
+        HubClient::new(tools_changed).with_sampler(self.name(), self.sampler.lock().clone())
+    }
+
+    /// Answers a sampling request of this server from a chat (`model`: the chat's model);
+    /// `Err` when the server may not ask.
+    pub async fn sample(&self, params: serde_json::Value, model: Option<String>) -> Result<serde_json::Value, String> {
+        let Some(sampler) = self.sampler.lock().clone() else {
+            return Err("the gateway does not provide sampling to this server (sampling: false)".into());
+        };
+        sampler(super::SamplingCall { server: self.name().to_owned(), params, model }).await
     }
 
     /// Someone signed in to this server: a waiting reconnection starts now.
@@ -292,7 +317,8 @@ impl ServerHandle {
         shutdown: &CancellationToken,
     ) -> Result<(), String> {
         let timeout = self.config.startup_timeout;
-        let client = HubClient::new(self.tools_changed.clone());
+        let client = self.client(self.tools_changed.clone());
+        let dispatcher = client.progress();
         let discover = self.try_discover.load(Ordering::Relaxed);
         let secrets = self.secrets.lock().clone();
         let running = tokio::select! {
@@ -334,6 +360,7 @@ impl ServerHandle {
             live.peer = Some(peer.clone());
             live.protocol_version = version;
             live.issuer = issuer;
+            live.progress = Some(dispatcher.clone());
             live.down_since = None;
         });
         tracing::info!(server = %self.name(), tools = self.tools().len(), "MCP server ready");
@@ -505,7 +532,26 @@ impl ServerHandle {
             }
         };
         let guard = CancelOnDrop { peer: Some(peer), id: handle.id.clone() };
-        let result = handle.await_response().await;
+        // The caller's progress line (a chat's status), fed by this call's notifications.
+        let show = super::PROGRESS.try_with(Clone::clone).ok();
+        let dispatcher = self.live.borrow().progress.clone();
+        let watch = match (show, dispatcher) {
+            (Some(show), Some(dispatcher)) => Some((show, dispatcher.subscribe(handle.progress_token.clone()).await)),
+            _ => None,
+        };
+        let result = match watch {
+            None => handle.await_response().await,
+            Some((show, mut progress)) => {
+                let response = handle.await_response();
+                tokio::pin!(response);
+                loop {
+                    tokio::select! {
+                        result = &mut response => break result,
+                        Some(step) = futures_util::StreamExt::next(&mut progress) => show(progress_line(tool, &step)),
+                    }
+                }
+            }
+        };
         guard.disarm();
         // A JSON-RPC error for the call (a tool that threw) is the tool's own failure, as an
         // `isError` result is: the model reads it and the REST API answers 200. Only refused
@@ -599,6 +645,16 @@ impl ServerHandle {
             }
         }
     }
+}
+
+/// A progress notification as one line: `tool: 40% — message` (or the count without a total).
+fn progress_line(tool: &str, step: &rmcp::model::ProgressNotificationParam) -> String {
+    let amount = match step.total {
+        Some(total) if total > 0.0 => format!("{:.0}%", (step.progress / total * 100.0).clamp(0.0, 100.0)),
+        _ => format!("{}", step.progress),
+    };
+    let message: String = step.message.as_deref().unwrap_or_default().chars().take(200).collect();
+    if message.is_empty() { format!("{tool}: {amount}") } else { format!("{tool}: {amount} — {message}") }
 }
 
 /// Sends `notifications/cancelled` for a request whose caller went away before the answer.

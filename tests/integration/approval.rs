@@ -199,3 +199,29 @@ async fn two_gateways_on_one_postgres_ask_on_one_and_answer_on_the_other() {
     assert!(done.contains("Answered on B."), "{done}");
     assert_eq!(tool_messages(&llm), vec!["replica".to_owned()]);
 }
+
+/// The official OpenAI Python SDK, as any client would: the approval request arrives as the
+/// answer, the SDK sends the conversation back with "approve", and the streamed answer follows.
+#[tokio::test]
+async fn the_openai_sdk_asks_and_approves() {
+    let python = crate::common::peers::python();
+    let llm =
+        FakeLlm::new().tool_call("ts__echo", json!({"text": "from the SDK"})).text("Echoed for the SDK.").start().await;
+    let dir = TempDir::new("mcpmw-approval-sdk");
+    let mut app =
+        TestApp::spawn(&yaml(&llm, &format!("sqlite://{}/state.db", dir.0.display()), "  require: [ts__echo]\n")).await;
+    app.key = Some(OWUI.into());
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__echo")).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/openai_approval.py");
+    let out = tokio::process::Command::new(python)
+        .args([script, &app.url("/v1"), OWUI, "gpt-test", "echo from the SDK"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(got["request"].as_str().unwrap().contains("Approval needed"), "{got}");
+    assert_eq!(got["finish"], "stop");
+    assert!(got["answer"].as_str().unwrap().contains("Echoed for the SDK."), "{got}");
+    assert_eq!(tool_messages(&llm), vec!["from the SDK".to_owned()]);
+}

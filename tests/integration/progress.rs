@@ -1,0 +1,34 @@
+//! Long tasks: a tool's progress notifications reach a streaming chat as it runs, as Open WebUI
+//! status lines (`{"type": "status"}` events on empty deltas, which other clients ignore).
+
+use serde_json::json;
+
+use crate::common::peers::{TEST_SERVER, TempDir};
+use crate::common::{FakeLlm, TestApp, chunks, sse_data};
+
+#[tokio::test]
+async fn a_tools_progress_shows_in_the_streamed_status_line() {
+    let llm = FakeLlm::new().tool_call("ts__slow", json!({"ms": 300, "steps": 3})).text("Slept.").start().await;
+    let dir = TempDir::new("mcpmw-progress");
+    let yaml = format!(
+        "upstream:\n  base_url: {}\nstate:\n  url: sqlite://{}/state.db\nbuiltin_tools:\n  enabled: false\n\
+         mcpServers:\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n",
+        llm.url,
+        dir.0.display()
+    );
+    let app = TestApp::spawn(&yaml).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__slow")).await;
+    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "sleep"}]});
+    let events = chunks(&sse_data(app.post("/v1/chat/completions", &body).await).await);
+    let lines: Vec<String> = events
+        .iter()
+        .filter(|c| c["event"]["type"] == "status")
+        .filter_map(|c| c["event"]["data"]["description"].as_str().map(str::to_owned))
+        .collect();
+    assert!(lines.iter().any(|l| l == "slow: 33% — step 1 of 3"), "{lines:?}");
+    // The last step's notification may race the result itself: the first ones are shown.
+    assert!(lines.iter().any(|l| l == "slow: 67% — step 2 of 3"), "{lines:?}");
+    let running = lines.iter().position(|l| l.starts_with("Running")).unwrap();
+    let first = lines.iter().position(|l| l.contains("step 1")).unwrap();
+    assert!(running < first, "progress comes while the tool runs: {lines:?}");
+}
