@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::invoke::{Authorized, Invoker};
+use super::invoke::{Authorized, Invocation, Invoker};
 use super::results::ToolOutput;
 use super::round::AssembledCall;
 use crate::artifacts::Artifact;
@@ -45,6 +45,10 @@ pub struct ToolRun {
     /// The server needs input before the call can finish (`input_required`).
     #[serde(skip)]
     pub needs_input: Option<Box<crate::mcp::InputRequired>>,
+    /// The call is held open on a question (legacy elicitation): its id, the question
+    /// (`ElicitRequestParams` as JSON) and the server.
+    #[serde(skip)]
+    pub needs_answer: Option<(String, Value, String)>,
     /// Wall time of the call.
     pub duration_ms: u64,
 }
@@ -176,6 +180,8 @@ pub struct CallScope<'a> {
     pub retries: &'a HashMap<String, crate::mcp::InputRetry>,
     /// Shows the calls' progress notifications (a streaming chat's status line).
     pub progress: Option<crate::mcp::ProgressFn>,
+    /// Calls may be held open on a question (the chat can park).
+    pub hold: bool,
 }
 
 /// Largest image (base64 characters) passed inline to a vision model — under Anthropic's 5 MB
@@ -238,6 +244,7 @@ pub async fn run_calls(
                     found: Vec::new(),
                     needs_account: None,
                     needs_input: None,
+                    needs_answer: None,
                     duration_ms: duration_ms(started.elapsed()),
                 },
             }
@@ -250,10 +257,8 @@ pub async fn run_calls(
 
 async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> ToolRun {
     let started = Instant::now();
-    let mut images = Vec::new();
+    let images = Vec::new();
     let mut found = Vec::new();
-    let mut needs_account = None;
-    let mut needs_input = None;
     let (arguments, ToolOutput { text, is_error, artifacts }) = match plan {
         Plan::Find(query) => {
             let (text, tools) = match &scope.finder {
@@ -283,28 +288,43 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
             (args, ToolOutput { text, is_error: true, artifacts: Vec::new() })
         }
         Plan::Run(entry, args) => {
-            let visible = || Some(scope.offered.iter().map(|e| e.name.clone()).collect());
-            let tool = Authorized::offered(&entry);
             let retry = scope.retries.get(call.id());
-            let invoked = scope.invoker.invoke_with(tool, args.clone(), visible, scope.identity, retry);
-            let invocation = match &scope.progress {
-                Some(show) => crate::mcp::PROGRESS.scope(show.clone(), invoked).await,
-                None => invoked.await,
-            };
-            if scope.vision
-                && let Ok(result) = &invocation.result
-            {
-                images = data_urls(result);
-            }
-            match &invocation.result {
-                Err(crate::mcp::McpError::AccountNotConnected { server, link, .. }) => {
-                    needs_account = Some((server.clone(), link.clone()));
+            // A call to a server that may ask questions mid-call runs in a task of its own, so
+            // it can be held open while the chat parks (legacy elicitation).
+            let invocation = if scope.hold && retry.is_none() && scope.invoker.hub.elicits(&entry.server) {
+                let visible = scope.offered.iter().map(|e| e.name.clone()).collect();
+                let run = super::held::run(
+                    scope.invoker.clone(),
+                    entry.clone(),
+                    args.clone(),
+                    visible,
+                    scope.identity.clone(),
+                    scope.progress.clone(),
+                );
+                match run.await {
+                    super::held::Holdable::Done(invocation) => invocation,
+                    super::held::Holdable::Asked { id, question } => {
+                        let mut run = held_run(call.id(), call.name(), args, started);
+                        run.needs_answer = Some((id, question, entry.server.clone()));
+                        return run;
+                    }
+                    super::held::Holdable::Lost => {
+                        let mut run = held_run(call.id(), call.name(), args, started);
+                        run.output = "Error: the call ended without a result.".into();
+                        return run;
+                    }
                 }
-                Err(crate::mcp::McpError::InputRequired(asked)) => needs_input = Some(asked.clone()),
-                _ => {}
-            }
+            } else {
+                let visible = || Some(scope.offered.iter().map(|e| e.name.clone()).collect());
+                let tool = Authorized::offered(&entry);
+                let invoked = scope.invoker.invoke_with(tool, args.clone(), visible, scope.identity, retry);
+                match &scope.progress {
+                    Some(show) => crate::mcp::PROGRESS.scope(show.clone(), invoked).await,
+                    None => invoked.await,
+                }
+            };
             tracing::debug!(server = %entry.server, tool = %call.name(), arguments = %args, "mcp.call arguments");
-            (args, invocation.output)
+            return finish_run(call.id(), call.name(), args, invocation, scope.vision, started);
         }
     };
     // Our own texts (refusals, finds) pass the same scrubber as tool outputs did in the invoker.
@@ -318,8 +338,65 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
         artifacts,
         images,
         found,
+        needs_account: None,
+        needs_input: None,
+        needs_answer: None,
+        duration_ms: duration_ms(started.elapsed()),
+    }
+}
+
+/// A run whose call is held (its output is filled when it finishes).
+fn held_run(id: &str, name: &str, arguments: Value, started: Instant) -> ToolRun {
+    ToolRun {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        arguments,
+        output: String::new(),
+        is_error: true,
+        artifacts: Vec::new(),
+        images: Vec::new(),
+        found: Vec::new(),
+        needs_account: None,
+        needs_input: None,
+        needs_answer: None,
+        duration_ms: duration_ms(started.elapsed()),
+    }
+}
+
+/// The run of a call that went to its server: what the model reads, its images (for a model
+/// that takes them), and what it waits for (an account, answers).
+pub fn finish_run(
+    id: &str,
+    name: &str,
+    arguments: Value,
+    invocation: Invocation,
+    vision: bool,
+    started: Instant,
+) -> ToolRun {
+    let images = match &invocation.result {
+        Ok(result) if vision => data_urls(result),
+        _ => Vec::new(),
+    };
+    let (needs_account, needs_input) = match &invocation.result {
+        Err(crate::mcp::McpError::AccountNotConnected { server, link, .. }) => {
+            (Some((server.clone(), link.clone())), None)
+        }
+        Err(crate::mcp::McpError::InputRequired(asked)) => (None, Some(asked.clone())),
+        _ => (None, None),
+    };
+    let ToolOutput { text, is_error, artifacts } = invocation.output;
+    ToolRun {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        arguments,
+        output: text,
+        is_error,
+        artifacts,
+        images,
+        found: Vec::new(),
         needs_account,
         needs_input,
+        needs_answer: None,
         duration_ms: duration_ms(started.elapsed()),
     }
 }

@@ -114,6 +114,7 @@ mod tests {
             found: Vec::new(),
             needs_account: None,
             needs_input: None,
+            needs_answer: None,
             duration_ms: 3,
         };
         let card = render(&run, &CardSigner::new([7; 32]));

@@ -213,6 +213,7 @@ mod tests {
             found: Vec::new(),
             needs_account: None,
             needs_input: None,
+            needs_answer: None,
             duration_ms: 1,
         };
         let content = format!(
@@ -278,6 +279,7 @@ mod tests {
             found: Vec::new(),
             needs_account: None,
             needs_input: None,
+            needs_answer: None,
             duration_ms: 1,
         };
         let theirs = json!([{"id": "web1", "type": "function", "function": {"name": "web_search", "arguments": "{}"}}]);
@@ -312,6 +314,7 @@ mod tests {
             found: Vec::new(),
             needs_account: None,
             needs_input: None,
+            needs_answer: None,
             duration_ms: 1,
         };
         let mut messages =

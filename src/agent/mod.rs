@@ -10,6 +10,7 @@ pub(crate) mod calls;
 pub(crate) mod cards;
 mod chat;
 mod facade;
+mod held;
 mod history;
 mod inputs;
 mod invoke;

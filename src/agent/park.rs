@@ -39,6 +39,8 @@ pub enum Wait {
     Account,
     /// The user answering the server's questions (`input_required`).
     Input,
+    /// The user answering a question the call is held open on (legacy elicitation).
+    Held,
 }
 
 /// A call of the parked round still to run.
@@ -54,12 +56,15 @@ pub struct PendingCall {
     /// Why the last answer did not fit (the questions are asked a second time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asked_again: Option<String>,
+    /// The id of the call held open in this process (for [`Wait::Held`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 impl PendingCall {
     /// A call that waits for `wait`.
     pub fn new(call: ToolCall, wait: Wait) -> Self {
-        Self { call, wait, input: None, asked_again: None }
+        Self { call, wait, input: None, asked_again: None, held: None }
     }
 }
 
@@ -212,7 +217,7 @@ pub fn request_text(calls: &[PendingCall], links: &[(String, Option<String>)], i
         let which = if approvals.len() == 1 { "it" } else { "them" };
         let _ = write!(text, "Reply **approve** to run {which}, or **deny** to skip {which}.\n\n");
     }
-    for call in calls.iter().filter(|c| c.wait == Wait::Input) {
+    for call in calls.iter().filter(|c| matches!(c.wait, Wait::Input | Wait::Held)) {
         if let Some(why) = &call.asked_again {
             let _ = write!(text, "_That answer did not fit: {}._\n\n", why.replace('\n', " "));
         }

@@ -367,7 +367,8 @@ impl ToolLoop {
         // While the calls run, the client is told which (Open WebUI shows a status line above
         // the answer); the cards with their results follow when they are done.
         let calls: Vec<&AssembledCall> = round.gateway_calls().collect();
-        let runs = self.run_and_show(&calls, &declined, &std::collections::HashMap::new(), sink).await;
+        let none = std::collections::HashMap::new();
+        let runs = self.run_and_show(&calls, &declined, &none, client_calls.is_empty(), sink).await;
         // A per-user server whose user has not connected, or a server with questions for the
         // user: the round parks (the other calls' results are kept), and the user's next
         // message runs those calls again (with the answers).
@@ -477,6 +478,7 @@ impl ToolLoop {
         calls: &[&AssembledCall],
         declined: &std::collections::HashMap<String, String>,
         retries: &std::collections::HashMap<String, crate::mcp::InputRetry>,
+        hold: bool,
         sink: &Sink,
     ) -> Vec<ToolRun> {
         let names: Vec<&str> = calls.iter().map(|c| c.name()).collect();
@@ -502,6 +504,7 @@ impl ToolLoop {
                 .as_ref()
                 .filter(|_| self.agent.limits.tool_cards)
                 .and_then(|identity| sink.status_line(identity)),
+            hold: hold && self.agent.parking.is_some(),
         };
         let mut runs = run_calls(&scope, calls, &mut self.state.ledger, &self.agent.limits).await;
         // What the gateway answers alone (`roots/list`) is answered at once, a few rounds at
@@ -541,6 +544,7 @@ impl ToolLoop {
                 declined: &none,
                 retries: &alone,
                 progress: None,
+                hold: false,
             };
             let redone = run_calls(&scope, &again, &mut self.state.ledger, &self.agent.limits).await;
             for run in redone {
@@ -666,13 +670,19 @@ impl ToolLoop {
         let model = self.state.body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
         let mut declined = std::collections::HashMap::new();
         let mut retries = std::collections::HashMap::new();
+        let mut held_answers = Vec::new();
         let mut ask_again = Vec::new();
         for pending in &calls {
             let text = match (pending.wait, decision) {
-                (Wait::Input, _) => {
+                (Wait::Input | Wait::Held, _) => {
                     let Some(input) = &pending.input else { continue };
                     let again = pending.asked_again.is_some();
                     match super::inputs::answers(&self.agent, input, answer, &model, again).await {
+                        super::inputs::Reply::Answers(retry) if pending.wait == Wait::Held => {
+                            let reply =
+                                retry.responses.get(HELD_QUESTION).cloned().unwrap_or(json!({"action": "cancel"}));
+                            held_answers.push((pending.clone(), reply));
+                        }
                         super::inputs::Reply::Answers(mut retry) => match self.fill_sampling(input, &mut retry).await {
                             Ok(()) => {
                                 retries.insert(pending.call.id.clone(), retry);
@@ -708,19 +718,23 @@ impl ToolLoop {
             }
             return Ok(self.outcome(&Round::default(), Vec::new(), "stop".into()));
         }
-        let assembled: Vec<AssembledCall> = calls.iter().map(|p| AssembledCall::from_call(p.call.clone())).collect();
+        let assembled: Vec<AssembledCall> =
+            calls.iter().filter(|p| p.wait != Wait::Held).map(|p| AssembledCall::from_call(p.call.clone())).collect();
         let refs: Vec<&AssembledCall> = assembled.iter().collect();
-        let runs = self.run_and_show(&refs, &declined, &retries, sink).await;
+        let mut runs =
+            if refs.is_empty() { Vec::new() } else { self.run_and_show(&refs, &declined, &retries, true, sink).await };
+        for (pending, reply) in held_answers {
+            runs.push(self.answer_held(&pending, reply).await);
+        }
         let (waiting, runs): (Vec<ToolRun>, Vec<ToolRun>) = runs.into_iter().partition(waits_for_person);
         self.record_runs(runs, sink).await;
         if let Some(parking) = self.agent.parking.clone().filter(|_| !waiting.is_empty()) {
             let links: Vec<(String, Option<String>)> = waiting.iter().filter_map(|r| r.needs_account.clone()).collect();
-            let again = assembled
-                .into_iter()
-                .filter(|c| waiting.iter().any(|w| w.id == c.id()))
-                .map(|c| {
-                    let run = waiting.iter().find(|w| w.id == c.id());
-                    pending_for(c.call, run)
+            let again = calls
+                .iter()
+                .filter_map(|p| {
+                    let run = waiting.iter().find(|w| w.id == p.call.id)?;
+                    Some(pending_for(p.call.clone(), Some(run)))
                 })
                 .collect();
             if let Step::Done(outcome) = self.park(&parking, again, &links, &Round::default(), sink).await {
@@ -728,12 +742,55 @@ impl ToolLoop {
             }
         }
         self.record_runs(waiting, sink).await;
-        let answered_questions = calls.iter().any(|c| c.wait == Wait::Input);
+        let answered_questions = calls.iter().any(|c| matches!(c.wait, Wait::Input | Wait::Held));
         if !answered_questions && (decision == Answer::Other || !super::park::only_decision(answer)) {
             self.state.messages.push(json!({"role": "user", "content": answer}));
         }
         relax_tool_choice(&mut self.state.body, &self.tools);
         self.run(sink).await
+    }
+
+    /// Gives a held call its answer and follows it: its result, another question (held
+    /// again), or an error when it is not held in this process (a restart, another replica).
+    async fn answer_held(&mut self, pending: &PendingCall, reply: Value) -> ToolRun {
+        let started = std::time::Instant::now();
+        let call = &pending.call;
+        let arguments: Value = serde_json::from_str(&call.function.arguments).unwrap_or(Value::Null);
+        let server = pending.input.as_ref().map(|i| i.server.clone()).unwrap_or_default();
+        let followed = match &pending.held {
+            Some(id) => super::held::answer(id, reply).await,
+            None => None,
+        };
+        let failed = |text: &str| ToolRun {
+            id: call.id.clone(),
+            name: call.function.name.clone(),
+            arguments: arguments.clone(),
+            output: text.to_owned(),
+            is_error: true,
+            artifacts: Vec::new(),
+            images: Vec::new(),
+            found: Vec::new(),
+            needs_account: None,
+            needs_input: None,
+            needs_answer: None,
+            duration_ms: 0,
+        };
+        match followed {
+            Some(super::held::Holdable::Done(invocation)) => {
+                let vision = self.state.vision;
+                super::calls::finish_run(&call.id, &call.function.name, arguments, invocation, vision, started)
+            }
+            Some(super::held::Holdable::Asked { id, question }) => {
+                let mut run = failed("");
+                run.needs_answer = Some((id, question, server));
+                run
+            }
+            Some(super::held::Holdable::Lost) => failed("Error: the call ended without a result."),
+            None => failed(
+                "Error: the tool's question was held by another gateway process, or it expired; the call did not \
+                 finish. Call the tool again.",
+            ),
+        }
     }
 
     /// One upstream request, streamed; text and client tool deltas are passed on as they come.
@@ -803,16 +860,26 @@ fn calls_again(calls: Vec<PendingCall>, again: Vec<PendingCall>) -> Vec<PendingC
 
 /// Whether a call's run waits for a person: an account to connect, or questions to answer.
 fn waits_for_person(run: &ToolRun) -> bool {
-    run.needs_account.is_some() || run.needs_input.is_some()
+    run.needs_account.is_some() || run.needs_input.is_some() || run.needs_answer.is_some()
 }
 
 /// What a call whose `run` waits for a person parks as.
 fn pending_for(call: crate::llm::wire::ToolCall, run: Option<&ToolRun>) -> PendingCall {
+    if let Some((id, question, server)) = run.and_then(|r| r.needs_answer.clone()) {
+        let mut requests = Map::new();
+        requests.insert(HELD_QUESTION.into(), json!({"method": "elicitation/create", "params": question}));
+        let tool = call.function.name.clone();
+        let input = crate::mcp::InputRequired { server, tool, requests, request_state: None };
+        return PendingCall { input: Some(Box::new(input)), held: Some(id), ..PendingCall::new(call, Wait::Held) };
+    }
     match run.and_then(|r| r.needs_input.clone()) {
         Some(input) => PendingCall { input: Some(input), ..PendingCall::new(call, Wait::Input) },
         None => PendingCall::new(call, Wait::Account),
     }
 }
+
+/// The key a held call's one question goes under (to reuse the `input_required` answers).
+const HELD_QUESTION: &str = "question";
 
 /// The calls of `round` that wait for a person (from their runs), and each server's link.
 fn account_waits(round: &Round, waiting: &[ToolRun]) -> (Vec<PendingCall>, Vec<(String, Option<String>)>) {

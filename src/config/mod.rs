@@ -326,6 +326,7 @@ pub fn validate(mut raw: RawConfig) -> Result<Config, ConfigError> {
             user_headers: BTreeMap::new(),
             pin_descriptions: false,
             sampling: false,
+            elicitation: false,
             oauth: None,
         });
     }

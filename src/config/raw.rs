@@ -555,6 +555,13 @@ pub struct RawMcpServer {
     /// false: a server that asks is refused.
     #[serde(default, deserialize_with = "text_or")]
     pub sampling: Option<bool>,
+    /// Let this server ask the user questions during a call (legacy `elicitation/create`, form
+    /// and URL): the capability is declared to it, and a question asked while exactly one chat
+    /// call is running on its connection parks that chat (the call held open in this process
+    /// until the user answers or `approval.ttl` passes). Any other question is declined.
+    /// Default false. (Questions of the 2026-07-28 revision, `input_required`, need no flag.)
+    #[serde(default, deserialize_with = "text_or")]
+    pub elicitation: Option<bool>,
     /// How the gateway authenticates to this HTTP server beyond `headers` (`auth.oauth`).
     #[serde(default)]
     pub auth: RawServerAuth,

@@ -39,6 +39,8 @@ pub struct McpServerConfig {
     pub pin_descriptions: bool,
     /// The server may ask for model completions (sampling).
     pub sampling: bool,
+    /// The server may ask the user questions mid-call (legacy elicitation).
+    pub elicitation: bool,
     /// OAuth 2.1 for this (streamable HTTP) server.
     pub oauth: Option<OAuthConfig>,
 }
@@ -243,6 +245,7 @@ pub(super) fn mcp_server(name: &str, raw: RawMcpServer, p: &mut Problems) -> Opt
         user_headers: raw.user_headers,
         pin_descriptions: raw.pin_descriptions.unwrap_or(false),
         sampling: raw.sampling.unwrap_or(false),
+        elicitation: raw.elicitation.unwrap_or(false),
         oauth,
     })
 }

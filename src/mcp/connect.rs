@@ -78,6 +78,8 @@ pub struct HubClient {
     sampler: Option<(String, super::Sampler)>,
     /// Hands each progress notification to the call that waits for it.
     progress: rmcp::handler::client::progress::ProgressDispatcher,
+    /// The chat calls that could answer a question, for a server with `elicitation: true`.
+    askers: Option<super::Askers>,
     /// The version an `initialize` offers: the newest that still has a handshake (the newest of
     /// all, 2026-07-28, has none, and handshake-era servers refuse it).
     handshake_version: ProtocolVersion,
@@ -90,8 +92,15 @@ impl HubClient {
             tools_changed,
             sampler: None,
             progress: Default::default(),
+            askers: None,
             handshake_version: ProtocolVersion::LATEST_WITH_INITIALIZE,
         }
+    }
+
+    /// Declares elicitation (form and URL) and routes questions to `askers`.
+    pub fn with_askers(mut self, askers: Option<super::Askers>) -> Self {
+        self.askers = askers;
+        self
     }
 
     /// Where this client's progress notifications go (subscribe by progress token).
@@ -119,6 +128,36 @@ impl ClientHandler for HubClient {
         self.progress.handle_notification(params).await;
     }
 
+    async fn create_elicitation(
+        &self,
+        request: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        let declined = rmcp::model::ElicitResult::new(rmcp::model::ElicitationAction::Decline);
+        // Only when one chat call is running can the question be its: anything else would risk
+        // showing one person another's question.
+        let asker = match self.askers.as_ref().map(|a| a.lock().clone()) {
+            Some(askers) if askers.len() == 1 => askers.into_iter().next().map(|(_, asker)| asker),
+            Some(askers) => {
+                tracing::info!(running = askers.len(), "a server's question matches no single chat call; declined");
+                None
+            }
+            None => None,
+        };
+        let Some(asker) = asker else { return Ok(declined) };
+        let params =
+            serde_json::to_value(&request).map_err(|e| rmcp::ErrorData::invalid_params(e.to_string(), None))?;
+        match asker(params).await {
+            Ok(answer) => {
+                serde_json::from_value(answer).map_err(|e| rmcp::ErrorData::internal_error(e.to_string(), None))
+            }
+            Err(why) => {
+                tracing::info!(reason = %why, "a server's question got no answer; cancelled");
+                Ok(rmcp::model::ElicitResult::new(rmcp::model::ElicitationAction::Cancel))
+            }
+        }
+    }
+
     // Sampling is deprecated by SEP-2577, yet servers people run still ask for it.
     #[allow(deprecated)]
     async fn create_message(
@@ -142,6 +181,11 @@ impl ClientHandler for HubClient {
         let mut capabilities = ClientCapabilities::default();
         if self.sampler.is_some() {
             capabilities.sampling = Some(Default::default());
+        }
+        if self.askers.is_some() {
+            capabilities.elicitation = Some(
+                rmcp::model::ElicitationCapability::new().with_form(Default::default()).with_url(Default::default()),
+            );
         }
         ClientConfig::new(capabilities, Implementation::new("mcp-middleware", env!("CARGO_PKG_VERSION")))
             .with_protocol_version(self.handshake_version.clone())

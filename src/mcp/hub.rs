@@ -280,6 +280,11 @@ impl Hub {
         self.catalog.store(catalog);
     }
 
+    /// Whether `server` may ask questions mid-call (legacy elicitation).
+    pub fn elicits(&self, server: &str) -> bool {
+        self.servers.read().iter().any(|r| r.handle.name() == server && r.handle.elicits())
+    }
+
     /// Answers a sampling request `server` made from inside a chat (`model`: the chat's).
     pub async fn sample(&self, server: &str, params: Value, model: Option<String>) -> Result<Value, String> {
         let handle = self.handles().into_iter().find(|s| s.name() == server).ok_or("no such server")?;

@@ -171,6 +171,18 @@ tokio::task_local! {
     pub static PROGRESS: ProgressFn;
 }
 
+/// Asks the person behind a tool call a server's `elicitation/create` question (its params as
+/// JSON) and waits for the answer (an `ElicitResult` as JSON), or why there is none.
+pub type Asker = Arc<dyn Fn(Value) -> BoxFuture<'static, Result<Value, String>> + Send + Sync>;
+
+tokio::task_local! {
+    /// Who answers questions for the tool call running in this task (a chat that can park).
+    pub static ASKER: Asker;
+}
+
+/// The chat calls in flight on one connection that could answer a question, by call number.
+pub(crate) type Askers = Arc<parking_lot::Mutex<Vec<(u64, Asker)>>>;
+
 /// A model completion for an MCP server's sampling request: the server, its
 /// `CreateMessageRequestParams` as JSON, and the model to use when the request comes from a chat
 /// (`None`: the configured one).

@@ -120,6 +120,22 @@ pub struct ServerHandle {
     pub(super) runtime: std::sync::OnceLock<Runtime>,
     /// Answers this server's sampling requests (only with `sampling: true`).
     pub(super) sampler: parking_lot::Mutex<Option<super::Sampler>>,
+    /// The chat calls in flight that could answer a question (`elicitation: true`).
+    askers: super::Askers,
+    /// Numbers the calls registered in `askers`.
+    next_asker: std::sync::atomic::AtomicU64,
+}
+
+/// Takes a call out of the askers when it ends.
+struct AskerGuard {
+    askers: super::Askers,
+    id: u64,
+}
+
+impl Drop for AskerGuard {
+    fn drop(&mut self) {
+        self.askers.lock().retain(|(id, _)| *id != self.id);
+    }
 }
 
 /// What supervision hands a server for connections it opens later (per-user ones).
@@ -169,6 +185,8 @@ impl ServerHandle {
             adopted: parking_lot::Mutex::new(None),
             runtime: std::sync::OnceLock::new(),
             sampler: parking_lot::Mutex::new(None),
+            askers: super::Askers::default(),
+            next_asker: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -179,7 +197,16 @@ impl ServerHandle {
 
     /// Our client for a new connection of this server.
     pub(super) fn client(&self, tools_changed: Arc<Notify>) -> HubClient {
-        HubClient::new(tools_changed).with_sampler(self.name(), self.sampler.lock().clone())
+        HubClient::new(tools_changed)
+            .with_sampler(self.name(), self.sampler.lock().clone())
+            // One registry per connection: a per-user server's connections are each one
+            // user's, so legacy questions are not routed there.
+            .with_askers((self.config.elicitation && !self.config.per_user()).then(|| self.askers.clone()))
+    }
+
+    /// Whether this server may ask questions mid-call (legacy elicitation, routed to chats).
+    pub fn elicits(&self) -> bool {
+        self.config.elicitation && !self.config.per_user()
     }
 
     /// Answers a sampling request of this server from a chat (`model`: the chat's model);
@@ -532,6 +559,15 @@ impl ServerHandle {
             }
         };
         let guard = CancelOnDrop { peer: Some(peer), id: handle.id.clone() };
+        // A chat call that can park is who a question asked meanwhile belongs to.
+        let _asking = match super::ASKER.try_with(Clone::clone) {
+            Ok(asker) if self.config.elicitation && !self.config.per_user() => {
+                let id = self.next_asker.fetch_add(1, Ordering::Relaxed);
+                self.askers.lock().push((id, asker));
+                Some(AskerGuard { askers: self.askers.clone(), id })
+            }
+            _ => None,
+        };
         // The caller's progress line (a chat's status), fed by this call's notifications.
         let show = super::PROGRESS.try_with(Clone::clone).ok();
         let dispatcher = self.live.borrow().progress.clone();

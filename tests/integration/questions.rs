@@ -148,3 +148,48 @@ async fn roots_are_answered_alone_and_sampling_fails_the_call() {
     assert!(chat(&app, &[json!({"role": "user", "content": "sample"})]).await.contains("No sampling."));
     assert!(tool_said(&llm).contains("sampling"), "{}", tool_said(&llm));
 }
+
+/// Legacy `elicitation/create`, asked mid-call by server-everything (with `elicitation: true`
+/// its `trigger-elicitation-request` is offered, absent otherwise): the chat parks with the
+/// question while the call is held open in this process, and the user's answer reaches the
+/// server, which reports it; a declined question is declined.
+#[tokio::test]
+async fn a_question_asked_mid_call_holds_the_call_until_the_user_answers() {
+    let llm = FakeLlm::new()
+        .tool_call("ev__trigger-elicitation-request", json!({}))
+        .text("Thanks, Ada.")
+        .tool_call("ev__trigger-elicitation-request", json!({}))
+        .text("Understood.")
+        .start()
+        .await;
+    let dir = TempDir::new("mcpmw-questions-legacy");
+    let ev = crate::common::peers::everything();
+    let yaml = format!(
+        "upstream:\n  base_url: {}\nauth:\n  keys:\n    - key: {KEY}\n      user: {{id: ada}}\n\
+         state:\n  url: sqlite://{}/state.db\nbuiltin_tools:\n  enabled: false\n\
+         mcpServers:\n  ev:\n    command: node\n    args: [\"{ev}\", stdio]\n    elicitation: true\n\
+         \x20 plain:\n    command: node\n    args: [\"{ev}\", stdio]\n",
+        llm.url,
+        dir.0.display()
+    );
+    let mut app = TestApp::spawn(&yaml).await;
+    app.key = Some(KEY.into());
+    let tools = app
+        .wait_for_tools(|n| {
+            n.iter().any(|t| t == "ev__trigger-elicitation-request") && n.iter().any(|t| t == "plain__echo")
+        })
+        .await;
+    let names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(!names.contains(&"plain__trigger-elicitation-request"), "only where elicitation is declared: {names:?}");
+
+    let answers = conversation(&app, &[r#"{"name": "Ada Lovelace", "check": true}"#]).await;
+    assert!(answers[0].contains("Please provide inputs") && answers[0].contains("mcp-park-"), "{}", answers[0]);
+    assert!(answers[0].contains("Your full, legal name"), "{}", answers[0]);
+    assert!(answers[1].contains("Thanks, Ada."), "{}", answers[1]);
+    let said = tool_said(&llm);
+    assert!(said.contains("User provided the requested information") && said.contains("Ada Lovelace"), "{said}");
+
+    let declined = conversation(&app, &["decline"]).await;
+    assert!(declined[1].contains("Understood."), "{}", declined[1]);
+    assert!(tool_said(&llm).contains("User declined"), "{}", tool_said(&llm));
+}
