@@ -2,8 +2,9 @@
 //! question. The call runs in a task of its own. When the server asks, the chat parks with the
 //! question, and the call waits in this process's registry until the user's next message
 //! answers it. That registry lives in memory only: a held call cannot cross a restart or a
-//! replica, unlike a 2026-07-28 `input_required` question. A call nobody answers within
-//! [`MAX_HOLD`] is cancelled, and so is a held call whose chat went away before it asked.
+//! replica, unlike a 2026-07-28 `input_required` question. A held call waits for its answer
+//! up to the server's `max_call_duration` (the call's own limit; [`MAX_HOLD`] at most), and a
+//! held call whose chat went away before it asked is cancelled.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};

@@ -113,7 +113,13 @@ fn reply_schema(asked: &InputRequired) -> Value {
 /// Turns the user's `reply` into the answers to `asked`. `model` is the chat's model (for the
 /// structured call); `again` says the questions were already asked twice (a reply that still
 /// does not fit cancels).
-pub async fn answers(agent: &Agent, asked: &InputRequired, reply: &str, model: &str, again: bool) -> Reply {
+pub async fn answers(
+    agent: &Agent,
+    asked: &InputRequired,
+    reply: &str,
+    (model, auth): (&str, Option<crate::llm::CallerAuth>),
+    again: bool,
+) -> Reply {
     let word = reply.trim().trim_end_matches(['.', '!']).to_lowercase();
     let action = match word.as_str() {
         "decline" | "no" | "deny" => Some("decline"),
@@ -125,7 +131,7 @@ pub async fn answers(agent: &Agent, asked: &InputRequired, reply: &str, model: &
         let schema = reply_schema(asked);
         let object = match serde_json::from_str::<Value>(reply.trim()) {
             Ok(value @ Value::Object(_)) => Ok(value),
-            _ => structured(agent, reply, &schema, model).await,
+            _ => structured(agent, reply, &schema, model, auth).await,
         };
         let checked = object.and_then(|object| {
             // A schema we cannot compile is the server's to enforce.
@@ -169,7 +175,13 @@ fn all(asked: &InputRequired, action: &str, content: Option<Value>) -> InputRetr
 }
 
 /// One structured call to the chat's model: the reply turned into an object of `schema`.
-async fn structured(agent: &Agent, reply: &str, schema: &Value, model: &str) -> Result<Value, String> {
+async fn structured(
+    agent: &Agent,
+    reply: &str,
+    schema: &Value,
+    model: &str,
+    auth: Option<crate::llm::CallerAuth>,
+) -> Result<Value, String> {
     let instruction = "Turn the user's reply into a JSON object that matches the given JSON Schema. Answer with \
                        the JSON object only. Leave out what the reply does not say.";
     let body = json!({
@@ -180,7 +192,7 @@ async fn structured(agent: &Agent, reply: &str, schema: &Value, model: &str) -> 
         ],
         "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
     });
-    let text = super::sampling::complete_text(&agent.upstream, body).await?;
+    let text = super::sampling::complete_text(&agent.upstream, body, auth).await?;
     let text = text.trim().trim_start_matches("```json").trim_start_matches("```").trim_end_matches("```").trim();
     match serde_json::from_str::<Value>(text) {
         Ok(value @ Value::Object(_)) => Ok(value),

@@ -24,8 +24,9 @@ use crate::state::{Secrets, StateError};
 const SPACE: &str = "parked-loops";
 /// How a reference starts in the answer; 32 hex digits follow.
 pub const REFERENCE: &str = "mcp-park-";
-/// Longest arguments shown in an approval request (the rest is cut).
-const SHOWN_ARGUMENTS: usize = 600;
+/// Longest arguments an approval request shows (whole); a call with longer ones is not
+/// offered for approval.
+pub const SHOWN_ARGUMENTS: usize = 4000;
 
 /// What a parked call waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,12 +60,18 @@ pub struct PendingCall {
     /// The id of the call held open in this process (for [`Wait::Held`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
+    /// Not to run: what the model is told instead (decided when the round parked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// The per-user server whose account it waits for (for [`Wait::Account`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 impl PendingCall {
     /// A call that waits for `wait`.
     pub fn new(call: ToolCall, wait: Wait) -> Self {
-        Self { call, wait, input: None, asked_again: None, held: None }
+        Self { call, wait, input: None, asked_again: None, held: None, refused: None, server: None }
     }
 }
 
@@ -102,6 +109,9 @@ impl Parking {
 
     /// Stores a loop for `owner`; returns its reference id.
     pub async fn park(&self, owner: &str, state: &LoopState, calls: &[PendingCall]) -> Result<String, StateError> {
+        if owner.is_empty() {
+            return Err(StateError::Database("the request names no owner to wait for".into()));
+        }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let bytes = serde_json::to_vec(&Stored { owner, state, calls })
             .map_err(|e| StateError::Database(format!("the loop could not be serialised: {e}")))?;
@@ -121,7 +131,7 @@ impl Parking {
             }
         };
         let parked: Parked = serde_json::from_slice(&bytes).ok()?;
-        if parked.owner != owner {
+        if owner.is_empty() || parked.owner != owner {
             tracing::warn!("a parked request was answered by someone other than who it waits for; ignored");
             return None;
         }
@@ -231,7 +241,7 @@ pub fn request_text(calls: &[PendingCall], links: &[(String, Option<String>)], i
                 let _ = write!(
                     text,
                     "**Connect your account.** `{server}` needs your own account: [connect it]({link}) (the link \
-                     works for 15 minutes), then reply **continue**.\n\n"
+                     works for 15 minutes). The page then shows a code: reply **continue** with that code.\n\n"
                 );
             }
             None => {

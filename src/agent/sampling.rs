@@ -21,8 +21,13 @@ const MAX_TEXT: usize = 256 * 1024;
 /// Longest wait for one completion.
 const WAIT: Duration = Duration::from_secs(120);
 
-/// Sends `body` (a chat completion request; streamed) and gathers the answer's text.
-pub async fn complete_text(upstream: &UpstreamClient, mut body: Value) -> Result<String, String> {
+/// Sends `body` (a chat completion request; streamed) and gathers the answer's text; `auth`
+/// is the credential of the request it is made for (its key's own upstream key), if any.
+pub async fn complete_text(
+    upstream: &UpstreamClient,
+    mut body: Value,
+    auth: Option<crate::llm::CallerAuth>,
+) -> Result<String, String> {
     if let Some(object) = body.as_object_mut() {
         object.insert("stream".into(), Value::Bool(true));
     }
@@ -32,7 +37,7 @@ pub async fn complete_text(upstream: &UpstreamClient, mut body: Value) -> Result
         method: Method::POST,
         path_and_query: "/chat/completions".into(),
         headers,
-        client_auth: None,
+        client_auth: auth,
         body: UpstreamBody::Bytes(serde_json::to_vec(&body).unwrap_or_default().into()),
     };
     let gather = async {
@@ -102,7 +107,7 @@ pub async fn sample(upstream: &UpstreamClient, config: &SamplingConfig, call: Sa
     {
         body.insert("temperature".into(), temperature.clone());
     }
-    let text = complete_text(upstream, body).await?;
+    let text = complete_text(upstream, body, None).await?;
     tracing::info!(server = %call.server, model = %model, max_tokens, chars = text.len(), "mcp.sampling answered");
     Ok(json!({"role": "assistant", "content": {"type": "text", "text": text}, "model": model, "stopReason": "endTurn"}))
 }

@@ -339,9 +339,18 @@ impl ToolLoop {
         self.state.messages.push(serde_json::to_value(&round.message).unwrap_or_default());
         // Calls that need the user's approval park the round before anything runs; in a round
         // that also hands calls to the client (or with no store to park in) they are declined.
-        let approvals: Vec<&str> =
-            round.gateway_calls().filter(|c| self.needs_approval(c.name())).map(|c| c.id()).collect();
         let mut declined = std::collections::HashMap::new();
+        let mut approvals: Vec<&str> = Vec::new();
+        for call in round.gateway_calls().filter(|c| self.needs_approval(c.name())) {
+            // What the user approves must be shown whole.
+            if call.arguments().chars().count() > super::park::SHOWN_ARGUMENTS {
+                let text = "Not run: this tool needs the user's approval, and its arguments are too long to show \
+                            them; call it with shorter arguments.";
+                declined.insert(call.id().to_owned(), text.to_owned());
+            } else {
+                approvals.push(call.id());
+            }
+        }
         if !approvals.is_empty() {
             match self.agent.parking.clone() {
                 Some(parking) if client_calls.is_empty() => {
@@ -349,7 +358,10 @@ impl ToolLoop {
                         .gateway_calls()
                         .map(|c| {
                             let wait = if approvals.contains(&c.id()) { Wait::Approval } else { Wait::Nothing };
-                            PendingCall::new(c.call.clone(), wait)
+                            PendingCall {
+                                refused: declined.get(c.id()).cloned(),
+                                ..PendingCall::new(c.call.clone(), wait)
+                            }
                         })
                         .collect();
                     done(round_no);
@@ -389,7 +401,7 @@ impl ToolLoop {
                 self.show(sink, &line).await;
             }
         }
-        self.record_runs(runs, sink).await;
+        self.record_runs_with(runs, sink, parking.is_none()).await;
         if let Some(parking) = parking {
             done(round_no);
             let (calls, links) = account_waits(&round, &waiting);
@@ -577,6 +589,12 @@ impl ToolLoop {
     /// Takes in what calls gave: tools `find_tools` found join the offer; each result becomes a
     /// tool message, a card (and images) in the answer, and a line of the trace.
     async fn record_runs(&mut self, runs: Vec<ToolRun>, sink: &Sink) {
+        self.record_runs_with(runs, sink, true).await;
+    }
+
+    /// [`record_runs`](Self::record_runs); `images` off while other calls of the same assistant
+    /// turn still wait (a user message between its tool messages would be refused).
+    async fn record_runs_with(&mut self, runs: Vec<ToolRun>, sink: &Sink, images: bool) {
         let found = merge_found(&mut self.tools, &runs, &self.pool, self.state.room);
         if found > 0 {
             if let Some(count) = self.state.selection.get_mut("found") {
@@ -598,7 +616,7 @@ impl ToolLoop {
                 self.show(sink, &shown).await;
             }
         }
-        if self.state.vision {
+        if self.state.vision && images {
             let parts: Vec<Value> = runs
                 .iter()
                 .flat_map(|r| &r.images)
@@ -672,12 +690,29 @@ impl ToolLoop {
         let mut retries = std::collections::HashMap::new();
         let mut held_answers = Vec::new();
         let mut ask_again = Vec::new();
+        // A per-user sign-in waiting for this holder's confirmation: the code in the answer.
+        let holder = self.state.user.account.clone().unwrap_or_default();
+        let codes = crate::mcp::oauth::confirmation_codes(answer);
+        let mut servers: Vec<&str> = calls.iter().filter_map(|c| c.server.as_deref()).collect();
+        servers.dedup();
+        for server in servers {
+            for code in &codes {
+                if self.agent.hub.confirm_sign_in(server, &holder, code).await {
+                    break;
+                }
+            }
+        }
         for pending in &calls {
+            if let Some(text) = &pending.refused {
+                declined.insert(pending.call.id.clone(), text.clone());
+                continue;
+            }
             let text = match (pending.wait, decision) {
                 (Wait::Input | Wait::Held, _) => {
                     let Some(input) = &pending.input else { continue };
                     let again = pending.asked_again.is_some();
-                    match super::inputs::answers(&self.agent, input, answer, &model, again).await {
+                    let by = (model.as_str(), self.client_auth.clone());
+                    match super::inputs::answers(&self.agent, input, answer, by, again).await {
                         super::inputs::Reply::Answers(retry) if pending.wait == Wait::Held => {
                             let reply =
                                 retry.responses.get(HELD_QUESTION).cloned().unwrap_or(json!({"action": "cancel"}));
@@ -727,7 +762,8 @@ impl ToolLoop {
             runs.push(self.answer_held(&pending, reply).await);
         }
         let (waiting, runs): (Vec<ToolRun>, Vec<ToolRun>) = runs.into_iter().partition(waits_for_person);
-        self.record_runs(runs, sink).await;
+        let parks = self.agent.parking.is_some() && !waiting.is_empty();
+        self.record_runs_with(runs, sink, !parks).await;
         if let Some(parking) = self.agent.parking.clone().filter(|_| !waiting.is_empty()) {
             let links: Vec<(String, Option<String>)> = waiting.iter().filter_map(|r| r.needs_account.clone()).collect();
             let again = calls
@@ -874,7 +910,10 @@ fn pending_for(call: crate::llm::wire::ToolCall, run: Option<&ToolRun>) -> Pendi
     }
     match run.and_then(|r| r.needs_input.clone()) {
         Some(input) => PendingCall { input: Some(input), ..PendingCall::new(call, Wait::Input) },
-        None => PendingCall::new(call, Wait::Account),
+        None => {
+            let server = run.and_then(|r| r.needs_account.as_ref()).map(|(server, _)| server.clone());
+            PendingCall { server, ..PendingCall::new(call, Wait::Account) }
+        }
     }
 }
 

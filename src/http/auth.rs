@@ -23,8 +23,10 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
     let mut caller = authenticate(&state.config.auth, req.headers())?;
     let restricted = caller.policy.is_some().then(|| presented_key(req.headers())).flatten();
     caller.identity.files = files_namespace(restricted, caller.identity.id.as_deref());
+    // Who owns what this request may leave waiting (a parked chat, a held question) and whose
+    // per-user connections it uses: always named, since any tool may ask a question.
+    caller.identity.account = Some(account_of(presented_key(req.headers()), caller.identity.id.as_deref()));
     if state.needs_account {
-        caller.identity.account = Some(account_of(presented_key(req.headers()), caller.identity.id.as_deref()));
         caller.identity.public_url = Some(public_url(&state.config.http, req.headers()));
     }
     req.extensions_mut().insert(caller);

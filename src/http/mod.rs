@@ -81,8 +81,8 @@ pub struct AppStateInner {
     pub local_store: Option<Arc<LocalStore>>,
     /// The state store (and the sealer for the secrets in it).
     pub secrets: crate::state::Secrets,
-    /// Whether authentication names the caller's account holder: any server is per-user
-    /// OAuth, or a chat may wait for the user (approval).
+    /// Whether authentication works out the gateway's public address for the caller (sign-in
+    /// links): any server is per-user OAuth.
     pub needs_account: bool,
     /// When the process started serving.
     pub started: Instant,
@@ -128,9 +128,7 @@ impl AppState {
             approval: Arc::new(config.approval.rule.clone()),
             parking: Some(crate::agent::park::Parking::new(secrets.clone(), config.approval.ttl)),
         };
-        let needs_account = config.mcp_servers.iter().any(McpServerConfig::per_user)
-            || !config.approval.rule.is_empty()
-            || config.auth.keys.iter().any(|k| k.approval.is_some());
+        let needs_account = config.mcp_servers.iter().any(McpServerConfig::per_user);
         Self(Arc::new(AppStateInner {
             needs_account,
             config,
@@ -169,6 +167,7 @@ pub fn router(state: AppState) -> Router {
         .route("/mcp/tools/call", post(mcp::call_tool))
         .route("/oauth/start/{server}", post(oauth::start))
         .route("/oauth/connections/{server}", axum::routing::delete(oauth::disconnect))
+        .route("/oauth/confirm/{server}", post(oauth::confirm))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
     let health = Router::new()

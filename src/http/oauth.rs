@@ -10,6 +10,8 @@
 //!   the single-use `state`, sealed in the state store when the sign-in started, binds it — and
 //!   it may arrive at any replica sharing the store. The server (or the user's connection)
 //!   connects at once.
+//! - A per-user sign-in's tokens wait until the holder confirms it: the callback page shows a
+//!   code, given back as "continue <code>" in the parked chat or `POST /oauth/confirm/<server>`.
 //! - `DELETE /oauth/connections/<server>` forgets the caller's own account on a per-user server.
 //! - `GET /oauth/client-metadata.json` is the gateway's own Client ID Metadata Document.
 
@@ -82,6 +84,26 @@ pub async fn disconnect(
         .map_err(|e| crate::mcp::McpError::ServerUnavailable { server: server.clone(), reason: e.to_string() })?;
     state.hub.signed_out(&server, account);
     Ok(Json(json!({"disconnected": forgot})))
+}
+
+/// `POST /oauth/confirm/<server>` with `{"code"}`: confirms the caller's own sign-in to a
+/// per-user server (the code its callback page showed); `{"connected": true}`, or 400.
+pub async fn confirm(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(server): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let config = oauth_server(&state, &caller, &headers, &server, format!("/oauth/confirm/{server}"))?;
+    let (true, Some(holder)) = (config.per_user(), caller.identity.account.as_deref()) else {
+        return Err(ApiError::BadRequest(format!("`{server}` is not a per-user server")));
+    };
+    let code = body.get("code").and_then(Value::as_str).unwrap_or_default();
+    if !state.hub.confirm_sign_in(&server, holder, code).await {
+        return Err(ApiError::BadRequest("this code is unknown, expired, used, or not yours".into()));
+    }
+    Ok(Json(json!({"connected": true})))
 }
 
 /// `GET /oauth/connect/<server>?ticket=…`: a redirect to the authorization server, for the
@@ -167,10 +189,18 @@ pub async fn callback(State(state): State<AppState>, RawQuery(query): RawQuery) 
     match crate::mcp::oauth::finish_web(&state.config.mcp_servers, &state.secrets, &code, &csrf, issuer.as_deref())
         .await
     {
-        Ok((server, account)) => {
-            state.hub.signed_in(&server, account);
+        Ok((server, None)) => {
+            state.hub.signed_in(&server, None);
             page(StatusCode::OK, format!("mcp-middleware: signed in to `{server}`. You can close this window."))
         }
+        Ok((server, Some(code))) => page(
+            StatusCode::OK,
+            format!(
+                "mcp-middleware: signed in to `{server}`. One step left: go back to your chat and reply\n\n    \
+                 continue {code}\n\n(or send POST /oauth/confirm/{server} with {{\"code\": \"{code}\"}}). The code works \
+                 for ten minutes, once, and only for whoever started this sign-in."
+            ),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "an OAuth sign-in did not complete");
             page(

@@ -69,6 +69,9 @@ pub enum ConnectError {
     Header(String),
 }
 
+/// Sampling requests of one connection answered at once.
+const SAMPLING_AT_ONCE: usize = 2;
+
 /// Our side of every MCP session: announces the client, reports tool-list changes, and answers
 /// sampling requests for a server allowed them.
 #[derive(Clone)]
@@ -76,6 +79,9 @@ pub struct HubClient {
     tools_changed: Arc<Notify>,
     /// The server's name and the sampler, for a server with `sampling: true`.
     sampler: Option<(String, super::Sampler)>,
+    /// Sampling requests of this connection answered at once (more wait: a server cannot run
+    /// up the model bill in parallel).
+    sampling_slots: Arc<tokio::sync::Semaphore>,
     /// Hands each progress notification to the call that waits for it.
     progress: rmcp::handler::client::progress::ProgressDispatcher,
     /// The chat calls that could answer a question, for a server with `elicitation: true`.
@@ -91,6 +97,7 @@ impl HubClient {
         Self {
             tools_changed,
             sampler: None,
+            sampling_slots: Arc::new(tokio::sync::Semaphore::new(SAMPLING_AT_ONCE)),
             progress: Default::default(),
             askers: None,
             handshake_version: ProtocolVersion::LATEST_WITH_INITIALIZE,
@@ -134,12 +141,13 @@ impl ClientHandler for HubClient {
         _context: rmcp::service::RequestContext<RoleClient>,
     ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
         let declined = rmcp::model::ElicitResult::new(rmcp::model::ElicitationAction::Decline);
-        // Only when one chat call is running can the question be its: anything else would risk
-        // showing one person another's question.
+        // Only when one call is running on the connection, and it is a chat's that can wait,
+        // can the question be that chat's: anything else could show one person another's
+        // question.
         let asker = match self.askers.as_ref().map(|a| a.lock().clone()) {
-            Some(askers) if askers.len() == 1 => askers.into_iter().next().map(|(_, asker)| asker),
-            Some(askers) => {
-                tracing::info!(running = askers.len(), "a server's question matches no single chat call; declined");
+            Some(running) if running.len() == 1 => running.into_iter().next().and_then(|(_, asker)| asker),
+            Some(running) => {
+                tracing::info!(running = running.len(), "a server's question matches no single chat call; declined");
                 None
             }
             None => None,
@@ -147,6 +155,10 @@ impl ClientHandler for HubClient {
         let Some(asker) = asker else { return Ok(declined) };
         let params =
             serde_json::to_value(&request).map_err(|e| rmcp::ErrorData::invalid_params(e.to_string(), None))?;
+        if params.to_string().len() > super::MAX_INPUT_BYTES {
+            tracing::info!("a server's question is larger than the gateway shows; declined");
+            return Ok(declined);
+        }
         match asker(params).await {
             Ok(answer) => {
                 serde_json::from_value(answer).map_err(|e| rmcp::ErrorData::internal_error(e.to_string(), None))
@@ -173,6 +185,8 @@ impl ClientHandler for HubClient {
         };
         let params = serde_json::to_value(&params).map_err(|e| rmcp::ErrorData::invalid_params(e.to_string(), None))?;
         let call = super::SamplingCall { server: server.clone(), params, model: None };
+        let _slot =
+            self.sampling_slots.acquire().await.map_err(|e| rmcp::ErrorData::internal_error(e.to_string(), None))?;
         let answer = sampler(call).await.map_err(|e| rmcp::ErrorData::internal_error(e, None))?;
         serde_json::from_value(answer).map_err(|e| rmcp::ErrorData::internal_error(e.to_string(), None))
     }

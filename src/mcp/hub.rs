@@ -302,6 +302,23 @@ impl Hub {
         }
     }
 
+    /// Confirms a per-user sign-in waiting under `code` for `holder` (see
+    /// [`super::oauth::confirm`]); on success the holder's connection opens anew.
+    pub async fn confirm_sign_in(&self, server: &str, holder: &str, code: &str) -> bool {
+        let Some(secrets) = &self.secrets else { return false };
+        match super::oauth::confirm(secrets, server, holder, code).await {
+            Ok(true) => {
+                self.signed_in(server, Some(holder.to_owned()));
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!(server, error = %e, "confirming a sign-in failed");
+                false
+            }
+        }
+    }
+
     /// `account` disconnected from the per-user `server`: its connection closes.
     pub fn signed_out(&self, server: &str, account: &str) {
         if let Some(handle) = self.handles().into_iter().find(|s| s.name() == server) {

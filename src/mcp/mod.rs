@@ -180,8 +180,9 @@ tokio::task_local! {
     pub static ASKER: Asker;
 }
 
-/// The chat calls in flight on one connection that could answer a question, by call number.
-pub(crate) type Askers = Arc<parking_lot::Mutex<Vec<(u64, Asker)>>>;
+/// The calls in flight on one connection, by call number, with who answers their questions
+/// (a chat that can park; `None` for any other caller).
+pub(crate) type Askers = Arc<parking_lot::Mutex<Vec<(u64, Option<Asker>)>>>;
 
 /// A model completion for an MCP server's sampling request: the server, its
 /// `CreateMessageRequestParams` as JSON, and the model to use when the request comes from a chat

@@ -200,8 +200,10 @@ pub async fn start_web(
 }
 
 /// Finishes a sign-in started over HTTP: the `state` must be one this gateway (or a replica
-/// sharing its store) started, unused and under ten minutes old. Returns the server's name and
-/// the account holder it was for (per-user).
+/// sharing its store) started, unused and under ten minutes old. Returns the server's name and,
+/// for a per-user sign-in, the confirmation code: its tokens are kept aside until the account
+/// holder gives that code back from their own chat or key ([`confirm`]), so a link sent to
+/// someone else cannot attach their account to the sender.
 pub async fn finish_web(
     servers: &[McpServerConfig],
     secrets: &Secrets,
@@ -217,7 +219,10 @@ pub async fn finish_web(
     if server.per_user() != pending.account.is_some() {
         return Err(unknown());
     }
-    let mut manager = manager(server, secrets, pending.account.as_deref()).await?;
+    // A user's tokens wait under a confirmation code until the holder confirms.
+    let confirmation = pending.account.as_ref().map(|_| confirmation_code());
+    let aside = confirmation.as_ref().map(|c| format!("{AWAITING}{c}"));
+    let mut manager = manager(server, secrets, aside.as_deref()).await?;
     manager.set_state_store(SealedPkce(secrets.clone()));
     let resolution = manager.resolve_metadata_from_challenge(pending.challenge.as_deref()).await?;
     manager.set_metadata(resolution.metadata);
@@ -227,7 +232,72 @@ pub async fn finish_web(
     }
     manager.configure_client(client)?;
     manager.exchange_code_for_token_with_issuer(code, state, issuer).await?;
-    Ok((server.name.clone(), pending.account))
+    if let (Some(holder), Some(confirmation)) = (&pending.account, &confirmation) {
+        let awaiting = Awaiting { server: server.name.clone(), holder: holder.clone() };
+        let bytes = serde_json::to_vec(&awaiting).map_err(|e| OAuthError::Flow(e.to_string()))?;
+        secrets
+            .put(CONFIRM, confirmation, &bytes, Some(PENDING_TTL))
+            .await
+            .map_err(|e| OAuthError::Flow(e.to_string()))?;
+    }
+    Ok((server.name.clone(), confirmation))
+}
+
+/// Where a per-user sign-in's tokens wait (as an account name) until confirmed.
+const AWAITING: &str = "awaiting-";
+/// Sign-ins waiting for their holder's confirmation, by code (sealed; single use).
+const CONFIRM: &str = "oauth-confirm";
+
+/// Whose a sign-in waiting for confirmation is.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Awaiting {
+    server: String,
+    holder: String,
+}
+
+/// A confirmation code: ten characters of an unambiguous alphabet (about 50 bits).
+fn confirmation_code() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    bytes
+        .iter()
+        .take(10)
+        .map(|b| char::from(ALPHABET.get(usize::from(*b) % ALPHABET.len()).copied().unwrap_or(b'A')))
+        .collect()
+}
+
+/// The confirmation codes in `text` (ten characters of the code alphabet, as words).
+pub fn confirmation_codes(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| w.len() == 10 && w.chars().all(|c| c.is_ascii_uppercase() || ('2'..='9').contains(&c)))
+        .map(str::to_owned)
+        .take(4)
+        .collect()
+}
+
+/// Confirms a per-user sign-in: when `code` is a sign-in to `server` waiting for `holder`,
+/// its tokens become the holder's. The code is used up either way (a wrong holder, too).
+pub async fn confirm(secrets: &Secrets, server: &str, holder: &str, code: &str) -> Result<bool, OAuthError> {
+    let flow = |e: crate::state::StateError| OAuthError::Flow(e.to_string());
+    let Some(bytes) = secrets.get(CONFIRM, code).await.map_err(flow)? else { return Ok(false) };
+    let Ok(awaiting) = serde_json::from_slice::<Awaiting>(&bytes) else { return Ok(false) };
+    if awaiting.server != server {
+        // Another server's code (a reply naming several): left for that one.
+        return Ok(false);
+    }
+    if secrets.take(CONFIRM, code).await.map_err(flow)?.is_none() {
+        return Ok(false);
+    }
+    let aside = SealedCredentials::new(secrets.clone(), &awaiting.server, Some(&format!("{AWAITING}{code}")));
+    let tokens = aside.load().await?;
+    let _ = aside.clear().await;
+    if awaiting.holder != holder {
+        tracing::warn!(server, "a sign-in was confirmed by someone other than who started it; discarded");
+        return Ok(false);
+    }
+    let Some(tokens) = tokens else { return Ok(false) };
+    SealedCredentials::new(secrets.clone(), server, Some(holder)).save(tokens).await?;
+    Ok(true)
 }
 
 /// What a connect ticket says: whose sign-in to which server, until when.

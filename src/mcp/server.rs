@@ -542,9 +542,22 @@ impl ServerHandle {
         }
         params.meta = meta.map(|m| RequestMetaObject(MetaObject(m)));
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-        let options = PeerRequestOptions::with_timeout(self.config.tool_timeout)
+        // Every call in flight on a connection that may ask questions is counted (registered
+        // before it is sent): a question belongs to a chat only when that chat's call is the
+        // one call running. A call that can be held waits for its person, up to
+        // `max_call_duration` rather than `tool_timeout`.
+        let asker = super::ASKER.try_with(Clone::clone).ok();
+        let counted = self.config.elicitation && !self.config.per_user();
+        let held = counted && asker.is_some();
+        let _in_flight = counted.then(|| {
+            let id = self.next_asker.fetch_add(1, Ordering::Relaxed);
+            self.askers.lock().push((id, asker));
+            AskerGuard { askers: self.askers.clone(), id }
+        });
+        let longest = self.config.max_call_duration.max(self.config.tool_timeout);
+        let options = PeerRequestOptions::with_timeout(if held { longest } else { self.config.tool_timeout })
             .reset_timeout_on_progress()
-            .with_max_total_timeout(self.config.max_call_duration.max(self.config.tool_timeout));
+            .with_max_total_timeout(longest);
         // The timeout covers sending too: a transport that cannot send (a frozen server) must
         // not hold a call past its `tool_timeout`.
         let timeout = self.config.tool_timeout;
@@ -559,15 +572,6 @@ impl ServerHandle {
             }
         };
         let guard = CancelOnDrop { peer: Some(peer), id: handle.id.clone() };
-        // A chat call that can park is who a question asked meanwhile belongs to.
-        let _asking = match super::ASKER.try_with(Clone::clone) {
-            Ok(asker) if self.config.elicitation && !self.config.per_user() => {
-                let id = self.next_asker.fetch_add(1, Ordering::Relaxed);
-                self.askers.lock().push((id, asker));
-                Some(AskerGuard { askers: self.askers.clone(), id })
-            }
-            _ => None,
-        };
         // The caller's progress line (a chat's status), fed by this call's notifications.
         let show = super::PROGRESS.try_with(Clone::clone).ok();
         let dispatcher = self.live.borrow().progress.clone();

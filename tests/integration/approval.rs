@@ -140,6 +140,25 @@ async fn destructive_tools_and_a_keys_own_rule_decide_what_waits() {
     assert!(strict.contains("`ts__headers`") && strict.contains("mcp-park-"), "{strict}");
 }
 
+/// What needs approval is shown whole: a call whose arguments are too long to show is not
+/// offered for approval (the model reads why) and nothing runs.
+#[tokio::test]
+async fn arguments_too_long_to_show_are_not_offered_for_approval() {
+    let long = "x".repeat(5000);
+    let llm = FakeLlm::new().tool_call("ts__echo", json!({"text": long})).text("Too long, then.").start().await;
+    let dir = TempDir::new("mcpmw-approval-long");
+    let mut app =
+        TestApp::spawn(&yaml(&llm, &format!("sqlite://{}/state.db", dir.0.display()), "  require: [ts__echo]\n")).await;
+    app.key = Some(OWUI.into());
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__echo")).await;
+    let base = format!("http://{}", app.addr);
+    let answer = chat(&base, OWUI, "alice", &[user("echo a lot")], false).await;
+    assert!(answer.contains("Too long, then.") && !answer.contains("mcp-park-"), "{answer}");
+    let said = tool_messages(&llm);
+    assert_eq!(said.len(), 1);
+    assert!(said[0].contains("too long to show"), "{said:?}");
+}
+
 #[tokio::test]
 async fn an_expired_request_does_nothing() {
     let llm =

@@ -48,6 +48,42 @@ async fn sign_in(start: &str, account: &str) -> (u16, String) {
     panic!("too many redirects from {start}");
 }
 
+/// The confirmation code a per-user sign-in's callback page shows.
+fn code_in(page: &str) -> String {
+    let at = page.find("continue ").unwrap_or_else(|| panic!("no code in {page}"));
+    page[at + "continue ".len()..].split_whitespace().next().unwrap().to_owned()
+}
+
+/// Confirms a sign-in's code as `user`: the status.
+async fn confirm_as(app: &TestApp, user: &str, code: &str) -> u16 {
+    let resp = app
+        .client
+        .post(app.url("/oauth/confirm/gh"))
+        .bearer_auth("sk-owui-0123456789")
+        .header("X-OpenWebUI-User-Id", user)
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
+    resp.status().as_u16()
+}
+
+/// Starts a sign-in through the REST API as `user`: the authorization URL.
+async fn start_as(app: &TestApp, user: &str) -> String {
+    let started = app
+        .client
+        .post(app.url("/oauth/start/gh"))
+        .bearer_auth("sk-owui-0123456789")
+        .header("X-OpenWebUI-User-Id", user)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 200);
+    let started: Value = started.json().await.unwrap();
+    started["authorization_url"].as_str().unwrap().to_owned()
+}
+
 /// The connect link in a "not connected" message.
 fn link_in(text: &str) -> String {
     let start = text.find("http://").unwrap_or_else(|| panic!("no link in {text}"));
@@ -98,6 +134,9 @@ async fn each_user_connects_their_own_account_and_never_uses_anothers() {
     let (status, page) = sign_in(&alice_link, "alice-gh").await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("signed in to `gh`"), "{page}");
+    // Not hers yet: the tokens wait for Alice to give the page's code back as herself.
+    assert_eq!(call_as(&app, "sk-owui-0123456789", "alice", "gh__connect_account").await.0, 403);
+    assert_eq!(confirm_as(&app, "alice", &code_in(&page)).await, 200);
     app.wait_for_tools(|n| n.iter().any(|t| t == "gh__headers")).await;
     let (status, mine) = call_as(&app, "sk-owui-0123456789", "alice", "gh__headers").await;
     assert_eq!((status, subject(&mine)), (200, "alice-gh".to_owned()), "{mine}");
@@ -141,20 +180,17 @@ async fn each_user_connects_their_own_account_and_never_uses_anothers() {
         }
     }
 
+    // A sign-in Bob started, finished by someone else's browser (a link sent to a victim): its
+    // code given back by anyone but Bob connects nothing, and is used up.
+    let (_, page) = sign_in(&start_as(&app, "bob").await, "victim-gh").await;
+    assert_eq!(confirm_as(&app, "mallory", &code_in(&page)).await, 400);
+    assert_eq!(confirm_as(&app, "bob", &code_in(&page)).await, 400, "used up");
+    assert_eq!(call_as(&app, "sk-owui-0123456789", "bob", "gh__headers").await.0, 403);
+
     // Bob connects through the REST API (his own identity), as bob-gh.
-    let started = app
-        .client
-        .post(app.url("/oauth/start/gh"))
-        .bearer_auth("sk-owui-0123456789")
-        .header("X-OpenWebUI-User-Id", "bob")
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 200);
-    let started: Value = started.json().await.unwrap();
-    let (status, _) = sign_in(started["authorization_url"].as_str().unwrap(), "bob-gh").await;
+    let (status, page) = sign_in(&start_as(&app, "bob").await, "bob-gh").await;
     assert_eq!(status, 200);
+    assert_eq!(confirm_as(&app, "bob", &code_in(&page)).await, 200);
     let (status, bobs) = call_as(&app, "sk-owui-0123456789", "bob", "gh__headers").await;
     assert_eq!((status, subject(&bobs)), (200, "bob-gh".to_owned()), "{bobs}");
     let (_, alices) = call_as(&app, "sk-owui-0123456789", "alice", "gh__headers").await;
@@ -202,7 +238,8 @@ async fn a_chat_waits_for_the_user_to_connect_and_then_goes_on() {
     // Alice connected earlier: the server's tools are known.
     app.wait_for_tools(|n| n.iter().any(|t| t == "gh__connect_account")).await;
     let (_, refused) = call_as(&app, "sk-owui-0123456789", "alice", "gh__connect_account").await;
-    sign_in(&link_in(refused["error"]["message"].as_str().unwrap()), "alice-gh").await;
+    let (_, page) = sign_in(&link_in(refused["error"]["message"].as_str().unwrap()), "alice-gh").await;
+    assert_eq!(confirm_as(&app, "alice", &code_in(&page)).await, 200);
     app.wait_for_tools(|n| n.iter().any(|t| t == "gh__headers")).await;
 
     let ask = |messages: Value| {
@@ -223,7 +260,7 @@ async fn a_chat_waits_for_the_user_to_connect_and_then_goes_on() {
     assert_eq!(status, 200, "{page}");
 
     let history = json!([{"role": "user", "content": "who am I on gh?"}, {"role": "assistant", "content": asked},
-        {"role": "user", "content": "continue"}]);
+        {"role": "user", "content": format!("continue {}", code_in(&page))}]);
     let done: Value = ask(history).await.unwrap().json().await.unwrap();
     let text = done["choices"][0]["message"]["content"].as_str().unwrap();
     assert!(text.contains("Here is who you are on gh."), "{text}");
