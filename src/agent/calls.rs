@@ -231,22 +231,14 @@ pub async fn run_calls(
             // cancelled (the server hears `notifications/cancelled`) and the model is told.
             match tokio::time::timeout_at(scope.deadline.into(), run).await {
                 Ok(run) => run,
-                Err(_) => ToolRun {
-                    id: call.id().to_owned(),
-                    name: call.name().to_owned(),
-                    arguments: serde_json::from_str(call.arguments())
+                Err(_) => ToolRun::failed(
+                    call.id(),
+                    call.name(),
+                    serde_json::from_str(call.arguments())
                         .unwrap_or_else(|_| Value::String(call.arguments().to_owned())),
-                    output: "Error: this request reached its time limit before the call finished; it was cancelled."
-                        .into(),
-                    is_error: true,
-                    artifacts: Vec::new(),
-                    images: Vec::new(),
-                    found: Vec::new(),
-                    needs_account: None,
-                    needs_input: None,
-                    needs_answer: None,
-                    duration_ms: duration_ms(started.elapsed()),
-                },
+                    "Error: this request reached its time limit before the call finished; it was cancelled.",
+                    started,
+                ),
             }
         }
     });
@@ -347,19 +339,26 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
 
 /// A run whose call is held (its output is filled when it finishes).
 fn held_run(id: &str, name: &str, arguments: Value, started: Instant) -> ToolRun {
-    ToolRun {
-        id: id.to_owned(),
-        name: name.to_owned(),
-        arguments,
-        output: String::new(),
-        is_error: true,
-        artifacts: Vec::new(),
-        images: Vec::new(),
-        found: Vec::new(),
-        needs_account: None,
-        needs_input: None,
-        needs_answer: None,
-        duration_ms: duration_ms(started.elapsed()),
+    ToolRun::failed(id, name, arguments, "", started)
+}
+
+impl ToolRun {
+    /// A call that gave no result: the model reads `text`.
+    pub fn failed(id: &str, name: &str, arguments: Value, text: &str, started: Instant) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            arguments,
+            output: text.to_owned(),
+            is_error: true,
+            artifacts: Vec::new(),
+            images: Vec::new(),
+            found: Vec::new(),
+            needs_account: None,
+            needs_input: None,
+            needs_answer: None,
+            duration_ms: duration_ms(started.elapsed()),
+        }
     }
 }
 

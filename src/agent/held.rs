@@ -22,11 +22,15 @@ use crate::mcp::{ASKER, Asker, PROGRESS, ProgressFn, ToolEntry};
 pub const MAX_HOLD: Duration = Duration::from_secs(3600);
 /// Most calls held at once (the oldest is let go beyond).
 const MAX_HELD: usize = 1000;
+/// Most calls one account holder has held at once (their oldest is let go beyond): one user
+/// cannot push everyone else's questions out.
+const MAX_HELD_PER_OWNER: usize = 8;
 
 type Answer = oneshot::Sender<Result<Value, String>>;
 
 /// A call waiting for an answer.
 struct Held {
+    owner: String,
     task: JoinHandle<Invocation>,
     answer: Answer,
     questions: mpsc::Receiver<(Value, Answer)>,
@@ -70,6 +74,7 @@ pub async fn run(
     identity: UserIdentity,
     progress: Option<ProgressFn>,
 ) -> Holdable {
+    let identity_owner = identity.account.clone().unwrap_or_default();
     let (ask_tx, questions) = mpsc::channel::<(Value, Answer)>(1);
     let asker: Asker = Arc::new(move |question| {
         let ask_tx = ask_tx.clone();
@@ -91,12 +96,13 @@ pub async fn run(
             None => invoked.await,
         }
     };
+    let owner = identity_owner.clone();
     let task = tokio::spawn(ASKER.scope(asker, call));
-    follow(AbortOnDrop(Some(task)), questions).await
+    follow(owner, AbortOnDrop(Some(task)), questions).await
 }
 
 /// Waits for the task to finish or to ask.
-async fn follow(mut task: AbortOnDrop, mut questions: mpsc::Receiver<(Value, Answer)>) -> Holdable {
+async fn follow(owner: String, mut task: AbortOnDrop, mut questions: mpsc::Receiver<(Value, Answer)>) -> Holdable {
     let Some(handle) = task.0.as_mut() else { return Holdable::Lost };
     tokio::select! {
         joined = handle => match joined {
@@ -105,7 +111,7 @@ async fn follow(mut task: AbortOnDrop, mut questions: mpsc::Receiver<(Value, Ans
         },
         Some((question, answer)) = questions.recv() => {
             let Some(handle) = task.0.take() else { return Holdable::Lost };
-            let id = hold(Held { task: handle, answer, questions, since: Instant::now() });
+            let id = hold(Held { owner, task: handle, answer, questions, since: Instant::now() });
             Holdable::Asked { id, question }
         }
     }
@@ -122,10 +128,21 @@ fn hold(held: Held) -> String {
         }
         keep
     });
-    if all.len() >= MAX_HELD
-        && let Some(oldest) = all.iter().min_by_key(|(_, h)| h.since).map(|(k, _)| k.clone())
-        && let Some(gone) = all.remove(&oldest)
-    {
+    let theirs = all.values().filter(|h| h.owner == held.owner).count();
+    let oldest = |all: &HashMap<String, Held>, owner: Option<&str>| {
+        all.iter()
+            .filter(|(_, h)| owner.is_none_or(|o| h.owner == o))
+            .min_by_key(|(_, h)| h.since)
+            .map(|(k, _)| k.clone())
+    };
+    let full = if theirs >= MAX_HELD_PER_OWNER {
+        oldest(&all, Some(&held.owner))
+    } else if all.len() >= MAX_HELD {
+        oldest(&all, None)
+    } else {
+        None
+    };
+    if let Some(gone) = full.and_then(|k| all.remove(&k)) {
         gone.task.abort();
     }
     all.insert(id.clone(), held);
@@ -137,5 +154,5 @@ fn hold(held: Held) -> String {
 pub async fn answer(id: &str, answer: Value) -> Option<Holdable> {
     let held = HELD.lock().remove(id)?;
     let _ = held.answer.send(Ok(answer));
-    Some(follow(AbortOnDrop(Some(held.task)), held.questions).await)
+    Some(follow(held.owner, AbortOnDrop(Some(held.task)), held.questions).await)
 }

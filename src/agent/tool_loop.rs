@@ -546,18 +546,8 @@ impl ToolLoop {
             }
             let again: Vec<&AssembledCall> = calls.iter().copied().filter(|c| alone.contains_key(c.id())).collect();
             let none = std::collections::HashMap::new();
-            let scope = CallScope {
-                invoker: &self.agent.invoker,
-                offered: &self.tools,
-                vision: self.state.vision,
-                identity: &self.state.user,
-                deadline: self.deadline,
-                finder: None,
-                declined: &none,
-                retries: &alone,
-                progress: None,
-                hold: false,
-            };
+            let scope =
+                CallScope { finder: None, declined: &none, retries: &alone, progress: None, hold: false, ..scope };
             let redone = run_calls(&scope, &again, &mut self.state.ledger, &self.agent.limits).await;
             for run in redone {
                 if let Some(slot) = runs.iter_mut().find(|r| r.id == run.id) {
@@ -797,20 +787,7 @@ impl ToolLoop {
             Some(id) => super::held::answer(id, reply).await,
             None => None,
         };
-        let failed = |text: &str| ToolRun {
-            id: call.id.clone(),
-            name: call.function.name.clone(),
-            arguments: arguments.clone(),
-            output: text.to_owned(),
-            is_error: true,
-            artifacts: Vec::new(),
-            images: Vec::new(),
-            found: Vec::new(),
-            needs_account: None,
-            needs_input: None,
-            needs_answer: None,
-            duration_ms: 0,
-        };
+        let failed = |text: &str| ToolRun::failed(&call.id, &call.function.name, arguments.clone(), text, started);
         match followed {
             Some(super::held::Holdable::Done(invocation)) => {
                 let vision = self.state.vision;

@@ -11,7 +11,7 @@
 //!   it may arrive at any replica sharing the store. The server (or the user's connection)
 //!   connects at once.
 //! - A per-user sign-in's tokens wait until the holder confirms it: the callback page shows a
-//!   code, given back as "continue <code>" in the parked chat or `POST /oauth/confirm/<server>`.
+//!   code, given back as `continue <code>` in the parked chat or `POST /oauth/confirm/<server>`.
 //! - `DELETE /oauth/connections/<server>` forgets the caller's own account on a per-user server.
 //! - `GET /oauth/client-metadata.json` is the gateway's own Client ID Metadata Document.
 
