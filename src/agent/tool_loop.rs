@@ -101,6 +101,9 @@ pub struct ToolLoop {
     deadline: Instant,
     /// The key's own approval rule (the agent's applies too).
     key_approval: Option<Arc<crate::config::ApprovalRule>>,
+    /// What the caller may use, for a loop resumed after a person (tools of a server the
+    /// person just connected join the offer).
+    access: Option<crate::access::ToolAccess>,
 }
 
 /// One round's request, serialised straight from the shared parts: no copy of the history per
@@ -215,6 +218,7 @@ impl ToolLoop {
             client_auth,
             deadline,
             key_approval: None,
+            access: None,
         }
     }
 
@@ -234,7 +238,32 @@ impl ToolLoop {
         state.user = request.identity;
         let mut this = Self::resume(agent, state, access, request.headers, request.client_auth);
         this.key_approval = request.approval;
+        this.access = Some(access.clone());
         this
+    }
+
+    /// Tools of `servers` the caller may use that are not offered yet join the offer (within
+    /// its room): a per-user server the person just connected lists its tools only now.
+    fn offer_tools_of(&mut self, servers: &[String]) {
+        let Some(access) = &self.access else { return };
+        let catalog = self.agent.hub.catalog();
+        let room = self.state.room.saturating_sub(usize::from(self.state.find_tools.is_some()));
+        let mut joined = false;
+        for entry in catalog.entries().iter().filter(|e| servers.contains(&e.server) && access.allows(e)) {
+            if self.tools.len() >= room {
+                break;
+            }
+            if !self.tools.iter().any(|t| t.name == entry.name) {
+                self.tools.push(entry.clone());
+                joined = true;
+            }
+        }
+        if joined {
+            self.catalog = catalog;
+            self.state.offered = self.tools.iter().map(|t| t.name.clone()).collect();
+            self.tools_json =
+                tools_field(&self.state.client_definitions, &self.tools, self.state.find_tools.as_deref());
+        }
     }
 
     /// The state, to serialise.
@@ -752,6 +781,15 @@ impl ToolLoop {
             runs.push(self.answer_held(&pending, reply).await);
         }
         let (waiting, runs): (Vec<ToolRun>, Vec<ToolRun>) = runs.into_iter().partition(waits_for_person);
+        // Accounts connected by now: their servers' tools can be used from the next round.
+        let connected: Vec<String> = calls
+            .iter()
+            .filter(|c| c.wait == Wait::Account && !waiting.iter().any(|w| w.id == c.call.id))
+            .filter_map(|c| c.server.clone())
+            .collect();
+        if !connected.is_empty() {
+            self.offer_tools_of(&connected);
+        }
         let parks = self.agent.parking.is_some() && !waiting.is_empty();
         self.record_runs_with(runs, sink, !parks).await;
         if let Some(parking) = self.agent.parking.clone().filter(|_| !waiting.is_empty()) {

@@ -135,7 +135,13 @@ fn account_of(key: Option<&str>, user: Option<&str>) -> String {
     hash.update(key.unwrap_or_default().as_bytes());
     hash.update(b"\0");
     hash.update(user.unwrap_or_default().as_bytes());
-    hash.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+    // Every request names its holder: one allocation, no formatting machinery.
+    let mut out = String::with_capacity(32);
+    for b in hash.finalize().iter().take(16) {
+        out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+        out.push(char::from_digit(u32::from(b & 15), 16).unwrap_or('0'));
+    }
+    out
 }
 
 /// The gateway as the caller's browser reaches it: `http.public_url`, else the `Host` this

@@ -3,7 +3,8 @@
 //! holder's first call with the holder's own sealed tokens, closed after [`IDLE`] without use;
 //! at most [`MAX_HOLDERS`] per server are open at once (the least recently used one closes
 //! first). A connection, its credential entry and its refreshes are all keyed by the holder, so
-//! one holder's tokens never serve another's call.
+//! one holder's tokens never serve another's call. The server always offers [`CONNECT_TOOL`]
+//! besides its own tools (the only one before anyone has connected).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -167,6 +168,17 @@ impl super::ServerHandle {
             *adopted = Some(tools.clone());
         }
         self.store_tools(tools);
+        // `connect_account` stays (unless the server has a tool of that name): a user who has
+        // not connected can still be handed the link, and a chat parked on it can go on.
+        let own = self.live.borrow().tools.iter().any(|t| t.name == CONNECT_TOOL);
+        if !own {
+            let placeholder = connect_tool(self.name());
+            self.live.send_modify(|live| {
+                let mut tools = (*live.tools).clone();
+                tools.push(placeholder);
+                live.tools = Arc::new(tools);
+            });
+        }
         true
     }
 
@@ -195,9 +207,11 @@ impl super::ServerHandle {
         };
         let public_url = identity.public_url.as_deref();
         let peer = self.holder_peer(account, public_url).await?;
-        if tool == CONNECT_TOOL && self.adopted.lock().is_none() {
+        let servers_own = self.adopted.lock().as_ref().is_some_and(|t| t.iter().any(|t| t.name == CONNECT_TOOL));
+        if tool == CONNECT_TOOL && !servers_own {
             let text = format!(
-                "The user's account on `{}` is connected; its tools are offered from the next message on.",
+                "The user's account on `{}` is connected; its other tools can be used now (they are offered \
+                 from the next message on if they were not yet).",
                 self.name()
             );
             return Ok(rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text(text)]));

@@ -90,13 +90,13 @@ fn the_handshake_and_client_credentials_scenarios_pass() {
 
 /// The conformance suite's scenario server on its own (its interactive mode), for the gateway to
 /// connect to; stopped when dropped.
-struct ScenarioServer {
-    url: String,
+pub(crate) struct ScenarioServer {
+    pub url: String,
     child: tokio::process::Child,
 }
 
 impl ScenarioServer {
-    async fn start(scenario: &str) -> Self {
+    pub async fn start(scenario: &str) -> Self {
         let (node, suite) = conformance();
         let mut command = tokio::process::Command::new(node);
         command.arg(suite).args(["client", "--scenario", scenario]);

@@ -268,3 +268,61 @@ async fn a_chat_waits_for_the_user_to_connect_and_then_goes_on() {
     let tool = sent["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap().clone();
     assert!(tool["content"].as_str().unwrap().contains("bob-gh"), "{tool}");
 }
+
+/// Consent mid-chat against the MCP conformance suite's own authorization server (its
+/// `auth/metadata-default` scenario, started on its own): before anyone has connected the chat
+/// calls `connect_account`, parks with the link, the person signs in and gives the code back
+/// with "continue", and the same response goes on: the account is connected and the server's
+/// own tool runs with the user's token.
+#[tokio::test]
+async fn consent_in_a_chat_against_the_conformance_suites_authorization_server() {
+    let server = crate::oauth::ScenarioServer::start("auth/metadata-default").await;
+    let dir = TempDir::new("mcpmw-consent-conformance");
+    let llm = FakeLlm::new()
+        .tool_call("conf__connect_account", json!({}))
+        .tool_call("conf__test-tool", json!({}))
+        .text("Connected, and the tool ran.")
+        .start()
+        .await;
+    let yaml = format!(
+        "auth:\n  keys:\n    - key: sk-owui-0123456789\n      trust_user_headers: true\n\
+         state:\n  url: sqlite://{}/state.db\n  encryption_key: a-conformance-consent-key-0123456789abcdef\n\
+         mcpServers:\n  conf:\n    url: {}\n    auth:\n      oauth:\n        per_user: true\n",
+        dir.0.display(),
+        server.url
+    );
+    let mut app = TestApp::in_front_of(&llm, &yaml).await;
+    app.key = Some("sk-owui-0123456789".into());
+    app.wait_for_tools(|n| n.iter().any(|t| t == "conf__connect_account")).await;
+    let ask = |messages: Value| {
+        app.client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth("sk-owui-0123456789")
+            .header("X-OpenWebUI-User-Id", "dora")
+            .json(&json!({"model": "m", "messages": messages}))
+            .send()
+    };
+    let first: Value = ask(json!([{"role": "user", "content": "use conf"}])).await.unwrap().json().await.unwrap();
+    let asked = first["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+    assert!(asked.contains("Connect your account") && asked.contains("mcp-park-"), "{asked}");
+    let link = asked.split("](").nth(1).and_then(|rest| rest.split(')').next()).unwrap().to_owned();
+    let (status, page) = sign_in(&link, "dora").await;
+    assert_eq!(status, 200, "{page}");
+
+    let history = json!([{"role": "user", "content": "use conf"}, {"role": "assistant", "content": asked},
+        {"role": "user", "content": format!("continue {}", code_in(&page))}]);
+    let done: Value = ask(history).await.unwrap().json().await.unwrap();
+    let text = done["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.contains("Connected, and the tool ran."), "{text}");
+    let sent = llm.chat_requests().pop().unwrap();
+    let tools: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(tools.len(), 2, "connect_account, then the server's own tool: {tools:?}");
+    assert!(tools[0].contains("is connected"), "{tools:?}");
+    assert!(!tools.iter().any(|t| t.contains("Error")), "the server's own tool ran: {tools:?}");
+}
