@@ -12,6 +12,7 @@
 //! | `shared.rs`  | the current catalog, swapped without a lock; a read-only view        |
 //! | `server.rs`  | one server's supervisor (backoff, `list_changed`) and its tool calls |
 //! | `per_user.rs` | a `per_user` OAuth server's connection per account holder           |
+//! | `tasks.rs`   | tools that run only as tasks (2025-11-25 tasks: call, result, cancel) |
 //! | `oauth.rs`   | OAuth: sealed credentials, sign-ins (CLI, HTTP, connect links)       |
 //! | `catalog.rs` | exposed names, sanitised schemas, prepared OpenAI tool JSON          |
 //! | `search.rs`  | the catalog's BM25 index (built once per catalog change)            |
@@ -32,6 +33,7 @@ mod session_expiry;
 mod shared;
 mod sse;
 mod stderr;
+mod tasks;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -534,6 +534,8 @@ impl ServerHandle {
         meta: Option<JsonObject>,
         retry: Option<&super::InputRetry>,
     ) -> Result<CallToolResult, McpError> {
+        // Kept for a tool that turns out to run only as a task (the call is made again).
+        let (peer_again, arguments_again, meta_again) = (peer.clone(), arguments.clone(), meta.clone());
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = arguments;
         if let Some(retry) = retry {
@@ -597,6 +599,10 @@ impl ServerHandle {
         // `isError` result is: the model reads it and the REST API answers 200. Only refused
         // arguments (-32602) stay an error of the call.
         let result = match result {
+            // A tool that runs only as a task (MCP 2025-11-25 tasks): called again as one.
+            Err(ServiceError::McpError(data)) if super::tasks::wants_task(&data) => {
+                return self.call_as_task(peer_again, tool, arguments_again, meta_again).await;
+            }
             Err(ServiceError::McpError(data)) if data.code != ErrorCode::INVALID_PARAMS => {
                 let message = self.redactor.scrub(&data.message).into_owned();
                 return Ok(CallToolResult::error(vec![rmcp::model::ContentBlock::text(message)]));
@@ -604,6 +610,10 @@ impl ServerHandle {
             other => other,
         };
         match result.map_err(|e| self.call_error(tool, e))? {
+            // The TypeScript SDK reports the refusal as a failed result.
+            ServerResult::CallToolResult(result) if super::tasks::result_wants_task(&result) => {
+                self.call_as_task(peer_again, tool, arguments_again, meta_again).await
+            }
             ServerResult::CallToolResult(result) => Ok(result),
             ServerResult::InputRequiredResult(asked) => Err(self.input_required(tool, asked)),
             _ => Err(McpError::Protocol {
@@ -650,7 +660,7 @@ impl ServerHandle {
 
     /// What a failed call becomes. The server's own error messages are kept (scrubbed of this
     /// server's secrets); transport and library details go to the log only.
-    fn call_error(&self, tool: &str, e: ServiceError) -> McpError {
+    pub(super) fn call_error(&self, tool: &str, e: ServiceError) -> McpError {
         let server = self.name().to_owned();
         let scrub = |text: &str| self.redactor.scrub(text).into_owned();
         // A per-user server refused this user's token and no refresh could replace it: the

@@ -220,3 +220,31 @@ async fn a_question_that_matches_no_single_call_is_declined() {
     let said = tool_said(&llm);
     assert_eq!(said.matches("User declined").count(), 2, "{said}");
 }
+
+/// A task that asks mid-way (server-everything's ambiguous `simulate-research-query`: the
+/// question comes through `tasks/result`): the chat parks with it while the task is held, and
+/// the answer reaches the task, whose report names it.
+#[tokio::test]
+async fn a_task_that_asks_is_held_until_the_user_answers() {
+    let llm = FakeLlm::new()
+        .tool_call("ev__simulate-research-query", json!({"topic": "python", "ambiguous": true}))
+        .text("Here is your report.")
+        .start()
+        .await;
+    let dir = TempDir::new("mcpmw-questions-task");
+    let ev = crate::common::peers::everything();
+    let yaml = format!(
+        "upstream:\n  base_url: {}\nauth:\n  keys:\n    - key: {KEY}\n      user: {{id: ada}}\n\
+         state:\n  url: sqlite://{}/state.db\nbuiltin_tools:\n  enabled: false\n\
+         mcpServers:\n  ev:\n    command: node\n    args: [\"{ev}\", stdio]\n    elicitation: true\n",
+        llm.url,
+        dir.0.display()
+    );
+    let mut app = TestApp::spawn(&yaml).await;
+    app.key = Some(KEY.into());
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ev__simulate-research-query")).await;
+    let answers = conversation(&app, &[r#"{"interpretation": "programming"}"#]).await;
+    assert!(answers[0].contains("multiple interpretations") && answers[0].contains("mcp-park-"), "{}", answers[0]);
+    assert!(answers[1].contains("Here is your report."), "{}", answers[1]);
+    assert!(tool_said(&llm).contains("python (programming)"), "{}", tool_said(&llm));
+}
