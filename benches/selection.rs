@@ -27,6 +27,7 @@ fn catalog() -> Catalog {
                 description: Some(format!("{verb} a {noun} in system {s}: returns the {noun} with its fields")),
                 input_schema: Arc::new(schema.as_object().cloned().unwrap()),
                 destructive: false,
+                prefix: None,
             }
         })
     });

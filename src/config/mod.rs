@@ -31,7 +31,7 @@ pub use env::{EnvSource, ProcessEnv};
 use raw::{DurationValue, RawConfig, RawToolPolicy};
 pub use redact::{MASK, Redactor, redact_url, secret_name};
 use servers::mcp_server;
-pub use servers::{BUILTIN_SERVER, McpServerConfig, McpTransportConfig, OAuthConfig, OAuthGrant};
+pub use servers::{BUILTIN_SERVER, McpServerConfig, McpTransportConfig, OAuthConfig, OAuthGrant, SEPARATOR};
 pub use serving::{FacadeConfig, HttpConfig, LimitsConfig, LogFormat, LoggingConfig, UpstreamConfig};
 pub use state::{MIN_KEY_CHARS, StateConfig, default_state_url};
 pub use tools::{ModelPolicy, PROVIDER_TOOL_LIMIT, SelectionConfig, ToolLoopConfig, ToolSelection};
@@ -327,6 +327,7 @@ pub fn validate(mut raw: RawConfig) -> Result<Config, ConfigError> {
             pin_descriptions: false,
             sampling: false,
             elicitation: false,
+            prefix: format!("{BUILTIN_SERVER}{SEPARATOR}"),
             oauth: None,
         });
     }

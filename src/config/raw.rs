@@ -562,6 +562,10 @@ pub struct RawMcpServer {
     /// Default false. (Questions of the 2026-07-28 revision, `input_required`, need no flag.)
     #[serde(default, deserialize_with = "text_or")]
     pub elicitation: Option<bool>,
+    /// What this server's tool names are exposed with (in chat, the REST API and `/mcp`).
+    /// Default `<name>__`; `""` keeps the server's own names. Letters, digits, `_` and `-`, at
+    /// most 32. A name two servers would share is reported and kept by the first server.
+    pub prefix: Option<String>,
     /// How the gateway authenticates to this HTTP server beyond `headers` (`auth.oauth`).
     #[serde(default)]
     pub auth: RawServerAuth,

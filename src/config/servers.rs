@@ -41,6 +41,8 @@ pub struct McpServerConfig {
     pub sampling: bool,
     /// The server may ask the user questions mid-call (legacy elicitation).
     pub elicitation: bool,
+    /// What its tool names are exposed with (`<name>__` unless configured).
+    pub prefix: String,
     /// OAuth 2.1 for this (streamable HTTP) server.
     pub oauth: Option<OAuthConfig>,
 }
@@ -59,6 +61,9 @@ impl McpServerConfig {
         }
     }
 }
+
+/// What joins a server's name and a tool's in exposed names and policy patterns (`ts__echo`).
+pub const SEPARATOR: &str = "__";
 
 /// Which OAuth grant a server's tokens come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +227,19 @@ pub(super) fn mcp_server(name: &str, raw: RawMcpServer, p: &mut Problems) -> Opt
             }
         }
     };
+    let prefix = match raw.prefix {
+        Some(prefix) => {
+            let allowed = prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !allowed || prefix.len() > 32 {
+                p.push(
+                    at("prefix"),
+                    "letters, digits, `_` and `-` only, at most 32 (\"\" keeps the server's own names)",
+                );
+            }
+            prefix
+        }
+        None => format!("{name}{SEPARATOR}"),
+    };
     let oauth = match raw.auth.oauth {
         Some(oauth) => {
             if !matches!(transport, McpTransportConfig::StreamableHttp { .. }) {
@@ -246,6 +264,7 @@ pub(super) fn mcp_server(name: &str, raw: RawMcpServer, p: &mut Problems) -> Opt
         pin_descriptions: raw.pin_descriptions.unwrap_or(false),
         sampling: raw.sampling.unwrap_or(false),
         elicitation: raw.elicitation.unwrap_or(false),
+        prefix,
         oauth,
     })
 }

@@ -35,11 +35,13 @@ pub async fn servers(
 ) -> Result<Json<Value>, ApiError> {
     let access = access(&caller, &headers)?;
     let mut servers = state.hub.servers();
+    let catalog = state.hub.catalog();
     if !access.is_unrestricted() {
-        let catalog = state.hub.catalog();
         servers.retain(|s| access.visible(&catalog).any(|e| e.server == s.name));
+        // Collisions name servers; a restricted key sees only its own servers.
+        return Ok(Json(json!({"servers": servers})));
     }
-    Ok(Json(json!({"servers": servers})))
+    Ok(Json(json!({"servers": servers, "collisions": catalog.collisions()})))
 }
 
 /// `GET|POST /mcp/tools/list`: the tools the caller may use, as

@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 /// Longest tool name the OpenAI API accepts.
 pub const MAX_NAME: usize = 64;
 /// Separator between server and tool in exposed names.
-pub const SEPARATOR: &str = "__";
+pub const SEPARATOR: &str = crate::config::SEPARATOR;
 
 /// One tool as clients and models see it.
 #[derive(Debug)]
@@ -89,6 +89,8 @@ pub struct SourceTool {
     pub input_schema: Arc<Map<String, Value>>,
     /// Its annotations say `destructiveHint: true` and not `readOnlyHint: true`.
     pub destructive: bool,
+    /// What its exposed name starts with (`None`: `<server>__`).
+    pub prefix: Option<String>,
 }
 
 /// An immutable snapshot of all tools.
@@ -98,6 +100,8 @@ pub struct Catalog {
     by_name: HashMap<String, usize>,
     by_origin: HashMap<(String, String), usize>,
     index: super::search::SearchIndex,
+    /// Names two servers would share (the first server keeps it), in words.
+    collisions: Vec<String>,
 }
 
 impl Catalog {
@@ -110,7 +114,21 @@ impl Catalog {
             if catalog.by_origin.contains_key(&(tool.server.clone(), tool.name.clone())) {
                 continue;
             }
-            let name = catalog.unique_name(&tool.server, &tool.name);
+            let prefix = tool.prefix.clone().unwrap_or_else(|| format!("{}{SEPARATOR}", tool.server));
+            let joined = format!("{prefix}{}", tool.name);
+            // Two servers whose names meet (prefixes of their own, or none) are never told
+            // apart silently: the first server keeps the name, and the collision is reported.
+            let holder = catalog.by_name.get(&sanitize(&joined)).and_then(|i| catalog.entries.get(*i));
+            if let Some(holder) = holder.filter(|h| h.server != tool.server) {
+                let what = format!(
+                    "`{joined}` of server `{}` collides with server `{}`'s; the first keeps it, this one is left out",
+                    tool.server, holder.server
+                );
+                tracing::warn!(server = %tool.server, other = %holder.server, name = %joined, "tool names collide");
+                catalog.collisions.push(what);
+                continue;
+            }
+            let name = catalog.unique_name(&joined, &tool.server, &tool.name);
             let input_schema = Arc::new(sanitize_schema(&tool.input_schema));
             let openai_tool = json!({"type": "function", "function": {
                 "name": name,
@@ -172,9 +190,13 @@ impl Catalog {
         self.entries.is_empty()
     }
 
-    fn unique_name(&self, server: &str, tool: &str) -> String {
-        let joined = format!("{server}{SEPARATOR}{tool}");
-        let plain = sanitize(&joined);
+    /// The tool names two servers would share, in words (reported by `/mcp/servers`).
+    pub fn collisions(&self) -> &[String] {
+        &self.collisions
+    }
+
+    fn unique_name(&self, joined: &str, server: &str, tool: &str) -> String {
+        let plain = sanitize(joined);
         // A name that changed in sanitising always gets its hash: `issues.list` beside
         // `issues_list` is told apart the same way whatever order the server lists them in.
         let lossless = plain == joined;
@@ -354,6 +376,7 @@ mod tests {
             description: None,
             input_schema: Arc::new(schema.as_object().unwrap().clone()),
             destructive: false,
+            prefix: None,
         }
     }
 

@@ -264,6 +264,7 @@ impl Hub {
         let handles = self.handles();
         let sources = handles.iter().flat_map(|s| {
             let server = s.name().to_owned();
+            let prefix = s.config.prefix.clone();
             s.offered_tools().iter().cloned().collect::<Vec<_>>().into_iter().map(move |t| SourceTool {
                 server: server.clone(),
                 name: t.name.into_owned(),
@@ -273,6 +274,7 @@ impl Hub {
                     .as_ref()
                     .is_some_and(|a| a.destructive_hint == Some(true) && a.read_only_hint != Some(true)),
                 input_schema: t.input_schema,
+                prefix: Some(prefix.clone()),
             })
         });
         let catalog = Catalog::build(sources);

@@ -24,6 +24,7 @@ fn official_catalog() -> Catalog {
         description: t["description"].as_str().map(str::to_owned),
         input_schema: Arc::new(t["inputSchema"].as_object().cloned().unwrap_or_default()),
         destructive: false,
+        prefix: None,
     });
     Catalog::build(tools)
 }

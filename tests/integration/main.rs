@@ -23,6 +23,7 @@ mod logs;
 mod loop_edges;
 mod mcp;
 mod metrics;
+mod naming;
 mod oauth;
 mod parking;
 mod per_user;
