@@ -135,6 +135,9 @@ impl ApiError {
                 McpError::UnknownTool { .. } => {
                     (StatusCode::NOT_FOUND, "invalid_request_error", "tool_not_found", None)
                 }
+                McpError::UnknownResource { .. } => {
+                    (StatusCode::NOT_FOUND, "invalid_request_error", "resource_not_found", Some("uri"))
+                }
                 McpError::InvalidArguments { .. } => {
                     (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_arguments", Some("arguments"))
                 }

@@ -1,5 +1,6 @@
 //! The REST API over the tool catalog: `GET /mcp/servers`, `GET|POST /mcp/tools/list`
-//! (`?server=` filters) and `POST /mcp/tools/call`.
+//! (`?server=` filters) and `POST /mcp/tools/call`; and over resources: `GET /mcp/resources`,
+//! `GET /mcp/resources/read?uri=…` (the servers the caller has a tool of).
 //!
 //! Every route applies the request's [`ToolAccess`] (the key's policy narrowed by an
 //! `x-mcp-servers` header): a tool the caller may not use is neither listed nor run, and calling
@@ -107,4 +108,52 @@ pub async fn call_tool(
 /// One decoded query parameter (a malformed query reads as absent, never as a text/plain 400).
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// `GET /mcp/resources`: the resources of the servers the caller may use, merged, as
+/// `{"resources": [{uri, name, description, mimeType, …, server}]}`.
+pub async fn resources(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let access = access(&caller, &headers)?;
+    let catalog = state.hub.catalog();
+    let may_use = |server: &str| access.is_unrestricted() || access.visible(&catalog).any(|e| e.server == server);
+    let listed = state.hub.resources(may_use).await;
+    let resources: Vec<Value> = listed
+        .into_iter()
+        .map(|item| {
+            let mut value = serde_json::to_value(&item.resource).unwrap_or_default();
+            if let Some(object) = value.as_object_mut() {
+                object.insert("server".into(), Value::String(item.server));
+            }
+            value
+        })
+        .collect();
+    Ok(Json(json!({"resources": resources})))
+}
+
+/// `GET /mcp/resources/read?uri=…`: the resource's contents as its server gave them (binary
+/// as base64 `blob`, unchanged; text scrubbed of configured secrets).
+pub async fn read_resource(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let access = access(&caller, &headers)?;
+    let uri = query_param(query.as_deref(), "uri").ok_or_else(|| ApiError::BadRequest("`uri` is required".into()))?;
+    let catalog = state.hub.catalog();
+    let may_use = |server: &str| access.is_unrestricted() || access.visible(&catalog).any(|e| e.server == server);
+    let result = state.hub.read_resource(&uri, may_use).await?;
+    let mut value = serde_json::to_value(&result).unwrap_or_default();
+    if let Some(contents) = value.get_mut("contents").and_then(Value::as_array_mut) {
+        for content in contents {
+            if let Some(text) = content.get_mut("text") {
+                state.redactor.scrub_json(text);
+            }
+        }
+    }
+    Ok(Json(value))
 }

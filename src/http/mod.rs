@@ -165,6 +165,8 @@ pub fn router(state: AppState) -> Router {
         .route("/mcp/servers", get(mcp::servers))
         .route("/mcp/tools/list", get(mcp::list_tools).post(mcp::list_tools))
         .route("/mcp/tools/call", post(mcp::call_tool))
+        .route("/mcp/resources", get(mcp::resources))
+        .route("/mcp/resources/read", get(mcp::read_resource))
         .route("/oauth/start/{server}", post(oauth::start))
         .route("/oauth/connections/{server}", axum::routing::delete(oauth::disconnect))
         .route("/oauth/confirm/{server}", post(oauth::confirm))

@@ -174,7 +174,7 @@ impl Hub {
     }
 
     /// The handles of every server, in configuration order.
-    fn handles(&self) -> Vec<Arc<ServerHandle>> {
+    pub(super) fn handles(&self) -> Vec<Arc<ServerHandle>> {
         self.servers.read().iter().map(|r| r.handle.clone()).collect()
     }
 

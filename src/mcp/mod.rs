@@ -13,6 +13,7 @@
 //! | `server.rs`  | one server's supervisor (backoff, `list_changed`) and its tool calls |
 //! | `per_user.rs` | a `per_user` OAuth server's connection per account holder           |
 //! | `tasks.rs`   | tools that run only as tasks (2025-11-25 tasks: call, result, cancel) |
+//! | `resources.rs` | resources of every server, merged (unique URIs) and read back       |
 //! | `oauth.rs`   | OAuth: sealed credentials, sign-ins (CLI, HTTP, connect links)       |
 //! | `catalog.rs` | exposed names, sanitised schemas, prepared OpenAI tool JSON          |
 //! | `search.rs`  | the catalog's BM25 index (built once per catalog change)            |
@@ -27,6 +28,7 @@ mod connect;
 mod hub;
 pub mod oauth;
 mod per_user;
+mod resources;
 pub mod search;
 mod server;
 mod session_expiry;
@@ -45,6 +47,7 @@ use serde_json::Value;
 pub use call_headers::CALL_HEADERS_META;
 pub use catalog::{Catalog, SEPARATOR, SourceTool, ToolEntry};
 pub use hub::Hub;
+pub use resources::ExposedResource;
 pub use server::{ServerHandle, ServerState, ServerStatus};
 pub use shared::{CatalogView, SharedCatalog};
 
@@ -94,6 +97,12 @@ pub enum McpError {
     /// The call was cancelled.
     #[error("the tool call was cancelled")]
     Cancelled,
+    /// No resource has this URI (among the servers the caller may use).
+    #[error("unknown resource `{uri}`")]
+    UnknownResource {
+        /// The URI asked for.
+        uri: String,
+    },
     /// The server needs input before the call can finish (a 2026-07-28 `input_required`
     /// result): questions for the user, or a sampling request. Retried with the answers.
     #[error("the tool `{}` on `{}` needs the user's input", .0.tool, .0.server)]

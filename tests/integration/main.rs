@@ -34,6 +34,7 @@ mod proxy;
 mod questions;
 mod real_servers;
 mod reload;
+mod resources;
 mod s3;
 mod sampling;
 mod security;
