@@ -3,7 +3,8 @@
 //! permission check ([`ToolAccess`]: the caller's key policy, narrowed by `x-mcp-servers`),
 //! the same artifact handling (binary or oversized output becomes links) and the same secret
 //! scrubbing. Connected sessions hear `notifications/tools/list_changed` whenever the catalog
-//! changes.
+//! changes. Resources: the servers' lists merged and reads routed back (`mcp/resources.rs`),
+//! under the same access (a caller sees the resources of the servers it has a tool of).
 
 use std::sync::Arc;
 
@@ -81,8 +82,39 @@ fn access(context: &RequestContext<RoleServer>) -> Result<ToolAccess, ErrorData>
 
 impl ServerHandler for Facade {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
+        let capabilities =
+            ServerCapabilities::builder().enable_tools().enable_tool_list_changed().enable_resources().build();
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("mcp-middleware", env!("CARGO_PKG_VERSION")))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        let access = access(&context)?;
+        let catalog = self.hub.catalog();
+        let may_use = |server: &str| access.is_unrestricted() || access.visible(&catalog).any(|e| e.server == server);
+        let listed = self.hub.resources(may_use).await;
+        Ok(rmcp::model::ListResourcesResult::with_all_items(listed.into_iter().map(|r| r.resource).collect()))
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
+        let access = access(&context)?;
+        let catalog = self.hub.catalog();
+        let may_use = |server: &str| access.is_unrestricted() || access.visible(&catalog).any(|e| e.server == server);
+        match self.hub.read_resource(&request.uri, may_use).await {
+            Ok(result) => Ok(result.into()),
+            Err(e @ crate::mcp::McpError::UnknownResource { .. }) => {
+                Err(ErrorData::resource_not_found(e.to_string(), None))
+            }
+            Err(e) => Err(ErrorData::internal_error(self.invoker.redactor.scrub(&e.log_text()).into_owned(), None)),
+        }
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {

@@ -219,3 +219,31 @@ async fn the_hub_speaks_both_eras_to_its_servers() {
         assert_eq!((status, crate::common::first_text(&result)), (200, server), "{result}");
     }
 }
+
+/// Resources through the facade, in both eras: listed (the servers' lists merged) and read
+/// back; a key limited to `ts` sees none of `ev`'s, and reading one is "not found".
+#[tokio::test]
+async fn resources_are_listed_and_read_through_the_facade() {
+    let app = gateway("auth:\n  api_keys: [sk-admin]\n  keys:\n    - key: sk-ts\n      servers: [ts]\n").await;
+    for new_era in [false, true] {
+        let client = connect(&app, Some("sk-admin"), new_era, Counting::default()).await;
+        let resources = client.peer().list_all_resources().await.unwrap();
+        let features = resources.iter().find(|r| r.name == "features.md").expect("server-everything's document");
+        let read = client
+            .peer()
+            .read_resource(rmcp::model::ReadResourceRequestParams::new(features.uri.clone()))
+            .await
+            .unwrap();
+        let read = serde_json::to_value(&read).unwrap();
+        assert!(read["contents"][0]["text"].as_str().is_some_and(|t| !t.is_empty()), "{read}");
+        let _ = client.cancel().await;
+    }
+    let narrow = connect(&app, Some("sk-ts"), false, Counting::default()).await;
+    let theirs = narrow.peer().list_all_resources().await.unwrap();
+    assert!(theirs.iter().all(|r| !r.uri.starts_with("demo://")), "{theirs:?}");
+    let refused = narrow
+        .peer()
+        .read_resource(rmcp::model::ReadResourceRequestParams::new("demo://resource/static/document/features.md"))
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+}
