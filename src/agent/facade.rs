@@ -3,8 +3,9 @@
 //! permission check ([`ToolAccess`]: the caller's key policy, narrowed by `x-mcp-servers`),
 //! the same artifact handling (binary or oversized output becomes links) and the same secret
 //! scrubbing. Connected sessions hear `notifications/tools/list_changed` whenever the catalog
-//! changes. Resources: the servers' lists merged and reads routed back (`mcp/resources.rs`),
-//! under the same access (a caller sees the resources of the servers it has a tool of).
+//! changes. Resources and prompts: the servers' lists merged and reads and gets routed back
+//! (`mcp/resources.rs`, `mcp/prompts.rs`), under the same access (a caller sees those of the
+//! servers it has a tool of).
 
 use std::sync::Arc;
 
@@ -82,8 +83,12 @@ fn access(context: &RequestContext<RoleServer>) -> Result<ToolAccess, ErrorData>
 
 impl ServerHandler for Facade {
     fn get_info(&self) -> ServerConfig {
-        let capabilities =
-            ServerCapabilities::builder().enable_tools().enable_tool_list_changed().enable_resources().build();
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .enable_resources()
+            .enable_prompts()
+            .build();
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("mcp-middleware", env!("CARGO_PKG_VERSION")))
     }
@@ -98,6 +103,33 @@ impl ServerHandler for Facade {
         let may_use = |server: &str| access.is_unrestricted() || access.visible(&catalog).any(|e| e.server == server);
         let listed = self.hub.resources(may_use).await;
         Ok(rmcp::model::ListResourcesResult::with_all_items(listed.into_iter().map(|r| r.resource).collect()))
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, ErrorData> {
+        let access = access(&context)?;
+        let catalog = self.hub.catalog();
+        let may_use = |server: &str| access.is_unrestricted() || access.visible(&catalog).any(|e| e.server == server);
+        let listed = self.hub.prompts(may_use).await;
+        Ok(rmcp::model::ListPromptsResult::with_all_items(listed.into_iter().map(|p| p.prompt).collect()))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
+        let access = access(&context)?;
+        let catalog = self.hub.catalog();
+        let may_use = |server: &str| access.is_unrestricted() || access.visible(&catalog).any(|e| e.server == server);
+        match self.hub.get_prompt(&request.name, request.arguments, may_use).await {
+            Ok(result) => Ok(result.into()),
+            Err(e @ crate::mcp::McpError::UnknownPrompt { .. }) => Err(ErrorData::invalid_params(e.to_string(), None)),
+            Err(e) => Err(ErrorData::internal_error(self.invoker.redactor.scrub(&e.log_text()).into_owned(), None)),
+        }
     }
 
     async fn read_resource(

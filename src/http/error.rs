@@ -135,6 +135,9 @@ impl ApiError {
                 McpError::UnknownTool { .. } => {
                     (StatusCode::NOT_FOUND, "invalid_request_error", "tool_not_found", None)
                 }
+                McpError::UnknownPrompt { .. } => {
+                    (StatusCode::NOT_FOUND, "invalid_request_error", "prompt_not_found", Some("name"))
+                }
                 McpError::UnknownResource { .. } => {
                     (StatusCode::NOT_FOUND, "invalid_request_error", "resource_not_found", Some("uri"))
                 }

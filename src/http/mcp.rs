@@ -157,3 +157,55 @@ pub async fn read_resource(
     }
     Ok(Json(value))
 }
+
+/// `GET /mcp/prompts`: the prompts of the servers the caller may use, named like tools, as
+/// `{"prompts": [{name, title, description, arguments, server}]}`.
+pub async fn prompts(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let access = access(&caller, &headers)?;
+    let catalog = state.hub.catalog();
+    let may_use = |server: &str| access.is_unrestricted() || access.visible(&catalog).any(|e| e.server == server);
+    let prompts: Vec<Value> = state
+        .hub
+        .prompts(may_use)
+        .await
+        .into_iter()
+        .map(|item| {
+            let mut value = serde_json::to_value(&item.prompt).unwrap_or_default();
+            if let Some(object) = value.as_object_mut() {
+                object.insert("server".into(), Value::String(item.server));
+            }
+            value
+        })
+        .collect();
+    Ok(Json(json!({"prompts": prompts})))
+}
+
+/// `POST /mcp/prompts/get` with `{"name", "arguments"}`: the prompt's messages from its server
+/// (text scrubbed of configured secrets; embedded resources and images as given).
+pub async fn get_prompt(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let access = access(&caller, &headers)?;
+    let raw = read_limited(body, &headers, state.config.limits.max_body_bytes).await?;
+    let request: Value = serde_json::from_slice(&raw).map_err(|e| ApiError::BadRequest(format!("not JSON: {e}")))?;
+    let name =
+        request.get("name").and_then(Value::as_str).ok_or_else(|| ApiError::BadRequest("`name` is required".into()))?;
+    let arguments = match request.get("arguments") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) => Some(map.clone()),
+        Some(_) => return Err(ApiError::BadRequest("`arguments` must be an object".into())),
+    };
+    let catalog = state.hub.catalog();
+    let may_use = |server: &str| access.is_unrestricted() || access.visible(&catalog).any(|e| e.server == server);
+    let result = state.hub.get_prompt(name, arguments, may_use).await?;
+    let mut value = serde_json::to_value(&result).unwrap_or_default();
+    state.redactor.scrub_json(&mut value);
+    Ok(Json(value))
+}

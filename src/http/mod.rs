@@ -167,6 +167,8 @@ pub fn router(state: AppState) -> Router {
         .route("/mcp/tools/call", post(mcp::call_tool))
         .route("/mcp/resources", get(mcp::resources))
         .route("/mcp/resources/read", get(mcp::read_resource))
+        .route("/mcp/prompts", get(mcp::prompts))
+        .route("/mcp/prompts/get", post(mcp::get_prompt))
         .route("/oauth/start/{server}", post(oauth::start))
         .route("/oauth/connections/{server}", axum::routing::delete(oauth::disconnect))
         .route("/oauth/confirm/{server}", post(oauth::confirm))

@@ -14,6 +14,7 @@
 //! | `per_user.rs` | a `per_user` OAuth server's connection per account holder           |
 //! | `tasks.rs`   | tools that run only as tasks (2025-11-25 tasks: call, result, cancel) |
 //! | `resources.rs` | resources of every server, merged (unique URIs) and read back       |
+//! | `prompts.rs` | prompts of every server, named like tools, and got back              |
 //! | `oauth.rs`   | OAuth: sealed credentials, sign-ins (CLI, HTTP, connect links)       |
 //! | `catalog.rs` | exposed names, sanitised schemas, prepared OpenAI tool JSON          |
 //! | `search.rs`  | the catalog's BM25 index (built once per catalog change)            |
@@ -28,6 +29,7 @@ mod connect;
 mod hub;
 pub mod oauth;
 mod per_user;
+mod prompts;
 mod resources;
 pub mod search;
 mod server;
@@ -47,6 +49,7 @@ use serde_json::Value;
 pub use call_headers::CALL_HEADERS_META;
 pub use catalog::{Catalog, SEPARATOR, SourceTool, ToolEntry};
 pub use hub::Hub;
+pub use prompts::ExposedPrompt;
 pub use resources::ExposedResource;
 pub use server::{ServerHandle, ServerState, ServerStatus};
 pub use shared::{CatalogView, SharedCatalog};
@@ -97,6 +100,12 @@ pub enum McpError {
     /// The call was cancelled.
     #[error("the tool call was cancelled")]
     Cancelled,
+    /// No prompt has this name (among the servers the caller may use).
+    #[error("unknown prompt `{name}`")]
+    UnknownPrompt {
+        /// The name asked for.
+        name: String,
+    },
     /// No resource has this URI (among the servers the caller may use).
     #[error("unknown resource `{uri}`")]
     UnknownResource {

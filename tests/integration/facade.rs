@@ -247,3 +247,16 @@ async fn resources_are_listed_and_read_through_the_facade() {
         .await;
     assert!(refused.is_err(), "{refused:?}");
 }
+
+/// Prompts through the facade: listed with the gateway's names and got with arguments.
+#[tokio::test]
+async fn prompts_are_listed_and_got_through_the_facade() {
+    let app = gateway("").await;
+    let client = connect(&app, None, false, Counting::default()).await;
+    let prompts = client.peer().list_all_prompts().await.unwrap();
+    assert!(prompts.iter().any(|p| p.name == "ev__args-prompt"), "{prompts:?}");
+    let mut params = rmcp::model::GetPromptRequestParams::new("ev__args-prompt");
+    params.arguments = json!({"city": "Oslo"}).as_object().cloned();
+    let got = serde_json::to_value(client.peer().get_prompt(params).await.unwrap()).unwrap();
+    assert_eq!(got["messages"][0]["content"]["text"], "What's weather in Oslo?", "{got}");
+}
