@@ -128,6 +128,12 @@ impl ToolAccess {
     pub fn visible<'a>(&'a self, catalog: &'a Catalog) -> impl Iterator<Item = &'a Arc<ToolEntry>> + 'a {
         catalog.entries().iter().filter(|e| self.allows(e))
     }
+
+    /// Whether the caller may use `server` at all (its resources, prompts): unrestricted, or
+    /// allowed one of its tools.
+    pub fn may_use_server(&self, catalog: &Catalog, server: &str) -> bool {
+        self.is_unrestricted() || self.visible(catalog).any(|e| e.server == server)
+    }
 }
 
 /// The policy of the request's model (most specific pattern first).

@@ -100,7 +100,7 @@ impl ServerHandler for Facade {
     ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
         let access = access(&context)?;
         let catalog = self.hub.catalog();
-        let may_use = |server: &str| access.is_unrestricted() || access.visible(&catalog).any(|e| e.server == server);
+        let may_use = |server: &str| access.may_use_server(&catalog, server);
         let listed = self.hub.resources(may_use).await;
         Ok(rmcp::model::ListResourcesResult::with_all_items(listed.into_iter().map(|r| r.resource).collect()))
     }
@@ -112,7 +112,7 @@ impl ServerHandler for Facade {
     ) -> Result<rmcp::model::ListPromptsResult, ErrorData> {
         let access = access(&context)?;
         let catalog = self.hub.catalog();
-        let may_use = |server: &str| access.is_unrestricted() || access.visible(&catalog).any(|e| e.server == server);
+        let may_use = |server: &str| access.may_use_server(&catalog, server);
         let listed = self.hub.prompts(may_use).await;
         Ok(rmcp::model::ListPromptsResult::with_all_items(listed.into_iter().map(|p| p.prompt).collect()))
     }
@@ -124,7 +124,7 @@ impl ServerHandler for Facade {
     ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
         let access = access(&context)?;
         let catalog = self.hub.catalog();
-        let may_use = |server: &str| access.is_unrestricted() || access.visible(&catalog).any(|e| e.server == server);
+        let may_use = |server: &str| access.may_use_server(&catalog, server);
         match self.hub.get_prompt(&request.name, request.arguments, may_use).await {
             Ok(result) => Ok(result.into()),
             Err(e @ crate::mcp::McpError::UnknownPrompt { .. }) => Err(ErrorData::invalid_params(e.to_string(), None)),
@@ -139,7 +139,7 @@ impl ServerHandler for Facade {
     ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
         let access = access(&context)?;
         let catalog = self.hub.catalog();
-        let may_use = |server: &str| access.is_unrestricted() || access.visible(&catalog).any(|e| e.server == server);
+        let may_use = |server: &str| access.may_use_server(&catalog, server);
         match self.hub.read_resource(&request.uri, may_use).await {
             Ok(result) => Ok(result.into()),
             Err(e @ crate::mcp::McpError::UnknownResource { .. }) => {

@@ -119,7 +119,7 @@ pub async fn resources(
 ) -> Result<Json<Value>, ApiError> {
     let access = access(&caller, &headers)?;
     let catalog = state.hub.catalog();
-    let may_use = |server: &str| access.is_unrestricted() || access.visible(&catalog).any(|e| e.server == server);
+    let may_use = |server: &str| access.may_use_server(&catalog, server);
     let listed = state.hub.resources(may_use).await;
     let resources: Vec<Value> = listed
         .into_iter()
@@ -145,7 +145,7 @@ pub async fn read_resource(
     let access = access(&caller, &headers)?;
     let uri = query_param(query.as_deref(), "uri").ok_or_else(|| ApiError::BadRequest("`uri` is required".into()))?;
     let catalog = state.hub.catalog();
-    let may_use = |server: &str| access.is_unrestricted() || access.visible(&catalog).any(|e| e.server == server);
+    let may_use = |server: &str| access.may_use_server(&catalog, server);
     let result = state.hub.read_resource(&uri, may_use).await?;
     let mut value = serde_json::to_value(&result).unwrap_or_default();
     if let Some(contents) = value.get_mut("contents").and_then(Value::as_array_mut) {
@@ -167,7 +167,7 @@ pub async fn prompts(
 ) -> Result<Json<Value>, ApiError> {
     let access = access(&caller, &headers)?;
     let catalog = state.hub.catalog();
-    let may_use = |server: &str| access.is_unrestricted() || access.visible(&catalog).any(|e| e.server == server);
+    let may_use = |server: &str| access.may_use_server(&catalog, server);
     let prompts: Vec<Value> = state
         .hub
         .prompts(may_use)
@@ -203,7 +203,7 @@ pub async fn get_prompt(
         Some(_) => return Err(ApiError::BadRequest("`arguments` must be an object".into())),
     };
     let catalog = state.hub.catalog();
-    let may_use = |server: &str| access.is_unrestricted() || access.visible(&catalog).any(|e| e.server == server);
+    let may_use = |server: &str| access.may_use_server(&catalog, server);
     let result = state.hub.get_prompt(name, arguments, may_use).await?;
     let mut value = serde_json::to_value(&result).unwrap_or_default();
     state.redactor.scrub_json(&mut value);
