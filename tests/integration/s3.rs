@@ -193,8 +193,17 @@ async fn links_signed_for_the_public_endpoint_open_in_a_browser() {
     let yaml = format!("{}{}    public_endpoint: {public}\n", stdio_ts(), s3.artifacts_yaml(S3_SECRET, "1h"));
     let app = TestApp::spawn(&yaml).await;
     app.wait_for_tools(|n| n.iter().any(|t| t == "ts__image")).await;
-    let (_, image) = app.call_tool("ts__image", json!({})).await;
-    let link = image["artifacts"][0]["url"].as_str().expect("a link").to_owned();
+    // A SeaweedFS just started can refuse its first writes under load (the image then stays
+    // inline): this test is about where links point, so it waits for the store to take one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let link = loop {
+        let (_, image) = app.call_tool("ts__image", json!({})).await;
+        if let Some(url) = image["artifacts"][0]["url"].as_str() {
+            break url.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "the store never took the image: {image}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
     assert!(link.starts_with(&format!("{public}/mcp-storage/")), "{link}");
     let resp = reqwest::get(&link).await.unwrap();
     assert_eq!(resp.status(), 200);
