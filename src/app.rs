@@ -41,10 +41,12 @@ pub enum AppError {
 }
 
 /// Builds every service the handlers share; MCP servers start connecting in the background.
+/// `shutdown` ends the hub; `serving` ends HTTP serving (this state's own token, and the MCP
+/// facade's, which outlives reloads, are its children).
 pub fn build_state(
     config: Config,
     shutdown: &CancellationToken,
-    serving: CancellationToken,
+    serving: &CancellationToken,
     hard_stop: CancellationToken,
     addr: SocketAddr,
 ) -> Result<AppState, AppError> {
@@ -56,8 +58,8 @@ pub fn build_state(
     if let Some(retention) = config.artifacts.retention {
         tokio::spawn(crate::artifacts::sweep_forever(artifacts.store.clone(), retention, shutdown.child_token()));
     }
-    let stores = http::Stores { artifacts, local_store: local, secrets };
-    Ok(AppState::new(Arc::new(config), upstream, hub, stores, serving, hard_stop))
+    let stores = http::Stores { artifacts, local_store: local, secrets, facade: None, root: serving.clone() };
+    Ok(AppState::new(Arc::new(config), upstream, hub, stores, serving.child_token(), hard_stop))
 }
 
 /// Opens the state store (its schema is brought up to date in the background now, so a
@@ -169,7 +171,7 @@ pub async fn serve_with_reload(
     // still finish their tool calls.
     let hub_token = CancellationToken::new();
     let hard_stop = CancellationToken::new();
-    let state = build_state(config, &hub_token, shutdown.child_token(), hard_stop.clone(), addr)?;
+    let state = build_state(config, &hub_token, &shutdown, hard_stop.clone(), addr)?;
     let hub = state.hub.clone();
     tracing::info!(%addr, upstream = state.upstream.display_url(), "mcp-middleware listening");
     let limits = state.config.limits.clone();

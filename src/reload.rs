@@ -127,14 +127,16 @@ impl Reloader {
                 artifacts: self.state.artifacts.clone(),
                 local_store: self.state.local_store.clone(),
                 secrets: self.state.secrets.clone(),
+                facade: self.state.facade.clone(),
+                root: self.root.clone(),
             },
             self.root.child_token(),
             self.state.hard_stop.clone(),
         );
         let previous = std::mem::replace(&mut self.state, next);
         self.routes.replace(self.state.clone());
-        // Requests already running keep `previous`; its MCP facade sessions end (clients
-        // reconnect to the new one).
+        // Requests already running keep `previous`. The MCP facade is the same one, now with
+        // the new settings: its sessions and calls in flight go on.
         previous.shutdown.cancel();
         tracing::info!(trigger, ?added, ?removed, ?restarted, "config reloaded");
     }

@@ -1,62 +1,127 @@
 //! The MCP facade: the aggregated catalog served as one MCP server (mounted by `http/` at
 //! `/mcp`, streamable HTTP, both protocol eras). Same names as chat and REST, the same
 //! permission check ([`ToolAccess`]: the caller's key policy, narrowed by `x-mcp-servers`),
-//! the same artifact handling (binary or oversized output becomes links) and the same secret
-//! scrubbing. Connected sessions hear `notifications/tools/list_changed` whenever the catalog
-//! changes. Resources and prompts: the servers' lists merged and reads and gets routed back
-//! (`mcp/resources.rs`, `mcp/prompts.rs`), under the same access (a caller sees those of the
-//! servers it has a tool of).
+//! the same secret scrubbing; results reach the client as the server gave them (images,
+//! audio and embedded resources inline) unless they are larger than [`KEEP_UNDER`], which get
+//! the artifact handling chat results get. Resources (lists, templates, reads, subscriptions),
+//! prompts and completions are merged and routed back (`mcp/resources.rs`, `mcp/prompts.rs`,
+//! `mcp/complete.rs`) under the same access (a caller sees those of the servers it has a tool
+//! of). While a call runs, the server's log messages and progress reach its client, and the
+//! server's questions and sampling requests are put to the client when it declared the
+//! capability (`relay.rs`); a client's cancellation cancels the server's call. Sessions hear
+//! `list_changed` for tools, resources and prompts, and `resources/updated` for what they
+//! subscribed to. The facade is built once: a config reload swaps its [`Invoker`] and keeps
+//! its sessions and the calls in flight.
 
-use std::sync::Arc;
+#![allow(deprecated)] // Logging, sampling and `resources/subscribe` are deprecated by SEP-2577; clients use them.
 
+use std::sync::{Arc, Weak};
+
+use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult, ContentBlock,
+    Implementation, ListResourceTemplatesResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
+    ServerConfig, SetLevelRequestParams, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext};
-use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::relay::{CallRelayTask, Session};
 use super::{Invoker, RequestControls, ToolAccess};
-use crate::mcp::Hub;
+use crate::mcp::{Hub, HubEvent, McpError};
 
-/// The facade's shared state; every session gets a clone.
+/// Largest result (as JSON) a client gets as the server gave it; a larger one becomes links.
+pub const KEEP_UNDER: usize = 4 * 1024 * 1024;
+
+/// The facade's shared state, and the session a clone serves (rmcp makes one per session).
 #[derive(Clone)]
 pub struct Facade {
     hub: Arc<Hub>,
-    invoker: Invoker,
-    /// Sessions to tell about catalog changes (closed ones are dropped on the next change).
-    peers: Arc<Mutex<Vec<Peer<RoleServer>>>>,
+    /// Swapped by a config reload.
+    invoker: Arc<ArcSwap<Invoker>>,
+    /// Open sessions (dropped ones are skipped and pruned).
+    sessions: Arc<Mutex<Vec<Weak<Session>>>>,
+    /// The session this clone serves.
+    session: Arc<Session>,
 }
 
 impl Facade {
-    /// A facade running tools with `invoker`; announces catalog changes until `shutdown`.
+    /// A facade running tools with `invoker`; relays catalog changes and server notifications
+    /// to its sessions until `shutdown`.
     pub fn new(invoker: Invoker, shutdown: CancellationToken) -> Self {
-        let facade = Self { hub: invoker.hub.clone(), invoker, peers: Arc::default() };
+        let hub = invoker.hub.clone();
+        let facade = Self {
+            hub,
+            invoker: Arc::new(ArcSwap::from_pointee(invoker)),
+            sessions: Arc::default(),
+            session: Arc::default(),
+        };
         let announcer = facade.clone();
         let mut changes = facade.hub.shared_catalog().changes();
+        let mut events = facade.hub.events();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    changed = changes.changed() => if changed.is_err() { return },
+                    changed = changes.changed() => {
+                        if changed.is_err() { return }
+                        announcer.announce(None).await;
+                    }
+                    event = events.recv() => match event {
+                        Ok(event) => announcer.announce(Some(event)).await,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
                 }
-                announcer.announce().await;
             }
         });
         facade
     }
 
-    async fn announce(&self) {
-        let peers: Vec<Peer<RoleServer>> = {
-            let mut peers = self.peers.lock();
-            peers.retain(|p| !p.is_transport_closed());
-            peers.clone()
+    /// A handler for a new session.
+    pub fn for_session(&self) -> Self {
+        let session = Arc::new(Session::default());
+        let _ = session.hub.set(self.hub.clone());
+        Self { session, ..self.clone() }
+    }
+
+    /// Takes the settings of a reloaded config: new calls run with `invoker`.
+    pub fn reconfigure(&self, invoker: Invoker) {
+        self.invoker.store(Arc::new(invoker));
+    }
+
+    /// Tells every open session about a catalog change (`None`) or a server's notification.
+    async fn announce(&self, event: Option<HubEvent>) {
+        let sessions: Vec<Arc<Session>> = {
+            let mut sessions = self.sessions.lock();
+            sessions.retain(|s| s.upgrade().and_then(|s| s.peer.get().map(|p| !p.is_transport_closed())) == Some(true));
+            sessions.iter().filter_map(Weak::upgrade).collect()
         };
-        for peer in peers {
-            let _ = peer.notify_tool_list_changed().await;
+        for session in sessions {
+            let Some(peer) = session.peer.get() else { continue };
+            let _ = match &event {
+                None => peer.notify_tool_list_changed().await,
+                Some(HubEvent::ResourcesChanged { .. }) => peer.notify_resource_list_changed().await,
+                Some(HubEvent::PromptsChanged { .. }) => peer.notify_prompt_list_changed().await,
+                Some(HubEvent::ResourceUpdated { server, uri }) => {
+                    session.resource_updated(server, uri).await;
+                    Ok(())
+                }
+            };
+        }
+    }
+
+    /// An error of the hub as the client sees it (scrubbed; a link's ticket left out).
+    fn hub_error(&self, e: &McpError) -> ErrorData {
+        match e {
+            McpError::UnknownPrompt { .. } | McpError::UnknownTool { .. } => {
+                ErrorData::invalid_params(e.to_string(), None)
+            }
+            McpError::UnknownResource { .. } => ErrorData::resource_not_found(e.to_string(), None),
+            _ => ErrorData::internal_error(self.invoker.load().redactor.scrub(&e.log_text()).into_owned(), None),
         }
     }
 }
@@ -81,16 +146,35 @@ fn access(context: &RequestContext<RoleServer>) -> Result<ToolAccess, ErrorData>
     Ok(ToolAccess::new(key.as_deref(), None, &controls))
 }
 
+/// Which servers the caller may use (those it has a tool of), for resources, prompts and
+/// completions.
+fn server_filter(facade: &Facade, context: &RequestContext<RoleServer>) -> Result<impl Fn(&str) -> bool, ErrorData> {
+    let access = access(context)?;
+    let catalog = facade.hub.catalog();
+    Ok(move |server: &str| access.may_use_server(&catalog, server))
+}
+
 impl ServerHandler for Facade {
     fn get_info(&self) -> ServerConfig {
         let capabilities = ServerCapabilities::builder()
             .enable_tools()
             .enable_tool_list_changed()
             .enable_resources()
+            .enable_resources_subscribe()
+            .enable_resources_list_changed()
             .enable_prompts()
+            .enable_prompts_list_changed()
+            .enable_completions()
+            .enable_logging()
             .build();
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("mcp-middleware", env!("CARGO_PKG_VERSION")))
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        if self.session.peer.set(context.peer).is_ok() {
+            self.sessions.lock().push(Arc::downgrade(&self.session));
+        }
     }
 
     async fn list_resources(
@@ -98,11 +182,66 @@ impl ServerHandler for Facade {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
-        let access = access(&context)?;
-        let catalog = self.hub.catalog();
-        let may_use = |server: &str| access.may_use_server(&catalog, server);
-        let listed = self.hub.resources(may_use).await;
+        let listed = self.hub.resources(server_filter(self, &context)?).await;
         Ok(rmcp::model::ListResourcesResult::with_all_items(listed.into_iter().map(|r| r.resource).collect()))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let listed = self.hub.resource_templates(server_filter(self, &context)?).await;
+        Ok(ListResourceTemplatesResult::with_all_items(listed.into_iter().map(|t| t.template).collect()))
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
+        match self.hub.read_resource(&request.uri, server_filter(self, &context)?).await {
+            Ok(mut result) => {
+                let redactor = self.invoker.load().redactor.clone();
+                for content in &mut result.contents {
+                    if let rmcp::model::ResourceContents::TextResourceContents { text, .. } = content
+                        && let std::borrow::Cow::Owned(clean) = redactor.scrub(text)
+                    {
+                        *text = clean;
+                    }
+                }
+                Ok(result.into())
+            }
+            Err(e) => Err(self.hub_error(&e)),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let (server, original) =
+            self.hub.subscribe(&request.uri, server_filter(self, &context)?).await.map_err(|e| self.hub_error(&e))?;
+        self.session.subscriptions.lock().push((request.uri, server, original));
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let held = {
+            let mut subscriptions = self.session.subscriptions.lock();
+            let at = subscriptions.iter().position(|(uri, _, _)| *uri == request.uri);
+            at.map(|at| subscriptions.remove(at))
+        };
+        // Letting go of what it never held is a no-op, as servers answer it.
+        if let Some((_, server, original)) = held {
+            self.hub.unsubscribe(&server, &original).await;
+        }
+        Ok(())
     }
 
     async fn list_prompts(
@@ -110,10 +249,7 @@ impl ServerHandler for Facade {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListPromptsResult, ErrorData> {
-        let access = access(&context)?;
-        let catalog = self.hub.catalog();
-        let may_use = |server: &str| access.may_use_server(&catalog, server);
-        let listed = self.hub.prompts(may_use).await;
+        let listed = self.hub.prompts(server_filter(self, &context)?).await;
         Ok(rmcp::model::ListPromptsResult::with_all_items(listed.into_iter().map(|p| p.prompt).collect()))
     }
 
@@ -122,35 +258,28 @@ impl ServerHandler for Facade {
         request: rmcp::model::GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
-        let access = access(&context)?;
-        let catalog = self.hub.catalog();
-        let may_use = |server: &str| access.may_use_server(&catalog, server);
-        match self.hub.get_prompt(&request.name, request.arguments, may_use).await {
+        match self.hub.get_prompt(&request.name, request.arguments, server_filter(self, &context)?).await {
             Ok(result) => Ok(result.into()),
-            Err(e @ crate::mcp::McpError::UnknownPrompt { .. }) => Err(ErrorData::invalid_params(e.to_string(), None)),
-            Err(e) => Err(ErrorData::internal_error(self.invoker.redactor.scrub(&e.log_text()).into_owned(), None)),
+            Err(e) => Err(self.hub_error(&e)),
         }
     }
 
-    async fn read_resource(
+    async fn complete(
         &self,
-        request: rmcp::model::ReadResourceRequestParams,
+        request: CompleteRequestParams,
         context: RequestContext<RoleServer>,
-    ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
-        let access = access(&context)?;
-        let catalog = self.hub.catalog();
-        let may_use = |server: &str| access.may_use_server(&catalog, server);
-        match self.hub.read_resource(&request.uri, may_use).await {
-            Ok(result) => Ok(result.into()),
-            Err(e @ crate::mcp::McpError::UnknownResource { .. }) => {
-                Err(ErrorData::resource_not_found(e.to_string(), None))
-            }
-            Err(e) => Err(ErrorData::internal_error(self.invoker.redactor.scrub(&e.log_text()).into_owned(), None)),
-        }
+    ) -> Result<CompleteResult, ErrorData> {
+        self.hub.complete(request, server_filter(self, &context)?).await.map_err(|e| self.hub_error(&e))
     }
 
-    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
-        self.peers.lock().push(context.peer);
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        *self.session.level.lock() = Some(request.level);
+        self.hub.set_log_level(request.level, server_filter(self, &context)?).await;
+        Ok(())
     }
 
     async fn list_tools(
@@ -190,18 +319,24 @@ impl ServerHandler for Facade {
             .and_then(|p| p.extensions.get::<crate::access::Caller>())
             .map(|c| c.identity.clone())
             .unwrap_or_default();
-        let invocation = self.invoker.invoke(tool, arguments, visible, &identity).await;
-        // A failed call is a tool error the client reads, as in chat.
-        let Ok(result) = invocation.result else {
-            return Ok(error_result(invocation.output.text).into());
+        let invoker = self.invoker.load_full();
+        let relay = CallRelayTask::new(&context.peer, self.session.clone(), context.meta.get_progress_token());
+        let call = invoker.invoke_for_client(tool, arguments, visible, &identity, KEEP_UNDER);
+        // The client's `notifications/cancelled` cancels `ct`: dropping the call cancels it on
+        // the server.
+        let Some(invocation) = relay.drive(call, &context.ct).await else {
+            return Err(ErrorData::internal_error("the call was cancelled", None));
         };
-        let mut converted = CallToolResult::success(vec![ContentBlock::text(invocation.output.text)]);
-        converted.is_error = Some(invocation.output.is_error);
-        converted.structured_content = result.structured_content;
-        Ok(converted.into())
+        match invocation.result {
+            Ok(result) if invocation.kept => Ok(result.into()),
+            Ok(result) => {
+                let mut converted = CallToolResult::success(vec![ContentBlock::text(invocation.output.text)]);
+                converted.is_error = Some(invocation.output.is_error);
+                converted.structured_content = result.structured_content;
+                Ok(converted.into())
+            }
+            // A failed call is a tool error the client reads, as in chat.
+            Err(_) => Ok(CallToolResult::error(vec![ContentBlock::text(invocation.output.text)]).into()),
+        }
     }
-}
-
-fn error_result(text: String) -> CallToolResult {
-    CallToolResult::error(vec![ContentBlock::text(text)])
 }

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::invoke::{Authorized, Invocation, Invoker};
 use crate::config::UserIdentity;
-use crate::mcp::{ASKER, Asker, PROGRESS, ProgressFn, ToolEntry};
+use crate::mcp::{Asker, CallRelay, PROGRESS, ProgressFn, RELAY, ToolEntry};
 
 /// Longest a held call waits for its answer.
 pub const MAX_HOLD: Duration = Duration::from_secs(3600);
@@ -97,7 +97,8 @@ pub async fn run(
         }
     };
     let owner = identity_owner.clone();
-    let task = tokio::spawn(ASKER.scope(asker, call));
+    let relay = Arc::new(CallRelay { asker: Some(asker), ..CallRelay::default() });
+    let task = tokio::spawn(RELAY.scope(relay, call));
     follow(owner, AbortOnDrop(Some(task)), questions).await
 }
 

@@ -96,6 +96,26 @@ pub struct Invocation {
     pub output: ToolOutput,
     /// How long the call took.
     pub took: Duration,
+    /// Whether `result` is for the caller as it is, and `output` only its summary (see
+    /// [`Invoker::invoke_for_client`]).
+    pub kept: bool,
+}
+
+/// What a kept result's `output` says: its text blocks (for the log line and the audit), and
+/// whether it failed.
+fn summary(result: &CallToolResult) -> ToolOutput {
+    let is_error = result.is_error.unwrap_or(false);
+    let text: String = result
+        .content
+        .iter()
+        .filter_map(|block| match block {
+            ContentBlock::Text(t) => Some(t.text.as_str()),
+            _ => None,
+        })
+        .take(4)
+        .collect::<Vec<_>>()
+        .join("\n");
+    ToolOutput { text, is_error, artifacts: Vec::new() }
 }
 
 impl Invoker {
@@ -120,6 +140,33 @@ impl Invoker {
         identity: &UserIdentity,
         retry: Option<&crate::mcp::InputRetry>,
     ) -> Invocation {
+        self.run(tool, arguments, visible, identity, retry, None).await
+    }
+
+    /// [`invoke`](Self::invoke) for an MCP client, which reads content blocks itself: a result
+    /// whose JSON is at most `keep_under` bytes is handed back as it came (scrubbed), its
+    /// images and resources inline, and `output` is then only a summary ([`Invocation::kept`]);
+    /// a larger one is converted as for a model (binary and long text become artifacts).
+    pub async fn invoke_for_client(
+        &self,
+        tool: Authorized<'_>,
+        arguments: Value,
+        visible: impl FnOnce() -> Option<Vec<String>>,
+        identity: &UserIdentity,
+        keep_under: usize,
+    ) -> Invocation {
+        self.run(tool, arguments, visible, identity, None, Some(keep_under)).await
+    }
+
+    async fn run(
+        &self,
+        tool: Authorized<'_>,
+        arguments: Value,
+        visible: impl FnOnce() -> Option<Vec<String>>,
+        identity: &UserIdentity,
+        retry: Option<&crate::mcp::InputRetry>,
+        keep_under: Option<usize>,
+    ) -> Invocation {
         let entry = tool.entry;
         let started = Instant::now();
         let started_ms = std::time::SystemTime::now()
@@ -129,10 +176,17 @@ impl Invoker {
         let span = tracing::info_span!("mcp.call", server = %entry.server, tool = %entry.name);
         let call = self.hub.call_entry(entry, arguments, visible, identity, retry);
         let result = tracing::Instrument::instrument(call, span).await;
+        let mut kept = false;
         let (result, output, error) = match result {
             Ok(mut result) => {
                 self.scrub_result(&mut result);
-                let output = to_tool_output(&result, &self.artifacts, self.budget, &entry.name).await;
+                let small = keep_under.filter(|&limit| serde_json::to_vec(&result).is_ok_and(|b| b.len() <= limit));
+                let output = if small.is_some() {
+                    kept = true;
+                    summary(&result)
+                } else {
+                    to_tool_output(&result, &self.artifacts, self.budget, &entry.name).await
+                };
                 (Ok(result), output, None)
             }
             Err(e) => {
@@ -164,7 +218,7 @@ impl Invoker {
                 argument_bytes,
             });
         }
-        Invocation { result, output, took }
+        Invocation { result, output, took, kept }
     }
 
     /// Removes configured secrets from every text a result carries (text blocks, text

@@ -15,6 +15,7 @@ mod history;
 mod inputs;
 mod invoke;
 pub mod park;
+mod relay;
 mod results;
 pub mod round;
 mod run;

@@ -24,8 +24,6 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::Request;
 use axum::routing::{any, get, post};
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -34,6 +32,7 @@ use tracing::Level;
 
 pub use error::{ApiError, ErrorReply, openai_error};
 pub use server::{Routes, serve};
+pub use sessions::FacadeMount;
 
 use crate::agent::Agent;
 use crate::artifacts::{Artifacts, LocalStore};
@@ -63,6 +62,10 @@ pub struct Stores {
     pub local_store: Option<Arc<LocalStore>>,
     /// The state store and its sealer.
     pub secrets: crate::state::Secrets,
+    /// The MCP facade, once built (a reload keeps it).
+    pub facade: Option<FacadeMount>,
+    /// The server's shutdown token (the facade, built once, ends with it).
+    pub root: CancellationToken,
 }
 
 /// What [`AppState`] shares.
@@ -88,8 +91,10 @@ pub struct AppStateInner {
     pub started: Instant,
     /// Scrubs every configured secret from what tools return.
     pub redactor: Arc<crate::config::Redactor>,
-    /// Ends the MCP facade's sessions when the server shuts down.
+    /// Cancelled when this state is replaced (by a reload) or the server shuts down.
     pub shutdown: CancellationToken,
+    /// The MCP facade at `/mcp`, when enabled.
+    pub facade: Option<FacadeMount>,
     /// Cancelled when the shutdown grace period runs out: streams still open end cleanly.
     pub hard_stop: CancellationToken,
     /// The last upstream probe of the health routes (when, and whether it answered).
@@ -108,7 +113,7 @@ impl AppState {
         shutdown: CancellationToken,
         hard_stop: CancellationToken,
     ) -> Self {
-        let Stores { artifacts, local_store, secrets } = stores;
+        let Stores { artifacts, local_store, secrets, facade, root } = stores;
         let redactor = Arc::new(crate::config::Redactor::for_config(&config));
         let invoker = crate::agent::Invoker {
             hub: hub.clone(),
@@ -128,6 +133,13 @@ impl AppState {
             approval: Arc::new(config.approval.rule.clone()),
             parking: Some(crate::agent::park::Parking::new(secrets.clone(), config.approval.ttl)),
         };
+        let facade = config.facade.enabled.then(|| match facade {
+            Some(mount) => {
+                mount.reconfigure(agent.invoker.clone());
+                mount
+            }
+            None => FacadeMount::new(agent.invoker.clone(), &config.facade, root.child_token()),
+        });
         let needs_account = config.mcp_servers.iter().any(McpServerConfig::per_user);
         Self(Arc::new(AppStateInner {
             needs_account,
@@ -141,6 +153,7 @@ impl AppState {
             started: Instant::now(),
             redactor,
             shutdown,
+            facade,
             hard_stop,
             probe: tokio::sync::Mutex::new(None),
             store_probe: tokio::sync::Mutex::new(None),
@@ -151,11 +164,10 @@ impl AppState {
 /// All routes. Health routes are open; everything else needs a key when keys are configured.
 pub fn router(state: AppState) -> Router {
     let mut protected = Router::new();
-    if state.config.facade.enabled {
-        let (facade, sessions) = mcp_facade(&state);
+    if let Some(mount) = &state.facade {
         let facade = tower::ServiceBuilder::new()
-            .layer(axum::middleware::from_fn_with_state(sessions, sessions::guard))
-            .service(facade);
+            .layer(axum::middleware::from_fn_with_state(mount.sessions.clone(), sessions::guard))
+            .service(mount.service.clone());
         protected = protected.route_service("/mcp", facade);
     }
     let protected = protected
@@ -222,25 +234,6 @@ pub fn router(state: AppState) -> Router {
 /// The request's `x-mcp-servers` values (see [`crate::agent::narrowing_headers`]), or a 400.
 pub(crate) fn mcp_servers_header(headers: &axum::http::HeaderMap) -> Result<Vec<&str>, ApiError> {
     crate::agent::narrowing_headers(headers).map_err(ApiError::BadRequest)
-}
-
-/// The MCP facade as a tower service: rmcp's streamable HTTP server (sessions for the
-/// handshake era, stateless for 2026-07-28), behind our auth like every other route; and the
-/// bookkeeping of its sessions.
-fn mcp_facade(
-    state: &AppState,
-) -> (StreamableHttpService<crate::agent::Facade, LocalSessionManager>, Arc<sessions::Sessions>) {
-    let facade = crate::agent::Facade::new(state.agent.invoker.clone(), state.shutdown.child_token());
-    // `Host` and `Origin` are checked for every route, this one included, by `guard.rs`.
-    let config = StreamableHttpServerConfig::default()
-        .with_cancellation_token(state.shutdown.child_token())
-        .disable_allowed_hosts();
-    let limits = &state.config.facade;
-    let mut manager = LocalSessionManager::default();
-    manager.session_config.keep_alive = Some(limits.session_idle);
-    let manager = Arc::new(manager);
-    let sessions = Arc::new(sessions::Sessions::new(manager.clone(), limits.max_sessions, limits.max_sessions_per_key));
-    (StreamableHttpService::new(move || Ok(facade.clone()), manager, config), sessions)
 }
 
 /// Counts every request by matched route and status.

@@ -6,6 +6,9 @@
 //! `mcp_facade.max_sessions_per_key` sessions and the gateway at most `mcp_facade.max_sessions`
 //! (429 past either); sessions idle for `mcp_facade.session_idle` are closed by rmcp and
 //! forgotten here.
+//!
+//! [`FacadeMount`] is the facade's service and this bookkeeping, built once and carried from
+//! state to state by config reloads (sessions and calls in flight survive a reload).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,9 +77,12 @@ pub async fn guard(State(sessions): State<Arc<Sessions>>, req: Request, next: Ne
             return (StatusCode::NOT_FOUND, "session not found").into_response();
         }
         let delete = req.method() == Method::DELETE;
-        let response = next.run(req).await;
+        let mut response = next.run(req).await;
         if delete && response.status().is_success() {
             sessions.owners.lock().remove(&id);
+            // rmcp answers 202; the Python SDK (and the spec's examples) expect 200 or 204 for
+            // a session ended, and warn otherwise.
+            *response.status_mut() = StatusCode::NO_CONTENT;
         }
         return response;
     }
@@ -107,4 +113,44 @@ pub async fn guard(State(sessions): State<Arc<Sessions>>, req: Request, next: Ne
         }
     }
     response
+}
+
+/// The facade as mounted at `/mcp`: rmcp's streamable HTTP service (sessions for the handshake
+/// era, stateless for 2026-07-28) and the session bookkeeping around it. Built once; a reload
+/// hands it the new [`crate::agent::Invoker`] ([`FacadeMount::reconfigure`]).
+#[derive(Clone)]
+pub struct FacadeMount {
+    /// The facade (every session's handler is made from it).
+    facade: crate::agent::Facade,
+    /// The service.
+    pub(super) service: rmcp::transport::StreamableHttpService<crate::agent::Facade, LocalSessionManager>,
+    /// Its sessions, bounded and bound to keys.
+    pub(super) sessions: Arc<Sessions>,
+}
+
+impl FacadeMount {
+    /// The facade running tools with `invoker`, under `limits`, until `shutdown`.
+    pub fn new(
+        invoker: crate::agent::Invoker,
+        limits: &crate::config::FacadeConfig,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        let facade = crate::agent::Facade::new(invoker, shutdown.child_token());
+        // `Host` and `Origin` are checked for every route, this one included, by `guard.rs`.
+        let config = rmcp::transport::StreamableHttpServerConfig::default()
+            .with_cancellation_token(shutdown)
+            .disable_allowed_hosts();
+        let mut manager = LocalSessionManager::default();
+        manager.session_config.keep_alive = Some(limits.session_idle);
+        let manager = Arc::new(manager);
+        let sessions = Arc::new(Sessions::new(manager.clone(), limits.max_sessions, limits.max_sessions_per_key));
+        let handlers = facade.clone();
+        let service = rmcp::transport::StreamableHttpService::new(move || Ok(handlers.for_session()), manager, config);
+        Self { facade, service, sessions }
+    }
+
+    /// Takes a reloaded config's settings; sessions and calls in flight go on.
+    pub fn reconfigure(&self, invoker: crate::agent::Invoker) {
+        self.facade.reconfigure(invoker);
+    }
 }

@@ -84,8 +84,12 @@ pub struct HubClient {
     sampling_slots: Arc<tokio::sync::Semaphore>,
     /// Hands each progress notification to the call that waits for it.
     progress: rmcp::handler::client::progress::ProgressDispatcher,
-    /// The chat calls that could answer a question, for a server with `elicitation: true`.
-    askers: Option<super::Askers>,
+    /// The calls in flight on this server, and who stands behind each.
+    callers: super::Callers,
+    /// Whether elicitation is declared (`elicitation: true`).
+    elicits: bool,
+    /// The server's name and where its resource and list notifications go.
+    events: Option<(String, tokio::sync::broadcast::Sender<super::HubEvent>)>,
     /// The version an `initialize` offers: the newest that still has a handshake (the newest of
     /// all, 2026-07-28, has none, and handshake-era servers refuse it).
     handshake_version: ProtocolVersion,
@@ -99,15 +103,31 @@ impl HubClient {
             sampler: None,
             sampling_slots: Arc::new(tokio::sync::Semaphore::new(SAMPLING_AT_ONCE)),
             progress: Default::default(),
-            askers: None,
+            callers: super::Callers::default(),
+            elicits: false,
+            events: None,
             handshake_version: ProtocolVersion::LATEST_WITH_INITIALIZE,
         }
     }
 
-    /// Declares elicitation (form and URL) and routes questions to `askers`.
-    pub fn with_askers(mut self, askers: Option<super::Askers>) -> Self {
-        self.askers = askers;
+    /// Routes what the server sends about a call to the one call in `callers` (see
+    /// [`super::sole_caller`]); with `elicits`, declares elicitation (form and URL).
+    pub fn with_callers(mut self, callers: super::Callers, elicits: bool) -> Self {
+        self.callers = callers;
+        self.elicits = elicits;
         self
+    }
+
+    /// Sends `server`'s resource and list-change notifications to `events`.
+    pub fn with_events(mut self, server: &str, events: tokio::sync::broadcast::Sender<super::HubEvent>) -> Self {
+        self.events = Some((server.to_owned(), events));
+        self
+    }
+
+    fn event(&self, event: impl FnOnce(String) -> super::HubEvent) {
+        if let Some((server, events)) = &self.events {
+            let _ = events.send(event(server.clone()));
+        }
     }
 
     /// Where this client's progress notifications go (subscribe by progress token).
@@ -141,18 +161,11 @@ impl ClientHandler for HubClient {
         _context: rmcp::service::RequestContext<RoleClient>,
     ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
         let declined = rmcp::model::ElicitResult::new(rmcp::model::ElicitationAction::Decline);
-        // Only when one call is running on the connection, and it is a chat's that can wait,
-        // can the question be that chat's: anything else could show one person another's
-        // question.
-        let asker = match self.askers.as_ref().map(|a| a.lock().clone()) {
-            Some(running) if running.len() == 1 => running.into_iter().next().and_then(|(_, asker)| asker),
-            Some(running) => {
-                tracing::info!(running = running.len(), "a server's question matches no single chat call; declined");
-                None
-            }
-            None => None,
+        let asker = if self.elicits { super::sole_caller(&self.callers).and_then(|c| c.asker.clone()) } else { None };
+        let Some(asker) = asker else {
+            tracing::info!("a server's question matches no single call that can answer it; declined");
+            return Ok(declined);
         };
-        let Some(asker) = asker else { return Ok(declined) };
         let params =
             serde_json::to_value(&request).map_err(|e| rmcp::ErrorData::invalid_params(e.to_string(), None))?;
         if params.to_string().len() > super::MAX_INPUT_BYTES {
@@ -184,11 +197,46 @@ impl ClientHandler for HubClient {
             ));
         };
         let params = serde_json::to_value(&params).map_err(|e| rmcp::ErrorData::invalid_params(e.to_string(), None))?;
-        let call = super::SamplingCall { server: server.clone(), params, model: None };
         let _slot =
             self.sampling_slots.acquire().await.map_err(|e| rmcp::ErrorData::internal_error(e.to_string(), None))?;
-        let answer = sampler(call).await.map_err(|e| rmcp::ErrorData::internal_error(e, None))?;
+        // The caller's own client samples when it can (an MCP client of the facade); otherwise
+        // the configured model does.
+        let relayed = super::sole_caller(&self.callers).and_then(|c| c.sampler.clone());
+        let answer = match relayed {
+            Some(relay) => relay(params).await,
+            None => sampler(super::SamplingCall { server: server.clone(), params, model: None }).await,
+        };
+        let answer = answer.map_err(|e| rmcp::ErrorData::internal_error(e, None))?;
         serde_json::from_value(answer).map_err(|e| rmcp::ErrorData::internal_error(e.to_string(), None))
+    }
+
+    // Logging is deprecated by SEP-2577, yet servers people run still send log messages.
+    #[allow(deprecated)]
+    async fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let Some(log) = super::sole_caller(&self.callers).and_then(|c| c.log.clone()) else { return };
+        if let Ok(params) = serde_json::to_value(&params) {
+            log(params);
+        }
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.event(|server| super::HubEvent::ResourceUpdated { server, uri: params.uri });
+    }
+
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.event(|server| super::HubEvent::ResourcesChanged { server });
+    }
+
+    async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.event(|server| super::HubEvent::PromptsChanged { server });
     }
 
     fn get_info(&self) -> ClientConfig {
@@ -196,7 +244,7 @@ impl ClientHandler for HubClient {
         if self.sampler.is_some() {
             capabilities.sampling = Some(Default::default());
         }
-        if self.askers.is_some() {
+        if self.elicits {
             capabilities.elicitation = Some(
                 rmcp::model::ElicitationCapability::new().with_form(Default::default()).with_url(Default::default()),
             );

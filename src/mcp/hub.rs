@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 use super::{Catalog, InProcessServer, McpError, ServerHandle, ServerStatus, SharedCatalog, SourceTool, ToolEntry};
 use crate::config::{McpServerConfig, UserIdentity};
 
+/// Server notifications held for a facade that has not read them yet.
+const EVENTS_BUFFERED: usize = 256;
+
 /// One running server: its handle, its supervisor task and the token that stops it.
 struct Running {
     handle: Arc<ServerHandle>,
@@ -38,6 +41,8 @@ pub struct Hub {
     sampler: Option<super::Sampler>,
     /// Weak self, for the supervisors' change callback.
     this: std::sync::Weak<Hub>,
+    /// What servers say that is not about one call (resources updated, lists changed).
+    events: tokio::sync::broadcast::Sender<super::HubEvent>,
 }
 
 impl Hub {
@@ -103,6 +108,7 @@ impl Hub {
             secrets,
             sampler,
             this: this.clone(),
+            events: tokio::sync::broadcast::channel(EVENTS_BUFFERED).0,
         });
         let running: Vec<Running> = configs.iter().cloned().map(|c| hub.launch(c)).collect();
         *hub.servers.write() = running;
@@ -118,6 +124,7 @@ impl Hub {
         let handle = ServerHandle::new(config, served);
         handle.set_secrets(self.secrets.clone());
         handle.set_sampler(self.sampler.clone());
+        handle.set_events(self.events.clone());
         let this = self.this.clone();
         let on_change: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             if let Some(hub) = this.upgrade() {
@@ -176,6 +183,12 @@ impl Hub {
     /// The handles of every server, in configuration order.
     pub(super) fn handles(&self) -> Vec<Arc<ServerHandle>> {
         self.servers.read().iter().map(|r| r.handle.clone()).collect()
+    }
+
+    /// What servers say that is not about one call, from now on (a receiver that falls more
+    /// than a few hundred behind loses the oldest).
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<super::HubEvent> {
+        self.events.subscribe()
     }
 
     /// The current catalog (a cheap `Arc` clone; never rebuilt per request).

@@ -15,6 +15,7 @@
 //! | `tasks.rs`   | tools that run only as tasks (2025-11-25 tasks: call, result, cancel) |
 //! | `resources.rs` | resources of every server, merged (unique URIs) and read back       |
 //! | `prompts.rs` | prompts of every server, named like tools, and got back              |
+//! | `complete.rs` | `completion/complete` routed, `logging/setLevel` passed on           |
 //! | `oauth.rs`   | OAuth: sealed credentials, sign-ins (CLI, HTTP, connect links)       |
 //! | `catalog.rs` | exposed names, sanitised schemas, prepared OpenAI tool JSON          |
 //! | `search.rs`  | the catalog's BM25 index (built once per catalog change)            |
@@ -25,6 +26,7 @@
 mod call_headers;
 mod catalog;
 mod child_env;
+mod complete;
 mod connect;
 mod hub;
 pub mod oauth;
@@ -50,7 +52,7 @@ pub use call_headers::CALL_HEADERS_META;
 pub use catalog::{Catalog, SEPARATOR, SourceTool, ToolEntry};
 pub use hub::Hub;
 pub use prompts::ExposedPrompt;
-pub use resources::ExposedResource;
+pub use resources::{ExposedResource, ExposedTemplate};
 pub use server::{ServerHandle, ServerState, ServerStatus};
 pub use shared::{CatalogView, SharedCatalog};
 
@@ -191,18 +193,72 @@ tokio::task_local! {
     pub static PROGRESS: ProgressFn;
 }
 
+/// Something a server said that is not about one call: facade sessions relay it.
+#[derive(Debug, Clone)]
+pub enum HubEvent {
+    /// `notifications/resources/updated` for `uri` (the server's own).
+    ResourceUpdated {
+        /// The server.
+        server: String,
+        /// Its URI.
+        uri: String,
+    },
+    /// `notifications/resources/list_changed`.
+    ResourcesChanged {
+        /// The server.
+        server: String,
+    },
+    /// `notifications/prompts/list_changed`.
+    PromptsChanged {
+        /// The server.
+        server: String,
+    },
+}
+
 /// Asks the person behind a tool call a server's `elicitation/create` question (its params as
 /// JSON) and waits for the answer (an `ElicitResult` as JSON), or why there is none.
 pub type Asker = Arc<dyn Fn(Value) -> BoxFuture<'static, Result<Value, String>> + Send + Sync>;
 
-tokio::task_local! {
-    /// Who answers questions for the tool call running in this task (a chat that can park).
-    pub static ASKER: Asker;
+/// Takes a server's notification that belongs to a call (its params as JSON: a log message, a
+/// progress step) to whoever made the call.
+pub type NotifyFn = Arc<dyn Fn(Value) + Send + Sync>;
+
+/// Who stands behind a tool call, for what a server sends back while the call runs: a chat that
+/// can park (questions), or an MCP client of the facade (questions, sampling, log messages and
+/// progress relayed to it). Set around a call with [`RELAY`]; the server's connection sees it
+/// through the calls it has in flight.
+#[derive(Clone, Default)]
+pub struct CallRelay {
+    /// Answers `elicitation/create`.
+    pub asker: Option<Asker>,
+    /// Answers `sampling/createMessage` (a `CreateMessageResult` as JSON), before the
+    /// configured sampler.
+    pub sampler: Option<Asker>,
+    /// Takes `notifications/message` params.
+    pub log: Option<NotifyFn>,
+    /// Takes `notifications/progress` params (with the server's token; the taker maps it).
+    pub progress: Option<NotifyFn>,
 }
 
-/// The calls in flight on one connection, by call number, with who answers their questions
-/// (a chat that can park; `None` for any other caller).
-pub(crate) type Askers = Arc<parking_lot::Mutex<Vec<(u64, Option<Asker>)>>>;
+tokio::task_local! {
+    /// Who stands behind the tool call running in this task.
+    pub static RELAY: Arc<CallRelay>;
+}
+
+/// The calls in flight on one server, by call number, with who stands behind them (`None`:
+/// nobody a server could reach).
+pub(crate) type Callers = Arc<parking_lot::Mutex<Vec<(u64, Option<Arc<CallRelay>>)>>>;
+
+/// The one call in flight on a server, when there is exactly one: only then can a question,
+/// sampling request or log message (which name no call) be said to be that call's — anything
+/// else could show one person another's.
+pub(crate) fn sole_caller(callers: &Callers) -> Option<Arc<CallRelay>> {
+    let running = callers.lock();
+    match running.as_slice() {
+        [(_, relay)] => relay.clone(),
+        _ => None,
+    }
+}
 
 /// A model completion for an MCP server's sampling request: the server, its
 /// `CreateMessageRequestParams` as JSON, and the model to use when the request comes from a chat

@@ -29,6 +29,10 @@ pub struct ExposedPrompt {
 impl ServerHandle {
     async fn list_prompts(&self) -> Vec<Prompt> {
         let Some(peer) = self.live.borrow().peer.clone() else { return Vec::new() };
+        // A server that declared no prompts is not asked (it would only answer with an error).
+        if peer.peer_info().is_some_and(|info| info.capabilities.prompts.is_none()) {
+            return Vec::new();
+        }
         let timeout = self.config.tool_timeout;
         let mut all = Vec::new();
         let mut cursor = None;

@@ -1,13 +1,21 @@
 //! MCP resources across servers. `resources/list` is asked of every server the caller may use,
 //! and the lists are merged. A URI only one of those servers lists is kept as it is. A URI that
 //! two of them list becomes `mcp-middleware://<server>/<the URI, percent-encoded>`, which a
-//! client can send back as it is. `resources/read` is routed back to its server, and binary
-//! contents pass through unchanged. Listing is bounded like tools are (pages, count).
+//! client can send back as it is. Resource templates are merged too (a template two servers
+//! share stays the first one's). `resources/read` and `resources/subscribe` are routed back:
+//! by the listed URI, else by the first template the URI matches (RFC 6570, levels 1–3).
+//! Binary contents pass through unchanged. Listing is bounded like tools are (pages, count).
+//! Subscriptions are held with a server once per URI, however many sessions asked.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rmcp::model::{PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResult, Resource};
+use std::sync::Arc;
+
+use rmcp::model::{
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResult, Resource, ResourceTemplate,
+    SubscribeRequestParams, UnsubscribeRequestParams,
+};
 
 use super::{Hub, McpError, ServerHandle};
 
@@ -27,13 +35,118 @@ pub struct ExposedResource {
     pub resource: Resource,
 }
 
+/// Whether a server declared resources (one that did not is not asked: it would only answer
+/// with an error).
+fn has_resources(peer: &rmcp::Peer<rmcp::RoleClient>) -> bool {
+    peer.peer_info().is_none_or(|info| info.capabilities.resources.is_some())
+}
+
+/// A resource template as exposed: the server it comes from, and the template.
+#[derive(Debug, Clone)]
+pub struct ExposedTemplate {
+    /// The server.
+    pub server: String,
+    /// The template, as the server lists it.
+    pub template: ResourceTemplate,
+}
+
 impl ServerHandle {
+    /// This server's resource templates (every page, bounded); none when it has none.
+    async fn list_templates(&self) -> Vec<ResourceTemplate> {
+        let Some(peer) = self.live.borrow().peer.clone() else { return Vec::new() };
+        if !has_resources(&peer) {
+            return Vec::new();
+        }
+        let timeout = self.config.tool_timeout;
+        let mut all = Vec::new();
+        let mut cursor = None;
+        for _ in 0..MAX_PAGES {
+            let params = cursor.take().map(|c| PaginatedRequestParams::default().with_cursor(Some(c)));
+            let Ok(Ok(page)) = tokio::time::timeout(timeout, peer.list_resource_templates(params)).await else {
+                break;
+            };
+            let room = MAX_RESOURCES_PER_SERVER.saturating_sub(all.len());
+            all.extend(page.resource_templates.into_iter().take(room));
+            match page.next_cursor {
+                Some(next) if !next.is_empty() && all.len() < MAX_RESOURCES_PER_SERVER => cursor = Some(next),
+                _ => break,
+            }
+        }
+        all
+    }
+
+    /// Holds a subscription to `uri` (the server's own) for one more subscriber; the server is
+    /// asked only for the first.
+    #[allow(deprecated)] // `resources/subscribe` is what handshake-era servers speak.
+    pub(super) async fn subscribe(&self, uri: &str) -> Result<(), McpError> {
+        let first = {
+            let mut held = self.subscriptions.lock();
+            let count = held.entry(uri.to_owned()).or_default();
+            *count += 1;
+            *count == 1
+        };
+        if !first {
+            return Ok(());
+        }
+        let peer = self.live.borrow().peer.clone();
+        let answer = match peer {
+            Some(peer) => {
+                let timeout = self.config.tool_timeout;
+                match tokio::time::timeout(timeout, peer.subscribe(SubscribeRequestParams::new(uri))).await {
+                    Ok(answer) => answer.map_err(|e| self.call_error("resources/subscribe", e)),
+                    Err(_) => Err(McpError::Timeout {
+                        server: self.name().to_owned(),
+                        tool: "resources/subscribe".into(),
+                        after: timeout,
+                    }),
+                }
+            }
+            None => Err(self.unavailable()),
+        };
+        if answer.is_err() {
+            self.release(uri);
+        }
+        answer
+    }
+
+    /// Lets one subscriber of `uri` go; the server is told when none is left.
+    #[allow(deprecated)]
+    pub(super) async fn unsubscribe(&self, uri: &str) {
+        if !self.release(uri) {
+            return;
+        }
+        let peer = self.live.borrow().peer.clone();
+        if let Some(peer) = peer {
+            let timeout = self.config.tool_timeout;
+            let _ = tokio::time::timeout(timeout, peer.unsubscribe(UnsubscribeRequestParams::new(uri))).await;
+        }
+    }
+
+    /// One subscriber of `uri` fewer; whether it was the last.
+    fn release(&self, uri: &str) -> bool {
+        let mut held = self.subscriptions.lock();
+        match held.get_mut(uri) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            Some(_) => {
+                held.remove(uri);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// This server's resources (every page, bounded), from its live connection.
     async fn list_resources(&self) -> Result<Vec<Resource>, McpError> {
         let peer = self.live.borrow().peer.clone().ok_or_else(|| McpError::ServerUnavailable {
             server: self.name().to_owned(),
             reason: "it is not connected".into(),
         })?;
+        if !has_resources(&peer) {
+            return Ok(Vec::new());
+        }
         let timeout = self.config.tool_timeout;
         let mut all = Vec::new();
         let mut cursor = None;
@@ -108,6 +221,52 @@ impl Hub {
         listed
     }
 
+    /// The resource templates of the servers `may_use` admits, merged.
+    pub async fn resource_templates(&self, may_use: impl Fn(&str) -> bool) -> Vec<ExposedTemplate> {
+        let handles: Vec<_> = self.handles().into_iter().filter(|h| may_use(h.name())).collect();
+        let lists = futures_util::future::join_all(handles.iter().map(|h| h.list_templates())).await;
+        let mut taken: HashMap<String, String> = HashMap::new();
+        let mut exposed = Vec::new();
+        for (handle, templates) in handles.iter().zip(lists) {
+            for template in templates {
+                if let Some(first) = taken.get(&template.uri_template) {
+                    tracing::warn!(server = %handle.name(), other = %first, template = %template.uri_template,
+                        "resource templates collide; the first server's is kept");
+                    continue;
+                }
+                taken.insert(template.uri_template.clone(), handle.name().to_owned());
+                exposed.push(ExposedTemplate { server: handle.name().to_owned(), template });
+            }
+        }
+        exposed
+    }
+
+    /// The server an exposed `uri` belongs to (among those `may_use` admits) and its URI
+    /// there; any other URI is [`McpError::UnknownResource`].
+    pub async fn route_resource(
+        &self,
+        uri: &str,
+        may_use: impl Fn(&str) -> bool,
+    ) -> Result<(Arc<ServerHandle>, String), McpError> {
+        let not_found = || McpError::UnknownResource { uri: uri.to_owned() };
+        let handle_of = |server: &str| self.handles().into_iter().find(|h| h.name() == server && may_use(h.name()));
+        if let Some(rest) = uri.strip_prefix(SCHEME) {
+            let (server, encoded) = rest.split_once('/').ok_or_else(not_found)?;
+            let original: String = url::form_urlencoded::parse(format!("u={encoded}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .ok_or_else(not_found)?;
+            return Ok((handle_of(server).ok_or_else(not_found)?, original));
+        }
+        let listed = self.resources(&may_use).await;
+        if let Some(item) = listed.iter().find(|r| r.resource.uri == uri) {
+            return Ok((handle_of(&item.server).ok_or_else(not_found)?, uri.to_owned()));
+        }
+        let templates = self.resource_templates(&may_use).await;
+        let item = templates.iter().find(|t| template_matches(&t.template.uri_template, uri)).ok_or_else(not_found)?;
+        Ok((handle_of(&item.server).ok_or_else(not_found)?, uri.to_owned()))
+    }
+
     /// Reads an exposed `uri` on the server it came from (only among the servers `may_use`
     /// admits); any other URI is [`McpError::UnknownResource`].
     pub async fn read_resource(
@@ -115,20 +274,74 @@ impl Hub {
         uri: &str,
         may_use: impl Fn(&str) -> bool,
     ) -> Result<ReadResourceResult, McpError> {
-        let not_found = || McpError::UnknownResource { uri: uri.to_owned() };
-        if let Some(rest) = uri.strip_prefix(SCHEME) {
-            let (server, encoded) = rest.split_once('/').ok_or_else(not_found)?;
-            let original: String = url::form_urlencoded::parse(format!("u={encoded}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .ok_or_else(not_found)?;
-            let handle =
-                self.handles().into_iter().find(|h| h.name() == server && may_use(h.name())).ok_or_else(not_found)?;
-            return handle.read_resource(&original).await;
+        let (handle, original) = self.route_resource(uri, may_use).await?;
+        handle.read_resource(&original).await
+    }
+
+    /// Subscribes to an exposed `uri` on its server; returns the server and its URI there (to
+    /// let go of it with [`unsubscribe`](Self::unsubscribe)).
+    pub async fn subscribe(&self, uri: &str, may_use: impl Fn(&str) -> bool) -> Result<(String, String), McpError> {
+        let (handle, original) = self.route_resource(uri, may_use).await?;
+        handle.subscribe(&original).await?;
+        Ok((handle.name().to_owned(), original))
+    }
+
+    /// Lets go of one subscription made with [`subscribe`](Self::subscribe).
+    pub async fn unsubscribe(&self, server: &str, original: &str) {
+        if let Some(handle) = self.handles().into_iter().find(|h| h.name() == server) {
+            handle.unsubscribe(original).await;
         }
-        let listed = self.resources(&may_use).await;
-        let item = listed.iter().find(|r| r.resource.uri == uri).ok_or_else(not_found)?;
-        let handle = self.handles().into_iter().find(|h| h.name() == item.server).ok_or_else(not_found)?;
-        handle.read_resource(uri).await
+    }
+}
+
+/// Whether `uri` is one `template` (RFC 6570) can expand to: literal parts match exactly;
+/// `{var}` matches characters other than `/`, `?` and `#`; `{+var}` and `{#var}` match
+/// anything; `{?…}` and `{&…}` match the rest of a query. Bounded: templates over 1 KiB or
+/// with more than 16 expressions match nothing.
+pub fn template_matches(template: &str, uri: &str) -> bool {
+    if template.len() > 1024 || template.matches('{').count() > 16 {
+        return false;
+    }
+    let mut parts: Vec<(bool, &str)> = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else { return false };
+        parts.push((false, &rest[..open]));
+        parts.push((true, &rest[open + 1..open + close]));
+        rest = &rest[open + close + 1..];
+    }
+    parts.push((false, rest));
+    matches_from(&parts, uri)
+}
+
+fn matches_from(parts: &[(bool, &str)], uri: &str) -> bool {
+    let Some(((is_expr, text), more)) = parts.split_first() else { return uri.is_empty() };
+    if !is_expr {
+        return uri.strip_prefix(text).is_some_and(|rest| matches_from(more, rest));
+    }
+    let stop: &[char] = match text.chars().next() {
+        Some('+' | '#') => &[],
+        Some('?' | '&') => &['#'],
+        _ => &['/', '?', '#'],
+    };
+    // Each split point the expression may end at, shortest first (the parts are few).
+    let longest = uri.find(|c| stop.contains(&c)).unwrap_or(uri.len());
+    (0..=longest).filter(|&end| uri.is_char_boundary(end)).any(|end| matches_from(more, &uri[end..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::template_matches;
+
+    #[test]
+    fn templates_match_what_they_expand_to() {
+        assert!(template_matches("test://template/{id}/data", "test://template/123/data"));
+        assert!(!template_matches("test://template/{id}/data", "test://template/1/2/data"));
+        assert!(!template_matches("test://template/{id}/data", "test://other/1/data"));
+        assert!(template_matches("file:///{+path}", "file:///a/b/c.txt"));
+        assert!(template_matches("db://{schema}/{table}", "db://public/users"));
+        assert!(template_matches("search://q{?term,page}", "search://q?term=x&page=2"));
+        assert!(!template_matches("{a", "x"));
+        assert!(!template_matches(&"{x}".repeat(17), "abc"));
     }
 }

@@ -120,21 +120,26 @@ pub struct ServerHandle {
     pub(super) runtime: std::sync::OnceLock<Runtime>,
     /// Answers this server's sampling requests (only with `sampling: true`).
     pub(super) sampler: parking_lot::Mutex<Option<super::Sampler>>,
-    /// The chat calls in flight that could answer a question (`elicitation: true`).
-    askers: super::Askers,
-    /// Numbers the calls registered in `askers`.
-    next_asker: std::sync::atomic::AtomicU64,
+    /// The calls in flight, with who stands behind each (questions, sampling and log messages
+    /// are routed to the one call in flight).
+    callers: super::Callers,
+    /// Numbers the calls registered in `callers`.
+    next_caller: std::sync::atomic::AtomicU64,
+    /// Where resource and list-change notifications go (the hub's channel).
+    events: parking_lot::Mutex<Option<tokio::sync::broadcast::Sender<super::HubEvent>>>,
+    /// Resource subscriptions held with the server, by URI, with how many subscribers each.
+    pub(super) subscriptions: parking_lot::Mutex<std::collections::HashMap<String, usize>>,
 }
 
-/// Takes a call out of the askers when it ends.
-struct AskerGuard {
-    askers: super::Askers,
+/// Takes a call out of the callers when it ends.
+struct CallerGuard {
+    callers: super::Callers,
     id: u64,
 }
 
-impl Drop for AskerGuard {
+impl Drop for CallerGuard {
     fn drop(&mut self) {
-        self.askers.lock().retain(|(id, _)| *id != self.id);
+        self.callers.lock().retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -185,8 +190,10 @@ impl ServerHandle {
             adopted: parking_lot::Mutex::new(None),
             runtime: std::sync::OnceLock::new(),
             sampler: parking_lot::Mutex::new(None),
-            askers: super::Askers::default(),
-            next_asker: std::sync::atomic::AtomicU64::new(0),
+            callers: super::Callers::default(),
+            next_caller: std::sync::atomic::AtomicU64::new(0),
+            events: parking_lot::Mutex::new(None),
+            subscriptions: parking_lot::Mutex::default(),
         })
     }
 
@@ -195,13 +202,23 @@ impl ServerHandle {
         *self.sampler.lock() = sampler.filter(|_| self.config.sampling);
     }
 
+    /// Sends this server's resource and list-change notifications to `events`.
+    pub fn set_events(&self, events: tokio::sync::broadcast::Sender<super::HubEvent>) {
+        *self.events.lock() = Some(events);
+    }
+
     /// Our client for a new connection of this server.
     pub(super) fn client(&self, tools_changed: Arc<Notify>) -> HubClient {
-        HubClient::new(tools_changed)
+        // One registry for all the server's connections (a per-user server has one per user):
+        // something a server sends about "the" call goes to a caller only when exactly one
+        // call is in flight on the whole server.
+        let client = HubClient::new(tools_changed)
             .with_sampler(self.name(), self.sampler.lock().clone())
-            // One registry per connection: a per-user server's connections are each one
-            // user's, so legacy questions are not routed there.
-            .with_askers((self.config.elicitation && !self.config.per_user()).then(|| self.askers.clone()))
+            .with_callers(self.callers.clone(), self.config.elicitation);
+        match self.events.lock().clone() {
+            Some(events) => client.with_events(self.name(), events),
+            None => client,
+        }
     }
 
     /// Whether this server may ask questions mid-call (legacy elicitation, routed to chats).
@@ -548,14 +565,18 @@ impl ServerHandle {
         // before it is sent): a question belongs to a chat only when that chat's call is the
         // one call running. A call that can be held waits for its person, up to
         // `max_call_duration` rather than `tool_timeout`.
-        let asker = super::ASKER.try_with(Clone::clone).ok();
-        let counted = self.config.elicitation && !self.config.per_user();
-        let held = counted && asker.is_some();
-        let _in_flight = counted.then(|| {
-            let id = self.next_asker.fetch_add(1, Ordering::Relaxed);
-            self.askers.lock().push((id, asker));
-            AskerGuard { askers: self.askers.clone(), id }
-        });
+        // Every call in flight is counted (registered before it is sent): what a server sends
+        // that names no call belongs to a caller only when its call is the one running. A call
+        // that can be held (a chat's, on a server that may ask) waits for its person, up to
+        // `max_call_duration` rather than `tool_timeout`.
+        let relay = super::RELAY.try_with(Clone::clone).ok();
+        let held = self.config.elicitation && relay.as_ref().is_some_and(|r| r.asker.is_some());
+        let relay_progress = relay.as_ref().and_then(|r| r.progress.clone());
+        let _in_flight = {
+            let id = self.next_caller.fetch_add(1, Ordering::Relaxed);
+            self.callers.lock().push((id, relay));
+            CallerGuard { callers: self.callers.clone(), id }
+        };
         let longest = self.config.max_call_duration.max(self.config.tool_timeout);
         let options = PeerRequestOptions::with_timeout(if held { longest } else { self.config.tool_timeout })
             .reset_timeout_on_progress()
@@ -577,21 +598,41 @@ impl ServerHandle {
         // The caller's progress line (a chat's status), fed by this call's notifications.
         let show = super::PROGRESS.try_with(Clone::clone).ok();
         let dispatcher = self.live.borrow().progress.clone();
-        let watch = match (show, dispatcher) {
-            (Some(show), Some(dispatcher)) => Some((show, dispatcher.subscribe(handle.progress_token.clone()).await)),
+        let watch = match dispatcher {
+            Some(dispatcher) if show.is_some() || relay_progress.is_some() => {
+                Some(dispatcher.subscribe(handle.progress_token.clone()).await)
+            }
             _ => None,
         };
         let result = match watch {
             None => handle.await_response().await,
-            Some((show, mut progress)) => {
+            Some(mut progress) => {
+                let report = |step: &rmcp::model::ProgressNotificationParam| {
+                    if let Some(show) = &show {
+                        show(progress_line(tool, step));
+                    }
+                    if let (Some(relay), Ok(step)) = (&relay_progress, serde_json::to_value(step)) {
+                        relay(step);
+                    }
+                };
                 let response = handle.await_response();
                 tokio::pin!(response);
-                loop {
+                let result = loop {
                     tokio::select! {
+                        // Steps first: the server sent them before its result.
+                        biased;
+                        Some(step) = futures_util::StreamExt::next(&mut progress) => report(&step),
                         result = &mut response => break result,
-                        Some(step) = futures_util::StreamExt::next(&mut progress) => show(progress_line(tool, &step)),
                     }
+                };
+                // Steps that arrived with the result (their handler may not have run yet).
+                tokio::task::yield_now().await;
+                while let Some(Some(step)) =
+                    futures_util::FutureExt::now_or_never(futures_util::StreamExt::next(&mut progress))
+                {
+                    report(&step);
                 }
+                result
             }
         };
         guard.disarm();
@@ -647,7 +688,7 @@ impl ServerHandle {
     /// The error of a call to a server that is not connected. The reason is its state in plain
     /// words; the connection error itself (library and transport detail) is for operators, in
     /// `/mcp/servers` and the log, not for clients and models.
-    fn unavailable(&self) -> McpError {
+    pub(super) fn unavailable(&self) -> McpError {
         let reason = match self.state() {
             ServerState::Disabled => "it is disabled",
             ServerState::Connecting => "it is still starting",

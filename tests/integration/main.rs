@@ -14,6 +14,7 @@ mod config;
 mod deploy;
 mod errors;
 mod facade;
+mod facade_protocol;
 mod faults;
 mod hub;
 mod identity;

@@ -17,8 +17,7 @@ async fn agent(yaml: &str) -> (mcp_middleware::http::AppState, CancellationToken
     let config = mcp_middleware::config::load_str(yaml, &std::collections::HashMap::<String, String>::new()).unwrap();
     let token = CancellationToken::new();
     let addr = "127.0.0.1:0".parse().unwrap();
-    let state =
-        mcp_middleware::app::build_state(config, &token, token.child_token(), token.child_token(), addr).unwrap();
+    let state = mcp_middleware::app::build_state(config, &token, &token, token.child_token(), addr).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while state.hub.catalog().get("ts__echo").is_none() {
         assert!(Instant::now() < deadline, "ts never ready");

@@ -1,6 +1,7 @@
 //! Hot reload on the real binary: a server added while a streaming chat runs (the stream
 //! finishes, the new tools appear), a broken edit refused with the old config still serving, and
-//! a plain file change (no signal) picked up too.
+//! a plain file change (no signal) picked up too; and an MCP facade session, with a call in
+//! flight, that goes on through a reload.
 
 use std::time::{Duration, Instant};
 
@@ -80,5 +81,53 @@ async fn config_changes_apply_without_dropping_requests() {
         !n.iter().any(|t| t.starts_with("one__")) && n.iter().any(|t| t == "two__echo")
     })
     .await;
+    gw.stop().await;
+}
+
+/// A facade client that counts `notifications/tools/list_changed`.
+#[derive(Clone, Default)]
+struct Listening(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl rmcp::ClientHandler for Listening {
+    async fn on_tool_list_changed(&self, _context: rmcp::service::NotificationContext<rmcp::RoleClient>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_facade_session_and_its_call_in_flight_survive_a_reload() {
+    use rmcp::ServiceExt;
+    let gw = GatewayProcess::spawn(&config("http://127.0.0.1:9/v1", &["one"]), &[]).await;
+    wait_for_tools(&gw, "start", |n| n.iter().any(|t| t == "one__slow")).await;
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(gw.url("/mcp"));
+    let listening = Listening::default();
+    let client = listening.clone().serve(transport).await.expect("the client connects");
+    let peer = client.peer().clone();
+    let call = tokio::spawn(async move {
+        let mut params = rmcp::model::CallToolRequestParams::new("one__slow");
+        params.arguments = json!({"ms": 3000, "steps": 3}).as_object().cloned();
+        peer.call_tool(params).await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    std::fs::write(gw.config_path(), config("http://127.0.0.1:9/v1", &["one", "two"])).unwrap();
+    gw.hangup();
+    gw.wait_for_log(|l| l.contains("config reloaded")).await;
+    wait_for_tools(&gw, "after adding `two`", |n| n.iter().any(|t| t == "two__echo")).await;
+
+    let done = tokio::time::timeout(Duration::from_secs(20), call).await.expect("the call finished").unwrap();
+    let done = done.expect("the call in flight completed");
+    assert_ne!(done.is_error, Some(true), "{done:?}");
+    // The same session goes on, seeing the new server's tools (and having been told).
+    let names: Vec<String> = client
+        .peer()
+        .list_all_tools()
+        .await
+        .expect("the session survived")
+        .into_iter()
+        .map(|t| t.name.into())
+        .collect();
+    assert!(names.iter().any(|t| t == "two__echo"), "{names:?}");
+    assert!(listening.0.load(std::sync::atomic::Ordering::SeqCst) > 0, "told about the change");
     gw.stop().await;
 }

@@ -9,7 +9,14 @@
 //! mcp-test-server [--name NAME] sse  [--port N]   # GET /sse + POST /message?sessionId=
 //! mcp-test-server [--name NAME] oauth [--port N] [--token-ttl S] [--no-refresh]  # /mcp behind OAuth 2.1
 //! mcp-test-server hang                            # reads stdin, never answers
+//! mcp-test-server --conformance http [--port N]   # also what the MCP conformance suite tests
 //! ```
+//!
+//! `--conformance` (any mode) also offers everything the server scenarios of the official MCP
+//! conformance suite (`@modelcontextprotocol/conformance`) call: its `test_*` tools, `test://`
+//! resources, a resource template and subscriptions, `test_*` prompts, completion and
+//! `logging/setLevel`, plus `touch_resource` (see `conformance.rs`), and declares those
+//! capabilities. Without the flag none of it is listed, declared or answered.
 //!
 //! `http` and `sse` bind 127.0.0.1 (port 0 picks a free port) and print one line
 //! `listening on 127.0.0.1:PORT` to stdout. Logs go to stderr (`RUST_LOG`, default `warn`).
@@ -17,6 +24,7 @@
 //! `cancelled slow` lines to it.
 
 mod ask;
+mod conformance;
 mod oauth;
 mod server;
 mod sse;
@@ -52,6 +60,11 @@ struct Cli {
     /// with an instruction hidden in Unicode tag characters (a hostile server's catalog).
     #[arg(long, global = true, default_value_t = 0)]
     long_description: usize,
+    /// Also offer everything the MCP conformance suite's server scenarios call: the `test_*`
+    /// tools, `test://` resources and template with subscriptions, `test_*` prompts, completion
+    /// and logging (and declare those capabilities).
+    #[arg(long, global = true)]
+    conformance: bool,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -124,7 +137,8 @@ async fn serve(cli: Cli) -> Result<(), BoxError> {
     shared.add_bulk_tools(cli.extra_tools);
     let name: Arc<str> = cli.name.into();
     let era = cli.era;
-    let make_server = move || TestServer::new(Arc::clone(&name), Arc::clone(&shared), era);
+    let conformance = cli.conformance;
+    let make_server = move || TestServer::new(Arc::clone(&name), Arc::clone(&shared), era, conformance);
     match cli.mode {
         Mode::Stdio => {
             let running = make_server().serve(rmcp::transport::stdio()).await?;

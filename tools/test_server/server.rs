@@ -1,19 +1,26 @@
 //! The MCP handler every transport serves: `tools/list` and `tools/call` for the test tools.
-//! One `TestServer` value is made per session; they all share one [`Shared`].
+//! One `TestServer` value is made per session; they all share one [`Shared`]. With
+//! `--conformance` it also serves what `conformance.rs` adds (resources, prompts, completion,
+//! logging); without it those methods answer "method not found", as rmcp's defaults do.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode, Implementation,
-    InitializeRequestParams, InitializeResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
-    ProtocolVersion, ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestMethod, CompleteRequestParams,
+    CompleteResult, ContentBlock, ErrorCode, GetPromptRequestMethod, GetPromptRequestParams, GetPromptResponse,
+    Implementation, InitializeRequestParams, InitializeResult, ListPromptsRequestMethod, ListPromptsResult,
+    ListResourceTemplatesRequestMethod, ListResourceTemplatesResult, ListResourcesRequestMethod, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion, ReadResourceRequestMethod,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig, SetLevelRequestMethod,
+    SubscribeRequestMethod, SubscribeRequestParams, UnsubscribeRequestMethod, UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::json;
 
 use crate::Era;
+use crate::conformance::{self, Session};
 use crate::tools::{self, Shared};
 
 /// The test MCP server of one session.
@@ -22,11 +29,19 @@ pub struct TestServer {
     name: Arc<str>,
     shared: Arc<Shared>,
     era: Era,
+    /// With `--conformance`: this session's subscriptions and logging level.
+    conformance: Option<Arc<Session>>,
 }
 
 impl TestServer {
-    pub fn new(name: Arc<str>, shared: Arc<Shared>, era: Era) -> Self {
-        Self { name, shared, era }
+    pub fn new(name: Arc<str>, shared: Arc<Shared>, era: Era, conformance: bool) -> Self {
+        Self { name, shared, era, conformance: conformance.then(Arc::default) }
+    }
+
+    /// This session's conformance state; without `--conformance`, "method not found" for `M`
+    /// (what rmcp answers for a method the server does not implement).
+    fn session<M: rmcp::model::ConstString>(&self) -> Result<&Session, McpError> {
+        self.conformance.as_deref().ok_or_else(McpError::method_not_found::<M>)
     }
 
     fn is_added(&self, name: &str) -> bool {
@@ -129,7 +144,10 @@ impl ServerHandler for TestServer {
     }
 
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
+        let capabilities = ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build();
+        let capabilities =
+            if self.conformance.is_some() { conformance::capabilities(capabilities) } else { capabilities };
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new(self.name.to_string(), env!("CARGO_PKG_VERSION")))
             .with_instructions("Test server: every behaviour an MCP gateway must handle.")
     }
@@ -140,6 +158,9 @@ impl ServerHandler for TestServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let mut tools = tools::builtin_tools();
+        if self.conformance.is_some() {
+            tools.extend(conformance::tools());
+        }
         tools.extend(self.shared.added.lock().iter().cloned());
         Ok(ListToolsResult::with_all_items(tools))
     }
@@ -150,6 +171,11 @@ impl ServerHandler for TestServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let name = request.name.as_ref();
+        if let Some(session) = &self.conformance
+            && conformance::is_tool(name)
+        {
+            return Ok(conformance::call_tool(session, &request, &context).await?.into());
+        }
         let result = match name {
             "slow" => self.slow(&request, &context).await?,
             "fail" => {
@@ -235,5 +261,86 @@ impl ServerHandler for TestServer {
             }
         };
         Ok(result.into())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        self.session::<ListResourcesRequestMethod>()?;
+        Ok(conformance::list_resources())
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        self.session::<ListResourceTemplatesRequestMethod>()?;
+        Ok(conformance::list_resource_templates())
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        self.session::<ReadResourceRequestMethod>()?;
+        Ok(conformance::read_resource(&request.uri)?.into())
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.session::<SubscribeRequestMethod>()?.subscribe(&request.uri)
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.session::<UnsubscribeRequestMethod>()?.unsubscribe(&request.uri);
+        Ok(())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        self.session::<ListPromptsRequestMethod>()?;
+        Ok(conformance::list_prompts())
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        self.session::<GetPromptRequestMethod>()?;
+        Ok(conformance::get_prompt(&request.name, &request.arguments)?.into())
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        self.session::<CompleteRequestMethod>()?;
+        conformance::complete(&request)
+    }
+
+    #[allow(deprecated)] // logging is deprecated by SEP-2577 but is what the 2025 revisions have
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.session::<SetLevelRequestMethod>()?.set_level(request.level);
+        Ok(())
     }
 }

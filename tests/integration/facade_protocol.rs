@@ -1,0 +1,260 @@
+//! The whole MCP protocol through `/mcp`, beyond tools: the official conformance suite's server
+//! scenarios against the gateway (our test server behind it with `prefix: ""` offering what they
+//! call), resources and prompts under a restricted key, `resources/updated` relayed to the
+//! session that subscribed, a client's cancellation reaching the server, and the MCP Inspector
+//! CLI and the official Python SDK reading resources and getting a prompt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rmcp::model::{
+    CallToolRequestParams, ClientCapabilities, ClientConfig, ClientRequest, CompleteRequestParams, Implementation,
+    Reference, ResourceUpdatedNotificationParam, SubscribeRequestParams, UnsubscribeRequestParams,
+};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+use crate::common::TestApp;
+use crate::common::peers::{TEST_SERVER, conformance, everything, inspector_cli, python};
+
+/// A client that records the resource updates it hears.
+#[derive(Clone, Default)]
+struct Recording(Arc<Mutex<Vec<String>>>);
+
+impl ClientHandler for Recording {
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.0.lock().push(params.uri);
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(ClientCapabilities::default(), Implementation::new("facade-protocol-test", "0"))
+    }
+}
+
+/// The gateway with the conformance fixtures (`conf`, names kept as they are) and the official
+/// everything server (`ev`).
+async fn gateway(extra: &str) -> TestApp {
+    let ev = everything();
+    let yaml = format!(
+        "mcpServers:\n  conf:\n    command: {TEST_SERVER}\n    args: [--conformance, --era, legacy, stdio]\n    prefix: \"\"\n    sampling: true\n    elicitation: true\n  ev:\n    command: node\n    args: [\"{ev}\", stdio]\n{extra}"
+    );
+    let mut app = TestApp::spawn(&yaml).await;
+    if extra.contains("sk-admin") {
+        app.key = Some("sk-admin".into());
+    }
+    app.wait_for_tools(|n| n.iter().any(|t| t == "test_simple_text") && n.iter().any(|t| t == "ev__get-env")).await;
+    app
+}
+
+async fn connect(app: &TestApp, key: Option<&str>, handler: Recording) -> RunningService<RoleClient, Recording> {
+    let mut config = StreamableHttpClientTransportConfig::with_uri(app.url("/mcp"));
+    config.auth_header = key.map(str::to_owned);
+    let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+    handler.serve(transport).await.expect("the client connects")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conformance_server_suite_passes_through_the_gateway() {
+    let app = gateway("").await;
+    let (node, suite) = conformance();
+    let output = tokio::process::Command::new(node)
+        .arg(suite)
+        .args(["server", "--url", &app.url("/mcp")])
+        .output()
+        .await
+        .expect("the conformance suite runs");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    let scenarios: Vec<&str> = report.lines().filter(|l| l.starts_with('✓') || l.starts_with('✗')).collect();
+    assert_eq!(scenarios.len(), 30, "every server scenario ran:\n{report}");
+    let failed: Vec<&&str> = scenarios.iter().filter(|l| l.starts_with('✗')).collect();
+    assert!(failed.is_empty(), "{failed:#?}\n{report}");
+    assert!(report.contains("Total: 40 passed, 0 failed"), "{report}");
+}
+
+#[tokio::test]
+async fn a_restricted_key_sees_and_reads_only_its_servers_resources_and_prompts() {
+    let app = gateway("auth:\n  api_keys: [sk-admin]\n  keys:\n    - key: sk-ev\n      servers: [ev]\n").await;
+    let admin = connect(&app, Some("sk-admin"), Recording::default()).await;
+    let ev_only = connect(&app, Some("sk-ev"), Recording::default()).await;
+
+    let uris = |list: Vec<rmcp::model::Resource>| list.into_iter().map(|r| r.uri).collect::<Vec<_>>();
+    let all = uris(admin.peer().list_all_resources().await.unwrap());
+    assert!(all.iter().any(|u| u == "test://static-text") && all.iter().any(|u| u.starts_with("demo://")), "{all:?}");
+    let mine = uris(ev_only.peer().list_all_resources().await.unwrap());
+    assert!(!mine.is_empty() && mine.iter().all(|u| !u.starts_with("test://")), "{mine:?}");
+
+    let templates = ev_only.peer().list_all_resource_templates().await.unwrap();
+    assert!(templates.iter().all(|t| !t.uri_template.starts_with("test://")), "{templates:?}");
+    let admin_templates = admin.peer().list_all_resource_templates().await.unwrap();
+    assert!(admin_templates.iter().any(|t| t.uri_template == "test://template/{id}/data"), "{admin_templates:?}");
+
+    // Reads, template reads and subscriptions of another server's resources are unknown.
+    for uri in ["test://static-text", "test://template/7/data"] {
+        let refused = ev_only.peer().read_resource(rmcp::model::ReadResourceRequestParams::new(uri)).await;
+        assert!(refused.is_err(), "{uri}: {refused:?}");
+        let read = admin.peer().read_resource(rmcp::model::ReadResourceRequestParams::new(uri)).await.unwrap();
+        assert!(!read.contents.is_empty(), "{uri}");
+    }
+    #[allow(deprecated)]
+    let refused = ev_only.peer().subscribe(SubscribeRequestParams::new("test://watched-resource")).await;
+    assert!(refused.is_err(), "{refused:?}");
+
+    let names = |list: Vec<rmcp::model::Prompt>| list.into_iter().map(|p| p.name).collect::<Vec<_>>();
+    let prompts = names(ev_only.peer().list_all_prompts().await.unwrap());
+    assert!(!prompts.is_empty() && prompts.iter().all(|p| p.starts_with("ev__")), "{prompts:?}");
+    let mut get = rmcp::model::GetPromptRequestParams::new("test_simple_prompt");
+    assert!(ev_only.peer().get_prompt(get.clone()).await.is_err());
+    get.arguments = None;
+    assert!(admin.peer().get_prompt(get).await.is_ok());
+
+    let complete = CompleteRequestParams::new(
+        Reference::for_prompt("test_prompt_with_arguments"),
+        rmcp::model::ArgumentInfo::new("arg1", "pa"),
+    );
+    assert!(ev_only.peer().complete(complete.clone()).await.is_err());
+    let completed = admin.peer().complete(complete).await.unwrap();
+    assert!(completed.completion.values.iter().all(|v| v.starts_with("pa")), "{completed:?}");
+
+    // REST answers the same.
+    let rest: Value = reqwest::Client::new()
+        .get(app.url("/mcp/resources"))
+        .bearer_auth("sk-ev")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rest_uris: Vec<&str> = rest["resources"].as_array().unwrap().iter().filter_map(|r| r["uri"].as_str()).collect();
+    assert_eq!(rest_uris.len(), mine.len(), "{rest}");
+    let refused = reqwest::Client::new()
+        .get(app.url("/mcp/resources/read?uri=test://static-text"))
+        .bearer_auth("sk-ev")
+        .send()
+        .await;
+    assert_eq!(refused.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn a_resource_update_reaches_only_the_session_that_subscribed() {
+    let app = gateway("").await;
+    let (watching, heard) = (Recording::default(), Recording::default());
+    let watcher = connect(&app, None, watching.clone()).await;
+    let other = connect(&app, None, heard.clone()).await;
+    #[allow(deprecated)]
+    watcher.peer().subscribe(SubscribeRequestParams::new("test://watched-resource")).await.unwrap();
+
+    let touch = || {
+        let mut params = CallToolRequestParams::new("touch_resource");
+        params.arguments = json!({"uri": "test://watched-resource"}).as_object().cloned();
+        params
+    };
+    other.peer().call_tool(touch()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while watching.0.lock().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(*watching.0.lock(), vec!["test://watched-resource".to_owned()]);
+    assert!(heard.0.lock().is_empty(), "a session that did not subscribe hears nothing");
+
+    #[allow(deprecated)]
+    watcher.peer().unsubscribe(UnsubscribeRequestParams::new("test://watched-resource")).await.unwrap();
+    other.peer().call_tool(touch()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(watching.0.lock().len(), 1, "no update after unsubscribing");
+}
+
+#[tokio::test]
+async fn a_clients_cancellation_cancels_the_servers_call() {
+    let events = crate::common::peers::TempDir::new("mcpmw-facade-cancel");
+    let log = events.0.join("events.log");
+    let yaml = format!(
+        "mcpServers:\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n    env: {{MCP_TEST_EVENTS: \"{}\"}}\n",
+        log.display()
+    );
+    let app = TestApp::spawn(&yaml).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__slow")).await;
+    let client = connect(&app, None, Recording::default()).await;
+    let mut params = CallToolRequestParams::new("ts__slow");
+    params.arguments = json!({"ms": 20_000, "steps": 40}).as_object().cloned();
+    let handle = client
+        .peer()
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(params)),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !read().contains("started slow") && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    handle.cancel(Some("the user pressed stop".into())).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !read().contains("cancelled slow") && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(read().contains("cancelled slow") && !read().contains("completed slow"), "{}", read());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inspector_cli_and_the_python_sdk_read_resources_and_get_prompts() {
+    let app = gateway("").await;
+    let url = app.url("/mcp");
+    let cli = inspector_cli();
+    let inspect = |args: &[&str]| {
+        let (url, args) = (url.clone(), args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>());
+        tokio::task::spawn_blocking(move || {
+            let output = std::process::Command::new("node").arg(cli).arg(&url).args(&args).output().unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+            assert!(output.status.success(), "{args:?}: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+            serde_json::from_str::<Value>(&stdout).expect("the Inspector prints JSON")
+        })
+    };
+    let listed = inspect(&["--method", "resources/list"]).await.unwrap();
+    let uris: Vec<&str> = listed["resources"].as_array().unwrap().iter().filter_map(|r| r["uri"].as_str()).collect();
+    assert!(uris.contains(&"test://static-text"), "{listed}");
+    let read = inspect(&["--method", "resources/read", "--uri", "test://static-binary"]).await.unwrap();
+    assert_eq!(read["contents"][0]["mimeType"], "image/png", "{read}");
+    assert!(read["contents"][0]["blob"].as_str().is_some_and(|b| !b.is_empty()), "binary passes through: {read}");
+    let prompt = inspect(&[
+        "--method",
+        "prompts/get",
+        "--prompt-name",
+        "test_prompt_with_arguments",
+        "--prompt-args",
+        "arg1=inspected",
+        "arg2=again",
+    ])
+    .await
+    .unwrap();
+    assert!(prompt["messages"].to_string().contains("arg1='inspected'"), "{prompt}");
+
+    let python = python();
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_python_client.py");
+    let output = tokio::process::Command::new(python)
+        .arg(script)
+        .args([&url, "-", "test://template/42/data", "test_prompt_with_image", "{}"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("termination failed"), "the session ends cleanly: {stderr}");
+    let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert!(seen["resources"].as_array().unwrap().iter().any(|u| u == "test://static-text"), "{seen}");
+    assert!(seen["read"][0]["text"].as_str().unwrap_or_default().contains("Data for ID: 42"), "{seen}");
+    let image = &seen["prompt"][0]["content"];
+    assert_eq!(image["type"], "image", "{seen}");
+    assert_eq!(image["mime_type"], "image/png", "{seen}");
+}
