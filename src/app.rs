@@ -90,9 +90,13 @@ pub fn start_hub(
     shutdown: CancellationToken,
 ) -> Arc<Hub> {
     let catalog = SharedCatalog::default();
-    let builtin = BuiltinTools::new(artifacts.store.clone(), artifacts.url_ttl, catalog.view(), config.files_quota);
+    let resources = crate::mcp::ResourceView::default();
+    let builtin = BuiltinTools::new(artifacts.store.clone(), artifacts.url_ttl, catalog.view(), config.files_quota)
+        .with_resources(resources.clone());
     let in_process = HashMap::from([(crate::config::BUILTIN_SERVER.to_owned(), in_process(builtin))]);
-    Hub::start_full(&config.mcp_servers, &in_process, catalog, shutdown, secrets, sampler)
+    let hub = Hub::start_full(&config.mcp_servers, &in_process, catalog, shutdown, secrets, sampler);
+    resources.bind(&hub);
+    hub
 }
 
 /// An rmcp server as an in-process MCP server: each connection gets a clone, served until the

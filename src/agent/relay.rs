@@ -156,7 +156,7 @@ impl CallRelayTask {
                 let _ = tx.try_send(Outgoing::Progress(params));
             }) as crate::mcp::NotifyFn
         });
-        let relay = Arc::new(CallRelay { asker, sampler, log: Some(log), progress });
+        let relay = Arc::new(CallRelay { asker, sampler, log: Some(log), progress, heard: Default::default() });
         Self { relay, sender, asked, peer: peer.clone() }
     }
 

@@ -12,6 +12,8 @@
 //! | `minio_get_url`         | an expiring link to a file                                    |
 //! | `read_artifact`         | page through a stored artifact (offset/length, or grep)       |
 //! | `list_mcp_tools`        | the tool catalog by server, with descriptions                 |
+//! | `list_resources`        | the MCP servers' resources and resource templates             |
+//! | `read_resource`         | read one (text inline; binary and long text become artifacts) |
 //!
 //! Tools are declared with rmcp's `#[tool_router]`; their schemas are generated from the typed
 //! parameters in `params.rs`. Storage tools are scoped to the prefix `files/`: a model cannot
@@ -22,7 +24,9 @@
 //! Keys that would name the store's own sidecar files (`.meta.json`, `.tmp-`) are refused.
 //! `read_artifact` reads only content-addressed artifacts and the caller's files. When the
 //! gateway calls `list_mcp_tools` for a restricted caller, the request's `_meta` names the tools
-//! that caller may see ([`crate::mcp::VISIBLE_TOOLS_META`]) and nothing else is listed.
+//! that caller may see ([`crate::mcp::VISIBLE_TOOLS_META`]) and nothing else is listed; the
+//! resource tools show only the resources of the servers those tools come from (the same rule
+//! as the REST API and the `/mcp` facade), through a [`ResourceView`] of the hub.
 
 mod params;
 
@@ -40,13 +44,15 @@ use rmcp::model::{
 use rmcp::{ErrorData as McpError, ServerHandler, tool, tool_handler, tool_router};
 use serde_json::{Value, json};
 
-use self::params::{KeyArgs, ListArgs, ListToolsArgs, ReadArgs, UploadArgs};
+use self::params::{KeyArgs, ListArgs, ListResourcesArgs, ListToolsArgs, ReadArgs, ReadResourceArgs, UploadArgs};
 use crate::artifacts::{ArtifactError, ArtifactMeta, ArtifactStore, is_content_key, mime_of, valid_key};
 use crate::config::FilesQuota;
-use crate::mcp::{CatalogView, FILES_NAMESPACE_META, VISIBLE_TOOLS_META};
+use crate::mcp::{CatalogView, FILES_NAMESPACE_META, ResourceView, VISIBLE_TOOLS_META};
 
 /// Prefix of every object the storage tools touch.
 pub const FILES_PREFIX: &str = "files/";
+/// Most resources (and templates) `list_resources` shows.
+const MAX_LISTED: usize = 200;
 /// Largest text `read_artifact` returns at once.
 const MAX_READ: usize = 16 * 1024;
 
@@ -56,6 +62,7 @@ pub struct BuiltinTools {
     store: Arc<dyn ArtifactStore>,
     url_ttl: Duration,
     catalog: CatalogView,
+    resources: ResourceView,
     quota: FilesQuota,
     /// Uploads check the quota and write as one step, one at a time: parallel uploads cannot
     /// all pass the same check.
@@ -67,7 +74,23 @@ impl BuiltinTools {
     /// Tools on `store`, links valid for `url_ttl`, the catalog seen through `catalog`, each
     /// caller's files held to `quota`.
     pub fn new(store: Arc<dyn ArtifactStore>, url_ttl: Duration, catalog: CatalogView, quota: FilesQuota) -> Self {
-        Self { store, url_ttl, catalog, quota, uploads: Arc::default(), tool_router: Self::tool_router() }
+        let resources = ResourceView::default();
+        Self { store, url_ttl, catalog, resources, quota, uploads: Arc::default(), tool_router: Self::tool_router() }
+    }
+
+    /// Shows the servers' resources through `resources` (without: the resource tools find none).
+    pub fn with_resources(mut self, resources: ResourceView) -> Self {
+        self.resources = resources;
+        self
+    }
+
+    /// Which servers a call's caller may read resources of: those of the tools its `_meta`
+    /// names ([`VISIBLE_TOOLS_META`]), or every server when it names none (an unrestricted
+    /// caller).
+    fn resource_servers(&self, meta: &RequestMetaObject) -> Option<HashSet<String>> {
+        let visible = visible_tools(&meta.0.0)?;
+        let catalog = self.catalog.load();
+        Some(catalog.entries().iter().filter(|e| visible.contains(&e.name)).map(|e| e.server.clone()).collect())
     }
 }
 
@@ -289,6 +312,61 @@ impl BuiltinTools {
             out.push_str(&format!("  {} — {first_line}\n", entry.name));
         }
         Ok(text(if out.is_empty() { "no tools".to_owned() } else { out }))
+    }
+
+    #[tool(
+        description = "The MCP servers' resources (documents, table schemas, files…) and resource templates, one per line: URI, name, type, description. Read one with read_resource."
+    )]
+    async fn list_resources(
+        &self,
+        Parameters(args): Parameters<ListResourcesArgs>,
+        meta: RequestMetaObject,
+    ) -> Result<CallToolResult, McpError> {
+        let servers = self.resource_servers(&meta);
+        let may_use = |server: &str| {
+            servers.as_ref().is_none_or(|s| s.contains(server)) && args.server.as_ref().is_none_or(|s| s == server)
+        };
+        let (resources, templates) = self.resources.list(may_use).await;
+        let mut out = String::new();
+        for item in resources.iter().take(MAX_LISTED) {
+            let r = &item.resource;
+            out.push_str(&format!("{} — {} [{}]", r.uri, r.name, r.mime_type.as_deref().unwrap_or("?")));
+            if let Some(d) = r.description.as_deref().and_then(|d| d.lines().next()) {
+                out.push_str(&format!(": {d}"));
+            }
+            out.push('\n');
+        }
+        if resources.len() > MAX_LISTED {
+            out.push_str(&format!("… and {} more (name a `server` to narrow)\n", resources.len() - MAX_LISTED));
+        }
+        if !templates.is_empty() {
+            out.push_str("templates (fill in the {…} parts):\n");
+            for item in templates.iter().take(MAX_LISTED) {
+                let t = &item.template;
+                out.push_str(&format!("{} — {}", t.uri_template, t.name));
+                if let Some(d) = t.description.as_deref().and_then(|d| d.lines().next()) {
+                    out.push_str(&format!(": {d}"));
+                }
+                out.push('\n');
+            }
+        }
+        Ok(text(if out.is_empty() { "no resources".to_owned() } else { out }))
+    }
+
+    #[tool(description = "Read an MCP resource by URI (from list_resources): text inline, binary as a link.")]
+    async fn read_resource(
+        &self,
+        Parameters(args): Parameters<ReadResourceArgs>,
+        meta: RequestMetaObject,
+    ) -> Result<CallToolResult, McpError> {
+        let servers = self.resource_servers(&meta);
+        let may_use = |server: &str| servers.as_ref().is_none_or(|s| s.contains(server));
+        match self.resources.read(&args.uri, may_use).await {
+            // Text and binary contents as embedded resources: the gateway keeps short text
+            // inline and turns binary and long text into artifacts, as for any tool.
+            Ok(read) => Ok(CallToolResult::success(read.contents.into_iter().map(ContentBlock::resource).collect())),
+            Err(e) => Ok(CallToolResult::error(vec![ContentBlock::text(e.log_text())])),
+        }
     }
 }
 

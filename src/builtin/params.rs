@@ -65,3 +65,20 @@ pub struct ListToolsArgs {
     #[serde(default)]
     pub server: Option<String>,
 }
+
+/// `list_resources`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+pub struct ListResourcesArgs {
+    /// Only this server's resources.
+    #[serde(default)]
+    pub server: Option<String>,
+}
+
+/// `read_resource`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+pub struct ReadResourceArgs {
+    /// The resource's URI, as `list_resources` shows it (or one a listed template makes).
+    pub uri: String,
+}

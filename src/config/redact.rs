@@ -44,12 +44,21 @@ pub fn redact_url(url: &Url) -> String {
 /// name says so, so `Accept: application/json` or `?mode=stream` never mangle a log line.
 const LONG_VALUE: usize = 24;
 
+/// A URL's user name this long is taken for a token (`https://<token>@host`).
+const TOKEN_LIKE_USER: usize = 16;
+
 /// The secret parts of a URL: the whole URL (replaced by its redacted form), userinfo, and query
 /// values that look secret, raw and decoded.
 fn url_secrets(url: &Url, out: &mut Vec<(String, String)>) {
     out.push((url.as_str().to_owned(), redact_url(url)));
-    for value in [url.username(), url.password().unwrap_or_default()] {
-        out.push((value.to_owned(), MASK.to_owned()));
+    // A password is a secret; a user name only when it looks like a token (a short one —
+    // `postgres`, `app` — is a word that also names schemes, tables and people, and masking it
+    // everywhere would garble every resource URI and answer that mentions it).
+    if url.username().len() >= TOKEN_LIKE_USER {
+        out.push((url.username().to_owned(), MASK.to_owned()));
+    }
+    if let Some(password) = url.password() {
+        out.push((password.to_owned(), MASK.to_owned()));
     }
     if let Some(query) = url.query() {
         for pair in query.split('&') {
@@ -254,6 +263,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_token_in_a_urls_user_name_is_a_secret_and_a_short_name_is_not() {
+        let mut out = Vec::new();
+        url_secrets(&Url::parse("https://ghp_0123456789abcdefghij@git.example/r").unwrap(), &mut out);
+        assert!(out.iter().any(|(secret, _)| secret == "ghp_0123456789abcdefghij"), "{out:?}");
+        let mut out = Vec::new();
+        url_secrets(&Url::parse("postgresql://postgres@localhost/db").unwrap(), &mut out);
+        assert!(out.iter().all(|(secret, _)| secret != "postgres"), "{out:?}");
+    }
+
+    #[test]
     fn urls_lose_userinfo_and_query_values() {
         let url = Url::parse("https://bob:hunter22@mcp.example/mcp?token=abc123&v=2#frag").unwrap();
         assert_eq!(redact_url(&url), "https://***:***@mcp.example/mcp?token=***&v=***");
@@ -268,7 +287,8 @@ mod tests {
         let r = Redactor::for_config(&config);
         let text = "pg-pass-991 key-in-args-77 tok-in-args-88 my-pass-123 ghp-1234 k-123456 hdr-key-42";
         assert_eq!(r.scrub(text), "*** *** *** *** *** *** ***");
-        let harmless = "npx -y @scope/server-postgres@1.2.3 DEBUG=true Accept: application/json mode=stream";
+        let harmless =
+            "npx -y @scope/server-postgres@1.2.3 DEBUG=true Accept: application/json mode=stream app postgres://";
         assert_eq!(r.scrub(harmless), harmless, "no word that is not a secret is touched");
         assert!(!format!("{r:?}").contains("pass"), "Debug shows no secret");
     }

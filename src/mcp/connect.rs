@@ -217,10 +217,10 @@ impl ClientHandler for HubClient {
         params: rmcp::model::LoggingMessageNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        let Some(log) = super::sole_caller(&self.callers).and_then(|c| c.log.clone()) else { return };
-        if let Ok(params) = serde_json::to_value(&params) {
-            log(params);
-        }
+        let Some(caller) = super::sole_caller(&self.callers) else { return };
+        let (Some(log), Ok(params)) = (caller.log.as_ref(), serde_json::to_value(&params)) else { return };
+        caller.hear();
+        log(params);
     }
 
     async fn on_resource_updated(

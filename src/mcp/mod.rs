@@ -54,7 +54,7 @@ pub use hub::Hub;
 pub use prompts::ExposedPrompt;
 pub use resources::{ExposedResource, ExposedTemplate};
 pub use server::{ServerHandle, ServerState, ServerStatus};
-pub use shared::{CatalogView, SharedCatalog};
+pub use shared::{CatalogView, ResourceView, SharedCatalog};
 
 /// Everything that can go wrong with a tool call.
 #[derive(Debug, thiserror::Error)]
@@ -227,7 +227,7 @@ pub type NotifyFn = Arc<dyn Fn(Value) + Send + Sync>;
 /// can park (questions), or an MCP client of the facade (questions, sampling, log messages and
 /// progress relayed to it). Set around a call with [`RELAY`]; the server's connection sees it
 /// through the calls it has in flight.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct CallRelay {
     /// Answers `elicitation/create`.
     pub asker: Option<Asker>,
@@ -238,6 +238,16 @@ pub struct CallRelay {
     pub log: Option<NotifyFn>,
     /// Takes `notifications/progress` params (with the server's token; the taker maps it).
     pub progress: Option<NotifyFn>,
+    /// Notifications routed to this call so far (a call that heard some may hear more that the
+    /// server sent just before its result).
+    pub heard: std::sync::atomic::AtomicUsize,
+}
+
+impl CallRelay {
+    /// Counts one notification routed to the call.
+    pub fn hear(&self) {
+        self.heard.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 tokio::task_local! {

@@ -131,6 +131,23 @@ pub struct ServerHandle {
     pub(super) subscriptions: parking_lot::Mutex<std::collections::HashMap<String, usize>>,
 }
 
+/// Lets notifications the server sent just before a call's result reach the call's caller:
+/// rmcp handles each in a task of its own, which may run after the result is in. A few turns
+/// of the scheduler, and, for a call that has heard notifications (so more may be on the
+/// way), a few milliseconds.
+async fn straggle(relay: Option<&super::CallRelay>) {
+    let Some(relay) = relay else { return };
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    if relay.heard.load(Ordering::Relaxed) > 0 {
+        tokio::time::sleep(STRAGGLERS).await;
+    }
+}
+
+/// How long a call that heard notifications waits for the last of them after its result.
+const STRAGGLERS: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Takes a call out of the callers when it ends.
 struct CallerGuard {
     callers: super::Callers,
@@ -572,6 +589,7 @@ impl ServerHandle {
         let relay = super::RELAY.try_with(Clone::clone).ok();
         let held = self.config.elicitation && relay.as_ref().is_some_and(|r| r.asker.is_some());
         let relay_progress = relay.as_ref().and_then(|r| r.progress.clone());
+        let heard = relay.clone();
         let _in_flight = {
             let id = self.next_caller.fetch_add(1, Ordering::Relaxed);
             self.callers.lock().push((id, relay));
@@ -604,17 +622,20 @@ impl ServerHandle {
             }
             _ => None,
         };
-        let result = match watch {
-            None => handle.await_response().await,
+        let report = |step: &rmcp::model::ProgressNotificationParam| {
+            if let Some(show) = &show {
+                show(progress_line(tool, step));
+            }
+            if let (Some(relay), Ok(step)) = (&relay_progress, serde_json::to_value(step)) {
+                if let Some(heard) = &heard {
+                    heard.hear();
+                }
+                relay(step);
+            }
+        };
+        let (result, progress) = match watch {
+            None => (handle.await_response().await, None),
             Some(mut progress) => {
-                let report = |step: &rmcp::model::ProgressNotificationParam| {
-                    if let Some(show) = &show {
-                        show(progress_line(tool, step));
-                    }
-                    if let (Some(relay), Ok(step)) = (&relay_progress, serde_json::to_value(step)) {
-                        relay(step);
-                    }
-                };
                 let response = handle.await_response();
                 tokio::pin!(response);
                 let result = loop {
@@ -625,17 +646,20 @@ impl ServerHandle {
                         result = &mut response => break result,
                     }
                 };
-                // Steps that arrived with the result (their handler may not have run yet).
-                tokio::task::yield_now().await;
-                while let Some(Some(step)) =
-                    futures_util::FutureExt::now_or_never(futures_util::StreamExt::next(&mut progress))
-                {
-                    report(&step);
-                }
-                result
+                (result, Some(progress))
             }
         };
         guard.disarm();
+        // Progress and log messages the server sent just before its result (the call is still
+        // registered, so they still reach its caller).
+        straggle(heard.as_deref()).await;
+        if let Some(mut progress) = progress {
+            while let Some(Some(step)) =
+                futures_util::FutureExt::now_or_never(futures_util::StreamExt::next(&mut progress))
+            {
+                report(&step);
+            }
+        }
         // A JSON-RPC error for the call (a tool that threw) is the tool's own failure, as an
         // `isError` result is: the model reads it and the REST API answers 200. Only refused
         // arguments (-32602) stay an error of the call.

@@ -1,5 +1,6 @@
 //! The current catalog, shared: the hub swaps in a new one on every change and readers take a
-//! snapshot without a lock; a read-only view of it for the built-in tools.
+//! snapshot without a lock; a read-only view of it, and a view of the servers' resources, for
+//! the built-in tools.
 
 use std::sync::Arc;
 
@@ -54,5 +55,40 @@ impl CatalogView {
     /// The current snapshot.
     pub fn load(&self) -> Arc<Catalog> {
         self.0.load_full()
+    }
+}
+
+/// The servers' resources, for the built-in tools (`list_resources`, `read_resource`): made
+/// before the hub, bound to it once it runs (unbound, it shows nothing).
+#[derive(Clone, Default)]
+pub struct ResourceView(Arc<std::sync::OnceLock<std::sync::Weak<super::Hub>>>);
+
+impl ResourceView {
+    /// Shows `hub`'s resources from now on.
+    pub fn bind(&self, hub: &Arc<super::Hub>) {
+        let _ = self.0.set(Arc::downgrade(hub));
+    }
+
+    fn hub(&self) -> Option<Arc<super::Hub>> {
+        self.0.get().and_then(std::sync::Weak::upgrade)
+    }
+
+    /// The resources and templates of the servers `may_use` admits.
+    pub async fn list(
+        &self,
+        may_use: impl Fn(&str) -> bool,
+    ) -> (Vec<super::ExposedResource>, Vec<super::ExposedTemplate>) {
+        let Some(hub) = self.hub() else { return (Vec::new(), Vec::new()) };
+        futures_util::future::join(hub.resources(&may_use), hub.resource_templates(&may_use)).await
+    }
+
+    /// Reads an exposed `uri` (among the servers `may_use` admits).
+    pub async fn read(
+        &self,
+        uri: &str,
+        may_use: impl Fn(&str) -> bool,
+    ) -> Result<rmcp::model::ReadResourceResult, super::McpError> {
+        let hub = self.hub().ok_or_else(|| super::McpError::UnknownResource { uri: uri.to_owned() })?;
+        hub.read_resource(uri, may_use).await
     }
 }

@@ -65,9 +65,11 @@ async fn connect(app: &TestApp, key: Option<&str>, handler: Recording) -> Runnin
 async fn the_conformance_server_suite_passes_through_the_gateway() {
     let app = gateway("").await;
     let (node, suite) = conformance();
+    let out = crate::common::peers::TempDir::new("mcpmw-conformance-server");
     let output = tokio::process::Command::new(node)
         .arg(suite)
-        .args(["server", "--url", &app.url("/mcp")])
+        .args(["server", "--url", &app.url("/mcp"), "-o"])
+        .arg(&out.0)
         .output()
         .await
         .expect("the conformance suite runs");
@@ -75,8 +77,27 @@ async fn the_conformance_server_suite_passes_through_the_gateway() {
     let scenarios: Vec<&str> = report.lines().filter(|l| l.starts_with('✓') || l.starts_with('✗')).collect();
     assert_eq!(scenarios.len(), 30, "every server scenario ran:\n{report}");
     let failed: Vec<&&str> = scenarios.iter().filter(|l| l.starts_with('✗')).collect();
-    assert!(failed.is_empty(), "{failed:#?}\n{report}");
+    assert!(failed.is_empty(), "{failed:#?}\n{}\n{report}", failed_checks(&out.0));
     assert!(report.contains("Total: 40 passed, 0 failed"), "{report}");
+}
+
+/// The checks that failed, from the suite's output directory (`checks.json` per scenario).
+fn failed_checks(dir: &std::path::Path) -> String {
+    let mut failed = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n == "checks.json") {
+                let checks: Value =
+                    serde_json::from_slice(&std::fs::read(&path).unwrap_or_default()).unwrap_or_default();
+                failed.extend(checks.as_array().into_iter().flatten().filter(|c| c["status"] == "FAILURE").cloned());
+            }
+        }
+    }
+    serde_json::to_string_pretty(&failed).unwrap_or_default()
 }
 
 #[tokio::test]

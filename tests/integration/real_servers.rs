@@ -71,3 +71,62 @@ async fn server_postgres_queries_and_says_why_it_cannot_start() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The official Postgres server exposes its table schemas only as resources: the built-in
+/// `list_resources` and `read_resource` tools bring them to the model in chat, under the same
+/// access (a key without the database's tools finds none).
+#[tokio::test]
+async fn a_chat_model_reads_server_postgres_table_schemas_through_the_resource_tools() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    // sqlx wants a host in the authority (`?host=` names the socket directory and wins).
+    let pool =
+        sqlx::PgPool::connect(&pg.url.replace(":@/", ":@localhost/")).await.expect("connect to the embedded postgres");
+    sqlx::query("create table orders (id integer primary key, customer text not null, total numeric)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let url = pg.url.replace("postgres:@/", "postgres@localhost/");
+    let schema_uri = "postgres://postgres@localhost/orders/schema";
+    let llm = crate::common::FakeLlm::new()
+        .tool_call("builtin__list_resources", json!({}))
+        .tool_call("builtin__read_resource", json!({"uri": schema_uri}))
+        .text("orders has id, customer and total.")
+        .start()
+        .await;
+    let server = postgres_mcp();
+    let yaml = format!(
+        "builtin_tools:\n  enabled: true\nauth:\n  api_keys: [sk-admin]\n  keys:\n    - key: sk-files\n      tools: [\"builtin__*\"]\nmcpServers:\n  db:\n    command: node\n    args: [\"{server}\", \"{url}\"]\n"
+    );
+    let mut app = TestApp::in_front_of(&llm, &yaml).await;
+    app.key = Some("sk-admin".into());
+    app.wait_for_tools(|n| n.iter().any(|t| t == "db__query") && n.iter().any(|t| t == "builtin__read_resource")).await;
+
+    let chat = json!({"model": "m", "messages": [{"role": "user", "content": "What columns does orders have?"}]});
+    let resp = app.post("/v1/chat/completions", &chat).await;
+    assert_eq!(resp.status(), 200);
+    let requests = llm.chat_requests();
+    assert_eq!(requests.len(), 3, "{requests:#?}");
+    let tool_text = |i: usize| {
+        let messages = requests[i]["messages"].as_array().unwrap();
+        messages.last().unwrap()["content"].as_str().unwrap_or_default().to_owned()
+    };
+    assert!(tool_text(1).contains(schema_uri), "the listing names the table's schema: {}", tool_text(1));
+    let schema = tool_text(2);
+    for column in ["\"id\"", "\"customer\"", "\"total\"", "numeric"] {
+        assert!(schema.contains(column), "{column} in {schema}");
+    }
+
+    // A key that has only the built-in tools (not the database's) finds no resources.
+    let call = |name: &str, arguments: serde_json::Value| {
+        app.client
+            .post(app.url("/mcp/tools/call"))
+            .bearer_auth("sk-files")
+            .json(&json!({"name": name, "arguments": arguments}))
+            .send()
+    };
+    let listed: serde_json::Value = call("builtin__list_resources", json!({})).await.unwrap().json().await.unwrap();
+    assert_eq!(first_text(&listed), "no resources", "{listed}");
+    let read: serde_json::Value =
+        call("builtin__read_resource", json!({"uri": schema_uri})).await.unwrap().json().await.unwrap();
+    assert_eq!(read["isError"], true, "{read}");
+}

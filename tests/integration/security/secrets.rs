@@ -46,6 +46,7 @@ async fn no_secret_reaches_children_strangers_tool_messages_or_logs() {
     let yaml = format!(
         "upstream:\n  base_url: ${{UPSTREAM}}\n  api_key: ${{LITELLM_MASTER_KEY}}\n\
          auth:\n  api_keys: [\"${{MCP_MIDDLEWARE_API_KEY}}\"]\n\
+         tool_selection:\n  max_tool_bytes: 0\n\
          artifacts:\n  local:\n    dir: ${{ARTIFACT_DIR}}\n    secret: ${{ARTIFACT_SECRET}}\n\
          mcpServers:\n\
          \x20 ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n    env: {{TS_OWN: own-value}}\n    inherit_env: [EXTRA_ALLOWED]\n\
