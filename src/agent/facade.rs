@@ -35,6 +35,8 @@ use crate::mcp::{Hub, HubEvent, McpError};
 
 /// Largest result (as JSON) a client gets as the server gave it; a larger one becomes links.
 pub const KEEP_UNDER: usize = 4 * 1024 * 1024;
+/// Most rounds of a server's `input_required` put to a handshake-era client for one call.
+const MAX_INPUT_ROUNDS: usize = 8;
 
 /// The facade's shared state, and the session a clone serves (rmcp makes one per session).
 #[derive(Clone)]
@@ -320,12 +322,45 @@ impl ServerHandler for Facade {
             .map(|c| c.identity.clone())
             .unwrap_or_default();
         let invoker = self.invoker.load_full();
-        let relay = CallRelayTask::new(&context.peer, self.session.clone(), context.meta.get_progress_token());
-        let call = invoker.invoke_for_client(tool, arguments, visible, &identity, KEEP_UNDER);
-        // The client's `notifications/cancelled` cancels `ct`: dropping the call cancels it on
-        // the server.
-        let Some(invocation) = relay.drive(call, &context.ct).await else {
-            return Err(ErrorData::internal_error("the call was cancelled", None));
+        // A 2026-07-28 client gets a server's `input_required` as it is (and retries with its
+        // answers); a handshake-era client that can answer is asked here, and the call retried.
+        let new_era = context.protocol_version().is_some_and(|v| !v.has_initialize());
+        let mut retry =
+            (request.input_responses.is_some() || request.request_state.is_some()).then(|| crate::mcp::InputRetry {
+                responses: request.input_responses.unwrap_or_default().into_iter().collect(),
+                request_state: request.request_state,
+            });
+        let mut rounds = 0;
+        let invocation = loop {
+            let relay =
+                CallRelayTask::new(&context.peer, self.session.clone(), context.meta.get_progress_token(), new_era);
+            let call =
+                invoker.invoke_for_client(tool, arguments.clone(), visible, &identity, retry.as_ref(), KEEP_UNDER);
+            // The client's `notifications/cancelled` cancels `ct`: dropping the call cancels it
+            // on the server.
+            let Some(invocation) = relay.drive(call, &context.ct).await else {
+                return Err(ErrorData::internal_error("the call was cancelled", None));
+            };
+            let Err(McpError::InputRequired(asked)) = &invocation.result else { break invocation };
+            if new_era {
+                let requests = serde_json::from_value(Value::Object(asked.requests.clone()))
+                    .map_err(|e| ErrorData::internal_error(format!("the server's input requests: {e}"), None))?;
+                let passed = rmcp::model::InputRequiredResult::new(Some(requests), asked.request_state.clone());
+                return Ok(CallToolResponse::InputRequired(passed));
+            }
+            rounds += 1;
+            if rounds > MAX_INPUT_ROUNDS {
+                break invocation;
+            }
+            match super::relay::answer(&context.peer, &asked.requests).await {
+                Ok(responses) => {
+                    retry = Some(crate::mcp::InputRetry { responses, request_state: asked.request_state.clone() })
+                }
+                Err(why) => {
+                    let text = format!("the tool needs input this client cannot give: {why}");
+                    return Ok(CallToolResult::error(vec![ContentBlock::text(text)]).into());
+                }
+            }
         };
         match invocation.result {
             Ok(result) if invocation.kept => Ok(result.into()),

@@ -153,9 +153,10 @@ impl Invoker {
         arguments: Value,
         visible: impl FnOnce() -> Option<Vec<String>>,
         identity: &UserIdentity,
+        retry: Option<&crate::mcp::InputRetry>,
         keep_under: usize,
     ) -> Invocation {
-        self.run(tool, arguments, visible, identity, None, Some(keep_under)).await
+        self.run(tool, arguments, visible, identity, retry, Some(keep_under)).await
     }
 
     async fn run(

@@ -127,7 +127,10 @@ fn forward(to: &mpsc::Sender<Pending>, what: fn(Value) -> Asked) -> crate::mcp::
 impl CallRelayTask {
     /// The relay for a call by `peer`'s client in `session`; `token` is the client's progress
     /// token (no token: no progress is sent).
-    pub fn new(peer: &Peer<RoleServer>, session: Arc<Session>, token: Option<ProgressToken>) -> Self {
+    /// A `new_era` (2026-07-28) client takes no requests from servers: questions and sampling
+    /// requests of a handshake-era server are then not put to it (sampling falls back to the
+    /// configured model; a question is declined).
+    pub fn new(peer: &Peer<RoleServer>, session: Arc<Session>, token: Option<ProgressToken>, new_era: bool) -> Self {
         let (tx, mut rx) = mpsc::channel::<Outgoing>(QUEUED);
         let out = peer.clone();
         let sender = tokio::spawn(async move {
@@ -139,7 +142,8 @@ impl CallRelayTask {
             }
         });
         let (ask_tx, asked) = mpsc::channel::<Pending>(4);
-        let capabilities = peer.peer_info().map(|info| info.capabilities.clone()).unwrap_or_default();
+        let capabilities =
+            peer.peer_info().filter(|_| !new_era).map(|info| info.capabilities.clone()).unwrap_or_default();
         let asker = capabilities.elicitation.is_some().then(|| forward(&ask_tx, Asked::Elicit));
         let sampler = capabilities.sampling.is_some().then(|| forward(&ask_tx, Asked::Sample));
         let logs = tx.clone();
@@ -203,4 +207,33 @@ async fn put(peer: &Peer<RoleServer>, question: Asked) -> Result<Value, String> 
             serde_json::to_value(answer).map_err(|e| e.to_string())
         }
     }
+}
+
+/// Answers a 2026-07-28 server's `input_required` requests (by key) by putting each to a
+/// handshake-era client: questions, sampling requests and `roots/list`, as the client declared
+/// it can answer them. Fails (with why) on the first it cannot.
+pub async fn answer(
+    peer: &Peer<RoleServer>,
+    requests: &serde_json::Map<String, Value>,
+) -> Result<serde_json::Map<String, Value>, String> {
+    let capabilities = peer.peer_info().map(|info| info.capabilities.clone()).unwrap_or_default();
+    let mut answers = serde_json::Map::new();
+    for (key, request) in requests {
+        let params = request.get("params").cloned().unwrap_or(Value::Null);
+        let answer = match request.get("method").and_then(Value::as_str) {
+            Some("elicitation/create") if capabilities.elicitation.is_some() => {
+                put(peer, Asked::Elicit(params)).await?
+            }
+            Some("sampling/createMessage") if capabilities.sampling.is_some() => {
+                put(peer, Asked::Sample(params)).await?
+            }
+            Some("roots/list") if capabilities.roots.is_some() => {
+                serde_json::to_value(peer.list_roots().await.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?
+            }
+            Some(method) => return Err(format!("it does not answer `{method}`")),
+            None => return Err("a request without a method".into()),
+        };
+        answers.insert(key.clone(), answer);
+    }
+    Ok(answers)
 }

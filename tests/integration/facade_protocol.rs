@@ -279,3 +279,98 @@ async fn the_inspector_cli_and_the_python_sdk_read_resources_and_get_prompts() {
     assert_eq!(image["type"], "image", "{seen}");
     assert_eq!(image["mime_type"], "image/png", "{seen}");
 }
+
+/// A client that answers what servers ask: a form, a sampling request, its roots.
+#[derive(Clone, Default)]
+struct Answering;
+
+impl ClientHandler for Answering {
+    async fn create_elicitation(
+        &self,
+        _request: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        let mut result = rmcp::model::ElicitResult::new(rmcp::model::ElicitationAction::Accept);
+        result.content = Some(json!({"name": "Ada", "age": 36}));
+        Ok(result)
+    }
+
+    #[allow(deprecated)]
+    async fn create_message(
+        &self,
+        _params: rmcp::model::CreateMessageRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        let message = rmcp::model::SamplingMessage::assistant_text("hi from the client's model");
+        Ok(rmcp::model::CreateMessageResult::new(message, "client-model".into()))
+    }
+
+    #[allow(deprecated)]
+    async fn list_roots(
+        &self,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
+        Ok(rmcp::model::ListRootsResult::new(vec![rmcp::model::Root::new("file:///work/project")]))
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        let mut capabilities = ClientCapabilities::default();
+        capabilities.elicitation = Some(rmcp::model::ElicitationCapability::new().with_form(Default::default()));
+        capabilities.sampling = Some(Default::default());
+        capabilities.roots = Some(Default::default());
+        ClientConfig::new(capabilities, Implementation::new("answering-client", "0"))
+    }
+}
+
+fn ask(kind: &str) -> CallToolRequestParams {
+    let mut params = CallToolRequestParams::new("ts__ask");
+    params.arguments = json!({"kind": kind}).as_object().cloned();
+    params
+}
+
+/// A 2026-07-28 server's `input_required`: a handshake-era client is asked by the gateway (form,
+/// sampling, roots, two rounds) and the call retried; a 2026-07-28 client gets the result as it is
+/// and retries itself.
+#[tokio::test]
+async fn a_new_era_servers_questions_reach_clients_of_both_eras() {
+    let app = TestApp::spawn(&format!("mcpServers:\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n")).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__ask")).await;
+    let servers = app.servers().await;
+    assert_eq!(servers["ts"]["protocol_version"], "2026-07-28", "the hub speaks the new era to it");
+
+    let transport = |app: &TestApp| StreamableHttpClientTransport::from_uri(app.url("/mcp"));
+    let legacy = Answering.serve(transport(&app)).await.unwrap();
+    for (kind, expect) in [
+        ("form", "Ada"),
+        ("sampling", "hi from the client's model"),
+        ("roots", "file:///work/project"),
+        ("rounds", "Ada"),
+    ] {
+        let result = legacy.peer().call_tool(ask(kind)).await.unwrap();
+        let text = serde_json::to_string(&result).unwrap();
+        assert!(result.is_error != Some(true) && text.contains(expect), "{kind}: {text}");
+    }
+    // A client that cannot answer gets a clear tool error.
+    let mute = Recording::default().serve(transport(&app)).await.unwrap();
+    let refused = mute.peer().call_tool(ask("form")).await.unwrap();
+    assert_eq!(refused.is_error, Some(true), "{refused:?}");
+    assert!(serde_json::to_string(&refused).unwrap().contains("cannot give"), "{refused:?}");
+
+    let mode = rmcp::service::ClientLifecycleMode::Auto {
+        preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+        legacy_version: Some(rmcp::model::ProtocolVersion::V_2025_11_25),
+    };
+    let new_era =
+        rmcp::service::ClientServiceExt::serve_with_lifecycle(Answering, transport(&app), mode).await.unwrap();
+    match new_era.peer().call_tool_once(ask("form")).await.unwrap() {
+        rmcp::model::CallToolResponse::InputRequired(asked) => {
+            let requests = serde_json::to_value(&asked.input_requests).unwrap();
+            assert!(requests.to_string().contains("Who is asking?"), "{requests}");
+            assert!(asked.request_state.is_some(), "{asked:?}");
+        }
+        other => panic!("expected input_required, got {other:?}"),
+    }
+    // rmcp's client answers and retries on its own; the answers reach the server.
+    let result = new_era.call_tool(ask("rounds")).await.unwrap();
+    assert!(serde_json::to_string(&result).unwrap().contains("colour"), "{result:?}");
+}
