@@ -551,14 +551,16 @@ pub struct RawMcpServer {
     pub pin_descriptions: Option<bool>,
     /// Let this server ask the gateway for model completions (MCP sampling): the capability
     /// is declared to it, and its requests are answered by the upstream model (the chat's
-    /// model inside a chat, else `sampling.model`), capped by `sampling.max_tokens`. Default
+    /// model inside a chat, else `sampling.model`), capped by `sampling.max_tokens` — or, for
+    /// a call made through `/mcp` by a client that declared sampling, by that client. Default
     /// false: a server that asks is refused.
     #[serde(default, deserialize_with = "text_or")]
     pub sampling: Option<bool>,
     /// Let this server ask the user questions during a call (legacy `elicitation/create`, form
     /// and URL): the capability is declared to it, and a question asked while exactly one chat
     /// call is running on its connection parks that chat (the call held open in this process
-    /// until the user answers or `approval.ttl` passes). Any other question is declined.
+    /// until the user answers or `approval.ttl` passes); a call made through `/mcp` by a client
+    /// that declared elicitation puts it to that client. Any other question is declined.
     /// Default false. (Questions of the 2026-07-28 revision, `input_required`, need no flag.)
     #[serde(default, deserialize_with = "text_or")]
     pub elicitation: Option<bool>,

@@ -1,6 +1,7 @@
 //! The REST API over the tool catalog: `GET /mcp/servers`, `GET|POST /mcp/tools/list`
 //! (`?server=` filters) and `POST /mcp/tools/call`; and over resources: `GET /mcp/resources`,
-//! `GET /mcp/resources/read?uri=…` (the servers the caller has a tool of).
+//! `GET /mcp/resources/templates`, `GET /mcp/resources/read?uri=…` (the servers the caller has
+//! a tool of).
 //!
 //! Every route applies the request's [`ToolAccess`] (the key's policy narrowed by an
 //! `x-mcp-servers` header): a tool the caller may not use is neither listed nor run, and calling
@@ -132,6 +133,30 @@ pub async fn resources(
         })
         .collect();
     Ok(Json(json!({"resources": resources})))
+}
+
+/// `GET /mcp/resources/templates`: the resource templates of the servers the caller may use,
+/// merged, as `{"resourceTemplates": [{uriTemplate, name, description, mimeType, …, server}]}`.
+pub async fn resource_templates(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let access = access(&caller, &headers)?;
+    let catalog = state.hub.catalog();
+    let may_use = |server: &str| access.may_use_server(&catalog, server);
+    let listed = state.hub.resource_templates(may_use).await;
+    let templates: Vec<Value> = listed
+        .into_iter()
+        .map(|item| {
+            let mut value = serde_json::to_value(&item.template).unwrap_or_default();
+            if let Some(object) = value.as_object_mut() {
+                object.insert("server".into(), Value::String(item.server));
+            }
+            value
+        })
+        .collect();
+    Ok(Json(json!({"resourceTemplates": templates})))
 }
 
 /// `GET /mcp/resources/read?uri=…`: the resource's contents as its server gave them (binary

@@ -178,6 +178,7 @@ pub fn router(state: AppState) -> Router {
         .route("/mcp/tools/list", get(mcp::list_tools).post(mcp::list_tools))
         .route("/mcp/tools/call", post(mcp::call_tool))
         .route("/mcp/resources", get(mcp::resources))
+        .route("/mcp/resources/templates", get(mcp::resource_templates))
         .route("/mcp/resources/read", get(mcp::read_resource))
         .route("/mcp/prompts", get(mcp::prompts))
         .route("/mcp/prompts/get", post(mcp::get_prompt))

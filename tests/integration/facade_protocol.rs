@@ -156,6 +156,12 @@ async fn a_restricted_key_sees_and_reads_only_its_servers_resources_and_prompts(
         .unwrap();
     let rest_uris: Vec<&str> = rest["resources"].as_array().unwrap().iter().filter_map(|r| r["uri"].as_str()).collect();
     assert_eq!(rest_uris.len(), mine.len(), "{rest}");
+    let templates_of = |key: &'static str| {
+        let request = reqwest::Client::new().get(app.url("/mcp/resources/templates")).bearer_auth(key).send();
+        async move { request.await.unwrap().json::<Value>().await.unwrap().to_string() }
+    };
+    assert!(templates_of("sk-admin").await.contains("test://template/{id}/data"));
+    assert!(!templates_of("sk-ev").await.contains("test://"));
     let refused = reqwest::Client::new()
         .get(app.url("/mcp/resources/read?uri=test://static-text"))
         .bearer_auth("sk-ev")
