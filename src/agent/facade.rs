@@ -35,6 +35,12 @@ use crate::mcp::{Hub, HubEvent, McpError};
 
 /// Largest result (as JSON) a client gets as the server gave it; a larger one becomes links.
 pub const KEEP_UNDER: usize = 4 * 1024 * 1024;
+/// How long a list change waits for the rest of its burst before it is announced.
+const COALESCE: std::time::Duration = std::time::Duration::from_millis(200);
+/// Longest wait for one session to take a notification.
+const NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Most resources one session subscribes to.
+const MAX_SUBSCRIPTIONS: usize = 64;
 /// Most rounds of a server's `input_required` put to a handshake-era client for one call.
 const MAX_INPUT_ROUNDS: usize = 8;
 
@@ -70,10 +76,32 @@ impl Facade {
                     () = shutdown.cancelled() => return,
                     changed = changes.changed() => {
                         if changed.is_err() { return }
+                        // A burst of changes is announced once.
+                        tokio::time::sleep(COALESCE).await;
+                        changes.mark_unchanged();
                         announcer.announce(None).await;
                     }
                     event = events.recv() => match event {
-                        Ok(event) => announcer.announce(Some(event)).await,
+                        Ok(HubEvent::ResourceUpdated { server, uri }) => {
+                            announcer.announce(Some(HubEvent::ResourceUpdated { server, uri })).await;
+                        }
+                        // List changes of a burst are announced once per kind.
+                        Ok(first) => {
+                            tokio::time::sleep(COALESCE).await;
+                            let mut kinds = vec![first];
+                            while let Ok(next) = events.try_recv() {
+                                match next {
+                                    HubEvent::ResourceUpdated { server, uri } => {
+                                        announcer.announce(Some(HubEvent::ResourceUpdated { server, uri })).await;
+                                    }
+                                    other if !kinds.iter().any(|k| std::mem::discriminant(k) == std::mem::discriminant(&other)) => kinds.push(other),
+                                    _ => {}
+                                }
+                            }
+                            for kind in kinds {
+                                announcer.announce(Some(kind)).await;
+                            }
+                        }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                     },
@@ -95,25 +123,49 @@ impl Facade {
         self.invoker.store(Arc::new(invoker));
     }
 
-    /// Tells every open session about a catalog change (`None`) or a server's notification.
+    /// The open sessions (closed ones are forgotten).
+    fn open_sessions(&self) -> Vec<Arc<Session>> {
+        let mut sessions = self.sessions.lock();
+        sessions.retain(|s| s.upgrade().and_then(|s| s.peer.get().map(|p| !p.is_transport_closed())) == Some(true));
+        sessions.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Tells every open session about a catalog change (`None`) or a server's notification,
+    /// all at once, each given at most [`NOTIFY_WAIT`] (a client that does not read its stream
+    /// holds up no one).
     async fn announce(&self, event: Option<HubEvent>) {
-        let sessions: Vec<Arc<Session>> = {
-            let mut sessions = self.sessions.lock();
-            sessions.retain(|s| s.upgrade().and_then(|s| s.peer.get().map(|p| !p.is_transport_closed())) == Some(true));
-            sessions.iter().filter_map(Weak::upgrade).collect()
-        };
-        for session in sessions {
-            let Some(peer) = session.peer.get() else { continue };
-            let _ = match &event {
-                None => peer.notify_tool_list_changed().await,
-                Some(HubEvent::ResourcesChanged { .. }) => peer.notify_resource_list_changed().await,
-                Some(HubEvent::PromptsChanged { .. }) => peer.notify_prompt_list_changed().await,
-                Some(HubEvent::ResourceUpdated { server, uri }) => {
-                    session.resource_updated(server, uri).await;
-                    Ok(())
-                }
+        let sessions = self.open_sessions();
+        let sends = sessions.iter().map(|session| async {
+            let Some(peer) = session.peer.get() else { return };
+            let send = async {
+                let _ = match &event {
+                    None => peer.notify_tool_list_changed().await,
+                    Some(HubEvent::ResourcesChanged { .. }) => peer.notify_resource_list_changed().await,
+                    Some(HubEvent::PromptsChanged { .. }) => peer.notify_prompt_list_changed().await,
+                    Some(HubEvent::ResourceUpdated { server, uri }) => {
+                        session.resource_updated(server, uri).await;
+                        Ok(())
+                    }
+                };
             };
-        }
+            let _ = tokio::time::timeout(NOTIFY_WAIT, send).await;
+        });
+        futures_util::future::join_all(sends).await;
+    }
+
+    /// `value` with every configured secret in its text replaced (what a server says reaches
+    /// the client as tool results do).
+    fn scrubbed<T: serde::Serialize + serde::de::DeserializeOwned>(&self, value: T) -> Result<T, ErrorData> {
+        let mut json = serde_json::to_value(value).map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        self.invoker.load().redactor.scrub_json(&mut json);
+        serde_json::from_value(json).map_err(|e| ErrorData::internal_error(e.to_string(), None))
+    }
+
+    /// [`scrubbed`](Self::scrubbed), leaving base64 contents (`data`, `blob`) as they are.
+    fn scrubbed_but_binary<T: serde::Serialize + serde::de::DeserializeOwned>(&self, value: T) -> Result<T, ErrorData> {
+        let mut json = serde_json::to_value(value).map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        self.invoker.load().redactor.scrub_json_but_binary(&mut json);
+        serde_json::from_value(json).map_err(|e| ErrorData::internal_error(e.to_string(), None))
     }
 
     /// An error of the hub as the client sees it (scrubbed; a link's ticket left out).
@@ -150,7 +202,10 @@ fn access(context: &RequestContext<RoleServer>) -> Result<ToolAccess, ErrorData>
 
 /// Which servers the caller may use (those it has a tool of), for resources, prompts and
 /// completions.
-fn server_filter(facade: &Facade, context: &RequestContext<RoleServer>) -> Result<impl Fn(&str) -> bool, ErrorData> {
+fn server_filter(
+    facade: &Facade,
+    context: &RequestContext<RoleServer>,
+) -> Result<impl Fn(&str) -> bool + Send + Sync + use<>, ErrorData> {
     let access = access(context)?;
     let catalog = facade.hub.catalog();
     Ok(move |server: &str| access.may_use_server(&catalog, server))
@@ -175,7 +230,9 @@ impl ServerHandler for Facade {
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         if self.session.peer.set(context.peer).is_ok() {
-            self.sessions.lock().push(Arc::downgrade(&self.session));
+            let mut sessions = self.sessions.lock();
+            sessions.retain(|s| s.strong_count() > 0);
+            sessions.push(Arc::downgrade(&self.session));
         }
     }
 
@@ -203,17 +260,7 @@ impl ServerHandler for Facade {
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
         match self.hub.read_resource(&request.uri, server_filter(self, &context)?).await {
-            Ok(mut result) => {
-                let redactor = self.invoker.load().redactor.clone();
-                for content in &mut result.contents {
-                    if let rmcp::model::ResourceContents::TextResourceContents { text, .. } = content
-                        && let std::borrow::Cow::Owned(clean) = redactor.scrub(text)
-                    {
-                        *text = clean;
-                    }
-                }
-                Ok(result.into())
-            }
+            Ok(result) => Ok(self.scrubbed_but_binary(result)?.into()),
             Err(e) => Err(self.hub_error(&e)),
         }
     }
@@ -223,10 +270,37 @@ impl ServerHandler for Facade {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let (server, original) =
-            self.hub.subscribe(&request.uri, server_filter(self, &context)?).await.map_err(|e| self.hub_error(&e))?;
-        self.session.subscriptions.lock().push((request.uri, server, original));
-        Ok(())
+        // A stateless (2026-07-28) request has no session to send updates to.
+        if self.session.peer.get().is_none() {
+            return Err(ErrorData::invalid_request(
+                "resources/subscribe needs a session (the handshake era); 2026-07-28 clients use subscriptions/listen",
+                None,
+            ));
+        }
+        {
+            let held = self.session.subscriptions.lock();
+            if held.iter().any(|(uri, _, _)| *uri == request.uri) {
+                return Ok(());
+            }
+            if held.len() >= MAX_SUBSCRIPTIONS {
+                return Err(ErrorData::invalid_request(
+                    format!("a session holds at most {MAX_SUBSCRIPTIONS} subscriptions"),
+                    None,
+                ));
+            }
+        }
+        // In a task of its own: a client that goes away mid-way cannot leave the server's
+        // subscription counted for nobody.
+        let (hub, session, may_use) = (self.hub.clone(), self.session.clone(), server_filter(self, &context)?);
+        let subscribing = tokio::spawn(async move {
+            let (server, original) = hub.subscribe(&request.uri, may_use).await?;
+            session.subscriptions.lock().push((request.uri, server, original));
+            Ok::<(), McpError>(())
+        });
+        match subscribing.await {
+            Ok(done) => done.map_err(|e| self.hub_error(&e)),
+            Err(e) => Err(ErrorData::internal_error(e.to_string(), None)),
+        }
     }
 
     async fn unsubscribe(
@@ -261,7 +335,7 @@ impl ServerHandler for Facade {
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
         match self.hub.get_prompt(&request.name, request.arguments, server_filter(self, &context)?).await {
-            Ok(result) => Ok(result.into()),
+            Ok(result) => Ok(self.scrubbed(result)?.into()),
             Err(e) => Err(self.hub_error(&e)),
         }
     }
@@ -271,7 +345,9 @@ impl ServerHandler for Facade {
         request: CompleteRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
-        self.hub.complete(request, server_filter(self, &context)?).await.map_err(|e| self.hub_error(&e))
+        let completed =
+            self.hub.complete(request, server_filter(self, &context)?).await.map_err(|e| self.hub_error(&e))?;
+        self.scrubbed(completed)
     }
 
     async fn set_level(
@@ -279,8 +355,20 @@ impl ServerHandler for Facade {
         request: SetLevelRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        // A stateless request has no session to send log messages to.
+        if self.session.peer.get().is_none() {
+            return Ok(());
+        }
         *self.session.level.lock() = Some(request.level);
-        self.hub.set_log_level(request.level, server_filter(self, &context)?).await;
+        // The servers' connections are shared: they are asked for the most verbose level any
+        // open session wants, and each session is sent what it asked for.
+        let wanted = self
+            .open_sessions()
+            .iter()
+            .filter_map(|s| *s.level.lock())
+            .min_by_key(|level| super::relay::severity(*level))
+            .unwrap_or(request.level);
+        self.hub.set_log_level(wanted, server_filter(self, &context)?).await;
         Ok(())
     }
 
@@ -332,18 +420,21 @@ impl ServerHandler for Facade {
             });
         let mut rounds = 0;
         let invocation = loop {
+            let token = context.meta.get_progress_token();
             let relay =
-                CallRelayTask::new(&context.peer, self.session.clone(), context.meta.get_progress_token(), new_era);
+                CallRelayTask::new(&context.peer, self.session.clone(), token, new_era, invoker.redactor.clone());
             let call =
                 invoker.invoke_for_client(tool, arguments.clone(), visible, &identity, retry.as_ref(), KEEP_UNDER);
             // The client's `notifications/cancelled` cancels `ct`: dropping the call cancels it
             // on the server.
-            let Some(invocation) = relay.drive(call, &context.ct).await else {
+            let Some(invocation) = relay.drive(call, &context.ct, &invoker.redactor).await else {
                 return Err(ErrorData::internal_error("the call was cancelled", None));
             };
             let Err(McpError::InputRequired(asked)) = &invocation.result else { break invocation };
             if new_era {
-                let requests = serde_json::from_value(Value::Object(asked.requests.clone()))
+                let mut requests = Value::Object(asked.requests.clone());
+                invoker.redactor.scrub_json(&mut requests);
+                let requests = serde_json::from_value(requests)
                     .map_err(|e| ErrorData::internal_error(format!("the server's input requests: {e}"), None))?;
                 let passed = rmcp::model::InputRequiredResult::new(Some(requests), asked.request_state.clone());
                 return Ok(CallToolResponse::InputRequired(passed));
@@ -352,7 +443,7 @@ impl ServerHandler for Facade {
             if rounds > MAX_INPUT_ROUNDS {
                 break invocation;
             }
-            match super::relay::answer(&context.peer, &asked.requests).await {
+            match super::relay::answer(&context.peer, &asked.requests, &invoker.redactor, &context.ct).await {
                 Ok(responses) => {
                     retry = Some(crate::mcp::InputRetry { responses, request_state: asked.request_state.clone() })
                 }

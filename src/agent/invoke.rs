@@ -183,6 +183,12 @@ impl Invoker {
                 self.scrub_result(&mut result);
                 let small = keep_under.filter(|&limit| serde_json::to_vec(&result).is_ok_and(|b| b.len() <= limit));
                 let output = if small.is_some() {
+                    // Handed on whole: every text in it scrubbed (links, `_meta`, annotations).
+                    let mut json = serde_json::to_value(&result).unwrap_or_default();
+                    self.redactor.scrub_json_but_binary(&mut json);
+                    if let Ok(clean) = serde_json::from_value(json) {
+                        result = clean;
+                    }
                     kept = true;
                     summary(&result)
                 } else {

@@ -18,6 +18,7 @@ use rmcp::{Peer, RoleServer};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::Redactor;
 use crate::mcp::{CallRelay, Hub, RELAY};
 
 /// Longest wait for a call's last notifications to reach its client after the call ended.
@@ -76,7 +77,8 @@ impl Session {
     }
 }
 
-fn severity(level: LoggingLevel) -> u8 {
+/// How severe `level` is (debug lowest).
+pub fn severity(level: LoggingLevel) -> u8 {
     match level {
         LoggingLevel::Debug => 0,
         LoggingLevel::Info => 1,
@@ -98,6 +100,7 @@ enum Outgoing {
 enum Asked {
     Elicit(Value),
     Sample(Value),
+    Roots,
 }
 type Pending = (Asked, oneshot::Sender<Result<Value, String>>);
 
@@ -126,11 +129,17 @@ fn forward(to: &mpsc::Sender<Pending>, what: fn(Value) -> Asked) -> crate::mcp::
 
 impl CallRelayTask {
     /// The relay for a call by `peer`'s client in `session`; `token` is the client's progress
-    /// token (no token: no progress is sent).
+    /// token (no token: no progress is sent); everything relayed is scrubbed with `redactor`.
     /// A `new_era` (2026-07-28) client takes no requests from servers: questions and sampling
     /// requests of a handshake-era server are then not put to it (sampling falls back to the
     /// configured model; a question is declined).
-    pub fn new(peer: &Peer<RoleServer>, session: Arc<Session>, token: Option<ProgressToken>, new_era: bool) -> Self {
+    pub fn new(
+        peer: &Peer<RoleServer>,
+        session: Arc<Session>,
+        token: Option<ProgressToken>,
+        new_era: bool,
+        redactor: Arc<Redactor>,
+    ) -> Self {
         let (tx, mut rx) = mpsc::channel::<Outgoing>(QUEUED);
         let out = peer.clone();
         let sender = tokio::spawn(async move {
@@ -147,14 +156,17 @@ impl CallRelayTask {
         let asker = capabilities.elicitation.is_some().then(|| forward(&ask_tx, Asked::Elicit));
         let sampler = capabilities.sampling.is_some().then(|| forward(&ask_tx, Asked::Sample));
         let logs = tx.clone();
-        let log: crate::mcp::NotifyFn = Arc::new(move |params: Value| {
+        let scrub = redactor.clone();
+        let log: crate::mcp::NotifyFn = Arc::new(move |mut params: Value| {
+            scrub.scrub_json(&mut params);
             let Ok(params) = serde_json::from_value::<LoggingMessageNotificationParam>(params) else { return };
             if session.wants(params.level) {
                 let _ = logs.try_send(Outgoing::Log(params));
             }
         });
         let progress = token.map(|token| {
-            Arc::new(move |params: Value| {
+            Arc::new(move |mut params: Value| {
+                redactor.scrub_json(&mut params);
                 let Ok(mut params) = serde_json::from_value::<ProgressNotificationParam>(params) else { return };
                 params.progress_token = token.clone();
                 let _ = tx.try_send(Outgoing::Progress(params));
@@ -166,13 +178,14 @@ impl CallRelayTask {
 
     /// Runs `call` with this relay around it until it ends or `cancelled` (`None`). The
     /// server's questions and sampling requests are put to the client from here, the facade
-    /// request's own task, so they reach the client on that request's stream. Afterwards waits
-    /// (a little) for the call's last notifications to reach the client, so they arrive before
-    /// the result.
+    /// request's own task, so they reach the client on that request's stream (scrubbed, and
+    /// waited for at most [`CLIENT_ANSWERS`]). Afterwards waits (a little) for the call's last
+    /// notifications to reach the client, so they arrive before the result.
     pub async fn drive<T>(
         self,
         call: impl std::future::Future<Output = T>,
         cancelled: &tokio_util::sync::CancellationToken,
+        redactor: &Redactor,
     ) -> Option<T> {
         let Self { relay, sender, mut asked, peer } = self;
         let mut call = Box::pin(RELAY.scope(relay, call));
@@ -181,7 +194,10 @@ impl CallRelayTask {
                 out = &mut call => break Some(out),
                 () = cancelled.cancelled() => break None,
                 Some((question, answer)) = asked.recv() => {
-                    let _ = answer.send(put(&peer, question).await);
+                    tokio::select! {
+                        put = put(&peer, question, redactor) => { let _ = answer.send(put); }
+                        () = cancelled.cancelled() => break None,
+                    }
                 }
             }
         };
@@ -193,45 +209,57 @@ impl CallRelayTask {
     }
 }
 
-/// Puts a server's request to the client; its answer as JSON.
-async fn put(peer: &Peer<RoleServer>, question: Asked) -> Result<Value, String> {
-    match question {
-        Asked::Elicit(params) => {
-            let params: ElicitRequestParams = serde_json::from_value(params).map_err(|e| e.to_string())?;
-            let answer = peer.create_elicitation(params).await.map_err(|e| e.to_string())?;
-            serde_json::to_value(answer).map_err(|e| e.to_string())
+/// Longest wait for a client to answer a server's question or sampling request.
+const CLIENT_ANSWERS: Duration = Duration::from_secs(15 * 60);
+
+/// Puts a server's request to the client (scrubbed); its answer as JSON.
+async fn put(peer: &Peer<RoleServer>, question: Asked, redactor: &Redactor) -> Result<Value, String> {
+    let asking = async {
+        match question {
+            Asked::Elicit(mut params) => {
+                redactor.scrub_json(&mut params);
+                let params: ElicitRequestParams = serde_json::from_value(params).map_err(|e| e.to_string())?;
+                let answer = peer.create_elicitation(params).await.map_err(|e| e.to_string())?;
+                serde_json::to_value(answer).map_err(|e| e.to_string())
+            }
+            Asked::Sample(mut params) => {
+                redactor.scrub_json(&mut params);
+                let params: CreateMessageRequestParams = serde_json::from_value(params).map_err(|e| e.to_string())?;
+                let answer = peer.create_message(params).await.map_err(|e| e.to_string())?;
+                serde_json::to_value(answer).map_err(|e| e.to_string())
+            }
+            Asked::Roots => {
+                let answer = peer.list_roots().await.map_err(|e| e.to_string())?;
+                serde_json::to_value(answer).map_err(|e| e.to_string())
+            }
         }
-        Asked::Sample(params) => {
-            let params: CreateMessageRequestParams = serde_json::from_value(params).map_err(|e| e.to_string())?;
-            let answer = peer.create_message(params).await.map_err(|e| e.to_string())?;
-            serde_json::to_value(answer).map_err(|e| e.to_string())
-        }
-    }
+    };
+    tokio::time::timeout(CLIENT_ANSWERS, asking).await.map_err(|_| "the client did not answer in time".to_owned())?
 }
 
 /// Answers a 2026-07-28 server's `input_required` requests (by key) by putting each to a
 /// handshake-era client: questions, sampling requests and `roots/list`, as the client declared
-/// it can answer them. Fails (with why) on the first it cannot.
+/// it can answer them. Fails (with why) on the first it cannot, or when `cancelled`.
 pub async fn answer(
     peer: &Peer<RoleServer>,
     requests: &serde_json::Map<String, Value>,
+    redactor: &Redactor,
+    cancelled: &tokio_util::sync::CancellationToken,
 ) -> Result<serde_json::Map<String, Value>, String> {
     let capabilities = peer.peer_info().map(|info| info.capabilities.clone()).unwrap_or_default();
     let mut answers = serde_json::Map::new();
     for (key, request) in requests {
         let params = request.get("params").cloned().unwrap_or(Value::Null);
-        let answer = match request.get("method").and_then(Value::as_str) {
-            Some("elicitation/create") if capabilities.elicitation.is_some() => {
-                put(peer, Asked::Elicit(params)).await?
-            }
-            Some("sampling/createMessage") if capabilities.sampling.is_some() => {
-                put(peer, Asked::Sample(params)).await?
-            }
-            Some("roots/list") if capabilities.roots.is_some() => {
-                serde_json::to_value(peer.list_roots().await.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?
-            }
+        let question = match request.get("method").and_then(Value::as_str) {
+            Some("elicitation/create") if capabilities.elicitation.is_some() => Asked::Elicit(params),
+            Some("sampling/createMessage") if capabilities.sampling.is_some() => Asked::Sample(params),
+            Some("roots/list") if capabilities.roots.is_some() => Asked::Roots,
             Some(method) => return Err(format!("it does not answer `{method}`")),
             None => return Err("a request without a method".into()),
+        };
+        let answer = tokio::select! {
+            answer = put(peer, question, redactor) => answer?,
+            () = cancelled.cancelled() => return Err("the call was cancelled".into()),
         };
         answers.insert(key.clone(), answer);
     }

@@ -54,7 +54,9 @@ fn url_secrets(url: &Url, out: &mut Vec<(String, String)>) {
     // A password is a secret; a user name only when it looks like a token (a short one —
     // `postgres`, `app` — is a word that also names schemes, tables and people, and masking it
     // everywhere would garble every resource URI and answer that mentions it).
-    if url.username().len() >= TOKEN_LIKE_USER {
+    // `https://<key>@host`: a user name alone on a web URL is how keys are passed.
+    let web = matches!(url.scheme(), "http" | "https" | "ws" | "wss");
+    if url.username().len() >= TOKEN_LIKE_USER || (web && url.password().is_none() && !url.username().is_empty()) {
         out.push((url.username().to_owned(), MASK.to_owned()));
     }
     if let Some(password) = url.password() {
@@ -199,6 +201,22 @@ impl Redactor {
         }
     }
 
+    /// [`scrub_json`](Self::scrub_json), leaving the base64 of binary contents (string values
+    /// of `data` and `blob` keys, as MCP carries images, audio and blobs) as it is.
+    pub fn scrub_json_but_binary(&self, value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.scrub_json_but_binary(v)),
+            serde_json::Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    if !(v.is_string() && (key == "data" || key == "blob")) {
+                        self.scrub_json_but_binary(v);
+                    }
+                }
+            }
+            other => self.scrub_json(other),
+        }
+    }
+
     /// `text` with every secret replaced.
     pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
@@ -270,6 +288,9 @@ mod tests {
         let mut out = Vec::new();
         url_secrets(&Url::parse("postgresql://postgres@localhost/db").unwrap(), &mut out);
         assert!(out.iter().all(|(secret, _)| secret != "postgres"), "{out:?}");
+        let mut out = Vec::new();
+        url_secrets(&Url::parse("https://k3y@api.example/mcp").unwrap(), &mut out);
+        assert!(out.iter().any(|(secret, _)| secret == "k3y"), "a user name alone on a web URL is a key: {out:?}");
     }
 
     #[test]

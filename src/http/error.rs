@@ -141,6 +141,9 @@ impl ApiError {
                 McpError::UnknownResource { .. } => {
                     (StatusCode::NOT_FOUND, "invalid_request_error", "resource_not_found", Some("uri"))
                 }
+                McpError::AmbiguousResource { .. } => {
+                    (StatusCode::BAD_REQUEST, "invalid_request_error", "ambiguous_resource", Some("uri"))
+                }
                 McpError::InvalidArguments { .. } => {
                     (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_arguments", Some("arguments"))
                 }

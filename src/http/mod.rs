@@ -133,6 +133,11 @@ impl AppState {
             approval: Arc::new(config.approval.rule.clone()),
             parking: Some(crate::agent::park::Parking::new(secrets.clone(), config.approval.ttl)),
         };
+        if !config.facade.enabled
+            && let Some(off) = &facade
+        {
+            off.stop();
+        }
         let facade = config.facade.enabled.then(|| match facade {
             Some(mount) => {
                 mount.reconfigure(agent.invoker.clone());

@@ -126,6 +126,8 @@ pub struct FacadeMount {
     pub(super) service: rmcp::transport::StreamableHttpService<crate::agent::Facade, LocalSessionManager>,
     /// Its sessions, bounded and bound to keys.
     pub(super) sessions: Arc<Sessions>,
+    /// Ends its sessions and its announcer.
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl FacadeMount {
@@ -135,10 +137,11 @@ impl FacadeMount {
         limits: &crate::config::FacadeConfig,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
-        let facade = crate::agent::Facade::new(invoker, shutdown.child_token());
+        let stop = shutdown;
+        let facade = crate::agent::Facade::new(invoker, stop.child_token());
         // `Host` and `Origin` are checked for every route, this one included, by `guard.rs`.
         let config = rmcp::transport::StreamableHttpServerConfig::default()
-            .with_cancellation_token(shutdown)
+            .with_cancellation_token(stop.child_token())
             .disable_allowed_hosts();
         let mut manager = LocalSessionManager::default();
         manager.session_config.keep_alive = Some(limits.session_idle);
@@ -146,7 +149,12 @@ impl FacadeMount {
         let sessions = Arc::new(Sessions::new(manager.clone(), limits.max_sessions, limits.max_sessions_per_key));
         let handlers = facade.clone();
         let service = rmcp::transport::StreamableHttpService::new(move || Ok(handlers.for_session()), manager, config);
-        Self { facade, service, sessions }
+        Self { facade, service, sessions, stop }
+    }
+
+    /// Ends its sessions and calls (the facade was turned off by a reload).
+    pub fn stop(&self) {
+        self.stop.cancel();
     }
 
     /// Takes a reloaded config's settings; sessions and calls in flight go on.

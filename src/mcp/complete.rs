@@ -46,6 +46,7 @@ impl Hub {
             .ok_or_else(|| McpError::UnknownPrompt { name: server.clone() })?;
         let peer = handle.live.borrow().peer.clone().ok_or_else(|| handle.unavailable())?;
         let timeout = handle.config.tool_timeout;
+        let _busy = handle.in_flight(None);
         match tokio::time::timeout(timeout, peer.complete(params)).await {
             Ok(answer) => answer.map_err(|e| handle.call_error("completion/complete", e)),
             Err(_) => Err(McpError::Timeout { server, tool: "completion/complete".into(), after: timeout }),
@@ -63,10 +64,12 @@ impl Hub {
             .filter_map(|h| {
                 let peer = h.live.borrow().peer.clone()?;
                 let logs = peer.peer_info().is_some_and(|info| info.capabilities.logging.is_some());
-                logs.then_some((peer, h.config.tool_timeout))
+                logs.then_some((h, peer))
             })
             .collect();
-        let asks = peers.into_iter().map(|(peer, timeout)| async move {
+        let asks = peers.into_iter().map(|(handle, peer)| async move {
+            let _busy = handle.in_flight(None);
+            let timeout = handle.config.tool_timeout;
             let _ = tokio::time::timeout(timeout, peer.set_level(SetLevelRequestParams::new(level))).await;
         });
         futures_util::future::join_all(asks).await;

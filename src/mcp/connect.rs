@@ -197,14 +197,19 @@ impl ClientHandler for HubClient {
             ));
         };
         let params = serde_json::to_value(&params).map_err(|e| rmcp::ErrorData::invalid_params(e.to_string(), None))?;
-        let _slot =
-            self.sampling_slots.acquire().await.map_err(|e| rmcp::ErrorData::internal_error(e.to_string(), None))?;
         // The caller's own client samples when it can (an MCP client of the facade); otherwise
-        // the configured model does.
+        // the configured model does, a few requests at a time.
         let relayed = super::sole_caller(&self.callers).and_then(|c| c.sampler.clone());
         let answer = match relayed {
             Some(relay) => relay(params).await,
-            None => sampler(super::SamplingCall { server: server.clone(), params, model: None }).await,
+            None => {
+                let _slot = self
+                    .sampling_slots
+                    .acquire()
+                    .await
+                    .map_err(|e| rmcp::ErrorData::internal_error(e.to_string(), None))?;
+                sampler(super::SamplingCall { server: server.clone(), params, model: None }).await
+            }
         };
         let answer = answer.map_err(|e| rmcp::ErrorData::internal_error(e, None))?;
         serde_json::from_value(answer).map_err(|e| rmcp::ErrorData::internal_error(e.to_string(), None))

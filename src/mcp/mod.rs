@@ -114,6 +114,15 @@ pub enum McpError {
         /// The URI asked for.
         uri: String,
     },
+    /// The templates of several servers match this URI: the caller must name one
+    /// (`mcp-middleware://<server>/<the URI, percent-encoded>`).
+    #[error("the resource templates of {} all match `{uri}`: name one as mcp-middleware://<server>/<the URI, percent-encoded>", .servers.join(", "))]
+    AmbiguousResource {
+        /// The URI asked for.
+        uri: String,
+        /// The servers whose templates match it.
+        servers: Vec<String>,
+    },
     /// The server needs input before the call can finish (a 2026-07-28 `input_required`
     /// result): questions for the user, or a sampling request. Retried with the answers.
     #[error("the tool `{}` on `{}` needs the user's input", .0.tool, .0.server)]

@@ -33,6 +33,7 @@ impl ServerHandle {
         if peer.peer_info().is_some_and(|info| info.capabilities.prompts.is_none()) {
             return Vec::new();
         }
+        let _busy = self.in_flight(None);
         let timeout = self.config.tool_timeout;
         let mut all = Vec::new();
         let mut cursor = None;
@@ -58,6 +59,7 @@ impl ServerHandle {
         let mut params = GetPromptRequestParams::new(name.to_owned());
         params.arguments = arguments;
         let timeout = self.config.tool_timeout.max(Duration::from_secs(1));
+        let _busy = self.in_flight(None);
         match tokio::time::timeout(timeout, peer.get_prompt(params)).await {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(e)) => Err(self.call_error(name, e)),

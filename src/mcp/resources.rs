@@ -57,6 +57,7 @@ impl ServerHandle {
         if !has_resources(&peer) {
             return Vec::new();
         }
+        let _busy = self.in_flight(None);
         let timeout = self.config.tool_timeout;
         let mut all = Vec::new();
         let mut cursor = None;
@@ -79,6 +80,10 @@ impl ServerHandle {
     /// asked only for the first.
     #[allow(deprecated)] // `resources/subscribe` is what handshake-era servers speak.
     pub(super) async fn subscribe(&self, uri: &str) -> Result<(), McpError> {
+        // One change at a time: a second subscriber learns the first's outcome, never a count
+        // with no subscription behind it.
+        let _one_at_a_time = self.subscribing.lock().await;
+        let _busy = self.in_flight(None);
         let first = {
             let mut held = self.subscriptions.lock();
             let count = held.entry(uri.to_owned()).or_default();
@@ -112,6 +117,8 @@ impl ServerHandle {
     /// Lets one subscriber of `uri` go; the server is told when none is left.
     #[allow(deprecated)]
     pub(super) async fn unsubscribe(&self, uri: &str) {
+        let _one_at_a_time = self.subscribing.lock().await;
+        let _busy = self.in_flight(None);
         if !self.release(uri) {
             return;
         }
@@ -138,6 +145,21 @@ impl ServerHandle {
         }
     }
 
+    /// Subscribes again, on a new connection, to every URI held (a server forgets them with the
+    /// connection it had).
+    #[allow(deprecated)]
+    pub(super) async fn resubscribe(&self, peer: rmcp::Peer<rmcp::RoleClient>) {
+        let _one_at_a_time = self.subscribing.lock().await;
+        let held: Vec<String> = self.subscriptions.lock().keys().cloned().collect();
+        for uri in held {
+            let timeout = self.config.tool_timeout;
+            let sent = tokio::time::timeout(timeout, peer.subscribe(SubscribeRequestParams::new(uri.clone()))).await;
+            if !matches!(sent, Ok(Ok(_))) {
+                tracing::info!(server = %self.name(), uri = %uri, "subscribing again after a reconnection failed");
+            }
+        }
+    }
+
     /// This server's resources (every page, bounded), from its live connection.
     async fn list_resources(&self) -> Result<Vec<Resource>, McpError> {
         let peer = self.live.borrow().peer.clone().ok_or_else(|| McpError::ServerUnavailable {
@@ -147,6 +169,7 @@ impl ServerHandle {
         if !has_resources(&peer) {
             return Ok(Vec::new());
         }
+        let _busy = self.in_flight(None);
         let timeout = self.config.tool_timeout;
         let mut all = Vec::new();
         let mut cursor = None;
@@ -181,6 +204,7 @@ impl ServerHandle {
             reason: "it is not connected".into(),
         })?;
         let timeout = self.config.tool_timeout.max(Duration::from_secs(1));
+        let _busy = self.in_flight(None);
         match tokio::time::timeout(timeout, peer.read_resource(ReadResourceRequestParams::new(uri.to_owned()))).await {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(e)) => Err(self.call_error("resources/read", e)),
@@ -263,8 +287,22 @@ impl Hub {
             return Ok((handle_of(&item.server).ok_or_else(not_found)?, uri.to_owned()));
         }
         let templates = self.resource_templates(&may_use).await;
-        let item = templates.iter().find(|t| template_matches(&t.template.uri_template, uri)).ok_or_else(not_found)?;
-        Ok((handle_of(&item.server).ok_or_else(not_found)?, uri.to_owned()))
+        let mut servers: Vec<&str> = templates
+            .iter()
+            .filter(|t| template_matches(&t.template.uri_template, uri))
+            .map(|t| t.server.as_str())
+            .collect();
+        servers.dedup();
+        match servers.as_slice() {
+            [server] => Ok((handle_of(server).ok_or_else(not_found)?, uri.to_owned())),
+            // Two servers' templates take it: the caller names one (a server must not capture
+            // what is meant for another).
+            [_, _, ..] => Err(McpError::AmbiguousResource {
+                uri: uri.to_owned(),
+                servers: servers.iter().map(|s| (*s).to_owned()).collect(),
+            }),
+            [] => Err(not_found()),
+        }
     }
 
     /// Reads an exposed `uri` on the server it came from (only among the servers `may_use`
@@ -294,12 +332,16 @@ impl Hub {
     }
 }
 
+/// Longest URI matched against templates.
+const MAX_MATCHED_URI: usize = 8 * 1024;
+
 /// Whether `uri` is one `template` (RFC 6570) can expand to: literal parts match exactly;
 /// `{var}` matches characters other than `/`, `?` and `#`; `{+var}` and `{#var}` match
-/// anything; `{?…}` and `{&…}` match the rest of a query. Bounded: templates over 1 KiB or
-/// with more than 16 expressions match nothing.
+/// anything; `{/…}`, `{.…}` and `{;…}` anything but `?` and `#`; `{?…}` and `{&…}` the rest of
+/// a query. Linear in the URI per part (the positions each part can end at, kept as one set);
+/// templates over 1 KiB or with more than 16 expressions, and URIs over 8 KiB, match nothing.
 pub fn template_matches(template: &str, uri: &str) -> bool {
-    if template.len() > 1024 || template.matches('{').count() > 16 {
+    if template.len() > 1024 || uri.len() > MAX_MATCHED_URI || template.matches('{').count() > 16 {
         return false;
     }
     let mut parts: Vec<(bool, &str)> = Vec::new();
@@ -311,22 +353,44 @@ pub fn template_matches(template: &str, uri: &str) -> bool {
         rest = &rest[open + close + 1..];
     }
     parts.push((false, rest));
-    matches_from(&parts, uri)
-}
-
-fn matches_from(parts: &[(bool, &str)], uri: &str) -> bool {
-    let Some(((is_expr, text), more)) = parts.split_first() else { return uri.is_empty() };
-    if !is_expr {
-        return uri.strip_prefix(text).is_some_and(|rest| matches_from(more, rest));
+    // `reach[p]`: the parts so far can consume exactly `uri[..p]`.
+    let mut reach = vec![false; uri.len() + 1];
+    if let Some(start) = reach.first_mut() {
+        *start = true;
     }
-    let stop: &[char] = match text.chars().next() {
-        Some('+' | '#') => &[],
-        Some('?' | '&') => &['#'],
-        _ => &['/', '?', '#'],
-    };
-    // Each split point the expression may end at, shortest first (the parts are few).
-    let longest = uri.find(|c| stop.contains(&c)).unwrap_or(uri.len());
-    (0..=longest).filter(|&end| uri.is_char_boundary(end)).any(|end| matches_from(more, &uri[end..]))
+    for (is_expr, text) in parts {
+        let mut next = vec![false; uri.len() + 1];
+        if is_expr {
+            let stops: &[char] = match text.chars().next() {
+                Some('+' | '#') => &[],
+                Some('/' | '.' | ';' | '?' | '&') => &['?', '#'],
+                _ => &['/', '?', '#'],
+            };
+            // One scan: a position is reached when some reached position before it is joined
+            // to it by characters the expression may take.
+            let mut open = false;
+            for (at, c) in uri.char_indices().map(|(i, c)| (i, Some(c))).chain(std::iter::once((uri.len(), None))) {
+                open |= reach.get(at).copied().unwrap_or(false);
+                if let Some(slot) = next.get_mut(at) {
+                    *slot = open;
+                }
+                if c.is_some_and(|c| stops.contains(&c) && !(text.starts_with('?') && c == '?')) {
+                    open = false;
+                }
+            }
+        } else {
+            for (at, reached) in reach.iter().enumerate() {
+                if *reached
+                    && uri.get(at..).is_some_and(|tail| tail.starts_with(text))
+                    && let Some(slot) = next.get_mut(at + text.len())
+                {
+                    *slot = true;
+                }
+            }
+        }
+        reach = next;
+    }
+    reach.last().copied().unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -341,7 +405,13 @@ mod tests {
         assert!(template_matches("file:///{+path}", "file:///a/b/c.txt"));
         assert!(template_matches("db://{schema}/{table}", "db://public/users"));
         assert!(template_matches("search://q{?term,page}", "search://q?term=x&page=2"));
+        assert!(template_matches("file://{/path}", "file:///a/b"));
         assert!(!template_matches("{a", "x"));
         assert!(!template_matches(&"{x}".repeat(17), "abc"));
+        // Open-ended parts in a row stay linear: a long URI that does not match is answered at once.
+        let long = format!("search://{}", "a".repeat(8000));
+        let started = std::time::Instant::now();
+        assert!(!template_matches("search://{+a}{+b}{+c}{+d}{+e}{+f}{+g}{+h}!", &long));
+        assert!(started.elapsed() < std::time::Duration::from_millis(200), "{:?}", started.elapsed());
     }
 }

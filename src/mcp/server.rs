@@ -129,6 +129,8 @@ pub struct ServerHandle {
     events: parking_lot::Mutex<Option<tokio::sync::broadcast::Sender<super::HubEvent>>>,
     /// Resource subscriptions held with the server, by URI, with how many subscribers each.
     pub(super) subscriptions: parking_lot::Mutex<std::collections::HashMap<String, usize>>,
+    /// Serialises subscription changes (count and request together).
+    pub(super) subscribing: tokio::sync::Mutex<()>,
 }
 
 /// Lets notifications the server sent just before a call's result reach the call's caller:
@@ -149,7 +151,7 @@ async fn straggle(relay: Option<&super::CallRelay>) {
 const STRAGGLERS: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Takes a call out of the callers when it ends.
-struct CallerGuard {
+pub(super) struct CallerGuard {
     callers: super::Callers,
     id: u64,
 }
@@ -211,12 +213,23 @@ impl ServerHandle {
             next_caller: std::sync::atomic::AtomicU64::new(0),
             events: parking_lot::Mutex::new(None),
             subscriptions: parking_lot::Mutex::default(),
+            subscribing: tokio::sync::Mutex::new(()),
         })
     }
 
     /// Gives a server with `sampling: true` what answers its sampling requests.
     pub fn set_sampler(&self, sampler: Option<super::Sampler>) {
         *self.sampler.lock() = sampler.filter(|_| self.config.sampling);
+    }
+
+    /// Registers a request in flight on the server's shared connection, with who stands behind
+    /// it (`None`: nobody the server could reach — a listing, a read, a ping of ours), until
+    /// the guard drops. Every request we send is registered, so that what the server sends
+    /// while several are in flight is routed to none of them.
+    pub(super) fn in_flight(&self, relay: Option<Arc<super::CallRelay>>) -> CallerGuard {
+        let id = self.next_caller.fetch_add(1, Ordering::Relaxed);
+        self.callers.lock().push((id, relay));
+        CallerGuard { callers: self.callers.clone(), id }
     }
 
     /// Sends this server's resource and list-change notifications to `events`.
@@ -229,9 +242,12 @@ impl ServerHandle {
         // One registry for all the server's connections (a per-user server has one per user):
         // something a server sends about "the" call goes to a caller only when exactly one
         // call is in flight on the whole server.
+        // A per-user server's connections are each one user's: nothing a server sends that
+        // names no call is routed there (its registry stays empty).
+        let callers = if self.config.per_user() { super::Callers::default() } else { self.callers.clone() };
         let client = HubClient::new(tools_changed)
             .with_sampler(self.name(), self.sampler.lock().clone())
-            .with_callers(self.callers.clone(), self.config.elicitation);
+            .with_callers(callers, self.config.elicitation);
         match self.events.lock().clone() {
             Some(events) => client.with_events(self.name(), events),
             None => client,
@@ -426,6 +442,9 @@ impl ServerHandle {
         });
         tracing::info!(server = %self.name(), tools = self.tools().len(), "MCP server ready");
         on_change();
+        if !self.subscriptions.lock().is_empty() {
+            self.resubscribe(peer.clone()).await;
+        }
 
         let stop = running.cancellation_token();
         let ended = running.waiting();
@@ -465,6 +484,7 @@ impl ServerHandle {
                     return Ok(());
                 }
                 () = self.tools_changed.notified() => {
+                    let _listing = self.in_flight(None);
                     match tokio::time::timeout(timeout, list_capped(&peer)).await {
                         Ok(Ok(tools)) => {
                             self.store_tools(tools);
@@ -590,11 +610,7 @@ impl ServerHandle {
         let held = self.config.elicitation && relay.as_ref().is_some_and(|r| r.asker.is_some());
         let relay_progress = relay.as_ref().and_then(|r| r.progress.clone());
         let heard = relay.clone();
-        let _in_flight = {
-            let id = self.next_caller.fetch_add(1, Ordering::Relaxed);
-            self.callers.lock().push((id, relay));
-            CallerGuard { callers: self.callers.clone(), id }
-        };
+        let _in_flight = self.in_flight(relay);
         let longest = self.config.max_call_duration.max(self.config.tool_timeout);
         let options = PeerRequestOptions::with_timeout(if held { longest } else { self.config.tool_timeout })
             .reset_timeout_on_progress()

@@ -380,3 +380,47 @@ async fn a_new_era_servers_questions_reach_clients_of_both_eras() {
     let result = new_era.call_tool(ask("rounds")).await.unwrap();
     assert!(serde_json::to_string(&result).unwrap().contains("colour"), "{result:?}");
 }
+
+/// A client that accepts every question and keeps what it was asked.
+#[derive(Clone, Default)]
+struct Asked(Arc<Mutex<Vec<String>>>);
+
+impl ClientHandler for Asked {
+    async fn create_elicitation(
+        &self,
+        request: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        self.0.lock().push(serde_json::to_string(&request).unwrap());
+        let mut result = rmcp::model::ElicitResult::new(rmcp::model::ElicitationAction::Accept);
+        result.content = Some(json!({"username": "u", "email": "u@example.com"}));
+        Ok(result)
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        let mut capabilities = ClientCapabilities::default();
+        capabilities.elicitation = Some(rmcp::model::ElicitationCapability::new().with_form(Default::default()));
+        ClientConfig::new(capabilities, Implementation::new("asked-client", "0"))
+    }
+}
+
+/// What a server puts to a client is scrubbed like tool results: a question carrying a
+/// configured secret reaches the client masked, and so does the tool's answer quoting it.
+#[tokio::test]
+async fn secrets_in_what_servers_relay_are_masked() {
+    // The gateway's own key: a configured secret like any other.
+    const SECRET: &str = "sk-admin";
+    let app = gateway("auth:\n  api_keys: [sk-admin]\n").await;
+    let asked = Asked::default();
+    let mut config = StreamableHttpClientTransportConfig::with_uri(app.url("/mcp"));
+    config.auth_header = Some(SECRET.to_owned());
+    let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+    let client = asked.clone().serve(transport).await.unwrap();
+    let mut params = CallToolRequestParams::new("test_elicitation");
+    params.arguments = json!({"message": format!("Paste {SECRET} here")}).as_object().cloned();
+    let result = client.peer().call_tool(params).await.unwrap();
+    let questions = asked.0.lock().clone();
+    assert_eq!(questions.len(), 1, "{questions:?}");
+    assert!(!questions[0].contains(SECRET) && questions[0].contains("***"), "{questions:?}");
+    assert!(!serde_json::to_string(&result).unwrap().contains(SECRET), "{result:?}");
+}
