@@ -383,7 +383,7 @@ impl ServerHandler for Facade {
             .visible(&catalog)
             .map(|e| {
                 let description = e.description.clone().unwrap_or_default();
-                Tool::new(e.name.clone(), description, e.input_schema.clone())
+                Tool::new(e.name.clone(), description, e.server_schema.clone())
             })
             .collect();
         Ok(ListToolsResult::with_all_items(tools))

@@ -31,6 +31,9 @@ pub struct ToolEntry {
     pub description: Option<String>,
     /// Sanitised input schema (always `type: object`).
     pub input_schema: Arc<Map<String, Value>>,
+    /// The input schema as the server gave it (`$schema`, `$id` and all; what MCP clients of
+    /// the facade see). Shared with the server's tool list, not a copy.
+    pub server_schema: Arc<Map<String, Value>>,
     /// Its annotations say `destructiveHint: true` and not `readOnlyHint: true`.
     pub destructive: bool,
     /// The ready `{"type":"function","function":{…}}` entry for chat requests, serialised once
@@ -146,6 +149,7 @@ impl Catalog {
                 original_name: tool.name,
                 description: tool.description,
                 input_schema,
+                server_schema: tool.input_schema.clone(),
                 destructive: tool.destructive,
                 openai_tool,
                 validator: std::sync::OnceLock::new(),

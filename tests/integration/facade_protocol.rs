@@ -68,17 +68,18 @@ async fn the_conformance_server_suite_passes_through_the_gateway() {
     let out = crate::common::peers::TempDir::new("mcpmw-conformance-server");
     let output = tokio::process::Command::new(node)
         .arg(suite)
-        .args(["server", "--url", &app.url("/mcp"), "-o"])
+        // Every scenario, the pending ones (JSON Schema 2020-12, SSE polling) too.
+        .args(["server", "--suite", "all", "--url", &app.url("/mcp"), "-o"])
         .arg(&out.0)
         .output()
         .await
         .expect("the conformance suite runs");
     let report = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
     let scenarios: Vec<&str> = report.lines().filter(|l| l.starts_with('✓') || l.starts_with('✗')).collect();
-    assert_eq!(scenarios.len(), 30, "every server scenario ran:\n{report}");
+    assert_eq!(scenarios.len(), 32, "every server scenario ran:\n{report}");
     let failed: Vec<&&str> = scenarios.iter().filter(|l| l.starts_with('✗')).collect();
     assert!(failed.is_empty(), "{failed:#?}\n{}\n{report}", failed_checks(&out.0));
-    assert!(report.contains("Total: 40 passed, 0 failed"), "{report}");
+    assert!(report.contains("Total: 46 passed, 0 failed"), "{report}");
 }
 
 /// The checks that failed, from the suite's output directory (`checks.json` per scenario).
