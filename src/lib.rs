@@ -16,5 +16,6 @@ pub mod llm;
 pub mod mcp;
 pub mod metrics;
 pub mod reload;
+pub mod responses;
 pub mod state;
 pub mod telemetry;

@@ -119,6 +119,14 @@ impl Parking {
         Ok(id)
     }
 
+    /// The calls the loop parked under `id` waits on, without taking it (when `owner` parked
+    /// it and it has not expired).
+    pub async fn peek(&self, id: &str, owner: &str) -> Option<Vec<PendingCall>> {
+        let bytes = self.secrets.get_private(SPACE, id).await.ok()??;
+        let parked: Parked = serde_json::from_slice(&bytes).ok()?;
+        (!owner.is_empty() && parked.owner == owner).then_some(parked.calls)
+    }
+
     /// The loop parked under `id`, taken for good, when `owner` parked it and it has not
     /// expired; `None` otherwise (and another holder's entry stays where it is).
     pub async fn claim(&self, id: &str, owner: &str) -> Option<Parked> {

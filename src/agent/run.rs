@@ -92,6 +92,17 @@ impl Agent {
         Ok(ToolLoop::start(self.clone(), job).run(&Sink::collect()).await?.into_completion())
     }
 
+    /// Runs the loop and hands back its outcome as it is (for other APIs' shapes: the
+    /// Responses API needs each tool run's output).
+    pub async fn outcome(&self, job: ChatJob) -> Result<super::Outcome, LlmError> {
+        ToolLoop::start(self.clone(), job).run(&Sink::collect()).await
+    }
+
+    /// [`outcome`](Self::outcome) for a resumed loop.
+    pub async fn outcome_of_loop(&self, mut tool_loop: ToolLoop, start: Start) -> Result<super::Outcome, LlmError> {
+        start.run(&mut tool_loop, &Sink::collect()).await
+    }
+
     /// Runs a loop (fresh or resumed) for a non-streaming client.
     pub async fn complete_loop(&self, mut tool_loop: ToolLoop, start: Start) -> Result<Value, LlmError> {
         Ok(start.run(&mut tool_loop, &Sink::collect()).await?.into_completion())

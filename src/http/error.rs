@@ -86,6 +86,9 @@ pub enum ApiError {
     /// A bounded resource (MCP sessions) is used up.
     #[error("{0}")]
     TooMany(String),
+    /// A stored object of the caller's (a response) that is not there.
+    #[error("{0}")]
+    Missing(String),
     /// A JSON route got a body of another type.
     #[error("this route takes a JSON body: send Content-Type: application/json")]
     UnsupportedMediaType,
@@ -162,7 +165,7 @@ impl ApiError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", None),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key", None),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "permission_error", "forbidden", None),
-            Self::NotFound { .. } | Self::RouteNotForwarded { .. } => {
+            Self::NotFound { .. } | Self::RouteNotForwarded { .. } | Self::Missing(_) => {
                 (StatusCode::NOT_FOUND, "invalid_request_error", "not_found", None)
             }
             Self::MethodNotAllowed => {

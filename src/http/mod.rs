@@ -14,6 +14,7 @@ mod health;
 mod mcp;
 mod oauth;
 mod proxy;
+mod responses;
 mod server;
 mod sessions;
 mod sse;
@@ -178,6 +179,8 @@ pub fn router(state: AppState) -> Router {
     let protected = protected
         .route("/v1/chat/completions", post(chat::completions))
         .route("/chat/completions", post(chat::completions))
+        .route("/v1/responses", post(responses::create))
+        .route("/v1/responses/{id}", get(responses::get).delete(responses::delete))
         .route("/v1/{*rest}", any(proxy::forward))
         .route("/mcp/servers", get(mcp::servers))
         .route("/mcp/tools/list", get(mcp::list_tools).post(mcp::list_tools))

@@ -36,6 +36,7 @@ mod questions;
 mod real_servers;
 mod reload;
 mod resources;
+mod responses;
 mod s3;
 mod sampling;
 mod security;

@@ -210,12 +210,17 @@ async fn restricted_keys_get_no_server_side_tools() {
     assert_eq!(resp.status(), 403);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["type"], "permission_error");
+    // The Responses API runs on our loop (the key's policy applies); only hosted tools the
+    // upstream would run with its own key are refused.
+    let hosted = json!({"model": "m", "input": "hi", "tools": [{"type": "code_interpreter"}]});
+    let resp = app.client.post(app.url("/v1/responses")).bearer_auth("sk-echo").json(&hosted).send().await.unwrap();
+    assert_eq!(resp.status(), 403, "hosted tools run upstream");
+    assert!(llm.requests().is_empty(), "nothing reached the upstream");
     let responses = json!({"model": "m", "input": "hi"});
     let resp = app.client.post(app.url("/v1/responses")).bearer_auth("sk-echo").json(&responses).send().await.unwrap();
-    assert_eq!(resp.status(), 403, "the Responses API runs tools upstream");
-    assert!(llm.requests().is_empty(), "nothing reached the upstream");
-    let resp = app.client.post(app.url("/v1/responses")).bearer_auth("sk-admin").json(&responses).send().await.unwrap();
-    assert_eq!(resp.status(), 200, "a key without a policy may");
+    assert_eq!(resp.status(), 200, "a restricted key may use the Responses API with its own tools");
+    let offered = offered(&llm.chat_requests()[0]);
+    assert!(offered.iter().all(|n| n.contains("echo")), "only the key's tools: {offered:?}");
 }
 
 #[tokio::test]

@@ -1,0 +1,193 @@
+//! `POST /v1/responses`, `GET /v1/responses/{id}`, `DELETE /v1/responses/{id}`: the Responses
+//! API on the chat loop (`crate::responses`). A request with hosted tools we do not run
+//! (`web_search`, `file_search`, …) goes to the upstream untouched for an unrestricted key,
+//! and is refused (403) for a key with a tool policy; a hosted `mcp` tool must name a
+//! configured server (`server_label`), never a `server_url`.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::{Map, Value, json};
+
+use super::auth::Caller;
+use super::body::{Framing, forward_headers, read_limited};
+use super::{ApiError, AppState, mcp_servers_header, proxy};
+use crate::agent::{ChatInput, Planned};
+use crate::llm::{UpstreamBody, UpstreamRequest};
+use crate::responses::{self, Answer, Store, Stored};
+
+/// `POST /v1/responses`.
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let limit = state.config.limits.max_body_bytes;
+    let raw = read_limited(body, &headers, limit).await?;
+    let request: Map<String, Value> =
+        serde_json::from_slice(&raw).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let owner = caller.identity.account.clone().unwrap_or_default();
+    let store = Store::new(state.secrets.clone());
+    let previous = match request.get("previous_response_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(
+            store
+                .get(id, &owner)
+                .await
+                .ok_or_else(|| ApiError::BadRequest(format!("previous response `{id}` not found")))?,
+        ),
+        Some(_) => return Err(ApiError::BadRequest("`previous_response_id` must be a string".into())),
+    };
+    let mut history = previous.map(|p| p.messages).unwrap_or_default();
+    // An answer to approval requests is the user's yes or no to the parked round.
+    if let Some(answer) = responses::approval_answer(&request) {
+        history.push(json!({"role": "user", "content": answer}));
+    }
+    let catalog = state.hub.catalog();
+    let converted = responses::to_chat(&request, history, &catalog).map_err(ApiError::BadRequest)?;
+    if let Some(label) = &converted.unknown_server {
+        return Err(ApiError::BadRequest(format!(
+            "hosted `mcp` tool `{label}`: name a configured MCP server in `server_label`; `server_url` and connectors are not allowed"
+        )));
+    }
+    if !converted.foreign.is_empty() {
+        if !caller.is_unrestricted() {
+            return Err(ApiError::Forbidden(format!(
+                "this key may use function and mcp tools only; hosted tools ({}) are refused",
+                converted.foreign.join(", ")
+            )));
+        }
+        // Tools the upstream runs itself: its business, with its key.
+        let upstream = UpstreamRequest {
+            method: axum::http::Method::POST,
+            path_and_query: "/responses".into(),
+            headers: forward_headers(&headers, Framing::Rewritten),
+            client_auth: caller.upstream_auth(headers.get(axum::http::header::AUTHORIZATION)),
+            body: UpstreamBody::Bytes(raw),
+        };
+        return Ok(proxy::passthrough(state.upstream.send(upstream).await?));
+    }
+    let stream = request.get("stream") == Some(&Value::Bool(true));
+    let keep = request.get("store") != Some(&Value::Bool(false));
+    let approval = match (caller.approval.clone(), converted.approval.clone()) {
+        (None, None) => None,
+        (Some(key), None) => Some(key),
+        (key, Some(mut asked)) => {
+            if let Some(key) = key {
+                asked.require.extend(key.require.iter().cloned());
+                asked.destructive |= key.destructive;
+            }
+            Some(std::sync::Arc::new(asked))
+        }
+    };
+    let chat_raw = serde_json::to_vec(&converted.chat).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let input = ChatInput {
+        raw: chat_raw.into(),
+        key: caller.policy.as_ref().map(|k| k.0.clone()),
+        mcp_servers: mcp_servers_header(&headers)?.into_iter().map(str::to_owned).collect(),
+        background: false,
+        headers: forward_headers(&headers, Framing::Rewritten),
+        client_auth: caller.upstream_auth(headers.get(axum::http::header::AUTHORIZATION)),
+        identity: caller.identity.clone(),
+        first_event_wait: state.config.limits.sse_keepalive,
+        approval,
+    };
+    let answer = run(&state, input, limit).await?;
+    let id = responses::new_id("resp");
+    let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut response = responses::response(&id, created, &request, &answer, &converted.labels, &catalog);
+    // A round that waits for the user's yes: its calls as approval requests.
+    if let Some(reference) = responses::park_reference(&answer.text)
+        && let Some(parking) = &state.agent.parking
+        && let Some(calls) = parking.peek(&reference, &owner).await
+        && let Some(Value::Array(output)) = response.get_mut("output")
+    {
+        output.extend(responses::approval_requests(&reference, &calls, &catalog));
+    }
+    if keep {
+        let mut messages = converted.chat.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+        messages.extend(responses::as_messages(&response));
+        store.put(&Stored { owner, response: response.clone(), messages }).await;
+    }
+    if !stream {
+        return Ok(Json(response).into_response());
+    }
+    let events = responses::events(&response).into_iter().map(|event| {
+        let kind = event.get("type").and_then(Value::as_str).unwrap_or("message").to_owned();
+        Ok::<_, std::convert::Infallible>(format!("event: {kind}\ndata: {event}\n\n"))
+    });
+    let body = Body::from_stream(futures_util::stream::iter(events));
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/event-stream"), (axum::http::header::CACHE_CONTROL, "no-cache")],
+        body,
+    )
+        .into_response())
+}
+
+/// Plans and runs the chat request; its answer, whichever way it came.
+async fn run(state: &AppState, input: ChatInput, limit: usize) -> Result<Answer, ApiError> {
+    let outcome = match state.agent.plan(input).await? {
+        Planned::Loop { job, .. } => state.agent.outcome(*job).await?,
+        Planned::Resumed { tool_loop, start, .. } => state.agent.outcome_of_loop(*tool_loop, start).await?,
+        Planned::Upstream(crate::agent::ChatReply::Upstream { response, .. }) => {
+            let status = response.status;
+            let mut bytes = Vec::new();
+            let mut body = Box::pin(response.bytes_stream());
+            while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+                let chunk = chunk?;
+                if bytes.len() + chunk.len() > limit {
+                    return Err(ApiError::BadRequest("the upstream's answer is too large".into()));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            if !status.is_success() {
+                let rejected = crate::llm::LlmError::Rejected { status, body: bytes.into(), retry_after: None };
+                return Err(rejected.into());
+            }
+            let completion: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            return Ok(Answer::from_completion(&completion));
+        }
+        Planned::Upstream(_) => return Err(ApiError::BadRequest("unexpected reply".into())),
+    };
+    let text = outcome.gathered.content.clone();
+    Ok(Answer {
+        model: outcome.identity.model.clone(),
+        text,
+        reasoning: outcome.reasoning.clone(),
+        runs: outcome.gathered.trace.clone(),
+        client_calls: outcome.client_calls.clone(),
+        usage: outcome.gathered.usage.clone(),
+        finish_reason: outcome.finish_reason.clone(),
+        error: outcome.error.clone(),
+    })
+}
+
+/// `GET /v1/responses/{id}`: a stored response of the caller's.
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let owner = caller.identity.account.clone().unwrap_or_default();
+    match Store::new(state.secrets.clone()).get(&id, &owner).await {
+        Some(stored) => Ok(Json(stored.response)),
+        None => Err(ApiError::Missing(format!("response `{id}` not found"))),
+    }
+}
+
+/// `DELETE /v1/responses/{id}`: forgets a stored response of the caller's.
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let owner = caller.identity.account.clone().unwrap_or_default();
+    if Store::new(state.secrets.clone()).delete(&id, &owner).await {
+        Ok(Json(json!({"id": id, "object": "response", "deleted": true})))
+    } else {
+        Err(ApiError::Missing(format!("response `{id}` not found")))
+    }
+}

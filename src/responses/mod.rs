@@ -1,0 +1,126 @@
+//! The Responses API (`/v1/responses`) on the chat loop: a request is converted to a
+//! chat-completions body (`input.rs`), run through the same planning and loop as
+//! `/v1/chat/completions` (policy, selection, artifacts, approvals, caps), and the answer is
+//! converted back to a Response object or its stream of events (`output.rs`). Responses are
+//! kept in the state store (`store: true`, the default) for `previous_response_id`, `GET` and
+//! `DELETE`, bound to the account holder that made them and bounded in time and size.
+//!
+//! Approvals: a round that waits for the user's yes (the operator's rules, a key's, or the
+//! request's `require_approval`) parks as in chat; the Response then carries an
+//! `mcp_approval_request` per call, and an `mcp_approval_response` input (with
+//! `previous_response_id`) answers it — the same parked state, the same take-once rules.
+
+mod input;
+mod output;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+pub use input::{Converted, to_chat};
+pub use output::{Answer, as_messages, events, new_id, response};
+
+use crate::agent::park::{PendingCall, REFERENCE, Wait};
+use crate::state::Secrets;
+
+/// Where stored responses live in the state store.
+const SPACE: &str = "responses";
+/// How long a stored response is kept.
+pub const STORED_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Largest stored response (its object and conversation, as JSON); a larger one is not kept.
+pub const MAX_STORED: usize = 4 * 1024 * 1024;
+
+/// A stored response: whose it is, the object, and the whole conversation up to and including
+/// it (as chat messages, so a follow-up continues it).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Stored {
+    /// The account holder that made it.
+    pub owner: String,
+    /// The Response object.
+    pub response: Value,
+    /// The conversation, as chat messages.
+    pub messages: Vec<Value>,
+}
+
+/// Stored responses.
+#[derive(Clone)]
+pub struct Store {
+    secrets: Secrets,
+}
+
+impl Store {
+    /// Responses kept in `secrets`' store (sealed when it has a key).
+    pub fn new(secrets: Secrets) -> Self {
+        Self { secrets }
+    }
+
+    /// Keeps `stored` under its response's id; a response too large to keep is not kept (and
+    /// says so in the log).
+    pub async fn put(&self, stored: &Stored) {
+        let Some(id) = stored.response.get("id").and_then(Value::as_str) else { return };
+        let Ok(bytes) = serde_json::to_vec(stored) else { return };
+        if bytes.len() > MAX_STORED {
+            tracing::info!(id, bytes = bytes.len(), "a response is too large to store");
+            return;
+        }
+        if let Err(e) = self.secrets.put_private(SPACE, id, &bytes, Some(STORED_FOR)).await {
+            tracing::warn!(error = %e, "a response could not be stored");
+        }
+    }
+
+    /// The stored response `id`, when `owner` made it (anyone else's is as absent as one that
+    /// never was).
+    pub async fn get(&self, id: &str, owner: &str) -> Option<Stored> {
+        let bytes = self.secrets.get_private(SPACE, id).await.ok()??;
+        let stored: Stored = serde_json::from_slice(&bytes).ok()?;
+        (!owner.is_empty() && stored.owner == owner).then_some(stored)
+    }
+
+    /// Deletes the stored response `id` when `owner` made it; whether it did.
+    pub async fn delete(&self, id: &str, owner: &str) -> bool {
+        if self.get(id, owner).await.is_none() {
+            return false;
+        }
+        self.secrets.store().delete(SPACE, id).await.unwrap_or(false)
+    }
+}
+
+/// The park reference in `text` (`mcp-park-<32 hex>`), if any.
+pub fn park_reference(text: &str) -> Option<String> {
+    let at = text.find(REFERENCE)?;
+    let id: String = text.get(at + REFERENCE.len()..)?.chars().take_while(char::is_ascii_hexdigit).collect();
+    (id.len() == 32).then_some(id)
+}
+
+/// The `mcp_approval_request` items for the calls a parked loop waits on (by `reference`).
+pub fn approval_requests(reference: &str, calls: &[PendingCall], catalog: &crate::mcp::Catalog) -> Vec<Value> {
+    calls
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.wait == Wait::Approval)
+        .map(|(i, c)| {
+            let (server, name) = match catalog.get(&c.call.function.name) {
+                Some(entry) => (entry.server.clone(), entry.original_name.clone()),
+                None => (String::new(), c.call.function.name.clone()),
+            };
+            json!({"type": "mcp_approval_request", "id": format!("mcpr_{reference}_{i}"), "server_label": server,
+                "name": name, "arguments": c.call.function.arguments})
+        })
+        .collect()
+}
+
+/// The user's answer the `mcp_approval_response` items of `body` give (`yes` when every one
+/// approves, `no` otherwise), if there are any.
+pub fn approval_answer(body: &Map<String, Value>) -> Option<&'static str> {
+    let items = body.get("input")?.as_array()?;
+    let answers: Vec<bool> = items
+        .iter()
+        .filter(|i| i.get("type").and_then(Value::as_str) == Some("mcp_approval_response"))
+        .map(|i| i.get("approve").and_then(Value::as_bool).unwrap_or(false))
+        .collect();
+    (!answers.is_empty()).then(|| if answers.iter().all(|a| *a) { "yes" } else { "no" })
+}
+
+/// Shared handle for the HTTP layer.
+pub type SharedStore = Arc<Store>;

@@ -1,0 +1,131 @@
+//! The Responses API on the chat loop, driven by the official OpenAI Python SDK in front of the
+//! scripted model: our tool runs in the loop and its `mcp_call` carries the output, the streamed
+//! events arrive in order, a client function tool is handed back and continued with
+//! `previous_response_id`, stored responses are got and deleted, `require_approval` asks and
+//! the answer decides; hosted tools the gateway does not run, and servers it does not have, are
+//! refused.
+
+use serde_json::{Value, json};
+
+use crate::common::peers::TEST_SERVER;
+use crate::common::{FakeLlm, TestApp};
+
+async fn gateway(llm: &crate::common::FakeLlmHandle, extra: &str) -> TestApp {
+    let yaml = format!(
+        "tool_loop:\n  tool_cards: false\nmcpServers:\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n{extra}"
+    );
+    let mut app = TestApp::in_front_of(llm, &yaml).await;
+    if extra.contains("sk-admin") {
+        app.key = Some("sk-admin".into());
+    }
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__echo")).await;
+    app
+}
+
+fn types(items: &Value) -> Vec<&str> {
+    items.as_array().unwrap().iter().filter_map(|i| i["type"].as_str()).collect()
+}
+
+#[tokio::test]
+async fn the_openai_sdk_runs_our_tools_through_responses() {
+    let llm = FakeLlm::new()
+        .tool_call("ts__echo", json!({"text": "hi"}))
+        .text("Echoed.")
+        .tool_call("ts__echo", json!({"text": "streamed"}))
+        .text("Streamed.")
+        .tool_call("get_weather", json!({"city": "Paris"}))
+        .text("Sunny in Paris.")
+        .tool_call("ts__echo", json!({"text": "approve me"}))
+        .text("Approved and ran.")
+        .tool_call("ts__echo", json!({"text": "deny me"}))
+        .text("Not run, as you said.")
+        .start()
+        .await;
+    let app = gateway(&llm, "").await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/openai_responses.py");
+    let out = tokio::process::Command::new(crate::common::peers::python())
+        .args([script, &app.url("/v1")])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let create = &got["create"];
+    assert_eq!(types(&create["output"]), ["mcp_list_tools", "mcp_call", "message"], "{create}");
+    let call = &create["output"][1];
+    assert_eq!((call["server_label"].as_str(), call["name"].as_str()), (Some("ts"), Some("echo")), "{call}");
+    assert!(call["output"].as_str().unwrap_or_default().contains("hi"), "{call}");
+    assert_eq!(create["text"], "Echoed.");
+    // Only `echo` of `ts` was offered (allowed_tools narrows).
+    let offered: Vec<String> = llm.chat_requests()[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["function"]["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(offered, ["ts__echo"], "{offered:?}");
+
+    let stream = &got["stream"];
+    let kinds: Vec<&str> = stream["types"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let at = |kind: &str| kinds.iter().position(|k| *k == kind).unwrap_or_else(|| panic!("{kind} in {kinds:?}"));
+    assert_eq!(kinds.first(), Some(&"response.created"));
+    assert!(at("response.mcp_call.in_progress") < at("response.mcp_call.completed"), "{kinds:?}");
+    assert!(at("response.mcp_call.completed") < at("response.output_text.delta"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"response.completed"), "{kinds:?}");
+    assert_eq!(stream["text"], "Streamed.");
+
+    let function = &got["function"];
+    assert_eq!(function["call"]["name"], "get_weather", "{function}");
+    assert_eq!(function["text"], "Sunny in Paris.");
+    assert_eq!((function["fetched"].as_bool(), function["gone_after_delete"].as_bool()), (Some(true), Some(true)));
+    // The follow-up carried the whole conversation: the call and its output.
+    let followed = &llm.chat_requests()[5]["messages"];
+    assert!(followed.to_string().contains("sunny") && followed.to_string().contains("get_weather"), "{followed}");
+
+    let approve = &got["approve"];
+    assert_eq!(approve["requests"].as_array().unwrap().len(), 1, "{approve}");
+    assert_eq!(approve["requests"][0]["name"], "echo", "{approve}");
+    assert_eq!(approve["text"], "Approved and ran.");
+    let tool_outputs = |i: usize| -> Vec<String> {
+        llm.chat_requests()[i]["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "tool")
+            .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert!(tool_outputs(7).iter().any(|o| o == "approve me"), "the tool ran: {:?}", tool_outputs(7));
+    let deny = &got["deny"];
+    assert_eq!(deny["text"], "Not run, as you said.");
+    let denied = tool_outputs(9);
+    assert!(!denied.iter().any(|o| o == "deny me") && !denied.is_empty(), "the tool did not run: {denied:?}");
+}
+
+#[tokio::test]
+async fn hosted_tools_and_unknown_servers_are_refused() {
+    let llm = FakeLlm::new().text("unused").start().await;
+    let app = gateway(&llm, "auth:\n  api_keys: [sk-admin]\n  keys:\n    - key: sk-ts\n      servers: [ts]\n").await;
+    let post = |key: &str, body: Value| app.client.post(app.url("/v1/responses")).bearer_auth(key).json(&body).send();
+    let web = json!({"model": "m", "input": "hi", "tools": [{"type": "web_search"}]});
+    let refused = post("sk-ts", web).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let anywhere = json!({"model": "m", "input": "hi", "tools": [{"type": "mcp", "server_label": "x", "server_url": "http://169.254.169.254/mcp"}]});
+    let refused = post("sk-admin", anywhere).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("server_url"), "{body}");
+    // A restricted key may use the Responses API with its own tools.
+    let plain = json!({"model": "m", "input": "hi"});
+    let ok = post("sk-ts", plain).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let body: Value = ok.json().await.unwrap();
+    assert_eq!(body["object"], "response");
+    // Another caller's stored response is as absent as one that never was.
+    let id = body["id"].as_str().unwrap();
+    let theirs = app.client.get(app.url(&format!("/v1/responses/{id}"))).bearer_auth("sk-admin").send().await.unwrap();
+    assert_eq!(theirs.status(), 404);
+    let mine = app.client.get(app.url(&format!("/v1/responses/{id}"))).bearer_auth("sk-ts").send().await.unwrap();
+    assert_eq!(mine.status(), 200);
+}
