@@ -85,6 +85,39 @@ async fn claude_with_thinking_and_gemini_3_through_a_real_litellm() {
         .filter(|m| m["role"] == "assistant" && m["content"][0]["type"] == "thinking")
         .count();
     assert_eq!(with_thinking, 2, "round 3 carries rounds 1 and 2's thinking blocks: {third}");
+
+    // The same three-round loop through the Responses API, streaming and not.
+    for model in ["claude-thinking", "gemini-3"] {
+        for stream in [false, true] {
+            let before = native.requests().len();
+            let mut body = json!({"model": model, "stream": stream, "input": "Echo two words, twice."});
+            if model.starts_with("claude") {
+                body["reasoning"] = json!({"effort": "low"});
+            }
+            let resp = app.post("/v1/responses", &body).await;
+            assert_eq!(resp.status(), 200, "{model} (stream {stream})");
+            let response: Value = if stream {
+                let events = crate::common::sse_payloads(&resp.text().await.unwrap());
+                let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+                assert_eq!(last["type"], "response.completed", "{model}: {events:?}");
+                last["response"].clone()
+            } else {
+                resp.json().await.unwrap()
+            };
+            assert_eq!(native.refusals(), Vec::<Value>::new(), "{model} (stream {stream}): the provider refused");
+            let calls: Vec<&Value> =
+                response["output"].as_array().unwrap().iter().filter(|i| i["type"] == "mcp_call").collect();
+            assert_eq!(calls.len(), 4, "{model}: two rounds of two calls: {response}");
+            assert!(calls.iter().all(|c| c["status"] == "completed" && c["server_label"] == "ts"), "{response}");
+            let text = response["output"].as_array().unwrap().iter().rev().find(|i| i["type"] == "message").unwrap()
+                ["content"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(text.ends_with("Done."), "{model} (stream {stream}): {response}");
+            assert_eq!(native.requests().len() - before, 3, "{model} (stream {stream}): three rounds");
+        }
+    }
     litellm.kill().await;
 }
 

@@ -129,3 +129,27 @@ async fn hosted_tools_and_unknown_servers_are_refused() {
     let mine = app.client.get(app.url(&format!("/v1/responses/{id}"))).bearer_auth("sk-ts").send().await.unwrap();
     assert_eq!(mine.status(), 200);
 }
+
+#[tokio::test]
+async fn an_openai_agents_sdk_agent_answers_with_our_tool() {
+    let llm = FakeLlm::new()
+        .tool_call("ts__echo", json!({"text": "hello from the agent"}))
+        .text("The echo said: hello from the agent.")
+        .start()
+        .await;
+    let app = gateway(&llm, "").await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/openai_agents.py");
+    let out = tokio::process::Command::new(crate::common::peers::python())
+        .args([script, &app.url("/v1"), "Echo: hello from the agent"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["final"], "The echo said: hello from the agent.", "{got}");
+    // The tool ran in the gateway's loop: the model's second round read its output.
+    let second = &llm.chat_requests()[1]["messages"];
+    let ran = second.as_array().unwrap().iter().any(|m| m["role"] == "tool" && m["content"] == "hello from the agent");
+    assert!(ran, "{second}");
+    assert!(got["raw"].to_string().contains("mcp_call"), "the agent saw the call: {got}");
+}
