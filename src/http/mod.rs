@@ -180,7 +180,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(chat::completions))
         .route("/chat/completions", post(chat::completions))
         .route("/v1/responses", post(responses::create))
-        .route("/v1/responses/{id}", get(responses::get).delete(responses::delete))
+        .route("/v1/responses/{id}", get(responses::get).delete(responses::delete).fallback(proxy::forward))
         .route("/v1/{*rest}", any(proxy::forward))
         .route("/mcp/servers", get(mcp::servers))
         .route("/mcp/tools/list", get(mcp::list_tools).post(mcp::list_tools))

@@ -41,13 +41,26 @@ pub async fn create(
         ),
         Some(_) => return Err(ApiError::BadRequest("`previous_response_id` must be a string".into())),
     };
-    let mut history = previous.map(|p| p.messages).unwrap_or_default();
-    // An answer to approval requests is the user's yes or no to the parked round.
-    if let Some(answer) = responses::approval_answer(&request) {
-        history.push(json!({"role": "user", "content": answer}));
-    }
+    let history = previous.map(|p| p.messages).unwrap_or_default();
     let catalog = state.hub.catalog();
-    let converted = responses::to_chat(&request, history, &catalog).map_err(ApiError::BadRequest)?;
+    let access = crate::agent::ToolAccess::new(caller.policy.as_ref().map(|k| &*k.0), None, &Default::default());
+    let may_use = |server: &str| access.may_use_server(&catalog, server);
+    let converted = responses::to_chat(&request, history, &catalog, may_use).map_err(ApiError::BadRequest)?;
+    // Approval responses answer the round the conversation's last answer parked, by its ids.
+    if !converted.approvals.is_empty() {
+        let parked = converted.chat.get("messages").and_then(Value::as_array).and_then(|messages| {
+            let asked = messages.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))?;
+            responses::park_reference(asked.get("content")?.as_str()?)
+        });
+        let matches = parked.as_ref().is_some_and(|reference| {
+            converted.approvals.iter().all(|(id, _)| id.starts_with(&format!("mcpr_{reference}_")))
+        });
+        if !matches {
+            return Err(ApiError::BadRequest(
+                "`approval_request_id` names no approval request this conversation waits on".into(),
+            ));
+        }
+    }
     if let Some(label) = &converted.unknown_server {
         return Err(ApiError::BadRequest(format!(
             "hosted `mcp` tool `{label}`: name a configured MCP server in `server_label`; `server_url` and connectors are not allowed"
@@ -88,7 +101,7 @@ pub async fn create(
         raw: chat_raw.into(),
         key: caller.policy.as_ref().map(|k| k.0.clone()),
         mcp_servers: mcp_servers_header(&headers)?.into_iter().map(str::to_owned).collect(),
-        background: false,
+        background: headers.get("x-openwebui-task").is_some_and(|v| !v.as_bytes().trim_ascii().is_empty()),
         headers: forward_headers(&headers, Framing::Rewritten),
         client_auth: caller.upstream_auth(headers.get(axum::http::header::AUTHORIZATION)),
         identity: caller.identity.clone(),
@@ -98,7 +111,10 @@ pub async fn create(
     let answer = run(&state, input, limit).await?;
     let id = responses::new_id("resp");
     let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let mut response = responses::response(&id, created, &request, &answer, &converted.labels, &catalog);
+    // The listings show what this caller may use of what the request allows.
+    let visible: std::collections::HashSet<&str> = access.visible(&catalog).map(|e| e.name.as_str()).collect();
+    let allowed: Vec<String> = converted.allowed.iter().filter(|n| visible.contains(n.as_str())).cloned().collect();
+    let mut response = responses::response(&id, created, &request, &answer, (&converted.labels, &allowed), &catalog);
     // A round that waits for the user's yes: its calls as approval requests.
     if let Some(reference) = responses::park_reference(&answer.text)
         && let Some(parking) = &state.agent.parking
@@ -108,9 +124,17 @@ pub async fn create(
         output.extend(responses::approval_requests(&reference, &calls, &catalog));
     }
     if keep {
-        let mut messages = converted.chat.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
-        messages.extend(responses::as_messages(&response));
-        store.put(&Stored { owner, response: response.clone(), messages }).await;
+        // The conversation without this request's instructions (none are carried over).
+        let mut messages = converted.history;
+        messages.extend(converted.added);
+        messages.extend(responses::as_messages(&response, &catalog));
+        let stored = Stored { owner, response: response.clone(), messages };
+        if !store.put(&stored).await {
+            // Said in the response: a follow-up naming it would find nothing.
+            if let Some(object) = response.as_object_mut() {
+                object.insert("store".into(), Value::Bool(false));
+            }
+        }
     }
     if !stream {
         return Ok(Json(response).into_response());
@@ -169,25 +193,53 @@ async fn run(state: &AppState, input: ChatInput, limit: usize) -> Result<Answer,
 pub async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let owner = caller.identity.account.clone().unwrap_or_default();
     match Store::new(state.secrets.clone()).get(&id, &owner).await {
-        Some(stored) => Ok(Json(stored.response)),
-        None => Err(ApiError::Missing(format!("response `{id}` not found"))),
+        Some(stored) => Ok(Json(stored.response).into_response()),
+        None => upstream_or_missing(&state, &caller, &headers, axum::http::Method::GET, &id).await,
     }
+}
+
+/// A response id we do not have: the upstream's own (made through it, with hosted tools) for
+/// an unrestricted caller, 404 for anyone else and for an id of ours.
+async fn upstream_or_missing(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    method: axum::http::Method,
+    id: &str,
+) -> Result<Response, ApiError> {
+    let plain = id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    // An id of ours that is not (or no longer) stored is simply missing.
+    let ours =
+        id.strip_prefix("resp_").is_some_and(|hex| hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()));
+    if !caller.is_unrestricted() || !plain || ours {
+        return Err(ApiError::Missing(format!("response `{id}` not found")));
+    }
+    let upstream = UpstreamRequest {
+        method,
+        path_and_query: format!("/responses/{id}"),
+        headers: forward_headers(headers, Framing::Rewritten),
+        client_auth: caller.upstream_auth(headers.get(axum::http::header::AUTHORIZATION)),
+        body: UpstreamBody::Empty,
+    };
+    Ok(proxy::passthrough(state.upstream.send(upstream).await?))
 }
 
 /// `DELETE /v1/responses/{id}`: forgets a stored response of the caller's.
 pub async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let owner = caller.identity.account.clone().unwrap_or_default();
     if Store::new(state.secrets.clone()).delete(&id, &owner).await {
-        Ok(Json(json!({"id": id, "object": "response", "deleted": true})))
+        Ok(Json(json!({"id": id, "object": "response", "deleted": true})).into_response())
     } else {
-        Err(ApiError::Missing(format!("response `{id}` not found")))
+        upstream_or_missing(&state, &caller, &headers, axum::http::Method::DELETE, &id).await
     }
 }

@@ -20,6 +20,8 @@ const MAX_ITEMS: usize = 10_000;
 pub struct Converted {
     /// The chat-completions body (always non-streaming: the loop's answer is converted).
     pub chat: Map<String, Value>,
+    /// The conversation it continues (stored messages of `previous_response_id`).
+    pub history: Vec<Value>,
     /// The messages the request adds to the conversation (stored for `previous_response_id`).
     pub added: Vec<Value>,
     /// The configured servers its hosted `mcp` tools name.
@@ -28,31 +30,46 @@ pub struct Converted {
     pub approval: Option<ApprovalRule>,
     /// Hosted tool types it carries that we do not run.
     pub foreign: Vec<String>,
-    /// A hosted `mcp` tool names a `server_url` or a label we do not have.
+    /// A hosted `mcp` tool names a `server_url` or a label we do not have (or the caller may
+    /// not use).
     pub unknown_server: Option<String>,
+    /// The tools its hosted `mcp` tools allow (exposed names).
+    pub allowed: Vec<String>,
+    /// Its `mcp_approval_response` items: `(approval_request_id, approve)`.
+    pub approvals: Vec<(String, bool)>,
 }
 
 /// Converts `body` (a Responses request), continuing `history` (the stored conversation's
-/// messages), against `catalog` (for hosted `mcp` tools' labels and tool names).
-pub fn to_chat(body: &Map<String, Value>, history: Vec<Value>, catalog: &Catalog) -> Result<Converted, String> {
+/// messages, without instructions), against `catalog` (hosted `mcp` tools' labels and tool
+/// names), where the caller `may_use` only some servers (the others are as unknown as absent
+/// ones).
+pub fn to_chat(
+    body: &Map<String, Value>,
+    history: Vec<Value>,
+    catalog: &Catalog,
+    may_use: impl Fn(&str) -> bool,
+) -> Result<Converted, String> {
     let mut out = Converted::default();
-    let mut messages = history;
     let mut added = Vec::new();
-    if let Some(instructions) = body.get("instructions").and_then(Value::as_str) {
-        added.push(json!({"role": "system", "content": instructions}));
-    }
     match body.get("input") {
         None | Some(Value::Null) => {}
         Some(Value::String(text)) => added.push(json!({"role": "user", "content": text})),
         Some(Value::Array(items)) if items.len() <= MAX_ITEMS => {
             for item in items {
-                input_item(item, &mut added)?;
+                input_item(item, &mut added, catalog, &mut out.approvals)?;
             }
         }
         Some(Value::Array(_)) => return Err(format!("`input` has more than {MAX_ITEMS} items")),
         Some(_) => return Err("`input` must be a string or a list of items".into()),
     }
+    // This request's instructions first (none are carried over from earlier responses).
+    let mut messages = Vec::with_capacity(history.len() + added.len() + 1);
+    if let Some(instructions) = body.get("instructions").and_then(Value::as_str) {
+        messages.push(json!({"role": "system", "content": instructions}));
+    }
+    messages.extend(history.iter().cloned());
     messages.extend(added.iter().cloned());
+    out.history = history;
     out.added = added;
 
     let mut chat = Map::new();
@@ -89,14 +106,33 @@ pub fn to_chat(body: &Map<String, Value>, history: Vec<Value>, catalog: &Catalog
             _ => {}
         }
     }
-    tools(body, catalog, &mut chat, &mut out)?;
+    tools(body, catalog, &may_use, &mut chat, &mut out)?;
+    // The client's own narrowing (our `mcp` body field) applies when no hosted `mcp` tool does.
+    if let Some(own) = body.get("mcp") {
+        if !out.labels.is_empty() {
+            return Err("use either hosted `mcp` tools or the `mcp` field, not both".into());
+        }
+        chat.insert("mcp".into(), own.clone());
+    }
     if let Some(choice) = body.get("tool_choice") {
         let choice = match choice {
             Value::Object(c) if c.get("type").and_then(Value::as_str) == Some("function") => {
                 json!({"type": "function", "function": {"name": c.get("name").cloned().unwrap_or(Value::Null)}})
             }
+            Value::Object(c) if c.get("type").and_then(Value::as_str) == Some("mcp") => {
+                let label = c.get("server_label").and_then(Value::as_str).unwrap_or_default();
+                let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+                match catalog.by_origin(label, name).filter(|_| may_use(label)) {
+                    Some(entry) => json!({"type": "function", "function": {"name": entry.name}}),
+                    None => return Err(format!("`tool_choice` names no tool `{name}` of `{label}`")),
+                }
+            }
             Value::String(_) => choice.clone(),
-            _ => Value::String("auto".into()),
+            _ => {
+                return Err(
+                    "this `tool_choice` is not supported: use auto, none, required, a function or an mcp tool".into()
+                );
+            }
         };
         chat.insert("tool_choice".into(), choice);
     }
@@ -104,8 +140,13 @@ pub fn to_chat(body: &Map<String, Value>, history: Vec<Value>, catalog: &Catalog
     Ok(out)
 }
 
-/// One input item as chat messages.
-fn input_item(item: &Value, messages: &mut Vec<Value>) -> Result<(), String> {
+/// One input item as chat messages; `approvals` collects `mcp_approval_response` items.
+fn input_item(
+    item: &Value,
+    messages: &mut Vec<Value>,
+    catalog: &Catalog,
+    approvals: &mut Vec<(String, bool)>,
+) -> Result<(), String> {
     let kind = item.get("type").and_then(Value::as_str).unwrap_or("message");
     match kind {
         "message" => {
@@ -116,25 +157,48 @@ fn input_item(item: &Value, messages: &mut Vec<Value>) -> Result<(), String> {
             };
             messages.push(json!({"role": role, "content": content(item.get("content"))?}));
         }
+        // The user's yes or no to the calls a parked round waits on, where the items stand;
+        // several in a row are one answer (yes only when all approve).
+        "mcp_approval_response" => {
+            let id = item.get("approval_request_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let approve = item.get("approve").and_then(Value::as_bool).unwrap_or(false);
+            let continues = !approvals.is_empty()
+                && messages.last().is_some_and(|m| m.get("role").and_then(Value::as_str) == Some("user"));
+            approvals.push((id, approve));
+            let all = approvals.iter().all(|(_, yes)| *yes);
+            let answer = json!({"role": "user", "content": if all { "yes" } else { "no" }});
+            match messages.last_mut() {
+                Some(last) if continues => *last = answer,
+                _ => messages.push(answer),
+            }
+        }
         "function_call" | "mcp_call" => {
             let call_id = item.get("call_id").or_else(|| item.get("id")).cloned().unwrap_or(Value::Null);
-            let name = item.get("name").cloned().unwrap_or(Value::Null);
+            let label = item.get("server_label").and_then(Value::as_str);
+            let name = match (kind, label, item.get("name").and_then(Value::as_str)) {
+                // Our tool, named as the model knows it.
+                ("mcp_call", Some(label), Some(name)) => {
+                    Value::String(catalog.by_origin(label, name).map_or_else(|| name.to_owned(), |e| e.name.clone()))
+                }
+                _ => item.get("name").cloned().unwrap_or(Value::Null),
+            };
             let arguments = match item.get("arguments") {
                 Some(Value::String(text)) => text.clone(),
                 Some(other) => other.to_string(),
                 None => "{}".into(),
             };
             let call = json!({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}});
-            // Calls of one turn go into one assistant message.
-            match messages.last_mut() {
-                Some(last)
-                    if last.get("role").and_then(Value::as_str) == Some("assistant")
-                        && last.get("tool_calls").is_some() =>
-                {
-                    if let Some(Value::Array(calls)) = last.get_mut("tool_calls") {
-                        calls.push(call);
+            // A client's calls of one turn join the assistant message before them (with its
+            // text); each of our calls is one message with its result.
+            let joins = kind == "function_call"
+                && messages.last().is_some_and(|m| m.get("role").and_then(Value::as_str) == Some("assistant"));
+            match messages.last_mut().and_then(Value::as_object_mut) {
+                Some(last) if joins => match last.get_mut("tool_calls") {
+                    Some(Value::Array(calls)) => calls.push(call),
+                    _ => {
+                        last.insert("tool_calls".into(), json!([call]));
                     }
-                }
+                },
                 _ => messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
             }
             if kind == "mcp_call" {
@@ -152,7 +216,7 @@ fn input_item(item: &Value, messages: &mut Vec<Value>) -> Result<(), String> {
             messages.push(json!({"role": "tool", "tool_call_id": item.get("call_id").cloned().unwrap_or(Value::Null), "content": output}));
         }
         // Reasoning, tool listings and approval requests were ours to show; nothing to send.
-        "reasoning" | "mcp_list_tools" | "mcp_approval_request" | "mcp_approval_response" => {}
+        "reasoning" | "mcp_list_tools" | "mcp_approval_request" => {}
         other => return Err(format!("input items of type `{other}` are not supported")),
     }
     Ok(())
@@ -188,6 +252,7 @@ fn content(content: Option<&Value>) -> Result<Value, String> {
 fn tools(
     body: &Map<String, Value>,
     catalog: &Catalog,
+    may_use: &impl Fn(&str) -> bool,
     chat: &mut Map<String, Value>,
     out: &mut Converted,
 ) -> Result<(), String> {
@@ -209,7 +274,8 @@ fn tools(
             }
             "mcp" => {
                 let label = tool.get("server_label").and_then(Value::as_str).unwrap_or_default().to_owned();
-                let known = catalog.entries().iter().any(|e| e.server == label);
+                // A server the caller may not use is as unknown as one that does not exist.
+                let known = may_use(&label) && catalog.entries().iter().any(|e| e.server == label);
                 if tool.get("server_url").is_some_and(|u| !u.is_null()) || tool.get("connector_id").is_some() || !known
                 {
                     out.unknown_server = Some(label);
@@ -220,32 +286,42 @@ fn tools(
                     Some(Value::Array(names)) => {
                         Some(names.iter().filter_map(Value::as_str).map(str::to_owned).collect())
                     }
-                    Some(Value::Object(filter)) => filter
-                        .get("tool_names")
-                        .and_then(Value::as_array)
-                        .map(|names| names.iter().filter_map(Value::as_str).map(str::to_owned).collect()),
+                    Some(Value::Object(filter)) => match filter.get("tool_names").and_then(Value::as_array) {
+                        Some(names) if filter.len() == 1 => {
+                            Some(names.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                        }
+                        // `read_only` and other filters: refused rather than read as "all".
+                        _ => return Err("`allowed_tools` filters other than `tool_names` are not supported".into()),
+                    },
                     Some(_) => return Err("`allowed_tools` must be a list of tool names".into()),
                 };
                 let exposed = |original: &str| catalog.by_origin(&label, original).map(|e| e.name.clone());
+                let of_server = || catalog.entries().iter().filter(|e| e.server == label);
                 match names {
-                    Some(names) => allowed.extend(names.iter().filter_map(|n: &String| exposed(n))),
-                    None => {
-                        allowed.extend(catalog.entries().iter().filter(|e| e.server == label).map(|e| e.name.clone()))
-                    }
+                    Some(names) => allowed.extend(names.iter().filter_map(|n| exposed(n))),
+                    None => allowed.extend(of_server().map(|e| e.name.clone())),
                 }
+                // As the reference: without `require_approval`, every call waits for a yes.
                 match tool.get("require_approval") {
-                    Some(Value::String(always)) if always == "always" => {
-                        approval
-                            .require
-                            .extend(catalog.entries().iter().filter(|e| e.server == label).map(|e| e.name.clone()));
+                    None | Some(Value::Null) => approval.require.extend(of_server().map(|e| e.name.clone())),
+                    Some(Value::String(mode)) if mode == "always" => {
+                        approval.require.extend(of_server().map(|e| e.name.clone()));
                     }
+                    Some(Value::String(mode)) if mode == "never" => {}
                     Some(Value::Object(rules)) => {
-                        let always = rules.get("always").and_then(|a| a.get("tool_names")).and_then(Value::as_array);
-                        approval
-                            .require
-                            .extend(always.into_iter().flatten().filter_map(Value::as_str).filter_map(exposed));
+                        let listed = |key: &str| -> Option<Vec<String>> {
+                            let names = rules.get(key)?.get("tool_names")?.as_array()?;
+                            Some(names.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                        };
+                        let always = listed("always").unwrap_or_default();
+                        approval.require.extend(always.iter().filter_map(|n| exposed(n)));
+                        // What `never` does not name still waits.
+                        if let Some(never) = listed("never") {
+                            let waits = of_server().filter(|e| !never.contains(&e.original_name));
+                            approval.require.extend(waits.map(|e| e.name.clone()));
+                        }
                     }
-                    _ => {}
+                    Some(_) => return Err("`require_approval` must be never, always or {always, never}".into()),
                 }
                 out.labels.push(label);
             }
@@ -259,6 +335,7 @@ fn tools(
     if !out.labels.is_empty() {
         chat.insert("mcp".into(), json!({"servers": out.labels, "tools": allowed}));
     }
+    out.allowed = allowed;
     if !approval.is_empty() {
         out.approval = Some(approval);
     }

@@ -16,7 +16,7 @@ mod output;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 pub use input::{Converted, to_chat};
 pub use output::{Answer, as_messages, events, new_id, response};
@@ -55,17 +55,21 @@ impl Store {
         Self { secrets }
     }
 
-    /// Keeps `stored` under its response's id; a response too large to keep is not kept (and
-    /// says so in the log).
-    pub async fn put(&self, stored: &Stored) {
-        let Some(id) = stored.response.get("id").and_then(Value::as_str) else { return };
-        let Ok(bytes) = serde_json::to_vec(stored) else { return };
+    /// Keeps `stored` under its response's id; whether it was kept (a response too large to
+    /// keep, or a store that fails, keeps nothing).
+    pub async fn put(&self, stored: &Stored) -> bool {
+        let Some(id) = stored.response.get("id").and_then(Value::as_str) else { return false };
+        let Ok(bytes) = serde_json::to_vec(stored) else { return false };
         if bytes.len() > MAX_STORED {
             tracing::info!(id, bytes = bytes.len(), "a response is too large to store");
-            return;
+            return false;
         }
-        if let Err(e) = self.secrets.put_private(SPACE, id, &bytes, Some(STORED_FOR)).await {
-            tracing::warn!(error = %e, "a response could not be stored");
+        match self.secrets.put_private(SPACE, id, &bytes, Some(STORED_FOR)).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "a response could not be stored");
+                false
+            }
         }
     }
 
@@ -88,7 +92,7 @@ impl Store {
 
 /// The park reference in `text` (`mcp-park-<32 hex>`), if any.
 pub fn park_reference(text: &str) -> Option<String> {
-    let at = text.find(REFERENCE)?;
+    let at = text.rfind(REFERENCE)?;
     let id: String = text.get(at + REFERENCE.len()..)?.chars().take_while(char::is_ascii_hexdigit).collect();
     (id.len() == 32).then_some(id)
 }
@@ -108,18 +112,6 @@ pub fn approval_requests(reference: &str, calls: &[PendingCall], catalog: &crate
                 "name": name, "arguments": c.call.function.arguments})
         })
         .collect()
-}
-
-/// The user's answer the `mcp_approval_response` items of `body` give (`yes` when every one
-/// approves, `no` otherwise), if there are any.
-pub fn approval_answer(body: &Map<String, Value>) -> Option<&'static str> {
-    let items = body.get("input")?.as_array()?;
-    let answers: Vec<bool> = items
-        .iter()
-        .filter(|i| i.get("type").and_then(Value::as_str) == Some("mcp_approval_response"))
-        .map(|i| i.get("approve").and_then(Value::as_bool).unwrap_or(false))
-        .collect();
-    (!answers.is_empty()).then(|| if answers.iter().all(|a| *a) { "yes" } else { "no" })
 }
 
 /// Shared handle for the HTTP layer.

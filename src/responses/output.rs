@@ -53,13 +53,14 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
 
-/// The Response object for `answer` to `request` (its settings echoed), with id `id`.
+/// The Response object for `answer` to `request` (its settings echoed), with id `id`; the
+/// hosted `mcp` tools' listings show the `allowed` tools (exposed names) of each of `labels`.
 pub fn response(
     id: &str,
     created: u64,
     request: &Map<String, Value>,
     answer: &Answer,
-    labels: &[String],
+    (labels, allowed): (&[String], &[String]),
     catalog: &Catalog,
 ) -> Value {
     let mut output = Vec::new();
@@ -67,7 +68,7 @@ pub fn response(
         let tools: Vec<Value> = catalog
             .entries()
             .iter()
-            .filter(|e| &e.server == label)
+            .filter(|e| &e.server == label && allowed.contains(&e.name))
             .map(|e| json!({"name": e.original_name, "description": e.description, "input_schema": &*e.server_schema}))
             .collect();
         output.push(json!({"type": "mcp_list_tools", "id": new_id("mcpl"), "server_label": label, "tools": tools}));
@@ -94,15 +95,15 @@ pub fn response(
         output.push(json!({"type": "mcp_call", "id": new_id("mcp"), "server_label": server, "name": name,
             "arguments": arguments, "output": out, "error": error, "status": if run.is_error { "failed" } else { "completed" }}));
     }
+    if !answer.text.is_empty() || answer.client_calls.is_empty() {
+        output.push(json!({"type": "message", "id": new_id("msg"), "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": answer.text, "annotations": []}]}));
+    }
     for call in &answer.client_calls {
         let function = call.get("function").cloned().unwrap_or_default();
         output.push(json!({"type": "function_call", "id": new_id("fc"), "call_id": call.get("id"),
             "name": function.get("name"), "arguments": function.get("arguments").and_then(Value::as_str).unwrap_or("{}"),
             "status": "completed"}));
-    }
-    if !answer.text.is_empty() || answer.client_calls.is_empty() {
-        output.push(json!({"type": "message", "id": new_id("msg"), "role": "assistant", "status": "completed",
-            "content": [{"type": "output_text", "text": answer.text, "annotations": []}]}));
     }
     let usage = &answer.usage;
     let (input_tokens, output_tokens) = (
@@ -115,7 +116,7 @@ pub fn response(
         "id": id,
         "object": "response",
         "created_at": created,
-        "status": if incomplete { "incomplete" } else { "completed" },
+        "status": if answer.error.is_some() { "failed" } else if incomplete { "incomplete" } else { "completed" },
         "error": answer.error.as_ref().map(|e| json!({"code": "server_error", "message": e.get("message").cloned().unwrap_or_else(|| e.clone())})),
         "incomplete_details": if incomplete { json!({"reason": "max_output_tokens"}) } else { Value::Null },
         "instructions": echo("instructions", Value::Null),
@@ -144,27 +145,44 @@ pub fn response(
     })
 }
 
-/// The chat messages `response` adds to the conversation (for `previous_response_id`).
-pub fn as_messages(response: &Value) -> Vec<Value> {
+/// The chat messages `response` adds to the conversation (for `previous_response_id`): each
+/// of our calls with its result, then one assistant message with the text and the client's
+/// calls.
+pub fn as_messages(response: &Value, catalog: &Catalog) -> Vec<Value> {
     let mut messages = Vec::new();
+    let mut text = String::new();
+    let mut calls = Vec::new();
     for item in response.get("output").and_then(Value::as_array).into_iter().flatten() {
         match item.get("type").and_then(Value::as_str) {
-            Some("message") => {
-                let text: String = item
-                    .get("content")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|p| p.get("text").and_then(Value::as_str))
-                    .collect();
-                messages.push(json!({"role": "assistant", "content": text}));
+            Some("mcp_call") => {
+                let label = item.get("server_label").and_then(Value::as_str).unwrap_or_default();
+                let original = item.get("name").and_then(Value::as_str).unwrap_or_default();
+                let name = catalog.by_origin(label, original).map_or_else(|| original.to_owned(), |e| e.name.clone());
+                let id = item.get("id").cloned().unwrap_or_default();
+                let arguments = item.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+                messages
+                    .push(json!({"role": "assistant", "content": null, "tool_calls": [{"id": id, "type": "function",
+                    "function": {"name": name, "arguments": arguments}}]}));
+                let result =
+                    item.get("output").and_then(Value::as_str).or_else(|| item.get("error").and_then(Value::as_str));
+                messages.push(json!({"role": "tool", "tool_call_id": id, "content": result.unwrap_or_default()}));
             }
-            Some("function_call") => messages.push(json!({"role": "assistant", "content": null, "tool_calls": [{
-                "id": item.get("call_id"), "type": "function",
-                "function": {"name": item.get("name"), "arguments": item.get("arguments")}}]})),
+            Some("message") => {
+                for part in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+                    text.push_str(part.get("text").and_then(Value::as_str).unwrap_or_default());
+                }
+            }
+            Some("function_call") => calls.push(json!({"id": item.get("call_id"), "type": "function",
+                "function": {"name": item.get("name"), "arguments": item.get("arguments")}})),
             _ => {}
         }
     }
+    let content = if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) };
+    let mut last = json!({"role": "assistant", "content": content});
+    if let (false, Some(object)) = (calls.is_empty(), last.as_object_mut()) {
+        object.insert("tool_calls".into(), Value::Array(calls));
+    }
+    messages.push(last);
     messages
 }
 

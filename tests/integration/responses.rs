@@ -106,7 +106,11 @@ async fn the_openai_sdk_runs_our_tools_through_responses() {
 #[tokio::test]
 async fn hosted_tools_and_unknown_servers_are_refused() {
     let llm = FakeLlm::new().text("unused").start().await;
-    let app = gateway(&llm, "auth:\n  api_keys: [sk-admin]\n  keys:\n    - key: sk-ts\n      servers: [ts]\n").await;
+    let app = gateway(
+        &llm,
+        "builtin_tools:\n  enabled: true\nauth:\n  api_keys: [sk-admin]\n  keys:\n    - key: sk-ts\n      servers: [ts]\n",
+    )
+    .await;
     let post = |key: &str, body: Value| app.client.post(app.url("/v1/responses")).bearer_auth(key).json(&body).send();
     let web = json!({"model": "m", "input": "hi", "tools": [{"type": "web_search"}]});
     let refused = post("sk-ts", web).await.unwrap();
@@ -116,6 +120,9 @@ async fn hosted_tools_and_unknown_servers_are_refused() {
     assert_eq!(refused.status(), 400);
     let body: Value = refused.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("server_url"), "{body}");
+    // A server the key may not use is as unknown as one that does not exist.
+    let other = json!({"model": "m", "input": "hi", "tools": [{"type": "mcp", "server_label": "builtin"}]});
+    assert_eq!(post("sk-ts", other).await.unwrap().status(), 400);
     // A restricted key may use the Responses API with its own tools.
     let plain = json!({"model": "m", "input": "hi"});
     let ok = post("sk-ts", plain).await.unwrap();

@@ -53,10 +53,11 @@ def main() -> None:
 
     careful = dict(ours, require_approval="always")
     for decision, prompt in [(True, "echo approve me"), (False, "echo deny me")]:
-        waiting = client.responses.create(model="m", input=prompt, tools=[careful])
+        # Instructions on every turn, as the Agents SDK sends them.
+        waiting = client.responses.create(model="m", input=prompt, tools=[careful], instructions="Be careful.")
         requests = [item for item in waiting.output if item.type == "mcp_approval_request"]
         answered = client.responses.create(
-            model="m", previous_response_id=waiting.id, tools=[careful],
+            model="m", previous_response_id=waiting.id, tools=[careful], instructions="Be careful.",
             input=[{"type": "mcp_approval_response", "approval_request_id": r.id, "approve": decision} for r in requests],
         )
         out["approve" if decision else "deny"] = {
