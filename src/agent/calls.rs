@@ -17,7 +17,7 @@ use crate::config::ToolLoopConfig;
 use crate::mcp::ToolEntry;
 
 /// One executed (or refused) call, for the tool message, the card and the trace.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ToolRun {
     /// Call id from the model.
     pub id: String,

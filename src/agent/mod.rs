@@ -36,5 +36,5 @@ pub use history::{cards_to_text, expand_tool_cards};
 pub use invoke::{AuditRecord, AuditSink, Authorized, Invocation, Invoker};
 pub use results::{ToolOutput, cut_to_budget, to_tool_output};
 pub use run::{Agent, ChatJob, ResumeRequest, Start};
-pub use sink::{Gathered, Outcome, ResponseIdentity, Sink};
+pub use sink::{Gathered, Outcome, ResponseIdentity, Sink, TOOL_RUNS_EVENT};
 pub use tool_loop::{LoopState, RoundResult, Step, ToolLoop};

@@ -118,13 +118,33 @@ impl Agent {
 
     /// Runs a loop (fresh or resumed) for a streaming client.
     pub fn stream_loop(
-        mut tool_loop: ToolLoop,
+        tool_loop: ToolLoop,
         start: Start,
         include_usage: bool,
     ) -> mpsc::Receiver<Result<SseEvent, LlmError>> {
+        Self::stream_loop_with(tool_loop, start, include_usage, false)
+    }
+
+    /// [`stream`](Self::stream) with the tool runs in the stream too (`super::sink::TOOL_RUNS_EVENT`)
+    /// and usage at the end: for other APIs' streams.
+    pub fn stream_with_runs(&self, job: ChatJob) -> mpsc::Receiver<Result<SseEvent, LlmError>> {
+        Self::stream_loop_with(ToolLoop::start(self.clone(), job), Start::Fresh, true, true)
+    }
+
+    /// [`stream_with_runs`](Self::stream_with_runs) for a resumed loop.
+    pub fn stream_loop_with_runs(tool_loop: ToolLoop, start: Start) -> mpsc::Receiver<Result<SseEvent, LlmError>> {
+        Self::stream_loop_with(tool_loop, start, true, true)
+    }
+
+    fn stream_loop_with(
+        mut tool_loop: ToolLoop,
+        start: Start,
+        include_usage: bool,
+        runs: bool,
+    ) -> mpsc::Receiver<Result<SseEvent, LlmError>> {
         let (tx, rx) = mpsc::channel(32);
         tokio::spawn(async move {
-            let sink = Sink::stream(tx.clone());
+            let sink = if runs { Sink::stream_with_runs(tx.clone()) } else { Sink::stream(tx.clone()) };
             let result = tokio::select! {
                 r = start.run(&mut tool_loop, &sink) => r,
                 () = tx.closed() => {

@@ -27,17 +27,39 @@ pub struct ResponseIdentity {
 /// Chunks to a streaming client, or nowhere.
 pub struct Sink {
     tx: Option<mpsc::Sender<Result<SseEvent, LlmError>>>,
+    /// Also send each batch of tool runs as a [`TOOL_RUNS_EVENT`] (for other APIs' streams,
+    /// never a chat client's).
+    runs: bool,
 }
+
+/// The SSE event name of a batch of tool runs ([`Sink::runs`]): JSON `[{id, name,
+/// arguments, output, is_error}]`.
+pub const TOOL_RUNS_EVENT: &str = "mcp.tool_runs";
 
 impl Sink {
     /// A sink that streams to `tx`.
     pub fn stream(tx: mpsc::Sender<Result<SseEvent, LlmError>>) -> Self {
-        Self { tx: Some(tx) }
+        Self { tx: Some(tx), runs: false }
+    }
+
+    /// A sink that streams to `tx`, tool runs included (see [`TOOL_RUNS_EVENT`]).
+    pub fn stream_with_runs(tx: mpsc::Sender<Result<SseEvent, LlmError>>) -> Self {
+        Self { tx: Some(tx), runs: true }
     }
 
     /// A sink that sends nothing (the result is the outcome).
     pub fn collect() -> Self {
-        Self { tx: None }
+        Self { tx: None, runs: false }
+    }
+
+    /// Sends a batch of finished tool runs, when this sink takes them.
+    pub async fn runs(&self, runs: &[ToolRun]) {
+        let (Some(tx), true) = (&self.tx, self.runs) else { return };
+        let batch: Vec<Value> = runs
+            .iter()
+            .map(|r| json!({"id": r.id, "name": r.name, "arguments": r.arguments, "output": r.output, "is_error": r.is_error}))
+            .collect();
+        let _ = tx.send(Ok(SseEvent { event: TOOL_RUNS_EVENT.into(), data: Value::Array(batch).to_string() })).await;
     }
 
     /// Sends one chunk with `delta` under `identity`.

@@ -614,6 +614,7 @@ impl ToolLoop {
     /// [`record_runs`](Self::record_runs); `images` off while other calls of the same assistant
     /// turn still wait (a user message between its tool messages would be refused).
     async fn record_runs_with(&mut self, runs: Vec<ToolRun>, sink: &Sink, images: bool) {
+        sink.runs(&runs).await;
         let found = merge_found(&mut self.tools, &runs, &self.pool, self.state.room);
         if found > 0 {
             if let Some(count) = self.state.selection.get_mut("found") {

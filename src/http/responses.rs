@@ -108,78 +108,165 @@ pub async fn create(
         first_event_wait: state.config.limits.sse_keepalive,
         approval,
     };
-    let answer = run(&state, input, limit).await?;
     let id = responses::new_id("resp");
     let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     // The listings show what this caller may use of what the request allows.
     let visible: std::collections::HashSet<&str> = access.visible(&catalog).map(|e| e.name.as_str()).collect();
     let allowed: Vec<String> = converted.allowed.iter().filter(|n| visible.contains(n.as_str())).cloned().collect();
-    let mut response = responses::response(&id, created, &request, &answer, (&converted.labels, &allowed), &catalog);
-    // A round that waits for the user's yes: its calls as approval requests.
-    if let Some(reference) = responses::park_reference(&answer.text)
-        && let Some(parking) = &state.agent.parking
-        && let Some(calls) = parking.peek(&reference, &owner).await
-        && let Some(Value::Array(output)) = response.get_mut("output")
-    {
-        output.extend(responses::approval_requests(&reference, &calls, &catalog));
-    }
-    if keep {
-        // The conversation without this request's instructions (none are carried over).
-        let mut messages = converted.history;
-        messages.extend(converted.added);
-        messages.extend(responses::as_messages(&response, &catalog));
-        let stored = Stored { owner, response: response.clone(), messages };
-        if !store.put(&stored).await {
-            // Said in the response: a follow-up naming it would find nothing.
-            if let Some(object) = response.as_object_mut() {
-                object.insert("store".into(), Value::Bool(false));
+    let agent = without_cards(&state.agent);
+    let finisher = Finisher {
+        store,
+        owner,
+        keep,
+        history: converted.history,
+        added: converted.added,
+        catalog: catalog.clone(),
+        parking: state.agent.parking.clone(),
+    };
+    if stream {
+        let mut rx = match agent.plan(input).await? {
+            Planned::Loop { job, .. } => agent.stream_with_runs(*job),
+            Planned::Resumed { tool_loop, start, .. } => crate::agent::Agent::stream_loop_with_runs(*tool_loop, start),
+            Planned::Upstream(reply) => {
+                // No tool of ours: the upstream's answer, replayed as events.
+                let answer = upstream_answer(reply, limit).await?;
+                let mut response =
+                    responses::response(&id, created, &request, &answer, (&converted.labels, &allowed), &catalog);
+                finisher.finish(&mut response, &answer.text).await;
+                let events: Vec<Result<crate::llm::SseEvent, crate::llm::LlmError>> =
+                    responses::events(&response).into_iter().map(|e| Ok(sse_event(e))).collect();
+                return Ok(super::sse::relay(
+                    futures_util::stream::iter(events),
+                    state.config.limits.sse_keepalive,
+                    state.hard_stop.clone(),
+                ));
             }
-        }
+        };
+        let mut translator = responses::Translator::new(id, created, request, (converted.labels, allowed), catalog);
+        let (tx, out) = tokio::sync::mpsc::channel::<Result<crate::llm::SseEvent, crate::llm::LlmError>>(64);
+        tokio::spawn(async move {
+            let send = |events: Vec<Value>| {
+                let tx = tx.clone();
+                async move {
+                    for event in events {
+                        if tx.send(Ok(sse_event(event))).await.is_err() {
+                            return false;
+                        }
+                    }
+                    true
+                }
+            };
+            if !send(translator.start()).await {
+                return;
+            }
+            while let Some(next) = rx.recv().await {
+                let events = match next {
+                    Ok(event) if event.event == crate::agent::TOOL_RUNS_EVENT => translator.runs(&event.data),
+                    Ok(event) if event.is_done() => Vec::new(),
+                    Ok(event) => translator.chunk(&event.data),
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                // A client that went away stops the loop (its receiver is dropped with us).
+                if !send(events).await {
+                    return;
+                }
+            }
+            let text = translator.answer().text.clone();
+            let extra = finisher.approval_requests(&text).await;
+            let (events, mut response) = translator.finish(None, extra);
+            finisher.keep(&mut response).await;
+            let _ = send(events).await;
+        });
+        let events = futures_util::stream::unfold(out, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        return Ok(super::sse::relay(events, state.config.limits.sse_keepalive, state.hard_stop.clone()));
     }
-    if !stream {
-        return Ok(Json(response).into_response());
-    }
-    let events = responses::events(&response).into_iter().map(|event| {
-        let kind = event.get("type").and_then(Value::as_str).unwrap_or("message").to_owned();
-        Ok::<_, std::convert::Infallible>(format!("event: {kind}\ndata: {event}\n\n"))
-    });
-    let body = Body::from_stream(futures_util::stream::iter(events));
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "text/event-stream"), (axum::http::header::CACHE_CONTROL, "no-cache")],
-        body,
-    )
-        .into_response())
+    let answer = run(&agent, input, limit).await?;
+    let mut response = responses::response(&id, created, &request, &answer, (&converted.labels, &allowed), &catalog);
+    finisher.finish(&mut response, &answer.text).await;
+    Ok(Json(response).into_response())
 }
 
-/// Plans and runs the chat request; its answer, whichever way it came.
-async fn run(state: &AppState, input: ChatInput, limit: usize) -> Result<Answer, ApiError> {
-    let outcome = match state.agent.plan(input).await? {
-        Planned::Loop { job, .. } => state.agent.outcome(*job).await?,
-        Planned::Resumed { tool_loop, start, .. } => state.agent.outcome_of_loop(*tool_loop, start).await?,
-        Planned::Upstream(crate::agent::ChatReply::Upstream { response, .. }) => {
-            let status = response.status;
-            let mut bytes = Vec::new();
-            let mut body = Box::pin(response.bytes_stream());
-            while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
-                let chunk = chunk?;
-                if bytes.len() + chunk.len() > limit {
-                    return Err(ApiError::BadRequest("the upstream's answer is too large".into()));
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-            if !status.is_success() {
-                let rejected = crate::llm::LlmError::Rejected { status, body: bytes.into(), retry_after: None };
-                return Err(rejected.into());
-            }
-            let completion: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            return Ok(Answer::from_completion(&completion));
+/// An event of ours as an SSE event named by its type.
+fn sse_event(event: Value) -> crate::llm::SseEvent {
+    let kind = event.get("type").and_then(Value::as_str).unwrap_or("message").to_owned();
+    crate::llm::SseEvent { event: kind, data: event.to_string() }
+}
+
+/// The agent as the Responses API runs it: no Open WebUI tool cards in the text (its calls are
+/// items of their own).
+fn without_cards(agent: &crate::agent::Agent) -> crate::agent::Agent {
+    let mut agent = agent.clone();
+    if agent.limits.tool_cards {
+        let mut limits = (*agent.limits).clone();
+        limits.tool_cards = false;
+        agent.limits = std::sync::Arc::new(limits);
+    }
+    agent
+}
+
+/// What happens to a finished response: approval requests for a round that waits, and the
+/// store.
+struct Finisher {
+    store: Store,
+    owner: String,
+    keep: bool,
+    history: Vec<Value>,
+    added: Vec<Value>,
+    catalog: std::sync::Arc<crate::mcp::Catalog>,
+    parking: Option<crate::agent::park::Parking>,
+}
+
+impl Finisher {
+    /// The `mcp_approval_request` items of the round `text` says is parked, if any.
+    async fn approval_requests(&self, text: &str) -> Vec<Value> {
+        let Some(reference) = responses::park_reference(text) else { return Vec::new() };
+        let Some(parking) = &self.parking else { return Vec::new() };
+        match parking.peek(&reference, &self.owner).await {
+            Some(calls) => responses::approval_requests(&reference, &calls, &self.catalog),
+            None => Vec::new(),
         }
-        Planned::Upstream(_) => return Err(ApiError::BadRequest("unexpected reply".into())),
+    }
+
+    /// Adds the approval requests to `response` and keeps it.
+    async fn finish(&self, response: &mut Value, text: &str) {
+        let extra = self.approval_requests(text).await;
+        if let Some(Value::Array(output)) = response.get_mut("output") {
+            output.extend(extra);
+        }
+        self.keep(response).await;
+    }
+
+    /// Keeps `response` (when asked to) with its conversation, without this request's
+    /// instructions (none are carried over); says `store: false` when it could not.
+    async fn keep(&self, response: &mut Value) {
+        if !self.keep {
+            return;
+        }
+        let mut messages = self.history.clone();
+        messages.extend(self.added.iter().cloned());
+        messages.extend(responses::as_messages(response, &self.catalog));
+        let stored = Stored { owner: self.owner.clone(), response: response.clone(), messages };
+        if !self.store.put(&stored).await
+            && let Some(object) = response.as_object_mut()
+        {
+            object.insert("store".into(), Value::Bool(false));
+        }
+    }
+}
+
+/// Plans and runs the chat request with `agent`; its answer, whichever way it came.
+async fn run(agent: &crate::agent::Agent, input: ChatInput, limit: usize) -> Result<Answer, ApiError> {
+    let outcome = match agent.plan(input).await? {
+        Planned::Loop { job, .. } => agent.outcome(*job).await?,
+        Planned::Resumed { tool_loop, start, .. } => agent.outcome_of_loop(*tool_loop, start).await?,
+        Planned::Upstream(reply) => return upstream_answer(reply, limit).await,
     };
-    let text = outcome.gathered.content.clone();
     Ok(Answer {
         model: outcome.identity.model.clone(),
-        text,
+        text: outcome.gathered.content.clone(),
         reasoning: outcome.reasoning.clone(),
         runs: outcome.gathered.trace.clone(),
         client_calls: outcome.client_calls.clone(),
@@ -187,6 +274,28 @@ async fn run(state: &AppState, input: ChatInput, limit: usize) -> Result<Answer,
         finish_reason: outcome.finish_reason.clone(),
         error: outcome.error.clone(),
     })
+}
+
+/// The upstream's own answer (no tool of ours was offered), read whole (bounded by `limit`).
+async fn upstream_answer(reply: crate::agent::ChatReply, limit: usize) -> Result<Answer, ApiError> {
+    let crate::agent::ChatReply::Upstream { response, .. } = reply else {
+        return Err(ApiError::BadRequest("unexpected reply".into()));
+    };
+    let status = response.status;
+    let mut bytes = Vec::new();
+    let mut body = Box::pin(response.bytes_stream());
+    while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+        let chunk = chunk?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(ApiError::BadRequest("the upstream's answer is too large".into()));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    if !status.is_success() {
+        return Err(crate::llm::LlmError::Rejected { status, body: bytes.into(), retry_after: None }.into());
+    }
+    let completion: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    Ok(Answer::from_completion(&completion))
 }
 
 /// `GET /v1/responses/{id}`: a stored response of the caller's.

@@ -12,6 +12,7 @@
 
 mod input;
 mod output;
+mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use serde_json::{Value, json};
 
 pub use input::{Converted, to_chat};
 pub use output::{Answer, as_messages, events, new_id, response};
+pub use stream::Translator;
 
 use crate::agent::park::{PendingCall, REFERENCE, Wait};
 use crate::state::Secrets;

@@ -98,7 +98,13 @@ async fn claude_with_thinking_and_gemini_3_through_a_real_litellm() {
             assert_eq!(resp.status(), 200, "{model} (stream {stream})");
             let response: Value = if stream {
                 let events = crate::common::sse_payloads(&resp.text().await.unwrap());
-                let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+                let parsed: Vec<Value> = events.iter().filter_map(|e| serde_json::from_str(e).ok()).collect();
+                let kinds: Vec<&str> = parsed.iter().filter_map(|e| e["type"].as_str()).collect();
+                // Events as the loop goes: the calls before the text, the text in pieces.
+                let first_text = kinds.iter().position(|k| *k == "response.output_text.delta");
+                let last_call = kinds.iter().rposition(|k| *k == "response.mcp_call.completed");
+                assert!(first_text > last_call, "{model}: {kinds:?}");
+                let last = parsed.last().cloned().unwrap_or_default();
                 assert_eq!(last["type"], "response.completed", "{model}: {events:?}");
                 last["response"].clone()
             } else {

@@ -160,3 +160,30 @@ async fn an_openai_agents_sdk_agent_answers_with_our_tool() {
     assert!(ran, "{second}");
     assert!(got["raw"].to_string().contains("mcp_call"), "the agent saw the call: {got}");
 }
+
+/// A streamed response flows as the loop goes: the call's events reach the client while the
+/// model still holds its last round.
+#[tokio::test]
+async fn a_streamed_response_shows_the_call_before_the_loop_ends() {
+    let llm = FakeLlm::new().tool_call("ts__echo", json!({"text": "early"})).text("Later.").gated().start().await;
+    let app = gateway(&llm, "").await;
+    llm.release();
+    let body = json!({"model": "m", "stream": true, "input": "echo early",
+        "tools": [{"type": "mcp", "server_label": "ts", "require_approval": "never"}]});
+    let resp = app.post("/v1/responses", &body).await;
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !seen.contains("response.mcp_call.completed") {
+        let next = tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut stream)).await;
+        let chunk = next.expect("the call's events came while the model held").unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!seen.contains("response.completed"), "the loop has not ended yet: {seen}");
+    llm.release();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    assert!(seen.contains("response.completed") && seen.contains("Later."), "{seen}");
+}
