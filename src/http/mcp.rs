@@ -106,6 +106,15 @@ pub async fn call_tool(
     Ok(Json(value))
 }
 
+/// `item` as JSON with the `server` it comes from.
+fn with_server(item: &impl serde::Serialize, server: String) -> Value {
+    let mut value = serde_json::to_value(item).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.insert("server".into(), Value::String(server));
+    }
+    value
+}
+
 /// One decoded query parameter (a malformed query reads as absent, never as a text/plain 400).
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
@@ -122,16 +131,7 @@ pub async fn resources(
     let catalog = state.hub.catalog();
     let may_use = |server: &str| access.may_use_server(&catalog, server);
     let listed = state.hub.resources(may_use).await;
-    let resources: Vec<Value> = listed
-        .into_iter()
-        .map(|item| {
-            let mut value = serde_json::to_value(&item.resource).unwrap_or_default();
-            if let Some(object) = value.as_object_mut() {
-                object.insert("server".into(), Value::String(item.server));
-            }
-            value
-        })
-        .collect();
+    let resources: Vec<Value> = listed.into_iter().map(|item| with_server(&item.resource, item.server)).collect();
     Ok(Json(json!({"resources": resources})))
 }
 
@@ -146,16 +146,7 @@ pub async fn resource_templates(
     let catalog = state.hub.catalog();
     let may_use = |server: &str| access.may_use_server(&catalog, server);
     let listed = state.hub.resource_templates(may_use).await;
-    let templates: Vec<Value> = listed
-        .into_iter()
-        .map(|item| {
-            let mut value = serde_json::to_value(&item.template).unwrap_or_default();
-            if let Some(object) = value.as_object_mut() {
-                object.insert("server".into(), Value::String(item.server));
-            }
-            value
-        })
-        .collect();
+    let templates: Vec<Value> = listed.into_iter().map(|item| with_server(&item.template, item.server)).collect();
     Ok(Json(json!({"resourceTemplates": templates})))
 }
 

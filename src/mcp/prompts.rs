@@ -6,14 +6,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rmcp::model::{GetPromptRequestParams, GetPromptResult, JsonObject, PaginatedRequestParams, Prompt};
+use rmcp::model::{GetPromptRequestParams, GetPromptResult, JsonObject, Prompt};
 
 use super::{Hub, McpError, ServerHandle};
 
 /// Most prompts taken from one server.
 const MAX_PROMPTS_PER_SERVER: usize = 1_000;
-/// Most `prompts/list` pages read from one server.
-const MAX_PAGES: usize = 100;
 
 /// A prompt as exposed: its server, its name there, and the prompt (its `name` as exposed).
 #[derive(Debug, Clone)]
@@ -34,20 +32,11 @@ impl ServerHandle {
             return Vec::new();
         }
         let _busy = self.in_flight(None);
-        let timeout = self.config.tool_timeout;
-        let mut all = Vec::new();
-        let mut cursor = None;
-        for _ in 0..MAX_PAGES {
-            let params = cursor.take().map(|c| PaginatedRequestParams::default().with_cursor(Some(c)));
-            // A server without prompts answers with an error: it has none.
-            let Ok(Ok(page)) = tokio::time::timeout(timeout, peer.list_prompts(params)).await else { break };
-            let room = MAX_PROMPTS_PER_SERVER.saturating_sub(all.len());
-            all.extend(page.prompts.into_iter().take(room));
-            match page.next_cursor {
-                Some(next) if !next.is_empty() && all.len() < MAX_PROMPTS_PER_SERVER => cursor = Some(next),
-                _ => break,
-            }
-        }
+        let (all, _) = super::resources::paged(self.config.tool_timeout, MAX_PROMPTS_PER_SERVER, |params| {
+            let peer = peer.clone();
+            async move { peer.list_prompts(params).await.map(|p| (p.prompts, p.next_cursor)) }
+        })
+        .await;
         all
     }
 

@@ -22,7 +22,7 @@ use super::{Hub, McpError, ServerHandle};
 /// Most resources taken from one server.
 pub const MAX_RESOURCES_PER_SERVER: usize = 2_000;
 /// Most `resources/list` pages read from one server.
-const MAX_PAGES: usize = 100;
+pub(super) const MAX_PAGES: usize = 100;
 /// How the URI of a resource two servers share is made unique.
 const SCHEME: &str = "mcp-middleware://";
 
@@ -39,6 +39,33 @@ pub struct ExposedResource {
 /// with an error).
 fn has_resources(peer: &rmcp::Peer<rmcp::RoleClient>) -> bool {
     peer.peer_info().is_none_or(|info| info.capabilities.resources.is_some())
+}
+
+/// Every page of a listing, bounded: at most `cap` items from at most [`MAX_PAGES`] pages, each
+/// asked within `timeout`. A page the server refuses ends the listing (a server without the
+/// feature answers with an error: it has none). The second value says a page timed out.
+pub(super) async fn paged<T, F, Fut>(timeout: Duration, cap: usize, mut fetch: F) -> (Vec<T>, bool)
+where
+    F: FnMut(Option<PaginatedRequestParams>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>), rmcp::ServiceError>>,
+{
+    let mut all = Vec::new();
+    let mut cursor = None;
+    for _ in 0..MAX_PAGES {
+        let params = cursor.take().map(|c| PaginatedRequestParams::default().with_cursor(Some(c)));
+        let (items, next) = match tokio::time::timeout(timeout, fetch(params)).await {
+            Ok(Ok(page)) => page,
+            Ok(Err(_)) => break,
+            Err(_) => return (all, true),
+        };
+        let room = cap.saturating_sub(all.len());
+        all.extend(items.into_iter().take(room));
+        match next {
+            Some(next) if !next.is_empty() && all.len() < cap => cursor = Some(next),
+            _ => break,
+        }
+    }
+    (all, false)
 }
 
 /// A resource template as exposed: the server it comes from, and the template.
@@ -58,21 +85,11 @@ impl ServerHandle {
             return Vec::new();
         }
         let _busy = self.in_flight(None);
-        let timeout = self.config.tool_timeout;
-        let mut all = Vec::new();
-        let mut cursor = None;
-        for _ in 0..MAX_PAGES {
-            let params = cursor.take().map(|c| PaginatedRequestParams::default().with_cursor(Some(c)));
-            let Ok(Ok(page)) = tokio::time::timeout(timeout, peer.list_resource_templates(params)).await else {
-                break;
-            };
-            let room = MAX_RESOURCES_PER_SERVER.saturating_sub(all.len());
-            all.extend(page.resource_templates.into_iter().take(room));
-            match page.next_cursor {
-                Some(next) if !next.is_empty() && all.len() < MAX_RESOURCES_PER_SERVER => cursor = Some(next),
-                _ => break,
-            }
-        }
+        let (all, _) = paged(self.config.tool_timeout, MAX_RESOURCES_PER_SERVER, |params| {
+            let peer = peer.clone();
+            async move { peer.list_resource_templates(params).await.map(|p| (p.resource_templates, p.next_cursor)) }
+        })
+        .await;
         all
     }
 
@@ -171,28 +188,17 @@ impl ServerHandle {
         }
         let _busy = self.in_flight(None);
         let timeout = self.config.tool_timeout;
-        let mut all = Vec::new();
-        let mut cursor = None;
-        for _ in 0..MAX_PAGES {
-            let params = cursor.take().map(|c| PaginatedRequestParams::default().with_cursor(Some(c)));
-            let page = match tokio::time::timeout(timeout, peer.list_resources(params)).await {
-                Ok(Ok(page)) => page,
-                // A server without resources says so with an error: it has none.
-                Ok(Err(_)) => return Ok(all),
-                Err(_) => {
-                    return Err(McpError::Timeout {
-                        server: self.name().to_owned(),
-                        tool: "resources/list".into(),
-                        after: timeout,
-                    });
-                }
-            };
-            let room = MAX_RESOURCES_PER_SERVER.saturating_sub(all.len());
-            all.extend(page.resources.into_iter().take(room));
-            match page.next_cursor {
-                Some(next) if !next.is_empty() && all.len() < MAX_RESOURCES_PER_SERVER => cursor = Some(next),
-                _ => break,
-            }
+        let (all, timed_out) = paged(timeout, MAX_RESOURCES_PER_SERVER, |params| {
+            let peer = peer.clone();
+            async move { peer.list_resources(params).await.map(|p| (p.resources, p.next_cursor)) }
+        })
+        .await;
+        if timed_out {
+            return Err(McpError::Timeout {
+                server: self.name().to_owned(),
+                tool: "resources/list".into(),
+                after: timeout,
+            });
         }
         Ok(all)
     }
