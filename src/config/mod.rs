@@ -120,6 +120,17 @@ pub struct Config {
     pub approval: ApprovalConfig,
     /// Model completions for MCP servers that may ask (`sampling: true`).
     pub sampling: SamplingConfig,
+    /// The Responses API's stored responses.
+    pub responses: ResponsesConfig,
+}
+
+/// `responses:`: how long and how large stored responses are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponsesConfig {
+    /// How long a stored response is kept (zero: none is).
+    pub store_ttl: Duration,
+    /// Largest stored response, its conversation included.
+    pub max_stored_bytes: usize,
 }
 
 /// `sampling:`: which model answers MCP servers' sampling requests outside a chat, and the cap.
@@ -224,6 +235,11 @@ pub fn validate(mut raw: RawConfig) -> Result<Config, ConfigError> {
     if approval.ttl.is_zero() {
         p.push("approval.ttl", "must be greater than 0");
     }
+    let responses = ResponsesConfig {
+        store_ttl: dur(raw.responses.store_ttl.take(), 30 * 24 * 3600),
+        max_stored_bytes: usize::try_from(raw.responses.max_stored_bytes.unwrap_or(4 * 1024 * 1024))
+            .unwrap_or(usize::MAX),
+    };
 
     let tl = raw.tool_loop;
     let tool_loop = ToolLoopConfig {
@@ -430,6 +446,7 @@ pub fn validate(mut raw: RawConfig) -> Result<Config, ConfigError> {
             state,
             approval,
             sampling,
+            responses,
         }),
         _ => Err(ConfigError::Invalid(p.0)),
     }

@@ -55,6 +55,9 @@ pub struct RawConfig {
     /// How MCP servers with `sampling: true` get model completions.
     #[serde(default)]
     pub sampling: RawSampling,
+    /// `/v1/responses`: how long and how large stored responses are kept.
+    #[serde(default)]
+    pub responses: RawResponses,
     /// Per-model tool policy, keyed by model name or glob (`gpt-4*`). The most specific
     /// (longest) matching pattern applies.
     #[serde(default)]
@@ -219,6 +222,19 @@ pub struct RawApproval {
     pub destructive: Option<bool>,
     /// How long a request waits for its answer (top level only). Default 1 h.
     pub ttl: Option<DurationValue>,
+}
+
+/// `responses:` — the Responses API's stored responses (`store: true`, the default).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponses {
+    /// How long a stored response is kept (for `previous_response_id`, `GET`, `DELETE`).
+    /// Default 30 days; 0 keeps none.
+    pub store_ttl: Option<DurationValue>,
+    /// Largest stored response, its conversation included, in bytes; a larger one is not kept
+    /// (and says `store: false`). Default 4 MiB.
+    #[serde(default, deserialize_with = "text_or")]
+    pub max_stored_bytes: Option<u64>,
 }
 
 /// `sampling:` — model completions for MCP servers that may ask for them (`sampling: true`).

@@ -30,7 +30,7 @@ pub async fn create(
     let request: Map<String, Value> =
         serde_json::from_slice(&raw).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
     let owner = caller.identity.account.clone().unwrap_or_default();
-    let store = Store::new(state.secrets.clone());
+    let store = store_of(&state);
     let previous = match request.get("previous_response_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(id)) => Some(
@@ -257,6 +257,12 @@ impl Finisher {
     }
 }
 
+/// The stored responses, as configured.
+fn store_of(state: &AppState) -> Store {
+    let config = &state.config.responses;
+    Store::new(state.secrets.clone(), config.store_ttl, config.max_stored_bytes)
+}
+
 /// Plans and runs the chat request with `agent`; its answer, whichever way it came.
 async fn run(agent: &crate::agent::Agent, input: ChatInput, limit: usize) -> Result<Answer, ApiError> {
     let outcome = match agent.plan(input).await? {
@@ -306,7 +312,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let owner = caller.identity.account.clone().unwrap_or_default();
-    match Store::new(state.secrets.clone()).get(&id, &owner).await {
+    match store_of(&state).get(&id, &owner).await {
         Some(stored) => Ok(Json(stored.response).into_response()),
         None => upstream_or_missing(&state, &caller, &headers, axum::http::Method::GET, &id).await,
     }
@@ -346,7 +352,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let owner = caller.identity.account.clone().unwrap_or_default();
-    if Store::new(state.secrets.clone()).delete(&id, &owner).await {
+    if store_of(&state).delete(&id, &owner).await {
         Ok(Json(json!({"id": id, "object": "response", "deleted": true})).into_response())
     } else {
         upstream_or_missing(&state, &caller, &headers, axum::http::Method::DELETE, &id).await

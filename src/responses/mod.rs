@@ -28,10 +28,6 @@ use crate::state::Secrets;
 
 /// Where stored responses live in the state store.
 const SPACE: &str = "responses";
-/// How long a stored response is kept.
-pub const STORED_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Largest stored response (its object and conversation, as JSON); a larger one is not kept.
-pub const MAX_STORED: usize = 4 * 1024 * 1024;
 
 /// A stored response: whose it is, the object, and the whole conversation up to and including
 /// it (as chat messages, so a follow-up continues it).
@@ -49,24 +45,32 @@ pub struct Stored {
 #[derive(Clone)]
 pub struct Store {
     secrets: Secrets,
+    /// How long one is kept (zero: none is).
+    ttl: Duration,
+    /// Largest one kept.
+    max_bytes: usize,
 }
 
 impl Store {
-    /// Responses kept in `secrets`' store (sealed when it has a key).
-    pub fn new(secrets: Secrets) -> Self {
-        Self { secrets }
+    /// Responses kept in `secrets`' store (sealed when it has a key) for `ttl`, at most
+    /// `max_bytes` each.
+    pub fn new(secrets: Secrets, ttl: Duration, max_bytes: usize) -> Self {
+        Self { secrets, ttl, max_bytes }
     }
 
     /// Keeps `stored` under its response's id; whether it was kept (a response too large to
     /// keep, or a store that fails, keeps nothing).
     pub async fn put(&self, stored: &Stored) -> bool {
         let Some(id) = stored.response.get("id").and_then(Value::as_str) else { return false };
+        if self.ttl.is_zero() {
+            return false;
+        }
         let Ok(bytes) = serde_json::to_vec(stored) else { return false };
-        if bytes.len() > MAX_STORED {
+        if bytes.len() > self.max_bytes {
             tracing::info!(id, bytes = bytes.len(), "a response is too large to store");
             return false;
         }
-        match self.secrets.put_private(SPACE, id, &bytes, Some(STORED_FOR)).await {
+        match self.secrets.put_private(SPACE, id, &bytes, Some(self.ttl)).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "a response could not be stored");

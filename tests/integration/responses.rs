@@ -187,3 +187,14 @@ async fn a_streamed_response_shows_the_call_before_the_loop_ends() {
     }
     assert!(seen.contains("response.completed") && seen.contains("Later."), "{seen}");
 }
+
+/// `responses.store_ttl: 0` keeps no response, and each says so.
+#[tokio::test]
+async fn a_gateway_told_to_keep_nothing_stores_no_response() {
+    let llm = FakeLlm::new().text("Kept nowhere.").start().await;
+    let app = gateway(&llm, "responses:\n  store_ttl: 0s\n").await;
+    let body: Value = app.post("/v1/responses", &json!({"model": "m", "input": "hi"})).await.json().await.unwrap();
+    assert_eq!(body["store"], false, "{body}");
+    let id = body["id"].as_str().unwrap();
+    assert_eq!(app.get(&format!("/v1/responses/{id}")).await.status(), 404);
+}
