@@ -11,6 +11,9 @@ use super::output::{Answer, new_id, response};
 use crate::agent::ToolRun;
 use crate::mcp::Catalog;
 
+/// Most calls of the client's own tools one response carries.
+const MAX_CLIENT_CALLS: usize = 128;
+
 /// Turns the loop's events into Responses events, numbering them.
 pub struct Translator {
     id: String,
@@ -148,7 +151,14 @@ impl Translator {
             }
         }
         for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-            let at = call.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+            // The upstream's index, bounded: a call numbered past the limit is not the client's.
+            let Some(at) = call.get("index").and_then(Value::as_u64).map_or(Some(0), |i| usize::try_from(i).ok())
+            else {
+                continue;
+            };
+            if at >= MAX_CLIENT_CALLS {
+                continue;
+            }
             while self.calls.len() <= at {
                 self.calls.push(Default::default());
             }

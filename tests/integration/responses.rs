@@ -198,3 +198,30 @@ async fn a_gateway_told_to_keep_nothing_stores_no_response() {
     let id = body["id"].as_str().unwrap();
     assert_eq!(app.get(&format!("/v1/responses/{id}")).await.status(), 404);
 }
+
+/// Stored responses live in the state store: a conversation started on one replica continues
+/// on another sharing its Postgres, for the same caller only.
+#[tokio::test]
+async fn a_stored_response_continues_on_another_replica_over_postgres() {
+    let pg = tokio::task::spawn_blocking(crate::common::peers::Postgres::start).await.unwrap();
+    let llm = FakeLlm::new().text("First, on A.").text("Second, on B.").start().await;
+    let extra = format!(
+        "auth:\n  api_keys: [sk-admin, sk-other-0123456789]\nstate:\n  url: \"{}\"\n  encryption_key: a-responses-test-key-0123456789abcdef\n",
+        pg.url
+    );
+    let a = gateway(&llm, &extra).await;
+    let b = gateway(&llm, &extra).await;
+    let post = |app: &TestApp, key: &str, body: Value| {
+        app.client.post(app.url("/v1/responses")).bearer_auth(key).json(&body).send()
+    };
+    let first: Value =
+        post(&a, "sk-admin", json!({"model": "m", "input": "remember 42"})).await.unwrap().json().await.unwrap();
+    let id = first["id"].as_str().unwrap();
+    let stranger = post(&b, "sk-other-0123456789", json!({"model": "m", "input": "and?", "previous_response_id": id}));
+    assert_eq!(stranger.await.unwrap().status(), 400, "another caller's response is not found");
+    let second = post(&b, "sk-admin", json!({"model": "m", "input": "and?", "previous_response_id": id}));
+    let second: Value = second.await.unwrap().json().await.unwrap();
+    assert_eq!(second["output"][0]["content"][0]["text"], "Second, on B.", "{second}");
+    let continued = llm.chat_requests()[1]["messages"].to_string();
+    assert!(continued.contains("remember 42") && continued.contains("First, on A."), "{continued}");
+}
