@@ -211,7 +211,10 @@ impl Agent {
         headers.remove(super::MCP_SERVERS_HEADER);
 
         let ChatRequest { raw, body } = chat;
-        if tools.is_empty() && offer.find_tools.is_none() {
+        // A model the upstream serves through its Responses API goes through the loop, which
+        // speaks that API (the plain proxy would send chat completions).
+        let native = model.is_some_and(|m| m.responses_api);
+        if tools.is_empty() && offer.find_tools.is_none() && !native {
             // Nothing of ours to run: a plain proxy, forwarding the client's bytes when unchanged.
             // One copy of the body is held while it goes upstream: the bytes sent.
             let bytes =

@@ -848,21 +848,42 @@ impl ToolLoop {
     /// One upstream request, streamed; text and client tool deltas are passed on as they come.
     async fn round(&mut self, sink: &Sink) -> Result<Round, LlmError> {
         let request = RoundBody { body: &self.state.body, tools: &self.tools_json, messages: &self.state.messages };
-        let bytes = serde_json::to_vec(&request).unwrap_or_default();
+        let native = super::model_policy(&self.state.body, &self.agent.models).is_some_and(|m| m.responses_api);
+        // A model behind the upstream's Responses API: the same round, in its words.
+        let (path, bytes) = if native {
+            let chat = serde_json::to_value(&request).unwrap_or_default();
+            let body = crate::llm::native::to_responses(chat.as_object().unwrap_or(&Map::new()));
+            ("/responses", serde_json::to_vec(&body).unwrap_or_default())
+        } else {
+            ("/chat/completions", serde_json::to_vec(&request).unwrap_or_default())
+        };
         let mut headers = self.headers.clone();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let upstream = &self.agent.upstream;
         let response = upstream
             .send(UpstreamRequest {
                 method: Method::POST,
-                path_and_query: "/chat/completions".into(),
+                path_and_query: path.into(),
                 headers,
                 client_auth: self.client_auth.clone(),
                 body: UpstreamBody::Bytes(bytes.into()),
             })
             .await?;
         let mut round = Round::default();
-        let mut events = std::pin::pin!(response.events());
+        let events = if native {
+            let mut chunker = crate::llm::native::Chunker::default();
+            let chunks = move |event: Result<crate::llm::SseEvent, LlmError>| {
+                let events: Vec<_> = match event {
+                    Ok(event) => chunker.chunks(&event).into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                futures_util::stream::iter(events)
+            };
+            response.events().flat_map(chunks).left_stream()
+        } else {
+            response.events().right_stream()
+        };
+        let mut events = std::pin::pin!(events);
         while let Some(event) = events.next().await {
             let event = event?;
             if event.is_done() {

@@ -276,17 +276,23 @@ pub fn validate(mut raw: RawConfig) -> Result<Config, ConfigError> {
     let artifacts = artifacts_config(raw.artifacts, &mut p);
     for (pattern, policy) in &raw.models {
         check_tool_patterns(&format!("models.{pattern}.tools"), policy.servers.as_ref(), policy.tools.as_ref(), &mut p);
+        if let Some(api) = policy.api.as_deref().filter(|a| !matches!(*a, "chat" | "responses")) {
+            p.push(format!("models.{pattern}.api"), format!("must be chat or responses, not `{api}`"));
+        }
     }
     let mut models: Vec<ModelPolicy> = raw
         .models
         .into_iter()
-        .map(|(pattern, RawToolPolicy { servers, tools, inject, vision, max_tools, max_tool_bytes })| ModelPolicy {
-            pattern,
-            selection: ToolSelection { servers, tools },
-            inject: inject.unwrap_or(true),
-            vision: vision.unwrap_or(false),
-            max_tools: max_tools.map(|m| m.min(PROVIDER_TOOL_LIMIT)),
-            max_tool_bytes: max_tool_bytes.map(no_budget_when_zero),
+        .map(|(pattern, RawToolPolicy { servers, tools, inject, vision, max_tools, max_tool_bytes, api })| {
+            ModelPolicy {
+                pattern,
+                responses_api: api.as_deref() == Some("responses"),
+                selection: ToolSelection { servers, tools },
+                inject: inject.unwrap_or(true),
+                vision: vision.unwrap_or(false),
+                max_tools: max_tools.map(|m| m.min(PROVIDER_TOOL_LIMIT)),
+                max_tool_bytes: max_tool_bytes.map(no_budget_when_zero),
+            }
         })
         .collect();
     // Most specific first: exact names before globs, longer patterns before shorter.

@@ -182,6 +182,10 @@ pub struct RawToolPolicy {
     /// `tool_selection.max_tool_bytes`; 0: no byte budget.
     #[serde(default, deserialize_with = "text_or")]
     pub max_tool_bytes: Option<usize>,
+    /// The upstream API this model is called with in the tool loop: `chat` (default,
+    /// `/chat/completions`, which every model behind LiteLLM speaks) or `responses` (the
+    /// upstream's own `/responses`, for models whose reasoning must round-trip as items).
+    pub api: Option<String>,
 }
 
 /// `tool_selection:` — which of the allowed tools a request is offered when there are many.

@@ -44,6 +44,8 @@ pub struct ModelPolicy {
     pub max_tools: Option<usize>,
     /// Most bytes of our tool definitions sent to this model, when set (0: no budget).
     pub max_tool_bytes: Option<usize>,
+    /// The loop calls this model through the upstream's Responses API (`api: responses`).
+    pub responses_api: bool,
 }
 
 /// The most tools one request may carry (OpenAI's limit, the lowest of the providers').

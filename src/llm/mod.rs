@@ -4,6 +4,7 @@
 //! the upstream gateway and hands back statuses, headers and byte or event streams.
 
 mod client;
+pub mod native;
 mod sse;
 mod types;
 pub mod wire;

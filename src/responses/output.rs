@@ -106,10 +106,10 @@ pub fn response(
             "status": "completed"}));
     }
     let usage = &answer.usage;
-    let (input_tokens, output_tokens) = (
-        usage.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
-        usage.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0),
-    );
+    let count = |pointer: &str| usage.pointer(pointer).and_then(Value::as_u64).unwrap_or(0);
+    let (input_tokens, output_tokens) = (count("/prompt_tokens"), count("/completion_tokens"));
+    let (cached_tokens, reasoning_tokens) =
+        (count("/prompt_tokens_details/cached_tokens"), count("/completion_tokens_details/reasoning_tokens"));
     let incomplete = answer.finish_reason == "length";
     let echo = |key: &str, default: Value| request.get(key).cloned().unwrap_or(default);
     json!({
@@ -136,9 +136,9 @@ pub fn response(
         "truncation": "disabled",
         "usage": {
             "input_tokens": input_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": cached_tokens},
             "output_tokens": output_tokens,
-            "output_tokens_details": {"reasoning_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
             "total_tokens": input_tokens + output_tokens,
         },
         "user": echo("user", Value::Null),

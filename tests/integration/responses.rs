@@ -225,3 +225,71 @@ async fn a_stored_response_continues_on_another_replica_over_postgres() {
     let continued = llm.chat_requests()[1]["messages"].to_string();
     assert!(continued.contains("remember 42") && continued.contains("First, on A."), "{continued}");
 }
+
+/// A model marked `api: responses` is called through the upstream's own Responses API, for
+/// both client APIs: the loop runs our tool over two rounds, and the round after a call sends
+/// back the model's reasoning item with it (the model refuses a call without it, as shown).
+#[tokio::test]
+async fn a_model_behind_the_upstreams_responses_api_runs_the_same_loop() {
+    let llm = FakeLlm::new()
+        .tool_call("ts__echo", json!({"text": "native"}))
+        .text("Native done.")
+        .tool_call("ts__echo", json!({"text": "from chat"}))
+        .text("Chat done.")
+        .text("No tools here.")
+        .start()
+        .await;
+    let app = gateway(&llm, "models:\n  o-native:\n    api: responses\n").await;
+    let body = json!({"model": "o-native", "input": "echo native", "reasoning": {"effort": "low"},
+        "tools": [{"type": "mcp", "server_label": "ts", "require_approval": "never"}]});
+    let resp = app.post("/v1/responses", &body).await;
+    assert_eq!(resp.status(), 200);
+    let got: Value = resp.json().await.unwrap();
+    // The reasoning summary is the response's reasoning item.
+    assert_eq!(types(&got["output"]), ["mcp_list_tools", "reasoning", "mcp_call", "message"], "{got}");
+    assert_eq!(got["output"][1]["summary"][0]["text"], "Considering the request.", "{got}");
+    assert_eq!(got["output"][2]["output"], "native", "{got}");
+    assert_eq!(got["output"][3]["content"][0]["text"], "Native done.", "{got}");
+    assert_eq!(got["usage"]["output_tokens"], 2 * crate::common::fake_llm::COMPLETION_TOKENS, "{got}");
+    assert_eq!(got["usage"]["output_tokens_details"]["reasoning_tokens"], 6, "{got}");
+
+    let chat = json!({"model": "o-native", "stream": true, "messages": [{"role": "user", "content": "echo"}]});
+    let resp = app.post("/v1/chat/completions", &chat).await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let streamed: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert!(streamed.ends_with("Chat done."), "{text}");
+    assert!(text.contains("reasoning_content"), "the summary streams as reasoning: {text}");
+
+    let plain =
+        json!({"model": "o-native", "messages": [{"role": "user", "content": "hi"}], "mcp": {"enabled": false}});
+    let answer: Value = app.post("/v1/chat/completions", &plain).await.json().await.unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "No tools here.", "{answer}");
+
+    let sent = llm.requests();
+    assert_eq!(sent.len(), 5);
+    assert!(sent.iter().all(|r| r.path == "/v1/responses"), "{:?}", sent.iter().map(|r| &r.path).collect::<Vec<_>>());
+    assert_eq!(llm.refusals(), Vec::<Value>::new());
+    let second = sent[1].json();
+    let kinds: Vec<&str> =
+        second["input"].as_array().unwrap().iter().map(|i| i["type"].as_str().unwrap_or("message")).collect();
+    assert_eq!(kinds, ["message", "reasoning", "function_call", "function_call_output"], "{second}");
+    assert_eq!(
+        (second["store"].as_bool(), second["reasoning"]["effort"].as_str()),
+        (Some(false), Some("low")),
+        "{second}"
+    );
+
+    // The model says no to a call sent back without the reasoning it was made after.
+    let mut bare = second.clone();
+    bare["input"].as_array_mut().unwrap().retain(|i| i["type"] != "reasoning");
+    let refused = app.client.post(format!("{}/responses", llm.url)).json(&bare).send().await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let refusal: Value = refused.json().await.unwrap();
+    assert!(refusal["error"]["message"].as_str().unwrap().contains("required 'reasoning' item"), "{refusal}");
+}

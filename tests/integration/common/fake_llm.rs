@@ -85,16 +85,18 @@ pub struct FakeLlmHandle {
     shared: Arc<Shared>,
 }
 
-struct Shared {
+pub(super) struct Shared {
     turns: Mutex<VecDeque<Turn>>,
     requests: Mutex<Vec<Recorded>>,
     chunk_delay: Duration,
     gate: Option<Arc<Notify>>,
     persona: Persona,
     issued: Mutex<Issued>,
-    refusals: Mutex<Vec<Value>>,
+    pub(super) refusals: Mutex<Vec<Value>>,
     forgetful: bool,
-    served: std::sync::atomic::AtomicUsize,
+    pub(super) served: std::sync::atomic::AtomicUsize,
+    /// Calls the Responses API handed out, with the reasoning item made before them.
+    pub(super) responses_issued: Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl FakeLlm {
@@ -158,10 +160,12 @@ impl FakeLlm {
             refusals: Mutex::new(Vec::new()),
             forgetful: self.forgetful,
             served: std::sync::atomic::AtomicUsize::new(0),
+            responses_issued: Mutex::default(),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/models", get(models))
+            .route("/v1/responses", post(super::responses_api::responses))
             .route("/v1/{*rest}", any(echo))
             // Anything outside /v1 is recorded too, so a test can prove nothing arrived there.
             .fallback(echo)
@@ -194,7 +198,7 @@ impl FakeLlmHandle {
     }
 }
 
-async fn record(shared: &Shared, req: Request) -> Recorded {
+pub(super) async fn record(shared: &Shared, req: Request) -> Recorded {
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
     let rec = Recorded {
@@ -236,12 +240,7 @@ async fn chat(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         shared.refusals.lock().unwrap().push(error.clone());
         return (StatusCode::from_u16(status).unwrap(), axum::Json(error)).into_response();
     }
-    let turn = {
-        let mut turns = shared.turns.lock().unwrap();
-        // The last turn repeats, so a model that "always calls a tool" is one line.
-        if turns.len() > 1 { turns.pop_front() } else { turns.front().cloned() }
-    }
-    .unwrap_or(Turn::Text("(script exhausted)".into()));
+    let turn = next_turn(&shared);
     // Like a real model, `tool_choice: "none"` gets an answer, not a tool call.
     let turn = match turn {
         Turn::ToolCalls(_) if body["tool_choice"] == "none" && shared.persona.obeys_tool_choice_none() => {
@@ -275,13 +274,21 @@ async fn chat(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
 }
 
+/// The next scripted turn; the last one repeats, so a model that "always calls a tool" is one
+/// line.
+pub(super) fn next_turn(shared: &Shared) -> Turn {
+    let mut turns = shared.turns.lock().unwrap();
+    if turns.len() > 1 { turns.pop_front() } else { turns.front().cloned() }
+        .unwrap_or(Turn::Text("(script exhausted)".into()))
+}
+
 fn usage() -> Value {
     json!({"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
            "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS})
 }
 
 /// The arguments text the model emits: a JSON string value is taken as raw (possibly broken) text.
-fn args_text(args: &Value) -> String {
+pub(super) fn args_text(args: &Value) -> String {
     match args {
         Value::String(raw) => raw.clone(),
         other => other.to_string(),
@@ -311,7 +318,7 @@ fn completion(turn: &Turn, id: &str, model: &str) -> Value {
 }
 
 /// Splits `s` into pieces of at most `n` characters.
-fn pieces(s: &str, n: usize) -> Vec<String> {
+pub(super) fn pieces(s: &str, n: usize) -> Vec<String> {
     let chars: Vec<char> = s.chars().collect();
     chars.chunks(n).map(|c| c.iter().collect()).collect()
 }

@@ -5,6 +5,7 @@ pub mod native;
 pub mod peers;
 pub mod personas;
 pub mod process;
+mod responses_api;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
