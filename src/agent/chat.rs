@@ -169,7 +169,7 @@ impl Agent {
                 first_event_wait,
             });
         }
-        let catalog = self.hub.catalog();
+        let catalog = self.catalog();
         let allowed = select(&catalog, &chat.body, &self.models, key.as_deref(), &controls);
         let model = super::model_policy(&chat.body, &self.models);
         let offer = super::selection::choose(&catalog, allowed, &chat.body, &self.selection, model);

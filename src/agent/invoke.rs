@@ -210,7 +210,9 @@ impl Invoker {
         // The tool's own failure is named in the call's one line too (its start, scrubbed).
         let error = error
             .or_else(|| output.is_error.then(|| output.text.chars().take(200).collect::<String>().replace('\n', " ")));
-        crate::metrics::metrics().tool_call(&entry.server, &entry.name, outcome, took);
+        // A server a request named by URL is counted as one bounded label, whatever it was called.
+        let (server, tool) = if entry.attached.is_some() { ("url", "url") } else { (&*entry.server, &*entry.name) };
+        crate::metrics::metrics().tool_call(server, tool, outcome, took);
         let duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         tracing::info!(server = %entry.server, tool = %entry.name, outcome, error = error.as_deref(), duration_ms,
             "mcp.call finished");

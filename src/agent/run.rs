@@ -35,6 +35,16 @@ pub struct Agent {
     pub approval: Arc<crate::config::ApprovalRule>,
     /// Where loops that wait for a person are kept.
     pub parking: Option<super::park::Parking>,
+    /// The catalog of this agent's requests when not the hub's (the hub's plus the servers a
+    /// Responses request named by URL).
+    pub catalog: Option<Arc<crate::mcp::Catalog>>,
+}
+
+impl Agent {
+    /// The catalog this agent's requests use: its own, else the hub's current one.
+    pub fn catalog(&self) -> Arc<crate::mcp::Catalog> {
+        self.catalog.clone().unwrap_or_else(|| self.hub.catalog())
+    }
 }
 
 /// One chat request to run through the loop.

@@ -178,7 +178,7 @@ impl ToolLoop {
         headers: HeaderMap,
         client_auth: Option<CallerAuth>,
     ) -> Self {
-        let catalog = agent.hub.catalog();
+        let catalog = agent.catalog();
         let by_name = |names: &[String]| {
             names.iter().filter_map(|n| catalog.get(n).filter(|e| access.allows(e)).cloned()).collect::<Vec<_>>()
         };
@@ -246,7 +246,7 @@ impl ToolLoop {
     /// its room): a per-user server the person just connected lists its tools only now.
     fn offer_tools_of(&mut self, servers: &[String]) {
         let Some(access) = &self.access else { return };
-        let catalog = self.agent.hub.catalog();
+        let catalog = self.agent.catalog();
         let room = self.state.room.saturating_sub(usize::from(self.state.find_tools.is_some()));
         let mut joined = false;
         for entry in catalog.entries().iter().filter(|e| servers.contains(&e.server) && access.allows(e)) {

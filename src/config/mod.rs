@@ -131,6 +131,40 @@ pub struct ResponsesConfig {
     pub store_ttl: Duration,
     /// Largest stored response, its conversation included.
     pub max_stored_bytes: usize,
+    /// URL prefixes a request's hosted `mcp` tool may name in `server_url` (normalised).
+    pub server_urls: Vec<String>,
+}
+
+impl ResponsesConfig {
+    /// Whether a request may make the gateway connect to `url`: an http(s) URL without
+    /// credentials under one of `server_urls`.
+    pub fn allows_server_url(&self, url: &url::Url) -> bool {
+        matches!(url.scheme(), "http" | "https")
+            && url.username().is_empty()
+            && url.password().is_none()
+            && self.server_urls.iter().any(|prefix| {
+                // At a path boundary: `…/mcp` allows `…/mcp` and `…/mcp/x`, never `…/mcp-admin`.
+                url.as_str()
+                    .strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| prefix.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?', '#']))
+            })
+    }
+}
+
+/// `responses.server_urls` entry, normalised: an http(s) URL without credentials, query or
+/// fragment (a host alone ends with `/`, so `https://a.com` never allows `https://a.com.evil`).
+fn server_url_prefix(url: &str) -> Result<String, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("must be an http(s) URL".into());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("must not carry credentials".into());
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("must not have a query or fragment".into());
+    }
+    Ok(parsed.to_string())
 }
 
 /// `sampling:`: which model answers MCP servers' sampling requests outside a chat, and the cap.
@@ -239,6 +273,11 @@ pub fn validate(mut raw: RawConfig) -> Result<Config, ConfigError> {
         store_ttl: dur(raw.responses.store_ttl.take(), 30 * 24 * 3600),
         max_stored_bytes: usize::try_from(raw.responses.max_stored_bytes.unwrap_or(4 * 1024 * 1024))
             .unwrap_or(usize::MAX),
+        server_urls: std::mem::take(&mut raw.responses.server_urls)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, url)| p.check(format!("responses.server_urls[{i}]"), server_url_prefix(&url)))
+            .collect(),
     };
 
     let tl = raw.tool_loop;

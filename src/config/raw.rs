@@ -239,6 +239,12 @@ pub struct RawResponses {
     /// (and says `store: false`). Default 4 MiB.
     #[serde(default, deserialize_with = "text_or")]
     pub max_stored_bytes: Option<u64>,
+    /// URLs (each a prefix: `https://mcp.example.com/` allows every path under it) that a
+    /// hosted `mcp` tool may name in `server_url`; the gateway then connects there for that
+    /// request, with the request's `authorization` and `headers`. Only keys without a tool
+    /// policy may. Default none: every `server_url` is refused.
+    #[serde(default)]
+    pub server_urls: Vec<String>,
 }
 
 /// `sampling:` — model completions for MCP servers that may ask for them (`sampling: true`).

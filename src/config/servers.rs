@@ -125,6 +125,42 @@ pub enum McpTransportConfig {
     },
 }
 
+impl McpServerConfig {
+    /// A server one request names by URL (a hosted `mcp` tool's `server_url`): streamable
+    /// HTTP with `headers`, connected for that request alone — no pings, no sampling,
+    /// questions or OAuth — its tools exposed as `<label>__<tool>`.
+    pub fn for_request(label: &str, url: Url, headers: BTreeMap<String, Secret>) -> Self {
+        Self {
+            name: label.to_owned(),
+            transport: McpTransportConfig::StreamableHttp { url, headers },
+            enabled: true,
+            tool_timeout: Duration::from_secs(60),
+            max_call_duration: Duration::from_secs(600),
+            ping_interval: Duration::ZERO,
+            withdraw_after: Duration::from_secs(60),
+            startup_timeout: Duration::from_secs(15),
+            include_tools: None,
+            exclude_tools: Vec::new(),
+            user_headers: BTreeMap::new(),
+            pin_descriptions: false,
+            sampling: false,
+            elicitation: false,
+            prefix: format!("{label}{SEPARATOR}"),
+            oauth: None,
+        }
+    }
+
+    /// The headers sent with every request to an HTTP server (none for other transports).
+    pub fn http_headers(&self) -> Option<&BTreeMap<String, Secret>> {
+        match &self.transport {
+            McpTransportConfig::StreamableHttp { headers, .. } | McpTransportConfig::Sse { headers, .. } => {
+                Some(headers)
+            }
+            _ => None,
+        }
+    }
+}
+
 impl McpTransportConfig {
     /// `stdio`, `streamable-http` or `sse`.
     pub fn kind(&self) -> &'static str {

@@ -133,6 +133,7 @@ impl AppState {
             selection: Arc::new(config.selection.clone()),
             approval: Arc::new(config.approval.rule.clone()),
             parking: Some(crate::agent::park::Parking::new(secrets.clone(), config.approval.ttl)),
+            catalog: None,
         };
         if !config.facade.enabled
             && let Some(off) = &facade

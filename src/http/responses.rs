@@ -1,8 +1,9 @@
 //! `POST /v1/responses`, `GET /v1/responses/{id}`, `DELETE /v1/responses/{id}`: the Responses
 //! API on the chat loop (`crate::responses`). A request with hosted tools we do not run
 //! (`web_search`, `file_search`, …) goes to the upstream untouched for an unrestricted key,
-//! and is refused (403) for a key with a tool policy; a hosted `mcp` tool must name a
-//! configured server (`server_label`), never a `server_url`.
+//! and is refused (403) for a key with a tool policy; a hosted `mcp` tool names a configured
+//! server (`server_label`), or a `server_url` the operator allows (`responses.server_urls`),
+//! connected for that request alone and only for a key without a tool policy.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -42,10 +43,14 @@ pub async fn create(
         Some(_) => return Err(ApiError::BadRequest("`previous_response_id` must be a string".into())),
     };
     let history = previous.map(|p| p.messages).unwrap_or_default();
-    let catalog = state.hub.catalog();
+    // Servers named by URL are connected for this request alone (held until it ends).
+    let attachments = attach_url_servers(&state, &caller, &request).await?;
+    let labels: Vec<String> = attachments.iter().map(|(label, _)| label.clone()).collect();
+    let attachments: Vec<crate::mcp::Attachment> = attachments.into_iter().map(|(_, a)| a).collect();
+    let catalog = state.hub.catalog_with(&attachments);
     let access = crate::agent::ToolAccess::new(caller.policy.as_ref().map(|k| &*k.0), None, &Default::default());
     let may_use = |server: &str| access.may_use_server(&catalog, server);
-    let converted = responses::to_chat(&request, history, &catalog, may_use).map_err(ApiError::BadRequest)?;
+    let converted = responses::to_chat(&request, history, &catalog, may_use, &labels).map_err(ApiError::BadRequest)?;
     // Approval responses answer the round the conversation's last answer parked, by its ids.
     if !converted.approvals.is_empty() {
         let parked = converted.chat.get("messages").and_then(Value::as_array).and_then(|messages| {
@@ -113,7 +118,10 @@ pub async fn create(
     // The listings show what this caller may use of what the request allows.
     let visible: std::collections::HashSet<&str> = access.visible(&catalog).map(|e| e.name.as_str()).collect();
     let allowed: Vec<String> = converted.allowed.iter().filter(|n| visible.contains(n.as_str())).cloned().collect();
-    let agent = without_cards(&state.agent);
+    let mut agent = without_cards(&state.agent);
+    if !attachments.is_empty() {
+        agent.catalog = Some(catalog.clone());
+    }
     let finisher = Finisher {
         store,
         owner,
@@ -145,6 +153,8 @@ pub async fn create(
         let mut translator = responses::Translator::new(id, created, request, (converted.labels, allowed), catalog);
         let (tx, out) = tokio::sync::mpsc::channel::<Result<crate::llm::SseEvent, crate::llm::LlmError>>(64);
         tokio::spawn(async move {
+            // The servers named by URL stay connected while the loop runs.
+            let _attachments = attachments;
             let send = |events: Vec<Value>| {
                 let tx = tx.clone();
                 async move {
@@ -184,9 +194,38 @@ pub async fn create(
         return Ok(super::sse::relay(events, state.config.limits.sse_keepalive, state.hard_stop.clone()));
     }
     let answer = run(&agent, input, limit).await?;
+    drop(attachments);
     let mut response = responses::response(&id, created, &request, &answer, (&converted.labels, &allowed), &catalog);
     finisher.finish(&mut response, &answer.text).await;
     Ok(Json(response).into_response())
+}
+
+/// Connects the servers `request`'s hosted `mcp` tools name by URL (allowed by
+/// `responses.server_urls`, for a key without a tool policy), each with its label.
+async fn attach_url_servers(
+    state: &AppState,
+    caller: &Caller,
+    request: &Map<String, Value>,
+) -> Result<Vec<(String, crate::mcp::Attachment)>, ApiError> {
+    let configured = state.hub.servers();
+    let servers =
+        responses::url_servers(request, &state.config.responses, |label| configured.iter().any(|s| s.name == label))
+            .map_err(ApiError::BadRequest)?;
+    if servers.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !caller.is_unrestricted() {
+        return Err(ApiError::Forbidden(
+            "this key may use configured MCP servers only; a hosted `mcp` tool's `server_url` is refused".into(),
+        ));
+    }
+    let wait = std::time::Duration::from_secs(15);
+    let attached = futures_util::future::join_all(servers.into_iter().map(|config| async move {
+        let label = config.name.clone();
+        state.hub.attach(config, wait).await.map(|a| (label, a))
+    }))
+    .await;
+    attached.into_iter().map(|a| a.map_err(ApiError::from)).collect()
 }
 
 /// An event of ours as an SSE event named by its type.

@@ -39,6 +39,9 @@ pub struct ToolEntry {
     /// The ready `{"type":"function","function":{…}}` entry for chat requests, serialised once
     /// and copied as is into every request that offers the tool.
     pub openai_tool: Box<serde_json::value::RawValue>,
+    /// The connection of a server one request named by URL (`responses.server_urls`): calls
+    /// go there, not to a configured server of the same name.
+    pub attached: Option<Attached>,
     /// Compiled on first need (a call the server refused): the catalog build stays cheap, and
     /// arguments are never refused locally.
     validator: std::sync::OnceLock<Option<jsonschema::Validator>>,
@@ -96,6 +99,16 @@ pub struct SourceTool {
     pub prefix: Option<String>,
 }
 
+/// A request's own connection to a server it named by URL (see [`ToolEntry::attached`]).
+#[derive(Clone)]
+pub struct Attached(pub Arc<super::server::ServerHandle>);
+
+impl std::fmt::Debug for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Attached").field(&self.0.name()).finish()
+    }
+}
+
 /// An immutable snapshot of all tools.
 #[derive(Debug, Default)]
 pub struct Catalog {
@@ -111,6 +124,12 @@ impl Catalog {
     /// Builds a catalog from the tools of every server (in a stable order: by server, then
     /// the server's own order).
     pub fn build(tools: impl IntoIterator<Item = SourceTool>) -> Self {
+        Self::build_attached(tools, &[])
+    }
+
+    /// [`build`](Self::build), where the tools of the servers in `attached` (by name) call
+    /// through those connections.
+    pub fn build_attached(tools: impl IntoIterator<Item = SourceTool>, attached: &[Attached]) -> Self {
         let mut catalog = Catalog::default();
         for tool in tools {
             // A server listing the same tool twice gets it once (found by fuzzing).
@@ -143,6 +162,7 @@ impl Catalog {
             let index = catalog.entries.len();
             catalog.by_name.insert(name.clone(), index);
             catalog.by_origin.insert((tool.server.clone(), tool.name.clone()), index);
+            let attached = attached.iter().find(|a| a.0.name() == tool.server).cloned();
             catalog.entries.push(Arc::new(ToolEntry {
                 name,
                 server: tool.server,
@@ -152,6 +172,7 @@ impl Catalog {
                 server_schema: tool.input_schema.clone(),
                 destructive: tool.destructive,
                 openai_tool,
+                attached,
                 validator: std::sync::OnceLock::new(),
             }));
         }

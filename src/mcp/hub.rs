@@ -12,7 +12,9 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Catalog, InProcessServer, McpError, ServerHandle, ServerStatus, SharedCatalog, SourceTool, ToolEntry};
+use super::{
+    Attached, Catalog, InProcessServer, McpError, ServerHandle, ServerStatus, SharedCatalog, SourceTool, ToolEntry,
+};
 use crate::config::{McpServerConfig, UserIdentity};
 
 /// Server notifications held for a facade that has not read them yet.
@@ -247,11 +249,14 @@ impl Hub {
         // schema's complaint (if any) is added only to an error the server itself returns.
         let arguments = Value::Object(arguments);
         let advice = entry.validate(&arguments).err();
-        let server = self
-            .handles()
-            .into_iter()
-            .find(|s| s.name() == entry.server)
-            .ok_or_else(|| McpError::UnknownTool { name: entry.name.clone() })?;
+        let server = match &entry.attached {
+            Some(attached) => attached.0.clone(),
+            None => self
+                .handles()
+                .into_iter()
+                .find(|s| s.name() == entry.server)
+                .ok_or_else(|| McpError::UnknownTool { name: entry.name.clone() })?,
+        };
         let meta = super::connect::call_meta(&server.config, visible, identity);
         let Value::Object(arguments) = arguments else {
             return Err(McpError::InvalidArguments { tool: entry.name.clone(), message: "not an object".into() });
@@ -275,24 +280,43 @@ impl Hub {
     fn rebuild(&self) {
         let _serialised = self.rebuilding.lock();
         let handles = self.handles();
-        let sources = handles.iter().flat_map(|s| {
-            let server = s.name().to_owned();
-            let prefix = s.config.prefix.clone();
-            s.offered_tools().iter().cloned().collect::<Vec<_>>().into_iter().map(move |t| SourceTool {
-                server: server.clone(),
-                name: t.name.into_owned(),
-                description: t.description.map(|d| d.into_owned()),
-                destructive: t
-                    .annotations
-                    .as_ref()
-                    .is_some_and(|a| a.destructive_hint == Some(true) && a.read_only_hint != Some(true)),
-                input_schema: t.input_schema,
-                prefix: Some(prefix.clone()),
-            })
-        });
-        let catalog = Catalog::build(sources);
+        let catalog = Catalog::build(handles.iter().flat_map(|s| sources(s)));
         tracing::debug!(tools = catalog.len(), "tool catalog rebuilt");
         self.catalog.store(catalog);
+    }
+
+    /// Connects to a server one request names by URL (`responses.server_urls`), for that
+    /// request alone: it is in no shared catalog, server list or metric, it asks nothing of
+    /// the gateway (no sampling, questions or OAuth), and dropping the [`Attachment`] closes
+    /// it. Fails when it is not ready with its tools within `wait`.
+    pub async fn attach(&self, config: McpServerConfig, wait: Duration) -> Result<Attachment, McpError> {
+        let name = config.name.clone();
+        let handle = ServerHandle::new(config, None);
+        let stop = self.shutdown.child_token();
+        let on_change: Arc<dyn Fn() + Send + Sync> = Arc::new(|| {});
+        tokio::spawn(handle.clone().supervise(self.http.clone(), on_change, stop.clone()));
+        let attachment = Attachment { handle: Attached(handle.clone()), _stop: stop.drop_guard() };
+        let settled = tokio::time::timeout(wait, handle.settled()).await.is_ok();
+        if !settled || handle.state() != super::ServerState::Ready {
+            let reason = match handle.status().last_error {
+                Some(error) => error,
+                None if settled => "it did not become ready".to_owned(),
+                None => format!("it was not ready within {wait:?}"),
+            };
+            return Err(McpError::ServerUnavailable { server: name, reason });
+        }
+        Ok(attachment)
+    }
+
+    /// The shared catalog with the tools of `attachments` added (their calls go to them).
+    pub fn catalog_with(&self, attachments: &[Attachment]) -> Arc<Catalog> {
+        if attachments.is_empty() {
+            return self.catalog();
+        }
+        let handles = self.handles();
+        let attached: Vec<Attached> = attachments.iter().map(|a| a.handle.clone()).collect();
+        let all = handles.iter().chain(attached.iter().map(|a| &a.0));
+        Arc::new(Catalog::build_attached(all.flat_map(|s| sources(s)), &attached))
     }
 
     /// Whether `server` may ask questions mid-call (legacy elicitation).
@@ -348,4 +372,27 @@ impl Hub {
             std::mem::take(&mut *self.servers.write()).into_iter().map(|r| r.task).collect();
         let _ = tokio::time::timeout(Duration::from_secs(10), futures_util::future::join_all(tasks)).await;
     }
+}
+
+/// A request's connection to a server it named by URL ([`Hub::attach`]); closed when dropped.
+pub struct Attachment {
+    handle: Attached,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+/// The tools `server` offers, as catalog sources.
+fn sources(server: &ServerHandle) -> impl Iterator<Item = SourceTool> + use<> {
+    let name = server.name().to_owned();
+    let prefix = server.config.prefix.clone();
+    server.offered_tools().iter().cloned().collect::<Vec<_>>().into_iter().map(move |t| SourceTool {
+        server: name.clone(),
+        name: t.name.into_owned(),
+        description: t.description.map(|d| d.into_owned()),
+        destructive: t
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.destructive_hint == Some(true) && a.read_only_hint != Some(true)),
+        input_schema: t.input_schema,
+        prefix: Some(prefix.clone()),
+    })
 }

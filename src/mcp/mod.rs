@@ -49,8 +49,8 @@ use rmcp::model::JsonObject;
 use serde_json::Value;
 
 pub use call_headers::CALL_HEADERS_META;
-pub use catalog::{Catalog, SEPARATOR, SourceTool, ToolEntry};
-pub use hub::Hub;
+pub use catalog::{Attached, Catalog, SEPARATOR, SourceTool, ToolEntry};
+pub use hub::{Attachment, Hub};
 pub use prompts::ExposedPrompt;
 pub use resources::{ExposedResource, ExposedTemplate};
 pub use server::{ServerHandle, ServerState, ServerStatus};

@@ -42,12 +42,13 @@ pub struct Converted {
 /// Converts `body` (a Responses request), continuing `history` (the stored conversation's
 /// messages, without instructions), against `catalog` (hosted `mcp` tools' labels and tool
 /// names), where the caller `may_use` only some servers (the others are as unknown as absent
-/// ones).
+/// ones) and the servers named by URL that were connected for it are `attached` (labels).
 pub fn to_chat(
     body: &Map<String, Value>,
     history: Vec<Value>,
     catalog: &Catalog,
     may_use: impl Fn(&str) -> bool,
+    attached: &[String],
 ) -> Result<Converted, String> {
     let mut out = Converted::default();
     let mut added = Vec::new();
@@ -106,7 +107,7 @@ pub fn to_chat(
             _ => {}
         }
     }
-    tools(body, catalog, &may_use, &mut chat, &mut out)?;
+    tools(body, catalog, &may_use, attached, &mut chat, &mut out)?;
     // The client's own narrowing (our `mcp` body field) applies when no hosted `mcp` tool does.
     if let Some(own) = body.get("mcp") {
         if !out.labels.is_empty() {
@@ -253,6 +254,7 @@ fn tools(
     body: &Map<String, Value>,
     catalog: &Catalog,
     may_use: &impl Fn(&str) -> bool,
+    attached: &[String],
     chat: &mut Map<String, Value>,
     out: &mut Converted,
 ) -> Result<(), String> {
@@ -276,8 +278,9 @@ fn tools(
                 let label = tool.get("server_label").and_then(Value::as_str).unwrap_or_default().to_owned();
                 // A server the caller may not use is as unknown as one that does not exist.
                 let known = may_use(&label) && catalog.entries().iter().any(|e| e.server == label);
-                if tool.get("server_url").is_some_and(|u| !u.is_null()) || tool.get("connector_id").is_some() || !known
-                {
+                // A `server_url` only as connected for this request (allowed, and by this label).
+                let by_url = tool.get("server_url").is_some_and(|u| !u.is_null());
+                if (by_url && !attached.contains(&label)) || tool.get("connector_id").is_some() || !known {
                     out.unknown_server = Some(label);
                     continue;
                 }

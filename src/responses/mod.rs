@@ -13,6 +13,7 @@
 mod input;
 mod output;
 mod stream;
+mod url_servers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use serde_json::{Value, json};
 pub use input::{Converted, to_chat};
 pub use output::{Answer, as_messages, events, new_id, response};
 pub use stream::Translator;
+pub use url_servers::{MAX_URL_SERVERS, url_servers};
 
 use crate::agent::park::{PendingCall, REFERENCE, Wait};
 use crate::state::Secrets;

@@ -293,3 +293,80 @@ async fn a_model_behind_the_upstreams_responses_api_runs_the_same_loop() {
     let refusal: Value = refused.json().await.unwrap();
     assert!(refusal["error"]["message"].as_str().unwrap().contains("required 'reasoning' item"), "{refusal}");
 }
+
+/// A hosted `mcp` tool may name a `server_url` the operator allows: the gateway connects there
+/// for that request alone, with the request's headers, and runs its tools — after the user's yes
+/// by default, on a new connection for the request that answers. No other listing ever shows
+/// them; URLs not allowed, taken labels and keys with a tool policy are refused.
+#[tokio::test]
+async fn an_allowed_server_url_is_connected_for_its_request_alone() {
+    let remote = crate::common::peers::HttpPeer::test_server("http", 0).await;
+    let url = format!("{}/mcp", remote.base());
+    let llm = FakeLlm::new()
+        .tool_call("remote__headers", json!({}))
+        .text("Saw the headers.")
+        .tool_call("remote__echo", json!({"text": "after yes"}))
+        .text("Echoed after approval.")
+        .start()
+        .await;
+    let extra = format!(
+        "auth:\n  api_keys: [sk-admin]\n  keys:\n    - key: sk-ts\n      servers: [ts]\nresponses:\n  server_urls: [\"{}/\"]\n",
+        remote.base()
+    );
+    let app = gateway(&llm, &extra).await;
+    let post = |key: &str, body: Value| app.client.post(app.url("/v1/responses")).bearer_auth(key).json(&body).send();
+    let remote_tool = |approval: Value| {
+        json!({"type": "mcp", "server_label": "remote", "server_url": url, "headers": {"X-Team": "blue"},
+            "authorization": "client-token", "require_approval": approval})
+    };
+
+    let body = json!({"model": "m", "input": "show headers", "tools": [remote_tool(json!("never"))]});
+    let resp = post("sk-admin", body).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let got: Value = resp.json().await.unwrap();
+    assert_eq!(types(&got["output"]), ["mcp_list_tools", "mcp_call", "message"], "{got}");
+    assert_eq!(got["output"][0]["server_label"], "remote", "{got}");
+    let call = &got["output"][1];
+    assert_eq!((call["server_label"].as_str(), call["name"].as_str()), (Some("remote"), Some("headers")), "{call}");
+    assert!(call["output"].as_str().unwrap().contains("blue"), "the request's header reached the server: {call}");
+    // Only the named server's tools were offered.
+    let offered = llm.chat_requests()[0]["tools"].to_string();
+    assert!(offered.contains("remote__echo") && !offered.contains("ts__echo"), "{offered}");
+
+    // Approval by default: the follow-up names the server again and the call runs on its own connection.
+    let body = json!({"model": "m", "input": "echo", "tools": [remote_tool(Value::Null)]});
+    let waiting: Value = post("sk-admin", body).await.unwrap().json().await.unwrap();
+    let asked: Vec<&Value> =
+        waiting["output"].as_array().unwrap().iter().filter(|i| i["type"] == "mcp_approval_request").collect();
+    assert_eq!(asked.len(), 1, "{waiting}");
+    assert_eq!(asked[0]["server_label"], "remote", "{waiting}");
+    let answer = json!({"model": "m", "previous_response_id": waiting["id"], "tools": [remote_tool(Value::Null)],
+        "input": [{"type": "mcp_approval_response", "approval_request_id": asked[0]["id"], "approve": true}]});
+    let done: Value = post("sk-admin", answer).await.unwrap().json().await.unwrap();
+    let ran = done["output"].as_array().unwrap().iter().find(|i| i["type"] == "mcp_call").cloned().unwrap_or_default();
+    assert_eq!(ran["output"], "after yes", "{done}");
+    assert_eq!(done["output"].as_array().unwrap().last().unwrap()["content"][0]["text"], "Echoed after approval.");
+
+    // Nobody else sees the server: not the REST catalog, the server list, nor a chat.
+    let listed =
+        app.client.get(app.url("/mcp/tools")).bearer_auth("sk-admin").send().await.unwrap().text().await.unwrap();
+    assert!(!listed.contains("remote__"), "{listed}");
+    let servers =
+        app.client.get(app.url("/mcp/servers")).bearer_auth("sk-admin").send().await.unwrap().text().await.unwrap();
+    assert!(!servers.contains("remote"), "{servers}");
+
+    // Refused: a key with a tool policy, a label that is a configured server's, a URL not allowed.
+    let body = json!({"model": "m", "input": "hi", "tools": [remote_tool(json!("never"))]});
+    assert_eq!(post("sk-ts", body).await.unwrap().status(), 403);
+    let mut taken = remote_tool(json!("never"));
+    taken["server_label"] = json!("ts");
+    let body = json!({"model": "m", "input": "hi", "tools": [taken]});
+    assert_eq!(post("sk-admin", body).await.unwrap().status(), 400);
+    let mut elsewhere = remote_tool(json!("never"));
+    elsewhere["server_url"] = json!("http://127.0.0.2:9/mcp");
+    let body = json!({"model": "m", "input": "hi", "tools": [elsewhere]});
+    let refused = post("sk-admin", body).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("responses.server_urls"));
+    assert_eq!(llm.chat_requests().len(), 4, "no refused request reached the model");
+}
