@@ -266,7 +266,7 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
             // A name the model made up is counted under one label, never its own (unbounded
             // metric cardinality), and logged escaped (the log writer escapes controls).
             let offered = scope.offered.iter().find(|e| e.name == call.name());
-            let (server, tool) = offered.map_or(("", "(not offered)"), |e| (e.server.as_str(), e.name.as_str()));
+            let (server, tool) = offered.map_or(("", "(not offered)"), |e| e.metric_labels());
             crate::metrics::metrics().tool_call(server, tool, "refused", started.elapsed());
             tracing::info!(server, tool = %call.name(), outcome = "refused", "mcp.call refused");
             let args =

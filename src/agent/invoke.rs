@@ -180,12 +180,19 @@ impl Invoker {
         let mut kept = false;
         let (result, output, error) = match result {
             Ok(mut result) => {
-                self.scrub_result(&mut result);
+                Self::scrub_result(&self.redactor, &mut result);
+                // A server a request named by URL: the request's own credentials too.
+                if let Some(attached) = &entry.attached {
+                    Self::scrub_result(&attached.redactor, &mut result);
+                }
                 let small = keep_under.filter(|&limit| serde_json::to_vec(&result).is_ok_and(|b| b.len() <= limit));
                 let output = if small.is_some() {
                     // Handed on whole: every text in it scrubbed (links, `_meta`, annotations).
                     let mut json = serde_json::to_value(&result).unwrap_or_default();
                     self.redactor.scrub_json_but_binary(&mut json);
+                    if let Some(attached) = &entry.attached {
+                        attached.redactor.scrub_json_but_binary(&mut json);
+                    }
                     if let Ok(clean) = serde_json::from_value(json) {
                         result = clean;
                     }
@@ -197,21 +204,20 @@ impl Invoker {
                 (Ok(result), output, None)
             }
             Err(e) => {
-                let message = self.redactor.scrub(&e.to_string()).into_owned();
+                let message = self.scrub(entry, &e.to_string());
                 let output = ToolOutput { text: format!("Error: {message}"), is_error: true, artifacts: Vec::new() };
                 // The log's version: a connect link's ticket stays out of it.
-                let logged = self.redactor.scrub(&e.log_text()).into_owned();
+                let logged = self.scrub(entry, &e.log_text());
                 (Err(e), output, Some(logged))
             }
         };
-        let output = ToolOutput { text: self.redactor.scrub(&output.text).into_owned(), ..output };
+        let output = ToolOutput { text: self.scrub(entry, &output.text), ..output };
         let took = started.elapsed();
         let outcome = if output.is_error { "error" } else { "ok" };
         // The tool's own failure is named in the call's one line too (its start, scrubbed).
         let error = error
             .or_else(|| output.is_error.then(|| output.text.chars().take(200).collect::<String>().replace('\n', " ")));
-        // A server a request named by URL is counted as one bounded label, whatever it was called.
-        let (server, tool) = if entry.attached.is_some() { ("url", "url") } else { (&*entry.server, &*entry.name) };
+        let (server, tool) = entry.metric_labels();
         crate::metrics::metrics().tool_call(server, tool, outcome, took);
         let duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         tracing::info!(server = %entry.server, tool = %entry.name, outcome, error = error.as_deref(), duration_ms,
@@ -230,19 +236,29 @@ impl Invoker {
         Invocation { result, output, took, kept }
     }
 
-    /// Removes configured secrets from every text a result carries (text blocks, text
+    /// `text` without configured secrets, nor the request's own credentials of a server it
+    /// named by URL.
+    fn scrub(&self, entry: &ToolEntry, text: &str) -> String {
+        let clean = self.redactor.scrub(text);
+        match &entry.attached {
+            Some(attached) => attached.redactor.scrub(&clean).into_owned(),
+            None => clean.into_owned(),
+        }
+    }
+
+    /// Removes `redactor`'s secrets from every text a result carries (text blocks, text
     /// resources, structured content); binary content is stored as it came.
-    fn scrub_result(&self, result: &mut CallToolResult) {
+    fn scrub_result(redactor: &Redactor, result: &mut CallToolResult) {
         for block in &mut result.content {
             match block {
                 ContentBlock::Text(t) => {
-                    if let std::borrow::Cow::Owned(clean) = self.redactor.scrub(&t.text) {
+                    if let std::borrow::Cow::Owned(clean) = redactor.scrub(&t.text) {
                         t.text = clean;
                     }
                 }
                 ContentBlock::Resource(r) => {
                     if let ResourceContents::TextResourceContents { text, .. } = &mut r.resource
-                        && let std::borrow::Cow::Owned(clean) = self.redactor.scrub(text)
+                        && let std::borrow::Cow::Owned(clean) = redactor.scrub(text)
                     {
                         *text = clean;
                     }
@@ -251,7 +267,7 @@ impl Invoker {
             }
         }
         if let Some(structured) = &mut result.structured_content {
-            self.redactor.scrub_json(structured);
+            redactor.scrub_json(structured);
         }
     }
 }

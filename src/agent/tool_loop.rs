@@ -849,26 +849,44 @@ impl ToolLoop {
     async fn round(&mut self, sink: &Sink) -> Result<Round, LlmError> {
         let request = RoundBody { body: &self.state.body, tools: &self.tools_json, messages: &self.state.messages };
         let native = super::model_policy(&self.state.body, &self.agent.models).is_some_and(|m| m.responses_api);
-        // A model behind the upstream's Responses API: the same round, in its words.
-        let (path, bytes) = if native {
-            let chat = serde_json::to_value(&request).unwrap_or_default();
-            let body = crate::llm::native::to_responses(chat.as_object().unwrap_or(&Map::new()));
-            ("/responses", serde_json::to_vec(&body).unwrap_or_default())
-        } else {
-            ("/chat/completions", serde_json::to_vec(&request).unwrap_or_default())
-        };
         let mut headers = self.headers.clone();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let upstream = &self.agent.upstream;
-        let response = upstream
-            .send(UpstreamRequest {
+        let send = |path: &'static str, bytes: Vec<u8>| {
+            upstream.send(UpstreamRequest {
                 method: Method::POST,
                 path_and_query: path.into(),
-                headers,
+                headers: headers.clone(),
                 client_auth: self.client_auth.clone(),
                 body: UpstreamBody::Bytes(bytes.into()),
             })
-            .await?;
+        };
+        let response = if native {
+            // A model behind the upstream's Responses API: the same round, in its words. An
+            // option of ours the model (or account) does not take is left out once refused.
+            let chat = serde_json::to_value(&request).unwrap_or_default();
+            let mut body = crate::llm::native::to_responses(chat.as_object().unwrap_or(&Map::new()));
+            let mut attempts = 0;
+            loop {
+                match send("/responses", serde_json::to_vec(&body).unwrap_or_default()).await {
+                    Err(LlmError::Rejected { status, body: refusal, .. })
+                        if status == http::StatusCode::BAD_REQUEST
+                            && attempts < 2
+                            && let Some(option) = crate::llm::native::refused_option(&refusal) =>
+                    {
+                        attempts += 1;
+                        tracing::info!(
+                            option,
+                            "the upstream refused an option of the Responses round; sent without it"
+                        );
+                        crate::llm::native::without_option(&mut body, option);
+                    }
+                    other => break other?,
+                }
+            }
+        } else {
+            send("/chat/completions", serde_json::to_vec(&request).unwrap_or_default()).await?
+        };
         let mut round = Round::default();
         let events = if native {
             let mut chunker = crate::llm::native::Chunker::default();

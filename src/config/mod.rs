@@ -142,13 +142,22 @@ impl ResponsesConfig {
         matches!(url.scheme(), "http" | "https")
             && url.username().is_empty()
             && url.password().is_none()
-            && self.server_urls.iter().any(|prefix| {
-                // At a path boundary: `…/mcp` allows `…/mcp` and `…/mcp/x`, never `…/mcp-admin`.
-                url.as_str()
-                    .strip_prefix(prefix.as_str())
-                    .is_some_and(|rest| prefix.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?', '#']))
-            })
+            && self
+                .server_urls
+                .iter()
+                .any(|prefix| url.as_str().strip_prefix(prefix.as_str()).is_some_and(|rest| under_prefix(prefix, rest)))
     }
+}
+
+/// Whether `rest`, what follows an allowed prefix, stays under it: at a path boundary (`…/mcp`
+/// allows `…/mcp` and `…/mcp/x`, never `…/mcp-admin`), and plain — no `..;/`, `%2f`, `\`, `;`
+/// or fragment a server behind the prefix could read as a way out of it.
+fn under_prefix(prefix: &str, rest: &str) -> bool {
+    let boundary = prefix.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?']);
+    let plain = rest
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~' | b'?' | b'=' | b'&'));
+    boundary && plain && !rest.split(['/', '?']).any(|segment| segment == "..")
 }
 
 /// `responses.server_urls` entry, normalised: an http(s) URL without credentials, query or

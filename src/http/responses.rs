@@ -88,6 +88,12 @@ pub async fn create(
         };
         return Ok(proxy::passthrough(state.upstream.send(upstream).await?));
     }
+    // What the response shows of the request: no credentials of servers named by URL.
+    let shown = match responses::without_credentials(&request) {
+        std::borrow::Cow::Owned(shown) => Some(shown),
+        std::borrow::Cow::Borrowed(_) => None,
+    };
+    let request = shown.unwrap_or(request);
     let stream = request.get("stream") == Some(&Value::Bool(true));
     let keep = request.get("store") != Some(&Value::Bool(false));
     let approval = match (caller.approval.clone(), converted.approval.clone()) {
@@ -208,16 +214,15 @@ async fn attach_url_servers(
     request: &Map<String, Value>,
 ) -> Result<Vec<(String, crate::mcp::Attachment)>, ApiError> {
     let configured = state.hub.servers();
-    let servers =
-        responses::url_servers(request, &state.config.responses, |label| configured.iter().any(|s| s.name == label))
-            .map_err(ApiError::BadRequest)?;
+    let taken = |label: &str| configured.iter().any(|s| s.name == label);
+    let servers = responses::url_servers(request, &state.config.responses, caller.is_unrestricted(), taken).map_err(
+        |refused| match refused {
+            responses::Refused::Forbidden(message) => ApiError::Forbidden(message),
+            responses::Refused::Invalid(message) => ApiError::BadRequest(message),
+        },
+    )?;
     if servers.is_empty() {
         return Ok(Vec::new());
-    }
-    if !caller.is_unrestricted() {
-        return Err(ApiError::Forbidden(
-            "this key may use configured MCP servers only; a hosted `mcp` tool's `server_url` is refused".into(),
-        ));
     }
     let wait = std::time::Duration::from_secs(15);
     let attached = futures_util::future::join_all(servers.into_iter().map(|config| async move {

@@ -48,6 +48,12 @@ pub struct ToolEntry {
 }
 
 impl ToolEntry {
+    /// Its `server` and `tool` metric labels: a server a request named by URL is one bounded
+    /// label (`url`), whatever the client called it and its tools.
+    pub fn metric_labels(&self) -> (&str, &str) {
+        if self.attached.is_some() { ("url", "url") } else { (&self.server, &self.name) }
+    }
+
     /// Checks arguments against the input schema; `Err` carries a message a model can act on.
     ///
     /// Advice only: the gateway never refuses a call on this (a server may accept what its
@@ -101,11 +107,17 @@ pub struct SourceTool {
 
 /// A request's own connection to a server it named by URL (see [`ToolEntry::attached`]).
 #[derive(Clone)]
-pub struct Attached(pub Arc<super::server::ServerHandle>);
+pub struct Attached {
+    /// The connection.
+    pub handle: Arc<super::server::ServerHandle>,
+    /// The request's credentials for it (its `authorization` and headers), to scrub from
+    /// whatever comes back.
+    pub redactor: Arc<crate::config::Redactor>,
+}
 
 impl std::fmt::Debug for Attached {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Attached").field(&self.0.name()).finish()
+        f.debug_tuple("Attached").field(&self.handle.name()).finish()
     }
 }
 
@@ -162,7 +174,7 @@ impl Catalog {
             let index = catalog.entries.len();
             catalog.by_name.insert(name.clone(), index);
             catalog.by_origin.insert((tool.server.clone(), tool.name.clone()), index);
-            let attached = attached.iter().find(|a| a.0.name() == tool.server).cloned();
+            let attached = attached.iter().find(|a| a.handle.name() == tool.server).cloned();
             catalog.entries.push(Arc::new(ToolEntry {
                 name,
                 server: tool.server,

@@ -45,6 +45,8 @@ pub struct Hub {
     this: std::sync::Weak<Hub>,
     /// What servers say that is not about one call (resources updated, lists changed).
     events: tokio::sync::broadcast::Sender<super::HubEvent>,
+    /// Room for servers requests name by URL ([`Hub::attach`]).
+    attachments: Arc<tokio::sync::Semaphore>,
 }
 
 impl Hub {
@@ -111,6 +113,7 @@ impl Hub {
             sampler,
             this: this.clone(),
             events: tokio::sync::broadcast::channel(EVENTS_BUFFERED).0,
+            attachments: Arc::new(tokio::sync::Semaphore::new(MAX_ATTACHED)),
         });
         let running: Vec<Running> = configs.iter().cloned().map(|c| hub.launch(c)).collect();
         *hub.servers.write() = running;
@@ -250,7 +253,7 @@ impl Hub {
         let arguments = Value::Object(arguments);
         let advice = entry.validate(&arguments).err();
         let server = match &entry.attached {
-            Some(attached) => attached.0.clone(),
+            Some(attached) => attached.handle.clone(),
             None => self
                 .handles()
                 .into_iter()
@@ -291,11 +294,23 @@ impl Hub {
     /// it. Fails when it is not ready with its tools within `wait`.
     pub async fn attach(&self, config: McpServerConfig, wait: Duration) -> Result<Attachment, McpError> {
         let name = config.name.clone();
+        // Bounded across requests: each is a connection (and a task) of ours.
+        let Ok(permit) = self.attachments.clone().try_acquire_owned() else {
+            return Err(McpError::ServerUnavailable {
+                server: name,
+                reason: format!("{MAX_ATTACHED} servers named by URL are connected already; try again shortly"),
+            });
+        };
+        let redactor = Arc::new(crate::config::Redactor::for_server(&config));
         let handle = ServerHandle::new(config, None);
         let stop = self.shutdown.child_token();
         let on_change: Arc<dyn Fn() + Send + Sync> = Arc::new(|| {});
         tokio::spawn(handle.clone().supervise(self.http.clone(), on_change, stop.clone()));
-        let attachment = Attachment { handle: Attached(handle.clone()), _stop: stop.drop_guard() };
+        let attachment = Attachment {
+            handle: Attached { handle: handle.clone(), redactor },
+            _stop: stop.drop_guard(),
+            _permit: permit,
+        };
         let settled = tokio::time::timeout(wait, handle.settled()).await.is_ok();
         if !settled || handle.state() != super::ServerState::Ready {
             let reason = match handle.status().last_error {
@@ -313,9 +328,12 @@ impl Hub {
         if attachments.is_empty() {
             return self.catalog();
         }
-        let handles = self.handles();
         let attached: Vec<Attached> = attachments.iter().map(|a| a.handle.clone()).collect();
-        let all = handles.iter().chain(attached.iter().map(|a| &a.0));
+        // A configured server of the same name (a reload since the label was checked) is left
+        // out: its tools never route to the request's connection, nor the other way.
+        let mut handles = self.handles();
+        handles.retain(|h| !attached.iter().any(|a| a.handle.name() == h.name()));
+        let all = handles.iter().chain(attached.iter().map(|a| &a.handle));
         Arc::new(Catalog::build_attached(all.flat_map(|s| sources(s)), &attached))
     }
 
@@ -378,7 +396,11 @@ impl Hub {
 pub struct Attachment {
     handle: Attached,
     _stop: tokio_util::sync::DropGuard,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
+
+/// Most servers named by URL connected at once, across all requests.
+const MAX_ATTACHED: usize = 64;
 
 /// The tools `server` offers, as catalog sources.
 fn sources(server: &ServerHandle) -> impl Iterator<Item = SourceTool> + use<> {

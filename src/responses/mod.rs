@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 pub use input::{Converted, to_chat};
 pub use output::{Answer, as_messages, events, new_id, response};
 pub use stream::Translator;
-pub use url_servers::{MAX_URL_SERVERS, url_servers};
+pub use url_servers::{MAX_URL_SERVERS, Refused, url_servers, without_credentials};
 
 use crate::agent::park::{PendingCall, REFERENCE, Wait};
 use crate::state::Secrets;

@@ -237,9 +237,10 @@ async fn a_model_behind_the_upstreams_responses_api_runs_the_same_loop() {
         .tool_call("ts__echo", json!({"text": "from chat"}))
         .text("Chat done.")
         .text("No tools here.")
+        .text("Four-one answers.")
         .start()
         .await;
-    let app = gateway(&llm, "models:\n  o-native:\n    api: responses\n").await;
+    let app = gateway(&llm, "models:\n  o-native:\n    api: responses\n  gpt-4*:\n    api: responses\n").await;
     let body = json!({"model": "o-native", "input": "echo native", "reasoning": {"effort": "low"},
         "tools": [{"type": "mcp", "server_label": "ts", "require_approval": "never"}]});
     let resp = app.post("/v1/responses", &body).await;
@@ -273,6 +274,8 @@ async fn a_model_behind_the_upstreams_responses_api_runs_the_same_loop() {
 
     let sent = llm.requests();
     assert_eq!(sent.len(), 5);
+    // Strict by default there: our tools go as `strict: false` (the model would refuse their schemas).
+    assert_eq!(sent[0].json()["tools"][0]["strict"], false, "{}", sent[0].json());
     assert!(sent.iter().all(|r| r.path == "/v1/responses"), "{:?}", sent.iter().map(|r| &r.path).collect::<Vec<_>>());
     assert_eq!(llm.refusals(), Vec::<Value>::new());
     let second = sent[1].json();
@@ -292,6 +295,17 @@ async fn a_model_behind_the_upstreams_responses_api_runs_the_same_loop() {
     assert_eq!(refused.status(), 400);
     let refusal: Value = refused.json().await.unwrap();
     assert!(refusal["error"]["message"].as_str().unwrap().contains("required 'reasoning' item"), "{refusal}");
+
+    // A model that does not reason refuses encrypted reasoning: asked once more without it.
+    let before = llm.refusals().len();
+    let four = json!({"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5});
+    let answer: Value = app.post("/v1/chat/completions", &four).await.json().await.unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "Four-one answers.", "{answer}");
+    let refusals = llm.refusals();
+    assert_eq!(refusals.len(), before + 1, "{refusals:?}");
+    assert_eq!(refusals[before]["error"]["param"], "include", "{refusals:?}");
+    let retried = llm.requests().last().unwrap().json();
+    assert!(retried.get("include").is_none() && retried["max_output_tokens"] == 16, "{retried}");
 }
 
 /// A hosted `mcp` tool may name a `server_url` the operator allows: the gateway connects there
@@ -303,7 +317,7 @@ async fn an_allowed_server_url_is_connected_for_its_request_alone() {
     let remote = crate::common::peers::HttpPeer::test_server("http", 0).await;
     let url = format!("{}/mcp", remote.base());
     let llm = FakeLlm::new()
-        .tool_call("remote__headers", json!({}))
+        .tool_call("remote__headers", json!({"authorization": true}))
         .text("Saw the headers.")
         .tool_call("remote__echo", json!({"text": "after yes"}))
         .text("Echoed after approval.")
@@ -328,7 +342,18 @@ async fn an_allowed_server_url_is_connected_for_its_request_alone() {
     assert_eq!(got["output"][0]["server_label"], "remote", "{got}");
     let call = &got["output"][1];
     assert_eq!((call["server_label"].as_str(), call["name"].as_str()), (Some("remote"), Some("headers")), "{call}");
-    assert!(call["output"].as_str().unwrap().contains("blue"), "the request's header reached the server: {call}");
+    let output = call["output"].as_str().unwrap();
+    assert!(output.contains("blue"), "the request's header reached the server: {call}");
+    // Its token reached the server too, and nothing of ours shows it: not the call's output (to
+    // the model), the response (which echoes the tools), nor the stored copy.
+    assert!(output.contains("authorization") && output.contains("***"), "{output}");
+    assert!(!got.to_string().contains("client-token"), "{got}");
+    let id = got["id"].as_str().unwrap();
+    let stored = app.client.get(app.url(&format!("/v1/responses/{id}"))).bearer_auth("sk-admin").send().await.unwrap();
+    let stored = stored.text().await.unwrap();
+    assert!(stored.contains("remote") && !stored.contains("client-token"), "{stored}");
+    let model_saw = llm.chat_requests()[1].to_string();
+    assert!(model_saw.contains("blue") && !model_saw.contains("client-token"), "{model_saw}");
     // Only the named server's tools were offered.
     let offered = llm.chat_requests()[0]["tools"].to_string();
     assert!(offered.contains("remote__echo") && !offered.contains("ts__echo"), "{offered}");

@@ -225,6 +225,9 @@ impl ServerHandler for TestServer {
             }
             "headers" => {
                 // The `x-*` headers of this call's HTTP request (empty over stdio).
+                let authorization =
+                    request.arguments.as_ref().and_then(|a| a.get("authorization")).and_then(|v| v.as_bool())
+                        == Some(true);
                 let headers: serde_json::Map<String, serde_json::Value> = context
                     .extensions
                     .get::<http::request::Parts>()
@@ -232,7 +235,10 @@ impl ServerHandler for TestServer {
                         parts
                             .headers
                             .iter()
-                            .filter(|(name, _)| name.as_str().starts_with("x-"))
+                            .filter(|(name, _)| {
+                                name.as_str().starts_with("x-")
+                                    || (authorization && *name == http::header::AUTHORIZATION)
+                            })
                             .map(|(name, value)| (name.to_string(), json!(value.to_str().unwrap_or_default())))
                             .collect()
                     })

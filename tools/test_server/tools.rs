@@ -116,8 +116,9 @@ pub fn builtin_tools() -> Vec<Tool> {
         .with_annotations(rmcp::model::ToolAnnotations::new().destructive(true).read_only(false)),
         Tool::new(
             "headers",
-            "Returns the x-* headers of this call's HTTP request (none over stdio).",
-            schema(json!({}), &[]),
+            "Returns the x-* headers of this call's HTTP request (none over stdio); with `authorization`, that \
+             header too.",
+            schema(json!({"authorization": {"type": "boolean"}}), &[]),
         )
         // Destructive says so, but read-only wins: no approval for it.
         .with_annotations(rmcp::model::ToolAnnotations::new().destructive(true).read_only(true)),

@@ -6,7 +6,9 @@
 //! their arguments in pieces or a `message` with `output_text` deltas, and `response.completed`
 //! with usage; every event has its `sequence_number`. Rules, with OpenAI's error bodies (400):
 //! unknown top-level parameters; chat-style content parts; function tools without a top-level
-//! `name`; a `function_call_output` with no `function_call` before it and a call with no output;
+//! `name`, schemas not ready for the default `strict: true`, `max_output_tokens` under 16,
+//! chat-style `stream_options`, encrypted reasoning asked of a GPT-4 model (which does not
+//! reason); a `function_call_output` with no `function_call` before it and a call with no output;
 //! a call the model made after reasoning sent back without that reasoning item (and its
 //! encrypted content unchanged) right before it.
 
@@ -70,6 +72,27 @@ fn check(body: &Value, issued: &std::collections::HashMap<String, String>) -> Re
     if let Some(key) = object.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(error(format!("Unknown parameter: '{key}'."), Some(key), Some("unknown_parameter")));
     }
+    if let Some(options) = body["stream_options"].as_object()
+        && let Some(key) = options.keys().find(|k| *k != "include_obfuscation")
+    {
+        let param = format!("stream_options.{key}");
+        return Err(error(format!("Unknown parameter: '{param}'."), Some(&param), Some("unknown_parameter")));
+    }
+    if let Some(limit) = body["max_output_tokens"].as_u64().filter(|l| *l < 16) {
+        return Err(error(
+            format!(
+                "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 16, but got {limit} instead."
+            ),
+            Some("max_output_tokens"),
+            Some("integer_below_min_value"),
+        ));
+    }
+    let model = body["model"].as_str().unwrap_or_default();
+    let wants_reasoning =
+        body["include"].as_array().is_some_and(|i| i.iter().any(|v| v == "reasoning.encrypted_content"));
+    if !reasoning_model(model) && wants_reasoning {
+        return Err(error("Encrypted content is not supported with this model.".into(), Some("include"), None));
+    }
     for (i, tool) in body["tools"].as_array().into_iter().flatten().enumerate() {
         if tool["type"] == "function" && !tool["name"].is_string() {
             let param = format!("tools[{i}].name");
@@ -77,6 +100,22 @@ fn check(body: &Value, issued: &std::collections::HashMap<String, String>) -> Re
                 format!("Missing required parameter: '{param}'."),
                 Some(&param),
                 Some("missing_required_parameter"),
+            ));
+        }
+        // `strict` defaults to true here: a schema must then close its objects and require all.
+        let schema = &tool["parameters"];
+        let strict_ready = schema["additionalProperties"] == false
+            && schema["properties"].as_object().is_none_or(|p| {
+                p.keys().all(|k| schema["required"].as_array().is_some_and(|r| r.iter().any(|n| n == k.as_str())))
+            });
+        if tool["type"] == "function" && tool["strict"] != false && !strict_ready {
+            return Err(error(
+                format!(
+                    "Invalid schema for function '{}': In context=(), 'additionalProperties' is required to be supplied and to be false.",
+                    tool["name"].as_str().unwrap_or_default()
+                ),
+                Some(&format!("tools[{i}].parameters")),
+                Some("invalid_function_parameters"),
             ));
         }
     }
@@ -138,6 +177,15 @@ fn check(body: &Value, issued: &std::collections::HashMap<String, String>) -> Re
             }
             Some("reasoning") => {
                 let id = item["id"].as_str().unwrap_or_default();
+                let follows =
+                    items.get(i + 1).is_some_and(|next| next.get("role").is_none() || next["role"] == "assistant");
+                if !follows {
+                    return Err(error(
+                        format!("Item '{id}' of type 'reasoning' was provided without its required following item."),
+                        Some("input"),
+                        None,
+                    ));
+                }
                 if item["encrypted_content"].as_str() != Some(seal(id).as_str()) {
                     return Err(error(
                         format!("The encrypted content for item {id} could not be verified."),
@@ -157,12 +205,17 @@ fn check(body: &Value, issued: &std::collections::HashMap<String, String>) -> Re
     Ok(())
 }
 
+/// Whether `model` reasons (and hands out encrypted reasoning items): not the GPT-4 family.
+fn reasoning_model(model: &str) -> bool {
+    !model.starts_with("gpt-4")
+}
+
 /// `POST /v1/responses`.
 pub(super) async fn responses(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let rec = record(&shared, req).await;
     let body: Value = serde_json::from_slice(&rec.body).unwrap_or_default();
     // Hosted tools this model does not run: answered with what arrived (pass-through tests).
-    if body["tools"].as_array().into_iter().flatten().any(|t| t["type"] != "function") {
+    if body["tools"].as_array().into_iter().flatten().any(|t| t["type"] != "function" && t["type"] != "custom") {
         return axum::Json(json!({"method": rec.method, "path": rec.path, "body_len": rec.body.len()})).into_response();
     }
     if let Err(refusal) = check(&body, &shared.responses_issued.lock().unwrap()) {
@@ -193,11 +246,17 @@ pub(super) async fn responses(State(shared): State<Arc<Shared>>, req: Request) -
     };
     let reasoning_id = format!("rs_fake{n}");
     let summary = "Considering the request.";
-    let mut output = vec![json!({"id": reasoning_id, "type": "reasoning", "encrypted_content": seal(&reasoning_id),
-        "summary": [{"type": "summary_text", "text": summary}]})];
+    let reasons = reasoning_model(&model);
+    let mut output = Vec::new();
+    if reasons {
+        output.push(json!({"id": reasoning_id, "type": "reasoning", "encrypted_content": seal(&reasoning_id),
+            "summary": [{"type": "summary_text", "text": summary}]}));
+    }
     for (i, (name, args)) in calls.iter().enumerate() {
         let call_id = format!("call_r{n}_{i}");
-        shared.responses_issued.lock().unwrap().insert(call_id.clone(), reasoning_id.clone());
+        if reasons {
+            shared.responses_issued.lock().unwrap().insert(call_id.clone(), reasoning_id.clone());
+        }
         output.push(json!({"id": format!("fc_{call_id}"), "type": "function_call", "status": "completed",
             "arguments": args_text(args), "call_id": call_id, "name": name}));
     }
