@@ -148,6 +148,53 @@ fn rss_mb(pid: u32) -> f64 {
     kb / 1024.0
 }
 
+/// How long choosing among 1,000 tools takes (p50 of 20, ms): for a short question, and for
+/// a conversation whose last message is 30 MB.
+fn ranking_times() -> (f64, f64) {
+    use mcp_middleware::agent::selection::choose;
+    use mcp_middleware::config::SelectionConfig;
+    use mcp_middleware::mcp::{Catalog, SourceTool};
+    let words = ["create", "list", "get", "update", "delete", "search", "issue", "file", "branch", "commit"];
+    let tools = (0..1_000).map(|i| {
+        let (verb, noun) = (words[i % 6], words[6 + (i / 6) % 4]);
+        let schema = json!({"type": "object", "properties": {"id": {"type": "string"}}});
+        SourceTool {
+            server: format!("server{}", i / 50),
+            name: format!("{verb}_{noun}_{i}"),
+            description: Some(format!("{verb} a {noun}: returns the {noun} with its fields")),
+            input_schema: std::sync::Arc::new(schema.as_object().cloned().unwrap()),
+            destructive: false,
+            prefix: None,
+        }
+    });
+    let catalog = Catalog::build(tools);
+    let pool = catalog.entries().to_vec();
+    let config = SelectionConfig {
+        max_tools: 64,
+        max_tool_bytes: usize::MAX,
+        always_rank: true,
+        always: vec![],
+        find_tools: Some("find_tools".into()),
+    };
+    let time = |last: &str| {
+        let body = json!({"model": "m", "messages": [
+            {"role": "user", "content": "list the open issues"}, {"role": "assistant", "content": "Which?"},
+            {"role": "user", "content": last}]});
+        let body = body.as_object().cloned().unwrap();
+        let mut samples: Vec<f64> = (0..20)
+            .map(|_| {
+                let started = Instant::now();
+                std::hint::black_box(choose(&catalog, pool.clone(), &body, &config, None));
+                started.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        samples.sort_by(f64::total_cmp);
+        samples[samples.len() / 2]
+    };
+    let paste = "search the commit log for this failure: ".repeat(30 * 1024 * 1024 / 40);
+    (time("search the commits on this branch"), time(&paste))
+}
+
 fn chat(model: &str, stream: bool) -> Bytes {
     Bytes::from(json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}).to_string())
 }
@@ -331,14 +378,40 @@ async fn run() {
         let sent_tools =
             serde_json::from_slice::<Value>(&sent).ok().and_then(|v| v["tools"].as_array().map(Vec::len)).unwrap_or(0);
         let (_, direct_catalog) = load::sequential(&direct, &sent, b"hello", 200, 3_000, Duration::from_secs(5)).await;
+        let untooled = Bytes::from(
+            json!({"model": "bench", "messages": [{"role": "user", "content": "hi"}], "mcp": {"enabled": false}})
+                .to_string(),
+        );
+        let (_, quiet) =
+            load::sequential(&big.target("mcp-middleware"), &untooled, b"hello", 200, 3_000, Duration::from_secs(5))
+                .await;
+        drop(big);
+        // The same catalog, its server announcing a change every 100 ms.
+        let churning_servers = format!(
+            "\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio, --extra-tools, \"{extra}\", --churn-ms, \"100\"]"
+        );
+        let churning = Gateway::start(upstream.addr, &churning_servers).await;
+        churning.wait_for_tools(1_000).await;
+        let (_, churned) = load::sequential(
+            &churning.target("mcp-middleware"),
+            &untooled,
+            b"hello",
+            200,
+            3_000,
+            Duration::from_secs(5),
+        )
+        .await;
+        drop(churning);
         report.catalog = report::Catalog {
             listed,
             sent_tools,
             sent_bytes: sent.len(),
             via_p50: via_catalog.ms(0.5),
             direct_p50: direct_catalog.ms(0.5),
+            quiet: (quiet.ms(0.5), quiet.ms(0.99)),
+            churning: (churned.ms(0.5), churned.ms(0.99)),
+            ranking: ranking_times(),
         };
-        drop(big);
     }
 
     if run_section("instructions") {

@@ -14,12 +14,11 @@ use tokio::sync::mpsc;
 
 use super::run::{Agent, ChatJob, ResumeRequest, Start};
 use super::tool_loop::ToolLoop;
-use super::{RequestControls, cards_to_text, client_tool_names, expand_tool_cards, select, takes_images};
+use super::{
+    RequestControls, cards_to_text, carries_cards, client_tool_names, expand_tool_cards, select, takes_images,
+};
 use crate::config::{ToolSelection, UserIdentity};
 use crate::llm::{ChatRequest, LlmError, SseEvent, UpstreamBody, UpstreamRequest, UpstreamResponse};
-
-/// How an Open WebUI tool card looks inside JSON-encoded content.
-const CARD_MARKER: &[u8] = br#"<details type=\"tool_calls\""#;
 
 /// A chat request as the HTTP layer hands it over.
 pub struct ChatInput {
@@ -188,7 +187,7 @@ impl Agent {
         }
         // Cards become calls only when tools go upstream: a provider refuses tool-call history
         // in a request without tools (the client's own tools count).
-        let has_cards = chat.raw.windows(CARD_MARKER.len()).any(|w| w == CARD_MARKER);
+        let has_cards = chat.body.get("messages").and_then(Value::as_array).is_some_and(|m| carries_cards(m));
         let tools_upstream = !tools.is_empty() || client_tool_names(&chat.body).next().is_some();
         if has_cards && let Some(Value::Array(mut messages)) = chat.body.remove("messages") {
             if tools_upstream {

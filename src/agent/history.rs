@@ -95,6 +95,15 @@ fn expand(original: &Value, text: &str, signer: &CardSigner, out: &mut Vec<Value
     }
 }
 
+/// Whether an assistant message of `messages` carries a tool card (only those can: the scan
+/// reads assistant text, never a user's paste).
+pub fn carries_cards(messages: &[Value]) -> bool {
+    messages.iter().any(|m| {
+        m.get("role").and_then(Value::as_str) == Some("assistant")
+            && m.get("content").and_then(Value::as_str).is_some_and(|text| text.contains(OPEN))
+    })
+}
+
 /// Replaces every tool card this gateway made in assistant content with a plain-text line
 /// (`[called name(args): result]`), for requests that send no tools upstream; other cards stay
 /// as they were written.

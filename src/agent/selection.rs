@@ -30,29 +30,58 @@ pub struct Offer {
     pub ranker: &'static str,
 }
 
+/// How much of the last user message weighs in ranking (its end: what was asked last).
+pub const RANKED_LAST_USER_BYTES: usize = 8 * 1024;
+/// How much of each earlier message weighs.
+const RANKED_OTHER_BYTES: usize = 2 * 1024;
+
 /// The weighted query a conversation makes: the last user message counts three times, the four
-/// messages before it once.
+/// messages before it once; of each only its last few KiB (a pasted 30 MB log costs no more to
+/// rank than a question).
 fn conversation_query(body: &Map<String, Value>) -> HashMap<String, f64> {
     let mut query = HashMap::new();
     let messages = body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    let text = |m: &Value| -> String {
-        match m.get("content") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(parts)) => {
-                parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(" ")
-            }
-            _ => String::new(),
-        }
-    };
     let last_user = messages.iter().rposition(|m| m.get("role").and_then(Value::as_str) == Some("user"));
     for (i, message) in messages.iter().enumerate().rev().take(5) {
         let role = message.get("role").and_then(Value::as_str).unwrap_or_default();
         if role != "user" && role != "assistant" {
             continue;
         }
-        add_terms(&mut query, &text(message), if Some(i) == last_user { 3.0 } else { 1.0 });
+        let (weight, budget) =
+            if Some(i) == last_user { (3.0, RANKED_LAST_USER_BYTES) } else { (1.0, RANKED_OTHER_BYTES) };
+        add_terms(&mut query, &text_tail(message, budget), weight);
     }
     query
+}
+
+/// The last `budget` bytes (about; whole characters) of a message's text, its parts' texts
+/// taken from the end.
+fn text_tail(message: &Value, budget: usize) -> String {
+    let tail = |text: &str, room: usize| -> String {
+        let mut start = text.len().saturating_sub(room);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        text.get(start..).unwrap_or_default().to_owned()
+    };
+    match message.get("content") {
+        Some(Value::String(text)) => tail(text, budget),
+        Some(Value::Array(parts)) => {
+            let mut pieces = Vec::new();
+            let mut room = budget;
+            for text in parts.iter().rev().filter_map(|p| p.get("text").and_then(Value::as_str)) {
+                if room == 0 {
+                    break;
+                }
+                let piece = tail(text, room);
+                room = room.saturating_sub(piece.len() + 1);
+                pieces.push(piece);
+            }
+            pieces.reverse();
+            pieces.join(" ")
+        }
+        _ => String::new(),
+    }
 }
 
 /// Names of the tools already called in this chat.
@@ -186,4 +215,23 @@ pub fn find(catalog: &Catalog, pool: &[Arc<ToolEntry>], query: &str, limit: usiz
         text.push_str(&format!("- {}: {first_line}\n", entry.name));
     }
     (text, found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_the_end_of_a_long_message_weighs() {
+        let paste = format!("{}é{}", "x".repeat(RANKED_LAST_USER_BYTES * 4), " search branches");
+        let tail = text_tail(&json!({"content": paste}), RANKED_LAST_USER_BYTES);
+        assert!(tail.len() <= RANKED_LAST_USER_BYTES && tail.ends_with("search branches"));
+        let parts = json!({"content": [{"type": "text", "text": "first"}, {"type": "text", "text": "y".repeat(100)}]});
+        assert_eq!(text_tail(&parts, 50), "y".repeat(50));
+        assert_eq!(text_tail(&parts, 200), format!("first {}", "y".repeat(100)));
+        let body = json!({"messages": [{"role": "user", "content": paste}]});
+        let query = conversation_query(body.as_object().unwrap());
+        assert!(query.contains_key("branches") || query.keys().any(|k| k.starts_with("branch")), "{query:?}");
+    }
 }

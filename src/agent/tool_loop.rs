@@ -789,6 +789,8 @@ impl ToolLoop {
             .filter_map(|c| c.server.clone())
             .collect();
         if !connected.is_empty() {
+            // Their tools were listed on connecting: the catalog has them once that rebuild lands.
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.agent.hub.rebuilt()).await;
             self.offer_tools_of(&connected);
         }
         let parks = self.agent.parking.is_some() && !waiting.is_empty();

@@ -6,9 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use rmcp::model::CallToolResult;
 use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -31,9 +33,8 @@ struct Running {
 pub struct Hub {
     servers: RwLock<Vec<Running>>,
     catalog: SharedCatalog,
-    /// Serialises rebuilds: read every server's tools, build, swap, as one step, so a rebuild
-    /// that read older tools can never land after one that read newer tools.
-    rebuilding: Mutex<()>,
+    /// Catalog rebuilds asked for and done ([`Hub::rebuild`]).
+    rebuilds: Arc<Rebuilds>,
     shutdown: CancellationToken,
     http: reqwest::Client,
     in_process: HashMap<String, InProcessServer>,
@@ -105,7 +106,7 @@ impl Hub {
         let hub = Arc::new_cyclic(|this| Self {
             servers: RwLock::new(Vec::new()),
             catalog,
-            rebuilding: Mutex::new(()),
+            rebuilds: Arc::new(Rebuilds { wanted: AtomicU64::new(0), done: watch::channel(0).0, wake: Notify::new() }),
             shutdown,
             http,
             in_process: in_process.clone(),
@@ -115,11 +116,43 @@ impl Hub {
             events: tokio::sync::broadcast::channel(EVENTS_BUFFERED).0,
             attachments: Arc::new(tokio::sync::Semaphore::new(MAX_ATTACHED)),
         });
+        hub.spawn_rebuilder();
         let running: Vec<Running> = configs.iter().cloned().map(|c| hub.launch(c)).collect();
         *hub.servers.write() = running;
         // A server that became ready before the list was in place rebuilt without itself.
         hub.rebuild();
         hub
+    }
+
+    /// The one task that rebuilds the catalog: every change asks for a rebuild, and however
+    /// many were asked for while one ran, one more runs after it, reading every server's tools
+    /// then. The build (schemas cleaned, names made unique, the search index) runs on the
+    /// blocking pool, never on a runtime thread; requests keep the catalog they loaded.
+    fn spawn_rebuilder(&self) {
+        let rebuilds = self.rebuilds.clone();
+        let this = self.this.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = rebuilds.wake.notified() => {}
+                }
+                let wanted = rebuilds.wanted.load(Ordering::Acquire);
+                let Some(hub) = this.upgrade() else { return };
+                let handles = hub.handles();
+                let built =
+                    tokio::task::spawn_blocking(move || Catalog::build(handles.iter().flat_map(|s| sources(s)))).await;
+                match built {
+                    Ok(catalog) => {
+                        tracing::debug!(tools = catalog.len(), "tool catalog rebuilt");
+                        hub.catalog.store(catalog);
+                    }
+                    Err(error) => tracing::error!(%error, "the tool catalog could not be rebuilt"),
+                }
+                rebuilds.done.send_replace(wanted);
+            }
+        });
     }
 
     /// Starts the supervisor of one server.
@@ -211,11 +244,22 @@ impl Hub {
         self.handles().iter().map(|s| s.status()).collect()
     }
 
-    /// Waits (at most `limit`) until no server is still making its first connection.
+    /// Waits (at most `limit`) until no server is still making its first connection, and the
+    /// catalog holds what they listed.
     pub async fn settled(&self, limit: Duration) {
         let handles = self.handles();
-        let all = futures_util::future::join_all(handles.iter().map(|s| s.settled()));
+        let all = async {
+            futures_util::future::join_all(handles.iter().map(|s| s.settled())).await;
+            self.rebuilt().await;
+        };
         let _ = tokio::time::timeout(limit, all).await;
+    }
+
+    /// Waits until every rebuild asked for so far has landed.
+    pub async fn rebuilt(&self) {
+        let wanted = self.rebuilds.wanted.load(Ordering::Acquire);
+        let mut done = self.rebuilds.done.subscribe();
+        let _ = done.wait_for(|d| *d >= wanted).await;
     }
 
     /// Calls a tool by its exposed name (operators' CLI: no permission applies).
@@ -279,13 +323,11 @@ impl Hub {
         }
     }
 
-    /// Rebuilds the catalog from every server's current tools.
+    /// Asks for the catalog to be rebuilt from every server's current tools (coalesced; see
+    /// [`spawn_rebuilder`](Self::spawn_rebuilder)); [`rebuilt`](Self::rebuilt) waits for it.
     fn rebuild(&self) {
-        let _serialised = self.rebuilding.lock();
-        let handles = self.handles();
-        let catalog = Catalog::build(handles.iter().flat_map(|s| sources(s)));
-        tracing::debug!(tools = catalog.len(), "tool catalog rebuilt");
-        self.catalog.store(catalog);
+        self.rebuilds.wanted.fetch_add(1, Ordering::AcqRel);
+        self.rebuilds.wake.notify_one();
     }
 
     /// Connects to a server one request names by URL (`responses.server_urls`), for that
@@ -390,6 +432,14 @@ impl Hub {
             std::mem::take(&mut *self.servers.write()).into_iter().map(|r| r.task).collect();
         let _ = tokio::time::timeout(Duration::from_secs(10), futures_util::future::join_all(tasks)).await;
     }
+}
+
+/// Catalog rebuilds: how many were asked for, the count the last one to land had seen, and
+/// the rebuilder's wake-up.
+struct Rebuilds {
+    wanted: AtomicU64,
+    done: watch::Sender<u64>,
+    wake: Notify,
 }
 
 /// A request's connection to a server it named by URL ([`Hub::attach`]); closed when dropped.

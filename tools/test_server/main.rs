@@ -65,6 +65,10 @@ struct Cli {
     /// and logging (and declare those capabilities).
     #[arg(long, global = true)]
     conformance: bool,
+    /// Over stdio, send `notifications/tools/list_changed` every this many milliseconds (0:
+    /// never): a server whose catalog churns, for the gateway's benchmark.
+    #[arg(long, global = true, default_value_t = 0)]
+    churn_ms: u64,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -138,10 +142,23 @@ async fn serve(cli: Cli) -> Result<(), BoxError> {
     let name: Arc<str> = cli.name.into();
     let era = cli.era;
     let conformance = cli.conformance;
+    let churn = std::time::Duration::from_millis(cli.churn_ms);
     let make_server = move || TestServer::new(Arc::clone(&name), Arc::clone(&shared), era, conformance);
     match cli.mode {
         Mode::Stdio => {
             let running = make_server().serve(rmcp::transport::stdio()).await?;
+            if !churn.is_zero() {
+                let peer = running.peer().clone();
+                tokio::spawn(async move {
+                    let mut every = tokio::time::interval(churn);
+                    loop {
+                        every.tick().await;
+                        if peer.notify_tool_list_changed().await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
             let reason = running.waiting().await?;
             tracing::info!(?reason, "stdio session ended");
         }
