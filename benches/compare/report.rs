@@ -231,8 +231,8 @@ impl Report {
         let _ = writeln!(
             md,
             "A pass-through request (tools off) through that gateway: p50 {:.3} ms, p99 {:.3} ms with the catalog \
-             quiet; p50 {:.3} ms, p99 {:.3} ms while its server sends `tools/list_changed` every 100 ms (each one \
-             a re-listing and a catalog rebuild, off the request threads).\n",
+             quiet; p50 {:.3} ms, p99 {:.3} ms while its server changes a tool and sends `tools/list_changed` every \
+             100 ms (listed again at most once a second; the catalog rebuilt off the request threads).\n",
             c.quiet.0, c.quiet.1, c.churning.0, c.churning.1
         );
         let _ = writeln!(

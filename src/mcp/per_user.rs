@@ -167,7 +167,7 @@ impl super::ServerHandle {
             }
             *adopted = Some(tools.clone());
         }
-        self.store_tools(tools);
+        let _ = self.store_tools(tools);
         // `connect_account` stays (unless the server has a tool of that name): a user who has
         // not connected can still be handed the link, and a chat parked on it can go on.
         let own = self.live.borrow().tools.iter().any(|t| t.name == CONNECT_TOOL);

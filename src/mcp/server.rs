@@ -427,7 +427,9 @@ impl ServerHandle {
             _ => None,
         };
         match tokio::time::timeout(timeout, list_capped(&peer)).await {
-            Ok(Ok(tools)) => self.store_tools(tools),
+            Ok(Ok(tools)) => {
+                self.store_tools(tools);
+            }
             Ok(Err(e)) => return Err(format!("tools/list failed: {e}")),
             Err(_) => return Err(format!("no answer to tools/list within {timeout:?}")),
         }
@@ -451,6 +453,7 @@ impl ServerHandle {
         tokio::pin!(ended);
         let interval = self.config.ping_interval;
         let mut unanswered = 0u32;
+        let mut listed_at: Option<Instant> = None;
         loop {
             let ping_due = async {
                 if interval.is_zero() {
@@ -484,12 +487,24 @@ impl ServerHandle {
                     return Ok(());
                 }
                 () = self.tools_changed.notified() => {
+                    // A server announcing changes often is listed again at most once a second:
+                    // what it announced meanwhile is one listing (the last is always listed).
+                    let gap = listed_at.map_or(Duration::ZERO, |at| RELIST_GAP.saturating_sub(at.elapsed()));
+                    if !gap.is_zero() {
+                        tokio::select! {
+                            () = tokio::time::sleep(gap) => {}
+                            () = shutdown.cancelled() => continue,
+                        }
+                    }
+                    listed_at = Some(Instant::now());
                     let _listing = self.in_flight(None);
                     match tokio::time::timeout(timeout, list_capped(&peer)).await {
+                        // An announcement that changed nothing rebuilds nothing.
                         Ok(Ok(tools)) => {
-                            self.store_tools(tools);
-                            tracing::info!(server = %self.name(), tools = self.tools().len(), "tool list changed");
-                            on_change();
+                            if self.store_tools(tools) {
+                                tracing::info!(server = %self.name(), tools = self.tools().len(), "tool list changed");
+                                on_change();
+                            }
                         }
                         Ok(Err(e)) => tracing::warn!(server = %self.name(), error = %e, "tools/list after list_changed failed"),
                         Err(_) => tracing::warn!(server = %self.name(), "tools/list after list_changed timed out"),
@@ -501,7 +516,9 @@ impl ServerHandle {
         Ok(())
     }
 
-    pub(super) fn store_tools(&self, tools: Vec<Tool>) {
+    /// Keeps the server's tools (filtered, bounded, checked against their first definitions);
+    /// whether they differ from what it had.
+    pub(super) fn store_tools(&self, tools: Vec<Tool>) -> bool {
         let include = self.config.include_tools.as_ref();
         let exclude = &self.config.exclude_tools;
         let kept: Vec<Tool> = tools
@@ -511,7 +528,13 @@ impl ServerHandle {
             .filter_map(|t| super::catalog::bounded_tool(self.name(), t))
             .collect();
         let kept = self.check_definitions(kept);
-        self.live.send_modify(|live| live.tools = Arc::new(kept));
+        self.live.send_if_modified(|live| {
+            let changed = *live.tools != kept;
+            if changed {
+                live.tools = Arc::new(kept);
+            }
+            changed
+        })
     }
 
     /// Compares each tool's definition with the one first listed: a change (or a tool that
@@ -814,6 +837,8 @@ impl Drop for CancelOnDrop {
 
 /// Unanswered pings after which a connection is restarted.
 const MAX_UNANSWERED_PINGS: u32 = 3;
+/// Least time between two listings of a server's tools after it announced changes.
+const RELIST_GAP: Duration = Duration::from_secs(1);
 
 /// Whether `peer` answers a `ping` within `wait`.
 async fn ping(peer: &Peer<RoleClient>, wait: Duration) -> bool {

@@ -65,8 +65,9 @@ struct Cli {
     /// and logging (and declare those capabilities).
     #[arg(long, global = true)]
     conformance: bool,
-    /// Over stdio, send `notifications/tools/list_changed` every this many milliseconds (0:
-    /// never): a server whose catalog churns, for the gateway's benchmark.
+    /// Over stdio, change the description of the first extra tool and send
+    /// `notifications/tools/list_changed` every this many milliseconds (0: never): a server
+    /// whose catalog churns, for the gateway's benchmark.
     #[arg(long, global = true, default_value_t = 0)]
     churn_ms: u64,
     #[command(subcommand)]
@@ -143,6 +144,7 @@ async fn serve(cli: Cli) -> Result<(), BoxError> {
     let era = cli.era;
     let conformance = cli.conformance;
     let churn = std::time::Duration::from_millis(cli.churn_ms);
+    let churned = Arc::clone(&shared);
     let make_server = move || TestServer::new(Arc::clone(&name), Arc::clone(&shared), era, conformance);
     match cli.mode {
         Mode::Stdio => {
@@ -151,8 +153,9 @@ async fn serve(cli: Cli) -> Result<(), BoxError> {
                 let peer = running.peer().clone();
                 tokio::spawn(async move {
                     let mut every = tokio::time::interval(churn);
-                    loop {
+                    for tick in 0u64.. {
                         every.tick().await;
+                        churned.retouch_first_bulk_tool(tick);
                         if peer.notify_tool_list_changed().await.is_err() {
                             return;
                         }

@@ -229,6 +229,14 @@ impl Shared {
         }
     }
 
+    /// Gives `bulk_0` a new description (its `tick`th), if it is listed.
+    pub fn retouch_first_bulk_tool(&self, tick: u64) {
+        let mut added = self.added.lock();
+        if let Some(tool) = added.iter_mut().find(|t| t.name == "bulk_0") {
+            *tool = echo_like_tool("bulk_0".to_owned(), &format!("Echo-like bulk tool 0, revision {tick}."));
+        }
+    }
+
     /// Lists `long_description`: a description of `bytes` bytes that starts with a visible
     /// sentence and an instruction in invisible Unicode tag characters.
     pub fn add_long_description_tool(&self, bytes: usize) {
