@@ -3,6 +3,7 @@
 //! open. The caller ([`Caller`]: the key's tool policy, the user, the key's upstream key) goes
 //! into the request's extensions.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -129,6 +130,29 @@ fn files_namespace(restricted_key: Option<&str>, user: Option<&str>) -> Option<S
 /// The holder of per-user accounts: a digest of the presented key (none on an open gateway)
 /// and the user (none: the key itself is the holder). Neither can be read back from it.
 fn account_of(key: Option<&str>, user: Option<&str>) -> String {
+    // The same few callers come again and again: their digests are kept (bounded; cleared
+    // when full, so a stream of made-up keys on an open gateway costs memory for none).
+    static KNOWN: std::sync::LazyLock<parking_lot::Mutex<HashMap<Holder, String>>> =
+        std::sync::LazyLock::new(Default::default);
+    const MAX_KNOWN: usize = 4096;
+    let lookup = (key.map(str::to_owned), user.map(str::to_owned));
+    if let Some(known) = KNOWN.lock().get(&lookup) {
+        return known.clone();
+    }
+    let account = digest_account(key, user);
+    let mut known = KNOWN.lock();
+    if known.len() >= MAX_KNOWN {
+        known.clear();
+    }
+    known.insert(lookup, account.clone());
+    account
+}
+
+/// A presented key and user, as [`account_of`] remembers them.
+type Holder = (Option<String>, Option<String>);
+
+/// [`account_of`], computed.
+fn digest_account(key: Option<&str>, user: Option<&str>) -> String {
     use sha2::Digest;
     let mut hash = sha2::Sha256::new();
     hash.update(b"mcp-middleware account\0");
