@@ -3,6 +3,10 @@
 //! Connect timeout and an idle read timeout (no total deadline, so long streams survive).
 //! A request is retried with backoff only when its connection failed before any byte was sent,
 //! and only when its body can be replayed; a request that may have reached the model never is.
+//!
+//! To a plain-HTTP upstream (LiteLLM beside the gateway) a request with its body in memory goes
+//! through hyper's pooled client directly; reqwest (its layers, its redirect policy parsing
+//! every URL twice) serves HTTPS upstreams and streamed bodies.
 
 use std::time::Duration;
 
@@ -20,11 +24,18 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct UpstreamClient {
     http: reqwest::Client,
+    /// hyper's pooled client, for a plain-HTTP upstream.
+    fast: Option<FastClient>,
+    /// The chat path's URI, parsed once, for `fast`.
+    chat_uri: Option<http::Uri>,
     config: std::sync::Arc<UpstreamConfig>,
     display: std::sync::Arc<str>,
     /// `/chat/completions` below the base URL, parsed and checked once: the hot path's URL.
     chat_url: Option<std::sync::Arc<url::Url>>,
 }
+
+type FastClient =
+    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, http_body_util::Full<Bytes>>;
 
 /// The path every chat request takes.
 const CHAT_PATH: &str = "/chat/completions";
@@ -69,10 +80,63 @@ pub struct UpstreamResponse {
     pub status: StatusCode,
     /// Response headers.
     pub headers: HeaderMap,
-    inner: reqwest::Response,
+    inner: Inner,
     display: std::sync::Arc<str>,
     /// Longest wait for the next event (comments do not count).
     read_timeout: Duration,
+}
+
+/// A response body, from whichever client sent the request.
+enum Inner {
+    Reqwest(reqwest::Response),
+    Hyper(hyper::body::Incoming),
+}
+
+/// A response's status, headers and unread body.
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Inner,
+}
+
+impl Head {
+    fn of(response: reqwest::Response) -> Self {
+        Self { status: response.status(), headers: response.headers().clone(), body: Inner::Reqwest(response) }
+    }
+}
+
+impl Inner {
+    /// The body chunk by chunk; `idle` bounds the wait for each chunk of a hyper body (reqwest
+    /// has its own read timeout).
+    fn bytes(self, display: std::sync::Arc<str>, idle: Duration) -> impl Stream<Item = Result<Bytes, LlmError>> + Send {
+        match self {
+            Self::Reqwest(response) => response
+                .bytes_stream()
+                .map(move |r| {
+                    r.map_err(|e| {
+                        let upstream = display.to_string();
+                        if e.is_timeout() {
+                            LlmError::Timeout { upstream }
+                        } else {
+                            LlmError::StreamBroken { upstream, detail: e.without_url().to_string() }
+                        }
+                    })
+                })
+                .left_stream(),
+            Self::Hyper(body) => {
+                let upstream = display.to_string();
+                let broken = upstream.clone();
+                let data = http_body_util::BodyStream::new(body).filter_map(move |frame| {
+                    futures_util::future::ready(match frame {
+                        Ok(frame) => frame.into_data().ok().map(Ok),
+                        Err(e) => Some(Err(LlmError::StreamBroken { upstream: broken.clone(), detail: e.to_string() })),
+                    })
+                });
+                crate::bounded::idle_timeout(data, idle, move || LlmError::Timeout { upstream: upstream.clone() })
+                    .right_stream()
+            }
+        }
+    }
 }
 
 impl UpstreamClient {
@@ -87,9 +151,19 @@ impl UpstreamClient {
             // confined above (with the upstream key), and costs two URL parses per request.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        let fast = (config.base_url.scheme() == "http").then(|| {
+            let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(config.connect_timeout));
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .build(connector)
+        });
         let display = config.display_url().into();
-        let mut client = Self { http, config: config.into(), display, chat_url: None };
+        let mut client = Self { http, fast, chat_uri: None, config: config.into(), display, chat_url: None };
         client.chat_url = client.confined_url(CHAT_PATH).ok().map(std::sync::Arc::new);
+        client.chat_uri = client.chat_url.as_ref().and_then(|u| u.as_str().parse().ok());
         Ok(client)
     }
 
@@ -115,16 +189,64 @@ impl UpstreamClient {
         if let Some(auth) = auth {
             headers.insert(header::AUTHORIZATION, auth);
         }
-        let response = match req.body {
-            UpstreamBody::Stream(body) => {
+        let response = match (req.body, &self.fast) {
+            (UpstreamBody::Stream(body), _) => {
                 let builder = self.http.request(req.method, url).headers(headers).body(body);
-                builder.send().await.map_err(|e| self.transport_error(e))?
+                Head::of(builder.send().await.map_err(|e| self.transport_error(e))?)
             }
-            UpstreamBody::Empty => self.send_replayable(&req.method, &url, &headers, None).await?,
-            UpstreamBody::Bytes(b) => self.send_replayable(&req.method, &url, &headers, Some(b)).await?,
+            (UpstreamBody::Empty, Some(fast)) => self.send_fast(fast, &req.method, &url, headers, Bytes::new()).await?,
+            (UpstreamBody::Bytes(b), Some(fast)) => self.send_fast(fast, &req.method, &url, headers, b).await?,
+            (UpstreamBody::Empty, None) => Head::of(self.send_replayable(&req.method, &url, &headers, None).await?),
+            (UpstreamBody::Bytes(b), None) => {
+                Head::of(self.send_replayable(&req.method, &url, &headers, Some(b)).await?)
+            }
         };
         crate::metrics::metrics().upstream_latency.observe(started.elapsed().as_secs_f64());
         self.check(response, sent_key.as_deref()).await
+    }
+
+    /// Sends a replayable request through hyper's pool (retried as [`send_replayable`]
+    /// would); `upstream.read_timeout` bounds the wait for the response's head.
+    ///
+    /// [`send_replayable`]: Self::send_replayable
+    async fn send_fast(
+        &self,
+        fast: &FastClient,
+        method: &Method,
+        url: &url::Url,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Head, LlmError> {
+        let uri: http::Uri = match &self.chat_uri {
+            Some(uri) if self.chat_url.as_deref().is_some_and(|chat| chat.as_str() == url.as_str()) => uri.clone(),
+            _ => url.as_str().parse().map_err(|_| LlmError::InvalidRequest {
+                message: "the request path is not a valid URI".into(),
+                param: None,
+            })?,
+        };
+        let mut attempt = 0;
+        loop {
+            let mut request = http::Request::new(http_body_util::Full::new(body.clone()));
+            *request.method_mut() = method.clone();
+            *request.uri_mut() = uri.clone();
+            *request.headers_mut() = headers.clone();
+            match tokio::time::timeout(self.config.read_timeout, fast.request(request)).await {
+                Ok(Ok(response)) => {
+                    let (parts, body) = response.into_parts();
+                    return Ok(Head { status: parts.status, headers: parts.headers, body: Inner::Hyper(body) });
+                }
+                Ok(Err(e)) if e.is_connect() && attempt < self.config.max_retries => {
+                    attempt += 1;
+                    let backoff = Duration::from_millis(100u64 << attempt.min(6));
+                    tracing::warn!(upstream = %self.display, attempt, error = %e, "upstream connect failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                }
+                Ok(Err(e)) => {
+                    return Err(LlmError::Unreachable { upstream: self.display.to_string(), source: Box::new(e) });
+                }
+                Err(_) => return Err(LlmError::Timeout { upstream: self.display.to_string() }),
+            }
+        }
     }
 
     /// `base_url` + `path_and_query`, parsed (so `..` and `%2e%2e` are resolved as the upstream
@@ -198,15 +320,16 @@ impl UpstreamClient {
         if e.is_timeout() {
             LlmError::Timeout { upstream }
         } else {
-            LlmError::Unreachable { upstream, source: e.without_url() }
+            LlmError::Unreachable { upstream, source: Box::new(e.without_url()) }
         }
     }
 
-    async fn check(&self, resp: reqwest::Response, sent_key: Option<&str>) -> Result<UpstreamResponse, LlmError> {
-        let status = resp.status();
+    async fn check(&self, head: Head, sent_key: Option<&str>) -> Result<UpstreamResponse, LlmError> {
+        let Head { status, headers, body } = head;
         if status.is_client_error() {
-            let retry_after = resp.headers().get(header::RETRY_AFTER).cloned();
-            let body = scrub_key(read_bounded(resp, MAX_ERROR_BODY).await, sent_key);
+            let retry_after = headers.get(header::RETRY_AFTER).cloned();
+            let bytes = body.bytes(self.display.clone(), self.config.read_timeout);
+            let body = scrub_key(read_bounded(bytes, MAX_ERROR_BODY).await, sent_key);
             return Err(LlmError::Rejected { status, body, retry_after });
         }
         if status.is_server_error() {
@@ -215,8 +338,8 @@ impl UpstreamClient {
         }
         Ok(UpstreamResponse {
             status,
-            headers: resp.headers().clone(),
-            inner: resp,
+            headers,
+            inner: body,
             display: self.display.clone(),
             read_timeout: self.config.read_timeout,
         })
@@ -236,9 +359,9 @@ fn scrub_key(body: Bytes, key: Option<&str>) -> Bytes {
     Bytes::from(text)
 }
 
-async fn read_bounded(resp: reqwest::Response, max: usize) -> Bytes {
+async fn read_bounded(bytes: impl Stream<Item = Result<Bytes, LlmError>>, max: usize) -> Bytes {
     let mut out = Vec::new();
-    let mut stream = resp.bytes_stream();
+    let mut stream = std::pin::pin!(bytes);
     while let Some(Ok(chunk)) = stream.next().await {
         let room = max.saturating_sub(out.len());
         out.extend_from_slice(chunk.get(..chunk.len().min(room)).unwrap_or_default());
@@ -260,17 +383,7 @@ impl UpstreamResponse {
 
     /// The body as it arrives, chunk by chunk.
     pub fn bytes_stream(self) -> impl Stream<Item = Result<Bytes, LlmError>> + Send + 'static {
-        let display = self.display;
-        self.inner.bytes_stream().map(move |r| {
-            r.map_err(|e| {
-                let upstream = display.to_string();
-                if e.is_timeout() {
-                    LlmError::Timeout { upstream }
-                } else {
-                    LlmError::StreamBroken { upstream, detail: e.without_url().to_string() }
-                }
-            })
-        })
+        self.inner.bytes(self.display, self.read_timeout)
     }
 
     /// The body parsed as server-sent events, event by event. `upstream.read_timeout` holds
@@ -278,7 +391,7 @@ impl UpstreamResponse {
     /// nothing else times out too.
     pub fn events(self) -> impl Stream<Item = Result<SseEvent, LlmError>> + Send + 'static {
         let upstream = self.display.to_string();
-        let events = sse::events(self.inner.bytes_stream(), upstream.clone());
+        let events = sse::events(self.inner.bytes(self.display, self.read_timeout), upstream.clone());
         crate::bounded::idle_timeout(events, self.read_timeout, move || LlmError::Timeout {
             upstream: upstream.clone(),
         })

@@ -34,7 +34,7 @@ pub enum LlmError {
         upstream: String,
         /// The transport error (logged, never shown).
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The upstream went silent for longer than the read timeout.
     #[error("upstream {upstream} did not answer in time")]

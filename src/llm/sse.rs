@@ -26,15 +26,14 @@ impl SseEvent {
 /// ends an event would otherwise grow one buffer without end).
 pub(super) fn events<S>(bytes: S, upstream: String) -> impl Stream<Item = Result<SseEvent, LlmError>> + Send
 where
-    S: Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send,
+    S: Stream<Item = Result<bytes::Bytes, LlmError>> + Send,
 {
     use crate::bounded::{Bounded, MAX_EVENT_BYTES, cap_events};
     use eventsource_stream::{EventStreamError, Eventsource};
     cap_events(bytes, MAX_EVENT_BYTES).eventsource().map(move |item| match item {
         Ok(ev) => Ok(SseEvent { event: ev.event, data: ev.data }),
-        Err(EventStreamError::Transport(Bounded::Inner(e))) if e.is_timeout() => {
-            Err(LlmError::Timeout { upstream: upstream.clone() })
-        }
+        // The transport's own error (a timeout, a broken stream) as it was.
+        Err(EventStreamError::Transport(Bounded::Inner(e))) => Err(e),
         Err(e) => Err(LlmError::StreamBroken { upstream: upstream.clone(), detail: e.to_string() }),
     })
 }
