@@ -130,26 +130,30 @@ fn files_namespace(restricted_key: Option<&str>, user: Option<&str>) -> Option<S
 /// The holder of per-user accounts: a digest of the presented key (none on an open gateway)
 /// and the user (none: the key itself is the holder). Neither can be read back from it.
 fn account_of(key: Option<&str>, user: Option<&str>) -> String {
-    // The same few callers come again and again: their digests are kept (bounded; cleared
-    // when full, so a stream of made-up keys on an open gateway costs memory for none).
-    static KNOWN: std::sync::LazyLock<parking_lot::Mutex<HashMap<Holder, String>>> =
+    // The same few callers come again and again: their digests are remembered under a keyed
+    // 64-bit hash of who they are (no key is kept; bounded, cleared when full; long inputs are
+    // not remembered at all).
+    static KNOWN: std::sync::LazyLock<(std::hash::RandomState, parking_lot::Mutex<HashMap<u64, String>>)> =
         std::sync::LazyLock::new(Default::default);
     const MAX_KNOWN: usize = 4096;
-    let lookup = (key.map(str::to_owned), user.map(str::to_owned));
-    if let Some(known) = KNOWN.lock().get(&lookup) {
-        return known.clone();
+    const MAX_REMEMBERED_BYTES: usize = 512;
+    let (key_text, user_text) = (key.unwrap_or_default(), user.unwrap_or_default());
+    if key_text.len() + user_text.len() > MAX_REMEMBERED_BYTES {
+        return digest_account(key, user);
+    }
+    let (state, known) = &*KNOWN;
+    let holder = std::hash::BuildHasher::hash_one(state, (key, user));
+    if let Some(account) = known.lock().get(&holder) {
+        return account.clone();
     }
     let account = digest_account(key, user);
-    let mut known = KNOWN.lock();
+    let mut known = known.lock();
     if known.len() >= MAX_KNOWN {
         known.clear();
     }
-    known.insert(lookup, account.clone());
+    known.insert(holder, account.clone());
     account
 }
-
-/// A presented key and user, as [`account_of`] remembers them.
-type Holder = (Option<String>, Option<String>);
 
 /// [`account_of`], computed.
 fn digest_account(key: Option<&str>, user: Option<&str>) -> String {

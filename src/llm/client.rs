@@ -151,10 +151,22 @@ impl UpstreamClient {
             // confined above (with the upstream key), and costs two URL parses per request.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        let fast = (config.base_url.scheme() == "http").then(|| {
+        // Where reqwest would do more than connect: credentials in the URL (its Basic auth), or
+        // a proxy from the environment (which it honours), it keeps every request.
+        let plain = config.base_url.scheme() == "http"
+            && config.base_url.username().is_empty()
+            && config.base_url.password().is_none()
+            && !["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+                .iter()
+                .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()));
+        let fast = plain.then(|| {
             let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
             connector.set_nodelay(true);
             connector.set_connect_timeout(Some(config.connect_timeout));
+            // As reqwest's: a silent peer behind a NAT is noticed.
+            connector.set_keepalive(Some(Duration::from_secs(15)));
+            connector.set_keepalive_interval(Some(Duration::from_secs(15)));
+            connector.set_keepalive_retries(Some(3));
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(90))
                 .pool_timer(hyper_util::rt::TokioTimer::new())
@@ -230,6 +242,7 @@ impl UpstreamClient {
             *request.method_mut() = method.clone();
             *request.uri_mut() = uri.clone();
             *request.headers_mut() = headers.clone();
+            request.headers_mut().entry(header::ACCEPT).or_insert(HeaderValue::from_static("*/*"));
             match tokio::time::timeout(self.config.read_timeout, fast.request(request)).await {
                 Ok(Ok(response)) => {
                     let (parts, body) = response.into_parts();
@@ -242,7 +255,15 @@ impl UpstreamClient {
                     tokio::time::sleep(backoff).await;
                 }
                 Ok(Err(e)) => {
-                    return Err(LlmError::Unreachable { upstream: self.display.to_string(), source: Box::new(e) });
+                    let upstream = self.display.to_string();
+                    // A connect that timed out is a timeout, as reqwest says.
+                    let timed_out = std::iter::successors(std::error::Error::source(&e), |s| s.source()).any(|s| {
+                        s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+                    });
+                    if timed_out {
+                        return Err(LlmError::Timeout { upstream });
+                    }
+                    return Err(LlmError::Unreachable { upstream, source: Box::new(e) });
                 }
                 Err(_) => return Err(LlmError::Timeout { upstream: self.display.to_string() }),
             }

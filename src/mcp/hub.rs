@@ -250,6 +250,9 @@ impl Hub {
         let handles = self.handles();
         let all = async {
             futures_util::future::join_all(handles.iter().map(|s| s.settled())).await;
+            // One build that reads the settled servers (a server is ready a moment before it
+            // asks for its rebuild).
+            self.rebuild();
             self.rebuilt().await;
         };
         let _ = tokio::time::timeout(limit, all).await;
@@ -259,7 +262,11 @@ impl Hub {
     pub async fn rebuilt(&self) {
         let wanted = self.rebuilds.wanted.load(Ordering::Acquire);
         let mut done = self.rebuilds.done.subscribe();
-        let _ = done.wait_for(|d| *d >= wanted).await;
+        // After shutdown no rebuild runs: nothing to wait for.
+        tokio::select! {
+            _ = done.wait_for(|d| *d >= wanted) => {}
+            () = self.shutdown.cancelled() => {}
+        }
     }
 
     /// Calls a tool by its exposed name (operators' CLI: no permission applies).

@@ -454,17 +454,21 @@ impl ServerHandle {
         let interval = self.config.ping_interval;
         let mut unanswered = 0u32;
         let mut listed_at: Option<Instant> = None;
+        // The next ping is due `interval` after the last one, whatever else happened meanwhile
+        // (a server announcing changes all the time is still pinged).
+        let mut ping_at = tokio::time::Instant::now() + interval;
         loop {
             let ping_due = async {
                 if interval.is_zero() {
                     std::future::pending::<()>().await;
                 }
-                tokio::time::sleep(interval).await;
+                tokio::time::sleep_until(ping_at).await;
             };
             tokio::select! {
                 _ = &mut ended => break,
                 () = self.auth_lost.notified() => break,
                 () = ping_due => {
+                    ping_at = tokio::time::Instant::now() + interval;
                     // A wedged server (it accepts, it never answers) is found by its silence.
                     let wait = interval.clamp(Duration::from_secs(1), Duration::from_secs(10));
                     if ping(&peer, wait).await {
