@@ -71,6 +71,9 @@ async fn colour_only_on_a_terminal_and_never_from_input() {
         llm.url
     );
     std::fs::write(&config, yaml).unwrap();
+    // `script` dies when killed, but the gateway on its terminal takes the hang-up for a reload
+    // and lives on: it is found by its config path and stopped, however the test ends.
+    let _stop = StopByConfig(config.display().to_string());
     let command = format!(
         "{} --config {} --listen 127.0.0.1:0 --log-format pretty",
         env!("CARGO_BIN_EXE_mcp-middleware"),
@@ -116,4 +119,21 @@ async fn colour_only_on_a_terminal_and_never_from_input() {
     assert!(!seen.contains("\u{1b}[2J"), "a model's escape reached the terminal:\n{seen}");
     assert!(seen.contains("\\u{1b}[2J"), "the escape is shown escaped:\n{seen}");
     assert!(!seen.lines().any(|l| l.starts_with("INFO forged")), "a forged line:\n{seen}");
+}
+
+/// On drop, sends SIGTERM to every process whose command line names this config file.
+struct StopByConfig(String);
+
+impl Drop for StopByConfig {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir("/proc") else { return };
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else { continue };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(&self.0) && cmdline.contains("mcp-middleware") && !cmdline.starts_with("script") {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+    }
 }
