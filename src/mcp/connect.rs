@@ -83,7 +83,7 @@ pub struct HubClient {
     /// up the model bill in parallel).
     sampling_slots: Arc<tokio::sync::Semaphore>,
     /// Hands each progress notification to the call that waits for it.
-    progress: rmcp::handler::client::progress::ProgressDispatcher,
+    progress: super::progress::ProgressRouter,
     /// The calls in flight on this server, and who stands behind each.
     callers: super::Callers,
     /// Whether elicitation is declared (`elicitation: true`).
@@ -131,7 +131,7 @@ impl HubClient {
     }
 
     /// Where this client's progress notifications go (subscribe by progress token).
-    pub fn progress(&self) -> rmcp::handler::client::progress::ProgressDispatcher {
+    pub fn progress(&self) -> super::progress::ProgressRouter {
         self.progress.clone()
     }
 
@@ -152,7 +152,7 @@ impl ClientHandler for HubClient {
         params: rmcp::model::ProgressNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        self.progress.handle_notification(params).await;
+        self.progress.deliver(params);
     }
 
     async fn create_elicitation(

@@ -14,6 +14,7 @@
 //! | `per_user.rs` | a `per_user` OAuth server's connection per account holder           |
 //! | `tasks.rs`   | tools that run only as tasks (2025-11-25 tasks: call, result, cancel) |
 //! | `resources.rs` | resources of every server, merged (unique URIs) and read back       |
+//! | `progress.rs` | progress notifications routed to their call, early ones kept      |
 //! | `prompts.rs` | prompts of every server, named like tools, and got back              |
 //! | `complete.rs` | `completion/complete` routed, `logging/setLevel` passed on           |
 //! | `oauth.rs`   | OAuth: sealed credentials, sign-ins (CLI, HTTP, connect links)       |
@@ -31,6 +32,7 @@ mod connect;
 mod hub;
 pub mod oauth;
 mod per_user;
+mod progress;
 mod prompts;
 mod resources;
 pub mod search;

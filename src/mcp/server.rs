@@ -85,7 +85,7 @@ pub(super) struct Live {
     /// The issuer of an OAuth server's tokens, once connected with them.
     pub(super) issuer: Option<String>,
     /// Where the live connection's progress notifications go.
-    pub(super) progress: Option<rmcp::handler::client::progress::ProgressDispatcher>,
+    pub(super) progress: Option<super::progress::ProgressRouter>,
     /// Since when the server has not been ready (`None` while it is).
     pub(super) down_since: Option<Instant>,
 }
@@ -661,7 +661,7 @@ impl ServerHandle {
         let dispatcher = self.live.borrow().progress.clone();
         let watch = match dispatcher {
             Some(dispatcher) if show.is_some() || relay_progress.is_some() => {
-                Some(dispatcher.subscribe(handle.progress_token.clone()).await)
+                Some(dispatcher.subscribe(handle.progress_token.clone()))
             }
             _ => None,
         };
@@ -685,7 +685,7 @@ impl ServerHandle {
                     tokio::select! {
                         // Steps first: the server sent them before its result.
                         biased;
-                        Some(step) = futures_util::StreamExt::next(&mut progress) => report(&step),
+                        Some(step) = progress.next() => report(&step),
                         result = &mut response => break result,
                     }
                 };
@@ -697,9 +697,7 @@ impl ServerHandle {
         // registered, so they still reach its caller).
         straggle(heard.as_deref()).await;
         if let Some(mut progress) = progress {
-            while let Some(Some(step)) =
-                futures_util::FutureExt::now_or_never(futures_util::StreamExt::next(&mut progress))
-            {
+            while let Some(step) = progress.ready() {
                 report(&step);
             }
         }
