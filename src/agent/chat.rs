@@ -242,10 +242,14 @@ impl Agent {
     pub async fn chat(&self, input: ChatInput) -> Result<ChatReply, ChatError> {
         let (mut rest, first_event_wait) = match self.plan(input).await? {
             Planned::Upstream(reply) => return Ok(reply),
-            Planned::Loop { job, stream: false, .. } => return Ok(ChatReply::Completion(self.complete(*job).await?)),
+            // The loops' futures are large and rare beside a pass-through: boxed, so this one
+            // (moved through every layer of a request) stays small.
+            Planned::Loop { job, stream: false, .. } => {
+                return Ok(ChatReply::Completion(Box::pin(self.complete(*job)).await?));
+            }
             Planned::Loop { job, first_event_wait, .. } => (self.stream(*job), first_event_wait),
             Planned::Resumed { tool_loop, start, stream: false, .. } => {
-                return Ok(ChatReply::Completion(self.complete_loop(*tool_loop, start).await?));
+                return Ok(ChatReply::Completion(Box::pin(self.complete_loop(*tool_loop, start)).await?));
             }
             Planned::Resumed { tool_loop, start, include_usage, first_event_wait, .. } => {
                 (Agent::stream_loop(*tool_loop, start, include_usage), first_event_wait)

@@ -6,10 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, header};
-use axum::middleware::Next;
-use axum::response::Response;
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
@@ -17,10 +15,10 @@ use crate::config::{AuthConfig, KeyConfig, UserIdentity, header_safe};
 
 pub use crate::access::{Caller, KeyPolicy};
 
-/// Middleware on every route but health: lets a request through only with a configured key,
-/// and leaves the [`Caller`] (policy, identity with its files folder, upstream key) in the
-/// request's extensions, where every surface reads it.
-pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+/// On every route but health: lets a request through only with a configured key, and leaves
+/// the [`Caller`] (policy, identity with its files folder, upstream key) in the request's
+/// extensions, where every surface reads it.
+pub fn admit(state: &AppState, req: &mut Request) -> Result<(), ApiError> {
     let mut caller = authenticate(&state.config.auth, req.headers())?;
     let restricted = caller.policy.is_some().then(|| presented_key(req.headers())).flatten();
     caller.identity.files = files_namespace(restricted, caller.identity.id.as_deref());
@@ -31,7 +29,7 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
         caller.identity.public_url = Some(public_url(&state.config.http, req.headers()));
     }
     req.extensions_mut().insert(caller);
-    Ok(next.run(req).await)
+    Ok(())
 }
 
 /// Checks the presented key (`Err` for a missing or unknown one when keys are configured).

@@ -34,7 +34,9 @@ pub async fn completions(
         approval: caller.approval.clone(),
     };
     let keepalive = state.config.limits.sse_keepalive;
-    match state.agent.chat(input).await? {
+    // Boxed: the agent's future is made once on the heap, and only a pointer to it moves
+    // through the layers of the request.
+    match Box::pin(state.agent.chat(input)).await? {
         ChatReply::Upstream { response, stream } if stream && response.is_event_stream() => {
             Ok(sse::relay(response.events(), keepalive, state.hard_stop.clone()))
         }

@@ -17,24 +17,40 @@
 //! - **JSON routes** (chat, `/mcp/tools/*`) take `application/json` only (415 otherwise): a
 //!   `text/plain` form post cannot be a tool call.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
 
-/// Runs every check; the request goes on only when all pass.
-pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// What [`gate`] says of a request.
+pub enum Gate {
+    /// Every check passed: route it, naming this allow-listed origin (if any) in the response.
+    Pass(Option<HeaderValue>),
+    /// Answer this instead (an error, or a preflight's reply).
+    Answer(Response),
+}
+
+/// Runs every check on a request about to be routed.
+pub fn gate(state: &AppState, req: &Request) -> Gate {
+    match checked(state, req) {
+        Ok(origin) => Gate::Pass(origin),
+        Err(answer) => Gate::Answer(*answer),
+    }
+}
+
+fn checked(state: &AppState, req: &Request) -> Result<Option<HeaderValue>, Box<Response>> {
     let limit = state.config.limits.max_header_bytes;
     let size: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
     if size > limit {
-        return ApiError::HeadersTooLarge { limit }.into_response();
+        return Err(Box::new(ApiError::HeadersTooLarge { limit }.into_response()));
     }
     let path = req.uri().path();
     if path.contains('%') && escapes_unreserved(path) {
-        return ApiError::BadRequest("the request path may not percent-encode letters, digits or `-._~`".into())
-            .into_response();
+        return Err(Box::new(
+            ApiError::BadRequest("the request path may not percent-encode letters, digits or `-._~`".into())
+                .into_response(),
+        ));
     }
     // Artifact links are embedded by pages; the two probes say only a status; an authorization
     // server sends a person's browser to the OAuth callback (a cross-site navigation, bound by
@@ -45,33 +61,33 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         || path == "/health/readiness"
         || path == "/oauth/callback";
     if exempt {
-        return next.run(req).await;
+        return Ok(None);
     }
-    if !host_allowed(&state, req.headers(), req.uri().authority().map(|a| a.as_str())) {
-        return ApiError::Forbidden("this gateway does not serve the host named in the request".into()).into_response();
+    if !host_allowed(state, req.headers(), req.uri().authority().map(|a| a.as_str())) {
+        return Err(Box::new(
+            ApiError::Forbidden("this gateway does not serve the host named in the request".into()).into_response(),
+        ));
     }
     // A per-user server's connect link is opened from a chat page (a cross-site navigation,
     // bound by its sealed ticket); its `Host` was checked above, as it names the redirect URI.
     if req.method() == Method::GET && path.starts_with("/oauth/connect/") {
-        return next.run(req).await;
+        return Ok(None);
     }
-    let origin = match browser_origin(&state, req.headers()) {
-        Ok(origin) => origin,
-        Err(e) => return e.into_response(),
-    };
+    let origin = browser_origin(state, req.headers()).map_err(|e| Box::new(e.into_response()))?;
     if req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
-        return preflight(origin.as_ref(), req.headers());
+        return Err(Box::new(preflight(origin.as_ref(), req.headers())));
     }
     if req.method() == Method::POST && json_route(path) && !is_json(req.headers()) {
-        return ApiError::UnsupportedMediaType.into_response();
+        return Err(Box::new(ApiError::UnsupportedMediaType.into_response()));
     }
-    let mut response = next.run(req).await;
-    if let Some(origin) = origin {
-        let headers = response.headers_mut();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.append(header::VARY, HeaderValue::from_static("origin"));
-    }
-    response
+    Ok(origin)
+}
+
+/// Names the allowed `origin` (from [`gate`]) in a response.
+pub fn allow_origin(response: &mut Response, origin: HeaderValue) {
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
 }
 
 /// Whether `path` escapes a character that needs no escaping (RFC 3986 unreserved).

@@ -96,7 +96,8 @@ pub async fn call_tool(
         return Err(McpError::UnknownTool { name }.into());
     };
     let visible = || (!access.is_unrestricted()).then(|| access.visible(&catalog).map(|e| e.name.clone()).collect());
-    let invocation = state.agent.invoker.invoke(tool, call.arguments, visible, &caller.identity).await;
+    // Boxed: a call's future is large, and only a pointer to it moves through the layers.
+    let invocation = Box::pin(state.agent.invoker.invoke(tool, call.arguments, visible, &caller.identity)).await;
     let result = invocation.result?;
     let mut value = serde_json::to_value(&result).unwrap_or_default();
     if let Some(obj) = value.as_object_mut() {

@@ -9,6 +9,7 @@ mod auth;
 mod body;
 mod chat;
 mod error;
+mod front;
 mod guard;
 mod health;
 mod mcp;
@@ -26,10 +27,6 @@ use axum::Router;
 use axum::extract::Request;
 use axum::routing::{any, get, post};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
-use tracing::Level;
 
 pub use error::{ApiError, ErrorReply, openai_error};
 pub use server::{Routes, serve};
@@ -194,8 +191,7 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/start/{server}", post(oauth::start))
         .route("/oauth/connections/{server}", axum::routing::delete(oauth::disconnect))
         .route("/oauth/confirm/{server}", post(oauth::confirm))
-        .route("/metrics", get(metrics))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
+        .route("/metrics", get(metrics));
     let health = Router::new()
         .route("/health", get(health::summary))
         .route("/health/liveliness", get(health::liveliness))
@@ -204,85 +200,19 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/callback", get(oauth::callback))
         .route("/oauth/connect/{server}", get(oauth::connect))
         .route(oauth::CLIENT_METADATA_PATH, get(oauth::client_metadata));
-    let trace = TraceLayer::new_for_http()
-        .make_span_with(|req: &Request| {
-            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-            let path = req.uri().path();
-            // Probes come every few seconds from an orchestrator: their lines are debug detail.
-            if matches!(path, "/health/liveliness" | "/health/readiness") {
-                tracing::debug_span!("request", id = %id, method = %req.method(), path = %path)
-            } else {
-                tracing::info_span!("request", id = %id, method = %req.method(), path = %path)
-            }
-        })
-        .on_response(|response: &axum::response::Response, latency: std::time::Duration, span: &tracing::Span| {
-            let (status, latency_ms) = (response.status().as_u16(), latency.as_secs_f64() * 1000.0);
-            if span.metadata().is_some_and(|m| *m.level() == Level::INFO) {
-                tracing::info!(status, latency_ms, "finished processing request");
-            } else {
-                tracing::debug!(status, latency_ms, "finished processing request");
-            }
-        })
-        // One line per request: a failure is the line above (and the error's own line).
-        .on_failure(());
     Router::new()
         .merge(protected)
         .merge(health)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(trace)
-                .layer(axum::middleware::from_fn(count_request))
-                .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard)),
-        )
+        // Open routes are named in `front::open_route`; every other route needs a key.
+        .layer(front::FrontLayer::new(state.clone()))
         .with_state(state)
 }
 
 /// The request's `x-mcp-servers` values (see [`crate::agent::narrowing_headers`]), or a 400.
 pub(crate) fn mcp_servers_header(headers: &axum::http::HeaderMap) -> Result<Vec<&str>, ApiError> {
     crate::agent::narrowing_headers(headers).map_err(ApiError::BadRequest)
-}
-
-/// Request ids: this process's random prefix and a counter (`3f9a61c2-1a`): unique across
-/// replicas and restarts like a UUID, without drawing randomness and formatting 16 bytes per
-/// request.
-#[derive(Clone)]
-struct RequestIds {
-    prefix: Arc<str>,
-    next: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl RequestIds {
-    fn new() -> Self {
-        let random = uuid::Uuid::new_v4().simple().to_string();
-        Self {
-            prefix: random.get(..12).unwrap_or(&random).into(),
-            next: Arc::new(std::sync::atomic::AtomicU64::new(1)),
-        }
-    }
-}
-
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("{}-{n:x}", self.prefix);
-        axum::http::HeaderValue::from_str(&id).ok().map(RequestId::new)
-    }
-}
-
-/// Counts every request by matched route and status.
-async fn count_request(req: Request, next: axum::middleware::Next) -> axum::response::Response {
-    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
-    let response = next.run(req).await;
-    let route = route
-        .or_else(|| response.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned()))
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let labels = crate::metrics::RequestLabels { route, status: response.status().as_u16() };
-    crate::metrics::metrics().requests.get_or_create(&labels).inc();
-    response
 }
 
 /// `GET /metrics`: OpenMetrics text; MCP server state and the catalog size are read now. Only

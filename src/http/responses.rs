@@ -199,7 +199,8 @@ pub async fn create(
         let events = futures_util::stream::unfold(out, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
         return Ok(super::sse::relay(events, state.config.limits.sse_keepalive, state.hard_stop.clone()));
     }
-    let answer = run(&agent, input, limit).await?;
+    // Boxed: the loop's future is large, and only a pointer to it moves through the layers.
+    let answer = Box::pin(run(&agent, input, limit)).await?;
     drop(attachments);
     let mut response = responses::response(&id, created, &request, &answer, (&converted.labels, &allowed), &catalog);
     finisher.finish(&mut response, &answer.text).await;
