@@ -16,10 +16,31 @@ use prometheus_client::registry::Registry;
 /// Labels of an HTTP request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// The matched route (`/v1/chat/completions`, `/mcp/tools/call` …; `unmatched` otherwise).
-    pub route: String,
+    /// The matched route (`/v1/chat/completions`, `/mcp/tools/call` …; `unmatched` otherwise):
+    /// one of the router's patterns, kept once for the process (see [`route_label`]).
+    pub route: &'static str,
     /// The status code.
     pub status: u16,
+}
+
+/// `route` as a label that lives for the process: route patterns are a fixed set (the router's),
+/// so each is kept once and no request allocates its label.
+pub fn route_label(route: &str) -> &'static str {
+    static SEEN: std::sync::OnceLock<parking_lot::RwLock<std::collections::HashSet<&'static str>>> =
+        std::sync::OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    if let Some(known) = seen.read().get(route) {
+        return known;
+    }
+    let mut seen = seen.write();
+    match seen.get(route) {
+        Some(known) => known,
+        None => {
+            let kept: &'static str = Box::leak(route.into());
+            seen.insert(kept);
+            kept
+        }
+    }
 }
 
 /// Labels of a tool call.

@@ -82,36 +82,47 @@ pub enum Framing {
 /// `Authorization`), what says which browser page or address the request came from, and
 /// forwarding headers a proxy in front of the upstream might trust.
 pub fn forward_headers(incoming: &HeaderMap, framing: Framing) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(incoming.len());
-    let named: Vec<&str> = incoming
+    let mut out = incoming.clone();
+    strip_for_upstream(&mut out, framing);
+    out
+}
+
+/// [`forward_headers`] in place: the client's own map, without a copy.
+pub fn strip_for_upstream(headers: &mut HeaderMap, framing: Framing) {
+    let named: Vec<&str> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
-    for (name, value) in incoming {
-        if is_hop_by_hop(name) || dropped_upstream(name, framing) {
-            continue;
-        }
-        if !named.is_empty() && named.iter().any(|n| n.eq_ignore_ascii_case(name.as_str())) {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            is_hop_by_hop(name)
+                || dropped_upstream(name, framing)
+                || named.iter().any(|n| n.eq_ignore_ascii_case(name.as_str()))
+        })
+        .cloned()
+        .collect();
+    drop(named);
+    for name in doomed {
+        headers.remove(name);
     }
-    out
 }
 
-/// Response headers to pass back to the client: all but hop-by-hop and the upstream's CORS
-/// headers (the gateway answers for its own origin policy; LiteLLM allows every origin).
-pub fn response_headers(upstream: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(upstream.len());
-    for (name, value) in upstream {
-        if !is_hop_by_hop(name) && !name.as_str().starts_with("access-control-") {
-            out.append(name.clone(), value.clone());
-        }
+/// Response headers to pass back to the client, in place: all but hop-by-hop and the
+/// upstream's CORS headers (the gateway answers for its own origin policy; LiteLLM allows
+/// every origin).
+pub fn strip_response(headers: &mut HeaderMap) {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name) || name.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
     }
-    out
 }
 
 fn dropped_upstream(name: &HeaderName, framing: Framing) -> bool {

@@ -1,37 +1,37 @@
 //! `POST /v1/chat/completions`: read the body and the request's controls, hand them to
 //! [`Agent::chat`](crate::agent::Agent::chat), and turn its reply into JSON or SSE.
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::Json;
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use futures_util::stream;
 
 use super::auth::Caller;
-use super::body::{Framing, forward_headers, read_limited};
+use super::body::{Framing, read_limited, strip_for_upstream};
 use super::{ApiError, AppState, mcp_servers_header, proxy, sse};
 use crate::agent::{ChatInput, ChatReply};
 
-/// The chat completions handler (streaming and not).
-pub async fn completions(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
+/// The chat completions handler (streaming and not). It takes the request whole: its headers
+/// and its caller are moved out, not copied.
+pub async fn completions(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let axum::http::request::Parts { mut headers, mut extensions, .. } = parts;
+    let caller = extensions.remove::<Caller>().ok_or(ApiError::Unauthorized)?;
     let raw = read_limited(body, &headers, state.config.limits.max_body_bytes).await?;
     let mcp_servers = mcp_servers_header(&headers)?.into_iter().map(str::to_owned).collect();
+    let background = headers.get("x-openwebui-task").is_some_and(|v| !v.as_bytes().trim_ascii().is_empty());
+    let client_auth = caller.upstream_auth(headers.get(axum::http::header::AUTHORIZATION));
+    strip_for_upstream(&mut headers, Framing::Rewritten);
     let input = ChatInput {
         raw,
         key: caller.policy.as_ref().map(|k| k.0.clone()),
         mcp_servers,
-        background: headers.get("x-openwebui-task").is_some_and(|v| !v.as_bytes().trim_ascii().is_empty()),
-        headers: forward_headers(&headers, Framing::Rewritten),
-        client_auth: caller.upstream_auth(headers.get(axum::http::header::AUTHORIZATION)),
-        identity: caller.identity.clone(),
+        background,
+        headers,
+        client_auth,
+        identity: caller.identity,
         first_event_wait: state.config.limits.sse_keepalive,
-        approval: caller.approval.clone(),
+        approval: caller.approval,
     };
     let keepalive = state.config.limits.sse_keepalive;
     // Boxed: the agent's future is made once on the heap, and only a pointer to it moves

@@ -18,14 +18,14 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use tracing::{Instrument, Level};
 
 use super::guard::{self, Gate};
 use super::{AppState, auth};
 
-const REQUEST_ID: &str = "x-request-id";
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Routes open without a key: probes, artifact links (signed), and the OAuth pages a browser
 /// or an authorization server opens.
@@ -85,11 +85,11 @@ where
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         let started = Instant::now();
-        let id = match req.headers().get(REQUEST_ID) {
+        let id = match req.headers().get(&REQUEST_ID) {
             Some(id) => id.clone(),
             None => {
                 let id = self.layer.ids.next();
-                req.headers_mut().insert(REQUEST_ID, id.clone());
+                req.headers_mut().insert(REQUEST_ID.clone(), id.clone());
                 id
             }
         };
@@ -120,7 +120,7 @@ where
                 }
                 Err(answer) => answer,
             };
-            response.headers_mut().entry(REQUEST_ID).or_insert(id);
+            response.headers_mut().entry(REQUEST_ID.clone()).or_insert(id);
             finished(&span, &response, started);
             count(route.as_ref(), &response);
             Ok(response)
@@ -153,7 +153,8 @@ fn finished(span: &tracing::Span, response: &Response, started: Instant) {
 
 /// Counts the request by matched route and status.
 fn count(route: Option<&MatchedPath>, response: &Response) {
-    let route = route.map_or("unmatched", MatchedPath::as_str).to_owned();
+    // Only the router's own patterns are matched paths: a bounded set, whatever is requested.
+    let route = route.map_or("unmatched", |r| crate::metrics::route_label(r.as_str()));
     let labels = crate::metrics::RequestLabels { route, status: response.status().as_u16() };
     crate::metrics::metrics().requests.get_or_create(&labels).inc();
 }
@@ -174,11 +175,27 @@ impl RequestIds {
     }
 
     fn next(&self) -> HeaderValue {
-        use std::fmt::Write;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut id = String::with_capacity(self.prefix.len() + 17);
-        let _ = write!(id, "{}-{n:x}", self.prefix);
-        HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("-"))
+        // Written on the stack: the header value is the one allocation.
+        let mut id = [0u8; 12 + 1 + 16];
+        let prefix = self.prefix.as_bytes();
+        let mut len = prefix.len().min(12);
+        if let (Some(to), Some(from)) = (id.get_mut(..len), prefix.get(..len)) {
+            to.copy_from_slice(from);
+        }
+        if let Some(dash) = id.get_mut(len) {
+            *dash = b'-';
+            len += 1;
+        }
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+        for i in 0..digits {
+            let nibble = (n >> (4 * (digits - 1 - i))) & 0xf;
+            if let Some(slot) = id.get_mut(len + i) {
+                *slot = b"0123456789abcdef".get(nibble as usize).copied().unwrap_or(b'0');
+            }
+        }
+        HeaderValue::from_bytes(id.get(..len + digits).unwrap_or_default())
+            .unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
 }
 
@@ -192,5 +209,7 @@ mod tests {
         let (a, b) = (ids.next(), ids.next());
         assert_ne!(a, b);
         assert!(a.to_str().is_ok_and(|s| s.len() == 14 && s.ends_with("-1")), "{a:?}");
+        ids.next.store(0x1f2e_3d4c_5b6a_7980, Ordering::Relaxed);
+        assert!(ids.next().to_str().is_ok_and(|s| s.ends_with("-1f2e3d4c5b6a7980")));
     }
 }

@@ -17,7 +17,7 @@ use axum::response::Response;
 
 use super::auth::Caller;
 use super::body::{
-    Framing, REPLAYABLE_BODY, content_length, forward_headers, limited_stream, read_limited, response_headers,
+    Framing, REPLAYABLE_BODY, content_length, limited_stream, read_limited, strip_for_upstream, strip_response,
 };
 use super::{ApiError, AppState};
 use crate::llm::{UpstreamBody, UpstreamRequest, UpstreamResponse};
@@ -62,13 +62,10 @@ pub async fn forward(
             (UpstreamBody::Stream(stream), Framing::Streamed)
         }
     };
-    let request = UpstreamRequest {
-        method: parts.method,
-        path_and_query,
-        headers: forward_headers(&parts.headers, framing),
-        client_auth: caller.upstream_auth(parts.headers.get(axum::http::header::AUTHORIZATION)),
-        body,
-    };
+    let client_auth = caller.upstream_auth(parts.headers.get(axum::http::header::AUTHORIZATION));
+    let mut headers = parts.headers;
+    strip_for_upstream(&mut headers, framing);
+    let request = UpstreamRequest { method: parts.method, path_and_query, headers, client_auth, body };
     let response = state.upstream.send(request).await.map_err(|e| {
         if exceeded.load(Ordering::Relaxed) { ApiError::PayloadTooLarge { limit } } else { ApiError::from(e) }
     })?;
@@ -126,9 +123,10 @@ fn confined_route(path: &str) -> Result<&str, ApiError> {
 /// The upstream response with its status, headers and body streamed through unchanged — but
 /// for a redirect's absolute `Location`, which would name the upstream's internal address
 /// (redirects are handed back, never followed).
-pub fn passthrough(upstream: UpstreamResponse) -> Response {
+pub fn passthrough(mut upstream: UpstreamResponse) -> Response {
     let status = upstream.status;
-    let mut headers = response_headers(&upstream.headers);
+    let mut headers = std::mem::take(&mut upstream.headers);
+    strip_response(&mut headers);
     if status.is_redirection()
         && headers.get(axum::http::header::LOCATION).and_then(|l| l.to_str().ok()).is_some_and(|l| l.contains("//"))
     {
