@@ -173,7 +173,12 @@ pub fn takes_images(body: &Map<String, Value>, models: &[ModelPolicy]) -> bool {
 
 /// Names of the tools the client sent itself (`function` and `custom` tools).
 pub fn client_tool_names(body: &Map<String, Value>) -> impl Iterator<Item = &str> {
-    body.get("tools").and_then(Value::as_array).into_iter().flatten().filter_map(|t| {
+    tool_names(body.get("tools").and_then(Value::as_array).map_or(&[], Vec::as_slice))
+}
+
+/// The names of function and custom tool `definitions`.
+pub fn tool_names(definitions: &[Value]) -> impl Iterator<Item = &str> {
+    definitions.iter().filter_map(|t| {
         t.get("function").or_else(|| t.get("custom")).and_then(|f| f.get("name")).and_then(Value::as_str)
     })
 }

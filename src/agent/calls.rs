@@ -221,7 +221,8 @@ pub async fn run_calls(
             None => ledger.plan(call, scope, limits),
         };
         let permits = &permits;
-        async move {
+        // Boxed: the join holds pointers, not the calls' futures themselves.
+        Box::pin(async move {
             let started = Instant::now();
             let run = async {
                 let _permit = permits.acquire().await;
@@ -240,7 +241,7 @@ pub async fn run_calls(
                     started,
                 ),
             }
-        }
+        })
     });
     let runs: Vec<_> = runs.collect();
     ledger.previous = std::mem::take(&mut ledger.current);
@@ -285,14 +286,14 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
             // it can be held open while the chat parks (legacy elicitation).
             let invocation = if scope.hold && retry.is_none() && scope.invoker.hub.elicits(&entry.server) {
                 let visible = scope.offered.iter().map(|e| e.name.clone()).collect();
-                let run = super::held::run(
+                let run = Box::pin(super::held::run(
                     scope.invoker.clone(),
                     entry.clone(),
                     args.clone(),
                     visible,
                     scope.identity.clone(),
                     scope.progress.clone(),
-                );
+                ));
                 match run.await {
                     super::held::Holdable::Done(invocation) => invocation,
                     super::held::Holdable::Asked { id, question } => {
@@ -309,7 +310,9 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
             } else {
                 let visible = || Some(scope.offered.iter().map(|e| e.name.clone()).collect());
                 let tool = Authorized::offered(&entry);
-                let invoked = scope.invoker.invoke_with(tool, args.clone(), visible, scope.identity, retry);
+                // Boxed where it is made: a call's future is large, and only its pointer moves
+                // through the scopes and joins around it.
+                let invoked = Box::pin(scope.invoker.invoke_with(tool, args.clone(), visible, scope.identity, retry));
                 match &scope.progress {
                     Some(show) => crate::mcp::PROGRESS.scope(show.clone(), invoked).await,
                     None => invoked.await,

@@ -24,6 +24,53 @@ pub struct ResponseIdentity {
     pub model: String,
 }
 
+/// One `chat.completion.chunk`, written straight to JSON: no `Value` tree is built per chunk.
+#[derive(Serialize)]
+struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: &'a [Choice<'a>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    index: u32,
+    delta: &'a Value,
+    logprobs: &'a Value,
+    finish_reason: Option<&'a str>,
+}
+
+impl<'a> Chunk<'a> {
+    fn new(identity: &'a ResponseIdentity, choices: &'a [Choice<'a>]) -> Self {
+        Self {
+            id: &identity.id,
+            object: "chat.completion.chunk",
+            created: identity.created,
+            model: &identity.model,
+            choices,
+            usage: None,
+            event: None,
+        }
+    }
+
+    fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A chunk that changes nothing and carries an Open WebUI `event`.
+fn event_chunk(identity: &ResponseIdentity, event: &Value) -> String {
+    let empty = Value::Object(Map::new());
+    let choices = [Choice { index: 0, delta: &empty, logprobs: &Value::Null, finish_reason: None }];
+    Chunk { event: Some(event), ..Chunk::new(identity, &choices) }.json()
+}
+
 /// Chunks to a streaming client, or nowhere.
 pub struct Sink {
     tx: Option<mpsc::Sender<Result<SseEvent, LlmError>>>,
@@ -59,26 +106,23 @@ impl Sink {
             .iter()
             .map(|r| json!({"id": r.id, "name": r.name, "arguments": r.arguments, "output": r.output, "is_error": r.is_error}))
             .collect();
-        let _ = tx.send(Ok(SseEvent { event: TOOL_RUNS_EVENT.into(), data: Value::Array(batch).to_string() })).await;
+        let data = serde_json::to_string(&batch).unwrap_or_default();
+        let _ = tx.send(Ok(SseEvent { event: TOOL_RUNS_EVENT.into(), data })).await;
     }
 
     /// Sends one chunk with `delta` under `identity`.
     pub async fn delta(&self, identity: &ResponseIdentity, delta: Value, finish: Option<&str>, logprobs: Value) {
         let Some(tx) = &self.tx else { return };
-        let chunk = json!({"id": identity.id, "object": "chat.completion.chunk", "created": identity.created,
-            "model": identity.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]});
-        let _ = tx.send(Ok(SseEvent { event: String::new(), data: chunk.to_string() })).await;
+        let choices = [Choice { index: 0, delta: &delta, logprobs: &logprobs, finish_reason: finish }];
+        let data = Chunk::new(identity, &choices).json();
+        let _ = tx.send(Ok(SseEvent { event: String::new(), data })).await;
     }
 
     /// Sends an Open WebUI event (its `"event"` field, e.g. a status line) on an empty delta:
     /// Open WebUI shows it; any other client sees a chunk that changes nothing.
     pub async fn event(&self, identity: &ResponseIdentity, event: Value) {
         let Some(tx) = &self.tx else { return };
-        let chunk = json!({"id": identity.id, "object": "chat.completion.chunk", "created": identity.created,
-            "model": identity.model,
-            "choices": [{"index": 0, "delta": {}, "logprobs": null, "finish_reason": null}], "event": event});
-        let _ = tx.send(Ok(SseEvent { event: String::new(), data: chunk.to_string() })).await;
+        let _ = tx.send(Ok(SseEvent { event: String::new(), data: event_chunk(identity, &event) })).await;
     }
 
     /// A status line shown from outside the loop's own steps (a tool's progress), or `None`
@@ -88,19 +132,15 @@ impl Sink {
         let identity = identity.clone();
         Some(std::sync::Arc::new(move |description: String| {
             let event = json!({"type": "status", "data": {"description": description, "done": false}});
-            let chunk = json!({"id": identity.id, "object": "chat.completion.chunk", "created": identity.created,
-                "model": identity.model,
-                "choices": [{"index": 0, "delta": {}, "logprobs": null, "finish_reason": null}], "event": event});
-            let _ = tx.try_send(Ok(SseEvent { event: String::new(), data: chunk.to_string() }));
+            let _ = tx.try_send(Ok(SseEvent { event: String::new(), data: event_chunk(&identity, &event) }));
         }))
     }
 
     /// Sends the usage chunk.
     pub async fn usage(&self, identity: &ResponseIdentity, usage: &Value) {
         let Some(tx) = &self.tx else { return };
-        let chunk = json!({"id": identity.id, "object": "chat.completion.chunk", "created": identity.created,
-            "model": identity.model, "choices": [], "usage": usage});
-        let _ = tx.send(Ok(SseEvent { event: String::new(), data: chunk.to_string() })).await;
+        let data = Chunk { usage: Some(usage), ..Chunk::new(identity, &[]) }.json();
+        let _ = tx.send(Ok(SseEvent { event: String::new(), data })).await;
     }
 }
 

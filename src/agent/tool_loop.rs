@@ -199,12 +199,7 @@ impl ToolLoop {
         client_auth: Option<CallerAuth>,
         deadline: Instant,
     ) -> Self {
-        let client_tools = super::client_tool_names(&Map::from_iter([(
-            "tools".to_owned(),
-            Value::Array(state.client_definitions.clone()),
-        )]))
-        .map(str::to_owned)
-        .collect();
+        let client_tools = crate::access::tool_names(&state.client_definitions).map(str::to_owned).collect();
         let tools_json = tools_field(&state.client_definitions, &tools, state.find_tools.as_deref());
         Self {
             agent,
@@ -996,30 +991,27 @@ fn account_waits(round: &Round, waiting: &[ToolRun]) -> (Vec<PendingCall>, Vec<(
 }
 
 /// The `tools` field: the client's definitions, ours from their ready JSON, and `find_tools`.
-/// Serialised when the offer changes, not every round.
+/// Serialised when the offer changes, not every round, and never parsed back: our tools'
+/// JSON was checked when the catalog was built.
 fn tools_field(
     client_definitions: &[Value],
     tools: &[Arc<ToolEntry>],
     find_tools: Option<&str>,
 ) -> Box<serde_json::value::RawValue> {
-    let mut json = String::from("[");
-    let mut push = |item: &str| {
-        if json.len() > 1 {
-            json.push(',');
-        }
-        json.push_str(item);
-    };
-    for definition in client_definitions {
-        push(&definition.to_string());
+    #[derive(serde::Serialize)]
+    #[serde(untagged)]
+    enum Item<'a> {
+        Value(&'a Value),
+        Ready(&'a serde_json::value::RawValue),
     }
-    for tool in tools {
-        push(tool.openai_tool.get());
-    }
-    if let Some(name) = find_tools {
-        push(&super::selection::find_tools_definition(name).to_string());
-    }
-    json.push(']');
-    serde_json::value::RawValue::from_string(json).unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
+    let find = find_tools.map(super::selection::find_tools_definition);
+    let items: Vec<Item<'_>> = client_definitions
+        .iter()
+        .map(Item::Value)
+        .chain(tools.iter().map(|tool| Item::Ready(&tool.openai_tool)))
+        .chain(find.iter().map(Item::Value))
+        .collect();
+    serde_json::value::to_raw_value(&items).unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
 }
 
 /// After a round that ran our tools, a client's `tool_choice` forcing a tool (`"required"`, or
