@@ -31,30 +31,118 @@ fn lenient_array<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(d: D
     })
 }
 
-/// One `chat.completion.chunk` (or an error event) of an upstream stream.
-#[derive(Debug, Default, Deserialize)]
+/// One `chat.completion.chunk` (or an error event) of an upstream stream. Read in one pass
+/// into a JSON map whose fields are then moved into place (see [`ChatChunk::from_map`]): no
+/// buffered copy of the chunk, as `#[serde(flatten)]` would make for every level.
+#[derive(Debug, Default)]
 pub struct ChatChunk {
     /// Response id (empty in Azure's first, filter-only chunk).
-    #[serde(default, deserialize_with = "lenient_string")]
     pub id: Option<String>,
     /// Creation time.
-    #[serde(default, deserialize_with = "lenient_u64")]
     pub created: Option<u64>,
     /// Model that answered.
-    #[serde(default, deserialize_with = "lenient_string")]
     pub model: Option<String>,
     /// Choices of this chunk (several only with `n > 1`).
-    #[serde(default, deserialize_with = "lenient_array")]
     pub choices: Option<Vec<ChunkChoice>>,
     /// Usage, in the last chunk when asked for.
-    #[serde(default)]
     pub usage: Option<Value>,
     /// An error the upstream reports mid-stream (`null` is no error).
-    #[serde(default)]
     pub error: Option<Value>,
     /// Everything else.
-    #[serde(flatten)]
     pub rest: Map<String, Value>,
+}
+
+impl<'de> Deserialize<'de> for ChatChunk {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self::from_map(Map::deserialize(d)?))
+    }
+}
+
+/// A string, or absent when the value is anything else.
+fn take_string(map: &mut Map<String, Value>, key: &str) -> Option<String> {
+    match map.remove(key)? {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// An array's items that read as `T` (others dropped), or absent when it is not an array.
+fn take_array<T>(map: &mut Map<String, Value>, key: &str, item: impl Fn(Value) -> Option<T>) -> Option<Vec<T>> {
+    match map.remove(key)? {
+        Value::Array(items) => Some(items.into_iter().filter_map(item).collect()),
+        _ => None,
+    }
+}
+
+/// A value that is not `null`.
+fn take_value(map: &mut Map<String, Value>, key: &str) -> Option<Value> {
+    map.remove(key).filter(|v| !v.is_null())
+}
+
+/// An object, or absent.
+fn object(value: Value) -> Option<Map<String, Value>> {
+    match value {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+impl ChatChunk {
+    /// The chunk from its JSON object, leniently (a field of an unexpected type is absent).
+    pub fn from_map(mut map: Map<String, Value>) -> Self {
+        Self {
+            id: take_string(&mut map, "id"),
+            created: map.remove("created").and_then(|v| v.as_u64()),
+            model: take_string(&mut map, "model"),
+            choices: take_array(&mut map, "choices", |v| object(v).map(ChunkChoice::from_map)),
+            usage: take_value(&mut map, "usage"),
+            error: take_value(&mut map, "error"),
+            rest: map,
+        }
+    }
+}
+
+impl ChunkChoice {
+    fn from_map(mut map: Map<String, Value>) -> Self {
+        Self {
+            index: map.remove("index").and_then(|v| v.as_u64()),
+            delta: map.remove("delta").and_then(object).map(Delta::from_map),
+            finish_reason: take_string(&mut map, "finish_reason"),
+            logprobs: take_value(&mut map, "logprobs"),
+        }
+    }
+}
+
+impl Delta {
+    fn from_map(mut map: Map<String, Value>) -> Self {
+        Self {
+            role: take_string(&mut map, "role"),
+            content: take_string(&mut map, "content"),
+            reasoning_content: take_string(&mut map, "reasoning_content"),
+            thinking_blocks: take_array(&mut map, "thinking_blocks", Some),
+            tool_calls: take_array(&mut map, "tool_calls", |v| object(v).map(ToolCallDelta::from_map)),
+            function_call: map.remove("function_call").and_then(object).map(FunctionDelta::from_map),
+            rest: map,
+        }
+    }
+}
+
+impl ToolCallDelta {
+    fn from_map(mut map: Map<String, Value>) -> Self {
+        Self {
+            index: map.remove("index").and_then(|v| v.as_u64()),
+            id: take_string(&mut map, "id"),
+            kind: take_string(&mut map, "type"),
+            function: map.remove("function").and_then(object).map(FunctionDelta::from_map),
+            rest: map,
+        }
+    }
+}
+
+impl FunctionDelta {
+    fn from_map(mut map: Map<String, Value>) -> Self {
+        Self { name: take_string(&mut map, "name"), arguments: take_string(&mut map, "arguments"), rest: map }
+    }
 }
 
 impl ChatChunk {
