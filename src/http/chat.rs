@@ -8,7 +8,7 @@ use futures_util::stream;
 
 use super::auth::Caller;
 use super::body::{Framing, read_limited, strip_for_upstream};
-use super::{ApiError, AppState, mcp_servers_header, proxy, sse};
+use super::{ApiError, AppState, mcp_servers_header, proxy, sse, sse_bytes};
 use crate::agent::{ChatInput, ChatReply};
 
 /// The chat completions handler (streaming and not). It takes the request whole: its headers
@@ -37,8 +37,10 @@ pub async fn completions(State(state): State<AppState>, req: Request) -> Result<
     // Boxed: the agent's future is made once on the heap, and only a pointer to it moves
     // through the layers of the request.
     match Box::pin(state.agent.chat(input)).await? {
+        // Nothing of ours changes a passed-through stream: its bytes go as they came.
         ChatReply::Upstream { response, stream } if stream && response.is_event_stream() => {
-            Ok(sse::relay(response.events(), keepalive, state.hard_stop.clone()))
+            let (bytes, upstream, idle) = response.sse_bytes();
+            Ok(sse_bytes::relay(bytes, upstream, idle, keepalive, state.hard_stop.clone()))
         }
         ChatReply::Upstream { response, .. } => Ok(proxy::passthrough(*response)),
         ChatReply::Completion(value) => Ok(Json(value).into_response()),

@@ -19,6 +19,7 @@ mod responses;
 mod server;
 mod sessions;
 mod sse;
+mod sse_bytes;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -407,6 +407,13 @@ impl UpstreamResponse {
         self.inner.bytes(self.display, self.read_timeout)
     }
 
+    /// The body as SSE bytes to relay unchanged: the chunks, the upstream's name (for errors)
+    /// and the longest wait between events (`upstream.read_timeout`).
+    pub fn sse_bytes(self) -> (impl Stream<Item = Result<Bytes, LlmError>> + Send + 'static, String, Duration) {
+        let upstream = self.display.to_string();
+        (self.inner.bytes(self.display, self.read_timeout), upstream, self.read_timeout)
+    }
+
     /// The body parsed as server-sent events, event by event. `upstream.read_timeout` holds
     /// between events, not only between bytes: an upstream sending keep-alive comments and
     /// nothing else times out too.
