@@ -94,15 +94,24 @@ where
             }
         };
         let route = req.extensions().get::<MatchedPath>().cloned();
+        // A path no route matched (the 404 fallback) needs no key; every route does but the
+        // open ones (a wrong method on a protected route is a 401 without a key, then a 405).
+        // A nested router's routes count as matched, should one ever be nested.
+        let unmatched = route.is_none() && req.extensions().get::<axum::extract::NestedPath>().is_none();
+        let needs_key = !unmatched && !route.as_ref().is_some_and(|r| open_route(r.as_str()));
         let span = span(&req, &id);
         let gate = span.in_scope(|| match guard::gate(&self.layer.state, &req) {
-            // Unmatched paths are not routes: their 404 or 405 needs no key.
-            Gate::Pass(origin) if route.as_ref().is_some_and(|r| !open_route(r.as_str())) => {
-                match auth::admit(&self.layer.state, &mut req) {
-                    Ok(()) => Gate::Pass(origin),
-                    Err(refused) => Gate::Answer(refused.into_response()),
+            Gate::Pass(origin) if needs_key => match auth::admit(&self.layer.state, &mut req) {
+                Ok(()) => Gate::Pass(origin),
+                // An allowed page reads the refusal (to ask for a key), as it reads any answer.
+                Err(refused) => {
+                    let mut answer = refused.into_response();
+                    if let Some(origin) = origin {
+                        guard::allow_origin(&mut answer, origin);
+                    }
+                    Gate::Answer(answer)
                 }
-            }
+            },
             gate => gate,
         });
         let routed = match gate {

@@ -33,32 +33,37 @@ where
     let main = events.map(Next::Event).chain(stream::once(future::ready(Next::End)));
     let stopping = stream::once(stop.cancelled_owned()).map(|()| Next::Stop);
     let merged = Box::pin(stream::select(main, stopping));
+    // The request's span: the body is sent after its handler returned.
+    let span = tracing::Span::current();
     // Each step yields a batch of events and whether it was the last: after the last one the
     // stream ends at once, without waiting on an upstream that may never speak again.
-    let out = stream::unfold((merged, false), |(mut merged, finished)| async move {
-        if finished {
-            return None;
+    let out = stream::unfold((merged, false), move |(mut merged, finished)| {
+        let span = span.clone();
+        async move {
+            if finished {
+                return None;
+            }
+            let (batch, last) = match merged.next().await? {
+                Next::Event(Ok(ev)) if ev.is_done() => (vec![Event::default().data(DONE)], true),
+                Next::Event(Ok(ev)) => (vec![to_event(ev)], false),
+                Next::Event(Err(e)) => {
+                    let err = ApiError::from(e);
+                    span.in_scope(|| tracing::warn!(error = %err, "upstream stream failed midway"));
+                    (vec![Event::default().data(err.sse_payload()), Event::default().data(DONE)], true)
+                }
+                Next::Stop => {
+                    let error = super::openai_error(
+                        "the gateway is shutting down; the answer was cut short",
+                        "server_error",
+                        "shutting_down",
+                        None,
+                    );
+                    (vec![Event::default().data(error.to_string()), Event::default().data(DONE)], true)
+                }
+                Next::End => (vec![Event::default().data(DONE)], true),
+            };
+            Some((stream::iter(batch.into_iter().map(Ok::<_, Infallible>)), (merged, last)))
         }
-        let (batch, last) = match merged.next().await? {
-            Next::Event(Ok(ev)) if ev.is_done() => (vec![Event::default().data(DONE)], true),
-            Next::Event(Ok(ev)) => (vec![to_event(ev)], false),
-            Next::Event(Err(e)) => {
-                let err = ApiError::from(e);
-                tracing::warn!(error = %err, "upstream stream failed midway");
-                (vec![Event::default().data(err.sse_payload()), Event::default().data(DONE)], true)
-            }
-            Next::Stop => {
-                let error = super::openai_error(
-                    "the gateway is shutting down; the answer was cut short",
-                    "server_error",
-                    "shutting_down",
-                    None,
-                );
-                (vec![Event::default().data(error.to_string()), Event::default().data(DONE)], true)
-            }
-            Next::End => (vec![Event::default().data(DONE)], true),
-        };
-        Some((stream::iter(batch.into_iter().map(Ok::<_, Infallible>)), (merged, last)))
     })
     .flatten();
     let mut response = Sse::new(out).keep_alive(KeepAlive::new().interval(keepalive)).into_response();

@@ -37,11 +37,13 @@ struct Framing {
     /// Bytes of the current line so far.
     line: usize,
     /// The current line's first bytes (enough to recognise `data: [DONE]`).
-    head: [u8; 16],
+    head: [u8; 64],
     /// The last byte was a `\r` (a `\n` after it ends no second line).
     prev_cr: bool,
-    /// The current event has a line that is not a comment.
+    /// The current event has a `data` line.
     fields: bool,
+    /// A byte was read (a byte-order mark is looked past only at the start).
+    started: bool,
 }
 
 /// What one chunk did.
@@ -58,12 +60,15 @@ struct Scanned {
 
 impl Framing {
     fn new() -> Self {
-        Self { line: 0, head: [0; 16], prev_cr: false, fields: false }
+        Self { line: 0, head: [0; 64], prev_cr: false, fields: false, started: false }
     }
 
     fn scan(&mut self, chunk: &[u8]) -> Scanned {
         let mut scanned = Scanned { event_ended: false, done_at: None, boundary: None };
-        for (i, &b) in chunk.iter().enumerate() {
+        // A byte-order mark before the first line is not part of it.
+        let skip = if self.started { 0 } else { usize::from(chunk.starts_with("\u{feff}".as_bytes())) * 3 };
+        self.started |= !chunk.is_empty();
+        for (i, &b) in chunk.iter().enumerate().skip(skip) {
             match b {
                 b'\n' if self.prev_cr => {
                     self.prev_cr = false;
@@ -81,7 +86,7 @@ impl Framing {
                     } else {
                         let len = self.line.min(self.head.len());
                         let head = self.head.get(..len).unwrap_or_default();
-                        if head.first() != Some(&b':') {
+                        if head.starts_with(b"data") {
                             self.fields = true;
                         }
                         if self.line <= self.head.len() && is_done(head) {
@@ -135,6 +140,8 @@ struct Relay<S> {
     idle: Duration,
     upstream: String,
     finished: bool,
+    /// The request's span: the body is sent after its handler returned.
+    span: tracing::Span,
 }
 
 /// The client's SSE response: the upstream's `bytes` as they come (see the module docs).
@@ -154,6 +161,7 @@ where
         idle,
         upstream,
         finished: false,
+        span: tracing::Span::current(),
     };
     let out = stream::unfold(relay, |mut relay| async move {
         if relay.finished {
@@ -247,6 +255,7 @@ where
 
     fn fail(&mut self, e: LlmError) -> Bytes {
         self.finished = true;
+        let _request = self.span.enter();
         let err = ApiError::from(e);
         tracing::warn!(error = %err, "upstream stream failed midway");
         Framing::close(Some(&err.sse_payload()))
@@ -278,6 +287,7 @@ mod tests {
     fn a_comment_alone_is_no_event() {
         let mut f = Framing::new();
         assert_eq!(f.scan(b": keep-alive\n\n"), Scanned { event_ended: false, done_at: None, boundary: Some(14) });
+        assert!(!f.scan(b"event: x\nid: 1\n\n").event_ended, "only data keeps the stream alive");
     }
 
     #[test]
@@ -290,5 +300,7 @@ mod tests {
         assert_eq!(f.scan(b"NE]\r\n\r\n").done_at, Some(3));
         let mut f = Framing::new();
         assert_eq!(f.scan(b"data: [DONE] and more\n\n").done_at, None, "only the whole line is the terminator");
+        let mut f = Framing::new();
+        assert_eq!(f.scan("\u{feff}data:        [DONE]\n".as_bytes()).done_at, Some(22));
     }
 }

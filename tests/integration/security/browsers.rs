@@ -119,6 +119,17 @@ async fn an_allow_listed_page_gets_cors_and_others_do_not() {
         .unwrap();
     assert_eq!(refused.status(), 403);
     assert!(refused.headers().get("access-control-allow-origin").is_none());
+    // The allowed page reads a refusal of its key too (to ask for another).
+    let keyless = reqwest::Client::new()
+        .post(&url)
+        .header("host", "gw.example")
+        .header("origin", "https://chat.example")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyless.status(), 401);
+    assert_eq!(keyless.headers()["access-control-allow-origin"], "https://chat.example");
 
     app.wait_for_tools(|n| n.iter().any(|t| t == "ts__echo")).await;
     let foreign = app
