@@ -66,45 +66,51 @@ impl Framing {
     fn scan(&mut self, chunk: &[u8]) -> Scanned {
         let mut scanned = Scanned { event_ended: false, done_at: None, boundary: None };
         // A byte-order mark before the first line is not part of it.
-        let skip = if self.started { 0 } else { usize::from(chunk.starts_with("\u{feff}".as_bytes())) * 3 };
+        let mut at = if self.started { 0 } else { usize::from(chunk.starts_with("\u{feff}".as_bytes())) * 3 };
         self.started |= !chunk.is_empty();
-        for (i, &b) in chunk.iter().enumerate().skip(skip) {
-            match b {
-                b'\n' if self.prev_cr => {
-                    self.prev_cr = false;
-                    if scanned.boundary == Some(i) {
-                        scanned.boundary = Some(i + 1);
-                    }
+        // Line by line: only the line ends are looked at one by one.
+        while let Some(rest) = chunk.get(at..).filter(|r| !r.is_empty()) {
+            let found = memchr::memchr2(b'\n', b'\r', rest);
+            let text = rest.get(..found.unwrap_or(rest.len())).unwrap_or_default();
+            if !text.is_empty() {
+                self.prev_cr = false;
+                if let (Some(slot), Some(from)) = (
+                    self.head.get_mut(self.line.min(64)..(self.line + text.len()).min(64)),
+                    text.get(..text.len().min(64usize.saturating_sub(self.line))),
+                ) {
+                    slot.copy_from_slice(from);
                 }
-                b'\n' | b'\r' => {
-                    self.prev_cr = b == b'\r';
-                    if self.line == 0 {
-                        // A blank line ends the event.
-                        scanned.event_ended |= self.fields;
-                        self.fields = false;
-                        scanned.boundary = Some(i + 1);
-                    } else {
-                        let len = self.line.min(self.head.len());
-                        let head = self.head.get(..len).unwrap_or_default();
-                        if head.starts_with(b"data") {
-                            self.fields = true;
-                        }
-                        if self.line <= self.head.len() && is_done(head) {
-                            // Its first part may have gone with an earlier chunk already.
-                            scanned.done_at = Some(i);
-                            return scanned;
-                        }
-                    }
-                    self.line = 0;
+                self.line += text.len();
+            }
+            let Some(offset) = found else { break };
+            let i = at + offset;
+            at = i + 1;
+            let b = chunk.get(i).copied().unwrap_or_default();
+            if b == b'\n' && self.prev_cr {
+                self.prev_cr = false;
+                if scanned.boundary == Some(i) {
+                    scanned.boundary = Some(i + 1);
                 }
-                _ => {
-                    self.prev_cr = false;
-                    if let Some(slot) = self.head.get_mut(self.line) {
-                        *slot = b;
-                    }
-                    self.line += 1;
+                continue;
+            }
+            self.prev_cr = b == b'\r';
+            if self.line == 0 {
+                // A blank line ends the event.
+                scanned.event_ended |= self.fields;
+                self.fields = false;
+                scanned.boundary = Some(i + 1);
+            } else {
+                let head = self.head.get(..self.line.min(self.head.len())).unwrap_or_default();
+                if head.starts_with(b"data") {
+                    self.fields = true;
+                }
+                if self.line <= self.head.len() && is_done(head) {
+                    // Its first part may have gone with an earlier chunk already.
+                    scanned.done_at = Some(i);
+                    return scanned;
                 }
             }
+            self.line = 0;
         }
         scanned
     }
@@ -134,8 +140,13 @@ struct Relay<S> {
     /// The start of an event the last chunk left open.
     held: BytesMut,
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
-    ping: Pin<Box<Sleep>>,
-    quiet: Pin<Box<Sleep>>,
+    /// Wakes the relay for a keep-alive or the idle timeout; the deadlines below decide which
+    /// (kept as instants: a chunk moves them without touching the timer).
+    timer: Pin<Box<Sleep>>,
+    /// When something was last sent.
+    sent_at: Instant,
+    /// When the upstream must have sent an event by.
+    quiet_at: Instant,
     keepalive: Duration,
     idle: Duration,
     upstream: String,
@@ -155,8 +166,9 @@ where
         framing: Framing::new(),
         held: BytesMut::new(),
         stop: Box::pin(stop.cancelled_owned()),
-        ping: Box::pin(tokio::time::sleep_until(now + keepalive)),
-        quiet: Box::pin(tokio::time::sleep_until(now + idle)),
+        timer: Box::pin(tokio::time::sleep_until(now + keepalive.min(idle))),
+        sent_at: now,
+        quiet_at: now + idle,
         keepalive,
         idle,
         upstream,
@@ -168,7 +180,6 @@ where
             return None;
         }
         let sent = relay.next().await;
-        relay.ping.as_mut().reset(Instant::now() + relay.keepalive);
         Some((Ok::<_, Infallible>(sent), relay))
     });
     let mut response = Response::new(Body::from_stream(out));
@@ -187,23 +198,20 @@ where
     /// The next bytes to send (the last ones set `finished`).
     async fn next(&mut self) -> Bytes {
         loop {
+            // The upstream first: a chunk ready goes out without a look at the timer or the
+            // stop signal (a chunk is rarely ready twice in a row; they are looked at then).
             tokio::select! {
                 biased;
-                () = self.stop.as_mut() => {
-                    self.finished = true;
-                    let error = super::openai_error(
-                        "the gateway is shutting down; the answer was cut short",
-                        "server_error",
-                        "shutting_down",
-                        None,
-                    );
-                    return Framing::close(Some(&error.to_string()));
-                }
                 item = self.bytes.next() => match item {
                     Some(Ok(chunk)) => {
                         let scanned = self.framing.scan(&chunk);
+                        let now = Instant::now();
                         if scanned.event_ended {
-                            self.quiet.as_mut().reset(Instant::now() + self.idle);
+                            self.quiet_at = now + self.idle;
+                        } else if now >= self.quiet_at {
+                            // Comments and other lines flowing without pause keep no stream alive.
+                            let upstream = std::mem::take(&mut self.upstream);
+                            return self.fail(LlmError::Timeout { upstream });
                         }
                         if let Some(end) = scanned.done_at {
                             self.finished = true;
@@ -232,6 +240,7 @@ where
                             return self.fail(LlmError::StreamBroken { upstream, detail });
                         }
                         if !out.is_empty() {
+                            self.sent_at = now;
                             return out;
                         }
                     }
@@ -241,13 +250,29 @@ where
                         return Framing::close(None);
                     }
                 },
-                () = self.quiet.as_mut() => {
-                    let upstream = std::mem::take(&mut self.upstream);
-                    return self.fail(LlmError::Timeout { upstream });
+                () = self.stop.as_mut() => {
+                    self.finished = true;
+                    let error = super::openai_error(
+                        "the gateway is shutting down; the answer was cut short",
+                        "server_error",
+                        "shutting_down",
+                        None,
+                    );
+                    return Framing::close(Some(&error.to_string()));
                 }
-                () = self.ping.as_mut() => {
-                    self.ping.as_mut().reset(Instant::now() + self.keepalive);
-                    return Bytes::from_static(KEEPALIVE);
+                () = self.timer.as_mut() => {
+                    let now = Instant::now();
+                    if now >= self.quiet_at {
+                        let upstream = std::mem::take(&mut self.upstream);
+                        return self.fail(LlmError::Timeout { upstream });
+                    }
+                    let ping_at = self.sent_at + self.keepalive;
+                    if now >= ping_at {
+                        self.sent_at = now;
+                        self.timer.as_mut().reset((now + self.keepalive).min(self.quiet_at));
+                        return Bytes::from_static(KEEPALIVE);
+                    }
+                    self.timer.as_mut().reset(ping_at.min(self.quiet_at));
                 }
             }
         }
