@@ -1,5 +1,5 @@
-//! Upstream SSE, parsed event by event with eventsource-stream as bytes arrive (never buffered
-//! whole).
+//! Upstream SSE, parsed event by event as bytes arrive (never buffered whole) by our own line
+//! parser ([`Parser`]).
 
 use futures_util::Stream;
 

@@ -5,7 +5,9 @@
 //! upstream put on an assistant message or a tool call goes back to it.
 //!
 //! Reading is lenient: a field of an unexpected type reads as absent rather than failing the
-//! chunk, because one odd field from one provider must not lose a stream.
+//! chunk, because one odd field from one provider must not lose a stream. Streamed chunks are
+//! read once into a JSON map and moved into these structs (`ChatChunk::from_map`), without
+//! flatten's buffered copy per level; the derived readers serve the rest.
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
