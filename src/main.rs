@@ -90,11 +90,6 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     }
-    let redactor = config::Redactor::for_config(&config);
-    telemetry::init(cli.log_format.unwrap_or(config.logging.format), &config.logging.level, redactor);
-
-    raise_open_files_limit();
-
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -102,6 +97,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Traces only for the server (not the one-shot commands); their exporter runs on the runtime.
+    let traces = if cli.command.is_none() {
+        match runtime.block_on(async { telemetry::otel::Traces::start(&config.telemetry) }) {
+            Ok(traces) => traces,
+            Err(e) => {
+                eprintln!("error: telemetry.otlp: {e}");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+        }
+    } else {
+        None
+    };
+    let redactor = config::Redactor::for_config(&config);
+    telemetry::init(cli.log_format.unwrap_or(config.logging.format), &config.logging.level, redactor, traces.as_ref());
+
+    raise_open_files_limit();
     match cli.command {
         Some(Command::Health) => {
             return match runtime.block_on(cli::health(&config)) {
@@ -157,6 +168,10 @@ fn main() -> ExitCode {
         tokio::spawn(app::cancel_on_signal(shutdown.clone()));
         app::serve_with_reload(config, listener, shutdown, Some(path)).await
     });
+    // The last spans are sent on the runtime, from this thread (not one of its workers).
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

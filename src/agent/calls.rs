@@ -293,6 +293,7 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
                     visible,
                     scope.identity.clone(),
                     scope.progress.clone(),
+                    call.id().to_owned(),
                 ));
                 match run.await {
                     super::held::Holdable::Done(invocation) => invocation,
@@ -312,7 +313,14 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
                 let tool = Authorized::offered(&entry);
                 // Boxed where it is made: a call's future is large, and only its pointer moves
                 // through the scopes and joins around it.
-                let invoked = Box::pin(scope.invoker.invoke_with(tool, args.clone(), visible, scope.identity, retry));
+                let invoked = Box::pin(scope.invoker.invoke_with(
+                    tool,
+                    args.clone(),
+                    visible,
+                    scope.identity,
+                    retry,
+                    Some(call.id()),
+                ));
                 match &scope.progress {
                     Some(show) => crate::mcp::PROGRESS.scope(show.clone(), invoked).await,
                     None => invoked.await,

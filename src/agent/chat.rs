@@ -218,8 +218,13 @@ impl Agent {
             // One copy of the body is held while it goes upstream: the bytes sent.
             let bytes =
                 if had_controls || has_cards { serde_json::to_vec(&body).unwrap_or_default().into() } else { raw };
+            let traced = crate::telemetry::spans::chat(
+                body.get("model").and_then(Value::as_str).unwrap_or_default(),
+                self.upstream.base_url(),
+            );
             drop(body);
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            crate::telemetry::spans::inject_headers(&traced, &mut headers);
             let request = UpstreamRequest {
                 method: Method::POST,
                 path_and_query: "/chat/completions".to_owned(),
@@ -227,7 +232,11 @@ impl Agent {
                 client_auth,
                 body: UpstreamBody::Bytes(bytes),
             };
-            let response = self.upstream.send(request).await?;
+            let response = tracing::Instrument::instrument(self.upstream.send(request), traced.clone()).await;
+            if let Err(e) = &response {
+                crate::telemetry::spans::record_error(&traced, e.kind());
+            }
+            let response = response?;
             return Ok(Planned::Upstream(ChatReply::Upstream { response: Box::new(response), stream }));
         }
 

@@ -73,6 +73,7 @@ pub async fn run(
     visible: Vec<String>,
     identity: UserIdentity,
     progress: Option<ProgressFn>,
+    call_id: String,
 ) -> Holdable {
     let identity_owner = identity.account.clone().unwrap_or_default();
     let (ask_tx, questions) = mpsc::channel::<(Value, Answer)>(1);
@@ -90,7 +91,7 @@ pub async fn run(
     });
     let call = async move {
         let tool = Authorized::offered(&entry);
-        let invoked = invoker.invoke_with(tool, arguments, move || Some(visible), &identity, None);
+        let invoked = invoker.invoke_with(tool, arguments, move || Some(visible), &identity, None, Some(&call_id));
         match progress {
             Some(show) => PROGRESS.scope(show, invoked).await,
             None => invoked.await,
@@ -98,7 +99,8 @@ pub async fn run(
     };
     let owner = identity_owner.clone();
     let relay = Arc::new(CallRelay { asker: Some(asker), ..CallRelay::default() });
-    let task = tokio::spawn(RELAY.scope(relay, call));
+    // In the request's spans: the call's log lines and its trace belong to the chat.
+    let task = tokio::spawn(tracing::Instrument::in_current_span(RELAY.scope(relay, call)));
     follow(owner, AbortOnDrop(Some(task)), questions).await
 }
 

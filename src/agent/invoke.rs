@@ -128,10 +128,11 @@ impl Invoker {
         visible: impl FnOnce() -> Option<Vec<String>>,
         identity: &UserIdentity,
     ) -> Invocation {
-        self.invoke_with(tool, arguments, visible, identity, None).await
+        self.run(tool, arguments, visible, identity, None, None, None).await
     }
 
-    /// [`invoke`](Self::invoke), answering an earlier `input_required` result of the call.
+    /// [`invoke`](Self::invoke) of a model's call (`call_id`, for its trace), answering an
+    /// earlier `input_required` result of the call when `retry` is given.
     pub async fn invoke_with(
         &self,
         tool: Authorized<'_>,
@@ -139,8 +140,9 @@ impl Invoker {
         visible: impl FnOnce() -> Option<Vec<String>>,
         identity: &UserIdentity,
         retry: Option<&crate::mcp::InputRetry>,
+        call_id: Option<&str>,
     ) -> Invocation {
-        self.run(tool, arguments, visible, identity, retry, None).await
+        self.run(tool, arguments, visible, identity, retry, None, call_id).await
     }
 
     /// [`invoke`](Self::invoke) for an MCP client, which reads content blocks itself: a result
@@ -156,9 +158,11 @@ impl Invoker {
         retry: Option<&crate::mcp::InputRetry>,
         keep_under: usize,
     ) -> Invocation {
-        self.run(tool, arguments, visible, identity, retry, Some(keep_under)).await
+        self.run(tool, arguments, visible, identity, retry, Some(keep_under), None).await
     }
 
+    /// Every surface's call: see the module docs. Traced as one `execute_tool` span.
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         &self,
         tool: Authorized<'_>,
@@ -167,6 +171,7 @@ impl Invoker {
         identity: &UserIdentity,
         retry: Option<&crate::mcp::InputRetry>,
         keep_under: Option<usize>,
+        call_id: Option<&str>,
     ) -> Invocation {
         let entry = tool.entry;
         let started = Instant::now();
@@ -174,9 +179,13 @@ impl Invoker {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let argument_bytes = if self.audit.is_some() { arguments.to_string().len() } else { 0 };
-        let span = tracing::info_span!("mcp.call", server = %entry.server, tool = %entry.name);
+        let traced = crate::telemetry::spans::tool(&entry.name, &entry.server, call_id);
+        let span = traced.in_scope(|| tracing::info_span!("mcp.call", server = %entry.server, tool = %entry.name));
         let call = self.hub.call_entry(entry, arguments, visible, identity, retry);
-        let result = tracing::Instrument::instrument(call, span).await;
+        let result = tracing::Instrument::instrument(tracing::Instrument::instrument(call, span), traced.clone()).await;
+        if let Err(e) = &result {
+            crate::telemetry::spans::record_error(&traced, e.kind());
+        }
         let mut kept = false;
         let (result, output, error) = match result {
             Ok(mut result) => {
@@ -214,6 +223,9 @@ impl Invoker {
         let output = ToolOutput { text: self.scrub(entry, &output.text), ..output };
         let took = started.elapsed();
         let outcome = if output.is_error { "error" } else { "ok" };
+        if output.is_error && result.is_ok() {
+            crate::telemetry::spans::record_error(&traced, "tool_error");
+        }
         // The tool's own failure is named in the call's one line too (its start, scrubbed).
         let error = error
             .or_else(|| output.is_error.then(|| output.text.chars().take(200).collect::<String>().replace('\n', " ")));

@@ -843,11 +843,36 @@ impl ToolLoop {
     }
 
     /// One upstream request, streamed; text and client tool deltas are passed on as they come.
+    /// Traced as one `chat` span with the answer's model, finish reason and usage.
     async fn round(&mut self, sink: &Sink) -> Result<Round, LlmError> {
+        use crate::telemetry::spans;
+        let model = self.state.body.get("model").and_then(Value::as_str).unwrap_or_default();
+        let traced = spans::chat(model, self.agent.upstream.base_url());
+        let result = tracing::Instrument::instrument(self.exchange(sink, &traced), traced.clone()).await;
+        match &result {
+            Ok(round) => {
+                let identity = self.state.response.as_ref();
+                spans::record_answer(
+                    &traced,
+                    identity.map(|i| i.model.as_str()),
+                    identity.map(|i| i.id.as_str()),
+                    round.finish_reason.as_slice(),
+                    round.usage.as_ref(),
+                );
+            }
+            Err(e) => spans::record_error(&traced, e.kind()),
+        }
+        result
+    }
+
+    /// [`round`](Self::round)'s request and answer; `traced` is its span (its context goes
+    /// upstream as `traceparent`).
+    async fn exchange(&mut self, sink: &Sink, traced: &tracing::Span) -> Result<Round, LlmError> {
         let request = RoundBody { body: &self.state.body, tools: &self.tools_json, messages: &self.state.messages };
         let native = super::model_policy(&self.state.body, &self.agent.models).is_some_and(|m| m.responses_api);
         let mut headers = self.headers.clone();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        crate::telemetry::spans::inject_headers(traced, &mut headers);
         let upstream = &self.agent.upstream;
         let send = |path: &'static str, bytes: Vec<u8>| {
             upstream.send(UpstreamRequest {

@@ -32,7 +32,7 @@ use raw::{DurationValue, RawConfig, RawToolPolicy};
 pub use redact::{MASK, Redactor, redact_url, secret_name};
 use servers::mcp_server;
 pub use servers::{BUILTIN_SERVER, McpServerConfig, McpTransportConfig, OAuthConfig, OAuthGrant, SEPARATOR};
-pub use serving::{FacadeConfig, HttpConfig, LimitsConfig, LogFormat, LoggingConfig, UpstreamConfig};
+pub use serving::{FacadeConfig, HttpConfig, LimitsConfig, LogFormat, LoggingConfig, TelemetryConfig, UpstreamConfig};
 pub use state::{MIN_KEY_CHARS, StateConfig, default_state_url};
 pub use tools::{ModelPolicy, PROVIDER_TOOL_LIMIT, SelectionConfig, ToolLoopConfig, ToolSelection};
 
@@ -98,6 +98,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Log output.
     pub logging: LoggingConfig,
+    /// OpenTelemetry traces.
+    pub telemetry: TelemetryConfig,
     /// MCP servers in name order.
     pub mcp_servers: Vec<McpServerConfig>,
     /// The chat tool loop.
@@ -372,6 +374,7 @@ pub fn validate(mut raw: RawConfig) -> Result<Config, ConfigError> {
     let format = p.check("logging.format", format.parse::<LogFormat>());
     let logging =
         format.map(|format| LoggingConfig { format, level: raw.logging.level.unwrap_or_else(|| "info".to_owned()) });
+    let telemetry = telemetry(raw.telemetry, &mut p);
 
     let mut mcp_servers = Vec::new();
     if raw.mcp_servers.contains_key(BUILTIN_SERVER) {
@@ -489,6 +492,7 @@ pub fn validate(mut raw: RawConfig) -> Result<Config, ConfigError> {
             auth,
             limits,
             logging,
+            telemetry,
             mcp_servers,
             tool_loop,
             models,
@@ -504,6 +508,22 @@ pub fn validate(mut raw: RawConfig) -> Result<Config, ConfigError> {
         }),
         _ => Err(ConfigError::Invalid(p.0)),
     }
+}
+
+/// `telemetry:`: the endpoint must be an HTTP(S) URL, the ratio a share.
+fn telemetry(raw: raw::RawTelemetry, p: &mut Problems) -> TelemetryConfig {
+    let otlp_traces_url = raw.otlp.endpoint.as_deref().filter(|e| !e.trim().is_empty()).and_then(|endpoint| {
+        let url = p.check("telemetry.otlp.endpoint", http_url(endpoint.trim()))?;
+        // The base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` is: the signal's path goes below it.
+        let base = url.as_str().trim_end_matches('/');
+        p.check("telemetry.otlp.endpoint", Url::parse(&format!("{base}/v1/traces")).map_err(|e| e.to_string()))
+    });
+    let sample_ratio = raw.otlp.sample_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        p.push("telemetry.otlp.sample_ratio", "must be between 0.0 and 1.0");
+    }
+    let service_name = raw.otlp.service_name.filter(|n| !n.trim().is_empty());
+    TelemetryConfig { otlp_traces_url, service_name, sample_ratio }
 }
 
 fn dur(value: Option<DurationValue>, default_secs: u64) -> Duration {

@@ -31,6 +31,9 @@ pub struct RawConfig {
     /// Log output.
     #[serde(default)]
     pub logging: RawLogging,
+    /// `telemetry:` — OpenTelemetry traces.
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
     /// The tool loop run for chat requests.
     #[serde(default)]
     pub tool_loop: RawToolLoop,
@@ -510,6 +513,31 @@ pub struct RawLogging {
     pub format: Option<String>,
     /// A tracing filter such as `info` or `mcp_middleware=debug`. `RUST_LOG` wins. Default `info`.
     pub level: Option<String>,
+}
+
+/// `telemetry:` — OpenTelemetry traces.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// `otlp:` — traces sent over OTLP (HTTP/protobuf).
+    #[serde(default)]
+    pub otlp: RawOtlp,
+}
+
+/// `telemetry.otlp:` — where and which traces go. Traces are off unless an endpoint is set here
+/// or in `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOtlp {
+    /// The collector's OTLP/HTTP base URL (`http://collector:4318`); spans are sent to
+    /// `<endpoint>/v1/traces`. Wins over the `OTEL_EXPORTER_OTLP_*ENDPOINT` variables.
+    pub endpoint: Option<String>,
+    /// `service.name` of the spans. Default: `OTEL_SERVICE_NAME`, else `mcp-middleware`.
+    pub service_name: Option<String>,
+    /// Share of new traces recorded, 0.0 to 1.0 (a caller's trace is recorded as the caller
+    /// decided). Default 1.0.
+    #[serde(default, deserialize_with = "text_or")]
+    pub sample_ratio: Option<f64>,
 }
 
 /// One entry of `mcpServers:`. Either `command` (stdio) or `url` (HTTP) is set.

@@ -99,6 +99,17 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// `telemetry:` — OpenTelemetry traces (see `telemetry::otel`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// `telemetry.otlp.endpoint` + `/v1/traces` (`None`: the standard variables decide).
+    pub otlp_traces_url: Option<url::Url>,
+    /// `service.name` of the spans (`None`: `OTEL_SERVICE_NAME`, else `mcp-middleware`).
+    pub service_name: Option<String>,
+    /// Share of new traces recorded (0.0–1.0).
+    pub sample_ratio: f64,
+}
+
 /// Log output.
 #[derive(Debug, Clone)]
 pub struct LoggingConfig {

@@ -100,6 +100,11 @@ where
         let unmatched = route.is_none() && req.extensions().get::<axum::extract::NestedPath>().is_none();
         let needs_key = !unmatched && !route.as_ref().is_some_and(|r| open_route(r.as_str()));
         let span = span(&req, &id);
+        // The exported server span (none when traces are off), inside the log's span.
+        let traced = span.in_scope(|| {
+            let route = route.as_ref().map_or("unmatched", |r| r.as_str());
+            crate::telemetry::spans::server(req.method(), route, req.headers())
+        });
         let gate = span.in_scope(|| match guard::gate(&self.layer.state, &req) {
             Gate::Pass(origin) if needs_key => match auth::admit(&self.layer.state, &mut req) {
                 Ok(()) => Gate::Pass(origin),
@@ -121,7 +126,7 @@ where
         Box::pin(async move {
             let mut response = match routed {
                 Ok((future, origin)) => {
-                    let Ok(mut response) = future.instrument(span.clone()).await;
+                    let Ok(mut response) = future.instrument(traced.clone()).instrument(span.clone()).await;
                     if let Some(origin) = origin {
                         guard::allow_origin(&mut response, origin);
                     }
@@ -130,6 +135,7 @@ where
                 Err(answer) => answer,
             };
             response.headers_mut().entry(REQUEST_ID.clone()).or_insert(id);
+            crate::telemetry::spans::record_status(&traced, response.status());
             finished(&span, &response, started);
             count(route.as_ref(), &response);
             Ok(response)

@@ -179,6 +179,11 @@ impl UpstreamClient {
         Ok(client)
     }
 
+    /// The upstream base URL as configured (it may hold credentials: not for display).
+    pub fn base_url(&self) -> &url::Url {
+        &self.config.base_url
+    }
+
     /// The upstream base URL without credentials, for errors and logs.
     pub fn display_url(&self) -> &str {
         &self.display

@@ -69,3 +69,17 @@ pub enum LlmError {
         detail: String,
     },
 }
+
+impl LlmError {
+    /// A short, fixed name of what went wrong (a trace's `error.type`: never the message).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::Unreachable { .. } => "unreachable",
+            Self::Timeout { .. } => "timeout",
+            Self::Rejected { .. } => "rejected",
+            Self::ServerError { .. } => "server_error",
+            Self::StreamBroken { .. } => "stream_broken",
+        }
+    }
+}

@@ -171,6 +171,23 @@ pub const MAX_INPUT_REQUESTS: usize = 16;
 pub const MAX_INPUT_BYTES: usize = 64 * 1024;
 
 impl McpError {
+    /// A short, fixed name of what went wrong (a trace's `error.type`: never the message).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::UnknownTool { .. } => "unknown_tool",
+            Self::InvalidArguments { .. } => "invalid_arguments",
+            Self::ServerUnavailable { .. } => "server_unavailable",
+            Self::Timeout { .. } => "timeout",
+            Self::Protocol { .. } => "protocol_error",
+            Self::Cancelled => "cancelled",
+            Self::UnknownPrompt { .. } => "unknown_prompt",
+            Self::UnknownResource { .. } => "unknown_resource",
+            Self::AmbiguousResource { .. } => "ambiguous_resource",
+            Self::InputRequired(_) => "input_required",
+            Self::AccountNotConnected { .. } => "account_not_connected",
+        }
+    }
+
     /// The error as the log shows it: without a connect link (its ticket is a credential).
     pub fn log_text(&self) -> String {
         match self {

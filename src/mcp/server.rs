@@ -615,6 +615,29 @@ impl ServerHandle {
         meta: Option<JsonObject>,
         retry: Option<&super::InputRetry>,
     ) -> Result<CallToolResult, McpError> {
+        // The request's own span; its trace context goes to the server in `_meta`.
+        let traced = crate::telemetry::spans::mcp_call(tool, self.name(), &self.config.transport);
+        let mut meta = meta;
+        crate::telemetry::spans::inject_meta(&traced, &mut meta);
+        let called = self.call_traced(peer, tool, arguments, meta, retry);
+        let result = tracing::Instrument::instrument(called, traced.clone()).await;
+        if let Err(e) = &result {
+            crate::telemetry::spans::record_error(&traced, e.kind());
+        } else if result.as_ref().is_ok_and(|r| r.is_error == Some(true)) {
+            crate::telemetry::spans::record_error(&traced, "tool_error");
+        }
+        result
+    }
+
+    /// [`call_on`](Self::call_on) within its span.
+    async fn call_traced(
+        &self,
+        peer: Peer<RoleClient>,
+        tool: &str,
+        arguments: Option<JsonObject>,
+        meta: Option<JsonObject>,
+        retry: Option<&super::InputRetry>,
+    ) -> Result<CallToolResult, McpError> {
         // Kept for a tool that turns out to run only as a task (the call is made again).
         let (peer_again, arguments_again, meta_again) = (peer.clone(), arguments.clone(), meta.clone());
         let mut params = CallToolRequestParams::new(tool.to_owned());

@@ -43,3 +43,4 @@ mod security;
 mod startup;
 mod state;
 mod tidy;
+mod traces;

@@ -223,6 +223,15 @@ impl ServerHandler for TestServer {
                 let rewrite = request.arguments.as_ref().and_then(|a| a.get("rewrite")).and_then(|v| v.as_str());
                 self.list_change(&context, rewrite).await
             }
+            "headers"
+                if request.arguments.as_ref().and_then(|a| a.get("meta")).and_then(|v| v.as_bool()) == Some(true) =>
+            {
+                // The request's `_meta` as this server received it (rmcp moved it into the context).
+                let meta = serde_json::to_value(&context.meta).unwrap_or_default();
+                let mut result = CallToolResult::success(vec![ContentBlock::text(meta.to_string())]);
+                result.structured_content = Some(meta);
+                result
+            }
             "headers" => {
                 // The `x-*` headers of this call's HTTP request (empty over stdio).
                 let authorization =

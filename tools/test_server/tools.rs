@@ -117,8 +117,8 @@ pub fn builtin_tools() -> Vec<Tool> {
         Tool::new(
             "headers",
             "Returns the x-* headers of this call's HTTP request (none over stdio); with `authorization`, that \
-             header too.",
-            schema(json!({"authorization": {"type": "boolean"}}), &[]),
+             header too; with `meta`, the request's `_meta` instead.",
+            schema(json!({"authorization": {"type": "boolean"}, "meta": {"type": "boolean"}}), &[]),
         )
         // Destructive says so, but read-only wins: no approval for it.
         .with_annotations(rmcp::model::ToolAnnotations::new().destructive(true).read_only(true)),

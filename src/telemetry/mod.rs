@@ -6,6 +6,11 @@
 //! server's stderr cannot forge a log line or repaint the terminal. The human format is
 //! coloured only when stderr is a terminal (and `NO_COLOR` is unset); then every field value is
 //! escaped as it is written, so the only escape sequences in a line are the formatter's own.
+//!
+//! OpenTelemetry traces (off unless configured) are [`otel`]; the spans they export, [`spans`].
+
+pub mod otel;
+pub mod spans;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -24,8 +29,9 @@ pub fn set_redactor(redactor: Redactor) {
     REDACTOR.store(Arc::new(redactor));
 }
 
-/// Installs the global subscriber (logs go to stderr). Safe to call once per process.
-pub fn init(format: LogFormat, level: &str, redactor: Redactor) {
+/// Installs the global subscriber (logs go to stderr; with `traces`, the exported spans go to
+/// its layer too). Safe to call once per process.
+pub fn init(format: LogFormat, level: &str, redactor: Redactor, traces: Option<&otel::Traces>) {
     set_redactor(redactor);
     // rmcp logs whole `initialize` payloads (server instructions included) at INFO: those are
     // debug detail here. RUST_LOG still decides everything when set.
@@ -34,22 +40,41 @@ pub fn init(format: LogFormat, level: &str, redactor: Redactor) {
         EnvFilter::new(format!("{level}{quiet}"))
     });
     // rmcp's OAuth client logs authorization codes at debug: never below info there, whatever
-    // RUST_LOG says (a code is a credential until it is exchanged).
-    let filter = match "rmcp::transport::auth=info".parse() {
-        Ok(cap) => filter.add_directive(cap),
-        Err(_) => filter,
-    };
+    // RUST_LOG says (a code is a credential until it is exchanged). The exported spans are not
+    // log lines: off for the log, whatever RUST_LOG says (and never built without traces).
+    let filter = ["rmcp::transport::auth=info", "otel=off"]
+        .into_iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(filter, EnvFilter::add_directive);
     let colour = matches!(format, LogFormat::Pretty)
         && std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
     // Without colour every control character of a line is escaped as a whole; with colour the
     // field values are escaped one by one instead, and the formatter's colour codes stay.
     let writer = RedactingStderr { escape_lines: !colour };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(writer);
-    let result = match format {
-        LogFormat::Pretty if colour => builder.fmt_fields(escaping_fields()).try_init(),
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    let result = match traces {
+        // The usual subscriber, as lean as it can be: one filter for everything.
+        None => {
+            let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(writer);
+            match format {
+                LogFormat::Pretty if colour => builder.fmt_fields(escaping_fields()).try_init(),
+                LogFormat::Pretty => builder.try_init(),
+                LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+            }
+        }
+        // With traces the filter is the log's own (the exported spans pass only the other layer).
+        Some(traces) => {
+            use tracing_subscriber::Layer as _;
+            use tracing_subscriber::layer::SubscriberExt as _;
+            use tracing_subscriber::util::SubscriberInitExt as _;
+            let fmt = tracing_subscriber::fmt::layer().with_ansi(colour).with_writer(writer);
+            let log = match format {
+                LogFormat::Pretty if colour => fmt.fmt_fields(escaping_fields()).with_filter(filter).boxed(),
+                LogFormat::Pretty => fmt.with_filter(filter).boxed(),
+                LogFormat::Json => fmt.json().flatten_event(true).with_current_span(true).with_filter(filter).boxed(),
+            };
+            tracing_subscriber::registry().with(log).with(traces.layer()).try_init().map_err(Into::into)
+        }
     };
     if let Err(e) = result {
         eprintln!("logging already initialised: {e}");
