@@ -112,6 +112,10 @@ fn main() -> ExitCode {
     let redactor = config::Redactor::for_config(&config);
     telemetry::init(cli.log_format.unwrap_or(config.logging.format), &config.logging.level, redactor, traces.as_ref());
 
+    if let Some(traces) = &traces {
+        tracing::info!(to = traces.destination(), "OpenTelemetry traces are exported over OTLP");
+    }
+
     raise_open_files_limit();
     match cli.command {
         Some(Command::Health) => {

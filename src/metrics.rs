@@ -1,7 +1,7 @@
 //! Prometheus metrics, served as OpenMetrics text at `/metrics`: requests by route and status,
 //! upstream latency, model rounds per chat request, tool calls by server, tool and outcome with
-//! their latency, artifacts stored; MCP server state, restarts and the catalog size are read at
-//! scrape time. One registry for the process ([`metrics`]); recording is lock-free.
+//! their latency, artifacts stored; MCP server state, restarts, the catalog size, requests waiting
+//! for a person and accounts connected to per-user servers are read at scrape time. One registry for the process ([`metrics`]); recording is lock-free.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -94,6 +94,12 @@ pub struct Metrics {
     pub catalog_tools: Gauge,
     /// Tool definitions (description or schema) a server changed after it first listed them.
     pub tool_definition_changes: Family<ServerLabels, Counter>,
+    /// Requests waiting for a person now (approvals, questions, accounts to connect), all
+    /// replicas together (read from the state store when scraped).
+    pub pending_requests: Gauge,
+    /// Accounts connected to each `per_user` OAuth server (read from the state store when
+    /// scraped; one label per configured server).
+    pub connected_accounts: Family<ServerLabels, Gauge>,
 }
 
 impl Metrics {
@@ -133,6 +139,18 @@ impl Metrics {
             "Tools whose description or schema changed after the server first listed them, or that appeared later",
             tool_definition_changes.clone(),
         );
+        let pending_requests = Gauge::default();
+        registry.register(
+            "pending_requests",
+            "Chat requests waiting for a person (approval, question, account), all replicas",
+            pending_requests.clone(),
+        );
+        let connected_accounts = Family::<ServerLabels, Gauge>::default();
+        registry.register(
+            "connected_accounts",
+            "Accounts connected to a per-user OAuth MCP server",
+            connected_accounts.clone(),
+        );
         Self {
             registry,
             requests,
@@ -148,6 +166,8 @@ impl Metrics {
             server_restarts,
             catalog_tools,
             tool_definition_changes,
+            pending_requests,
+            connected_accounts,
         }
     }
 

@@ -151,6 +151,11 @@ impl Parking {
     }
 }
 
+/// How many loops wait for a person now, all replicas together (for the metrics).
+pub async fn waiting(secrets: &Secrets) -> Result<u64, crate::state::StateError> {
+    secrets.store().count(SPACE, "").await
+}
+
 /// The reference in the last assistant message, when the conversation ends with the user's
 /// answer to it: `(id, the answer's text)`.
 pub fn pending_reference(messages: &[Value]) -> Option<(String, String)> {

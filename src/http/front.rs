@@ -100,11 +100,16 @@ where
         let unmatched = route.is_none() && req.extensions().get::<axum::extract::NestedPath>().is_none();
         let needs_key = !unmatched && !route.as_ref().is_some_and(|r| open_route(r.as_str()));
         let span = span(&req, &id);
-        // The exported server span (none when traces are off), inside the log's span.
-        let traced = span.in_scope(|| {
-            let route = route.as_ref().map_or("unmatched", |r| r.as_str());
-            crate::telemetry::spans::server(req.method(), route, req.headers())
-        });
+        // The exported server span, inside the log's span (none when traces are off: the log's
+        // span is not even entered then).
+        let traced = if crate::telemetry::spans::enabled() {
+            span.in_scope(|| {
+                let route = route.as_ref().map_or("unmatched", |r| r.as_str());
+                crate::telemetry::spans::server(req.method(), route, req.headers())
+            })
+        } else {
+            tracing::Span::none()
+        };
         let gate = span.in_scope(|| match guard::gate(&self.layer.state, &req) {
             Gate::Pass(origin) if needs_key => match auth::admit(&self.layer.state, &mut req) {
                 Ok(()) => Gate::Pass(origin),

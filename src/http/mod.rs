@@ -216,8 +216,9 @@ pub(crate) fn mcp_servers_header(headers: &axum::http::HeaderMap) -> Result<Vec<
     crate::agent::narrowing_headers(headers).map_err(ApiError::BadRequest)
 }
 
-/// `GET /metrics`: OpenMetrics text; MCP server state and the catalog size are read now. Only
-/// for keys without a tool policy: the figures name every server and the tools others called.
+/// `GET /metrics`: OpenMetrics text; MCP server state, the catalog size, waiting requests and
+/// connected accounts are read now. Only for keys without a tool policy: the figures name every
+/// server and the tools others called.
 async fn metrics(
     axum::extract::State(state): axum::extract::State<AppState>,
     axum::Extension(caller): axum::Extension<auth::Caller>,
@@ -235,6 +236,24 @@ async fn metrics(
         m.server_restarts.get_or_create(&labels).set(i64::from(server.restarts));
     }
     m.catalog_tools.set(i64::try_from(state.hub.catalog().len()).unwrap_or(i64::MAX));
+    // What waits for people, from the state store (every replica's): a failing store leaves the
+    // last figures (and says so in the log).
+    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    match crate::agent::park::waiting(&state.secrets).await {
+        Ok(n) => {
+            m.pending_requests.set(gauge(n));
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot count the waiting requests"),
+    }
+    for server in state.config.mcp_servers.iter().filter(|s| s.per_user()) {
+        match crate::mcp::oauth::connected_accounts(&state.secrets, &server.name).await {
+            Ok(n) => {
+                let labels = crate::metrics::ServerLabels { server: server.name.clone() };
+                m.connected_accounts.get_or_create(&labels).set(gauge(n));
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot count the connected accounts"),
+        }
+    }
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     axum::response::IntoResponse::into_response(([(axum::http::header::CONTENT_TYPE, content_type)], m.encode()))
 }

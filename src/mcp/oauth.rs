@@ -345,6 +345,14 @@ pub fn lapsed(stored: &StoredCredentials) -> bool {
     received.saturating_add(lifetime) <= now
 }
 
+/// How many accounts are connected to the `per_user` server `server` (for the metrics): the
+/// users' credentials, not those of sign-ins still waiting for a confirmation.
+pub async fn connected_accounts(secrets: &Secrets, server: &str) -> Result<u64, crate::state::StateError> {
+    let all = secrets.store().count(SPACE, &format!("{server}/")).await?;
+    let waiting = secrets.store().count(SPACE, &format!("{server}/{AWAITING}")).await?;
+    Ok(all.saturating_sub(waiting))
+}
+
 /// Whether `account` has stored credentials for `server` (they may have expired since).
 pub async fn has_credentials(secrets: &Secrets, server: &str, account: &str) -> bool {
     matches!(SealedCredentials::new(secrets.clone(), server, Some(account)).load().await, Ok(Some(_)))

@@ -41,6 +41,8 @@ const TAKE: &str = "DELETE FROM mcpmw_entries WHERE space = ? AND key = ? AND (e
                     RETURNING value";
 const DELETE: &str = "DELETE FROM mcpmw_entries WHERE space = ? AND key = ?";
 const SWEEP: &str = "DELETE FROM mcpmw_entries WHERE expires_at IS NOT NULL AND expires_at <= ?";
+const COUNT: &str = "SELECT COUNT(*) FROM mcpmw_entries WHERE space = ? AND key LIKE ? \
+                     AND (expires_at IS NULL OR expires_at > ?)";
 
 /// The statements for Postgres, numbered once.
 struct PgStatements {
@@ -49,6 +51,7 @@ struct PgStatements {
     take: String,
     delete: String,
     sweep: String,
+    count: String,
 }
 
 static PG: std::sync::LazyLock<PgStatements> = std::sync::LazyLock::new(|| PgStatements {
@@ -57,6 +60,7 @@ static PG: std::sync::LazyLock<PgStatements> = std::sync::LazyLock::new(|| PgSta
     take: numbered(TAKE),
     delete: numbered(DELETE),
     sweep: numbered(SWEEP),
+    count: numbered(COUNT),
 });
 
 /// `?` placeholders as Postgres's `$1`, `$2`, … (the statements above have no `?` elsewhere).
@@ -212,6 +216,28 @@ impl StateStore for SqlStore {
             }
             .map(|n| n > 0)
             .map_err(db)
+        }
+        .boxed()
+    }
+
+    fn count<'a>(&'a self, space: &'a str, prefix: &'a str) -> BoxFuture<'a, Result<u64, StateError>> {
+        async move {
+            // A prefix with a pattern character would count more than it names.
+            if prefix.contains(['%', '_', '\\']) {
+                return Ok(0);
+            }
+            self.ready().await?;
+            let (pattern, now) = (format!("{prefix}%"), unix_ms(SystemTime::now()));
+            let n: i64 = match &self.pool {
+                Pool::Sqlite(pool) => {
+                    sqlx::query_scalar(COUNT).bind(space).bind(pattern).bind(now).fetch_one(pool).await
+                }
+                Pool::Postgres(pool) => {
+                    sqlx::query_scalar(&PG.count).bind(space).bind(pattern).bind(now).fetch_one(pool).await
+                }
+            }
+            .map_err(db)?;
+            Ok(u64::try_from(n).unwrap_or(0))
         }
         .boxed()
     }

@@ -50,6 +50,8 @@ pub fn enabled() -> bool {
 pub struct Traces {
     provider: SdkTracerProvider,
     tracer: opentelemetry_sdk::trace::SdkTracer,
+    /// Where spans go, for the log (no credentials, no query).
+    shown: String,
 }
 
 /// Where the spans go, from the config or the standard variables (`None`: traces are off).
@@ -119,7 +121,22 @@ impl Traces {
             .build();
         let tracer = provider.tracer("mcp-middleware");
         ENABLED.store(true, Ordering::Relaxed);
-        Ok(Some(Self { provider, tracer }))
+        let shown = match (&destination, &config.otlp_traces_url) {
+            (Destination::Configured(_), Some(url)) => {
+                let mut url = url.clone();
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+                url.set_query(None);
+                url.to_string()
+            }
+            _ => "the OTEL_EXPORTER_OTLP_* variables' endpoint".to_owned(),
+        };
+        Ok(Some(Self { provider, tracer, shown }))
+    }
+
+    /// Where the spans go (no credentials), for the start-up log line.
+    pub fn destination(&self) -> &str {
+        &self.shown
     }
 
     /// The `tracing` layer that exports [`TARGET`] spans and sees nothing else.

@@ -27,7 +27,14 @@ fn samples(text: &str) -> Vec<(String, f64)> {
     out
 }
 
-fn value(samples: &[(String, f64)], series: &str) -> f64 {
+/// `/metrics` of `base` (`http://host:port`) as `key`, parsed.
+pub async fn scrape(base: &str, key: &str) -> Vec<(String, f64)> {
+    let resp = reqwest::Client::new().get(format!("{base}/metrics")).bearer_auth(key).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    samples(&resp.text().await.unwrap())
+}
+
+pub fn value(samples: &[(String, f64)], series: &str) -> f64 {
     samples.iter().find(|(s, _)| s == series).map_or(0.0, |(_, v)| *v)
 }
 
