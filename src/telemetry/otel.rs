@@ -13,7 +13,7 @@
 //! and [`enabled`] keeps their attributes from being computed.
 //!
 //! Batches leave from the SDK's own thread; their HTTP requests run on the gateway's runtime
-//! through our reqwest client ([`RuntimeClient`]), bounded in time and in the bytes read back.
+//! through our reqwest client (`RuntimeClient`), bounded in time and in the bytes read back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
