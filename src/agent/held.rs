@@ -100,7 +100,7 @@ pub async fn run(
     let owner = identity_owner.clone();
     let relay = Arc::new(CallRelay { asker: Some(asker), ..CallRelay::default() });
     // In the request's spans: the call's log lines and its trace belong to the chat.
-    let task = tokio::spawn(tracing::Instrument::in_current_span(RELAY.scope(relay, call)));
+    let task = crate::telemetry::spans::spawn(RELAY.scope(relay, call));
     follow(owner, AbortOnDrop(Some(task)), questions).await
 }
 

@@ -153,35 +153,32 @@ impl Agent {
         runs: bool,
     ) -> mpsc::Receiver<Result<SseEvent, LlmError>> {
         let (tx, rx) = mpsc::channel(32);
-        // The loop outlives the handler's future: it keeps the request's span (its id in logs).
-        let span = tracing::Span::current();
-        tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                let sink = if runs { Sink::stream_with_runs(tx.clone()) } else { Sink::stream(tx.clone()) };
-                let result = tokio::select! {
-                    r = start.run(&mut tool_loop, &sink) => r,
-                    () = tx.closed() => {
-                        tracing::info!("client went away; tool loop cancelled");
-                        return;
-                    }
-                };
-                match result {
-                    Ok(outcome) => {
-                        // An upstream that never sent a chunk with an id (or nothing at all) still
-                        // gets the client a complete stream: a role, a finish reason, [DONE].
-                        let identity = tool_loop.ensure_identity(&sink).await;
-                        sink.delta(&identity, json!({}), Some(&outcome.finish_reason), Value::Null).await;
-                        if include_usage {
-                            sink.usage(&identity, &outcome.gathered.usage).await;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
+        // The loop outlives the handler's future: it keeps the request's spans (its id in logs,
+        // its trace).
+        crate::telemetry::spans::spawn(async move {
+            let sink = if runs { Sink::stream_with_runs(tx.clone()) } else { Sink::stream(tx.clone()) };
+            let result = tokio::select! {
+                r = start.run(&mut tool_loop, &sink) => r,
+                () = tx.closed() => {
+                    tracing::info!("client went away; tool loop cancelled");
+                    return;
+                }
+            };
+            match result {
+                Ok(outcome) => {
+                    // An upstream that never sent a chunk with an id (or nothing at all) still
+                    // gets the client a complete stream: a role, a finish reason, [DONE].
+                    let identity = tool_loop.ensure_identity(&sink).await;
+                    sink.delta(&identity, json!({}), Some(&outcome.finish_reason), Value::Null).await;
+                    if include_usage {
+                        sink.usage(&identity, &outcome.gathered.usage).await;
                     }
                 }
-            },
-            span,
-        ));
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                }
+            }
+        });
         rx
     }
 }

@@ -100,16 +100,6 @@ where
         let unmatched = route.is_none() && req.extensions().get::<axum::extract::NestedPath>().is_none();
         let needs_key = !unmatched && !route.as_ref().is_some_and(|r| open_route(r.as_str()));
         let span = span(&req, &id);
-        // The exported server span, inside the log's span (none when traces are off: the log's
-        // span is not even entered then).
-        let traced = if crate::telemetry::spans::enabled() {
-            span.in_scope(|| {
-                let route = route.as_ref().map_or("unmatched", |r| r.as_str());
-                crate::telemetry::spans::server(req.method(), route, req.headers())
-            })
-        } else {
-            tracing::Span::none()
-        };
         let gate = span.in_scope(|| match guard::gate(&self.layer.state, &req) {
             Gate::Pass(origin) if needs_key => match auth::admit(&self.layer.state, &mut req) {
                 Ok(()) => Gate::Pass(origin),
@@ -124,6 +114,18 @@ where
             },
             gate => gate,
         });
+        // The exported server span, for admitted requests only (a stranger cannot make the
+        // gateway export, nor pick the trace), probes and scrapes aside. None when traces are off:
+        // the log's span is not even entered then.
+        let traced = match &gate {
+            Gate::Pass(_) if crate::telemetry::spans::enabled() && !quiet_route(route.as_ref()) => {
+                span.in_scope(|| {
+                    let route = route.as_ref().map_or("unmatched", |r| r.as_str());
+                    crate::telemetry::spans::server(req.method(), route, req.headers())
+                })
+            }
+            _ => tracing::Span::none(),
+        };
         let routed = match gate {
             Gate::Pass(origin) => Ok((self.inner.call(req), origin)),
             Gate::Answer(answer) => Err(answer),
@@ -131,7 +133,7 @@ where
         Box::pin(async move {
             let mut response = match routed {
                 Ok((future, origin)) => {
-                    let Ok(mut response) = future.instrument(traced.clone()).instrument(span.clone()).await;
+                    let Ok(mut response) = future.instrument(span.clone()).instrument(traced.clone()).await;
                     if let Some(origin) = origin {
                         guard::allow_origin(&mut response, origin);
                     }
@@ -146,6 +148,11 @@ where
             Ok(response)
         })
     }
+}
+
+/// Routes not traced: health probes and metrics scrapes (every few seconds, from machines).
+fn quiet_route(route: Option<&MatchedPath>) -> bool {
+    route.is_some_and(|r| matches!(r.as_str(), "/health/liveliness" | "/health/readiness" | "/health" | "/metrics"))
 }
 
 /// The request's span: probes (every few seconds from an orchestrator) at debug, others at info.

@@ -236,26 +236,35 @@ async fn metrics(
         m.server_restarts.get_or_create(&labels).set(i64::from(server.restarts));
     }
     m.catalog_tools.set(i64::try_from(state.hub.catalog().len()).unwrap_or(i64::MAX));
-    // What waits for people, from the state store (every replica's): a failing store leaves the
-    // last figures (and says so in the log).
-    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    match crate::agent::park::waiting(&state.secrets).await {
-        Ok(n) => {
-            m.pending_requests.set(gauge(n));
-        }
-        Err(e) => tracing::warn!(error = %e, "metrics: cannot count the waiting requests"),
-    }
-    for server in state.config.mcp_servers.iter().filter(|s| s.per_user()) {
-        match crate::mcp::oauth::connected_accounts(&state.secrets, &server.name).await {
-            Ok(n) => {
-                let labels = crate::metrics::ServerLabels { server: server.name.clone() };
-                m.connected_accounts.get_or_create(&labels).set(gauge(n));
+    // What waits for people, from the state store (every replica's): bounded, so a store that
+    // is down costs the scrape at most a second and leaves the last figures (the log says so).
+    let counted = tokio::time::timeout(std::time::Duration::from_secs(1), waiting_and_connected(&state)).await;
+    match counted {
+        Ok(Ok((pending, connected))) => {
+            m.pending_requests.set(i64::try_from(pending).unwrap_or(i64::MAX));
+            // Servers a reload removed are not shown any more.
+            m.connected_accounts.clear();
+            for (server, n) in connected {
+                let labels = crate::metrics::ServerLabels { server };
+                m.connected_accounts.get_or_create(&labels).set(i64::try_from(n).unwrap_or(i64::MAX));
             }
-            Err(e) => tracing::warn!(error = %e, "metrics: cannot count the connected accounts"),
         }
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: cannot count waiting requests and connected accounts"),
+        Err(_) => tracing::warn!("metrics: the state store did not count waiting requests and accounts in time"),
     }
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     axum::response::IntoResponse::into_response(([(axum::http::header::CONTENT_TYPE, content_type)], m.encode()))
+}
+
+/// Requests waiting for a person, and accounts connected per `per_user` server.
+async fn waiting_and_connected(state: &AppState) -> Result<(u64, Vec<(String, u64)>), crate::state::StateError> {
+    let pending = crate::agent::park::waiting(&state.secrets).await?;
+    let mut connected = Vec::new();
+    for server in state.config.mcp_servers.iter().filter(|s| s.per_user()) {
+        connected
+            .push((server.name.clone(), crate::mcp::oauth::connected_accounts(&state.secrets, &server.name).await?));
+    }
+    Ok((pending, connected))
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -158,7 +158,7 @@ pub async fn create(
         };
         let mut translator = responses::Translator::new(id, created, request, (converted.labels, allowed), catalog);
         let (tx, out) = tokio::sync::mpsc::channel::<Result<crate::llm::SseEvent, crate::llm::LlmError>>(64);
-        tokio::spawn(tracing::Instrument::in_current_span(async move {
+        crate::telemetry::spans::spawn(async move {
             // The servers named by URL stay connected while the loop runs.
             let _attachments = attachments;
             let send = |events: Vec<Value>| {
@@ -195,7 +195,7 @@ pub async fn create(
             let (events, mut response) = translator.finish(None, extra);
             finisher.keep(&mut response).await;
             let _ = send(events).await;
-        }));
+        });
         let events = futures_util::stream::unfold(out, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
         return Ok(super::sse::relay(events, state.config.limits.sse_keepalive, state.hard_stop.clone()));
     }

@@ -48,8 +48,8 @@ pub trait StateStore: Send + Sync {
     fn delete<'a>(&'a self, space: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, StateError>>;
     /// Deletes every expired entry; returns how many.
     fn sweep(&self) -> BoxFuture<'_, Result<u64, StateError>>;
-    /// How many live entries of `space` have a key starting with `prefix` (letters, digits,
-    /// `-` and `/` only: no pattern characters), for the metrics.
+    /// How many live entries of `space` have a key starting with `prefix` (case counts), for
+    /// the metrics.
     fn count<'a>(&'a self, space: &'a str, prefix: &'a str) -> BoxFuture<'a, Result<u64, StateError>>;
 }
 

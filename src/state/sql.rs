@@ -41,7 +41,8 @@ const TAKE: &str = "DELETE FROM mcpmw_entries WHERE space = ? AND key = ? AND (e
                     RETURNING value";
 const DELETE: &str = "DELETE FROM mcpmw_entries WHERE space = ? AND key = ?";
 const SWEEP: &str = "DELETE FROM mcpmw_entries WHERE expires_at IS NOT NULL AND expires_at <= ?";
-const COUNT: &str = "SELECT COUNT(*) FROM mcpmw_entries WHERE space = ? AND key LIKE ? \
+// `substr`, not `LIKE`: SQLite's LIKE ignores case, Postgres's does not.
+const COUNT: &str = "SELECT COUNT(*) FROM mcpmw_entries WHERE space = ? AND substr(key, 1, ?) = ? \
                      AND (expires_at IS NULL OR expires_at > ?)";
 
 /// The statements for Postgres, numbered once.
@@ -222,18 +223,15 @@ impl StateStore for SqlStore {
 
     fn count<'a>(&'a self, space: &'a str, prefix: &'a str) -> BoxFuture<'a, Result<u64, StateError>> {
         async move {
-            // A prefix with a pattern character would count more than it names.
-            if prefix.contains(['%', '_', '\\']) {
-                return Ok(0);
-            }
             self.ready().await?;
-            let (pattern, now) = (format!("{prefix}%"), unix_ms(SystemTime::now()));
+            // Characters, as both databases count them in `substr`.
+            let (length, now) = (i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX), unix_ms(SystemTime::now()));
             let n: i64 = match &self.pool {
                 Pool::Sqlite(pool) => {
-                    sqlx::query_scalar(COUNT).bind(space).bind(pattern).bind(now).fetch_one(pool).await
+                    sqlx::query_scalar(COUNT).bind(space).bind(length).bind(prefix).bind(now).fetch_one(pool).await
                 }
                 Pool::Postgres(pool) => {
-                    sqlx::query_scalar(&PG.count).bind(space).bind(pattern).bind(now).fetch_one(pool).await
+                    sqlx::query_scalar(&PG.count).bind(space).bind(length).bind(prefix).bind(now).fetch_one(pool).await
                 }
             }
             .map_err(db)?;

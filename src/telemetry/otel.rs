@@ -104,7 +104,10 @@ impl Traces {
         let mut resource = opentelemetry_sdk::Resource::builder();
         match &config.service_name {
             Some(name) => resource = resource.with_service_name(name.clone()),
-            None if std::env::var_os("OTEL_SERVICE_NAME").is_none() => {
+            None if std::env::var_os("OTEL_SERVICE_NAME").is_none()
+                && !std::env::var("OTEL_RESOURCE_ATTRIBUTES")
+                    .is_ok_and(|a| a.split(',').any(|kv| kv.trim_start().starts_with("service.name="))) =>
+            {
                 resource = resource.with_service_name(DEFAULT_SERVICE_NAME);
             }
             None => {}
@@ -152,7 +155,10 @@ impl Traces {
             .with_level(false)
             .with_target(false)
             .with_tracked_inactivity(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(|meta| meta.target() == TARGET))
+            .with_filter(
+                tracing_subscriber::filter::filter_fn(|meta| meta.target() == TARGET)
+                    .with_max_level_hint(tracing::Level::INFO),
+            )
     }
 
     /// Sends what is buffered and stops (at most a few seconds). Call outside the runtime's

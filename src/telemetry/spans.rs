@@ -180,7 +180,24 @@ pub fn inject_meta(span: &Span, meta: &mut Option<serde_json::Map<String, serde_
         return;
     }
     let meta = meta.get_or_insert_with(serde_json::Map::new);
+    // A caller's `tracestate` belongs to its own `traceparent`, which is replaced.
+    meta.remove("tracestate");
     for (key, value) in carrier.into_iter().filter(|(_, v)| !v.is_empty()) {
         meta.insert(key, serde_json::Value::String(value));
+    }
+}
+
+/// Spawns `task` in the current spans: the log's (its lines keep the request id) and, when
+/// traces are on, the exported one (the spans it makes are children of the request's).
+pub fn spawn<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let task = tracing::Instrument::in_current_span(task);
+    if enabled() {
+        tokio::spawn(opentelemetry::context::FutureExt::with_current_context(task))
+    } else {
+        tokio::spawn(task)
     }
 }

@@ -123,7 +123,13 @@ async fn chat(gateway: &GatewayProcess, parent: Option<&str>) -> Value {
 #[tokio::test]
 async fn a_two_round_chat_with_one_tool_call_is_one_trace_continuing_the_clients() {
     let receiver = Receiver::start().await;
-    let llm = FakeLlm::new().tool_call("ts__headers", json!({"meta": true})).text("It saw a trace.").start().await;
+    let llm = FakeLlm::new()
+        .tool_call("ts__headers", json!({"meta": true}))
+        .text("It saw a trace.")
+        .tool_call("ts__headers", json!({"meta": true}))
+        .text("Streamed.")
+        .start()
+        .await;
     let telemetry =
         format!("telemetry:\n  otlp:\n    endpoint: {}\n    service_name: gateway-under-test\n", receiver.url);
     let gateway = GatewayProcess::spawn(&config(&llm, &telemetry), &[("OTEL_BSP_SCHEDULE_DELAY", "100")]).await;
@@ -197,6 +203,30 @@ async fn a_two_round_chat_with_one_tool_call_is_one_trace_continuing_the_clients
     for (sent, round) in upstream.iter().zip(&ordered) {
         assert_eq!(traceparent(sent), (CLIENT_TRACE.to_owned(), hex(&round.span_id)));
     }
+    // A streamed chat (the loop runs in a task of its own) without a caller's trace: a new
+    // trace, its rounds and tool run still children of its request.
+    let resp = reqwest::Client::new()
+        .post(gateway.url("/v1/chat/completions"))
+        .json(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "again, streamed"}]}))
+        .send()
+        .await
+        .unwrap();
+    let text = crate::common::streamed_text(&crate::common::chunks(&crate::common::sse_data(resp).await));
+    assert!(text.ends_with("Streamed."), "{text}");
+    let all = receiver.wait_for(10).await;
+    let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(all.len(), 10, "{names:?}");
+    let streamed: Vec<&Span> = all.iter().filter(|s| hex(&s.trace_id) != CLIENT_TRACE).collect();
+    assert_eq!(streamed.len(), 5, "{names:?}");
+    let root = streamed.iter().find(|s| s.name == "POST /v1/chat/completions").expect("the request's span");
+    assert!(root.parent_span_id.is_empty(), "a new trace starts at the request");
+    for span in streamed.iter().filter(|s| s.name == "chat m" || s.name.starts_with("execute_tool")) {
+        assert_eq!(span.parent_span_id, root.span_id, "{} belongs to its request", span.name);
+    }
+    let mcp = streamed.iter().find(|s| s.name == "tools/call headers").unwrap();
+    let run = streamed.iter().find(|s| s.name == "execute_tool ts__headers").unwrap();
+    assert_eq!(mcp.parent_span_id, run.span_id);
+
     // Nothing of the conversation is in the spans (no arguments, results or messages).
     for span in &spans {
         for kv in &span.attributes {
