@@ -513,10 +513,12 @@ pub fn validate(mut raw: RawConfig) -> Result<Config, ConfigError> {
 /// `telemetry:`: the endpoint must be an HTTP(S) URL, the ratio a share.
 fn telemetry(raw: raw::RawTelemetry, p: &mut Problems) -> TelemetryConfig {
     let otlp_traces_url = raw.otlp.endpoint.as_deref().filter(|e| !e.trim().is_empty()).and_then(|endpoint| {
-        let url = p.check("telemetry.otlp.endpoint", http_url(endpoint.trim()))?;
-        // The base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` is: the signal's path goes below it.
-        let base = url.as_str().trim_end_matches('/');
-        p.check("telemetry.otlp.endpoint", Url::parse(&format!("{base}/v1/traces")).map_err(|e| e.to_string()))
+        let mut url = p.check("telemetry.otlp.endpoint", http_url(endpoint.trim()))?;
+        // The base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` is: the signal's path goes below it
+        // (a query stays a query).
+        let path = format!("{}/v1/traces", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        Some(url)
     });
     let sample_ratio = raw.otlp.sample_ratio.unwrap_or(1.0);
     if !(0.0..=1.0).contains(&sample_ratio) {

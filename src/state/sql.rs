@@ -224,8 +224,8 @@ impl StateStore for SqlStore {
     fn count<'a>(&'a self, space: &'a str, prefix: &'a str) -> BoxFuture<'a, Result<u64, StateError>> {
         async move {
             self.ready().await?;
-            // Characters, as both databases count them in `substr`.
-            let (length, now) = (i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX), unix_ms(SystemTime::now()));
+            // Characters, as both databases count them in `substr` (an `integer` for Postgres).
+            let (length, now) = (i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX), unix_ms(SystemTime::now()));
             let n: i64 = match &self.pool {
                 Pool::Sqlite(pool) => {
                     sqlx::query_scalar(COUNT).bind(space).bind(length).bind(prefix).bind(now).fetch_one(pool).await

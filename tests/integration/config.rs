@@ -230,3 +230,19 @@ fn environment_values_keep_their_type() {
     let bad = config::load_str("upstream:\n  max_retries: ${R}\n", &env(&[("R", "many")])).unwrap_err().to_string();
     assert!(bad.contains("upstream.max_retries") && bad.contains("many"), "{bad}");
 }
+
+#[test]
+fn telemetry_takes_a_base_url_and_a_share() {
+    let off = config::load_str("", &env(&[])).unwrap();
+    assert_eq!((off.telemetry.otlp_traces_url, off.telemetry.sample_ratio), (None, 1.0));
+    for (endpoint, traces) in [
+        ("http://collector:4318", "http://collector:4318/v1/traces"),
+        ("http://collector:4318/", "http://collector:4318/v1/traces"),
+        ("https://otel.example/ingest/?tenant=a", "https://otel.example/ingest/v1/traces?tenant=a"),
+    ] {
+        let cfg = config::load_str(&format!("telemetry:\n  otlp:\n    endpoint: \"{endpoint}\"\n"), &env(&[])).unwrap();
+        assert_eq!(cfg.telemetry.otlp_traces_url.unwrap().as_str(), traces);
+    }
+    let bad = problems("telemetry:\n  otlp:\n    endpoint: ftp://collector\n    sample_ratio: 1.5\n");
+    assert!(bad.contains("telemetry.otlp.endpoint") && bad.contains("telemetry.otlp.sample_ratio"), "{bad}");
+}

@@ -37,6 +37,21 @@ async fn behaves(url: &str) {
     assert!(store.delete("s", "k").await.unwrap());
     assert!(!store.delete("s", "k").await.unwrap());
 
+    // Counting by key prefix (the metrics): live entries only, case and pattern characters exact.
+    for key in ["gh/alice", "gh/bob", "gh/awaiting-1", "GH/carol", "gh", "ghx/dave", "g%/eve"] {
+        store.put("count", key, b"v", None).await.unwrap();
+    }
+    store.put("count", "gh/gone", b"v", Some(Duration::from_millis(1))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(store.count("count", "gh/").await.unwrap(), 3);
+    assert_eq!(store.count("count", "gh/awaiting-").await.unwrap(), 1);
+    assert_eq!(store.count("count", "g%/").await.unwrap(), 1, "a `%` is a character, not a pattern");
+    assert_eq!(store.count("count", "").await.unwrap(), 7);
+    assert_eq!(store.count("other", "gh/").await.unwrap(), 0);
+    for key in ["gh/alice", "gh/bob", "gh/awaiting-1", "GH/carol", "gh", "ghx/dave", "g%/eve", "gh/gone"] {
+        store.delete("count", key).await.unwrap();
+    }
+
     // Secrets: sealed at rest, opened with the key, refused without one.
     let secrets = Secrets::new(store.clone(), Some(Sealer::new(KEY)));
     secrets.put("tokens", "github", b"gho_plaintext_token", None).await.unwrap();
