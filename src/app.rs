@@ -58,7 +58,24 @@ pub fn build_state(
     if let Some(retention) = config.artifacts.retention {
         tokio::spawn(crate::artifacts::sweep_forever(artifacts.store.clone(), retention, shutdown.child_token()));
     }
-    let stores = http::Stores { artifacts, local_store: local, secrets, facade: None, root: serving.clone() };
+    // The audit trail outlives reloads (its retention is read at start).
+    let audit = (config.console.enabled && !config.console.activity_ttl.is_zero()).then(|| {
+        let sink = crate::console::audit::StoreAudit::start(
+            secrets.store().clone(),
+            config.console.activity_ttl,
+            shutdown.child_token(),
+        );
+        sink as Arc<dyn crate::agent::AuditSink>
+    });
+    let stores = http::Stores {
+        artifacts,
+        local_store: local,
+        secrets,
+        facade: None,
+        root: serving.clone(),
+        audit,
+        reload: Arc::new(tokio::sync::Notify::new()),
+    };
     Ok(AppState::new(Arc::new(config), upstream, hub, stores, serving.child_token(), hard_stop))
 }
 

@@ -11,6 +11,7 @@ pub mod bounded;
 pub mod builtin;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod http;
 pub mod llm;
 pub mod mcp;

@@ -57,9 +57,12 @@ impl Reloader {
             };
             #[cfg(not(unix))]
             let signalled = std::future::pending::<Option<()>>();
+            let asked = self.state.reload.clone();
             let forced = tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = signalled => true,
+                // The console's reload button (an unrestricted key's).
+                () = asked.notified() => true,
                 () = tokio::time::sleep(POLL) => false,
             };
             let Ok(text) = tokio::fs::read(&self.path).await else { continue };
@@ -86,7 +89,7 @@ impl Reloader {
     }
 
     fn reload(&mut self, forced: bool) {
-        let trigger = if forced { "SIGHUP" } else { "file change" };
+        let trigger = if forced { "SIGHUP or the console" } else { "file change" };
         let mut config = match config::load_file(&self.path, &ProcessEnv) {
             Ok(config) => config,
             Err(e) => {
@@ -129,6 +132,8 @@ impl Reloader {
                 secrets: self.state.secrets.clone(),
                 facade: self.state.facade.clone(),
                 root: self.root.clone(),
+                audit: self.state.agent.invoker.audit.clone(),
+                reload: self.state.reload.clone(),
             },
             self.root.child_token(),
             self.state.hard_stop.clone(),

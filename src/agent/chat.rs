@@ -162,7 +162,8 @@ impl Agent {
             tracing::info!(calls = parked.calls.len(), "the user answered; the parked loop goes on");
             return Ok(Planned::Resumed {
                 tool_loop: Box::new(tool_loop),
-                start: Start::Resumed(parked.calls, answer),
+                // An answer given in the console stands for the chat's reply.
+                start: Start::Resumed(parked.calls, parked.console_answer.unwrap_or(answer)),
                 stream,
                 include_usage,
                 first_event_wait,

@@ -47,9 +47,9 @@ impl ToolAccess {
     }
 }
 
-/// One tool call, as an audit trail keeps it: no arguments, no output (only their size), the
-/// user by id.
-#[derive(Debug, Clone, serde::Serialize)]
+/// One tool call, as an audit trail keeps it: its arguments scrubbed of secrets and cut
+/// short (as a log line would show them), no output, who it ran for.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AuditRecord {
     /// When the call started (Unix milliseconds).
     pub started_ms: u64,
@@ -59,13 +59,31 @@ pub struct AuditRecord {
     pub tool: String,
     /// The user it ran for, when known.
     pub user: Option<String>,
+    /// The account holder it ran for (a digest of key and user): whose activity it is.
+    #[serde(default)]
+    pub holder: Option<String>,
+    /// The fingerprint of a key with a tool policy (`k-…`); none for unrestricted keys.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The Open WebUI chat it ran in, when forwarded.
+    #[serde(default)]
+    pub chat: Option<String>,
     /// `ok` or `error`.
-    pub outcome: &'static str,
+    pub outcome: String,
     /// How long it took.
     pub duration_ms: u64,
     /// Bytes of the arguments.
     pub argument_bytes: usize,
+    /// The arguments, scrubbed of configured secrets, cut at [`AUDIT_ARGUMENTS`] characters.
+    #[serde(default)]
+    pub arguments: String,
+    /// The start of the error, scrubbed, for a failed call.
+    #[serde(default)]
+    pub error: Option<String>,
 }
+
+/// Most characters of a call's arguments an audit record keeps.
+pub const AUDIT_ARGUMENTS: usize = 1000;
 
 /// Where audit records go (the state store, in time); called once per call, after it ended.
 pub trait AuditSink: Send + Sync {
@@ -178,7 +196,7 @@ impl Invoker {
         let started_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let argument_bytes = if self.audit.is_some() { arguments.to_string().len() } else { 0 };
+        let audited_arguments = self.audit.is_some().then(|| arguments.to_string());
         let traced = crate::telemetry::spans::tool(&entry.name, &entry.server, call_id);
         let span = traced.in_scope(|| tracing::info_span!("mcp.call", server = %entry.server, tool = %entry.name));
         let call = self.hub.call_entry(entry, arguments, visible, identity, retry);
@@ -234,15 +252,22 @@ impl Invoker {
         let duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         tracing::info!(server = %entry.server, tool = %entry.name, outcome, error = error.as_deref(), duration_ms,
             "mcp.call finished");
-        if let Some(audit) = &self.audit {
+        if let (Some(audit), Some(arguments)) = (&self.audit, audited_arguments) {
+            let shown: String = self.scrub(entry, &arguments).chars().take(AUDIT_ARGUMENTS).collect();
+            let key = identity.files.as_deref().and_then(|f| f.split('/').next()).filter(|k| k.starts_with("k-"));
             audit.record(AuditRecord {
                 started_ms,
                 server: entry.server.clone(),
                 tool: entry.name.clone(),
                 user: identity.id.clone(),
-                outcome,
+                holder: identity.account.clone(),
+                key: key.map(str::to_owned),
+                chat: identity.chat_id.clone(),
+                outcome: outcome.to_owned(),
                 duration_ms,
-                argument_bytes,
+                argument_bytes: arguments.len(),
+                arguments: shown,
+                error: error.clone(),
             });
         }
         Invocation { result, output, took, kept }

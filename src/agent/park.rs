@@ -22,6 +22,13 @@ use crate::state::{Secrets, StateError};
 
 /// The state store's space for parked loops (by reference id).
 const SPACE: &str = "parked-loops";
+/// What each holder has waiting, for the console: one space per holder (`parked-of/<holder>`),
+/// each entry a short [`Waiting`] under the reference id.
+const INDEX: &str = "parked-of/";
+/// Answers given in the console, applied when the chat goes on (by reference id).
+const ANSWERS: &str = "parked-answers";
+/// Most entries the console lists for one holder.
+const MAX_LISTED: usize = 100;
 /// How a reference starts in the answer; 32 hex digits follow.
 pub const REFERENCE: &str = "mcp-park-";
 /// Longest arguments an approval request shows (whole); a call with longer ones is not
@@ -92,6 +99,41 @@ pub struct Parked {
     pub state: LoopState,
     /// The calls still to run.
     pub calls: Vec<PendingCall>,
+    /// The answer the holder gave in the console, if any (it stands for the chat's reply).
+    #[serde(skip)]
+    pub console_answer: Option<String>,
+}
+
+/// A parked request as the console lists it: what waits, nothing of the conversation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Waiting {
+    /// Its reference id.
+    #[serde(skip)]
+    pub id: String,
+    /// When it was parked (Unix milliseconds).
+    pub parked_ms: u64,
+    /// The calls that wait.
+    pub calls: Vec<WaitingCall>,
+    /// Whether an answer was given in the console already.
+    #[serde(skip)]
+    pub answered: bool,
+}
+
+/// One call of a [`Waiting`] request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WaitingCall {
+    /// The tool's exposed name.
+    pub tool: String,
+    /// What it waits for.
+    pub wait: Wait,
+    /// Its arguments as the model wrote them (cut at [`SHOWN_ARGUMENTS`]).
+    pub arguments: String,
+    /// The questions asked, as the chat shows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub questions: Option<String>,
+    /// The per-user server whose account it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 /// Where loops are parked, and for how long.
@@ -116,7 +158,48 @@ impl Parking {
         let bytes = serde_json::to_vec(&Stored { owner, state, calls })
             .map_err(|e| StateError::Database(format!("the loop could not be serialised: {e}")))?;
         self.secrets.put_private(SPACE, &id, &bytes, Some(self.ttl)).await?;
+        // The console's listing: a request that could not be listed still waits in the chat.
+        let waiting = Waiting {
+            id: String::new(),
+            parked_ms: crate::state::unix_ms(std::time::SystemTime::now()).try_into().unwrap_or(0),
+            calls: calls.iter().filter(|c| c.wait != Wait::Nothing && c.refused.is_none()).map(waiting_call).collect(),
+            answered: false,
+        };
+        if let Ok(listed) = serde_json::to_vec(&waiting)
+            && let Err(e) = self.secrets.put_private(&index(owner), &id, &listed, Some(self.ttl)).await
+        {
+            tracing::warn!(error = %e, "a parked request could not be listed for the console");
+        }
         Ok(id)
+    }
+
+    /// What waits for `owner` (newest first, at most 100), for the console.
+    pub async fn waiting_for(&self, owner: &str) -> Result<Vec<Waiting>, StateError> {
+        if owner.is_empty() {
+            return Ok(Vec::new());
+        }
+        let space = index(owner);
+        let mut listed = Vec::new();
+        for (id, _) in self.secrets.store().list(&space, MAX_LISTED).await? {
+            let Ok(Some(bytes)) = self.secrets.get_private(&space, &id).await else { continue };
+            let Ok(mut waiting) = serde_json::from_slice::<Waiting>(&bytes) else { continue };
+            waiting.answered = matches!(self.secrets.store().get(ANSWERS, &id).await, Ok(Some(_)));
+            waiting.id = id;
+            listed.push(waiting);
+        }
+        listed.sort_by_key(|w| std::cmp::Reverse(w.parked_ms));
+        Ok(listed)
+    }
+
+    /// Keeps `answer` (a decision such as `approve`, or the answers to questions) for the
+    /// request `owner` has waiting under `id`; it stands for the chat's reply when the chat goes
+    /// on. `false` when `owner` has no such request.
+    pub async fn answer_later(&self, id: &str, owner: &str, answer: &str) -> Result<bool, StateError> {
+        if owner.is_empty() || self.secrets.store().get(&index(owner), id).await?.is_none() {
+            return Ok(false);
+        }
+        self.secrets.put_private(ANSWERS, id, answer.as_bytes(), Some(self.ttl)).await?;
+        Ok(true)
     }
 
     /// The calls the loop parked under `id` waits on, without taking it (when `owner` parked
@@ -145,9 +228,34 @@ impl Parking {
         }
         // Of two answers racing for it, one gets it.
         match self.secrets.take_private(SPACE, id).await {
-            Ok(Some(_)) => Some(parked),
+            Ok(Some(_)) => {
+                let _ = self.secrets.store().delete(&index(owner), id).await;
+                let answer = self.secrets.take_private(ANSWERS, id).await.ok().flatten();
+                let console_answer = answer.and_then(|a| String::from_utf8(a).ok());
+                Some(Parked { console_answer, ..parked })
+            }
             _ => None,
         }
+    }
+}
+
+/// The console's listing space of `owner`.
+fn index(owner: &str) -> String {
+    format!("{INDEX}{owner}")
+}
+
+/// A call as the console lists it.
+fn waiting_call(call: &PendingCall) -> WaitingCall {
+    let mut arguments = call.call.function.arguments.trim().to_owned();
+    if arguments.chars().count() > SHOWN_ARGUMENTS {
+        arguments = arguments.chars().take(SHOWN_ARGUMENTS).collect::<String>() + "…";
+    }
+    WaitingCall {
+        tool: call.call.function.name.clone(),
+        wait: call.wait,
+        arguments,
+        questions: call.input.as_ref().map(|input| super::inputs::question_text(input)),
+        server: call.server.clone(),
     }
 }
 

@@ -124,6 +124,19 @@ pub struct Config {
     pub sampling: SamplingConfig,
     /// The Responses API's stored responses.
     pub responses: ResponsesConfig,
+    /// The web console at `/ui`.
+    pub console: ConsoleConfig,
+}
+
+/// `console:`: the web console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    /// Whether `/ui` is served.
+    pub enabled: bool,
+    /// How long a sign-in lasts.
+    pub session_ttl: Duration,
+    /// How long tool calls are kept for the Activity page (zero: no audit trail).
+    pub activity_ttl: Duration,
 }
 
 /// `responses:`: how long and how large stored responses are kept.
@@ -290,6 +303,14 @@ pub fn validate(mut raw: RawConfig) -> Result<Config, ConfigError> {
             .filter_map(|(i, url)| p.check(format!("responses.server_urls[{i}]"), server_url_prefix(&url)))
             .collect(),
     };
+    let console = ConsoleConfig {
+        enabled: raw.console.enabled.unwrap_or(true),
+        session_ttl: dur(raw.console.session_ttl.take(), 12 * 3600),
+        activity_ttl: dur(raw.console.activity_ttl.take(), 7 * 24 * 3600),
+    };
+    if console.session_ttl.is_zero() {
+        p.push("console.session_ttl", "must be greater than 0");
+    }
 
     let tl = raw.tool_loop;
     let tool_loop = ToolLoopConfig {
@@ -505,6 +526,7 @@ pub fn validate(mut raw: RawConfig) -> Result<Config, ConfigError> {
             approval,
             sampling,
             responses,
+            console,
         }),
         _ => Err(ConfigError::Invalid(p.0)),
     }

@@ -61,6 +61,9 @@ pub struct RawConfig {
     /// `/v1/responses`: how long and how large stored responses are kept.
     #[serde(default)]
     pub responses: RawResponses,
+    /// The web console at `/ui`.
+    #[serde(default)]
+    pub console: RawConsole,
     /// Per-model tool policy, keyed by model name or glob (`gpt-4*`). The most specific
     /// (longest) matching pattern applies.
     #[serde(default)]
@@ -248,6 +251,20 @@ pub struct RawResponses {
     /// policy may. Default none: every `server_url` is refused.
     #[serde(default)]
     pub server_urls: Vec<String>,
+}
+
+/// `console:` — the web console at `/ui` (servers, tools, activity, connections, what waits).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    /// Whether `/ui` is served. Default true.
+    #[serde(default, deserialize_with = "text_or")]
+    pub enabled: Option<bool>,
+    /// How long a console sign-in lasts. Default 12 h.
+    pub session_ttl: Option<DurationValue>,
+    /// How long tool calls are kept for the Activity page (the audit trail, in the state
+    /// store). Default 7 days; 0 keeps none.
+    pub activity_ttl: Option<DurationValue>,
 }
 
 /// `sampling:` — model completions for MCP servers that may ask for them (`sampling: true`).

@@ -19,17 +19,25 @@ pub use crate::access::{Caller, KeyPolicy};
 /// the [`Caller`] (policy, identity with its files folder, upstream key) in the request's
 /// extensions, where every surface reads it.
 pub fn admit(state: &AppState, req: &mut Request) -> Result<(), ApiError> {
-    let mut caller = authenticate(&state.config.auth, req.headers())?;
-    let restricted = caller.policy.is_some().then(|| presented_key(req.headers())).flatten();
+    let caller = caller_of(state, req.headers())?;
+    req.extensions_mut().insert(caller);
+    Ok(())
+}
+
+/// The [`Caller`] of a request with these headers (its key, its user, its files folder, the
+/// account holder it acts as); `Err` for a missing or unknown key. The console builds its
+/// callers here too, from the key a session signed in with.
+pub fn caller_of(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let mut caller = authenticate(&state.config.auth, headers)?;
+    let restricted = caller.policy.is_some().then(|| presented_key(headers)).flatten();
     caller.identity.files = files_namespace(restricted, caller.identity.id.as_deref());
     // Who owns what this request may leave waiting (a parked chat, a held question) and whose
     // per-user connections it uses: always named, since any tool may ask a question.
-    caller.identity.account = Some(account_of(presented_key(req.headers()), caller.identity.id.as_deref()));
+    caller.identity.account = Some(account_of(presented_key(headers), caller.identity.id.as_deref()));
     if state.needs_account {
-        caller.identity.public_url = Some(public_url(&state.config.http, req.headers()));
+        caller.identity.public_url = Some(public_url(&state.config.http, headers));
     }
-    req.extensions_mut().insert(caller);
-    Ok(())
+    Ok(caller)
 }
 
 /// Checks the presented key (`Err` for a missing or unknown one when keys are configured).

@@ -27,19 +27,22 @@ use super::{AppState, auth};
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Routes open without a key: probes, artifact links (signed), and the OAuth pages a browser
-/// or an authorization server opens.
+/// Routes open without a key: probes, artifact links (signed), the OAuth pages a browser
+/// or an authorization server opens, and the console (its pages find their caller in their
+/// session: `http::ui`).
 pub fn open_route(route: &str) -> bool {
-    matches!(
-        route,
-        "/health"
-            | "/health/liveliness"
-            | "/health/readiness"
-            | "/artifacts/{*key}"
-            | "/oauth/callback"
-            | "/oauth/connect/{server}"
-            | super::oauth::CLIENT_METADATA_PATH
-    )
+    route == "/ui"
+        || route.starts_with("/ui/")
+        || matches!(
+            route,
+            "/health"
+                | "/health/liveliness"
+                | "/health/readiness"
+                | "/artifacts/{*key}"
+                | "/oauth/callback"
+                | "/oauth/connect/{server}"
+                | super::oauth::CLIENT_METADATA_PATH
+        )
 }
 
 /// The layer (see the module docs), cloned onto every route.

@@ -91,20 +91,36 @@ pub async fn call_tool(
         Some(server) => (catalog.by_origin(server, &call.name), format!("{server}/{}", call.name)),
         None => (catalog.get(&call.name), call.name.clone()),
     };
+    run_tool(&state, &caller, &access, &catalog, entry, name, call.arguments).await.map(Json)
+}
+
+/// Runs a catalog entry for `caller` under `access` — the one permission check, then the
+/// invoker — as the REST API and the console do: the MCP result as JSON, with `isError` and
+/// the `artifacts` made of it. A tool the caller may not use answers exactly like one that does
+/// not exist (`name`).
+pub(super) async fn run_tool(
+    state: &AppState,
+    caller: &Caller,
+    access: &ToolAccess,
+    catalog: &crate::mcp::Catalog,
+    entry: Option<&std::sync::Arc<crate::mcp::ToolEntry>>,
+    name: String,
+    arguments: Value,
+) -> Result<Value, ApiError> {
     // Not allowed looks exactly like not there.
     let Some(tool) = entry.and_then(|e| access.authorize(e)) else {
         return Err(McpError::UnknownTool { name }.into());
     };
-    let visible = || (!access.is_unrestricted()).then(|| access.visible(&catalog).map(|e| e.name.clone()).collect());
+    let visible = || (!access.is_unrestricted()).then(|| access.visible(catalog).map(|e| e.name.clone()).collect());
     // Boxed: a call's future is large, and only a pointer to it moves through the layers.
-    let invocation = Box::pin(state.agent.invoker.invoke(tool, call.arguments, visible, &caller.identity)).await;
+    let invocation = Box::pin(state.agent.invoker.invoke(tool, arguments, visible, &caller.identity)).await;
     let result = invocation.result?;
     let mut value = serde_json::to_value(&result).unwrap_or_default();
     if let Some(obj) = value.as_object_mut() {
         obj.entry("isError").or_insert(Value::Bool(false));
         obj.insert("artifacts".into(), serde_json::to_value(&invocation.output.artifacts).unwrap_or_default());
     }
-    Ok(Json(value))
+    Ok(value)
 }
 
 /// `item` as JSON with the `server` it comes from.

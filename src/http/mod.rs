@@ -20,6 +20,7 @@ mod server;
 mod sessions;
 mod sse;
 mod sse_bytes;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -65,6 +66,10 @@ pub struct Stores {
     pub facade: Option<FacadeMount>,
     /// The server's shutdown token (the facade, built once, ends with it).
     pub root: CancellationToken,
+    /// Where tool calls' audit records go (the console's Activity), if anywhere.
+    pub audit: Option<Arc<dyn crate::agent::AuditSink>>,
+    /// Woken to reload the config file now (the console's reload button).
+    pub reload: Arc<tokio::sync::Notify>,
 }
 
 /// What [`AppState`] shares.
@@ -100,6 +105,8 @@ pub struct AppStateInner {
     pub probe: tokio::sync::Mutex<Option<(Instant, bool)>>,
     /// The artifact store's last health check and when it was made (reused for a few seconds).
     pub store_probe: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+    /// Woken to reload the config file now.
+    pub reload: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -112,14 +119,14 @@ impl AppState {
         shutdown: CancellationToken,
         hard_stop: CancellationToken,
     ) -> Self {
-        let Stores { artifacts, local_store, secrets, facade, root } = stores;
+        let Stores { artifacts, local_store, secrets, facade, root, audit, reload } = stores;
         let redactor = Arc::new(crate::config::Redactor::for_config(&config));
         let invoker = crate::agent::Invoker {
             hub: hub.clone(),
             artifacts: artifacts.clone(),
             budget: config.artifacts.max_inline_bytes,
             redactor: redactor.clone(),
-            audit: None,
+            audit,
         };
         let agent = Agent {
             hub: hub.clone(),
@@ -162,6 +169,7 @@ impl AppState {
             hard_stop,
             probe: tokio::sync::Mutex::new(None),
             store_probe: tokio::sync::Mutex::new(None),
+            reload,
         }))
     }
 }
@@ -201,9 +209,11 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/callback", get(oauth::callback))
         .route("/oauth/connect/{server}", get(oauth::connect))
         .route(oauth::CLIENT_METADATA_PATH, get(oauth::client_metadata));
+    let console = if state.config.console.enabled { ui::routes() } else { Router::new() };
     Router::new()
         .merge(protected)
         .merge(health)
+        .merge(console)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Open routes are named in `front::open_route`; every other route needs a key.

@@ -218,6 +218,23 @@ impl Hub {
         (added, removed, restarted)
     }
 
+    /// Restarts the server `name` with its configuration (a new connection or child; calls in
+    /// flight on the old one end with it). `false` when there is no such server.
+    pub fn restart(&self, name: &str) -> bool {
+        let stopped = {
+            let mut servers = self.servers.write();
+            let Some(slot) = servers.iter_mut().find(|r| r.handle.name() == name) else { return false };
+            let fresh = self.launch(slot.handle.config.clone());
+            std::mem::replace(slot, fresh)
+        };
+        stopped.stop.cancel();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), stopped.task).await;
+        });
+        self.rebuild();
+        true
+    }
+
     /// The handles of every server, in configuration order.
     pub(super) fn handles(&self) -> Vec<Arc<ServerHandle>> {
         self.servers.read().iter().map(|r| r.handle.clone()).collect()

@@ -30,6 +30,9 @@ pub enum StateError {
     Sealed,
 }
 
+/// One listed entry: its key and value.
+pub type Entry = (String, Vec<u8>);
+
 /// Entries by space and key. Every method is one statement: safe with many replicas.
 pub trait StateStore: Send + Sync {
     /// The value under `space`/`key`, unless absent or expired.
@@ -51,6 +54,9 @@ pub trait StateStore: Send + Sync {
     /// How many live entries of `space` have a key starting with `prefix` (case counts), for
     /// the metrics.
     fn count<'a>(&'a self, space: &'a str, prefix: &'a str) -> BoxFuture<'a, Result<u64, StateError>>;
+    /// The first `limit` live entries of `space`, `(key, value)` in key order (for listings:
+    /// a space per owner, keys that sort as wanted, such as fixed-width hex).
+    fn list<'a>(&'a self, space: &'a str, limit: usize) -> BoxFuture<'a, Result<Vec<Entry>, StateError>>;
 }
 
 /// The store with the sealer: secrets are sealed on the way in and opened on the way out.

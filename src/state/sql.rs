@@ -44,6 +44,9 @@ const SWEEP: &str = "DELETE FROM mcpmw_entries WHERE expires_at IS NOT NULL AND 
 // `substr`, not `LIKE`: SQLite's LIKE ignores case, Postgres's does not.
 const COUNT: &str = "SELECT COUNT(*) FROM mcpmw_entries WHERE space = ? AND substr(key, 1, ?) = ? \
                      AND (expires_at IS NULL OR expires_at > ?)";
+// The primary key's order within one space: the index answers it, the limit ends the scan.
+const LIST: &str = "SELECT key, value FROM mcpmw_entries WHERE space = ? AND (expires_at IS NULL OR expires_at > ?) \
+                    ORDER BY key LIMIT ?";
 
 /// The statements for Postgres, numbered once.
 struct PgStatements {
@@ -53,6 +56,7 @@ struct PgStatements {
     delete: String,
     sweep: String,
     count: String,
+    list: String,
 }
 
 static PG: std::sync::LazyLock<PgStatements> = std::sync::LazyLock::new(|| PgStatements {
@@ -62,6 +66,7 @@ static PG: std::sync::LazyLock<PgStatements> = std::sync::LazyLock::new(|| PgSta
     delete: numbered(DELETE),
     sweep: numbered(SWEEP),
     count: numbered(COUNT),
+    list: numbered(LIST),
 });
 
 /// `?` placeholders as Postgres's `$1`, `$2`, … (the statements above have no `?` elsewhere).
@@ -236,6 +241,21 @@ impl StateStore for SqlStore {
             }
             .map_err(db)?;
             Ok(u64::try_from(n).unwrap_or(0))
+        }
+        .boxed()
+    }
+
+    fn list<'a>(&'a self, space: &'a str, limit: usize) -> BoxFuture<'a, Result<Vec<super::Entry>, StateError>> {
+        async move {
+            self.ready().await?;
+            let (now, limit) = (unix_ms(SystemTime::now()), i64::try_from(limit).unwrap_or(i64::MAX));
+            match &self.pool {
+                Pool::Sqlite(pool) => sqlx::query_as(LIST).bind(space).bind(now).bind(limit).fetch_all(pool).await,
+                Pool::Postgres(pool) => {
+                    sqlx::query_as(&PG.list).bind(space).bind(now).bind(limit).fetch_all(pool).await
+                }
+            }
+            .map_err(db)
         }
         .boxed()
     }

@@ -97,8 +97,8 @@ async fn a_loop_parked_after_a_round_goes_on_in_another_process() {
     second.hub.shutdown().await;
 }
 
-/// The invoker's audit hook (what the state store will fill): one record per call, with no
-/// arguments or output in it, for successes and failures alike.
+/// The invoker's audit hook (what the console's trail keeps): one record per call, its
+/// arguments as the Activity page shows them and no output, for successes and failures alike.
 #[tokio::test]
 async fn every_call_leaves_one_audit_record() {
     use mcp_middleware::agent::{AuditRecord, AuditSink, ToolAccess};
@@ -126,11 +126,30 @@ async fn every_call_leaves_one_audit_record() {
     let records = kept.0.lock().unwrap().clone();
     assert_eq!(records.len(), 2);
     assert_eq!(
-        (records[0].tool.as_str(), records[0].outcome, records[0].user.as_deref()),
+        (records[0].tool.as_str(), records[0].outcome.as_str(), records[0].user.as_deref()),
         ("ts__echo", "ok", Some("u-1"))
     );
-    assert_eq!((records[1].tool.as_str(), records[1].outcome), ("ts__fail", "error"));
-    assert!(!serde_json::to_string(&records).unwrap().contains("secret text"), "no arguments in the trail");
+    assert_eq!((records[1].tool.as_str(), records[1].outcome.as_str()), ("ts__fail", "error"));
+    assert_eq!(records[0].arguments, r#"{"text":"secret text"}"#);
+    assert!(records[1].error.is_some(), "{records:?}");
+    let ok = serde_json::to_value(&records[0]).unwrap();
+    let mut fields: Vec<&str> = ok.as_object().unwrap().keys().map(String::as_str).collect();
+    fields.sort_unstable();
+    let expected = [
+        "argument_bytes",
+        "arguments",
+        "chat",
+        "duration_ms",
+        "error",
+        "holder",
+        "key",
+        "outcome",
+        "server",
+        "started_ms",
+        "tool",
+        "user",
+    ];
+    assert_eq!(fields, expected, "no output in the trail: {ok}");
     token.cancel();
     state.hub.shutdown().await;
 }

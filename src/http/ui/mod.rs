@@ -1,0 +1,247 @@
+//! The web console at `/ui`: server-rendered pages (no script at all, assets embedded) over the
+//! same code paths and checks as the API.
+//!
+//! - **Signing in.** A form takes a key; the session ([`crate::console::session`]) lives in the
+//!   state store and the browser holds its id in an `HttpOnly`, `SameSite=Strict` cookie scoped
+//!   to `/ui`. On an open gateway the first visit makes a session without a key. Every request
+//!   builds its [`Caller`] from the session's key exactly as a request with that key would be
+//!   built ([`auth::caller_of`](super::auth::caller_of)): the same policy, user, files folder
+//!   and account holder, and nothing a browser adds (no forwarded user headers).
+//! - **Forms** are POSTs carrying the session's token; the gate's origin rules apply as on
+//!   every route (a cross-site POST is refused before it gets here).
+//! - **Pages** answer with a strict content security policy (no scripts, no frames, forms only
+//!   to the gateway), `no-store`, and no referrer.
+//!
+//! The pages: [`pages`] (servers, tools and "Try it", activity) and [`people`] (connections,
+//! what waits for the user, artifacts).
+
+mod pages;
+mod people;
+mod view;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use maud::html;
+
+use super::auth::Caller;
+use super::{AppState, auth};
+use crate::console::session::{self, Session};
+
+/// Most bytes a console form may send (a "Try it" form's arguments included).
+const MAX_FORM_BYTES: usize = 1024 * 1024;
+/// Most fields a console form may send.
+const MAX_FORM_FIELDS: usize = 256;
+
+/// The console's routes (mounted when `console.enabled`); the front layer lets them through
+/// without a key, and each handler finds its session here.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ui", get(home))
+        .route("/ui/login", get(login_page).post(login))
+        .route("/ui/logout", post(logout))
+        .route("/ui/assets/console.css", get(view::css))
+        .route("/ui/servers", get(pages::servers))
+        .route("/ui/servers/restart", post(pages::restart))
+        .route("/ui/reload", post(pages::reload))
+        .route("/ui/tools", get(pages::tools))
+        .route("/ui/tool", get(pages::tool).post(pages::run_tool))
+        .route("/ui/activity", get(pages::activity))
+        .route("/ui/connections", get(people::connections))
+        .route("/ui/connections/connect", post(people::connect))
+        .route("/ui/connections/disconnect", post(people::disconnect))
+        .route("/ui/connections/confirm", post(people::confirm))
+        .route("/ui/pending", get(people::pending).post(people::answer))
+        .route("/ui/artifacts", get(people::artifacts))
+        .route("/ui/artifacts/delete", post(people::delete_artifact))
+}
+
+/// A signed-in request: its caller and session.
+pub(super) struct Console {
+    /// Who the session acts as (the key's caller).
+    pub caller: Caller,
+    /// The session (its form token).
+    pub session: Session,
+    /// The cookie of a session made by this request (an open gateway's first visit).
+    pub cookie: Option<HeaderValue>,
+    /// Whether the gateway has keys (there is a sign-out).
+    pub keyed: bool,
+}
+
+impl Console {
+    /// The console session of a request, or the answer to give instead (the sign-in page).
+    pub async fn of(state: &AppState, headers: &HeaderMap) -> Result<Self, Response> {
+        let store = state.secrets.store();
+        let id = headers.get(header::COOKIE).and_then(|c| c.to_str().ok()).and_then(session::cookie_value);
+        let found = match id {
+            Some(id) => session::find(&**store, id).await.map_err(|e| unavailable(&e))?,
+            None => None,
+        };
+        let keyed = !state.config.auth.is_open();
+        let (session, cookie) = match found {
+            Some(session) => (session, None),
+            None if keyed => return Err(view::redirect("/ui/login")),
+            None => {
+                let ttl = state.config.console.session_ttl;
+                let (id, session) = session::start(&**store, None, ttl).await.map_err(|e| unavailable(&e))?;
+                (session, Some(cookie(state, headers, &id, ttl.as_secs())))
+            }
+        };
+        let key = match (&session.key, keyed) {
+            (Some(digest), true) => match session::key_named(&state.config.auth, digest) {
+                Some(key) => Some(key),
+                // The key was removed (a reload): signed out.
+                None => return Err(view::redirect("/ui/login")),
+            },
+            (None, false) => None,
+            // A session of an open gateway that now has keys, or the reverse.
+            _ => return Err(view::redirect("/ui/login")),
+        };
+        let caller = auth::caller_of(state, &as_key(headers, key)).map_err(|_| view::redirect("/ui/login"))?;
+        Ok(Self { caller, session, cookie, keyed })
+    }
+
+    /// The submitted form of a POST, when it carries this session's token; a 403 page otherwise.
+    pub async fn form(
+        &self,
+        state: &AppState,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Vec<(String, String)>, Response> {
+        let limit = state.config.limits.max_body_bytes.min(MAX_FORM_BYTES);
+        let raw = super::body::read_limited(body, headers, limit).await.map_err(IntoResponse::into_response)?;
+        let fields: Vec<(String, String)> = url::form_urlencoded::parse(&raw)
+            .take(MAX_FORM_FIELDS)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let token = fields.iter().find(|(k, _)| k == "csrf").map_or("", |(_, v)| v.as_str());
+        if !self.session.csrf_matches(token) {
+            return Err(view::respond(
+                StatusCode::FORBIDDEN,
+                view::bare(
+                    "Refused",
+                    html! { p { "This form is out of date or was not sent by this console. Open the page again." } },
+                ),
+                None,
+            ));
+        }
+        Ok(fields)
+    }
+
+    /// Whether nothing narrows this session (servers' buttons, everyone's activity, artifacts).
+    pub fn unrestricted(&self) -> bool {
+        self.caller.is_unrestricted()
+    }
+}
+
+/// One submitted field's value.
+pub(super) fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Headers that authenticate as `key` (none: an open gateway) to the gateway's own `Host`:
+/// what the API would see from that key's client, without anything else the browser sent.
+fn as_key(headers: &HeaderMap, key: Option<&str>) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in [header::HOST, HeaderName::from_static("x-forwarded-proto")] {
+        if let Some(value) = headers.get(&name) {
+            out.insert(name, value.clone());
+        }
+    }
+    if let Some(key) = key
+        && let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {key}"))
+    {
+        value.set_sensitive(true);
+        out.insert(header::AUTHORIZATION, value);
+    }
+    out
+}
+
+use axum::http::HeaderName;
+
+/// The session cookie: `HttpOnly`, `SameSite=Strict`, for `/ui` only, `Secure` behind https.
+fn cookie(state: &AppState, headers: &HeaderMap, id: &str, max_age: u64) -> HeaderValue {
+    let https = auth::public_url(&state.config.http, headers).starts_with("https:");
+    let secure = if https { "; Secure" } else { "" };
+    let text = format!("{}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}", session::COOKIE);
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The page for a state store that does not answer.
+fn unavailable(e: &crate::state::StateError) -> Response {
+    tracing::warn!(error = %e, "the console's state store failed");
+    view::respond(
+        StatusCode::SERVICE_UNAVAILABLE,
+        view::bare(
+            "Unavailable",
+            html! { p { "The console cannot reach its state store just now; try again shortly." } },
+        ),
+        None,
+    )
+}
+
+/// `GET /ui`: the servers page.
+async fn home() -> Response {
+    view::redirect("/ui/servers")
+}
+
+/// `GET /ui/login`.
+async fn login_page(State(state): State<AppState>) -> Response {
+    if state.config.auth.is_open() {
+        return view::redirect("/ui/servers");
+    }
+    view::respond(StatusCode::OK, view::login(None), None)
+}
+
+/// `POST /ui/login` with `key`: a session for a configured key, else the form again (401).
+async fn login(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    if state.config.auth.is_open() {
+        return view::redirect("/ui/servers");
+    }
+    let raw = match super::body::read_limited(body, &headers, 64 * 1024).await {
+        Ok(raw) => raw,
+        Err(e) => return e.into_response(),
+    };
+    let key = url::form_urlencoded::parse(&raw).find(|(k, _)| k == "key").map(|(_, v)| v.trim().to_owned());
+    let key = key.filter(|k| !k.is_empty());
+    let known = key.as_deref().is_some_and(|k| auth::caller_of(&state, &as_key(&headers, Some(k))).is_ok());
+    let Some(key) = key.filter(|_| known) else {
+        return view::respond(
+            StatusCode::UNAUTHORIZED,
+            view::login(Some("That key is not one of this gateway's keys.")),
+            None,
+        );
+    };
+    let ttl = state.config.console.session_ttl;
+    match session::start(&**state.secrets.store(), Some(&key), ttl).await {
+        Ok((id, _)) => {
+            let mut response = view::redirect("/ui/servers");
+            response.headers_mut().insert(header::SET_COOKIE, cookie(&state, &headers, &id, ttl.as_secs()));
+            response
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// `POST /ui/logout`: ends the session (its token checked) and forgets the cookie.
+async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let console = match Console::of(&state, &headers).await {
+        Ok(console) => console,
+        Err(answer) => return answer,
+    };
+    if let Err(answer) = console.form(&state, &headers, body).await {
+        return answer;
+    }
+    let id = headers.get(header::COOKIE).and_then(|c| c.to_str().ok()).and_then(session::cookie_value);
+    if let Some(id) = id
+        && let Err(e) = session::end(&**state.secrets.store(), id).await
+    {
+        return unavailable(&e);
+    }
+    let mut response = view::redirect("/ui/login");
+    response.headers_mut().insert(header::SET_COOKIE, cookie(&state, &headers, "", 0));
+    response
+}
