@@ -193,14 +193,7 @@ pub async fn callback(State(state): State<AppState>, RawQuery(query): RawQuery) 
             state.hub.signed_in(&server, None);
             page(StatusCode::OK, format!("mcp-middleware: signed in to `{server}`. You can close this window."))
         }
-        Ok((server, Some(code))) => page(
-            StatusCode::OK,
-            format!(
-                "mcp-middleware: signed in to `{server}`. One step left: go back to your chat and reply\n\n    \
-                 continue {code}\n\n(or send POST /oauth/confirm/{server} with {{\"code\": \"{code}\"}}). The code works \
-                 for ten minutes, once, and only for whoever started this sign-in."
-            ),
-        ),
+        Ok((server, Some(code))) => super::ui::confirm_page(&server, &code, state.config.console.enabled),
         Err(e) => {
             tracing::warn!(error = %e, "an OAuth sign-in did not complete");
             page(

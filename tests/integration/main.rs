@@ -11,6 +11,7 @@ mod auth;
 mod builtin;
 mod catalogs;
 mod config;
+mod console;
 mod deploy;
 mod errors;
 mod facade;

@@ -10,7 +10,8 @@
 //! - **Forms** are POSTs carrying the session's token; the gate's origin rules apply as on
 //!   every route (a cross-site POST is refused before it gets here).
 //! - **Pages** answer with a strict content security policy (no scripts, no frames, forms only
-//!   to the gateway), `no-store`, and no referrer.
+//!   to the gateway), `no-store`, and a referrer only to the gateway itself (a form's `Origin` must be the
+//!   gateway's for the gate to let it through).
 //!
 //! The pages: [`pages`] (servers, tools and "Try it", activity) and [`people`] (connections,
 //! what waits for the user, artifacts).
@@ -181,6 +182,21 @@ fn unavailable(e: &crate::state::StateError) -> Response {
         ),
         None,
     )
+}
+
+/// The page a per-user sign-in's callback shows: the code to confirm it with, in the chat or
+/// (a link that fills it in) in the console. The code works once, for whoever started the
+/// sign-in, so the link is safe to follow from anywhere.
+pub fn confirm_page(server: &str, code: &str, console: bool) -> Response {
+    let link = format!("/ui/connections?server={}&code={}", pages::encode(server), pages::encode(code));
+    let body = html! {
+        p { "mcp-middleware: signed in to `" (server) "`. One step left: go back to your chat and reply" }
+        pre { "continue " (code) "\n" }
+        p { "(or send " code { "POST /oauth/confirm/" (server) } " with " code { "{\"code\": \"" (code) "\"}" } ")." }
+        @if console { p { a #confirm-in-console href=(link) { "Confirm it in the console" } } }
+        p.muted { "The code works for ten minutes, once, and only for whoever started this sign-in." }
+    };
+    view::respond(StatusCode::OK, view::bare("Almost connected", body), None)
 }
 
 /// `GET /ui`: the servers page.

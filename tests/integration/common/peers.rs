@@ -385,6 +385,16 @@ pub fn postgres_mcp() -> &'static str {
     PATH.get_or_init(|| npm_peer("@modelcontextprotocol/server-postgres/dist/index.js"))
 }
 
+/// playwright-core (pinned in `tests/peers`), to drive Chromium from the browser tests' scripts:
+/// the directory scripts resolve it from.
+pub fn playwright_core() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let entry = npm_peer("playwright-core/index.js");
+        entry.trim_end_matches("/playwright-core/index.js").to_owned()
+    })
+}
+
 /// Debian's Chromium, installed with apt-get the first time a test needs it (the archive's
 /// current build of the release: Debian ships Chromium's security updates as new versions, so
 /// the package name, not a version, is what can be installed).
