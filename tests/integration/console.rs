@@ -60,7 +60,8 @@ async fn a_person_uses_the_console_in_a_real_browser() {
         .env("SHOTS", &shots)
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(180), out).await.expect("the browser run ends").unwrap();
+    let out =
+        tokio::time::timeout(std::time::Duration::from_secs(180), out).await.expect("the browser run ends").unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the browser run failed:\n{stderr}\n{stdout}");
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
@@ -129,12 +130,24 @@ async fn forms_need_the_session_and_its_token_and_pages_forbid_scripts() {
     let anonymous = browser.get(url("/ui/servers")).bearer_auth(ADMIN).send().await.unwrap();
     assert_eq!(anonymous.status(), 303);
     assert_eq!(anonymous.headers()["location"], "/ui/login");
-    let wrong = browser.post(url("/ui/login")).header("content-type", "application/x-www-form-urlencoded").body(encoded([("key", "sk-nope")])).send().await.unwrap();
+    let wrong = browser
+        .post(url("/ui/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encoded([("key", "sk-nope")]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
     assert!(session_cookie(&wrong).is_none());
 
     // Signed in as the restricted key.
-    let signed = browser.post(url("/ui/login")).header("content-type", "application/x-www-form-urlencoded").body(encoded([("key", LIMITED)])).send().await.unwrap();
+    let signed = browser
+        .post(url("/ui/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encoded([("key", LIMITED)]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(signed.status(), 303);
     let cookie = session_cookie(&signed).unwrap();
     let page = browser.get(url("/ui/servers")).header("cookie", &cookie).send().await.unwrap();
@@ -150,7 +163,12 @@ async fn forms_need_the_session_and_its_token_and_pages_forbid_scripts() {
     // A form without the token, or with another, is refused; with it, a restricted key is still
     // refused the operator's actions.
     let post = |path: &str, form: Vec<(&'static str, String)>| {
-        browser.post(url(path)).header("cookie", &cookie).header("content-type", "application/x-www-form-urlencoded").body(encoded(form)).send()
+        browser
+            .post(url(path))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encoded(form))
+            .send()
     };
     assert_eq!(post("/ui/reload", vec![]).await.unwrap().status(), 403);
     assert_eq!(post("/ui/reload", vec![("csrf", "0".repeat(64))]).await.unwrap().status(), 403);
@@ -163,7 +181,8 @@ async fn forms_need_the_session_and_its_token_and_pages_forbid_scripts() {
         .post(url("/ui/tool?name=ts__echo"))
         .header("cookie", &cookie)
         .header("origin", "https://evil.example")
-        .header("content-type", "application/x-www-form-urlencoded").body(encoded([("csrf", token.as_str()), ("arg.text", "x")]))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encoded([("csrf", token.as_str()), ("arg.text", "x")]))
         .send()
         .await
         .unwrap();
@@ -171,7 +190,9 @@ async fn forms_need_the_session_and_its_token_and_pages_forbid_scripts() {
     // A tool outside the key's policy is unknown, run or not.
     let other = post("/ui/tool?name=ts__headers", vec![("csrf", token.clone())]).await.unwrap();
     assert_eq!(other.status(), 404);
-    let ran = post("/ui/tool?name=ts__echo", vec![("csrf", token.clone()), ("arg.text", "<b>bold</b>".into())]).await.unwrap();
+    let ran = post("/ui/tool?name=ts__echo", vec![("csrf", token.clone()), ("arg.text", "<b>bold</b>".into())])
+        .await
+        .unwrap();
     let ran = ran.text().await.unwrap();
     assert!(ran.contains("&lt;b&gt;bold&lt;/b&gt;") && !ran.contains("<b>bold</b>"), "output is escaped");
 
@@ -195,6 +216,13 @@ async fn an_open_loopback_gateway_needs_no_sign_in() {
     let login = browser.get(app.url("/ui/login")).send().await.unwrap();
     assert_eq!(login.status(), 303, "nothing to sign in with");
     // The session's token still guards its forms.
-    let refused = browser.post(app.url("/ui/reload")).header("cookie", &cookie).header("content-type", "application/x-www-form-urlencoded").body(encoded([("csrf", "x")])).send().await.unwrap();
+    let refused = browser
+        .post(app.url("/ui/reload"))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encoded([("csrf", "x")]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), 403);
 }

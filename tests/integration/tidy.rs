@@ -2,7 +2,8 @@
 //! only `src/http/` names axum; `mcp/` knows neither the agent, HTTP serving nor any concrete
 //! tool server; `llm/` knows no tools; `artifacts/` and the built-in tools know neither the agent
 //! nor HTTP; `access/` knows neither the loop nor HTTP serving; only the invoker runs tools, only
-//! `mcp/connect.rs` matches on transports, only `access/` reads a request's narrowing header; no
+//! `mcp/connect.rs` matches on transports, only `access/` reads a request's narrowing header;
+//! `console/` knows no HTTP, and every console form handler checks its session's token; no
 //! `#[path]` tricks; every module opens with a `//!` doc.
 
 use std::path::Path;
@@ -32,6 +33,7 @@ const RULES: &[(&str, &str, &str)] = &[
     ("src/state/", "crate::agent", "state/ stores bytes; it knows no tool loop"),
     ("src/state/", "crate::http", "state/ knows no HTTP serving"),
     ("src/state/", "crate::mcp", "state/ knows no MCP"),
+    ("src/console/", "crate::http", "the console's domain knows no HTTP serving (its pages are in http/ui)"),
 ];
 
 fn violations(sources: &[Source]) -> Vec<String> {
@@ -74,6 +76,20 @@ fn violations(sources: &[Source]) -> Vec<String> {
             && !controls_reader.contains(&s.path.as_str())
         {
             out.push(format!("{}: reads x-mcp-servers (only the access code may)", s.path));
+        }
+        // Every console form's handler checks the session's form token (sign-in has no session
+        // yet: the gate's origin rule guards it; `Console::form` is the check itself).
+        if s.path.starts_with("src/http/ui/") {
+            for handler in code.split("pub async fn ").skip(1) {
+                let name = handler.split('(').next().unwrap_or_default();
+                let handler = handler.split("\npub ").next().unwrap_or_default();
+                if handler.contains("body: Body")
+                    && !handler.contains(".form(&state")
+                    && !matches!(name, "login" | "form")
+                {
+                    out.push(format!("{}: `{name}` takes a form without checking its token", s.path));
+                }
+            }
         }
         if !s.text.trim_start().starts_with("//!") {
             out.push(format!("{}: no `//!` module doc at the top", s.path));
@@ -129,6 +145,11 @@ fn the_checker_catches_each_kind_of_violation() {
             "//! doc\nfn f(c: &C) -> bool { matches!(c.transport, McpTransportConfig::InProcess) }\n",
         ),
         src("src/agent/facade.rs", "//! doc\nfn f(h: &H) { h.get_all(\"x-mcp-servers\"); }\n"),
+        src(
+            "src/http/ui/x.rs",
+            "//! doc\npub async fn act(State(s): State<AppState>, body: Body) -> Response { todo!() }\n",
+        ),
+        src("src/console/x.rs", "//! doc\nfn f() { crate::http::router; }\n"),
         src("src/access/x.rs", "//! doc\nuse crate::agent::Agent;\n"),
     ];
     let found = violations(&bad);
@@ -140,6 +161,7 @@ fn the_checker_catches_each_kind_of_violation() {
         src("tests/integration/x.rs", "//! doc\n#[path = \"a.rs\"]\nmod a;\n"),
         src("src/agent/invoke.rs", "//! doc\nasync fn f() { self.hub.call_entry(e, a, v, i).await; }\n"),
         src("src/cli.rs", "//! doc\nasync fn f() { hub.call(\"t\", a).await; }\n"),
+        src("src/http/ui/x.rs", "//! doc\npub async fn act(body: Body) -> R { c.form(&state, &h, body).await }\n"),
     ];
     assert_eq!(violations(&fine), Vec::<String>::new());
 }
