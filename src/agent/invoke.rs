@@ -85,10 +85,34 @@ pub struct AuditRecord {
 /// Most characters of a call's arguments an audit record keeps.
 pub const AUDIT_ARGUMENTS: usize = 1000;
 
-/// Where audit records go (the state store, in time); called once per call, after it ended.
+/// One chat request's tool loop, as the trail keeps it: its rounds and the tools they ran.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ChatRecord {
+    /// When the loop started (or went on after a person answered), Unix milliseconds.
+    pub started_ms: u64,
+    /// The model asked for.
+    pub model: String,
+    /// The user it ran for, when known.
+    pub user: Option<String>,
+    /// The fingerprint of a key with a tool policy (`k-…`); none for unrestricted keys.
+    pub key: Option<String>,
+    /// Model rounds.
+    pub rounds: u32,
+    /// The tools run, in order (exposed names; a tool that failed ends in ` (error)`).
+    pub tools: Vec<String>,
+    /// How the answer ended (`stop`, `tool_calls`, `length`, …).
+    pub finish: String,
+    /// How long the loop ran.
+    pub duration_ms: u64,
+}
+
+/// Where audit records go (the state store, in time); called once per call, after it ended,
+/// and once per chat loop.
 pub trait AuditSink: Send + Sync {
     /// Keeps one record. Must not block: it runs on the call's task.
     fn record(&self, record: AuditRecord);
+    /// Keeps one chat loop's record (by default, nothing). Must not block.
+    fn chat(&self, _record: ChatRecord) {}
 }
 
 /// Runs authorized tools: the hub, the artifact store and the secrets to scrub.

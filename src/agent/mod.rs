@@ -33,7 +33,7 @@ pub use cards::CardSigner;
 pub use chat::{ChatError, ChatInput, ChatReply, Planned};
 pub use facade::Facade;
 pub use history::{cards_to_text, carries_cards, expand_tool_cards};
-pub use invoke::{AuditRecord, AuditSink, Authorized, Invocation, Invoker};
+pub use invoke::{AuditRecord, AuditSink, Authorized, ChatRecord, Invocation, Invoker};
 pub use results::{ToolOutput, cut_to_budget, to_tool_output};
 pub use run::{Agent, ChatJob, ResumeRequest, Start};
 pub use sink::{Gathered, Outcome, ResponseIdentity, Sink, TOOL_RUNS_EVENT};

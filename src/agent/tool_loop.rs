@@ -485,6 +485,9 @@ impl ToolLoop {
     }
 
     fn outcome(&mut self, round: &Round, client_calls: Vec<Value>, finish_reason: String) -> Outcome {
+        if let Some(audit) = &self.agent.invoker.audit {
+            audit.chat(self.chat_record(&finish_reason));
+        }
         Outcome {
             identity: self.state.response.clone().unwrap_or_default(),
             selection: self.state.selection.clone(),
@@ -494,6 +497,31 @@ impl ToolLoop {
             finish_reason,
             gathered: std::mem::take(&mut self.state.gathered),
             error: None,
+        }
+    }
+
+    /// This loop as the activity trail keeps it.
+    fn chat_record(&self, finish: &str) -> crate::agent::ChatRecord {
+        let now = unix_ms(SystemTime::now());
+        let budget = u64::try_from(self.agent.limits.max_duration.as_millis()).unwrap_or(u64::MAX);
+        let started_ms = self.state.deadline_ms.saturating_sub(budget).min(now);
+        let user = &self.state.user;
+        let key = user.files.as_deref().and_then(|f| f.split('/').next()).filter(|k| k.starts_with("k-"));
+        let tools = self
+            .state
+            .gathered
+            .trace
+            .iter()
+            .map(|run| if run.is_error { format!("{} (error)", run.name) } else { run.name.clone() });
+        crate::agent::ChatRecord {
+            started_ms,
+            model: self.state.body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            user: user.id.clone(),
+            key: key.map(str::to_owned),
+            rounds: self.state.round_no,
+            tools: tools.take(64).collect(),
+            finish: finish.to_owned(),
+            duration_ms: now.saturating_sub(started_ms),
         }
     }
 

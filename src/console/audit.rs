@@ -5,7 +5,8 @@
 //! task (a full queue drops the record and says so in the log; a tool call never waits for the
 //! store). Each record is written twice: once in the space of all calls, once in the space of the
 //! key with a tool policy that made it (`audit/k-…`), so a restricted key's own activity is read
-//! from its own space, never filtered out of everyone's. Keys are the start time counted down
+//! from its own space, never filtered out of everyone's. Chat loops (their rounds and the tools
+//! they ran) are kept the same way in `audit-chats`. Keys are the start time counted down
 //! in fixed-width hex, so the store's key order is newest first.
 
 use std::sync::Arc;
@@ -15,26 +16,34 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{AuditRecord, AuditSink};
+use crate::agent::{AuditRecord, AuditSink, ChatRecord};
 use crate::state::{StateError, StateStore};
 
 /// The space of every call.
 const ALL: &str = "audit";
+/// The space of every chat loop.
+const CHATS: &str = "audit-chats";
 /// Records waiting to be written; more are dropped.
 const QUEUE: usize = 1024;
 /// Most records a listing reads.
 pub const MAX_LISTED: usize = 500;
 
+/// What the writer keeps.
+enum Kept {
+    Call(AuditRecord),
+    Chat(ChatRecord),
+}
+
 /// The [`AuditSink`] that keeps records in the state store.
 pub struct StoreAudit {
-    queue: mpsc::Sender<AuditRecord>,
+    queue: mpsc::Sender<Kept>,
 }
 
 impl StoreAudit {
     /// Starts the writer (until `shutdown`, then it writes what is queued); records expire after
     /// `ttl`.
     pub fn start(store: Arc<dyn StateStore>, ttl: Duration, shutdown: CancellationToken) -> Arc<Self> {
-        let (queue, mut records) = mpsc::channel::<AuditRecord>(QUEUE);
+        let (queue, mut records) = mpsc::channel::<Kept>(QUEUE);
         tokio::spawn(async move {
             let serial = AtomicU32::new(rand_start());
             loop {
@@ -47,7 +56,16 @@ impl StoreAudit {
                     }
                 };
                 let Some(record) = record else { break };
-                if let Err(e) = write(&*store, &record, ttl, serial.fetch_add(1, Ordering::Relaxed)).await {
+                let serial = serial.fetch_add(1, Ordering::Relaxed);
+                let written = match &record {
+                    Kept::Call(call) => {
+                        write(&*store, ALL, call, call.started_ms, call.key.as_deref(), ttl, serial).await
+                    }
+                    Kept::Chat(chat) => {
+                        write(&*store, CHATS, chat, chat.started_ms, chat.key.as_deref(), ttl, serial).await
+                    }
+                };
+                if let Err(e) = written {
                     tracing::warn!(error = %e, "a tool call could not be kept for the activity page");
                 }
             }
@@ -58,8 +76,14 @@ impl StoreAudit {
 
 impl AuditSink for StoreAudit {
     fn record(&self, record: AuditRecord) {
-        if self.queue.try_send(record).is_err() {
+        if self.queue.try_send(Kept::Call(record)).is_err() {
             tracing::warn!("the activity trail is behind; a tool call's record was dropped");
+        }
+    }
+
+    fn chat(&self, record: ChatRecord) {
+        if self.queue.try_send(Kept::Chat(record)).is_err() {
+            tracing::warn!("the activity trail is behind; a chat's record was dropped");
         }
     }
 }
@@ -70,32 +94,59 @@ fn rand_start() -> u32 {
     (uuid::Uuid::new_v4().as_u128() & u128::from(u32::MAX)) as u32
 }
 
-/// The record's key: newest first in key order.
-fn key(record: &AuditRecord, serial: u32) -> String {
-    format!("{:016x}{serial:08x}", u64::MAX - record.started_ms)
+/// A record's key: newest first in key order.
+fn key(started_ms: u64, serial: u32) -> String {
+    format!("{:016x}{serial:08x}", u64::MAX - started_ms)
 }
 
-/// The space of one restricted key's calls.
-fn key_space(key: &str) -> String {
-    format!("{ALL}/{key}")
+/// The space of one restricted key's records within `space`.
+fn key_space(space: &str, key: &str) -> String {
+    format!("{space}/{key}")
 }
 
-async fn write(store: &dyn StateStore, record: &AuditRecord, ttl: Duration, serial: u32) -> Result<(), StateError> {
+async fn write(
+    store: &dyn StateStore,
+    space: &str,
+    record: &impl serde::Serialize,
+    started_ms: u64,
+    restricted: Option<&str>,
+    ttl: Duration,
+    serial: u32,
+) -> Result<(), StateError> {
     let bytes = serde_json::to_vec(record).map_err(|e| StateError::Database(e.to_string()))?;
-    let key = key(record, serial);
-    store.put(ALL, &key, &bytes, Some(ttl)).await?;
-    if let Some(restricted) = &record.key {
-        store.put(&key_space(restricted), &key, &bytes, Some(ttl)).await?;
+    let key = key(started_ms, serial);
+    store.put(space, &key, &bytes, Some(ttl)).await?;
+    if let Some(restricted) = restricted {
+        store.put(&key_space(space, restricted), &key, &bytes, Some(ttl)).await?;
     }
     Ok(())
 }
 
-/// The newest calls (at most `limit`, capped at [`MAX_LISTED`]): everyone's, or only those of
-/// the restricted key `key` (its fingerprint, `k-…`).
-pub async fn recent(store: &dyn StateStore, key: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>, StateError> {
-    let space = key.map_or_else(|| ALL.to_owned(), key_space);
+/// The newest records of `space` (at most `limit`, capped at [`MAX_LISTED`]): everyone's, or
+/// only those of the restricted key `key` (its fingerprint, `k-…`).
+async fn newest<T: serde::de::DeserializeOwned>(
+    store: &dyn StateStore,
+    space: &str,
+    key: Option<&str>,
+    limit: usize,
+) -> Result<Vec<T>, StateError> {
+    let space = key.map_or_else(|| space.to_owned(), |key| key_space(space, key));
     let entries = store.list(&space, limit.min(MAX_LISTED)).await?;
     Ok(entries.into_iter().filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok()).collect())
+}
+
+/// The newest tool calls: everyone's, or only the restricted key `key`'s.
+pub async fn recent(store: &dyn StateStore, key: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>, StateError> {
+    newest(store, ALL, key, limit).await
+}
+
+/// The newest chat loops: everyone's, or only the restricted key `key`'s.
+pub async fn recent_chats(
+    store: &dyn StateStore,
+    key: Option<&str>,
+    limit: usize,
+) -> Result<Vec<ChatRecord>, StateError> {
+    newest(store, CHATS, key, limit).await
 }
 
 #[cfg(test)]
@@ -121,7 +172,7 @@ mod tests {
 
     #[test]
     fn newer_calls_sort_first() {
-        let (old, new) = (key(&record(1_000), 7), key(&record(2_000), 1));
+        let (old, new) = (key(record(1_000).started_ms, 7), key(record(2_000).started_ms, 1));
         assert!(new < old, "{new} {old}");
         assert_eq!(new.len(), 24);
     }

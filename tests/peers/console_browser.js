@@ -81,6 +81,8 @@ async function signOut(page) {
       await page.reload();
     }
     check(activity.includes('ts__echo') && activity.includes('hello from the console'), `the call is on the activity page: ${activity}`);
+    const chats = await page.$$eval('#chats tbody tr', (rows) => rows.map((r) => [...r.children].map((c) => c.textContent.trim())));
+    check(chats.some((c) => c[1] === 'ada' && c[3] === 'm' && c[4] === '1'), `the parked chat's round is listed: ${JSON.stringify(chats)}`);
     await shot(page, '5-activity');
 
     // My connections: connect at the authorization server, confirm the code, disconnect.

@@ -1,7 +1,8 @@
 //! The operator's pages: Servers (with restart and reload for unrestricted keys), Tools (a
 //! searchable catalog, each tool's schema, and "Try it": a form made from the schema that calls
 //! the tool through the same permission check as the REST API), and Activity (recent tool
-//! calls from the audit trail: everyone's for unrestricted keys, a restricted key's own).
+//! calls and chat requests with their rounds, from the audit trail: everyone's for
+//! unrestricted keys, a restricted key's own).
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -298,7 +299,7 @@ fn result(outcome: &Result<Value, String>) -> Markup {
                             @for a in &artifacts {
                                 @let url = a.get("url").and_then(Value::as_str).unwrap_or_default();
                                 li {
-                                    @if url.starts_with("http://") || url.starts_with("https://") || url.starts_with('/') {
+                                    @if url.starts_with("http://") || url.starts_with("https://") || (url.starts_with('/') && !url.starts_with("//")) {
                                         a href=(url) rel="noopener noreferrer" target="_blank" { (a.get("key").and_then(Value::as_str).unwrap_or("artifact")) }
                                     }
                                     " " span.muted { (a.get("mime_type").and_then(Value::as_str).unwrap_or_default()) }
@@ -346,6 +347,10 @@ pub async fn activity(State(state): State<AppState>, headers: HeaderMap, RawQuer
         Ok(records) => records,
         Err(e) => return super::unavailable(&e),
     };
+    let chats = match crate::console::audit::recent_chats(&**store, key, 50).await {
+        Ok(chats) => chats,
+        Err(e) => return super::unavailable(&e),
+    };
     let matches =
         |wanted: &Option<String>, have: &str| wanted.as_deref().is_none_or(|w| w.is_empty() || have.contains(w));
     let shown: Vec<_> = records
@@ -387,6 +392,27 @@ pub async fn activity(State(state): State<AppState>, headers: HeaderMap, RawQuer
             }
         }
         @if shown.is_empty() { p.muted { "No tool calls yet." } }
+        h2 { "Chat requests" }
+        table #chats {
+            thead { tr {
+                th { "Time (UTC)" } th { "User" } th { "Key" } th { "Model" } th { "Rounds" } th { "Tools run" } th { "Ended" } th { "Took" }
+            } }
+            tbody {
+                @for c in chats.iter().filter(|c| matches(&user, c.user.as_deref().unwrap_or_default())) {
+                    tr {
+                        td { (view::time(c.started_ms)) }
+                        td { (c.user.as_deref().unwrap_or("–")) }
+                        td.muted { (c.key.as_deref().unwrap_or("unrestricted")) }
+                        td { (c.model) }
+                        td { (c.rounds) }
+                        td { @for (i, t) in c.tools.iter().enumerate() { @if i > 0 { ", " } code { (t) } } }
+                        td { (c.finish) }
+                        td { (c.duration_ms) " ms" }
+                    }
+                }
+            }
+        }
+        @if chats.is_empty() { p.muted { "No chat requests with tools yet." } }
     };
     view::respond(StatusCode::OK, page(&console, "/ui/activity", "Activity", body), console.cookie.clone())
 }
