@@ -61,7 +61,7 @@ pub fn build_state(
     // The audit trail outlives reloads (its retention is read at start).
     let audit = (config.console.enabled && !config.console.activity_ttl.is_zero()).then(|| {
         let sink = crate::console::audit::StoreAudit::start(
-            secrets.store().clone(),
+            secrets.clone(),
             config.console.activity_ttl,
             shutdown.child_token(),
         );
@@ -74,7 +74,7 @@ pub fn build_state(
         facade: None,
         root: serving.clone(),
         audit,
-        reload: Arc::new(tokio::sync::Notify::new()),
+        reload: Arc::new(http::ReloadSignal::default()),
     };
     Ok(AppState::new(Arc::new(config), upstream, hub, stores, serving.child_token(), hard_stop))
 }

@@ -45,6 +45,7 @@ impl Reloader {
     pub async fn run(mut self, shutdown: CancellationToken) {
         self.root = shutdown.clone();
         let mut applied = tokio::fs::read(&self.path).await.unwrap_or_default();
+        self.state.reload.arm();
         #[cfg(unix)]
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
@@ -62,7 +63,7 @@ impl Reloader {
                 () = shutdown.cancelled() => return,
                 _ = signalled => true,
                 // The console's reload button (an unrestricted key's).
-                () = asked.notified() => true,
+                () = asked.asked() => true,
                 () = tokio::time::sleep(POLL) => false,
             };
             let Ok(text) = tokio::fs::read(&self.path).await else { continue };

@@ -162,8 +162,7 @@ impl Agent {
             tracing::info!(calls = parked.calls.len(), "the user answered; the parked loop goes on");
             return Ok(Planned::Resumed {
                 tool_loop: Box::new(tool_loop),
-                // An answer given in the console stands for the chat's reply.
-                start: Start::Resumed(parked.calls, parked.console_answer.unwrap_or(answer)),
+                start: Start::Resumed(parked.calls, with_console_answer(answer, parked.console_answer)),
                 stream,
                 include_usage,
                 first_event_wait,
@@ -274,5 +273,34 @@ impl Agent {
             Ok(None) | Err(_) => None,
         };
         Ok(ChatReply::Events { first, rest })
+    }
+}
+
+/// The answer a parked loop goes on with: the chat's reply, unless it only says to go on
+/// (`continue`, `ok`, `yes` …) and the user answered in the console, whose answer then stands.
+/// A reply that denies, or says something else, is the newest word and wins.
+fn with_console_answer(reply: String, console: Option<String>) -> String {
+    match console {
+        Some(console)
+            if super::park::answer(&reply) == super::park::Answer::Approve && super::park::only_decision(&reply) =>
+        {
+            console
+        }
+        _ => reply,
+    }
+}
+
+#[cfg(test)]
+mod console_answer {
+    use super::with_console_answer;
+
+    #[test]
+    fn the_console_answer_stands_only_for_a_plain_go_on() {
+        let console = || Some("deny".to_owned());
+        assert_eq!(with_console_answer("continue".into(), console()), "deny");
+        assert_eq!(with_console_answer("ok".into(), console()), "deny");
+        assert_eq!(with_console_answer("no".into(), Some("approve".into())), "no", "a denial in the chat wins");
+        assert_eq!(with_console_answer("what is this?".into(), console()), "what is this?", "a new message wins");
+        assert_eq!(with_console_answer("continue".into(), None), "continue");
     }
 }

@@ -84,16 +84,21 @@ pub struct AuditRecord {
 
 /// Most characters of a call's arguments an audit record keeps.
 pub const AUDIT_ARGUMENTS: usize = 1000;
+/// Most characters of a call's error an audit record keeps.
+const AUDIT_ERROR: usize = 300;
 
 /// One chat request's tool loop, as the trail keeps it: its rounds and the tools they ran.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ChatRecord {
     /// When the loop started (or went on after a person answered), Unix milliseconds.
     pub started_ms: u64,
-    /// The model asked for.
+    /// The model asked for (cut at 200 characters).
     pub model: String,
     /// The user it ran for, when known.
     pub user: Option<String>,
+    /// The account holder it ran for (a digest of key and user): whose activity it is.
+    #[serde(default)]
+    pub holder: Option<String>,
     /// The fingerprint of a key with a tool policy (`k-…`); none for unrestricted keys.
     pub key: Option<String>,
     /// Model rounds.
@@ -291,7 +296,7 @@ impl Invoker {
                 duration_ms,
                 argument_bytes: arguments.len(),
                 arguments: shown,
-                error: error.clone(),
+                error: error.as_ref().map(|e| e.chars().take(AUDIT_ERROR).collect()),
             });
         }
         Invocation { result, output, took, kept }

@@ -88,6 +88,7 @@ struct Stored<'a> {
     owner: &'a str,
     state: &'a LoopState,
     calls: &'a [PendingCall],
+    parked_ms: u64,
 }
 
 /// A parked loop, taken back from the store.
@@ -99,7 +100,10 @@ pub struct Parked {
     pub state: LoopState,
     /// The calls still to run.
     pub calls: Vec<PendingCall>,
-    /// The answer the holder gave in the console, if any (it stands for the chat's reply).
+    /// When it was parked (Unix milliseconds; names its console listing).
+    #[serde(default)]
+    pub parked_ms: u64,
+    /// The answer the holder gave in the console, if any (it stands for a plain `continue`).
     #[serde(skip)]
     pub console_answer: Option<String>,
 }
@@ -110,6 +114,9 @@ pub struct Waiting {
     /// Its reference id.
     #[serde(skip)]
     pub id: String,
+    /// Its entry in the holder's listing (what the console answers).
+    #[serde(skip)]
+    pub entry: String,
     /// When it was parked (Unix milliseconds).
     pub parked_ms: u64,
     /// The calls that wait.
@@ -155,18 +162,21 @@ impl Parking {
             return Err(StateError::Database("the request names no owner to wait for".into()));
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let bytes = serde_json::to_vec(&Stored { owner, state, calls })
+        let parked_ms = crate::state::unix_ms(std::time::SystemTime::now()).unsigned_abs();
+        let bytes = serde_json::to_vec(&Stored { owner, state, calls, parked_ms })
             .map_err(|e| StateError::Database(format!("the loop could not be serialised: {e}")))?;
         self.secrets.put_private(SPACE, &id, &bytes, Some(self.ttl)).await?;
         // The console's listing: a request that could not be listed still waits in the chat.
         let waiting = Waiting {
             id: String::new(),
-            parked_ms: crate::state::unix_ms(std::time::SystemTime::now()).try_into().unwrap_or(0),
+            entry: String::new(),
+            parked_ms,
             calls: calls.iter().filter(|c| c.wait != Wait::Nothing && c.refused.is_none()).map(waiting_call).collect(),
             answered: false,
         };
         if let Ok(listed) = serde_json::to_vec(&waiting)
-            && let Err(e) = self.secrets.put_private(&index(owner), &id, &listed, Some(self.ttl)).await
+            && let Err(e) =
+                self.secrets.put_private(&index(owner), &entry(parked_ms, &id), &listed, Some(self.ttl)).await
         {
             tracing::warn!(error = %e, "a parked request could not be listed for the console");
         }
@@ -180,22 +190,25 @@ impl Parking {
         }
         let space = index(owner);
         let mut listed = Vec::new();
-        for (id, _) in self.secrets.store().list(&space, MAX_LISTED).await? {
-            let Ok(Some(bytes)) = self.secrets.get_private(&space, &id).await else { continue };
+        // Newest first in key order (see [`entry`]).
+        for (key, stored) in self.secrets.store().list(&space, MAX_LISTED).await? {
+            let Some(id) = key.get(16..).map(str::to_owned) else { continue };
+            let Ok(bytes) = self.secrets.open_private(&space, &key, stored) else { continue };
             let Ok(mut waiting) = serde_json::from_slice::<Waiting>(&bytes) else { continue };
             waiting.answered = matches!(self.secrets.store().get(ANSWERS, &id).await, Ok(Some(_)));
             waiting.id = id;
+            waiting.entry = key;
             listed.push(waiting);
         }
-        listed.sort_by_key(|w| std::cmp::Reverse(w.parked_ms));
         Ok(listed)
     }
 
     /// Keeps `answer` (a decision such as `approve`, or the answers to questions) for the
-    /// request `owner` has waiting under `id`; it stands for the chat's reply when the chat goes
-    /// on. `false` when `owner` has no such request.
-    pub async fn answer_later(&self, id: &str, owner: &str, answer: &str) -> Result<bool, StateError> {
-        if owner.is_empty() || self.secrets.store().get(&index(owner), id).await?.is_none() {
+    /// request listed for `owner` as `entry`; when the chat goes on with a plain `continue`, it
+    /// stands for the chat's reply. `false` when `owner` has no such request waiting.
+    pub async fn answer_later(&self, entry: &str, owner: &str, answer: &str) -> Result<bool, StateError> {
+        let Some(id) = entry.get(16..).filter(|id| id.len() == 32) else { return Ok(false) };
+        if owner.is_empty() || self.secrets.store().get(&index(owner), entry).await?.is_none() {
             return Ok(false);
         }
         self.secrets.put_private(ANSWERS, id, answer.as_bytes(), Some(self.ttl)).await?;
@@ -229,7 +242,7 @@ impl Parking {
         // Of two answers racing for it, one gets it.
         match self.secrets.take_private(SPACE, id).await {
             Ok(Some(_)) => {
-                let _ = self.secrets.store().delete(&index(owner), id).await;
+                let _ = self.secrets.store().delete(&index(owner), &entry(parked.parked_ms, id)).await;
                 let answer = self.secrets.take_private(ANSWERS, id).await.ok().flatten();
                 let console_answer = answer.and_then(|a| String::from_utf8(a).ok());
                 Some(Parked { console_answer, ..parked })
@@ -242,6 +255,12 @@ impl Parking {
 /// The console's listing space of `owner`.
 fn index(owner: &str) -> String {
     format!("{INDEX}{owner}")
+}
+
+/// A request's key in its holder's listing: the time it parked counted down (newest first in
+/// key order), then its id.
+fn entry(parked_ms: u64, id: &str) -> String {
+    format!("{:016x}{id}", u64::MAX - parked_ms)
 }
 
 /// A call as the console lists it.

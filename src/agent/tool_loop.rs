@@ -515,8 +515,9 @@ impl ToolLoop {
             .map(|run| if run.is_error { format!("{} (error)", run.name) } else { run.name.clone() });
         crate::agent::ChatRecord {
             started_ms,
-            model: self.state.body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            model: self.state.body.get("model").and_then(Value::as_str).unwrap_or_default().chars().take(200).collect(),
             user: user.id.clone(),
+            holder: user.account.clone(),
             key: key.map(str::to_owned),
             rounds: self.state.round_no,
             tools: tools.take(64).collect(),

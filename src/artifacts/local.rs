@@ -181,11 +181,14 @@ impl ArtifactStore for LocalStore {
         .boxed()
     }
 
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ArtifactError>> {
+    fn list<'a>(&'a self, prefix: &'a str, limit: usize) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ArtifactError>> {
         async move {
             let mut out = Vec::new();
             let mut stack = vec![self.dir.clone()];
             while let Some(dir) = stack.pop() {
+                if out.len() >= limit {
+                    break;
+                }
                 let Ok(mut entries) = tokio::fs::read_dir(&dir).await else { continue };
                 while let Ok(Some(entry)) = entries.next_entry().await {
                     let path = entry.path();
@@ -201,6 +204,9 @@ impl ArtifactStore for LocalStore {
                     {
                         let size = entry.metadata().await.map_or(0, |m| m.len());
                         out.push(ObjectInfo { key, size });
+                        if out.len() >= limit {
+                            break;
+                        }
                     }
                 }
             }

@@ -80,8 +80,9 @@ pub trait ArtifactStore: Send + Sync {
     ) -> BoxFuture<'a, Result<(), ArtifactError>>;
     /// Reads an object and its metadata.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(Bytes, ArtifactMeta), ArtifactError>>;
-    /// Lists objects whose key starts with `prefix`.
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ArtifactError>>;
+    /// Lists objects whose key starts with `prefix`, at most `limit` of them (the first in key
+    /// order on S3; any of them on the local store, which stops walking at `limit`).
+    fn list<'a>(&'a self, prefix: &'a str, limit: usize) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ArtifactError>>;
     /// Deletes an object (absent is fine).
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), ArtifactError>>;
     /// Deletes the tool-output artifacts (content keys at the top level; never the built-in

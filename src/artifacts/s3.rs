@@ -251,7 +251,7 @@ impl ArtifactStore for S3Store {
         .boxed()
     }
 
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ArtifactError>> {
+    fn list<'a>(&'a self, prefix: &'a str, limit: usize) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ArtifactError>> {
         async move {
             // Listing before anything was stored (a quota check, say) finds an empty bucket.
             self.ensure_bucket().await?;
@@ -274,11 +274,14 @@ impl ArtifactStore for S3Store {
                     }
                 }
                 match page.next_continuation_token() {
+                    _ if out.len() >= limit => break,
+                    _ if out.len() >= limit => break,
                     Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
                     _ => break,
                 }
             }
             out.sort_by(|a, b| a.key.cmp(&b.key));
+            out.truncate(limit);
             Ok(out)
         }
         .boxed()

@@ -141,7 +141,7 @@ impl BuiltinTools {
         if sub.contains("..") {
             return Err(McpError::invalid_params("`prefix` must not contain `..`", None));
         }
-        let objects = self.store.list(&format!("{}{sub}", folder.0)).await.map_err(store_error)?;
+        let objects = self.store.list(&format!("{}{sub}", folder.0), usize::MAX).await.map_err(store_error)?;
         let listed: Vec<Value> = objects.iter().map(|o| json!({"key": folder.shown(&o.key), "size": o.size})).collect();
         let mut result = text(if listed.is_empty() {
             "no objects".to_owned()
@@ -227,7 +227,7 @@ impl BuiltinTools {
         let folder = Folder::of(&meta)?;
         let key = folder.key(&args.key)?;
         // Deleting what is not there says so (S3 itself answers a missing key with success).
-        let listed = self.store.list(&key).await.map_err(store_error)?;
+        let listed = self.store.list(&key, usize::MAX).await.map_err(store_error)?;
         if !listed.iter().any(|o| o.key == key) {
             return Ok(not_found(&key));
         }
@@ -381,7 +381,7 @@ impl BuiltinTools {
         }
         let top = folder.0.strip_prefix(FILES_PREFIX).and_then(|rest| rest.split('/').next()).unwrap_or_default();
         let scope = format!("{FILES_PREFIX}{top}/");
-        let objects = self.store.list(&scope).await.map_err(store_error)?;
+        let objects = self.store.list(&scope, usize::MAX).await.map_err(store_error)?;
         let replaced = objects.iter().find(|o| o.key == key);
         let used: u64 = objects.iter().filter(|o| o.key != key).map(|o| o.size).sum();
         let count = objects.len() + usize::from(replaced.is_none());

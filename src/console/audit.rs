@@ -1,32 +1,46 @@
-//! The audit trail: every tool call on every surface, kept in the state store for
-//! `console.activity_ttl`, so every replica's calls show on any replica's Activity page.
+//! The audit trail: every tool call on every surface, and every chat loop (its rounds and the
+//! tools they ran), kept in the state store for `console.activity_ttl`, so every replica's
+//! calls show on any replica's Activity page. Records are private data: sealed with
+//! `state.encryption_key` when one is set, like parked conversations.
 //!
 //! Calls hand their record to [`StoreAudit`] without waiting: a bounded queue, written by one
-//! task (a full queue drops the record and says so in the log; a tool call never waits for the
-//! store). Each record is written twice: once in the space of all calls, once in the space of the
-//! key with a tool policy that made it (`audit/k-…`), so a restricted key's own activity is read
-//! from its own space, never filtered out of everyone's. Chat loops (their rounds and the tools
-//! they ran) are kept the same way in `audit-chats`. Keys are the start time counted down
-//! in fixed-width hex, so the store's key order is newest first.
+//! task (a full queue drops the record and says so in the log, at most every ten seconds; a
+//! tool call never waits for the store). Each record is written to the space of everything
+//! (`audit`, `audit-chats`) and to the space of whose it is: the key with a tool policy that
+//! made it (`…/k-<fingerprint>`), else the person (`…/h-<holder>`) when the request named a
+//! user. So each Activity page reads its own space, never a filtered share of everyone's. Keys
+//! are the start time counted down in fixed-width hex, then a serial counted down too, so the
+//! store's key order is newest first.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{AuditRecord, AuditSink, ChatRecord};
-use crate::state::{StateError, StateStore};
+use crate::state::{Secrets, StateError};
 
 /// The space of every call.
-const ALL: &str = "audit";
+const CALLS: &str = "audit";
 /// The space of every chat loop.
 const CHATS: &str = "audit-chats";
 /// Records waiting to be written; more are dropped.
 const QUEUE: usize = 1024;
 /// Most records a listing reads.
 pub const MAX_LISTED: usize = 500;
+
+/// Whose records a listing reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Everyone's (an operator's key: no tool policy, no user).
+    All,
+    /// One key with a tool policy (its fingerprint, `k-…`).
+    Key(&'a str),
+    /// One account holder (a person's requests through a key without a tool policy).
+    Holder(&'a str),
+}
 
 /// What the writer keeps.
 enum Kept {
@@ -37,12 +51,14 @@ enum Kept {
 /// The [`AuditSink`] that keeps records in the state store.
 pub struct StoreAudit {
     queue: mpsc::Sender<Kept>,
+    /// When a dropped record was last reported (Unix seconds).
+    warned: AtomicU64,
 }
 
 impl StoreAudit {
     /// Starts the writer (until `shutdown`, then it writes what is queued); records expire after
     /// `ttl`.
-    pub fn start(store: Arc<dyn StateStore>, ttl: Duration, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn start(secrets: Secrets, ttl: Duration, shutdown: CancellationToken) -> Arc<Self> {
         let (queue, mut records) = mpsc::channel::<Kept>(QUEUE);
         tokio::spawn(async move {
             let serial = AtomicU32::new(rand_start());
@@ -59,32 +75,39 @@ impl StoreAudit {
                 let serial = serial.fetch_add(1, Ordering::Relaxed);
                 let written = match &record {
                     Kept::Call(call) => {
-                        write(&*store, ALL, call, call.started_ms, call.key.as_deref(), ttl, serial).await
+                        let owner = owner(call.key.as_deref(), call.holder.as_deref(), call.user.is_some());
+                        write(&secrets, CALLS, call, call.started_ms, owner, ttl, serial).await
                     }
                     Kept::Chat(chat) => {
-                        write(&*store, CHATS, chat, chat.started_ms, chat.key.as_deref(), ttl, serial).await
+                        let owner = owner(chat.key.as_deref(), chat.holder.as_deref(), chat.user.is_some());
+                        write(&secrets, CHATS, chat, chat.started_ms, owner, ttl, serial).await
                     }
                 };
                 if let Err(e) = written {
-                    tracing::warn!(error = %e, "a tool call could not be kept for the activity page");
+                    tracing::warn!(error = %e, "a record could not be kept for the activity page");
                 }
             }
         });
-        Arc::new(Self { queue })
+        Arc::new(Self { queue, warned: AtomicU64::new(0) })
+    }
+
+    fn keep(&self, record: Kept) {
+        if self.queue.try_send(record).is_err() {
+            let now = crate::state::unix_ms(std::time::SystemTime::now()).unsigned_abs() / 1000;
+            if now.saturating_sub(self.warned.swap(now, Ordering::Relaxed)) >= 10 {
+                tracing::warn!("the activity trail is behind; records are being dropped");
+            }
+        }
     }
 }
 
 impl AuditSink for StoreAudit {
     fn record(&self, record: AuditRecord) {
-        if self.queue.try_send(Kept::Call(record)).is_err() {
-            tracing::warn!("the activity trail is behind; a tool call's record was dropped");
-        }
+        self.keep(Kept::Call(record));
     }
 
     fn chat(&self, record: ChatRecord) {
-        if self.queue.try_send(Kept::Chat(record)).is_err() {
-            tracing::warn!("the activity trail is behind; a chat's record was dropped");
-        }
+        self.keep(Kept::Chat(record));
     }
 }
 
@@ -94,86 +117,90 @@ fn rand_start() -> u32 {
     (uuid::Uuid::new_v4().as_u128() & u128::from(u32::MAX)) as u32
 }
 
-/// A record's key: newest first in key order.
-fn key(started_ms: u64, serial: u32) -> String {
-    format!("{:016x}{serial:08x}", u64::MAX - started_ms)
+/// Whose record it is, besides everyone's: its restricted key, else its person.
+fn owner<'a>(key: Option<&'a str>, holder: Option<&'a str>, person: bool) -> Option<Scope<'a>> {
+    match (key, holder) {
+        (Some(key), _) => Some(Scope::Key(key)),
+        (None, Some(holder)) if person => Some(Scope::Holder(holder)),
+        _ => None,
+    }
 }
 
-/// The space of one restricted key's records within `space`.
-fn key_space(space: &str, key: &str) -> String {
-    format!("{space}/{key}")
+/// A record's key: newest first in key order (the serial counted down too).
+fn key(started_ms: u64, serial: u32) -> String {
+    format!("{:016x}{:08x}", u64::MAX - started_ms, u32::MAX - serial)
+}
+
+/// The space of `scope`'s records within `space`.
+fn scoped(space: &str, scope: Scope<'_>) -> String {
+    match scope {
+        Scope::All => space.to_owned(),
+        Scope::Key(key) => format!("{space}/{key}"),
+        Scope::Holder(holder) => format!("{space}/h-{holder}"),
+    }
 }
 
 async fn write(
-    store: &dyn StateStore,
+    secrets: &Secrets,
     space: &str,
     record: &impl serde::Serialize,
     started_ms: u64,
-    restricted: Option<&str>,
+    owner: Option<Scope<'_>>,
     ttl: Duration,
     serial: u32,
 ) -> Result<(), StateError> {
     let bytes = serde_json::to_vec(record).map_err(|e| StateError::Database(e.to_string()))?;
     let key = key(started_ms, serial);
-    store.put(space, &key, &bytes, Some(ttl)).await?;
-    if let Some(restricted) = restricted {
-        store.put(&key_space(space, restricted), &key, &bytes, Some(ttl)).await?;
+    secrets.put_private(space, &key, &bytes, Some(ttl)).await?;
+    if let Some(owner) = owner {
+        secrets.put_private(&scoped(space, owner), &key, &bytes, Some(ttl)).await?;
     }
     Ok(())
 }
 
-/// The newest records of `space` (at most `limit`, capped at [`MAX_LISTED`]): everyone's, or
-/// only those of the restricted key `key` (its fingerprint, `k-…`).
+/// The newest records of `space` in `scope` (at most `limit`, capped at [`MAX_LISTED`]).
 async fn newest<T: serde::de::DeserializeOwned>(
-    store: &dyn StateStore,
+    secrets: &Secrets,
     space: &str,
-    key: Option<&str>,
+    scope: Scope<'_>,
     limit: usize,
 ) -> Result<Vec<T>, StateError> {
-    let space = key.map_or_else(|| space.to_owned(), |key| key_space(space, key));
-    let entries = store.list(&space, limit.min(MAX_LISTED)).await?;
-    Ok(entries.into_iter().filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok()).collect())
+    let space = scoped(space, scope);
+    let entries = secrets.store().list(&space, limit.min(MAX_LISTED)).await?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|(key, stored)| secrets.open_private(&space, &key, stored).ok())
+        .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+        .collect())
 }
 
-/// The newest tool calls: everyone's, or only the restricted key `key`'s.
-pub async fn recent(store: &dyn StateStore, key: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>, StateError> {
-    newest(store, ALL, key, limit).await
+/// The newest tool calls in `scope`.
+pub async fn recent(secrets: &Secrets, scope: Scope<'_>, limit: usize) -> Result<Vec<AuditRecord>, StateError> {
+    newest(secrets, CALLS, scope, limit).await
 }
 
-/// The newest chat loops: everyone's, or only the restricted key `key`'s.
-pub async fn recent_chats(
-    store: &dyn StateStore,
-    key: Option<&str>,
-    limit: usize,
-) -> Result<Vec<ChatRecord>, StateError> {
-    newest(store, CHATS, key, limit).await
+/// The newest chat loops in `scope`.
+pub async fn recent_chats(secrets: &Secrets, scope: Scope<'_>, limit: usize) -> Result<Vec<ChatRecord>, StateError> {
+    newest(secrets, CHATS, scope, limit).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn record(started_ms: u64) -> AuditRecord {
-        AuditRecord {
-            started_ms,
-            server: "s".into(),
-            tool: "s__t".into(),
-            user: None,
-            holder: None,
-            key: None,
-            chat: None,
-            outcome: "ok".into(),
-            duration_ms: 1,
-            argument_bytes: 2,
-            arguments: "{}".into(),
-            error: None,
-        }
+    #[test]
+    fn newer_records_sort_first() {
+        let (old, new) = (key(1_000, 7), key(2_000, 1));
+        assert!(new < old, "{new} {old}");
+        assert!(key(1_000, 8) < key(1_000, 7), "later in the same millisecond");
+        assert_eq!(new.len(), 24);
     }
 
     #[test]
-    fn newer_calls_sort_first() {
-        let (old, new) = (key(record(1_000).started_ms, 7), key(record(2_000).started_ms, 1));
-        assert!(new < old, "{new} {old}");
-        assert_eq!(new.len(), 24);
+    fn records_belong_to_their_key_else_their_person() {
+        assert!(matches!(owner(Some("k-1"), Some("h"), true), Some(Scope::Key("k-1"))));
+        assert!(matches!(owner(None, Some("h"), true), Some(Scope::Holder("h"))));
+        assert!(owner(None, Some("h"), false).is_none(), "an operator's own calls are everyone's only");
+        assert_eq!(scoped(CALLS, Scope::Holder("ab")), "audit/h-ab");
     }
 }

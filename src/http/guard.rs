@@ -160,11 +160,17 @@ fn browser_origin(state: &AppState, headers: &HeaderMap) -> Result<Option<Header
     if state.config.http.allowed_origins.iter().any(|o| o == &text) {
         return Ok(Some(origin.clone()));
     }
-    // Same origin: a page served by the gateway's own host (there is none today, but a
-    // reverse proxy may put one there).
+    // Same origin: a page served by the gateway itself (the console), reached by the `Host` it
+    // names or, behind a proxy that rewrites `Host`, at `http.public_url`.
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_ascii_lowercase);
-    let same = host.is_some_and(|h| text == format!("http://{h}") || text == format!("https://{h}"));
+    let same = host.is_some_and(|h| text == format!("http://{h}") || text == format!("https://{h}"))
+        || state.config.http.public_url.as_deref().is_some_and(|public| own_origin(public, &text));
     if same && !cross_site { Ok(None) } else { Err(refused()) }
+}
+
+/// Whether `origin` (lowercase, no trailing slash) is the origin of `public_url`.
+fn own_origin(public_url: &str, origin: &str) -> bool {
+    url::Url::parse(public_url).is_ok_and(|u| u.origin().ascii_serialization().eq_ignore_ascii_case(origin))
 }
 
 fn refused() -> ApiError {
@@ -221,6 +227,14 @@ mod tests {
         assert!(!escapes_unreserved("/v1/files/a%20b"));
         assert!(!escapes_unreserved("/v1/files/a%2Fb"));
         assert!(!escapes_unreserved("/v1/files/%"));
+    }
+
+    #[test]
+    fn the_public_url_names_the_gateways_own_origin() {
+        assert!(own_origin("https://gw.example.com/base", "https://gw.example.com"));
+        assert!(own_origin("https://gw.example.com:8443", "https://gw.example.com:8443"));
+        assert!(!own_origin("https://gw.example.com", "https://evil.example"));
+        assert!(!own_origin("https://gw.example.com", "http://gw.example.com"));
     }
 
     #[test]

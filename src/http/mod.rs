@@ -68,8 +68,41 @@ pub struct Stores {
     pub root: CancellationToken,
     /// Where tool calls' audit records go (the console's Activity), if anywhere.
     pub audit: Option<Arc<dyn crate::agent::AuditSink>>,
-    /// Woken to reload the config file now (the console's reload button).
-    pub reload: Arc<tokio::sync::Notify>,
+    /// Asks for a reload of the config file now (the console's reload button).
+    pub reload: Arc<ReloadSignal>,
+}
+
+/// The console's way to ask the config watcher for a reload: armed only while a watcher runs
+/// (a gateway started without a config file has none).
+#[derive(Default)]
+pub struct ReloadSignal {
+    notify: tokio::sync::Notify,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl ReloadSignal {
+    /// The watcher runs: asks reach it from now on.
+    pub fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a watcher takes asks.
+    pub fn armed(&self) -> bool {
+        self.armed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Asks for a reload; `false` when no watcher runs.
+    pub fn ask(&self) -> bool {
+        if self.armed() {
+            self.notify.notify_one();
+        }
+        self.armed()
+    }
+
+    /// Waits for the next ask (one made while nobody waited counts).
+    pub async fn asked(&self) {
+        self.notify.notified().await;
+    }
 }
 
 /// What [`AppState`] shares.
@@ -105,8 +138,8 @@ pub struct AppStateInner {
     pub probe: tokio::sync::Mutex<Option<(Instant, bool)>>,
     /// The artifact store's last health check and when it was made (reused for a few seconds).
     pub store_probe: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
-    /// Woken to reload the config file now.
-    pub reload: Arc<tokio::sync::Notify>,
+    /// Asks for a reload of the config file now.
+    pub reload: Arc<ReloadSignal>,
 }
 
 impl AppState {

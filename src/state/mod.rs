@@ -127,7 +127,8 @@ impl Secrets {
         self.open_private(space, key, stored).map(Some)
     }
 
-    fn open_private(&self, space: &str, key: &str, stored: Vec<u8>) -> Result<Vec<u8>, StateError> {
+    /// A value listed from the store that [`put_private`](Self::put_private) stored, opened.
+    pub fn open_private(&self, space: &str, key: &str, stored: Vec<u8>) -> Result<Vec<u8>, StateError> {
         match &self.sealer {
             Some(sealer) => sealer.open(space, key, &stored).ok_or(StateError::Sealed),
             None => Ok(stored),

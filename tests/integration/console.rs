@@ -17,11 +17,13 @@ use crate::oauth::OAuthPeer;
 
 const ADMIN: &str = "sk-console-admin-0123456789";
 const LIMITED: &str = "sk-console-limited-0123456789";
+const OPERATOR: &str = "sk-console-operator-0123456789";
 
 fn yaml(state_dir: &std::path::Path, oauth_base: &str) -> String {
     format!(
         "auth:\n  keys:\n    - key: {ADMIN}\n      user: {{id: ada}}\n\
          \x20   - key: {LIMITED}\n      tools: [ts__echo, \"gh__*\"]\n      user: {{id: bob}}\n\
+         \x20   - key: {OPERATOR}\n\
          state:\n  url: sqlite://{}/state.db\n  encryption_key: a-console-test-key-0123456789abcdef\n\
          approval:\n  require: [ts__headers]\n\
          mcpServers:\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio]\n\
@@ -36,16 +38,27 @@ async fn a_person_uses_the_console_in_a_real_browser() {
     let modules = peers::playwright_core();
     let peer = OAuthPeer::start("3600").await;
     let dir = TempDir::new("mcpmw-console");
-    let llm = FakeLlm::new().tool_call("ts__headers", json!({})).text("Done after approval.").start().await;
+    let llm = FakeLlm::new()
+        .tool_call("ts__headers", json!({}))
+        .tool_call("ts__headers", json!({}))
+        .text("Done after approval.")
+        .text("Understood, not run.")
+        .start()
+        .await;
     let mut app = TestApp::in_front_of(&llm, &yaml(&dir.0, &peer.base)).await;
     app.key = Some(ADMIN.into());
     app.wait_for_state("gh", "ready").await;
 
-    // A chat that parks: ts__headers waits for the user's approval.
-    let asked = json!([{"role": "user", "content": "show the headers"}]);
-    let first = chat(&app, asked.as_array().unwrap()).await;
-    let parked = first["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
-    assert!(parked.contains("Approval needed") && parked.contains("mcp-park-"), "{parked}");
+    // Two chats that park: ts__headers waits for the user's approval.
+    let mut parked = Vec::new();
+    for ask in ["show the headers", "show them again"] {
+        let asked = vec![json!({"role": "user", "content": ask})];
+        let first = chat(&app, &asked).await;
+        let text = first["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+        assert!(text.contains("Approval needed"), "{text}");
+        let id = text[text.find("mcp-park-").unwrap() + "mcp-park-".len()..][..32].to_owned();
+        parked.push((asked, text, id));
+    }
 
     let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-shots");
     std::fs::create_dir_all(&shots).unwrap();
@@ -57,6 +70,8 @@ async fn a_person_uses_the_console_in_a_real_browser() {
         .env("NODE_PATH", modules)
         .env("ADMIN_KEY", ADMIN)
         .env("LIMITED_KEY", LIMITED)
+        .env("APPROVE_REQUEST", &parked[0].2)
+        .env("DENY_REQUEST", &parked[1].2)
         .env("SHOTS", &shots)
         .kill_on_drop(true)
         .output();
@@ -66,21 +81,23 @@ async fn a_person_uses_the_console_in_a_real_browser() {
     assert!(out.status.success(), "the browser run failed:\n{stderr}\n{stdout}");
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
     assert_eq!(summary["connected"], true, "{summary}");
-    assert!(parked.contains(summary["approved"].as_str().unwrap()), "the approved request is the parked one");
     assert_eq!(summary["restricted"]["servers"], json!(["gh", "ts"]), "{summary}");
 
-    // The chat goes on with the console's answer, whatever the reply says: the call ran.
-    let mut messages = asked.as_array().unwrap().clone();
-    messages.push(json!({"role": "assistant", "content": parked}));
-    messages.push(json!({"role": "user", "content": "what happens now?"}));
-    let resumed = chat(&app, &messages).await;
-    let answer = resumed["choices"][0]["message"]["content"].as_str().unwrap();
-    assert!(answer.ends_with("Done after approval."), "{resumed}");
-    assert_eq!(resumed["mcp_tool_calls"][0]["name"], "ts__headers", "{resumed}");
-    let sent = llm.chat_requests().pop().unwrap();
-    let tool = sent["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").cloned().unwrap();
-    // The server's answer (a stdio call carries no headers), not "the user did not approve".
-    assert_eq!(tool["content"], "{}", "{tool}");
+    // Each chat goes on with the console's answer when the user says to go on: the approved
+    // call ran, the denied one did not (although "continue" alone would have approved it).
+    for ((asked, text, _), (answer, tool_said)) in
+        parked.into_iter().zip([("Done after approval.", "{}"), ("Understood, not run.", "declined")])
+    {
+        let mut messages = asked;
+        messages.push(json!({"role": "assistant", "content": text}));
+        messages.push(json!({"role": "user", "content": "continue"}));
+        let resumed = chat(&app, &messages).await;
+        let said = resumed["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(said.ends_with(answer), "{resumed}");
+        let sent = llm.chat_requests().pop().unwrap();
+        let tool = sent["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").cloned().unwrap();
+        assert!(tool["content"].as_str().unwrap().contains(tool_said), "{tool}");
+    }
 }
 
 async fn chat(app: &TestApp, messages: &[Value]) -> Value {
@@ -196,6 +213,39 @@ async fn forms_need_the_session_and_its_token_and_pages_forbid_scripts() {
     let ran = ran.text().await.unwrap();
     assert!(ran.contains("&lt;b&gt;bold&lt;/b&gt;") && !ran.contains("<b>bold</b>"), "output is escaped");
 
+    // Its call is in its own activity, in an operator's (everyone's), not in another person's.
+    let sign_in = |key: &'static str| {
+        let browser = browser.clone();
+        let url = url("/ui/login");
+        async move {
+            let resp = browser
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(encoded([("key", key)]))
+                .send()
+                .await
+                .unwrap();
+            session_cookie(&resp).unwrap()
+        }
+    };
+    let activity_of = |cookie: String| {
+        let browser = browser.clone();
+        let url = url("/ui/activity");
+        async move {
+            for _ in 0..50 {
+                let page = browser.get(&url).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+                if page.contains("bold") {
+                    return page;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            browser.get(&url).header("cookie", &cookie).send().await.unwrap().text().await.unwrap()
+        }
+    };
+    assert!(activity_of(cookie.clone()).await.contains("&lt;b&gt;bold"), "its own call");
+    assert!(activity_of(sign_in(OPERATOR).await).await.contains("&lt;b&gt;bold"), "everyone's for an operator");
+    assert!(!activity_of(sign_in(ADMIN).await).await.contains("bold"), "not another person's");
+
     // Signing out ends the session for good.
     assert_eq!(post("/ui/logout", vec![("csrf", token)]).await.unwrap().status(), 303);
     let after = browser.get(url("/ui/servers")).header("cookie", &cookie).send().await.unwrap();
@@ -212,7 +262,10 @@ async fn an_open_loopback_gateway_needs_no_sign_in() {
     assert_eq!(first.status(), 200);
     let cookie = session_cookie(&first).expect("a session is made on the first visit");
     let html = first.text().await.unwrap();
-    assert!(html.contains("open gateway") && html.contains("/ui/reload") && !html.contains("Sign out"), "{html}");
+    assert!(
+        html.contains("open gateway") && html.contains("/ui/servers/restart") && !html.contains("Sign out"),
+        "{html}"
+    );
     let login = browser.get(app.url("/ui/login")).send().await.unwrap();
     assert_eq!(login.status(), 303, "nothing to sign in with");
     // The session's token still guards its forms.

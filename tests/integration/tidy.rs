@@ -80,8 +80,9 @@ fn violations(sources: &[Source]) -> Vec<String> {
         // Every console form's handler checks the session's form token (sign-in has no session
         // yet: the gate's origin rule guards it; `Console::form` is the check itself).
         if s.path.starts_with("src/http/ui/") {
-            for handler in code.split("pub async fn ").skip(1) {
+            for handler in code.split("async fn ").skip(1) {
                 let name = handler.split('(').next().unwrap_or_default();
+                let handler = handler.split("\nasync fn ").next().unwrap_or_default();
                 let handler = handler.split("\npub ").next().unwrap_or_default();
                 if handler.contains("body: Body")
                     && !handler.contains(".form(&state")

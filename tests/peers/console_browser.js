@@ -102,15 +102,19 @@ async function signOut(page) {
     await shot(page, '8-connected');
     summary.connected = true;
 
-    // Pending: the parked chat waits for approval; approve it here.
+    // Pending: two parked chats wait for approval; approve one here, deny the other.
     await page.click('nav a[href="/ui/pending"]');
-    const cards = await page.$$('section.card');
-    check(cards.length === 1, `one request waits: ${cards.length}`);
-    check((await page.textContent('section.card')).includes('ts__headers'), 'it names the tool');
+    const waiting = await page.$$eval('section.card', (cards) => cards.map((c) => c.dataset.request));
+    const [approve, deny] = [process.env.APPROVE_REQUEST, process.env.DENY_REQUEST];
+    check(waiting.length === 2 && waiting.includes(approve) && waiting.includes(deny), `two requests wait: ${waiting}`);
+    check(waiting[0] === deny, 'the newest first');
+    check((await page.textContent(`section.card[data-request="${approve}"]`)).includes('ts__headers'), 'it names the tool');
     await shot(page, '9-pending');
-    await page.click('section.card button:has-text("Approve")');
+    await page.click(`section.card[data-request="${approve}"] button:has-text("Approve")`);
     check((await page.textContent('p.notice')).includes('Answered'), 'answered in the console');
-    summary.approved = await page.$eval('section.card', (c) => c.dataset.request);
+    await page.click(`section.card[data-request="${deny}"] button:has-text("Deny")`);
+    check((await page.textContent(`section.card[data-request="${deny}"]`)).includes('answered here'), 'both answered');
+    summary.answered = [approve, deny];
 
     // Artifacts.
     await page.click('nav a[href="/ui/artifacts"]');

@@ -73,8 +73,9 @@ pub(super) struct Console {
 }
 
 impl Console {
-    /// The console session of a request, or the answer to give instead (the sign-in page).
-    pub async fn of(state: &AppState, headers: &HeaderMap) -> Result<Self, Response> {
+    /// The console session of a request, or the answer to give instead (the sign-in page). On
+    /// an open gateway a page (`start`) makes a session when there is none; a form never does.
+    pub async fn of(state: &AppState, headers: &HeaderMap, start: bool) -> Result<Self, Response> {
         let store = state.secrets.store();
         let id = headers.get(header::COOKIE).and_then(|c| c.to_str().ok()).and_then(session::cookie_value);
         let found = match id {
@@ -85,6 +86,7 @@ impl Console {
         let (session, cookie) = match found {
             Some(session) => (session, None),
             None if keyed => return Err(view::redirect("/ui/login")),
+            None if !start => return Err(view::redirect("/ui/servers")),
             None => {
                 let ttl = state.config.console.session_ttl;
                 let (id, session) = session::start(&**store, None, ttl).await.map_err(|e| unavailable(&e))?;
@@ -132,9 +134,16 @@ impl Console {
         Ok(fields)
     }
 
-    /// Whether nothing narrows this session (servers' buttons, everyone's activity, artifacts).
+    /// Whether nothing narrows this session's tools (the servers' buttons, deleting artifacts),
+    /// as `/metrics` and health details.
     pub fn unrestricted(&self) -> bool {
-        self.caller.is_unrestricted()
+        self.caller.may_see_operations()
+    }
+
+    /// Whether this session sees everyone's activity and every artifact: a key without a tool
+    /// policy and without a user (an operator's), or an open gateway.
+    pub fn operator(&self) -> bool {
+        self.unrestricted() && self.caller.identity.files.is_none()
     }
 }
 
@@ -244,7 +253,7 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, body: Body) ->
 
 /// `POST /ui/logout`: ends the session (its token checked) and forgets the cookie.
 async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let console = match Console::of(&state, &headers).await {
+    let console = match Console::of(&state, &headers, false).await {
         Ok(console) => console,
         Err(answer) => return answer,
     };

@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::view::{self, csrf, notice, page};
 use super::{Console, field};
 use crate::agent::{RequestControls, ToolAccess};
+use crate::console::audit::Scope;
 use crate::console::form::{self, Kind};
 use crate::http::AppState;
 
@@ -33,9 +34,17 @@ pub(super) fn encode(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
+/// The request's console session, or return the answer to give instead: `console!(state,
+/// headers)` for a page, `console!(state, headers, form)` for a form (which never starts one).
 macro_rules! console {
     ($state:expr, $headers:expr) => {
-        match Console::of(&$state, &$headers).await {
+        match Console::of(&$state, &$headers, true).await {
+            Ok(console) => console,
+            Err(answer) => return answer,
+        }
+    };
+    ($state:expr, $headers:expr, form) => {
+        match Console::of(&$state, &$headers, false).await {
             Ok(console) => console,
             Err(answer) => return answer,
         }
@@ -59,7 +68,7 @@ fn servers_page(state: &AppState, console: &Console, done: Option<&str>, failed:
     let operator = console.unrestricted();
     let body = html! {
         (notice(done, failed))
-        @if operator {
+        @if operator && state.reload.armed() {
             form.inline method="post" action="/ui/reload" {
                 (csrf(console))
                 button.secondary type="submit" { "Reload the config file" }
@@ -103,7 +112,7 @@ fn servers_page(state: &AppState, console: &Console, done: Option<&str>, failed:
 
 /// `POST /ui/servers/restart` with `server` (unrestricted keys).
 pub async fn restart(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let console = console!(state, headers);
+    let console = console!(state, headers, form);
     let fields = match console.form(&state, &headers, body).await {
         Ok(fields) => fields,
         Err(answer) => return answer,
@@ -122,14 +131,21 @@ pub async fn restart(State(state): State<AppState>, headers: HeaderMap, body: Bo
 
 /// `POST /ui/reload` (unrestricted keys): reads the config file again now, as SIGHUP does.
 pub async fn reload(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let console = console!(state, headers);
+    let console = console!(state, headers, form);
     if let Err(answer) = console.form(&state, &headers, body).await {
         return answer;
     }
     if !console.unrestricted() {
         return forbidden(&console, "Reloading the config needs an unrestricted key.");
     }
-    state.reload.notify_one();
+    if !state.reload.ask() {
+        return servers_page(
+            &state,
+            &console,
+            Some("This gateway was started without a config file to read again."),
+            true,
+        );
+    }
     tracing::info!("config reload asked from the console");
     servers_page(&state, &console, Some("Reloading the config file; the log says what changed or why not."), false)
 }
@@ -193,7 +209,7 @@ pub async fn run_tool(
     RawQuery(raw): RawQuery,
     body: Body,
 ) -> Response {
-    let console = console!(state, headers);
+    let console = console!(state, headers, form);
     let fields = match console.form(&state, &headers, body).await {
         Ok(fields) => fields,
         Err(answer) => return answer,
@@ -338,16 +354,20 @@ pub async fn activity(State(state): State<AppState>, headers: HeaderMap, RawQuer
     let console = console!(state, headers);
     let (tool, outcome, user) =
         (query(raw.as_deref(), "tool"), query(raw.as_deref(), "outcome"), query(raw.as_deref(), "user"));
-    // A restricted key reads its own space; an unrestricted one everyone's.
-    let own =
-        console.caller.identity.files.as_deref().and_then(|f| f.split('/').next()).filter(|k| k.starts_with("k-"));
-    let key = if console.unrestricted() { None } else { Some(own.unwrap_or("k-none")) };
-    let store = state.secrets.store();
-    let records = match crate::console::audit::recent(&**store, key, crate::console::audit::MAX_LISTED).await {
+    // Each reads its own space: an operator everyone's, a restricted key its own, a person theirs.
+    let identity = &console.caller.identity;
+    let own = identity.files.as_deref().and_then(|f| f.split('/').next()).filter(|k| k.starts_with("k-"));
+    let scope = match (console.operator(), own, identity.account.as_deref()) {
+        (true, _, _) => Scope::All,
+        (false, Some(key), _) => Scope::Key(key),
+        (false, None, Some(holder)) => Scope::Holder(holder),
+        (false, None, None) => Scope::Key("k-none"),
+    };
+    let records = match crate::console::audit::recent(&state.secrets, scope, crate::console::audit::MAX_LISTED).await {
         Ok(records) => records,
         Err(e) => return super::unavailable(&e),
     };
-    let chats = match crate::console::audit::recent_chats(&**store, key, 50).await {
+    let chats = match crate::console::audit::recent_chats(&state.secrets, scope, 50).await {
         Ok(chats) => chats,
         Err(e) => return super::unavailable(&e),
     };

@@ -113,7 +113,7 @@ fn chosen<'a>(
 /// `POST /ui/connections/connect` with `server`: starts the user's sign-in and links to the
 /// authorization server (a link, not a redirect: forms post only to the gateway).
 pub async fn connect(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let console = console!(state, headers);
+    let console = console!(state, headers, form);
     let fields = match console.form(&state, &headers, body).await {
         Ok(fields) => fields,
         Err(answer) => return answer,
@@ -142,7 +142,7 @@ pub async fn connect(State(state): State<AppState>, headers: HeaderMap, body: Bo
 
 /// `POST /ui/connections/confirm` with `server` and `code`: confirms the user's own sign-in.
 pub async fn confirm(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let console = console!(state, headers);
+    let console = console!(state, headers, form);
     let fields = match console.form(&state, &headers, body).await {
         Ok(fields) => fields,
         Err(answer) => return answer,
@@ -160,7 +160,7 @@ pub async fn confirm(State(state): State<AppState>, headers: HeaderMap, body: Bo
 
 /// `POST /ui/connections/disconnect` with `server`: forgets the user's account there.
 pub async fn disconnect(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let console = console!(state, headers);
+    let console = console!(state, headers, form);
     let fields = match console.form(&state, &headers, body).await {
         Ok(fields) => fields,
         Err(answer) => return answer,
@@ -206,7 +206,7 @@ async fn pending_page(state: &AppState, console: &Console, done: Option<&str>, f
     };
     let body = html! {
         (notice(done, failed))
-        p.muted { "Chats waiting for you. An answer given here is applied when you next reply in that chat (for example " code { "continue" } ")." }
+        p.muted { "Chats waiting for you. An answer given here is applied when you next reply " code { "continue" } " in that chat; a reply that says something else wins." }
         @for w in &waiting {
             section.card data-request=(w.id) {
                 p.muted { "Since " (view::time(w.parked_ms)) " UTC"
@@ -224,14 +224,14 @@ async fn pending_page(state: &AppState, console: &Console, done: Option<&str>, f
                 @if approvals {
                     form.inline method="post" action="/ui/pending" {
                         (csrf(console))
-                        input type="hidden" name="id" value=(w.id);
+                        input type="hidden" name="entry" value=(w.entry);
                         input type="hidden" name="answer" value="approve";
                         button type="submit" { "Approve" }
                     }
                     " "
                     form.inline method="post" action="/ui/pending" {
                         (csrf(console))
-                        input type="hidden" name="id" value=(w.id);
+                        input type="hidden" name="entry" value=(w.entry);
                         input type="hidden" name="answer" value="deny";
                         button.danger type="submit" { "Deny" }
                     }
@@ -239,7 +239,7 @@ async fn pending_page(state: &AppState, console: &Console, done: Option<&str>, f
                 @if questions {
                     form method="post" action="/ui/pending" {
                         (csrf(console))
-                        input type="hidden" name="id" value=(w.id);
+                        input type="hidden" name="entry" value=(w.entry);
                         label { "Your answer" textarea name="answer" {} }
                         button type="submit" { "Answer" }
                     }
@@ -253,15 +253,16 @@ async fn pending_page(state: &AppState, console: &Console, done: Option<&str>, f
 
 /// `POST /ui/pending` with `id` and `answer`: keeps the answer for the user's own request.
 pub async fn answer(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let console = console!(state, headers);
+    let console = console!(state, headers, form);
     let fields = match console.form(&state, &headers, body).await {
         Ok(fields) => fields,
         Err(answer) => return answer,
     };
     let owner = console.caller.identity.account.clone().unwrap_or_default();
-    let (id, text) = (field(&fields, "id").unwrap_or_default(), field(&fields, "answer").unwrap_or_default().trim());
+    let (entry, text) =
+        (field(&fields, "entry").unwrap_or_default(), field(&fields, "answer").unwrap_or_default().trim());
     let kept = match &state.agent.parking {
-        Some(parking) if !text.is_empty() && text.len() <= 16 * 1024 => parking.answer_later(id, &owner, text).await,
+        Some(parking) if !text.is_empty() && text.len() <= 16 * 1024 => parking.answer_later(entry, &owner, text).await,
         _ => Ok(false),
     };
     match kept {
@@ -269,7 +270,7 @@ pub async fn answer(State(state): State<AppState>, headers: HeaderMap, body: Bod
             pending_page(
                 &state,
                 &console,
-                Some("Answered. Reply in the chat (for example “continue”) and it goes on."),
+                Some("Answered. Reply “continue” in the chat and it goes on with this answer."),
                 false,
             )
             .await
@@ -279,10 +280,10 @@ pub async fn answer(State(state): State<AppState>, headers: HeaderMap, body: Bod
     }
 }
 
-/// What this session may see of the artifact store: everything for unrestricted keys, else
-/// its own files folder (tool outputs are shared by content and belong to no one).
+/// What this session may see of the artifact store: everything for an operator, else its own
+/// files folder (tool outputs are shared by content and belong to no one).
 fn artifact_scope(console: &Console) -> Option<String> {
-    if console.unrestricted() {
+    if console.operator() {
         return Some(String::new());
     }
     console.caller.identity.files.as_ref().map(|ns| format!("{}{ns}/", crate::builtin::FILES_PREFIX))
@@ -297,7 +298,7 @@ pub async fn artifacts(State(state): State<AppState>, headers: HeaderMap) -> Res
 async fn artifacts_page(state: &AppState, console: &Console, done: Option<&str>, failed: bool) -> Response {
     let store = &state.artifacts.store;
     let mut objects = match artifact_scope(console) {
-        Some(prefix) => store.list(&prefix).await.unwrap_or_else(|e| {
+        Some(prefix) => store.list(&prefix, MAX_ARTIFACTS).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "the console could not list artifacts");
             Vec::new()
         }),
@@ -340,7 +341,7 @@ async fn artifacts_page(state: &AppState, console: &Console, done: Option<&str>,
 
 /// `POST /ui/artifacts/delete` with `key` (unrestricted keys).
 pub async fn delete_artifact(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let console = console!(state, headers);
+    let console = console!(state, headers, form);
     let fields = match console.form(&state, &headers, body).await {
         Ok(fields) => fields,
         Err(answer) => return answer,
@@ -349,7 +350,8 @@ pub async fn delete_artifact(State(state): State<AppState>, headers: HeaderMap, 
         return forbidden(&console, "Deleting artifacts needs an unrestricted key.");
     }
     let key = field(&fields, "key").unwrap_or_default();
-    if !crate::artifacts::valid_key(key) {
+    let in_scope = artifact_scope(&console).is_some_and(|prefix| key.starts_with(&prefix));
+    if !crate::artifacts::valid_key(key) || !in_scope {
         return artifacts_page(&state, &console, Some("That is not an artifact's key."), true).await;
     }
     match state.artifacts.store.delete(key).await {
