@@ -74,7 +74,7 @@ pub struct AuditRecord {
     pub duration_ms: u64,
     /// Bytes of the arguments.
     pub argument_bytes: usize,
-    /// The arguments, scrubbed of configured secrets, cut at [`AUDIT_ARGUMENTS`] characters.
+    /// The arguments, scrubbed of configured secrets, cut at 1,000 characters.
     #[serde(default)]
     pub arguments: String,
     /// The start of the error, scrubbed, for a failed call.

@@ -86,6 +86,7 @@ fn violations(sources: &[Source]) -> Vec<String> {
                 let handler = handler.split("\npub ").next().unwrap_or_default();
                 if handler.contains("body: Body")
                     && !handler.contains(".form(&state")
+                    && !handler.contains("posted!(state, headers, body)")
                     && !matches!(name, "login" | "form")
                 {
                     out.push(format!("{}: `{name}` takes a form without checking its token", s.path));
@@ -163,6 +164,10 @@ fn the_checker_catches_each_kind_of_violation() {
         src("src/agent/invoke.rs", "//! doc\nasync fn f() { self.hub.call_entry(e, a, v, i).await; }\n"),
         src("src/cli.rs", "//! doc\nasync fn f() { hub.call(\"t\", a).await; }\n"),
         src("src/http/ui/x.rs", "//! doc\npub async fn act(body: Body) -> R { c.form(&state, &h, body).await }\n"),
+        src(
+            "src/http/ui/y.rs",
+            "//! doc\nasync fn act(body: Body) -> R { let (c, f) = posted!(state, headers, body); }\n",
+        ),
     ];
     assert_eq!(violations(&fine), Vec::<String>::new());
 }

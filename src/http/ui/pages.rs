@@ -52,6 +52,19 @@ macro_rules! console {
 }
 pub(super) use console;
 
+/// A form's console session and its fields, the session's token checked, or return the answer
+/// to give instead (`let (console, fields) = posted!(state, headers, body);`).
+macro_rules! posted {
+    ($state:expr, $headers:expr, $body:expr) => {{
+        let console = console!($state, $headers, form);
+        match console.form(&$state, &$headers, $body).await {
+            Ok(fields) => (console, fields),
+            Err(answer) => return answer,
+        }
+    }};
+}
+pub(super) use posted;
+
 /// `GET /ui/servers`.
 pub async fn servers(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let console = console!(state, headers);
@@ -112,11 +125,7 @@ fn servers_page(state: &AppState, console: &Console, done: Option<&str>, failed:
 
 /// `POST /ui/servers/restart` with `server` (unrestricted keys).
 pub async fn restart(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let console = console!(state, headers, form);
-    let fields = match console.form(&state, &headers, body).await {
-        Ok(fields) => fields,
-        Err(answer) => return answer,
-    };
+    let (console, fields) = posted!(state, headers, body);
     if !console.unrestricted() {
         return forbidden(&console, "Restarting servers needs an unrestricted key.");
     }
@@ -131,10 +140,7 @@ pub async fn restart(State(state): State<AppState>, headers: HeaderMap, body: Bo
 
 /// `POST /ui/reload` (unrestricted keys): reads the config file again now, as SIGHUP does.
 pub async fn reload(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let console = console!(state, headers, form);
-    if let Err(answer) = console.form(&state, &headers, body).await {
-        return answer;
-    }
+    let (console, _) = posted!(state, headers, body);
     if !console.unrestricted() {
         return forbidden(&console, "Reloading the config needs an unrestricted key.");
     }
@@ -209,11 +215,7 @@ pub async fn run_tool(
     RawQuery(raw): RawQuery,
     body: Body,
 ) -> Response {
-    let console = console!(state, headers, form);
-    let fields = match console.form(&state, &headers, body).await {
-        Ok(fields) => fields,
-        Err(answer) => return answer,
-    };
+    let (console, fields) = posted!(state, headers, body);
     let name = query(raw.as_deref(), "name").unwrap_or_default();
     let catalog = state.hub.catalog();
     let access = access(&console);

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use maud::html;
 
-use super::pages::{access, console, encode, forbidden, query};
+use super::pages::{access, console, encode, forbidden, posted, query};
 use super::view::{self, csrf, notice, page};
 use super::{Console, field};
 use crate::agent::park::Wait;
@@ -113,11 +113,7 @@ fn chosen<'a>(
 /// `POST /ui/connections/connect` with `server`: starts the user's sign-in and links to the
 /// authorization server (a link, not a redirect: forms post only to the gateway).
 pub async fn connect(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let console = console!(state, headers, form);
-    let fields = match console.form(&state, &headers, body).await {
-        Ok(fields) => fields,
-        Err(answer) => return answer,
-    };
+    let (console, fields) = posted!(state, headers, body);
     let (Some(server), Some(account)) = (chosen(&state, &console, &fields), console.caller.identity.account.as_deref())
     else {
         return connections_page(&state, &console, Some("There is no such server for you."), true, (None, None)).await;
@@ -142,11 +138,7 @@ pub async fn connect(State(state): State<AppState>, headers: HeaderMap, body: Bo
 
 /// `POST /ui/connections/confirm` with `server` and `code`: confirms the user's own sign-in.
 pub async fn confirm(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let console = console!(state, headers, form);
-    let fields = match console.form(&state, &headers, body).await {
-        Ok(fields) => fields,
-        Err(answer) => return answer,
-    };
+    let (console, fields) = posted!(state, headers, body);
     let holder = console.caller.identity.account.clone().unwrap_or_default();
     let code = field(&fields, "code").unwrap_or_default().trim().to_owned();
     let confirmed = match chosen(&state, &console, &fields) {
@@ -160,11 +152,7 @@ pub async fn confirm(State(state): State<AppState>, headers: HeaderMap, body: Bo
 
 /// `POST /ui/connections/disconnect` with `server`: forgets the user's account there.
 pub async fn disconnect(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let console = console!(state, headers, form);
-    let fields = match console.form(&state, &headers, body).await {
-        Ok(fields) => fields,
-        Err(answer) => return answer,
-    };
+    let (console, fields) = posted!(state, headers, body);
     let (Some(server), Some(account)) = (chosen(&state, &console, &fields), console.caller.identity.account.as_deref())
     else {
         return connections_page(&state, &console, Some("There is no such server for you."), true, (None, None)).await;
@@ -253,11 +241,7 @@ async fn pending_page(state: &AppState, console: &Console, done: Option<&str>, f
 
 /// `POST /ui/pending` with `id` and `answer`: keeps the answer for the user's own request.
 pub async fn answer(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let console = console!(state, headers, form);
-    let fields = match console.form(&state, &headers, body).await {
-        Ok(fields) => fields,
-        Err(answer) => return answer,
-    };
+    let (console, fields) = posted!(state, headers, body);
     let owner = console.caller.identity.account.clone().unwrap_or_default();
     let (entry, text) =
         (field(&fields, "entry").unwrap_or_default(), field(&fields, "answer").unwrap_or_default().trim());
@@ -341,11 +325,7 @@ async fn artifacts_page(state: &AppState, console: &Console, done: Option<&str>,
 
 /// `POST /ui/artifacts/delete` with `key` (unrestricted keys).
 pub async fn delete_artifact(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let console = console!(state, headers, form);
-    let fields = match console.form(&state, &headers, body).await {
-        Ok(fields) => fields,
-        Err(answer) => return answer,
-    };
+    let (console, fields) = posted!(state, headers, body);
     if !console.unrestricted() {
         return forbidden(&console, "Deleting artifacts needs an unrestricted key.");
     }
