@@ -279,3 +279,58 @@ async fn an_open_loopback_gateway_needs_no_sign_in() {
         .unwrap();
     assert_eq!(refused.status(), 403);
 }
+
+/// A tool's question answered on the Pending page: the chat's plain `continue` goes on with
+/// the console's answer (the retried call gets it), and the page lists the question first.
+#[tokio::test]
+async fn a_question_is_answered_in_the_console() {
+    let dir = TempDir::new("mcpmw-console-question");
+    let llm = FakeLlm::new().tool_call("ts__ask", json!({"kind": "form"})).text("Thanks, Ada.").start().await;
+    let mut app = TestApp::in_front_of(&llm, &yaml(&dir.0, "http://127.0.0.1:9")).await;
+    app.key = Some(ADMIN.into());
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__ask")).await;
+    let asked = vec![json!({"role": "user", "content": "go"})];
+    let first = chat(&app, &asked).await;
+    let question = first["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+    assert!(question.contains("Who is asking?"), "{question}");
+
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let signed = browser
+        .post(app.url("/ui/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encoded([("key", ADMIN)]))
+        .send()
+        .await
+        .unwrap();
+    let cookie = session_cookie(&signed).unwrap();
+    let page = browser.get(app.url("/ui/pending")).header("cookie", &cookie).send().await.unwrap();
+    let page = page.text().await.unwrap();
+    assert!(page.contains("asks you something") && page.contains("Who is asking?"), "{page}");
+    let at = page.find("name=\"entry\" value=\"").unwrap() + "name=\"entry\" value=\"".len();
+    let entry = page[at..].split('"').next().unwrap().to_owned();
+    let answered = browser
+        .post(app.url("/ui/pending"))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encoded([
+            ("csrf", token_in(&page).as_str()),
+            ("entry", entry.as_str()),
+            ("answer", r#"{"name": "Ada", "age": 36}"#),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert!(answered.text().await.unwrap().contains("Answered."));
+
+    let mut messages = asked;
+    messages.push(json!({"role": "assistant", "content": question}));
+    messages.push(json!({"role": "user", "content": "continue"}));
+    let resumed = chat(&app, &messages).await;
+    assert!(resumed["choices"][0]["message"]["content"].as_str().unwrap().ends_with("Thanks, Ada."), "{resumed}");
+    let sent = llm.chat_requests().pop().unwrap();
+    let said: Vec<&str> = sent["messages"].as_array().unwrap().iter().filter_map(|m| m["content"].as_str()).collect();
+    assert!(said.iter().any(|t| t.contains(r#""name":"Ada""#) && t.contains(r#""action":"accept""#)), "{said:?}");
+    // Taken: nothing waits any more.
+    let page = browser.get(app.url("/ui/pending")).header("cookie", &cookie).send().await.unwrap();
+    assert!(page.text().await.unwrap().contains("Nothing is waiting for you."));
+}
