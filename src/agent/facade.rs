@@ -409,60 +409,67 @@ impl ServerHandler for Facade {
             .and_then(|p| p.extensions.get::<crate::access::Caller>())
             .map(|c| c.identity.clone())
             .unwrap_or_default();
-        let invoker = self.invoker.load_full();
-        // A 2026-07-28 client gets a server's `input_required` as it is (and retries with its
-        // answers); a handshake-era client that can answer is asked here, and the call retried.
-        let new_era = context.protocol_version().is_some_and(|v| !v.has_initialize());
-        let mut retry =
-            (request.input_responses.is_some() || request.request_state.is_some()).then(|| crate::mcp::InputRetry {
-                responses: request.input_responses.unwrap_or_default().into_iter().collect(),
-                request_state: request.request_state,
+        // rmcp serves the request in a session worker: its trace comes with the HTTP request.
+        let trace = context.extensions.get::<http::request::Parts>().and_then(|p| p.extensions.get());
+        let traced = crate::telemetry::spans::facade_call(&request.name, trace);
+        let call = async move {
+            let invoker = self.invoker.load_full();
+            // A 2026-07-28 client gets a server's `input_required` as it is (and retries with its
+            // answers); a handshake-era client that can answer is asked here, and the call retried.
+            let new_era = context.protocol_version().is_some_and(|v| !v.has_initialize());
+            let mut retry = (request.input_responses.is_some() || request.request_state.is_some()).then(|| {
+                crate::mcp::InputRetry {
+                    responses: request.input_responses.unwrap_or_default().into_iter().collect(),
+                    request_state: request.request_state,
+                }
             });
-        let mut rounds = 0;
-        let invocation = loop {
-            let token = context.meta.get_progress_token();
-            let relay =
-                CallRelayTask::new(&context.peer, self.session.clone(), token, new_era, invoker.redactor.clone());
-            let call =
-                invoker.invoke_for_client(tool, arguments.clone(), visible, &identity, retry.as_ref(), KEEP_UNDER);
-            // The client's `notifications/cancelled` cancels `ct`: dropping the call cancels it
-            // on the server.
-            let Some(invocation) = relay.drive(call, &context.ct, &invoker.redactor).await else {
-                return Err(ErrorData::internal_error("the call was cancelled", None));
+            let mut rounds = 0;
+            let invocation = loop {
+                let token = context.meta.get_progress_token();
+                let relay =
+                    CallRelayTask::new(&context.peer, self.session.clone(), token, new_era, invoker.redactor.clone());
+                let call =
+                    invoker.invoke_for_client(tool, arguments.clone(), visible, &identity, retry.as_ref(), KEEP_UNDER);
+                // The client's `notifications/cancelled` cancels `ct`: dropping the call cancels it
+                // on the server.
+                let Some(invocation) = relay.drive(call, &context.ct, &invoker.redactor).await else {
+                    return Err(ErrorData::internal_error("the call was cancelled", None));
+                };
+                let Err(McpError::InputRequired(asked)) = &invocation.result else { break invocation };
+                if new_era {
+                    let mut requests = Value::Object(asked.requests.clone());
+                    invoker.redactor.scrub_json(&mut requests);
+                    let requests = serde_json::from_value(requests)
+                        .map_err(|e| ErrorData::internal_error(format!("the server's input requests: {e}"), None))?;
+                    let passed = rmcp::model::InputRequiredResult::new(Some(requests), asked.request_state.clone());
+                    return Ok(CallToolResponse::InputRequired(passed));
+                }
+                rounds += 1;
+                if rounds > MAX_INPUT_ROUNDS {
+                    break invocation;
+                }
+                match super::relay::answer(&context.peer, &asked.requests, &invoker.redactor, &context.ct).await {
+                    Ok(responses) => {
+                        retry = Some(crate::mcp::InputRetry { responses, request_state: asked.request_state.clone() })
+                    }
+                    Err(why) => {
+                        let text = format!("the tool needs input this client cannot give: {why}");
+                        return Ok(CallToolResult::error(vec![ContentBlock::text(text)]).into());
+                    }
+                }
             };
-            let Err(McpError::InputRequired(asked)) = &invocation.result else { break invocation };
-            if new_era {
-                let mut requests = Value::Object(asked.requests.clone());
-                invoker.redactor.scrub_json(&mut requests);
-                let requests = serde_json::from_value(requests)
-                    .map_err(|e| ErrorData::internal_error(format!("the server's input requests: {e}"), None))?;
-                let passed = rmcp::model::InputRequiredResult::new(Some(requests), asked.request_state.clone());
-                return Ok(CallToolResponse::InputRequired(passed));
-            }
-            rounds += 1;
-            if rounds > MAX_INPUT_ROUNDS {
-                break invocation;
-            }
-            match super::relay::answer(&context.peer, &asked.requests, &invoker.redactor, &context.ct).await {
-                Ok(responses) => {
-                    retry = Some(crate::mcp::InputRetry { responses, request_state: asked.request_state.clone() })
+            match invocation.result {
+                Ok(result) if invocation.kept => Ok(result.into()),
+                Ok(result) => {
+                    let mut converted = CallToolResult::success(vec![ContentBlock::text(invocation.output.text)]);
+                    converted.is_error = Some(invocation.output.is_error);
+                    converted.structured_content = result.structured_content;
+                    Ok(converted.into())
                 }
-                Err(why) => {
-                    let text = format!("the tool needs input this client cannot give: {why}");
-                    return Ok(CallToolResult::error(vec![ContentBlock::text(text)]).into());
-                }
+                // A failed call is a tool error the client reads, as in chat.
+                Err(_) => Ok(CallToolResult::error(vec![ContentBlock::text(invocation.output.text)]).into()),
             }
         };
-        match invocation.result {
-            Ok(result) if invocation.kept => Ok(result.into()),
-            Ok(result) => {
-                let mut converted = CallToolResult::success(vec![ContentBlock::text(invocation.output.text)]);
-                converted.is_error = Some(invocation.output.is_error);
-                converted.structured_content = result.structured_content;
-                Ok(converted.into())
-            }
-            // A failed call is a tool error the client reads, as in chat.
-            Err(_) => Ok(CallToolResult::error(vec![ContentBlock::text(invocation.output.text)]).into()),
-        }
+        tracing::Instrument::instrument(call, traced).await
     }
 }

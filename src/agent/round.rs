@@ -111,6 +111,9 @@ pub struct Round {
     pub usage: Option<Value>,
     /// Token log probabilities of this round's text, in order (when the client asked).
     pub logprobs: Vec<Value>,
+    /// This round's own response id and model, from its first chunk that names them (for its
+    /// trace span; the client's answer keeps the first round's).
+    pub answered_as: Option<(String, String)>,
     next_client_index: u64,
 }
 

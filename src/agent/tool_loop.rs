@@ -880,11 +880,13 @@ impl ToolLoop {
         let result = tracing::Instrument::instrument(self.exchange(sink, &traced), traced.clone()).await;
         match &result {
             Ok(round) => {
+                // The round's own id and model (the answer's identity is the first round's).
+                let own = round.answered_as.as_ref();
                 let identity = self.state.response.as_ref();
                 spans::record_answer(
                     &traced,
-                    identity.map(|i| i.model.as_str()),
-                    identity.map(|i| i.id.as_str()),
+                    own.map(|(_, model)| model.as_str()).or(identity.map(|i| i.model.as_str())),
+                    own.map(|(id, _)| id.as_str()).or(identity.map(|i| i.id.as_str())),
                     round.finish_reason.as_slice(),
                     round.usage.as_ref(),
                 );
@@ -985,6 +987,12 @@ impl ToolLoop {
                 };
                 sink.delta(&identity, json!({"role": "assistant", "content": ""}), None, Value::Null).await;
                 self.state.response = Some(identity);
+            }
+            if round.answered_as.is_none()
+                && crate::telemetry::spans::enabled()
+                && let Some(id) = id
+            {
+                round.answered_as = Some((id.to_owned(), chunk.model.clone().unwrap_or_default()));
             }
             let forward = round.push(chunk, &self.client_tools);
             if let (Some(delta), Some(identity)) = (forward.delta, &self.state.response) {

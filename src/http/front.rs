@@ -129,6 +129,10 @@ where
             }
             _ => tracing::Span::none(),
         };
+        // Work done for the request in other tasks (the facade's) finds its trace here.
+        if let Some(trace) = crate::telemetry::spans::request_trace(&traced) {
+            req.extensions_mut().insert(trace);
+        }
         let routed = match gate {
             Gate::Pass(origin) => Ok((self.inner.call(req), origin)),
             Gate::Answer(answer) => Err(answer),

@@ -7,6 +7,7 @@
 //! | `chat {model}` | client | each model round, and a passed-through chat |
 //! | `execute_tool {tool}` | internal | `agent::invoke`, every tool run, whatever the surface |
 //! | `tools/call {tool}` | client | `mcp::server`, the MCP request itself |
+//! | `tools/call {tool}` | server | `agent::facade`, a call a facade client made (under its `POST /mcp`) |
 //!
 //! Each returns `Span::none()` when traces are off ([`enabled`]), before any attribute is
 //! computed. Only names, ids, counts and outcomes are recorded: no arguments, results, messages
@@ -38,6 +39,30 @@ pub fn server(method: &http::Method, route: &str, headers: &http::HeaderMap) -> 
     let parent = TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
     if opentelemetry::trace::TraceContextExt::span(&parent).span_context().is_valid() {
         let _ = span.set_parent(parent);
+    }
+    span
+}
+
+/// An exported request span's context, carried in the request's extensions to the work done
+/// for it in other tasks (the MCP facade's session workers).
+#[derive(Clone)]
+pub struct RequestTrace(opentelemetry::Context);
+
+/// The context of a [`server`] span, to carry in its request (none when traces are off).
+pub fn request_trace(span: &Span) -> Option<RequestTrace> {
+    enabled().then(|| RequestTrace(span.context()))
+}
+
+/// The span of an MCP request the facade serves (`tools/call {tool}`, server kind), a child of
+/// the HTTP request that carried it (its [`RequestTrace`]).
+pub fn facade_call(tool: &str, request: Option<&RequestTrace>) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(target: TARGET, "mcp_request", otel.name = format!("tools/call {tool}"),
+        otel.kind = "server", mcp.method.name = "tools/call", gen_ai.tool.name = tool);
+    if let Some(RequestTrace(parent)) = request {
+        let _ = span.set_parent(parent.clone());
     }
     span
 }

@@ -11,6 +11,10 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
 
 use crate::common::fake_llm::{COMPLETION_TOKENS, FakeLlm, FakeLlmHandle, PROMPT_TOKENS};
@@ -211,8 +215,8 @@ async fn a_two_round_chat_with_one_tool_call_is_one_trace_continuing_the_clients
         .send()
         .await
         .unwrap();
-    let text = crate::common::streamed_text(&crate::common::chunks(&crate::common::sse_data(resp).await));
-    assert!(text.ends_with("Streamed."), "{text}");
+    let said = crate::common::streamed_text(&crate::common::chunks(&crate::common::sse_data(resp).await));
+    assert!(said.ends_with("Streamed."), "{said}");
     let all = receiver.wait_for(10).await;
     let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(all.len(), 10, "{names:?}");
@@ -226,6 +230,43 @@ async fn a_two_round_chat_with_one_tool_call_is_one_trace_continuing_the_clients
     let mcp = streamed.iter().find(|s| s.name == "tools/call headers").unwrap();
     let run = streamed.iter().find(|s| s.name == "execute_tool ts__headers").unwrap();
     assert_eq!(mcp.parent_span_id, run.span_id);
+
+    // A facade client's call (served in rmcp's session worker) joins its HTTP request's trace:
+    // `POST /mcp` → `tools/call ts__echo` (server) → `execute_tool ts__echo` → `tools/call echo`.
+    let facade_trace = "0af7651916cd43dd8448eb211c80319c";
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("traceparent", format!("00-{facade_trace}-b7ad6b7169203331-01").parse().unwrap());
+    let client = reqwest::Client::builder().default_headers(headers).build().unwrap();
+    let config = StreamableHttpClientTransportConfig::with_uri(gateway.url("/mcp"));
+    let facade = ().serve(StreamableHttpClientTransport::with_client(client, config)).await.unwrap();
+    let mut params = CallToolRequestParams::new("ts__echo".to_owned());
+    params.arguments = json!({"text": "traced"}).as_object().cloned();
+    facade.peer().call_tool(params).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let traced = loop {
+        let all = receiver.spans.lock().unwrap().clone();
+        let traced: Vec<Span> = all.into_iter().filter(|s| hex(&s.trace_id) == facade_trace).collect();
+        if traced.iter().any(|s| s.name == "tools/call echo") || tokio::time::Instant::now() > deadline {
+            break traced;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let names: Vec<&str> = traced.iter().map(|s| s.name.as_str()).collect();
+    let find = |name: &str, kind: SpanKind| {
+        traced.iter().find(|s| s.name == name && s.kind == kind as i32).unwrap_or_else(|| panic!("{name}: {names:?}"))
+    };
+    let served = find("tools/call ts__echo", SpanKind::Server);
+    let post = traced.iter().find(|s| s.span_id == served.parent_span_id).unwrap_or_else(|| panic!("{names:?}"));
+    assert_eq!((post.name.as_str(), post.kind), ("POST /mcp", SpanKind::Server as i32));
+    assert_eq!(hex(&post.parent_span_id), "b7ad6b7169203331", "the client's span");
+    let run = find("execute_tool ts__echo", SpanKind::Internal);
+    assert_eq!(run.parent_span_id, served.span_id);
+    assert_eq!(find("tools/call echo", SpanKind::Client).parent_span_id, run.span_id);
+    facade.cancel().await.unwrap();
+
+    // Each round reports its own response id.
+    let ids: Vec<&str> = ordered.iter().map(|r| text(r, "gen_ai.response.id")).collect();
+    assert_ne!(ids[0], ids[1], "{ids:?}");
 
     // Nothing of the conversation is in the spans (no arguments, results or messages).
     for span in &spans {
