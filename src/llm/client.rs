@@ -107,8 +107,13 @@ impl Head {
 
 impl Inner {
     /// The body chunk by chunk; `idle` bounds the wait for each chunk of a hyper body (reqwest
-    /// has its own read timeout).
-    fn bytes(self, display: std::sync::Arc<str>, idle: Duration) -> impl Stream<Item = Result<Bytes, LlmError>> + Send {
+    /// has its own read timeout). `None` when the caller bounds the waits itself (one timer per
+    /// stream, not two).
+    fn bytes(
+        self,
+        display: std::sync::Arc<str>,
+        idle: Option<Duration>,
+    ) -> impl Stream<Item = Result<Bytes, LlmError>> + Send {
         match self {
             Self::Reqwest(response) => response
                 .bytes_stream()
@@ -132,8 +137,14 @@ impl Inner {
                         Err(e) => Some(Err(LlmError::StreamBroken { upstream: broken.clone(), detail: e.to_string() })),
                     })
                 });
-                crate::bounded::idle_timeout(data, idle, move || LlmError::Timeout { upstream: upstream.clone() })
-                    .right_stream()
+                match idle {
+                    Some(idle) => crate::bounded::idle_timeout(data, idle, move || LlmError::Timeout {
+                        upstream: upstream.clone(),
+                    })
+                    .left_stream(),
+                    None => data.right_stream(),
+                }
+                .right_stream()
             }
         }
     }
@@ -354,7 +365,7 @@ impl UpstreamClient {
         let Head { status, headers, body } = head;
         if status.is_client_error() {
             let retry_after = headers.get(header::RETRY_AFTER).cloned();
-            let bytes = body.bytes(self.display.clone(), self.config.read_timeout);
+            let bytes = body.bytes(self.display.clone(), Some(self.config.read_timeout));
             let body = scrub_key(read_bounded(bytes, MAX_ERROR_BODY).await, sent_key);
             return Err(LlmError::Rejected { status, body, retry_after });
         }
@@ -409,14 +420,15 @@ impl UpstreamResponse {
 
     /// The body as it arrives, chunk by chunk.
     pub fn bytes_stream(self) -> impl Stream<Item = Result<Bytes, LlmError>> + Send + 'static {
-        self.inner.bytes(self.display, self.read_timeout)
+        self.inner.bytes(self.display, Some(self.read_timeout))
     }
 
     /// The body as SSE bytes to relay unchanged: the chunks, the upstream's name (for errors)
     /// and the longest wait between events (`upstream.read_timeout`).
     pub fn sse_bytes(self) -> (impl Stream<Item = Result<Bytes, LlmError>> + Send + 'static, String, Duration) {
         let upstream = self.display.to_string();
-        (self.inner.bytes(self.display, self.read_timeout), upstream, self.read_timeout)
+        // The relay bounds the waits (its one timer keeps the idle and keep-alive deadlines).
+        (self.inner.bytes(self.display, None), upstream, self.read_timeout)
     }
 
     /// The body parsed as server-sent events, event by event. `upstream.read_timeout` holds
@@ -424,7 +436,8 @@ impl UpstreamResponse {
     /// nothing else times out too.
     pub fn events(self) -> impl Stream<Item = Result<SseEvent, LlmError>> + Send + 'static {
         let upstream = self.display.to_string();
-        let events = sse::events(self.inner.bytes(self.display, self.read_timeout), upstream.clone());
+        // Bounded between events below, which also bounds the waits between bytes.
+        let events = sse::events(self.inner.bytes(self.display, None), upstream.clone());
         crate::bounded::idle_timeout(events, self.read_timeout, move || LlmError::Timeout {
             upstream: upstream.clone(),
         })
