@@ -129,6 +129,11 @@ fn encoded<K: AsRef<str>, V: AsRef<str>>(fields: impl IntoIterator<Item = (K, V)
     out.finish()
 }
 
+/// One value, encoded for a query string.
+fn encoded_value(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
 /// The form token on a console page.
 fn token_in(page: &str) -> String {
     let at = page.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
@@ -156,6 +161,22 @@ async fn forms_need_the_session_and_its_token_and_pages_forbid_scripts() {
         .unwrap();
     assert_eq!(wrong.status(), 401);
     assert!(session_cookie(&wrong).is_none());
+
+    // A page to go on to survives the sign-in (the OAuth callback's "confirm in the console"
+    // link); anything off the console's own pages does not.
+    let next = "/ui/connections?server=gh&code=AB12CD34";
+    let form = browser.get(url(&format!("/ui/login?next={}", encoded_value(next)))).send().await.unwrap();
+    assert!(form.text().await.unwrap().contains("name=\"next\" value=\"/ui/connections?server=gh&amp;code=AB12CD34\""));
+    for (wanted, landed) in [(next, next), ("//evil.example/ui/", "/ui/servers")] {
+        let resp = browser
+            .post(url("/ui/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encoded([("key", LIMITED), ("next", wanted)]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["location"], landed);
+    }
 
     // Signed in as the restricted key.
     let signed = browser

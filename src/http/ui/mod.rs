@@ -22,7 +22,7 @@ mod view;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -197,7 +197,9 @@ fn unavailable(e: &crate::state::StateError) -> Response {
 /// (a link that fills it in) in the console. The code works once, for whoever started the
 /// sign-in, so the link is safe to follow from anywhere.
 pub fn confirm_page(server: &str, code: &str, console: bool) -> Response {
-    let link = format!("/ui/connections?server={}&code={}", pages::encode(server), pages::encode(code));
+    let page = format!("/ui/connections?server={}&code={}", pages::encode(server), pages::encode(code));
+    // Through the sign-in page: a browser signed out signs in first and still lands there.
+    let link = format!("/ui/login?next={}", pages::encode(&page));
     let body = html! {
         p { "mcp-middleware: signed in to `" (server) "`. One step left: go back to your chat and reply" }
         pre { "continue " (code) "\n" }
@@ -213,15 +215,36 @@ async fn home() -> Response {
     view::redirect("/ui/servers")
 }
 
-/// `GET /ui/login`.
-async fn login_page(State(state): State<AppState>) -> Response {
-    if state.config.auth.is_open() {
-        return view::redirect("/ui/servers");
-    }
-    view::respond(StatusCode::OK, view::login(None), None)
+/// Where a sign-in goes next: `next` when it is one of the console's own pages (a path under
+/// `/ui/`, nothing that could leave the gateway), else the servers page.
+fn next_page(next: Option<&str>) -> String {
+    next.filter(|n| {
+        n.len() <= 2048
+            && n.starts_with("/ui/")
+            && !n.contains("//")
+            && !n.contains('\\')
+            && n.bytes().all(|b| b.is_ascii_graphic())
+    })
+    .unwrap_or("/ui/servers")
+    .to_owned()
 }
 
-/// `POST /ui/login` with `key`: a session for a configured key, else the form again (401).
+/// `GET /ui/login[?next=…]`: the form; a signed-in browser (or an open gateway) goes straight
+/// on to `next` (the sign-in callback's "confirm in the console" link comes this way).
+async fn login_page(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let next = pages::query(query.as_deref(), "next");
+    let signed_in = match Console::of(&state, &headers, false).await {
+        Ok(_) => true,
+        Err(_) => state.config.auth.is_open(),
+    };
+    if signed_in {
+        return view::redirect_to(&next_page(next.as_deref()));
+    }
+    view::respond(StatusCode::OK, view::login(None, next.as_deref()), None)
+}
+
+/// `POST /ui/login` with `key` (and `next`): a session for a configured key, else the form
+/// again (401).
 async fn login(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     if state.config.auth.is_open() {
         return view::redirect("/ui/servers");
@@ -230,20 +253,21 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, body: Body) ->
         Ok(raw) => raw,
         Err(e) => return e.into_response(),
     };
-    let key = url::form_urlencoded::parse(&raw).find(|(k, _)| k == "key").map(|(_, v)| v.trim().to_owned());
-    let key = key.filter(|k| !k.is_empty());
+    let form = |name: &str| url::form_urlencoded::parse(&raw).find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let next = form("next");
+    let key = form("key").map(|k| k.trim().to_owned()).filter(|k| !k.is_empty());
     let known = key.as_deref().is_some_and(|k| auth::caller_of(&state, &as_key(&headers, Some(k))).is_ok());
     let Some(key) = key.filter(|_| known) else {
         return view::respond(
             StatusCode::UNAUTHORIZED,
-            view::login(Some("That key is not one of this gateway's keys.")),
+            view::login(Some("That key is not one of this gateway's keys."), next.as_deref()),
             None,
         );
     };
     let ttl = state.config.console.session_ttl;
     match session::start(&**state.secrets.store(), Some(&key), ttl).await {
         Ok((id, _)) => {
-            let mut response = view::redirect("/ui/servers");
+            let mut response = view::redirect_to(&next_page(next.as_deref()));
             response.headers_mut().insert(header::SET_COOKIE, cookie(&state, &headers, &id, ttl.as_secs()));
             response
         }
@@ -269,4 +293,18 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Body) -
     let mut response = view::redirect("/ui/login");
     response.headers_mut().insert(header::SET_COOKIE, cookie(&state, &headers, "", 0));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_page;
+
+    #[test]
+    fn a_sign_in_goes_on_only_to_the_consoles_own_pages() {
+        assert_eq!(next_page(Some("/ui/connections?server=gh&code=AB12")), "/ui/connections?server=gh&code=AB12");
+        for away in ["//evil.example/ui/", "https://evil.example", "/ui//evil", "/ui/\\evil", "/uix", "/ui/a b"] {
+            assert_eq!(next_page(Some(away)), "/ui/servers", "{away}");
+        }
+        assert_eq!(next_page(None), "/ui/servers");
+    }
 }

@@ -53,6 +53,16 @@ pub fn redirect(to: &'static str) -> Response {
     response
 }
 
+/// A 303 to `to`, one of the console's own pages (checked by the caller).
+pub fn redirect_to(to: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(location) = HeaderValue::from_str(to) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    secure(response.headers_mut());
+    response
+}
+
 /// A page of the console: navigation (the `active` path marked), a sign-out for keyed
 /// gateways, the title and `body`.
 pub fn page(console: &Console, active: &str, title: &str, body: Markup) -> Markup {
@@ -121,8 +131,8 @@ pub fn bare(title: &str, body: Markup) -> Markup {
     }
 }
 
-/// The sign-in page, with what went wrong last time.
-pub fn login(error: Option<&str>) -> Markup {
+/// The sign-in page, with what went wrong last time and the page to go on to.
+pub fn login(error: Option<&str>, next: Option<&str>) -> Markup {
     bare(
         "Sign in",
         html! {
@@ -131,6 +141,7 @@ pub fn login(error: Option<&str>) -> Markup {
             form method="post" action="/ui/login" {
                 label for="key" { "Key" }
                 input #key type="password" name="key" autocomplete="current-password" required autofocus;
+                @if let Some(next) = next { input type="hidden" name="next" value=(next); }
                 button type="submit" { "Sign in" }
             }
         },
