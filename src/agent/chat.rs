@@ -277,16 +277,26 @@ impl Agent {
 }
 
 /// The answer a parked loop goes on with: the chat's reply, unless it only says to go on
-/// (`continue`, `ok`, `yes` …) and the user answered in the console, whose answer then stands.
-/// A reply that denies, or says something else, is the newest word and wins.
+/// (`continue`, `ok`, `go`, `proceed`, `done`) and the user answered in the console, whose
+/// answer then stands. Sign-in codes in that reply still count (a decision keeps them beside
+/// it). A reply that approves or denies in so many words, or says something else, is the
+/// newest word and wins.
 fn with_console_answer(reply: String, console: Option<String>) -> String {
-    match console {
-        Some(console)
-            if super::park::answer(&reply) == super::park::Answer::Approve && super::park::only_decision(&reply) =>
-        {
-            console
-        }
-        _ => reply,
+    const GO_ON: &[&str] = &["continue", "ok", "okay", "go", "proceed", "done"];
+    let Some(console) = console else { return reply };
+    let first: String = reply.trim().chars().take_while(|c| c.is_alphanumeric()).collect::<String>().to_lowercase();
+    let plain = GO_ON.contains(&first.as_str())
+        && reply.split_whitespace().count() <= 1 + crate::mcp::oauth::confirmation_codes(&reply).len();
+    if !plain {
+        return reply;
+    }
+    let codes = crate::mcp::oauth::confirmation_codes(&reply);
+    let decision = super::park::answer(&console) != super::park::Answer::Other;
+    match (codes.is_empty(), decision) {
+        (true, _) => console,
+        (false, true) => format!("{} {}", console.trim(), codes.join(" ")),
+        // An answer to questions keeps its own words; the codes are confirmed from the reply.
+        (false, false) => reply,
     }
 }
 
@@ -299,8 +309,12 @@ mod console_answer {
         let console = || Some("deny".to_owned());
         assert_eq!(with_console_answer("continue".into(), console()), "deny");
         assert_eq!(with_console_answer("ok".into(), console()), "deny");
+        assert_eq!(with_console_answer("yes".into(), console()), "yes", "an explicit answer in the chat wins");
         assert_eq!(with_console_answer("no".into(), Some("approve".into())), "no", "a denial in the chat wins");
         assert_eq!(with_console_answer("what is this?".into(), console()), "what is this?", "a new message wins");
         assert_eq!(with_console_answer("continue".into(), None), "continue");
+        // A sign-in code in the reply is kept beside the console's decision.
+        assert_eq!(with_console_answer("continue ABCDEFGHJK".into(), console()), "deny ABCDEFGHJK");
+        assert_eq!(with_console_answer("continue ABCDEFGHJK".into(), Some("{\"a\": 1}".into())), "continue ABCDEFGHJK");
     }
 }

@@ -192,7 +192,8 @@ impl Parking {
         let mut listed = Vec::new();
         // Newest first in key order (see [`entry`]).
         for (key, stored) in self.secrets.store().list(&space, MAX_LISTED).await? {
-            let Some(id) = key.get(16..).map(str::to_owned) else { continue };
+            // Entries are 16 hex digits of time and the 32 of the id (see [`entry`]).
+            let Some(id) = key.get(16..).filter(|id| id.len() == 32).map(str::to_owned) else { continue };
             let Ok(bytes) = self.secrets.open_private(&space, &key, stored) else { continue };
             let Ok(mut waiting) = serde_json::from_slice::<Waiting>(&bytes) else { continue };
             waiting.answered = matches!(self.secrets.store().get(ANSWERS, &id).await, Ok(Some(_)));
@@ -212,6 +213,11 @@ impl Parking {
             return Ok(false);
         }
         self.secrets.put_private(ANSWERS, id, answer.as_bytes(), Some(self.ttl)).await?;
+        // The chat may have gone on meanwhile (it takes the answer after the loop): when the
+        // loop is gone, the answer is taken back, unless the chat already used it.
+        if self.secrets.store().count(SPACE, id).await? == 0 {
+            return Ok(self.secrets.store().take(ANSWERS, id).await?.is_none());
+        }
         Ok(true)
     }
 
@@ -242,7 +248,8 @@ impl Parking {
         // Of two answers racing for it, one gets it.
         match self.secrets.take_private(SPACE, id).await {
             Ok(Some(_)) => {
-                let _ = self.secrets.store().delete(&index(owner), &entry(parked.parked_ms, id)).await;
+                let listed = if parked.parked_ms == 0 { id.to_owned() } else { entry(parked.parked_ms, id) };
+                let _ = self.secrets.store().delete(&index(owner), &listed).await;
                 let answer = self.secrets.take_private(ANSWERS, id).await.ok().flatten();
                 let console_answer = answer.and_then(|a| String::from_utf8(a).ok());
                 Some(Parked { console_answer, ..parked })

@@ -113,7 +113,7 @@ pub struct Round {
     pub logprobs: Vec<Value>,
     /// This round's own response id and model, from its first chunk that names them (for its
     /// trace span; the client's answer keeps the first round's).
-    pub answered_as: Option<(String, String)>,
+    pub answered_as: Option<(String, Option<String>)>,
     next_client_index: u64,
 }
 

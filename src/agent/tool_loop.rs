@@ -885,7 +885,7 @@ impl ToolLoop {
                 let identity = self.state.response.as_ref();
                 spans::record_answer(
                     &traced,
-                    own.map(|(_, model)| model.as_str()).or(identity.map(|i| i.model.as_str())),
+                    own.and_then(|(_, model)| model.as_deref()).or(identity.map(|i| i.model.as_str())),
                     own.map(|(id, _)| id.as_str()).or(identity.map(|i| i.id.as_str())),
                     round.finish_reason.as_slice(),
                     round.usage.as_ref(),
@@ -992,7 +992,7 @@ impl ToolLoop {
                 && crate::telemetry::spans::enabled()
                 && let Some(id) = id
             {
-                round.answered_as = Some((id.to_owned(), chunk.model.clone().unwrap_or_default()));
+                round.answered_as = Some((id.to_owned(), chunk.model.clone().filter(|m| !m.is_empty())));
             }
             let forward = round.push(chunk, &self.client_tools);
             if let (Some(delta), Some(identity)) = (forward.delta, &self.state.response) {

@@ -275,7 +275,6 @@ impl ArtifactStore for S3Store {
                 }
                 match page.next_continuation_token() {
                     _ if out.len() >= limit => break,
-                    _ if out.len() >= limit => break,
                     Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
                     _ => break,
                 }

@@ -94,7 +94,9 @@ impl StoreAudit {
     fn keep(&self, record: Kept) {
         if self.queue.try_send(record).is_err() {
             let now = crate::state::unix_ms(std::time::SystemTime::now()).unsigned_abs() / 1000;
-            if now.saturating_sub(self.warned.swap(now, Ordering::Relaxed)) >= 10 {
+            let last = self.warned.load(Ordering::Relaxed);
+            let due = now.saturating_sub(last) >= 10;
+            if due && self.warned.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
                 tracing::warn!("the activity trail is behind; records are being dropped");
             }
         }

@@ -50,7 +50,7 @@ pub struct RequestTrace(opentelemetry::Context);
 
 /// The context of a [`server`] span, to carry in its request (none when traces are off).
 pub fn request_trace(span: &Span) -> Option<RequestTrace> {
-    enabled().then(|| RequestTrace(span.context()))
+    (enabled() && !span.is_none()).then(|| RequestTrace(span.context()))
 }
 
 /// The span of an MCP request the facade serves (`tools/call {tool}`, server kind), a child of

@@ -219,11 +219,15 @@ async fn home() -> Response {
 /// `/ui/`, nothing that could leave the gateway), else the servers page.
 fn next_page(next: Option<&str>) -> String {
     next.filter(|n| {
+        // The path as a browser resolves it must stay below `/ui/`: no escapes, no dot segments.
+        let path = n.split('?').next().unwrap_or_default();
         n.len() <= 2048
             && n.starts_with("/ui/")
             && !n.contains("//")
             && !n.contains('\\')
             && n.bytes().all(|b| b.is_ascii_graphic())
+            && !path.contains('%')
+            && !path.split('/').any(|segment| segment == "." || segment == "..")
     })
     .unwrap_or("/ui/servers")
     .to_owned()
@@ -302,7 +306,17 @@ mod tests {
     #[test]
     fn a_sign_in_goes_on_only_to_the_consoles_own_pages() {
         assert_eq!(next_page(Some("/ui/connections?server=gh&code=AB12")), "/ui/connections?server=gh&code=AB12");
-        for away in ["//evil.example/ui/", "https://evil.example", "/ui//evil", "/ui/\\evil", "/uix", "/ui/a b"] {
+        for away in [
+            "//evil.example/ui/",
+            "https://evil.example",
+            "/ui//evil",
+            "/ui/\\evil",
+            "/uix",
+            "/ui/a b",
+            "/ui/../v1/models",
+            "/ui/%2e%2e/oauth/x",
+            "/ui/./..",
+        ] {
             assert_eq!(next_page(Some(away)), "/ui/servers", "{away}");
         }
         assert_eq!(next_page(None), "/ui/servers");

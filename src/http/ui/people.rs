@@ -194,7 +194,7 @@ async fn pending_page(state: &AppState, console: &Console, done: Option<&str>, f
     };
     let body = html! {
         (notice(done, failed))
-        p.muted { "Chats waiting for you. An answer given here is applied when you next reply " code { "continue" } " in that chat; a reply that says something else wins." }
+        p.muted { "Chats waiting for you. An answer given here is applied when you next reply " code { "continue" } " in that chat; a reply that approves, denies or says something else wins." }
         @for w in &waiting {
             section.card data-request=(w.id) {
                 p.muted { "Since " (view::time(w.parked_ms)) " UTC"
