@@ -194,6 +194,7 @@ pub async fn serve_with_reload(
     let hard_stop = CancellationToken::new();
     let state = build_state(config, &hub_token, &shutdown, hard_stop.clone(), addr)?;
     let hub = state.hub.clone();
+    let audit = state.agent.invoker.audit.clone();
     tracing::info!(%addr, upstream = state.upstream.display_url(), "mcp-middleware listening");
     let limits = state.config.limits.clone();
     let routes = http::Routes::new(state.clone());
@@ -204,6 +205,10 @@ pub async fn serve_with_reload(
     let served = http::serve(listener, routes, &limits, shutdown, hard_stop).await;
     hub.shutdown().await;
     hub_token.cancel();
+    // The activity trail's last records (its writer ends with the hub's token).
+    if let Some(writer) = audit.and_then(|a| a.writer()) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), writer).await;
+    }
     tracing::info!("stopped");
     served.map_err(AppError::Serve)
 }

@@ -118,6 +118,11 @@ pub trait AuditSink: Send + Sync {
     fn record(&self, record: AuditRecord);
     /// Keeps one chat loop's record (by default, nothing). Must not block.
     fn chat(&self, _record: ChatRecord) {}
+    /// The writer to wait for at shutdown (it writes what is queued once the hub's token is
+    /// cancelled), when there is one.
+    fn writer(&self) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
 }
 
 /// Runs authorized tools: the hub, the artifact store and the secrets to scrub.

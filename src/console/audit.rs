@@ -5,7 +5,8 @@
 //!
 //! Calls hand their record to [`StoreAudit`] without waiting: a bounded queue, written by one
 //! task (a full queue drops the record and says so in the log, at most every ten seconds; a
-//! tool call never waits for the store). Each record is written to the space of everything
+//! tool call never waits for the store). At shutdown the writer writes what is queued, and
+//! the server waits for it (a few seconds at most). Each record is written to the space of everything
 //! (`audit`, `audit-chats`) and to the space of whose it is: the key with a tool policy that
 //! made it (`…/k-<fingerprint>`), else the person (`…/h-<holder>`) when the request named a
 //! user. So each Activity page reads its own space, never a filtered share of everyone's. Keys
@@ -53,6 +54,8 @@ pub struct StoreAudit {
     queue: mpsc::Sender<Kept>,
     /// When a dropped record was last reported (Unix seconds).
     warned: AtomicU64,
+    /// The writer, until shutdown waits for it.
+    writer: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl StoreAudit {
@@ -60,7 +63,7 @@ impl StoreAudit {
     /// `ttl`.
     pub fn start(secrets: Secrets, ttl: Duration, shutdown: CancellationToken) -> Arc<Self> {
         let (queue, mut records) = mpsc::channel::<Kept>(QUEUE);
-        tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             let serial = AtomicU32::new(rand_start());
             loop {
                 let record = tokio::select! {
@@ -88,7 +91,7 @@ impl StoreAudit {
                 }
             }
         });
-        Arc::new(Self { queue, warned: AtomicU64::new(0) })
+        Arc::new(Self { queue, warned: AtomicU64::new(0), writer: parking_lot::Mutex::new(Some(writer)) })
     }
 
     fn keep(&self, record: Kept) {
@@ -110,6 +113,10 @@ impl AuditSink for StoreAudit {
 
     fn chat(&self, record: ChatRecord) {
         self.keep(Kept::Chat(record));
+    }
+
+    fn writer(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.writer.lock().take()
     }
 }
 

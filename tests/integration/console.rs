@@ -355,3 +355,31 @@ async fn a_question_is_answered_in_the_console() {
     let page = browser.get(app.url("/ui/pending")).header("cookie", &cookie).send().await.unwrap();
     assert!(page.text().await.unwrap().contains("Nothing is waiting for you."));
 }
+
+/// The activity trail and the sign-in are in the state store: a call made just before a
+/// shutdown is on the Activity page of the next process, and the session still works there.
+#[tokio::test]
+async fn activity_and_sessions_outlive_a_restart() {
+    let dir = TempDir::new("mcpmw-console-restart");
+    let llm = FakeLlm::new().start().await;
+    let mut app = TestApp::in_front_of(&llm, &yaml(&dir.0, "http://127.0.0.1:9")).await;
+    app.key = Some(OPERATOR.into());
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__echo")).await;
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let signed = browser
+        .post(app.url("/ui/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encoded([("key", OPERATOR)]))
+        .send()
+        .await
+        .unwrap();
+    let cookie = session_cookie(&signed).unwrap();
+    let called = app.post("/mcp/tools/call", &json!({"name": "ts__echo", "arguments": {"text": "just before"}})).await;
+    assert_eq!(called.status(), 200);
+    app.shutdown().await.unwrap();
+
+    let app = TestApp::in_front_of(&llm, &yaml(&dir.0, "http://127.0.0.1:9")).await;
+    let page = browser.get(app.url("/ui/activity")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(page.status(), 200, "the session is still valid");
+    assert!(page.text().await.unwrap().contains("just before"), "the last call was written before the exit");
+}
