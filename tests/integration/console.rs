@@ -383,3 +383,80 @@ async fn activity_and_sessions_outlive_a_restart() {
     assert_eq!(page.status(), 200, "the session is still valid");
     assert!(page.text().await.unwrap().contains("just before"), "the last call was written before the exit");
 }
+
+/// An operator signs the gateway in to a shared OAuth server from the Servers page: the real
+/// test authorization server's sign-in, then the server connects; a restricted key may not.
+#[tokio::test]
+async fn an_operator_signs_the_gateway_in_from_the_servers_page() {
+    let peer = OAuthPeer::start("3600").await;
+    let dir = TempDir::new("mcpmw-console-shared-oauth");
+    let llm = FakeLlm::new().start().await;
+    let yaml = format!(
+        "auth:\n  keys:\n    - key: {OPERATOR}\n    - key: {LIMITED}\n      tools: [\"sh__*\"]\n\
+         state:\n  url: sqlite://{}/state.db\n  encryption_key: a-console-test-key-0123456789abcdef\n\
+         mcpServers:\n  sh:\n    url: {}/mcp\n    auth:\n      oauth: {{}}\n",
+        dir.0.display(),
+        peer.base
+    );
+    let mut app = TestApp::in_front_of(&llm, &yaml).await;
+    app.key = Some(OPERATOR.into());
+    let waiting = app.wait_for_state("sh", "failed").await;
+    assert_eq!(waiting["auth"], "needs_login", "{waiting}");
+
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let sign_in = |key: &'static str| {
+        let (browser, url) = (browser.clone(), app.url("/ui/login"));
+        async move {
+            let resp = browser
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(encoded([("key", key)]))
+                .send()
+                .await
+                .unwrap();
+            session_cookie(&resp).unwrap()
+        }
+    };
+    let start = |cookie: String| {
+        let (browser, servers, url) = (browser.clone(), app.url("/ui/servers"), app.url("/ui/servers/sign-in"));
+        async move {
+            let page = browser.get(servers).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+            let posted = browser
+                .post(url)
+                .header("cookie", &cookie)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(encoded([("csrf", token_in(&page).as_str()), ("server", "sh")]))
+                .send()
+                .await
+                .unwrap();
+            (page, posted.status().as_u16(), posted.text().await.unwrap())
+        }
+    };
+    // A restricted key sees the server (it has its tools) but no sign-in, and is refused one.
+    let (page, status, _) = start(sign_in(LIMITED).await).await;
+    assert!(!page.contains("/ui/servers/sign-in"), "no sign-in button for a restricted key");
+    assert_eq!(status, 403);
+
+    let (page, status, linked) = start(sign_in(OPERATOR).await).await;
+    assert!(page.contains("/ui/servers/sign-in"), "{page}");
+    assert_eq!(status, 200, "{linked}");
+    let at = linked.find("id=\"sign-in\" href=\"").unwrap() + "id=\"sign-in\" href=\"".len();
+    let mut url = linked[at..].split('"').next().unwrap().replace("&amp;", "&");
+    // The browser follows the authorization server back to the gateway's callback.
+    let mut last = None;
+    for _ in 0..4 {
+        let resp = browser.get(&url).header("sec-fetch-site", "cross-site").send().await.unwrap();
+        match resp.headers().get("location") {
+            Some(location) => url = location.to_str().unwrap().to_owned(),
+            None => {
+                last = Some((resp.status().as_u16(), resp.text().await.unwrap()));
+                break;
+            }
+        }
+    }
+    let (status, text) = last.expect("the sign-in ends on a page");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("signed in to `sh`"), "{text}");
+    let ready = app.wait_for_state("sh", "ready").await;
+    assert_eq!(ready["auth"], "connected", "{ready}");
+}

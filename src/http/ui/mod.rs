@@ -47,6 +47,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/assets/console.css", get(view::css))
         .route("/ui/servers", get(pages::servers))
         .route("/ui/servers/restart", post(pages::restart))
+        .route("/ui/servers/sign-in", post(pages::sign_in))
         .route("/ui/reload", post(pages::reload))
         .route("/ui/tools", get(pages::tools))
         .route("/ui/tool", get(pages::tool).post(pages::run_tool))

@@ -1,4 +1,5 @@
-//! The operator's pages: Servers (with restart and reload for unrestricted keys), Tools (a
+//! The operator's pages: Servers (with restart, reload and the gateway's sign-in to shared
+//! OAuth servers for unrestricted keys), Tools (a
 //! searchable catalog, each tool's schema, and "Try it": a form made from the schema that calls
 //! the tool through the same permission check as the REST API), and Activity (recent tool
 //! calls and chat requests with their rounds, from the audit trail: everyone's for
@@ -103,7 +104,18 @@ fn servers_page(state: &AppState, console: &Console, done: Option<&str>, failed:
                         td { (server.protocol_version.as_deref().unwrap_or("–")) }
                         td { (server.tools) }
                         td { (server.restarts) }
-                        td { (server.auth.unwrap_or("–")) }
+                        td {
+                            (server.auth.unwrap_or("–"))
+                            // The gateway's own account on a shared OAuth server.
+                            @if operator && matches!(server.auth, Some("needs_login" | "expired")) {
+                                " "
+                                form.inline method="post" action="/ui/servers/sign-in" {
+                                    (csrf(console))
+                                    input type="hidden" name="server" value=(server.name);
+                                    button.link type="submit" { "Sign in" }
+                                }
+                            }
+                        }
                         td.muted { (server.last_error.as_deref().map(|e| state.redactor.scrub(e).into_owned()).unwrap_or_default()) }
                         @if operator {
                             td {
@@ -135,6 +147,42 @@ pub async fn restart(State(state): State<AppState>, headers: HeaderMap, body: Bo
         servers_page(&state, &console, Some(&format!("Restarting {name}.")), false)
     } else {
         servers_page(&state, &console, Some("There is no such server."), true)
+    }
+}
+
+/// `POST /ui/servers/sign-in` with `server` (unrestricted keys): starts the gateway's own
+/// sign-in to a shared OAuth server, as `POST /oauth/start/<server>` does, and links to the
+/// authorization server (forms post only to the gateway); its callback connects the server.
+pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let (console, fields) = posted!(state, headers, body);
+    if !console.unrestricted() {
+        return forbidden(&console, "Signing the gateway in to a server needs an unrestricted key.");
+    }
+    let name = field(&fields, "server").unwrap_or_default();
+    let config =
+        state.config.mcp_servers.iter().find(|s| s.name == name && s.oauth_target().is_some() && !s.per_user());
+    let Some(config) = config else {
+        return servers_page(&state, &console, Some("There is no such OAuth server shared by the gateway."), true);
+    };
+    let redirect_uri = format!("{}/oauth/callback", crate::http::auth::public_url(&state.config.http, &headers));
+    match crate::mcp::oauth::start_web(config, &state.secrets, &redirect_uri, None).await {
+        Ok(url) => {
+            let body = html! {
+                p { "Sign the gateway in to " strong { (config.name) } ". The authorization server's last page sends you back; the server connects then." }
+                p { a #sign-in href=(url) rel="noreferrer" { "Continue to the sign-in" } }
+                p { a href="/ui/servers" { "Back to the servers" } }
+            };
+            view::respond(StatusCode::OK, page(&console, "/ui/servers", "Sign the gateway in", body), None)
+        }
+        Err(e) => {
+            tracing::warn!(server = %config.name, error = %e, "starting the gateway's sign-in from the console failed");
+            servers_page(
+                &state,
+                &console,
+                Some(&format!("{} could not start a sign-in; try again later.", config.name)),
+                true,
+            )
+        }
     }
 }
 
