@@ -129,6 +129,18 @@ fn encoded<K: AsRef<str>, V: AsRef<str>>(fields: impl IntoIterator<Item = (K, V)
     out.finish()
 }
 
+/// Signs in at `base` with `key` as a browser without cookie handling: the session cookie.
+async fn sign_in(browser: &reqwest::Client, base: &str, key: &str) -> String {
+    let resp = browser
+        .post(format!("{base}/ui/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encoded([("key", key)]))
+        .send()
+        .await
+        .unwrap();
+    session_cookie(&resp).unwrap_or_else(|| panic!("no session for a sign-in: {}", resp.status()))
+}
+
 /// One value, encoded for a query string.
 fn encoded_value(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
@@ -235,20 +247,7 @@ async fn forms_need_the_session_and_its_token_and_pages_forbid_scripts() {
     assert!(ran.contains("&lt;b&gt;bold&lt;/b&gt;") && !ran.contains("<b>bold</b>"), "output is escaped");
 
     // Its call is in its own activity, in an operator's (everyone's), not in another person's.
-    let sign_in = |key: &'static str| {
-        let browser = browser.clone();
-        let url = url("/ui/login");
-        async move {
-            let resp = browser
-                .post(url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(encoded([("key", key)]))
-                .send()
-                .await
-                .unwrap();
-            session_cookie(&resp).unwrap()
-        }
-    };
+    let base = format!("http://{}", app.addr);
     let activity_of = |cookie: String| {
         let browser = browser.clone();
         let url = url("/ui/activity");
@@ -264,8 +263,11 @@ async fn forms_need_the_session_and_its_token_and_pages_forbid_scripts() {
         }
     };
     assert!(activity_of(cookie.clone()).await.contains("&lt;b&gt;bold"), "its own call");
-    assert!(activity_of(sign_in(OPERATOR).await).await.contains("&lt;b&gt;bold"), "everyone's for an operator");
-    assert!(!activity_of(sign_in(ADMIN).await).await.contains("bold"), "not another person's");
+    assert!(
+        activity_of(sign_in(&browser, &base, OPERATOR).await).await.contains("&lt;b&gt;bold"),
+        "everyone's for an operator"
+    );
+    assert!(!activity_of(sign_in(&browser, &base, ADMIN).await).await.contains("bold"), "not another person's");
 
     // Signing out ends the session for good.
     assert_eq!(post("/ui/logout", vec![("csrf", token)]).await.unwrap().status(), 303);
@@ -316,14 +318,7 @@ async fn a_question_is_answered_in_the_console() {
     assert!(question.contains("Who is asking?"), "{question}");
 
     let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let signed = browser
-        .post(app.url("/ui/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(encoded([("key", ADMIN)]))
-        .send()
-        .await
-        .unwrap();
-    let cookie = session_cookie(&signed).unwrap();
+    let cookie = sign_in(&browser, &format!("http://{}", app.addr), ADMIN).await;
     let page = browser.get(app.url("/ui/pending")).header("cookie", &cookie).send().await.unwrap();
     let page = page.text().await.unwrap();
     assert!(page.contains("asks you something") && page.contains("Who is asking?"), "{page}");
@@ -366,14 +361,7 @@ async fn activity_and_sessions_outlive_a_restart() {
     app.key = Some(OPERATOR.into());
     app.wait_for_tools(|n| n.iter().any(|t| t == "ts__echo")).await;
     let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let signed = browser
-        .post(app.url("/ui/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(encoded([("key", OPERATOR)]))
-        .send()
-        .await
-        .unwrap();
-    let cookie = session_cookie(&signed).unwrap();
+    let cookie = sign_in(&browser, &format!("http://{}", app.addr), OPERATOR).await;
     let called = app.post("/mcp/tools/call", &json!({"name": "ts__echo", "arguments": {"text": "just before"}})).await;
     assert_eq!(called.status(), 200);
     app.shutdown().await.unwrap();
@@ -404,19 +392,7 @@ async fn an_operator_signs_the_gateway_in_from_the_servers_page() {
     assert_eq!(waiting["auth"], "needs_login", "{waiting}");
 
     let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let sign_in = |key: &'static str| {
-        let (browser, url) = (browser.clone(), app.url("/ui/login"));
-        async move {
-            let resp = browser
-                .post(url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(encoded([("key", key)]))
-                .send()
-                .await
-                .unwrap();
-            session_cookie(&resp).unwrap()
-        }
-    };
+    let base = format!("http://{}", app.addr);
     let start = |cookie: String| {
         let (browser, servers, url) = (browser.clone(), app.url("/ui/servers"), app.url("/ui/servers/sign-in"));
         async move {
@@ -433,11 +409,11 @@ async fn an_operator_signs_the_gateway_in_from_the_servers_page() {
         }
     };
     // A restricted key sees the server (it has its tools) but no sign-in, and is refused one.
-    let (page, status, _) = start(sign_in(LIMITED).await).await;
+    let (page, status, _) = start(sign_in(&browser, &base, LIMITED).await).await;
     assert!(!page.contains("/ui/servers/sign-in"), "no sign-in button for a restricted key");
     assert_eq!(status, 403);
 
-    let (page, status, linked) = start(sign_in(OPERATOR).await).await;
+    let (page, status, linked) = start(sign_in(&browser, &base, OPERATOR).await).await;
     assert!(page.contains("/ui/servers/sign-in"), "{page}");
     assert_eq!(status, 200, "{linked}");
     let at = linked.find("id=\"sign-in\" href=\"").unwrap() + "id=\"sign-in\" href=\"".len();

@@ -52,6 +52,21 @@ async fn behaves(url: &str) {
         store.delete("count", key).await.unwrap();
     }
 
+    // Listing a space (the console's trails): live entries only, in key order, the first `limit`.
+    let space = format!("list-{}", uuid::Uuid::new_v4().simple());
+    for key in ["0003", "0001", "000a", "0002"] {
+        store.put(&space, key, key.as_bytes(), None).await.unwrap();
+    }
+    store.put(&space, "0000", b"gone", Some(Duration::from_millis(1))).await.unwrap();
+    store.put("other-list", "0000", b"x", None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let listed = store.list(&space, 3).await.unwrap();
+    let keys: Vec<&str> = listed.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["0001", "0002", "0003"]);
+    assert_eq!(listed[0].1, b"0001");
+    assert_eq!(store.list(&space, 100).await.unwrap().len(), 4);
+    assert!(store.list("no-such-space", 10).await.unwrap().is_empty());
+
     // Secrets: sealed at rest, opened with the key, refused without one.
     let secrets = Secrets::new(store.clone(), Some(Sealer::new(KEY)));
     secrets.put("tokens", "github", b"gho_plaintext_token", None).await.unwrap();

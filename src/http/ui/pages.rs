@@ -12,7 +12,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 use serde_json::Value;
 
-use super::view::{self, csrf, notice, page};
+use super::view::{self, button, csrf, notice, page};
 use super::{Console, field};
 use crate::agent::{RequestControls, ToolAccess};
 use crate::console::audit::Scope;
@@ -83,10 +83,7 @@ fn servers_page(state: &AppState, console: &Console, done: Option<&str>, failed:
     let body = html! {
         (notice(done, failed))
         @if operator && state.reload.armed() {
-            form.inline method="post" action="/ui/reload" {
-                (csrf(console))
-                button.secondary type="submit" { "Reload the config file" }
-            }
+            (button(console, "/ui/reload", &[], "secondary", "Reload the config file"))
         }
         table #servers {
             thead { tr {
@@ -109,22 +106,12 @@ fn servers_page(state: &AppState, console: &Console, done: Option<&str>, failed:
                             // The gateway's own account on a shared OAuth server.
                             @if operator && matches!(server.auth, Some("needs_login" | "expired")) {
                                 " "
-                                form.inline method="post" action="/ui/servers/sign-in" {
-                                    (csrf(console))
-                                    input type="hidden" name="server" value=(server.name);
-                                    button.link type="submit" { "Sign in" }
-                                }
+                                (button(console, "/ui/servers/sign-in", &[("server", &server.name)], "link", "Sign in"))
                             }
                         }
                         td.muted { (server.last_error.as_deref().map(|e| state.redactor.scrub(e).into_owned()).unwrap_or_default()) }
                         @if operator {
-                            td {
-                                form.inline method="post" action="/ui/servers/restart" {
-                                    (csrf(console))
-                                    input type="hidden" name="server" value=(server.name);
-                                    button.secondary type="submit" { "Restart" }
-                                }
-                            }
+                            td { (button(console, "/ui/servers/restart", &[("server", &server.name)], "secondary", "Restart")) }
                         }
                     }
                 }

@@ -10,7 +10,7 @@ use axum::response::Response;
 use maud::html;
 
 use super::pages::{access, console, encode, forbidden, posted, query};
-use super::view::{self, csrf, notice, page};
+use super::view::{self, button, csrf, notice, page};
 use super::{Console, field};
 use crate::agent::park::Wait;
 use crate::http::AppState;
@@ -65,17 +65,9 @@ async fn connections_page(
                         td { @if *connected { span.ok { "connected" } } @else { span.muted { "not connected" } } }
                         td {
                             @if *connected {
-                                form.inline method="post" action="/ui/connections/disconnect" {
-                                    (csrf(console))
-                                    input type="hidden" name="server" value=(name);
-                                    button.danger type="submit" { "Disconnect" }
-                                }
+                                (button(console, "/ui/connections/disconnect", &[("server", name)], "danger", "Disconnect"))
                             } @else {
-                                form.inline method="post" action="/ui/connections/connect" {
-                                    (csrf(console))
-                                    input type="hidden" name="server" value=(name);
-                                    button type="submit" { "Connect" }
-                                }
+                                (button(console, "/ui/connections/connect", &[("server", name)], "", "Connect"))
                             }
                         }
                     }
@@ -210,19 +202,9 @@ async fn pending_page(state: &AppState, console: &Console, done: Option<&str>, f
                 @let approvals = w.calls.iter().any(|c| c.wait == Wait::Approval);
                 @let questions = w.calls.iter().any(|c| matches!(c.wait, Wait::Input | Wait::Held));
                 @if approvals {
-                    form.inline method="post" action="/ui/pending" {
-                        (csrf(console))
-                        input type="hidden" name="entry" value=(w.entry);
-                        input type="hidden" name="answer" value="approve";
-                        button type="submit" { "Approve" }
-                    }
+                    (button(console, "/ui/pending", &[("entry", &w.entry), ("answer", "approve")], "", "Approve"))
                     " "
-                    form.inline method="post" action="/ui/pending" {
-                        (csrf(console))
-                        input type="hidden" name="entry" value=(w.entry);
-                        input type="hidden" name="answer" value="deny";
-                        button.danger type="submit" { "Deny" }
-                    }
+                    (button(console, "/ui/pending", &[("entry", &w.entry), ("answer", "deny")], "danger", "Deny"))
                 }
                 @if questions {
                     form method="post" action="/ui/pending" {
@@ -306,13 +288,7 @@ async fn artifacts_page(state: &AppState, console: &Console, done: Option<&str>,
                         td { (view::size(object.size)) }
                         td { @if let Some(link) = link { a href=(link) target="_blank" rel="noopener noreferrer" { "Open" } } }
                         @if operator {
-                            td {
-                                form.inline method="post" action="/ui/artifacts/delete" {
-                                    (csrf(console))
-                                    input type="hidden" name="key" value=(object.key);
-                                    button.danger type="submit" { "Delete" }
-                                }
-                            }
+                            td { (button(console, "/ui/artifacts/delete", &[("key", &object.key)], "danger", "Delete")) }
                         }
                     }
                 }

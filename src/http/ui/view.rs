@@ -116,6 +116,18 @@ pub fn csrf(console: &Console) -> Markup {
     html! { input type="hidden" name="csrf" value=(console.session.csrf); }
 }
 
+/// A one-button form posting `fields` (and the session's token) to `action`; `class` styles
+/// the button (`secondary`, `danger`, `link`, or none).
+pub fn button(console: &Console, action: &str, fields: &[(&str, &str)], class: &str, label: &str) -> Markup {
+    html! {
+        form.inline method="post" action=(action) {
+            (csrf(console))
+            @for (name, value) in fields { input type="hidden" name=(name) value=(value); }
+            button type="submit" class=[(!class.is_empty()).then_some(class)] { (label) }
+        }
+    }
+}
+
 /// A page outside the console's frame (refusals, errors).
 pub fn bare(title: &str, body: Markup) -> Markup {
     html! {
