@@ -191,13 +191,13 @@ async fn a_request_asked_before_a_restart_is_answered_after_it() {
     let dir = TempDir::new("mcpmw-approval-restart");
     let config = yaml(&llm, &format!("sqlite://{}/state.db", dir.0.display()), "  require: [ts__echo]\n");
     let first = GatewayProcess::spawn(&config, &[]).await;
-    first.wait_for_log(|logs| logs.contains("MCP server ready")).await;
+    first.wait_for_tool(Some(OWUI), "ts__echo").await;
     let asked = chat(&first.url(""), OWUI, "alice", &[user("echo it")], true).await;
     assert!(asked.contains("mcp-park-"), "{asked}");
     first.stop().await;
 
     let second = GatewayProcess::spawn(&config, &[]).await;
-    second.wait_for_log(|logs| logs.contains("MCP server ready")).await;
+    second.wait_for_tool(Some(OWUI), "ts__echo").await;
     let done = chat(&second.url(""), OWUI, "alice", &[user("echo it"), assistant(&asked), user("approve")], true).await;
     assert!(done.contains("Done after the restart."), "{done}");
     assert_eq!(tool_messages(&llm), vec!["survived".to_owned()]);

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::peers::TEST_SERVER;
 use crate::common::process::GatewayProcess;
@@ -104,8 +104,21 @@ async fn colour_only_on_a_terminal_and_never_from_input() {
         seen.push_str(&line);
         seen.push('\n');
     }
+    // "ready" is logged before the catalog is rebuilt (off the request threads): a chat sent in
+    // between would pass through without tools, and nothing would be refused.
+    let client = reqwest::Client::new();
+    let listed = Instant::now() + Duration::from_secs(20);
+    loop {
+        let tools: Value =
+            client.get(format!("http://{addr}/mcp/tools/list")).send().await.unwrap().json().await.unwrap();
+        if tools["tools"].as_array().is_some_and(|t| !t.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < listed, "the catalog never listed the server's tools");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
-    let resp = reqwest::Client::new().post(format!("http://{addr}/v1/chat/completions")).json(&chat).send().await;
+    let resp = client.post(format!("http://{addr}/v1/chat/completions")).json(&chat).send().await;
     assert_eq!(resp.unwrap().status(), 200);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !seen.contains("mcp.call refused") {

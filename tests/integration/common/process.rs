@@ -169,6 +169,35 @@ impl GatewayProcess {
         assert!(waited.is_ok(), "the gateway did not exit within 20 s of SIGTERM");
     }
 
+    /// Polls until the catalog lists a tool named `name` (20 s at most), asking with `key`. A
+    /// server's "ready" line comes before the catalog is rebuilt: a chat sent in between passes
+    /// through without tools.
+    pub async fn wait_for_tool(&self, key: Option<&str>, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = reqwest::Client::new();
+        loop {
+            let mut request = client.get(self.url("/mcp/tools/list"));
+            if let Some(key) = key {
+                request = request.bearer_auth(key);
+            }
+            let listed: serde_json::Value = match request.send().await {
+                Ok(resp) => resp.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            let tools = listed["tools"].as_array().cloned().unwrap_or_default();
+            if tools.iter().any(|t| t["name"] == name) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the catalog never listed {name}: {listed}
+{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Polls until `pred` holds for the log text (20 s at most).
     pub async fn wait_for_log(&self, pred: impl Fn(&str) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(20);
