@@ -117,12 +117,18 @@ where
 /// A stream of results that fails (once, then ends) when no item arrives for `idle`: what
 /// arrives between items (SSE comments, keep-alive bytes) does not count, so an upstream that
 /// sends only comments times out like a silent one.
+///
+/// An item only notes its time: the timer is registered when the stream first waits and is
+/// moved forward only when it fires early, so a body that is already there (a whole
+/// non-streamed answer) never touches the timer wheel, and a busy stream moves it once per
+/// `idle`, not once per item.
 pub fn idle_timeout<S, T, E, F>(inner: S, idle: std::time::Duration, on_timeout: F) -> IdleTimeout<S, F>
 where
     S: Stream<Item = Result<T, E>>,
     F: FnMut() -> E,
 {
-    IdleTimeout { inner, sleep: tokio::time::sleep(idle), idle, on_timeout, done: false }
+    let now = tokio::time::Instant::now();
+    IdleTimeout { inner, sleep: tokio::time::sleep_until(now + idle), last: now, idle, on_timeout, done: false }
 }
 
 pin_project_lite::pin_project! {
@@ -132,6 +138,8 @@ pin_project_lite::pin_project! {
         inner: S,
         #[pin]
         sleep: tokio::time::Sleep,
+        // When the last item arrived (or the stream began).
+        last: tokio::time::Instant,
         idle: std::time::Duration,
         on_timeout: F,
         done: bool,
@@ -152,19 +160,23 @@ where
         }
         match this.inner.poll_next(cx) {
             Poll::Ready(Some(item)) => {
-                let deadline = tokio::time::Instant::now() + *this.idle;
-                this.sleep.as_mut().reset(deadline);
-                Poll::Ready(Some(item))
+                *this.last = tokio::time::Instant::now();
+                return Poll::Ready(Some(item));
             }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match this.sleep.poll(cx) {
-                Poll::Ready(()) => {
-                    *this.done = true;
-                    Poll::Ready(Some(Err((this.on_timeout)())))
-                }
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {}
         }
+        // The timer keeps the deadline it was armed with; when it fires, an item that came
+        // since moves it forward instead of failing the stream.
+        while this.sleep.as_mut().poll(cx).is_ready() {
+            let due = *this.last + *this.idle;
+            if due <= this.sleep.deadline() {
+                *this.done = true;
+                return Poll::Ready(Some(Err((this.on_timeout)())));
+            }
+            this.sleep.as_mut().reset(due);
+        }
+        Poll::Pending
     }
 }
 
@@ -236,6 +248,34 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
 mod tests {
     use super::*;
     use futures_util::StreamExt;
+
+    #[tokio::test]
+    async fn idle_timeout_counts_from_the_last_item() {
+        use std::time::Duration;
+        let idle = Duration::from_millis(300);
+        // Items every 100 ms for 0.6 s (twice the idle time in all), then silence.
+        let items = futures_util::stream::unfold(0u32, |n| async move {
+            if n == 6 {
+                futures_util::future::pending::<()>().await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Some((Ok::<u32, &str>(n), n + 1))
+        });
+        let started = tokio::time::Instant::now();
+        let mut stream = std::pin::pin!(idle_timeout(items, idle, || "idle"));
+        for n in 0..6 {
+            assert_eq!(stream.next().await, Some(Ok(n)));
+        }
+        let last = tokio::time::Instant::now();
+        assert_eq!(stream.next().await, Some(Err("idle")));
+        let waited = last.elapsed();
+        assert!(waited >= idle && waited < idle * 2, "timed out {waited:?} after the last item");
+        assert!(started.elapsed() >= Duration::from_millis(600) + idle);
+        assert_eq!(stream.next().await, None, "it fails once, then ends");
+        // A stream that is already there never waits, and ends without an error.
+        let ready = idle_timeout(futures_util::stream::iter([Ok::<u32, &str>(1), Ok(2)]), idle, || "idle");
+        assert_eq!(ready.collect::<Vec<_>>().await, vec![Ok(1), Ok(2)]);
+    }
 
     #[tokio::test]
     async fn long_lines_are_cut_and_short_ones_kept() {

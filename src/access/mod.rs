@@ -14,5 +14,5 @@ mod policy;
 pub use caller::Caller;
 pub use policy::{
     KeyPolicy, MCP_SERVERS_HEADER, RequestControls, ToolAccess, client_tool_names, glob, is_background_task,
-    model_policy, narrowing_headers, select, takes_images, tool_names,
+    model_policy, model_policy_named, narrowing_headers, select, takes_images, tool_names,
 };

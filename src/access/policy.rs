@@ -138,7 +138,11 @@ impl ToolAccess {
 
 /// The policy of the request's model (most specific pattern first).
 pub fn model_policy<'a>(body: &Map<String, Value>, models: &'a [ModelPolicy]) -> Option<&'a ModelPolicy> {
-    let model = body.get("model").and_then(Value::as_str).unwrap_or_default();
+    model_policy_named(body.get("model").and_then(Value::as_str).unwrap_or_default(), models)
+}
+
+/// The policy of `model` (most specific pattern first).
+pub fn model_policy_named<'a>(model: &str, models: &'a [ModelPolicy]) -> Option<&'a ModelPolicy> {
     models.iter().find(|m| glob(&m.pattern, model))
 }
 

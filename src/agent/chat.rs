@@ -18,7 +18,7 @@ use super::{
     RequestControls, cards_to_text, carries_cards, client_tool_names, expand_tool_cards, select, takes_images,
 };
 use crate::config::{ToolSelection, UserIdentity};
-use crate::llm::{ChatRequest, LlmError, SseEvent, UpstreamBody, UpstreamRequest, UpstreamResponse};
+use crate::llm::{ChatPeek, ChatRequest, LlmError, SseEvent, UpstreamBody, UpstreamRequest, UpstreamResponse};
 
 /// A chat request as the HTTP layer hands it over.
 pub struct ChatInput {
@@ -132,6 +132,17 @@ impl Agent {
             first_event_wait,
             approval,
         } = input;
+        // The usual request with nothing of ours to do goes as it came, read only as far as
+        // needed to know that.
+        if mcp_servers.is_empty()
+            && let Some(peek) = ChatPeek::of(&raw)
+            && self.passes_through(&peek, key.as_deref(), background)
+        {
+            let stream = peek.stream.unwrap_or(false);
+            let traced = crate::telemetry::spans::chat(&peek.model, self.upstream.base_url());
+            drop(peek);
+            return self.forward(raw, headers, client_auth, traced, stream).await;
+        }
         let mut chat = ChatRequest::parse(raw)?;
         let had_controls = chat.body.contains_key("mcp");
         let header_values: Vec<&str> = mcp_servers.iter().map(String::as_str).collect();
@@ -223,21 +234,7 @@ impl Agent {
                 self.upstream.base_url(),
             );
             drop(body);
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            crate::telemetry::spans::inject_headers(&traced, &mut headers);
-            let request = UpstreamRequest {
-                method: Method::POST,
-                path_and_query: "/chat/completions".to_owned(),
-                headers,
-                client_auth,
-                body: UpstreamBody::Bytes(bytes),
-            };
-            let response = tracing::Instrument::instrument(self.upstream.send(request), traced.clone()).await;
-            if let Err(e) = &response {
-                crate::telemetry::spans::record_error(&traced, e.kind());
-            }
-            let response = response?;
-            return Ok(Planned::Upstream(ChatReply::Upstream { response: Box::new(response), stream }));
+            return self.forward(bytes, headers, client_auth, traced, stream).await;
         }
 
         // The loop works from the parsed body; the client's bytes are not kept beside it.
@@ -245,6 +242,57 @@ impl Agent {
         let vision = takes_images(&body, &self.models);
         let job = ChatJob { body, offer, headers, client_auth, vision, identity, catalog, approval };
         Ok(Planned::Loop { job: Box::new(job), stream, first_event_wait })
+    }
+
+    /// Whether a request whose deciding fields are `peek` has nothing of ours to do: no
+    /// controls, no client tools, nothing in its messages that looks like our tool cards or a
+    /// parked request's reference (a false alarm only costs the full read), not a Responses API
+    /// model, and no tool of ours it could be offered.
+    fn passes_through(&self, peek: &ChatPeek<'_>, key: Option<&ToolSelection>, background: bool) -> bool {
+        if peek.mcp.is_some() || peek.tools.is_some() {
+            return false;
+        }
+        let messages = peek.messages.get().as_bytes();
+        if memchr::memmem::find(messages, super::history::CARD_MARK.as_bytes()).is_some()
+            || (self.parking.is_some() && memchr::memmem::find(messages, super::park::REFERENCE.as_bytes()).is_some())
+        {
+            return false;
+        }
+        let model = crate::access::model_policy_named(&peek.model, &self.models);
+        if model.is_some_and(|m| m.responses_api) {
+            return false;
+        }
+        // As `select` decides: none at all, or none this caller may see.
+        background
+            || peek.tool_choice.is_some_and(|c| c.get() == r#""none""#)
+            || model.is_some_and(|m| !m.inject)
+            || super::ToolAccess::new(key, model, &RequestControls::default()).visible(&self.catalog()).next().is_none()
+    }
+
+    /// Sends a request with nothing of ours in it to the upstream, as `bytes`.
+    async fn forward(
+        &self,
+        bytes: Bytes,
+        mut headers: HeaderMap,
+        client_auth: Option<crate::llm::CallerAuth>,
+        traced: tracing::Span,
+        stream: bool,
+    ) -> Result<Planned, ChatError> {
+        headers.remove(super::MCP_SERVERS_HEADER);
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        crate::telemetry::spans::inject_headers(&traced, &mut headers);
+        let request = UpstreamRequest {
+            method: Method::POST,
+            path_and_query: "/chat/completions".into(),
+            headers,
+            client_auth,
+            body: UpstreamBody::Bytes(bytes),
+        };
+        let response = tracing::Instrument::instrument(self.upstream.send(request), traced.clone()).await;
+        if let Err(e) = &response {
+            crate::telemetry::spans::record_error(&traced, e.kind());
+        }
+        Ok(Planned::Upstream(ChatReply::Upstream { response: Box::new(response?), stream }))
     }
 
     /// Runs one chat request.

@@ -16,6 +16,9 @@ use serde_json::{Value, json};
 use super::cards::{CardSigner, unescape};
 
 const OPEN: &str = "<details type=\"tool_calls\"";
+/// A part of `OPEN` that any JSON writer sends as it is (no `<`, which some write as
+/// `\u003c`, and no `"`): a body whose raw text lacks it carries no card.
+pub const CARD_MARK: &str = "details type=";
 const CLOSE: &str = "</details>";
 
 /// One card read back from content.
@@ -204,6 +207,14 @@ mod tests {
     use super::*;
     use crate::agent::calls::ToolRun;
     use crate::agent::cards::render;
+
+    #[test]
+    fn the_card_mark_survives_json_escaping() {
+        assert!(OPEN.contains(CARD_MARK));
+        // As a Go client writes it (HTML-safe escapes) and as serde_json does.
+        let escaped = OPEN.replace('<', "\\u003c").replace('"', "\\\"");
+        assert!(escaped.contains(CARD_MARK) && serde_json::to_string(OPEN).unwrap().contains(CARD_MARK));
+    }
 
     fn signer() -> CardSigner {
         CardSigner::new([42; 32])

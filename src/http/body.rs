@@ -36,8 +36,15 @@ pub async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Resu
 /// Reads a body of declared length straight into one buffer of that size: a large body is held
 /// once, never as chunks plus their concatenation.
 async fn read_declared(body: Body, len: usize, limit: usize) -> Result<Bytes, ApiError> {
-    let mut buf = bytes::BytesMut::with_capacity(len);
     let mut chunks = body.into_data_stream();
+    let Some(first) = chunks.next().await else { return Ok(Bytes::new()) };
+    let first = first.map_err(|_| ApiError::BodyRead)?;
+    // The usual small body comes in one chunk: kept as it is, not copied.
+    if first.len() >= len {
+        return if first.len() > limit { Err(ApiError::PayloadTooLarge { limit }) } else { Ok(first) };
+    }
+    let mut buf = bytes::BytesMut::with_capacity(len);
+    buf.extend_from_slice(&first);
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|_| ApiError::BodyRead)?;
         // hyper enforces the declared length; the limit still holds if it ever did not.

@@ -66,6 +66,9 @@ impl<S> tower::Layer<S> for FrontLayer {
     }
 }
 
+/// What [`Front`] answers with.
+pub type FrontFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
 /// [`FrontLayer`] around one route.
 #[derive(Clone)]
 pub struct Front<S> {
@@ -80,31 +83,64 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = FrontFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
+    fn call(&mut self, req: Request) -> Self::Future {
+        let route = req.extensions().get::<MatchedPath>().cloned().map(Route::Matched);
+        // A nested router's routes count as matched, should one ever be nested.
+        let matched = route.is_some() || req.extensions().get::<axum::extract::NestedPath>().is_some();
+        let Self { layer, inner } = self;
+        layer.handle(req, route, matched, |req| inner.call(req))
+    }
+}
+
+/// The route a request was matched to: by the router, or by the server's own fast path (the
+/// chat route, see `server.rs`), which skips the router.
+#[derive(Clone)]
+pub enum Route {
+    /// The router's matched pattern.
+    Matched(MatchedPath),
+    /// A pattern matched before the router.
+    Fixed(&'static str),
+}
+
+impl Route {
+    /// The route's pattern.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Matched(path) => path.as_str(),
+            Self::Fixed(path) => path,
+        }
+    }
+}
+
+impl FrontLayer {
+    /// Runs the layer for a request on `route` (`matched`: a route matched, so a key is needed
+    /// unless the route is open), with `inner` as the route's service.
+    pub fn handle<F, Fut>(&self, mut req: Request, route: Option<Route>, matched: bool, inner: F) -> FrontFuture
+    where
+        F: FnOnce(Request) -> Fut,
+        Fut: Future<Output = Result<Response, Infallible>> + Send + 'static,
+    {
         let started = Instant::now();
         let id = match req.headers().get(&REQUEST_ID) {
             Some(id) => id.clone(),
             None => {
-                let id = self.layer.ids.next();
+                let id = self.ids.next();
                 req.headers_mut().insert(REQUEST_ID.clone(), id.clone());
                 id
             }
         };
-        let route = req.extensions().get::<MatchedPath>().cloned();
         // A path no route matched (the 404 fallback) needs no key; every route does but the
         // open ones (a wrong method on a protected route is a 401 without a key, then a 405).
-        // A nested router's routes count as matched, should one ever be nested.
-        let unmatched = route.is_none() && req.extensions().get::<axum::extract::NestedPath>().is_none();
-        let needs_key = !unmatched && !route.as_ref().is_some_and(|r| open_route(r.as_str()));
+        let needs_key = matched && !route.as_ref().is_some_and(|r| open_route(r.as_str()));
         let span = span(&req, &id);
-        let gate = span.in_scope(|| match guard::gate(&self.layer.state, &req) {
-            Gate::Pass(origin) if needs_key => match auth::admit(&self.layer.state, &mut req) {
+        let gate = span.in_scope(|| match guard::gate(&self.state, &req) {
+            Gate::Pass(origin) if needs_key => match auth::admit(&self.state, &mut req) {
                 Ok(()) => Gate::Pass(origin),
                 // An allowed page reads the refusal (to ask for a key), as it reads any answer.
                 Err(refused) => {
@@ -134,7 +170,7 @@ where
             req.extensions_mut().insert(trace);
         }
         let routed = match gate {
-            Gate::Pass(origin) => Ok((self.inner.call(req), origin)),
+            Gate::Pass(origin) => Ok((inner(req), origin)),
             Gate::Answer(answer) => Err(answer),
         };
         Box::pin(async move {
@@ -158,7 +194,7 @@ where
 }
 
 /// Routes not traced: health probes and metrics scrapes (every few seconds, from machines).
-fn quiet_route(route: Option<&MatchedPath>) -> bool {
+fn quiet_route(route: Option<&Route>) -> bool {
     route.is_some_and(|r| matches!(r.as_str(), "/health/liveliness" | "/health/readiness" | "/health" | "/metrics"))
 }
 
@@ -186,7 +222,7 @@ fn finished(span: &tracing::Span, response: &Response, started: Instant) {
 }
 
 /// Counts the request by matched route and status.
-fn count(route: Option<&MatchedPath>, response: &Response) {
+fn count(route: Option<&Route>, response: &Response) {
     // Only the router's own patterns are matched paths: a bounded set, whatever is requested.
     let route = route.map_or("unmatched", |r| crate::metrics::route_label(r.as_str()));
     let labels = crate::metrics::RequestLabels { route, status: response.status().as_u16() };

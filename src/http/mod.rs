@@ -209,6 +209,11 @@ impl AppState {
 
 /// All routes. Health routes are open; everything else needs a key when keys are configured.
 pub fn router(state: AppState) -> Router {
+    router_with(state.clone(), front::FrontLayer::new(state))
+}
+
+/// [`router`] with its front layer given (the server's fast path shares it).
+pub(crate) fn router_with(state: AppState, front: front::FrontLayer) -> Router {
     let mut protected = Router::new();
     if let Some(mount) = &state.facade {
         let facade = tower::ServiceBuilder::new()
@@ -250,7 +255,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Open routes are named in `front::open_route`; every other route needs a key.
-        .layer(front::FrontLayer::new(state.clone()))
+        .layer(front)
         .with_state(state)
 }
 

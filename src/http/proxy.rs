@@ -31,7 +31,7 @@ pub async fn forward(
     let (parts, body) = req.into_parts();
     let limit = state.config.limits.max_body_bytes;
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let path_and_query = path_and_query.strip_prefix("/v1").unwrap_or(path_and_query).to_owned();
+    let path_and_query = path_and_query.strip_prefix("/v1").unwrap_or(path_and_query).to_owned().into();
     let route = confined_route(parts.uri.path().strip_prefix("/v1").unwrap_or_default())?;
     // Chat has its own handler; any other path to the upstream's chat route would pass it by.
     // A key with a tool policy reaches only the OpenAI API's routes, whatever

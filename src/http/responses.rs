@@ -381,7 +381,7 @@ async fn upstream_or_missing(
     }
     let upstream = UpstreamRequest {
         method,
-        path_and_query: format!("/responses/{id}"),
+        path_and_query: format!("/responses/{id}").into(),
         headers: forward_headers(headers, Framing::Rewritten),
         client_auth: caller.upstream_auth(headers.get(axum::http::header::AUTHORIZATION)),
         body: UpstreamBody::Empty,

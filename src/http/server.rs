@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Body;
+use axum::extract::State;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -26,22 +27,60 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::{AppState, router};
+use super::front::{FrontFuture, FrontLayer, Route};
+use super::{AppState, router_with};
 use crate::config::LimitsConfig;
 
 /// The routes being served, replaceable while serving.
 #[derive(Clone)]
-pub struct Routes(Arc<ArcSwap<Router>>);
+pub struct Routes(Arc<ArcSwap<Served>>);
+
+/// One state's routes: the router, and the chat route's fast path beside it.
+struct Served {
+    router: Router,
+    front: FrontLayer,
+    state: AppState,
+}
+
+impl Served {
+    fn new(state: AppState) -> Self {
+        let front = FrontLayer::new(state.clone());
+        Self { router: router_with(state.clone(), front.clone()), front, state }
+    }
+
+    /// The chat route's pattern, when `req` is a chat completion (`POST`, the exact path).
+    fn chat_route<B>(req: &http::Request<B>) -> Option<&'static str> {
+        if req.method() != http::Method::POST {
+            return None;
+        }
+        ["/v1/chat/completions", "/chat/completions"].into_iter().find(|route| req.uri().path() == *route)
+    }
+
+    /// Serves `req`. A chat completion, nearly every request a gateway sees, goes through the
+    /// same front layer and handler as through the router, without the router's own work per
+    /// request (matching, boxing and cloning the route's service, its matched-path extension).
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> FrontFuture {
+        let req = req.map(Body::new);
+        if let Some(route) = Self::chat_route(&req) {
+            let state = self.state.clone();
+            return self.front.handle(req, Some(Route::Fixed(route)), true, move |req| async move {
+                Ok(axum::response::IntoResponse::into_response(super::chat::completions(State(state), req).await))
+            });
+        }
+        let router = self.router.clone();
+        Box::pin(router.oneshot(req))
+    }
+}
 
 impl Routes {
     /// The routes of `state`.
     pub fn new(state: AppState) -> Self {
-        Self(Arc::new(ArcSwap::from_pointee(router(state))))
+        Self(Arc::new(ArcSwap::from_pointee(Served::new(state))))
     }
 
     /// From now on, requests are served with `state`.
     pub fn replace(&self, state: AppState) {
-        self.0.store(Arc::new(router(state)));
+        self.0.store(Arc::new(Served::new(state)));
     }
 }
 
@@ -56,10 +95,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let current = routes.0.clone();
     // Each request is routed once, by the routes current when it arrived (no outer router).
-    let app = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let router = Router::clone(&current.load());
-        async move { router.oneshot(req.map(Body::new)).await }
-    });
+    let app = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| current.load().call(req));
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
     builder

@@ -32,6 +32,8 @@ pub struct UpstreamClient {
     display: std::sync::Arc<str>,
     /// `/chat/completions` below the base URL, parsed and checked once: the hot path's URL.
     chat_url: Option<std::sync::Arc<url::Url>>,
+    /// `Bearer <upstream.api_key>`, made once (each request clones a shared value).
+    api_key: Option<HeaderValue>,
 }
 
 type FastClient =
@@ -55,7 +57,7 @@ pub struct UpstreamRequest {
     /// HTTP method.
     pub method: Method,
     /// Path and query relative to the base URL, starting with `/` (e.g. `/models?x=1`).
-    pub path_and_query: String,
+    pub path_and_query: std::borrow::Cow<'static, str>,
     /// Headers to forward (already filtered of hop-by-hop and auth headers).
     pub headers: HeaderMap,
     /// Who the request is sent as: see [`CallerAuth`].
@@ -184,7 +186,13 @@ impl UpstreamClient {
                 .build(connector)
         });
         let display = config.display_url().into();
-        let mut client = Self { http, fast, chat_uri: None, config: config.into(), display, chat_url: None };
+        let api_key = config.api_key.as_ref().and_then(|key| {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose())).ok()?;
+            value.set_sensitive(true);
+            Some(value)
+        });
+        let mut client =
+            Self { http, fast, chat_uri: None, config: config.into(), display, chat_url: None, api_key };
         client.chat_url = client.confined_url(CHAT_PATH).ok().map(std::sync::Arc::new);
         client.chat_uri = client.chat_url.as_ref().and_then(|u| u.as_str().parse().ok());
         Ok(client)
@@ -202,35 +210,35 @@ impl UpstreamClient {
 
     /// Sends a request; non-success statuses become [`LlmError`]s (4xx keep their body).
     pub async fn send(&self, req: UpstreamRequest) -> Result<UpstreamResponse, LlmError> {
-        let url = match &self.chat_url {
-            Some(url) if req.path_and_query == CHAT_PATH => url::Url::clone(url),
-            _ => self.confined_url(&req.path_and_query)?,
+        let confined;
+        let url: &url::Url = match &self.chat_url {
+            Some(url) if req.path_and_query == CHAT_PATH => url,
+            _ => {
+                confined = self.confined_url(&req.path_and_query)?;
+                &confined
+            }
         };
         let started = std::time::Instant::now();
+        // Also what the upstream was sent as its key: scrubbed from an error body that reflects it.
         let auth = self.auth_header(req.client_auth);
-        // What the upstream was sent as its key: scrubbed from an error body that reflects it.
-        let sent_key = auth
-            .as_ref()
-            .and_then(|a| a.to_str().ok())
-            .map(|a| a.split_once(' ').map_or(a, |(_, t)| t).trim().to_owned());
         let mut headers = req.headers;
-        if let Some(auth) = auth {
-            headers.insert(header::AUTHORIZATION, auth);
+        if let Some(auth) = &auth {
+            headers.insert(header::AUTHORIZATION, auth.clone());
         }
         let response = match (req.body, &self.fast) {
             (UpstreamBody::Stream(body), _) => {
-                let builder = self.http.request(req.method, url).headers(headers).body(body);
+                let builder = self.http.request(req.method, url.clone()).headers(headers).body(body);
                 Head::of(builder.send().await.map_err(|e| self.transport_error(e))?)
             }
-            (UpstreamBody::Empty, Some(fast)) => self.send_fast(fast, &req.method, &url, headers, Bytes::new()).await?,
-            (UpstreamBody::Bytes(b), Some(fast)) => self.send_fast(fast, &req.method, &url, headers, b).await?,
-            (UpstreamBody::Empty, None) => Head::of(self.send_replayable(&req.method, &url, &headers, None).await?),
+            (UpstreamBody::Empty, Some(fast)) => self.send_fast(fast, &req.method, url, headers, Bytes::new()).await?,
+            (UpstreamBody::Bytes(b), Some(fast)) => self.send_fast(fast, &req.method, url, headers, b).await?,
+            (UpstreamBody::Empty, None) => Head::of(self.send_replayable(&req.method, url, &headers, None).await?),
             (UpstreamBody::Bytes(b), None) => {
-                Head::of(self.send_replayable(&req.method, &url, &headers, Some(b)).await?)
+                Head::of(self.send_replayable(&req.method, url, &headers, Some(b)).await?)
             }
         };
         crate::metrics::metrics().upstream_latency.observe(started.elapsed().as_secs_f64());
-        self.check(response, sent_key.as_deref()).await
+        self.check(response, auth.as_ref()).await
     }
 
     /// Sends a replayable request through hyper's pool (retried as [`send_replayable`]
@@ -320,10 +328,7 @@ impl UpstreamClient {
             Some(CallerAuth::Client(client)) if self.config.forward_client_auth => return Some(client),
             _ => {}
         }
-        let key = self.config.api_key.as_ref()?;
-        let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose())).ok()?;
-        value.set_sensitive(true);
-        Some(value)
+        self.api_key.clone()
     }
 
     async fn send_replayable(
@@ -361,9 +366,10 @@ impl UpstreamClient {
         }
     }
 
-    async fn check(&self, head: Head, sent_key: Option<&str>) -> Result<UpstreamResponse, LlmError> {
+    async fn check(&self, head: Head, sent: Option<&HeaderValue>) -> Result<UpstreamResponse, LlmError> {
         let Head { status, headers, body } = head;
         if status.is_client_error() {
+            let sent_key = sent.and_then(|a| a.to_str().ok()).map(|a| a.split_once(' ').map_or(a, |(_, t)| t).trim());
             let retry_after = headers.get(header::RETRY_AFTER).cloned();
             let bytes = body.bytes(self.display.clone(), Some(self.config.read_timeout));
             let body = scrub_key(read_bounded(bytes, MAX_ERROR_BODY).await, sent_key);

@@ -11,7 +11,7 @@ pub mod wire;
 
 pub use client::{CallerAuth, UpstreamBody, UpstreamClient, UpstreamRequest, UpstreamResponse};
 pub use sse::SseEvent;
-pub use types::ChatRequest;
+pub use types::{ChatPeek, ChatRequest};
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};

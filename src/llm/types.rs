@@ -1,7 +1,11 @@
 //! OpenAI chat wire types. The request is parsed once into a JSON map so every field we do not
 //! know (new OpenAI parameters, provider extensions) passes through untouched.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::LlmError;
@@ -46,6 +50,41 @@ impl ChatRequest {
     }
 }
 
+/// The few fields of a chat body that decide whether anything of ours applies to it, read
+/// without building the body's tree: the model borrowed, messages and the rest as raw JSON
+/// (fields not named here are skipped, their JSON still checked). A body it does not read
+/// (duplicate fields, a `stream` that is not a boolean, anything odd) is [`ChatRequest::parse`]d
+/// as usual.
+#[derive(Debug, Deserialize)]
+pub struct ChatPeek<'a> {
+    /// The requested model (not empty).
+    #[serde(borrow)]
+    pub model: Cow<'a, str>,
+    /// Whether the client asked for a stream.
+    #[serde(default)]
+    pub stream: Option<bool>,
+    /// The messages, an array, as sent.
+    #[serde(borrow)]
+    pub messages: &'a RawValue,
+    /// The client's own tools, if it sent any.
+    #[serde(default, borrow)]
+    pub tools: Option<&'a RawValue>,
+    /// The client's tool choice, if any.
+    #[serde(default, borrow)]
+    pub tool_choice: Option<&'a RawValue>,
+    /// The request's own tool controls (`mcp`), if any.
+    #[serde(default, borrow)]
+    pub mcp: Option<&'a RawValue>,
+}
+
+impl<'a> ChatPeek<'a> {
+    /// The body's deciding fields, when it is a valid chat body read this way.
+    pub fn of(raw: &'a [u8]) -> Option<Self> {
+        let peek: Self = serde_json::from_slice(raw).ok()?;
+        (!peek.model.is_empty() && peek.messages.get().starts_with('[')).then_some(peek)
+    }
+}
+
 fn invalid(message: String, param: Option<&'static str>) -> LlmError {
     LlmError::InvalidRequest { message, param }
 }
@@ -53,6 +92,29 @@ fn invalid(message: String, param: Option<&'static str>) -> LlmError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peek_reads_only_plain_chat_bodies() {
+        let peek = ChatPeek::of(br#"{"model":"m","x":{"y":[1]},"messages":[{"role":"user","content":"hi"}],"stream":true}"#).unwrap();
+        assert_eq!((peek.model.as_ref(), peek.stream), ("m", Some(true)));
+        assert_eq!(peek.messages.get(), r#"[{"role":"user","content":"hi"}]"#);
+        assert!(peek.tools.is_none() && peek.mcp.is_none() && peek.tool_choice.is_none());
+        let peek = ChatPeek::of(br#"{"model":"m\u0041","messages":[],"tools":[],"mcp":false,"tool_choice":"none"}"#).unwrap();
+        assert_eq!(peek.model, "mA");
+        assert!(peek.tools.is_some() && peek.mcp.is_some());
+        assert_eq!(peek.tool_choice.map(RawValue::get), Some(r#""none""#));
+        for odd in [
+            &br#"{"model":"m","messages":[],"model":"n"}"#[..],
+            br#"{"model":"","messages":[]}"#,
+            br#"{"model":"m","messages":{}}"#,
+            br#"{"model":"m","messages":[],"stream":"yes"}"#,
+            br#"{"model":"m","messages":[],"x":[}"#,
+            br#"{"model":"m"}"#,
+            br#"[]"#,
+        ] {
+            assert!(ChatPeek::of(odd).is_none(), "{}", String::from_utf8_lossy(odd));
+        }
+    }
 
     #[test]
     fn validates_required_fields() {
