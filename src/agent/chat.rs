@@ -5,9 +5,10 @@
 //!
 //! `http/chat.rs` only turns HTTP into a [`ChatInput`] and a [`ChatReply`] into JSON or SSE.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
+use memchr::memmem::Finder;
 use http::{HeaderMap, HeaderValue, Method, header};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
@@ -252,10 +253,11 @@ impl Agent {
         if peek.mcp.is_some() || peek.tools.is_some() {
             return false;
         }
+        // Searchers made once: making one costs more than searching a short chat.
+        static CARD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(super::history::CARD_MARK));
+        static PARKED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(super::park::REFERENCE));
         let messages = peek.messages.get().as_bytes();
-        if memchr::memmem::find(messages, super::history::CARD_MARK.as_bytes()).is_some()
-            || (self.parking.is_some() && memchr::memmem::find(messages, super::park::REFERENCE.as_bytes()).is_some())
-        {
+        if CARD.find(messages).is_some() || (self.parking.is_some() && PARKED.find(messages).is_some()) {
             return false;
         }
         let model = crate::access::model_policy_named(&peek.model, &self.models);
@@ -288,7 +290,10 @@ impl Agent {
             client_auth,
             body: UpstreamBody::Bytes(bytes),
         };
-        let response = tracing::Instrument::instrument(self.upstream.send(request), traced.clone()).await;
+        let send = self.upstream.send(request);
+        // Without traces there is no span to enter around each poll.
+        let response =
+            if traced.is_none() { send.await } else { tracing::Instrument::instrument(send, traced.clone()).await };
         if let Err(e) = &response {
             crate::telemetry::spans::record_error(&traced, e.kind());
         }

@@ -176,7 +176,12 @@ impl FrontLayer {
         Box::pin(async move {
             let mut response = match routed {
                 Ok((future, origin)) => {
-                    let Ok(mut response) = future.instrument(span.clone()).instrument(traced.clone()).await;
+                    // Spans nobody records (the usual log level, no traces) are not entered.
+                    let Ok(mut response) = if span.is_disabled() && traced.is_none() {
+                        future.await
+                    } else {
+                        future.instrument(span.clone()).instrument(traced.clone()).await
+                    };
                     if let Some(origin) = origin {
                         guard::allow_origin(&mut response, origin);
                     }
