@@ -105,6 +105,103 @@ impl Report {
         Self::default()
     }
 
+    /// The performance targets set against the minimal proxy (the floor of one extra hop),
+    /// each as a ratio to it measured in this run, or an absolute bound where the proxy has no
+    /// such path.
+    fn against_the_floor(&self) -> String {
+        let mut md = String::from("## Against the floor: the minimal proxy\n\n");
+        md.push_str("| path | minimal proxy | mcp-middleware | ratio | target | |\n|---|---:|---:|---:|---:|---|\n");
+        let (d50, _, drps) = self.path(0);
+        let (p50, _, prps) = self.path(1);
+        let (u50, _, urps) = self.path(2);
+        let (pa, ua) = (p50 - d50, u50 - d50);
+        let _ = writeln!(
+            md,
+            "| pass-through added p50 (c=1) | {pa:+.3} ms | {ua:+.3} ms | {:.2}× | ≤ 1.25× | {} |",
+            ua / pa,
+            met(ua <= 1.25 * pa)
+        );
+        let t0 = self.ttft.first().map_or(f64::NAN, |t| t.1);
+        let (tp, tu) = (self.ttft.get(1).map_or(f64::NAN, |t| t.1) - t0, self.ttft.get(2).map_or(f64::NAN, |t| t.1) - t0);
+        let _ = writeln!(
+            md,
+            "| streaming: time to first token added | {tp:+.3} ms | {tu:+.3} ms | {:.2}× | ≤ 1.5× | {} |",
+            tu / tp,
+            met(tu <= 1.5 * tp)
+        );
+        let _ = writeln!(
+            md,
+            "| throughput c=16 | {:.1} k/s | {:.1} k/s | {:.2}× | ≥ 0.85× | {} |",
+            prps / 1000.0,
+            urps / 1000.0,
+            urps / prps,
+            met(urps >= 0.85 * prps)
+        );
+        let _ = drps;
+        if let Some((ours, proxy)) = self.instructions {
+            let _ = writeln!(
+                md,
+                "| instructions per pass-through request (callgrind) | {:.1} k | {:.1} k | {:.2}× | ≤ 1.5× | {} |",
+                proxy / 1000.0,
+                ours / 1000.0,
+                ours / proxy,
+                met(ours <= 1.5 * proxy)
+            );
+        }
+        let proxy_idle = self.rss_proxy.first().copied().unwrap_or(f64::NAN);
+        if let Some((i, (n, _, rss))) = self.rss_streams.iter().enumerate().last() {
+            let per = (rss - self.rss_idle) * 1024.0 / *n as f64;
+            let proxy_per = (self.rss_proxy.get(i + 1).copied().unwrap_or(f64::NAN) - proxy_idle) * 1024.0 / *n as f64;
+            let _ = writeln!(
+                md,
+                "| memory per open stream ({n} streams) | {proxy_per:.1} KB | {per:.1} KB | {:.2}× | ≤ 1.15× | {} |",
+                per / proxy_per,
+                met(per <= 1.15 * proxy_per)
+            );
+        }
+        if let Some(r) = self.tool_rounds.first() {
+            let beyond = r.round_p50 - r.parts();
+            let _ = writeln!(
+                md,
+                "| tool round beyond its parts, {} | – | {beyond:+.3} ms | – | ≤ 0.10 ms | {} |",
+                r.server,
+                met(beyond <= 0.1)
+            );
+        }
+        let (via, ceiling) = self.rounds_c16;
+        let _ = writeln!(
+            md,
+            "| tool rounds/s at c=16 against the parts' ceiling | – | {:.0} % | – | ≥ 60 % | {} |",
+            100.0 * via / ceiling,
+            met(via >= 0.6 * ceiling)
+        );
+        if let Some((_, size, before, peak)) = self.bodies.get(1) {
+            let held = (peak - before) / (8.0 * *size as f64 / 1048576.0);
+            let _ = writeln!(
+                md,
+                "| a {:.0} MB body in the tool loop, held | – | {held:.2}× | – | ≤ 1.3× | {} |",
+                *size as f64 / 1048576.0,
+                met(held <= 1.3)
+            );
+        }
+        let c = &self.catalog;
+        let _ = writeln!(
+            md,
+            "| pass-through p99 while a 1,000-tool server sends `list_changed` every 100 ms | – | {:.3} ms (quiet {:.3} ms) | {:.2}× | ≤ 1.10× | {} |",
+            c.churning.1,
+            c.quiet.1,
+            c.churning.1 / c.quiet.1,
+            met(c.churning.1 <= 1.1 * c.quiet.1)
+        );
+        let _ = writeln!(
+            md,
+            "| ranking 1,000 tools for a 30 MB last message | – | {:.3} ms | – | ≤ 5 ms | {} |\n",
+            c.ranking.1,
+            met(c.ranking.1 <= 5.0)
+        );
+        md
+    }
+
     fn path(&self, i: usize) -> (f64, f64, f64) {
         self.pass_through.get(i).map_or((f64::NAN, f64::NAN, f64::NAN), |p| (p.1, p.2, p.4))
     }
@@ -281,6 +378,7 @@ impl Report {
         }
         let _ = writeln!(md);
 
+        md.push_str(&self.against_the_floor());
         let _ = writeln!(md, "## Targets\n");
         let _ = writeln!(md, "| target | figure | |");
         let _ = writeln!(md, "|---|---|---|");
