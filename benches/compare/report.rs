@@ -122,7 +122,8 @@ impl Report {
             met(ua <= 1.25 * pa)
         );
         let t0 = self.ttft.first().map_or(f64::NAN, |t| t.1);
-        let (tp, tu) = (self.ttft.get(1).map_or(f64::NAN, |t| t.1) - t0, self.ttft.get(2).map_or(f64::NAN, |t| t.1) - t0);
+        let (tp, tu) =
+            (self.ttft.get(1).map_or(f64::NAN, |t| t.1) - t0, self.ttft.get(2).map_or(f64::NAN, |t| t.1) - t0);
         let _ = writeln!(
             md,
             "| streaming: time to first token added | {tp:+.3} ms | {tu:+.3} ms | {:.2}× | ≤ 1.5× | {} |",

@@ -8,8 +8,8 @@
 use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
-use memchr::memmem::Finder;
 use http::{HeaderMap, HeaderValue, Method, header};
+use memchr::memmem::Finder;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
@@ -136,10 +136,12 @@ impl Agent {
         // The usual request with nothing of ours to do goes as it came, read only as far as
         // needed to know that.
         if mcp_servers.is_empty()
+            && self.offers_nothing(key.as_deref(), background)
             && let Some(peek) = ChatPeek::of(&raw)
-            && self.passes_through(&peek, key.as_deref(), background)
+            && self.passes_through(&peek)
         {
             let stream = peek.stream.unwrap_or(false);
+            tracing::debug!(model = %peek.model, stream, "chat completion passed through");
             let traced = crate::telemetry::spans::chat(&peek.model, self.upstream.base_url());
             drop(peek);
             return self.forward(raw, headers, client_auth, traced, stream).await;
@@ -245,11 +247,19 @@ impl Agent {
         Ok(Planned::Loop { job: Box::new(job), stream, first_event_wait })
     }
 
-    /// Whether a request whose deciding fields are `peek` has nothing of ours to do: no
-    /// controls, no client tools, nothing in its messages that looks like our tool cards or a
-    /// parked request's reference (a false alarm only costs the full read), not a Responses API
-    /// model, and no tool of ours it could be offered.
-    fn passes_through(&self, peek: &ChatPeek<'_>, key: Option<&ToolSelection>, background: bool) -> bool {
+    /// Whether no tool of ours could be offered to a request with `key`, whatever its model
+    /// (a model's policy only narrows): a background task, or none this caller may see. Known
+    /// before the body is read, so a request that may get tools is read once, in full.
+    fn offers_nothing(&self, key: Option<&ToolSelection>, background: bool) -> bool {
+        background
+            || super::ToolAccess::new(key, None, &RequestControls::default()).visible(&self.catalog()).next().is_none()
+    }
+
+    /// Whether a request that [`offers_nothing`](Self::offers_nothing), with deciding fields
+    /// `peek`, has nothing of ours to do: no controls, no client tools, nothing in its messages
+    /// that looks like our tool cards or a parked request's reference (a false alarm only costs
+    /// the full read), and not a Responses API model.
+    fn passes_through(&self, peek: &ChatPeek<'_>) -> bool {
         if peek.mcp.is_some() || peek.tools.is_some() {
             return false;
         }
@@ -260,15 +270,7 @@ impl Agent {
         if CARD.find(messages).is_some() || (self.parking.is_some() && PARKED.find(messages).is_some()) {
             return false;
         }
-        let model = crate::access::model_policy_named(&peek.model, &self.models);
-        if model.is_some_and(|m| m.responses_api) {
-            return false;
-        }
-        // As `select` decides: none at all, or none this caller may see.
-        background
-            || peek.tool_choice.is_some_and(|c| c.get() == r#""none""#)
-            || model.is_some_and(|m| !m.inject)
-            || super::ToolAccess::new(key, model, &RequestControls::default()).visible(&self.catalog()).next().is_none()
+        !crate::access::model_policy_named(&peek.model, &self.models).is_some_and(|m| m.responses_api)
     }
 
     /// Sends a request with nothing of ours in it to the upstream, as `bytes`.

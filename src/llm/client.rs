@@ -191,8 +191,7 @@ impl UpstreamClient {
             value.set_sensitive(true);
             Some(value)
         });
-        let mut client =
-            Self { http, fast, chat_uri: None, config: config.into(), display, chat_url: None, api_key };
+        let mut client = Self { http, fast, chat_uri: None, config: config.into(), display, chat_url: None, api_key };
         client.chat_url = client.confined_url(CHAT_PATH).ok().map(std::sync::Arc::new);
         client.chat_uri = client.chat_url.as_ref().and_then(|u| u.as_str().parse().ok());
         Ok(client)

@@ -51,9 +51,10 @@ impl ChatRequest {
 }
 
 /// The few fields of a chat body that decide whether anything of ours applies to it, read
-/// without building the body's tree: the model borrowed, messages and the rest as raw JSON
-/// (fields not named here are skipped, their JSON still checked). A body it does not read
-/// (duplicate fields, a `stream` that is not a boolean, anything odd) is [`ChatRequest::parse`]d
+/// without building the body's tree: the model borrowed, messages and the rest as raw JSON.
+/// Only an object whose bytes are UTF-8 is read; fields not named here are skipped (their JSON
+/// syntax checked, their values going upstream as sent). A body it does not read (not an object,
+/// duplicate fields, a `stream` that is not a boolean, anything odd) is [`ChatRequest::parse`]d
 /// as usual.
 #[derive(Debug, Deserialize)]
 pub struct ChatPeek<'a> {
@@ -66,21 +67,31 @@ pub struct ChatPeek<'a> {
     /// The messages, an array, as sent.
     #[serde(borrow)]
     pub messages: &'a RawValue,
-    /// The client's own tools, if it sent any.
-    #[serde(default, borrow)]
+    /// The client's own tools, if the field is there (`null` included).
+    #[serde(default, borrow, deserialize_with = "present")]
     pub tools: Option<&'a RawValue>,
-    /// The client's tool choice, if any.
-    #[serde(default, borrow)]
+    /// The client's tool choice, if the field is there (`null` included).
+    #[serde(default, borrow, deserialize_with = "present")]
     pub tool_choice: Option<&'a RawValue>,
-    /// The request's own tool controls (`mcp`), if any.
-    #[serde(default, borrow)]
+    /// The request's own tool controls (`mcp`), if the field is there (`null` included).
+    #[serde(default, borrow, deserialize_with = "present")]
     pub mcp: Option<&'a RawValue>,
+}
+
+/// A field that is there, whatever its value: `null` too (which `Option` would make `None`).
+fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(value).map(Some)
 }
 
 impl<'a> ChatPeek<'a> {
     /// The body's deciding fields, when it is a valid chat body read this way.
     pub fn of(raw: &'a [u8]) -> Option<Self> {
-        let peek: Self = serde_json::from_slice(raw).ok()?;
+        // An object only (serde would read a struct from an array too), and UTF-8 throughout
+        // (skipped strings are not checked one by one).
+        if raw.trim_ascii_start().first() != Some(&b'{') {
+            return None;
+        }
+        let peek: Self = serde_json::from_str(std::str::from_utf8(raw).ok()?).ok()?;
         (!peek.model.is_empty() && peek.messages.get().starts_with('[')).then_some(peek)
     }
 }
@@ -95,14 +106,23 @@ mod tests {
 
     #[test]
     fn a_peek_reads_only_plain_chat_bodies() {
-        let peek = ChatPeek::of(br#"{"model":"m","x":{"y":[1]},"messages":[{"role":"user","content":"hi"}],"stream":true}"#).unwrap();
+        let peek =
+            ChatPeek::of(br#"{"model":"m","x":{"y":[1]},"messages":[{"role":"user","content":"hi"}],"stream":true}"#)
+                .unwrap();
         assert_eq!((peek.model.as_ref(), peek.stream), ("m", Some(true)));
         assert_eq!(peek.messages.get(), r#"[{"role":"user","content":"hi"}]"#);
         assert!(peek.tools.is_none() && peek.mcp.is_none() && peek.tool_choice.is_none());
-        let peek = ChatPeek::of(br#"{"model":"m\u0041","messages":[],"tools":[],"mcp":false,"tool_choice":"none"}"#).unwrap();
+        let peek =
+            ChatPeek::of(br#"{"model":"m\u0041","messages":[],"tools":[],"mcp":false,"tool_choice":"none"}"#).unwrap();
         assert_eq!(peek.model, "mA");
         assert!(peek.tools.is_some() && peek.mcp.is_some());
         assert_eq!(peek.tool_choice.map(RawValue::get), Some(r#""none""#));
+        // A field that is there as `null` is there: the full read decides what it means.
+        let peek = ChatPeek::of(br#" {"model":"m","messages":[],"mcp":null,"tools":null,"stream":null}"#).unwrap();
+        assert_eq!(
+            (peek.mcp.map(RawValue::get), peek.tools.map(RawValue::get), peek.stream),
+            (Some("null"), Some("null"), None)
+        );
         for odd in [
             &br#"{"model":"m","messages":[],"model":"n"}"#[..],
             br#"{"model":"","messages":[]}"#,
@@ -111,6 +131,8 @@ mod tests {
             br#"{"model":"m","messages":[],"x":[}"#,
             br#"{"model":"m"}"#,
             br#"[]"#,
+            br#"["m",false,[]]"#,
+            b"{\"model\":\"m\",\"messages\":[],\"x\":\"\xff\"}",
         ] {
             assert!(ChatPeek::of(odd).is_none(), "{}", String::from_utf8_lossy(odd));
         }

@@ -38,6 +38,39 @@ async fn malformed_and_incomplete_chat_bodies_are_400() {
     assert!(llm.requests().is_empty(), "nothing invalid reached the upstream");
 }
 
+/// Without a tool to offer, a chat body is only peeked at before it goes upstream as it came:
+/// the peek refuses what the full read refuses, and what it forwards is the client's bytes.
+#[tokio::test]
+async fn a_body_with_nothing_of_ours_to_do_is_checked_as_strictly_and_sent_as_it_came() {
+    let llm = FakeLlm::new().text("ok").start().await;
+    let app = TestApp::in_front_of(&llm, "builtin_tools:\n  enabled: false\n").await;
+    let send = |body: &'static [u8]| {
+        app.client.post(app.url("/v1/chat/completions")).header("content-type", "application/json").body(body).send()
+    };
+    for (body, says) in [
+        (&b"[\"m\", false, [{\"role\": \"user\", \"content\": \"hi\"}]]"[..], "JSON object"),
+        (b"{\"model\": \"m\", \"messages\": [], \"mcp\": null}", "mcp"),
+        (b"{\"model\": \"m\", \"messages\": [], \"extra\": \"\xff\"}", "JSON object"),
+        (b"{\"model\": \"m\", \"messages\": {}}", "messages"),
+        (b"{\"model\": \"\", \"messages\": []}", "model"),
+        (b"{\"model\": \"m\", \"messages\": [], \"stream\": \"yes\"}", ""),
+    ] {
+        let resp = send(body).await.unwrap();
+        if says.is_empty() {
+            // Not a boolean: read in full, where it means no stream (as before).
+            assert_eq!(resp.status(), 200, "{}", String::from_utf8_lossy(body));
+            continue;
+        }
+        let err = error_of(resp, 400).await;
+        assert!(err["message"].as_str().unwrap().contains(says), "{err}: {}", String::from_utf8_lossy(body));
+    }
+    assert_eq!(llm.requests().len(), 1, "only the valid body reached the upstream");
+    // Spaces, escapes and unknown fields go as they were written.
+    let body: &[u8] = b" {\"model\" : \"m\\u0041\", \"future\": {\"a\": [1, 2.50]},\n \"messages\": [{\"role\": \"user\", \"content\": \"h\\u00e9\"}]}";
+    assert_eq!(send(body).await.unwrap().status(), 200);
+    assert_eq!(llm.requests().last().unwrap().body.as_ref(), body);
+}
+
 #[tokio::test]
 async fn unknown_route_is_404_and_wrong_method_405() {
     let llm = FakeLlm::new().start().await;
