@@ -91,8 +91,9 @@ impl Gateway {
         let dir = peers::TempDir::new("mcpmw-bench");
         let config = dir.0.join("config.yaml");
         let yaml = format!(
-            "listen: 127.0.0.1:{port}\nupstream:\n  base_url: http://{upstream}/v1\nlogging:\n  level: warn\nbuiltin_tools:\n  enabled: false\nartifacts:\n  local:\n    dir: {}\nmcpServers:{servers}\n",
-            dir.0.join("artifacts").display()
+            "listen: 127.0.0.1:{port}\nupstream:\n  base_url: http://{upstream}/v1\nlogging:\n  level: warn\nbuiltin_tools:\n  enabled: false\nartifacts:\n  local:\n    dir: {}\n{}mcpServers:{servers}\n",
+            dir.0.join("artifacts").display(),
+            std::env::var("MCPMW_BENCH_EXTRA").unwrap_or_default().replace("\\n", "\n")
         );
         std::fs::write(&config, yaml).unwrap();
         let child = std::process::Command::new(GATEWAY).arg("--config").arg(&config).spawn().expect("gateway starts");

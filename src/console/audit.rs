@@ -29,6 +29,8 @@ const CALLS: &str = "audit";
 const CHATS: &str = "audit-chats";
 /// Records waiting to be written; more are dropped.
 const QUEUE: usize = 1024;
+/// Most records written in one transaction.
+const BATCH: usize = 128;
 /// Most records a listing reads.
 pub const MAX_LISTED: usize = 500;
 
@@ -75,19 +77,30 @@ impl StoreAudit {
                     }
                 };
                 let Some(record) = record else { break };
-                let serial = serial.fetch_add(1, Ordering::Relaxed);
-                let written = match &record {
-                    Kept::Call(call) => {
-                        let owner = owner(call.key.as_deref(), call.holder.as_deref(), call.user.is_some());
-                        write(&secrets, CALLS, call, call.started_ms, owner, ttl, serial).await
+                // What queued up meanwhile goes in the same transaction: under load the store
+                // sees one write per batch, not one per tool call.
+                let mut entries = Vec::new();
+                let mut next = Some(record);
+                let mut taken = 0;
+                while let Some(record) = next.take() {
+                    let serial = serial.fetch_add(1, Ordering::Relaxed);
+                    match &record {
+                        Kept::Call(call) => {
+                            let owner = owner(call.key.as_deref(), call.holder.as_deref(), call.user.is_some());
+                            entries_of(&mut entries, CALLS, call, call.started_ms, owner, serial);
+                        }
+                        Kept::Chat(chat) => {
+                            let owner = owner(chat.key.as_deref(), chat.holder.as_deref(), chat.user.is_some());
+                            entries_of(&mut entries, CHATS, chat, chat.started_ms, owner, serial);
+                        }
                     }
-                    Kept::Chat(chat) => {
-                        let owner = owner(chat.key.as_deref(), chat.holder.as_deref(), chat.user.is_some());
-                        write(&secrets, CHATS, chat, chat.started_ms, owner, ttl, serial).await
+                    taken += 1;
+                    if taken < BATCH {
+                        next = records.try_recv().ok();
                     }
-                };
-                if let Err(e) = written {
-                    tracing::warn!(error = %e, "a record could not be kept for the activity page");
+                }
+                if let Err(e) = secrets.put_private_many(entries, Some(ttl)).await {
+                    tracing::warn!(error = %e, records = taken, "records could not be kept for the activity page");
                 }
             }
         });
@@ -149,22 +162,21 @@ fn scoped(space: &str, scope: Scope<'_>) -> String {
     }
 }
 
-async fn write(
-    secrets: &Secrets,
+/// The entries that keep `record`: in everyone's `space`, and in its owner's.
+fn entries_of(
+    entries: &mut Vec<(String, String, Vec<u8>)>,
     space: &str,
     record: &impl serde::Serialize,
     started_ms: u64,
     owner: Option<Scope<'_>>,
-    ttl: Duration,
     serial: u32,
-) -> Result<(), StateError> {
-    let bytes = serde_json::to_vec(record).map_err(|e| StateError::Database(e.to_string()))?;
+) {
+    let Ok(bytes) = serde_json::to_vec(record) else { return };
     let key = key(started_ms, serial);
-    secrets.put_private(space, &key, &bytes, Some(ttl)).await?;
     if let Some(owner) = owner {
-        secrets.put_private(&scoped(space, owner), &key, &bytes, Some(ttl)).await?;
+        entries.push((scoped(space, owner), key.clone(), bytes.clone()));
     }
-    Ok(())
+    entries.push((space.to_owned(), key, bytes));
 }
 
 /// The newest records of `space` in `scope` (at most `limit`, capped at [`MAX_LISTED`]).

@@ -33,7 +33,8 @@ pub enum StateError {
 /// One listed entry: its key and value.
 pub type Entry = (String, Vec<u8>);
 
-/// Entries by space and key. Every method is one statement: safe with many replicas.
+/// Entries by space and key. Every method is one statement (`put_many` one transaction): safe
+/// with many replicas.
 pub trait StateStore: Send + Sync {
     /// The value under `space`/`key`, unless absent or expired.
     fn get<'a>(&'a self, space: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StateError>>;
@@ -43,6 +44,13 @@ pub trait StateStore: Send + Sync {
         space: &'a str,
         key: &'a str,
         value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), StateError>>;
+    /// Writes every `(space, key, value)` of `entries` as [`put`](Self::put) does, in one
+    /// transaction: all of them or none.
+    fn put_many<'a>(
+        &'a self,
+        entries: &'a [(String, String, Vec<u8>)],
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<(), StateError>>;
     /// Reads and deletes in one step: of callers racing for the same entry, one gets it.
@@ -113,6 +121,21 @@ impl Secrets {
             Some(sealer) => self.store.put(space, key, &sealer.seal(space, key, value), ttl).await,
             None => self.store.put(space, key, value, ttl).await,
         }
+    }
+
+    /// Several entries of private data (`(space, key, value)`), written in one transaction as
+    /// [`put_private`](Self::put_private) writes each.
+    pub async fn put_private_many(
+        &self,
+        mut entries: Vec<(String, String, Vec<u8>)>,
+        ttl: Option<Duration>,
+    ) -> Result<(), StateError> {
+        if let Some(sealer) = &self.sealer {
+            for (space, key, value) in &mut entries {
+                *value = sealer.seal(space, key, value);
+            }
+        }
+        self.store.put_many(&entries, ttl).await
     }
 
     /// Private data stored by [`put_private`](Self::put_private).

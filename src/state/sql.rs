@@ -209,6 +209,48 @@ impl StateStore for SqlStore {
         .boxed()
     }
 
+    fn put_many<'a>(
+        &'a self,
+        entries: &'a [(String, String, Vec<u8>)],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        async move {
+            self.ready().await?;
+            let expires = ttl.map(|ttl| unix_ms(SystemTime::now() + ttl));
+            match &self.pool {
+                Pool::Sqlite(pool) => {
+                    let mut tx = pool.begin().await.map_err(db)?;
+                    for (space, key, value) in entries {
+                        sqlx::query(PUT)
+                            .bind(space)
+                            .bind(key)
+                            .bind(value)
+                            .bind(expires)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db)?;
+                    }
+                    tx.commit().await.map_err(db)
+                }
+                Pool::Postgres(pool) => {
+                    let mut tx = pool.begin().await.map_err(db)?;
+                    for (space, key, value) in entries {
+                        sqlx::query(&PG.put)
+                            .bind(space)
+                            .bind(key)
+                            .bind(value)
+                            .bind(expires)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db)?;
+                    }
+                    tx.commit().await.map_err(db)
+                }
+            }
+        }
+        .boxed()
+    }
+
     fn take<'a>(&'a self, space: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StateError>> {
         self.value(Statement::Take, space, key).boxed()
     }

@@ -67,6 +67,21 @@ async fn behaves(url: &str) {
     assert_eq!(store.list(&space, 100).await.unwrap().len(), 4);
     assert!(store.list("no-such-space", 10).await.unwrap().is_empty());
 
+    // Several puts in one transaction (the activity trail's batches): all written, replacing
+    // what was there, with their expiry; sealed one by one through `Secrets`.
+    let batch = |keys: &[&str]| {
+        keys.iter().map(|k| (space.clone(), (*k).to_owned(), k.as_bytes().to_vec())).collect::<Vec<_>>()
+    };
+    store.put_many(&batch(&["0004", "0001"]), Some(Duration::from_secs(60))).await.unwrap();
+    assert_eq!(store.list(&space, 100).await.unwrap().len(), 5);
+    store.put_many(&batch(&["0005"]), Some(Duration::from_millis(1))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(store.list(&space, 100).await.unwrap().len(), 5, "expired with its batch's time to live");
+    let sealed = Secrets::new(store.clone(), Some(Sealer::new(KEY)));
+    sealed.put_private_many(vec![(space.clone(), "0006".into(), b"private".to_vec())], None).await.unwrap();
+    assert_ne!(store.get(&space, "0006").await.unwrap().unwrap(), b"private", "sealed at rest");
+    assert_eq!(sealed.get_private(&space, "0006").await.unwrap().as_deref(), Some(&b"private"[..]));
+
     // Secrets: sealed at rest, opened with the key, refused without one.
     let secrets = Secrets::new(store.clone(), Some(Sealer::new(KEY)));
     secrets.put("tokens", "github", b"gho_plaintext_token", None).await.unwrap();
