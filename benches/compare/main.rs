@@ -90,6 +90,8 @@ impl Gateway {
         let port = peers::free_port();
         let dir = peers::TempDir::new("mcpmw-bench");
         let config = dir.0.join("config.yaml");
+        // `MCPMW_BENCH_EXTRA`: more top-level config for the gateway under test, `\n` for line
+        // ends (e.g. `console:\n  enabled: false\n`, to see what the activity trail costs).
         let yaml = format!(
             "listen: 127.0.0.1:{port}\nupstream:\n  base_url: http://{upstream}/v1\nlogging:\n  level: warn\nbuiltin_tools:\n  enabled: false\nartifacts:\n  local:\n    dir: {}\n{}mcpServers:{servers}\n",
             dir.0.join("artifacts").display(),
