@@ -243,8 +243,7 @@ async fn a_changed_description_is_counted_and_withheld_when_pinned() {
     );
     let loose = tools.iter().find(|t| t["name"] == "loose__long_description").unwrap();
     assert!(loose["description"].as_str().unwrap().contains("<IMPORTANT>"), "without a pin the change applies");
-    let metrics = app.get("/metrics").await.text().await.unwrap();
-    let counted = |server: &str| {
+    let counted = |metrics: &str, server: &str| {
         metrics
             .lines()
             .find(|l| {
@@ -254,5 +253,15 @@ async fn a_changed_description_is_counted_and_withheld_when_pinned() {
             .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    assert!(counted("pinned") >= 2 && counted("loose") >= 2, "{metrics}");
+    // Each server's second listing is counted when its catalog is rebuilt (off the request
+    // threads): the loose server's tools above say nothing of when the pinned one's was.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        if counted(&metrics, "pinned") >= 2 && counted(&metrics, "loose") >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "both changes counted: {metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
