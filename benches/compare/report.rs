@@ -121,9 +121,7 @@ impl Report {
             ua / pa,
             met(ua <= 1.25 * pa)
         );
-        let t0 = self.ttft.first().map_or(f64::NAN, |t| t.1);
-        let (tp, tu) =
-            (self.ttft.get(1).map_or(f64::NAN, |t| t.1) - t0, self.ttft.get(2).map_or(f64::NAN, |t| t.1) - t0);
+        let (tp, tu) = self.ttft_added();
         let _ = writeln!(
             md,
             "| streaming: time to first token added | {tp:+.3} ms | {tu:+.3} ms | {:.2}× | ≤ 1.5× | {} |",
@@ -150,7 +148,7 @@ impl Report {
             );
         }
         let proxy_idle = self.rss_proxy.first().copied().unwrap_or(f64::NAN);
-        if let Some((i, (n, _, rss))) = self.rss_streams.iter().enumerate().last() {
+        if let Some((i, (n, _, rss))) = self.rss_streams.iter().enumerate().next_back() {
             let per = (rss - self.rss_idle) * 1024.0 / *n as f64;
             let proxy_per = (self.rss_proxy.get(i + 1).copied().unwrap_or(f64::NAN) - proxy_idle) * 1024.0 / *n as f64;
             let _ = writeln!(
@@ -201,6 +199,12 @@ impl Report {
             met(c.ranking.1 <= 5.0)
         );
         md
+    }
+
+    /// Time to first token added (p50, ms) by the minimal proxy and by the gateway.
+    fn ttft_added(&self) -> (f64, f64) {
+        let p50 = |i: usize| self.ttft.get(i).map_or(f64::NAN, |t| t.1);
+        (p50(1) - p50(0), p50(2) - p50(0))
     }
 
     fn path(&self, i: usize) -> (f64, f64, f64) {
@@ -400,8 +404,7 @@ impl Report {
             100.0 * urps / drps,
             met(urps >= 0.9 * drps)
         );
-        let tp = self.ttft.get(1).map_or(f64::NAN, |t| t.1) - t0;
-        let tu = self.ttft.get(2).map_or(f64::NAN, |t| t.1) - t0;
+        let (tp, tu) = self.ttft_added();
         let _ = writeln!(
             md,
             "| time to first token added within 2× of the minimal proxy's ({tp:+.3} ms) | {tu:+.3} ms | {} |",

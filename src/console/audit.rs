@@ -171,7 +171,13 @@ fn entries_of(
     owner: Option<Scope<'_>>,
     serial: u32,
 ) {
-    let Ok(bytes) = serde_json::to_vec(record) else { return };
+    let bytes = match serde_json::to_vec(record) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            tracing::warn!(%error, "a record could not be kept for the activity page");
+            return;
+        }
+    };
     let key = key(started_ms, serial);
     if let Some(owner) = owner {
         entries.push((scoped(space, owner), key.clone(), bytes.clone()));

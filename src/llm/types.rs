@@ -52,10 +52,11 @@ impl ChatRequest {
 
 /// The few fields of a chat body that decide whether anything of ours applies to it, read
 /// without building the body's tree: the model borrowed, messages and the rest as raw JSON.
-/// Only an object whose bytes are UTF-8 is read; fields not named here are skipped (their JSON
-/// syntax checked, their values going upstream as sent). A body it does not read (not an object,
-/// duplicate fields, a `stream` that is not a boolean, anything odd) is [`ChatRequest::parse`]d
-/// as usual.
+/// Only an object whose bytes are UTF-8 is read; fields not named here are skipped: their JSON
+/// syntax is checked, their values are not (a lone surrogate escape, a number beyond `f64`,
+/// nesting past 128 levels go to the upstream as sent, which judges them). A body it does not
+/// read (not an object, duplicate fields, a `stream` that is not a boolean, anything odd) is
+/// [`ChatRequest::parse`]d as usual.
 #[derive(Debug, Deserialize)]
 pub struct ChatPeek<'a> {
     /// The requested model (not empty).
@@ -70,9 +71,6 @@ pub struct ChatPeek<'a> {
     /// The client's own tools, if the field is there (`null` included).
     #[serde(default, borrow, deserialize_with = "present")]
     pub tools: Option<&'a RawValue>,
-    /// The client's tool choice, if the field is there (`null` included).
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub tool_choice: Option<&'a RawValue>,
     /// The request's own tool controls (`mcp`), if the field is there (`null` included).
     #[serde(default, borrow, deserialize_with = "present")]
     pub mcp: Option<&'a RawValue>,
@@ -111,12 +109,11 @@ mod tests {
                 .unwrap();
         assert_eq!((peek.model.as_ref(), peek.stream), ("m", Some(true)));
         assert_eq!(peek.messages.get(), r#"[{"role":"user","content":"hi"}]"#);
-        assert!(peek.tools.is_none() && peek.mcp.is_none() && peek.tool_choice.is_none());
+        assert!(peek.tools.is_none() && peek.mcp.is_none());
         let peek =
             ChatPeek::of(br#"{"model":"m\u0041","messages":[],"tools":[],"mcp":false,"tool_choice":"none"}"#).unwrap();
         assert_eq!(peek.model, "mA");
         assert!(peek.tools.is_some() && peek.mcp.is_some());
-        assert_eq!(peek.tool_choice.map(RawValue::get), Some(r#""none""#));
         // A field that is there as `null` is there: the full read decides what it means.
         let peek = ChatPeek::of(br#" {"model":"m","messages":[],"mcp":null,"tools":null,"stream":null}"#).unwrap();
         assert_eq!(

@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 use super::{StateError, StateStore, unix_ms};
 
@@ -120,10 +120,6 @@ impl SqlStore {
                 .map_err(bad)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                // In WAL mode NORMAL never corrupts the file; a power cut may lose the last
-                // commits (never a crash of the process). FULL syncs the disk on every commit,
-                // which is every tool call's activity record.
-                .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(WAIT);
             if let Some(parent) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)

@@ -39,9 +39,10 @@ async fn malformed_and_incomplete_chat_bodies_are_400() {
 }
 
 /// Without a tool to offer, a chat body is only peeked at before it goes upstream as it came:
-/// the peek refuses what the full read refuses, and what it forwards is the client's bytes.
+/// what is not a chat body (not an object, not UTF-8, a control that is `null`, no model, no
+/// messages) is refused as the full read refuses it, and what it forwards is the client's bytes.
 #[tokio::test]
-async fn a_body_with_nothing_of_ours_to_do_is_checked_as_strictly_and_sent_as_it_came() {
+async fn a_peeked_body_is_refused_when_not_a_chat_body_and_sent_as_it_came() {
     let llm = FakeLlm::new().text("ok").start().await;
     let app = TestApp::in_front_of(&llm, "builtin_tools:\n  enabled: false\n").await;
     let send = |body: &'static [u8]| {

@@ -69,11 +69,13 @@ async fn behaves(url: &str) {
 
     // Several puts in one transaction (the activity trail's batches): all written, replacing
     // what was there, with their expiry; sealed one by one through `Secrets`.
-    let batch = |keys: &[&str]| {
-        keys.iter().map(|k| (space.clone(), (*k).to_owned(), k.as_bytes().to_vec())).collect::<Vec<_>>()
-    };
+    let batch =
+        |keys: &[&str]| keys.iter().map(|k| (space.clone(), (*k).to_owned(), b"new".to_vec())).collect::<Vec<_>>();
     store.put_many(&batch(&["0004", "0001"]), Some(Duration::from_secs(60))).await.unwrap();
-    assert_eq!(store.list(&space, 100).await.unwrap().len(), 5);
+    let listed = store.list(&space, 100).await.unwrap();
+    assert_eq!(listed.len(), 5);
+    assert!(listed.iter().filter(|(k, _)| k == "0001" || k == "0004").all(|(_, v)| v == b"new"), "{listed:?}");
+    assert_eq!(store.get(&space, "0003").await.unwrap().as_deref(), Some(&b"0003"[..]), "others untouched");
     store.put_many(&batch(&["0005"]), Some(Duration::from_millis(1))).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(store.list(&space, 100).await.unwrap().len(), 5, "expired with its batch's time to live");
