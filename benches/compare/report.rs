@@ -96,6 +96,11 @@ fn machine() -> String {
     )
 }
 
+/// How many copies of each of the eight bodies the gateway held at its peak.
+fn held(size: usize, before: f64, peak: f64) -> f64 {
+    (peak - before) / (8.0 * size as f64 / 1048576.0)
+}
+
 fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "**not met**" }
 }
@@ -111,7 +116,7 @@ impl Report {
     fn against_the_floor(&self) -> String {
         let mut md = String::from("## Against the floor: the minimal proxy\n\n");
         md.push_str("| path | minimal proxy | mcp-middleware | ratio | target | |\n|---|---:|---:|---:|---:|---|\n");
-        let (d50, _, drps) = self.path(0);
+        let (d50, _, _) = self.path(0);
         let (p50, _, prps) = self.path(1);
         let (u50, _, urps) = self.path(2);
         let (pa, ua) = (p50 - d50, u50 - d50);
@@ -136,7 +141,6 @@ impl Report {
             urps / prps,
             met(urps >= 0.85 * prps)
         );
-        let _ = drps;
         if let Some((ours, proxy)) = self.instructions {
             let _ = writeln!(
                 md,
@@ -175,7 +179,7 @@ impl Report {
             met(via >= 0.6 * ceiling)
         );
         if let Some((_, size, before, peak)) = self.bodies.get(1) {
-            let held = (peak - before) / (8.0 * *size as f64 / 1048576.0);
+            let held = held(*size, *before, *peak);
             let _ = writeln!(
                 md,
                 "| a {:.0} MB body in the tool loop, held | – | {held:.2}× | – | ≤ 1.3× | {} |",
@@ -378,7 +382,7 @@ impl Report {
         let _ = writeln!(md, "| path | RSS before | peak RSS | added | bodies held |");
         let _ = writeln!(md, "|---|---:|---:|---:|---:|");
         for (name, size, before, peak) in &self.bodies {
-            let held = (peak - before) / (8.0 * *size as f64 / 1048576.0);
+            let held = held(*size, *before, *peak);
             let _ = writeln!(md, "| {name} | {before:.1} MB | {peak:.1} MB | {:.1} MB | {held:.2}× |", peak - before);
         }
         let _ = writeln!(md);
@@ -436,7 +440,7 @@ impl Report {
             let _ = writeln!(md, "| {n} concurrent streams ≤ 300 MB | {rss:.1} MB | {} |", met(*rss <= 300.0));
         }
         for (name, size, before, peak) in &self.bodies {
-            let held = (peak - before) / (8.0 * *size as f64 / 1048576.0);
+            let held = held(*size, *before, *peak);
             let _ =
                 writeln!(md, "| a large body is held about once (≤ 2×), {name} | {held:.2}× | {} |", met(held <= 2.0));
         }

@@ -273,7 +273,8 @@ impl Agent {
         !crate::access::model_policy_named(&peek.model, &self.models).is_some_and(|m| m.responses_api)
     }
 
-    /// Sends a request with nothing of ours in it to the upstream, as `bytes`.
+    /// Sends a request with nothing of ours in it to the upstream, as `bytes` (its headers
+    /// hold no `x-mcp-servers`: the fast path runs only without one, the full read removes it).
     async fn forward(
         &self,
         bytes: Bytes,
@@ -282,7 +283,6 @@ impl Agent {
         traced: tracing::Span,
         stream: bool,
     ) -> Result<Planned, ChatError> {
-        headers.remove(super::MCP_SERVERS_HEADER);
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         crate::telemetry::spans::inject_headers(&traced, &mut headers);
         let request = UpstreamRequest {
