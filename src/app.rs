@@ -197,18 +197,22 @@ pub async fn serve_with_reload(
     let audit = state.agent.invoker.audit.clone();
     tracing::info!(%addr, upstream = state.upstream.display_url(), "mcp-middleware listening");
     let limits = state.config.limits.clone();
+    let cores = crate::cores::Cores::start(crate::cores::count()).map_err(AppError::Serve)?;
     let routes = http::Routes::new(state.clone());
     if let Some(path) = config_path {
         let reloader = crate::reload::Reloader { path, routes: routes.clone(), state, root: shutdown.clone() };
         tokio::spawn(reloader.run(shutdown.clone()));
     }
-    let served = http::serve(listener, routes, &limits, shutdown, hard_stop).await;
+    let served = http::serve(listener, &cores, routes, &limits, shutdown, hard_stop).await;
     hub.shutdown().await;
     hub_token.cancel();
     // The activity trail's last records (its writer ends with the hub's token).
     if let Some(writer) = audit.and_then(|a| a.writer()) {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(3), writer).await;
     }
+    // Last: what requests started on the cores (a lazily connected MCP session) lived until
+    // the hub was done with it.
+    cores.stop().await;
     tracing::info!("stopped");
     served.map_err(AppError::Serve)
 }

@@ -12,6 +12,7 @@ pub mod builtin;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod cores;
 pub mod http;
 pub mod llm;
 pub mod mcp;

@@ -30,6 +30,7 @@ use tower::ServiceExt;
 use super::front::{FrontFuture, FrontLayer, Route};
 use super::{AppState, router_with};
 use crate::config::LimitsConfig;
+use crate::cores::Cores;
 
 /// The routes being served, replaceable while serving.
 #[derive(Clone)]
@@ -85,9 +86,11 @@ impl Routes {
 }
 
 /// Serves `routes` until `shutdown` is cancelled and in-flight requests have drained (or
-/// `limits.shutdown_grace` ran out, when `hard_stop` ends the streams still open).
+/// `limits.shutdown_grace` ran out, when `hard_stop` ends the streams still open). Connections
+/// are accepted here and served on `cores`.
 pub async fn serve(
     listener: TcpListener,
+    cores: &Cores,
     routes: Routes,
     limits: &LimitsConfig,
     shutdown: CancellationToken,
@@ -135,14 +138,32 @@ pub async fn serve(
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        let (builder, app, shutdown) = (builder.clone(), app.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            // hyper's header timeout starts once the protocol is known; a socket that sends
-            // nothing (or a trickle of the HTTP/2 preface) is closed here.
-            if matches!(tokio::time::timeout(idle_limit, protocol_known(&tcp)).await, Ok(Ok(()))) {
-                serve_connection(tcp, &builder, app, idle_limit, &shutdown).await;
+        // Served on a core of its own from here: the socket leaves this runtime's reactor for
+        // that core's.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(error) => {
+                tracing::debug!(%error, "cannot hand the connection to a core");
+                continue;
             }
-            drop(permit);
+        };
+        let (builder, app, shutdown) = (builder.clone(), app.clone(), shutdown.clone());
+        cores.spawn(move || {
+            let tcp = match tokio::net::TcpStream::from_std(tcp) {
+                Ok(tcp) => tcp,
+                Err(error) => {
+                    tracing::debug!(%error, "a core cannot take the connection");
+                    return;
+                }
+            };
+            tokio::spawn(async move {
+                // hyper's header timeout starts once the protocol is known; a socket that sends
+                // nothing (or a trickle of the HTTP/2 preface) is closed here.
+                if matches!(tokio::time::timeout(idle_limit, protocol_known(&tcp)).await, Ok(Ok(()))) {
+                    serve_connection(tcp, &builder, app, idle_limit, &shutdown).await;
+                }
+                drop(permit);
+            });
         });
     }
     drop(listener);

@@ -24,8 +24,9 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct UpstreamClient {
     http: reqwest::Client,
-    /// hyper's pooled client, for a plain-HTTP upstream.
-    fast: Option<FastClient>,
+    /// hyper's pooled client, for a plain-HTTP upstream: one pool per serving core (and one for
+    /// every other thread), so a request and its upstream connection share a thread.
+    fast: Option<std::sync::Arc<[FastClient]>>,
     /// The chat path's URI, parsed once, for `fast`.
     chat_uri: Option<http::Uri>,
     config: std::sync::Arc<UpstreamConfig>,
@@ -172,7 +173,7 @@ impl UpstreamClient {
             && !["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
                 .iter()
                 .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()));
-        let fast = plain.then(|| {
+        let fast_client = || {
             let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
             connector.set_nodelay(true);
             connector.set_connect_timeout(Some(config.connect_timeout));
@@ -184,7 +185,8 @@ impl UpstreamClient {
                 .pool_idle_timeout(Duration::from_secs(90))
                 .pool_timer(hyper_util::rt::TokioTimer::new())
                 .build(connector)
-        });
+        };
+        let fast = plain.then(|| (0..=crate::cores::count()).map(|_| fast_client()).collect());
         let display = config.display_url().into();
         let api_key = config.api_key.as_ref().and_then(|key| {
             let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose())).ok()?;
@@ -224,7 +226,9 @@ impl UpstreamClient {
         if let Some(auth) = &auth {
             headers.insert(header::AUTHORIZATION, auth.clone());
         }
-        let response = match (req.body, &self.fast) {
+        // This thread's pool: its connections' tasks run on this thread.
+        let fast = self.fast.as_ref().and_then(|pools| pools.get(crate::cores::current()).or(pools.first()));
+        let response = match (req.body, fast) {
             (UpstreamBody::Stream(body), _) => {
                 let builder = self.http.request(req.method, url.clone()).headers(headers).body(body);
                 Head::of(builder.send().await.map_err(|e| self.transport_error(e))?)
