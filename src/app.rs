@@ -190,6 +190,7 @@ pub async fn serve_with_reload(
     }
     // The hub gets its own token: it must outlive the HTTP drain, so requests in flight can
     // still finish their tool calls.
+    let cores = crate::cores::Cores::start(crate::cores::count()).map_err(AppError::Serve)?;
     let hub_token = CancellationToken::new();
     let hard_stop = CancellationToken::new();
     let state = build_state(config, &hub_token, &shutdown, hard_stop.clone(), addr)?;
@@ -197,7 +198,6 @@ pub async fn serve_with_reload(
     let audit = state.agent.invoker.audit.clone();
     tracing::info!(%addr, upstream = state.upstream.display_url(), "mcp-middleware listening");
     let limits = state.config.limits.clone();
-    let cores = crate::cores::Cores::start(crate::cores::count()).map_err(AppError::Serve)?;
     let routes = http::Routes::new(state.clone());
     if let Some(path) = config_path {
         let reloader = crate::reload::Reloader { path, routes: routes.clone(), state, root: shutdown.clone() };

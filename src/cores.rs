@@ -9,20 +9,32 @@
 //! call and a cold core. Measured with the bench's pass-through (c=1): the gateway added 1.5–2.1×
 //! the minimal proxy's latency on the main runtime, 1.15× on one thread.
 //!
-//! Connections are accepted on the main runtime and handed out in turn; each core registers the
-//! socket with its own reactor, so its events wake only that thread. What a request starts
-//! (a tool loop's task, a lazily connected MCP session) runs on its core too. The MCP hub, the
-//! state store, reload and signals stay on the main runtime. The cores outlive the HTTP drain
-//! and the hub's shutdown (see [`Cores::stop`]), so nothing a request started is cut short
-//! before the gateway is done with it.
+//! Connections are accepted on the main runtime and, once their first bytes say HTTP/1, handed
+//! out in turn; each core registers the socket with its own reactor, so its events wake only
+//! that thread. What a request starts (a tool loop's task, a user's MCP session opened for it)
+//! runs on its core too. HTTP/2 connections stay on the main runtime: one client multiplexes all
+//! its requests on one, and work-stealing spreads their streams over every core. The MCP hub
+//! (its servers, also those started later from a request), the state store, reload and signals
+//! stay on the main runtime. The cores outlive the HTTP drain and the hub's shutdown (see
+//! [`Cores::stop`]), so nothing a request started is cut short before the gateway is done with
+//! it.
+//!
+//! A request's synchronous work (parsing a body of many megabytes, serialising a long
+//! conversation) holds its core: the other connections on that core wait for it, where the
+//! work-stealing runtime would have moved them.
 
 use std::cell::Cell;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Work for a core, run on its runtime (it may spawn there).
 type Job = Box<dyn FnOnce() + Send>;
+
+/// How long a stopping core waits for its blocking jobs.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 thread_local! {
     /// 1 + the index of the serving core this thread is; 0 on every other thread.
@@ -42,46 +54,68 @@ pub fn current() -> usize {
 
 /// The running serving cores.
 pub struct Cores {
-    queues: Vec<mpsc::UnboundedSender<Job>>,
+    handle: CoresHandle,
     threads: Vec<std::thread::JoinHandle<()>>,
+    stop: CancellationToken,
+}
+
+/// Hands work to the cores; cheap to clone.
+#[derive(Clone)]
+pub struct CoresHandle(Arc<Queues>);
+
+struct Queues {
+    queues: Vec<mpsc::UnboundedSender<Job>>,
     next: AtomicUsize,
 }
 
 impl Cores {
     /// Starts `n` serving threads (at least one), each with its own runtime.
     pub fn start(n: usize) -> std::io::Result<Self> {
-        let mut cores = Self { queues: Vec::new(), threads: Vec::new(), next: AtomicUsize::new(0) };
+        let stop = CancellationToken::new();
+        let (mut queues, mut threads) = (Vec::new(), Vec::new());
         for index in 0..n.max(1) {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+            let stopped = stop.clone();
             let thread = std::thread::Builder::new().name(format!("mcpmw-core-{index}")).spawn(move || {
                 CORE.with(|core| core.set(index + 1));
                 runtime.block_on(async move {
-                    while let Some(job) = rx.recv().await {
-                        job();
+                    loop {
+                        tokio::select! {
+                            () = stopped.cancelled() => break,
+                            job = rx.recv() => match job {
+                                Some(job) => job(),
+                                None => break,
+                            },
+                        }
                     }
                 });
-                // Dropping the runtime ends what its connections started and did not finish.
-            })?;
-            cores.queues.push(tx);
-            cores.threads.push(thread);
+                // What its connections started and did not finish ends here; a blocking job
+                // (a file write, a DNS lookup) is not waited for long.
+                runtime.shutdown_timeout(STOP_WAIT);
+            });
+            match thread {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    stop.cancel();
+                    return Err(e);
+                }
+            }
+            queues.push(tx);
         }
-        Ok(cores)
+        Ok(Self { handle: CoresHandle(Arc::new(Queues { queues, next: AtomicUsize::new(0) })), threads, stop })
     }
 
-    /// Runs `job` on the next core in turn, inside its runtime.
-    pub fn spawn(&self, job: impl FnOnce() + Send + 'static) {
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        let Some(queue) = self.queues.get(turn % self.queues.len().max(1)) else { return };
-        // A core whose thread ended (it cannot, short of a panic in its loop) drops the job.
-        let _ = queue.send(Box::new(job));
+    /// A handle that hands work to these cores.
+    pub fn handle(&self) -> CoresHandle {
+        self.handle.clone()
     }
 
-    /// Ends the cores once their queues are empty: each runtime is dropped with whatever its
-    /// requests spawned and left running. Called after the HTTP drain and the hub's shutdown.
+    /// Ends the cores: each runtime is dropped with whatever its requests spawned and left
+    /// running. Called after the HTTP drain and the hub's shutdown.
     pub async fn stop(self) {
-        let Self { queues, threads, .. } = self;
-        drop(queues);
+        self.stop.cancel();
+        let threads = self.threads;
         // Joined off the runtime: a core may take a moment to drop its tasks.
         let _ = tokio::task::spawn_blocking(move || {
             for thread in threads {
@@ -89,6 +123,16 @@ impl Cores {
             }
         })
         .await;
+    }
+}
+
+impl CoresHandle {
+    /// Runs `job` on the next core in turn, inside its runtime.
+    pub fn spawn(&self, job: impl FnOnce() + Send + 'static) {
+        let turn = self.0.next.fetch_add(1, Ordering::Relaxed);
+        let Some(queue) = self.0.queues.get(turn % self.0.queues.len().max(1)) else { return };
+        // A stopped core drops the job (and what it holds: a socket, a connection slot).
+        let _ = queue.send(Box::new(job));
     }
 }
 
@@ -102,7 +146,7 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         for _ in 0..4 {
             let tx = tx.clone();
-            cores.spawn(move || {
+            cores.handle().spawn(move || {
                 tokio::spawn(async move {
                     let _ = tx.send((current(), std::thread::current().name().map(str::to_owned)));
                 });

@@ -94,6 +94,9 @@ pub enum ChatReply {
     },
 }
 
+/// Bodies larger than this are parsed on the blocking pool.
+const BLOCKING_PARSE: usize = 1024 * 1024;
+
 /// Why a chat request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
@@ -146,7 +149,17 @@ impl Agent {
             drop(peek);
             return self.forward(raw, headers, client_auth, traced, stream).await;
         }
-        let mut chat = ChatRequest::parse(raw)?;
+        // A body of megabytes takes milliseconds to parse: off the serving core, whose other
+        // connections would wait for it.
+        let mut chat = if raw.len() > BLOCKING_PARSE {
+            let shared = raw.clone();
+            // (Parsed here after all if the blocking pool is gone: the runtime is stopping.)
+            tokio::task::spawn_blocking(move || ChatRequest::parse(shared))
+                .await
+                .unwrap_or_else(|_| ChatRequest::parse(raw))?
+        } else {
+            ChatRequest::parse(raw)?
+        };
         let had_controls = chat.body.contains_key("mcp");
         let header_values: Vec<&str> = mcp_servers.iter().map(String::as_str).collect();
         let mut controls = RequestControls::take(&header_values, &mut chat.body).map_err(ChatError::BadControl)?;

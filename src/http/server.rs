@@ -30,7 +30,7 @@ use tower::ServiceExt;
 use super::front::{FrontFuture, FrontLayer, Route};
 use super::{AppState, router_with};
 use crate::config::LimitsConfig;
-use crate::cores::Cores;
+use crate::cores::{Cores, CoresHandle};
 
 /// The routes being served, replaceable while serving.
 #[derive(Clone)]
@@ -138,32 +138,24 @@ pub async fn serve(
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        // Served on a core of its own from here: the socket leaves this runtime's reactor for
-        // that core's.
-        let tcp = match tcp.into_std() {
-            Ok(tcp) => tcp,
-            Err(error) => {
-                tracing::debug!(%error, "cannot hand the connection to a core");
-                continue;
-            }
-        };
-        let (builder, app, shutdown) = (builder.clone(), app.clone(), shutdown.clone());
-        cores.spawn(move || {
-            let tcp = match tokio::net::TcpStream::from_std(tcp) {
-                Ok(tcp) => tcp,
-                Err(error) => {
-                    tracing::debug!(%error, "a core cannot take the connection");
+        let (builder, app, shutdown, cores) = (builder.clone(), app.clone(), shutdown.clone(), cores.handle());
+        tokio::spawn(async move {
+            // hyper's header timeout starts once the protocol is known; a socket that sends
+            // nothing (or a trickle of the HTTP/2 preface) is closed here.
+            match tokio::time::timeout(idle_limit, protocol_known(&tcp)).await {
+                // HTTP/2 multiplexes a client's requests on one connection: served here, where
+                // work-stealing spreads its streams over every core.
+                Ok(Ok(true)) => serve_connection(tcp, &builder, app, idle_limit, &shutdown).await,
+                Ok(Ok(false)) => {
+                    on_a_core(tcp, &cores, move |tcp| async move {
+                        serve_connection(tcp, &builder, app, idle_limit, &shutdown).await;
+                        drop(permit);
+                    });
                     return;
                 }
-            };
-            tokio::spawn(async move {
-                // hyper's header timeout starts once the protocol is known; a socket that sends
-                // nothing (or a trickle of the HTTP/2 preface) is closed here.
-                if matches!(tokio::time::timeout(idle_limit, protocol_known(&tcp)).await, Ok(Ok(()))) {
-                    serve_connection(tcp, &builder, app, idle_limit, &shutdown).await;
-                }
-                drop(permit);
-            });
+                _ => {}
+            }
+            drop(permit);
         });
     }
     drop(listener);
@@ -253,14 +245,36 @@ async fn serve_connection<S>(
     }
 }
 
-/// Waits until the first bytes tell HTTP/1 from HTTP/2 (or the peer closed).
-async fn protocol_known(tcp: &tokio::net::TcpStream) -> std::io::Result<()> {
+/// Serves an HTTP/1 connection on a core of its own: its socket leaves this runtime's reactor
+/// for that core's (`serve` is dropped with the socket when that fails).
+fn on_a_core<F, Fut>(tcp: tokio::net::TcpStream, cores: &CoresHandle, serve: F)
+where
+    F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let tcp = match tcp.into_std() {
+        Ok(tcp) => tcp,
+        Err(error) => {
+            tracing::debug!(%error, "cannot hand the connection to a core");
+            return;
+        }
+    };
+    cores.spawn(move || match tokio::net::TcpStream::from_std(tcp) {
+        Ok(tcp) => {
+            tokio::spawn(serve(tcp));
+        }
+        Err(error) => tracing::debug!(%error, "a core cannot take the connection"),
+    });
+}
+
+/// Waits until the first bytes tell HTTP/1 from HTTP/2 (or the peer closed): `true` for HTTP/2.
+async fn protocol_known(tcp: &tokio::net::TcpStream) -> std::io::Result<bool> {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let mut buf = [0u8; 24];
     loop {
         let n = tcp.peek(&mut buf).await?;
         if n == 0 || n >= PREFACE.len() || buf.get(..n) != PREFACE.get(..n) {
-            return Ok(());
+            return Ok(n >= PREFACE.len() && buf.get(..n) == PREFACE.get(..n));
         }
         // Part of the HTTP/2 preface: wait for the rest.
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
+use super::pool::{Pool, PoolError, PooledBody};
 use super::{LlmError, SseEvent, sse};
 use crate::config::UpstreamConfig;
 
@@ -26,8 +27,8 @@ pub struct UpstreamClient {
     http: reqwest::Client,
     /// hyper's pooled client, for a plain-HTTP upstream: one pool per serving core (and one for
     /// every other thread), so a request and its upstream connection share a thread.
-    fast: Option<std::sync::Arc<[FastClient]>>,
-    /// The chat path's URI, parsed once, for `fast`.
+    fast: Option<std::sync::Arc<Pool>>,
+    /// The chat path below the base URL (origin-form), parsed once, for `fast`.
     chat_uri: Option<http::Uri>,
     config: std::sync::Arc<UpstreamConfig>,
     display: std::sync::Arc<str>,
@@ -36,9 +37,6 @@ pub struct UpstreamClient {
     /// `Bearer <upstream.api_key>`, made once (each request clones a shared value).
     api_key: Option<HeaderValue>,
 }
-
-type FastClient =
-    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, http_body_util::Full<Bytes>>;
 
 /// The path every chat request takes.
 const CHAT_PATH: &str = "/chat/completions";
@@ -92,7 +90,7 @@ pub struct UpstreamResponse {
 /// A response body, from whichever client sent the request.
 enum Inner {
     Reqwest(reqwest::Response),
-    Hyper(hyper::body::Incoming),
+    Hyper(PooledBody),
 }
 
 /// A response's status, headers and unread body.
@@ -100,6 +98,12 @@ struct Head {
     status: StatusCode,
     headers: HeaderMap,
     body: Inner,
+}
+
+/// `url`'s path and query, as a request line names them to an origin server.
+fn origin_form(url: &url::Url) -> Option<http::Uri> {
+    let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
+    path.parse().ok()
 }
 
 impl Head {
@@ -173,20 +177,19 @@ impl UpstreamClient {
             && !["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
                 .iter()
                 .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()));
-        let fast_client = || {
-            let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            connector.set_nodelay(true);
-            connector.set_connect_timeout(Some(config.connect_timeout));
-            // As reqwest's: a silent peer behind a NAT is noticed.
-            connector.set_keepalive(Some(Duration::from_secs(15)));
-            connector.set_keepalive_interval(Some(Duration::from_secs(15)));
-            connector.set_keepalive_retries(Some(3));
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .pool_timer(hyper_util::rt::TokioTimer::new())
-                .build(connector)
-        };
-        let fast = plain.then(|| (0..=crate::cores::count()).map(|_| fast_client()).collect());
+        let fast = plain
+            .then(|| {
+                let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+                connector.set_nodelay(true);
+                connector.set_connect_timeout(Some(config.connect_timeout));
+                // As reqwest's: a silent peer behind a NAT is noticed.
+                connector.set_keepalive(Some(Duration::from_secs(15)));
+                connector.set_keepalive_interval(Some(Duration::from_secs(15)));
+                connector.set_keepalive_retries(Some(3));
+                let origin = config.base_url.origin().ascii_serialization().parse().ok()?;
+                Pool::new(connector, origin, Duration::from_secs(90)).map(std::sync::Arc::new)
+            })
+            .flatten();
         let display = config.display_url().into();
         let api_key = config.api_key.as_ref().and_then(|key| {
             let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose())).ok()?;
@@ -195,7 +198,7 @@ impl UpstreamClient {
         });
         let mut client = Self { http, fast, chat_uri: None, config: config.into(), display, chat_url: None, api_key };
         client.chat_url = client.confined_url(CHAT_PATH).ok().map(std::sync::Arc::new);
-        client.chat_uri = client.chat_url.as_ref().and_then(|u| u.as_str().parse().ok());
+        client.chat_uri = client.chat_url.as_deref().and_then(origin_form);
         Ok(client)
     }
 
@@ -226,9 +229,7 @@ impl UpstreamClient {
         if let Some(auth) = &auth {
             headers.insert(header::AUTHORIZATION, auth.clone());
         }
-        // This thread's pool: its connections' tasks run on this thread.
-        let fast = self.fast.as_ref().and_then(|pools| pools.get(crate::cores::current()).or(pools.first()));
-        let response = match (req.body, fast) {
+        let response = match (req.body, &self.fast) {
             (UpstreamBody::Stream(body), _) => {
                 let builder = self.http.request(req.method, url.clone()).headers(headers).body(body);
                 Head::of(builder.send().await.map_err(|e| self.transport_error(e))?)
@@ -244,13 +245,14 @@ impl UpstreamClient {
         self.check(response, auth.as_ref()).await
     }
 
-    /// Sends a replayable request through hyper's pool (retried as [`send_replayable`]
-    /// would); `upstream.read_timeout` bounds the wait for the response's head.
+    /// Sends a replayable request through this core's pool of upstream connections (retried
+    /// as [`send_replayable`] would); `upstream.read_timeout` bounds the wait for the
+    /// response's head.
     ///
     /// [`send_replayable`]: Self::send_replayable
     async fn send_fast(
         &self,
-        fast: &FastClient,
+        fast: &std::sync::Arc<Pool>,
         method: &Method,
         url: &url::Url,
         headers: HeaderMap,
@@ -258,7 +260,7 @@ impl UpstreamClient {
     ) -> Result<Head, LlmError> {
         let uri: http::Uri = match &self.chat_uri {
             Some(uri) if self.chat_url.as_deref().is_some_and(|chat| chat.as_str() == url.as_str()) => uri.clone(),
-            _ => url.as_str().parse().map_err(|_| LlmError::InvalidRequest {
+            _ => origin_form(url).ok_or_else(|| LlmError::InvalidRequest {
                 message: "the request path is not a valid URI".into(),
                 param: None,
             })?,
@@ -270,12 +272,12 @@ impl UpstreamClient {
             *request.uri_mut() = uri.clone();
             *request.headers_mut() = headers.clone();
             request.headers_mut().entry(header::ACCEPT).or_insert(HeaderValue::from_static("*/*"));
-            match tokio::time::timeout(self.config.read_timeout, fast.request(request)).await {
+            match tokio::time::timeout(self.config.read_timeout, fast.send(request)).await {
                 Ok(Ok(response)) => {
                     let (parts, body) = response.into_parts();
                     return Ok(Head { status: parts.status, headers: parts.headers, body: Inner::Hyper(body) });
                 }
-                Ok(Err(e)) if e.is_connect() && attempt < self.config.max_retries => {
+                Ok(Err(e @ PoolError::Connect(_))) if attempt < self.config.max_retries => {
                     attempt += 1;
                     let backoff = Duration::from_millis(100u64 << attempt.min(6));
                     tracing::warn!(upstream = %self.display, attempt, error = %e, "upstream connect failed; retrying");
@@ -284,7 +286,8 @@ impl UpstreamClient {
                 Ok(Err(e)) => {
                     let upstream = self.display.to_string();
                     // A connect that timed out is a timeout, as reqwest says.
-                    let timed_out = std::iter::successors(std::error::Error::source(&e), |s| s.source()).any(|s| {
+                    let first: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+                    let timed_out = std::iter::successors(first, |s| s.source()).any(|s| {
                         s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
                     });
                     if timed_out {

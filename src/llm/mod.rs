@@ -5,6 +5,7 @@
 
 mod client;
 pub mod native;
+mod pool;
 mod sse;
 mod types;
 pub mod wire;

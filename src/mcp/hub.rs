@@ -48,6 +48,10 @@ pub struct Hub {
     events: tokio::sync::broadcast::Sender<super::HubEvent>,
     /// Room for servers requests name by URL ([`Hub::attach`]).
     attachments: Arc<tokio::sync::Semaphore>,
+    /// The runtime the hub started on: a server started later (a restart from the console, a
+    /// reload, an attached server) runs there too, not on the serving core whose request
+    /// asked for it.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Hub {
@@ -115,6 +119,7 @@ impl Hub {
             this: this.clone(),
             events: tokio::sync::broadcast::channel(EVENTS_BUFFERED).0,
             attachments: Arc::new(tokio::sync::Semaphore::new(MAX_ATTACHED)),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         });
         hub.spawn_rebuilder();
         let running: Vec<Running> = configs.iter().cloned().map(|c| hub.launch(c)).collect();
@@ -170,8 +175,20 @@ impl Hub {
             }
         });
         let stop = self.shutdown.child_token();
-        let task = tokio::spawn(handle.clone().supervise(self.http.clone(), on_change, stop.clone()));
+        let task = self.spawn(handle.clone().supervise(self.http.clone(), on_change, stop.clone()));
         Running { handle, stop, task }
+    }
+
+    /// Spawns `task` on the hub's runtime.
+    fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.runtime {
+            Some(runtime) => runtime.spawn(task),
+            None => tokio::spawn(task),
+        }
     }
 
     /// Applies a new server list: servers no longer configured are stopped, new ones started,
@@ -209,7 +226,7 @@ impl Hub {
         for running in stopped {
             running.stop.cancel();
             // Reaped in the background: the caller does not wait for children to exit.
-            tokio::spawn(async move {
+            self.spawn(async move {
                 let _ = tokio::time::timeout(Duration::from_secs(10), running.task).await;
             });
         }
@@ -228,7 +245,7 @@ impl Hub {
             std::mem::replace(slot, fresh)
         };
         stopped.stop.cancel();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(10), stopped.task).await;
         });
         self.rebuild();
@@ -371,7 +388,7 @@ impl Hub {
         let handle = ServerHandle::new(config, None);
         let stop = self.shutdown.child_token();
         let on_change: Arc<dyn Fn() + Send + Sync> = Arc::new(|| {});
-        tokio::spawn(handle.clone().supervise(self.http.clone(), on_change, stop.clone()));
+        self.spawn(handle.clone().supervise(self.http.clone(), on_change, stop.clone()));
         let attachment = Attachment {
             handle: Attached { handle: handle.clone(), redactor },
             _stop: stop.drop_guard(),
