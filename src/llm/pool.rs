@@ -2,8 +2,9 @@
 //!
 //! There is one upstream, so each serving core (see [`crate::cores`]) keeps a plain stack of
 //! idle HTTP/1.1 connections to it, and a request takes the one used last. A connection goes
-//! back when its response body has ended (read to its end by whoever reads it); a body dropped
-//! before its end takes its connection with it. hyper-util's general pool did the same job at a
+//! back when its response body has ended. A body dropped before its end (an SSE relay stops at
+//! `[DONE]`) has its rest read in the background, up to 64 KiB for up to a second, and then
+//! goes back; a longer rest takes its connection with it. hyper-util's general pool did the same job at a
 //! cost the profile of a pass-through request showed: a map keyed by scheme and authority,
 //! hashed with SipHash twice per request, and a task spawned per request to hand the
 //! connection back.
@@ -79,7 +80,7 @@ impl Pool {
             match sender.try_send_request(req).await {
                 Ok(response) => {
                     let (parts, body) = response.into_parts();
-                    let mut body = PooledBody { body, back: Some((sender, self.clone())) };
+                    let mut body = PooledBody { body: Some(body), back: Some((sender, self.clone())) };
                     body.give_back_if_ended();
                     return Ok(Response::from_parts(parts, body));
                 }
@@ -137,17 +138,47 @@ impl Pool {
 
 /// A response body whose connection goes back to the pool once it has ended.
 pub struct PooledBody {
-    body: Incoming,
+    body: Option<Incoming>,
     back: Option<(Sender, Arc<Pool>)>,
 }
 
 impl PooledBody {
     fn give_back_if_ended(&mut self) {
-        if self.body.is_end_stream()
+        if self.body.as_ref().is_some_and(Body::is_end_stream)
             && let Some((sender, pool)) = self.back.take()
         {
             pool.give_back(sender);
         }
+    }
+}
+
+/// The most a dropped body's rest is read to keep its connection.
+const DRAIN_BYTES: usize = 64 * 1024;
+const DRAIN_WAIT: Duration = Duration::from_secs(1);
+
+impl Drop for PooledBody {
+    /// A reader that stopped where it had what it wanted (an SSE stream at its `[DONE]`) leaves
+    /// the body's end unread, often nothing but the last empty chunk: it is read in the
+    /// background, a little and briefly, so the connection serves again instead of closing.
+    fn drop(&mut self) {
+        let (Some(mut body), Some((sender, pool))) = (self.body.take(), self.back.take()) else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            let drain = async {
+                let mut read = 0usize;
+                while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+                    let Ok(frame) = frame else { return false };
+                    read += frame.data_ref().map_or(0, Bytes::len);
+                    if read > DRAIN_BYTES {
+                        return false;
+                    }
+                }
+                true
+            };
+            if let Ok(true) = tokio::time::timeout(DRAIN_WAIT, drain).await {
+                pool.give_back(sender);
+            }
+        });
     }
 }
 
@@ -157,7 +188,8 @@ impl Body for PooledBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        let Some(body) = this.body.as_mut() else { return Poll::Ready(None) };
+        let polled = Pin::new(body).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => {
                 if let Some((sender, pool)) = this.back.take() {
@@ -173,11 +205,11 @@ impl Body for PooledBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.body.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        self.body.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 
@@ -258,13 +290,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_body_dropped_before_its_end_takes_its_connection_with_it() {
+    async fn a_body_dropped_before_its_end_is_read_to_it_and_its_connection_kept() {
         let (origin, accepted) = server(false).await;
         let pool = pool(origin);
         let mut req = Request::new(Full::new(Bytes::new()));
         *req.uri_mut() = "/v1/models".parse().unwrap();
         drop(pool.send(req).await.unwrap());
+        // The rest is read in the background.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(get(&pool).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_with_more_than_a_little_left_takes_its_connection_with_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin: http::Uri = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = tcp.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let big = vec![b'x'; DRAIN_BYTES * 2];
+                        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", big.len());
+                        let _ = tcp.write_all(head.as_bytes()).await;
+                        let _ = tcp.write_all(&big).await;
+                    }
+                });
+            }
+        });
+        let pool = pool(origin);
+        let mut req = Request::new(Full::new(Bytes::new()));
+        *req.uri_mut() = "/v1/models".parse().unwrap();
+        drop(pool.send(req).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(get(&pool).await.len(), DRAIN_BYTES * 2);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 }

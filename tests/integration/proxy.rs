@@ -208,3 +208,27 @@ async fn tool_call_deltas_are_relayed_as_the_model_sent_them() {
     assert_eq!(call["function"]["arguments"], r#"{"tz":"UTC"}"#);
     assert_eq!(plain["choices"][0]["finish_reason"], "tool_calls");
 }
+
+/// HTTP/1 connections are served on the serving cores and HTTP/2 ones on the shared runtime:
+/// both answer, several requests on one connection each, streamed and not, and the upstream's
+/// keep-alive connections are reused across them (one per core at most, not one per request).
+#[tokio::test]
+async fn http1_and_http2_clients_are_served_on_kept_connections() {
+    let llm = FakeLlm::new().text("both ways").start().await;
+    let app = TestApp::in_front_of(&llm, "").await;
+    let h1 = reqwest::Client::builder().http1_only().build().unwrap();
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    for (client, version) in [(&h1, reqwest::Version::HTTP_11), (&h2, reqwest::Version::HTTP_2)] {
+        for stream in [false, true, false, true] {
+            let body = json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+            let resp = client.post(app.url("/v1/chat/completions")).json(&body).send().await.unwrap();
+            assert_eq!((resp.status().as_u16(), resp.version()), (200, version));
+            let text = resp.text().await.unwrap();
+            let answer = if stream { streamed_text(&chunks(&sse_payloads(&text))) } else { text };
+            assert!(answer.contains("both ways"), "{version:?}: {answer}");
+        }
+    }
+    assert_eq!(llm.chat_requests().len(), 8);
+    let opened = llm.connections();
+    assert!((1..=2).contains(&opened), "{opened} upstream connections for 8 requests");
+}

@@ -97,6 +97,8 @@ pub(super) struct Shared {
     pub(super) served: std::sync::atomic::AtomicUsize,
     /// Calls the Responses API handed out, with the reasoning item made before them.
     pub(super) responses_issued: Mutex<std::collections::HashMap<String, String>>,
+    /// The client addresses requests came from: one per connection.
+    peers: Mutex<std::collections::HashSet<std::net::SocketAddr>>,
 }
 
 impl FakeLlm {
@@ -161,7 +163,15 @@ impl FakeLlm {
             forgetful: self.forgetful,
             served: std::sync::atomic::AtomicUsize::new(0),
             responses_issued: Mutex::default(),
+            peers: Mutex::default(),
         });
+        let seen = shared.clone();
+        let count_peers = move |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+                                req: axum::extract::Request,
+                                next: axum::middleware::Next| {
+            seen.peers.lock().unwrap().insert(peer);
+            next.run(req)
+        };
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/models", get(models))
@@ -169,9 +179,11 @@ impl FakeLlm {
             .route("/v1/{*rest}", any(echo))
             // Anything outside /v1 is recorded too, so a test can prove nothing arrived there.
             .fallback(echo)
+            .layer(axum::middleware::from_fn(count_peers))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         FakeLlmHandle { url: format!("http://{addr}/v1"), shared }
     }
@@ -181,6 +193,10 @@ impl FakeLlmHandle {
     /// Everything received so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.requests.lock().unwrap().clone()
+    }
+    /// How many connections the requests so far came on.
+    pub fn connections(&self) -> usize {
+        self.shared.peers.lock().unwrap().len()
     }
     /// Chat requests received so far, as JSON.
     pub fn chat_requests(&self) -> Vec<Value> {
