@@ -27,8 +27,9 @@ use parking_lot::Mutex;
 
 type Sender = SendRequest<Full<Bytes>>;
 
-/// Idle connections kept per core; more are closed.
-const MAX_IDLE_PER_CORE: usize = 1024;
+/// Idle connections kept per core; more are closed. Each holds its buffers and an upstream
+/// socket: after a burst of thousands of streams, only this many stay open.
+const MAX_IDLE_PER_CORE: usize = 128;
 
 /// Why a request found no answer.
 #[derive(Debug, thiserror::Error)]
