@@ -5,8 +5,8 @@
 //! and only when its body can be replayed; a request that may have reached the model never is.
 //!
 //! To a plain-HTTP upstream (LiteLLM beside the gateway) a request with its body in memory goes
-//! through hyper's pooled client directly; reqwest (its layers, its redirect policy parsing
-//! every URL twice) serves HTTPS upstreams and streamed bodies.
+//! through hyper directly, on [`super::pool`]'s keep-alive connections; reqwest (its layers, its
+//! redirect policy parsing every URL twice) serves HTTPS upstreams and streamed bodies.
 
 use std::time::Duration;
 
@@ -25,8 +25,8 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct UpstreamClient {
     http: reqwest::Client,
-    /// hyper's pooled client, for a plain-HTTP upstream: one pool per serving core (and one for
-    /// every other thread), so a request and its upstream connection share a thread.
+    /// The keep-alive connections to a plain-HTTP upstream: a stack per serving core (and one
+    /// for every other thread), so a request and its upstream connection share a thread.
     fast: Option<std::sync::Arc<Pool>>,
     /// The chat path below the base URL (origin-form), parsed once, for `fast`.
     chat_uri: Option<http::Uri>,

@@ -27,6 +27,9 @@ use parking_lot::Mutex;
 
 type Sender = SendRequest<Full<Bytes>>;
 
+/// How long a pooled connection may take to be ready for its next request.
+const READY_WAIT: Duration = Duration::from_millis(20);
+
 /// Idle connections kept per core; more are closed. Each holds its buffers and an upstream
 /// socket: after a burst of thousands of streams, only this many stay open.
 const MAX_IDLE_PER_CORE: usize = 128;
@@ -103,8 +106,10 @@ impl Pool {
                 continue;
             }
             // Its last response may have ended a moment ago: it is ready once hyper has seen
-            // the end (or fails, if the upstream closed it).
-            if idle.sender.is_ready() || idle.sender.ready().await.is_ok() {
+            // the end (or fails, if the upstream closed it). One that takes longer is let go.
+            if idle.sender.is_ready()
+                || matches!(tokio::time::timeout(READY_WAIT, idle.sender.ready()).await, Ok(Ok(())))
+            {
                 return Ok((idle.sender, true));
             }
         }
@@ -127,9 +132,12 @@ impl Pool {
     fn give_back(&self, sender: Sender) {
         let Some(stack) = self.stack() else { return };
         let mut stack = stack.lock();
+        // The oldest are at the bottom: those idle too long are closed now, not when reached
+        // (a quiet gateway would keep a burst's connections open for ever).
+        let expired = stack.iter().take_while(|idle| idle.since.elapsed() >= self.idle_timeout).count();
+        stack.drain(..expired);
         if stack.len() >= MAX_IDLE_PER_CORE {
-            let timeout = self.idle_timeout;
-            stack.retain(|idle| !idle.sender.is_closed() && idle.since.elapsed() < timeout);
+            stack.retain(|idle| !idle.sender.is_closed());
         }
         if stack.len() < MAX_IDLE_PER_CORE {
             stack.push(Idle { sender, since: Instant::now() });
