@@ -188,9 +188,10 @@ pub async fn serve_with_reload(
     if config.auth.is_open() && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "auth.api_keys is empty: the gateway is open to anyone who can reach this address");
     }
+    // The serving cores first: a failed start leaves nothing running.
+    let cores = crate::cores::Cores::start(crate::cores::count()).map_err(AppError::Serve)?;
     // The hub gets its own token: it must outlive the HTTP drain, so requests in flight can
     // still finish their tool calls.
-    let cores = crate::cores::Cores::start(crate::cores::count()).map_err(AppError::Serve)?;
     let hub_token = CancellationToken::new();
     let hard_stop = CancellationToken::new();
     let state = build_state(config, &hub_token, &shutdown, hard_stop.clone(), addr)?;
