@@ -28,6 +28,9 @@ pub(super) fn access(caller: &Caller, headers: &HeaderMap) -> Result<ToolAccess,
     Ok(ToolAccess::new(caller.policy.as_ref().map(|k| &*k.0), None, &controls))
 }
 
+/// How long `GET /mcp/servers` waits for a catalog rebuild in flight.
+const REBUILD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `GET /mcp/servers`: each server's state, tool count, last error and restarts. A restricted
 /// key sees only the servers it has a tool of.
 pub async fn servers(
@@ -37,6 +40,9 @@ pub async fn servers(
 ) -> Result<Json<Value>, ApiError> {
     let access = access(&caller, &headers)?;
     let mut servers = state.hub.servers();
+    // A server shown ready has its tools in the catalog: its rebuild, asked for before it
+    // became ready, has landed (at most a moment's wait, and only while one runs).
+    let _ = tokio::time::timeout(REBUILD_WAIT, state.hub.rebuilt()).await;
     let catalog = state.hub.catalog();
     if !access.is_unrestricted() {
         servers.retain(|s| access.visible(&catalog).any(|e| e.server == s.name));

@@ -134,13 +134,15 @@ impl super::ServerHandle {
                 None => false,
             };
             if first {
+                // The rebuild is asked for inside the change (see `connect_once`): whoever sees
+                // the server ready and waits for the asked rebuilds finds its tools.
                 self.live.send_modify(|live| {
                     live.state = super::ServerState::Ready;
                     live.down_since = None;
                     live.last_error = None;
+                    on_change();
                 });
-            }
-            if changed || first {
+            } else if changed {
                 on_change();
             }
             first = false;

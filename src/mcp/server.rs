@@ -441,9 +441,12 @@ impl ServerHandle {
             live.issuer = issuer;
             live.progress = Some(dispatcher.clone());
             live.down_since = None;
+            // Asked for while the change is being made (the build reads this state only after
+            // it), so whoever sees the server ready and then waits for the rebuilds asked so far
+            // (`GET /mcp/servers` does) finds its tools in the catalog.
+            on_change();
         });
         tracing::info!(server = %self.name(), tools = self.tools().len(), "MCP server ready");
-        on_change();
         if !self.subscriptions.lock().is_empty() {
             self.resubscribe(peer.clone()).await;
         }

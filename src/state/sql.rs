@@ -20,6 +20,8 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// How long a statement waits for a connection (or SQLite for its lock).
 const WAIT: Duration = Duration::from_secs(5);
+/// Pause before applying the migrations again after a failure (another process applied them).
+const MIGRATION_RETRY: Duration = Duration::from_millis(100);
 
 enum Pool {
     Sqlite(SqlitePool),
@@ -137,12 +139,25 @@ impl SqlStore {
 
     /// Connects and brings the schema up to date (once; again after a failure).
     pub async fn ready(&self) -> Result<(), StateError> {
-        let migrate = || async {
+        let run = || async {
             match &self.pool {
                 Pool::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
                 Pool::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
             }
-            .map_err(|e| match e {
+        };
+        let migrate = || async {
+            // SQLite has no migration lock: two processes opening a new file at once (replicas,
+            // or `login` beside a starting gateway) both apply it, and the second one's record
+            // of it fails. Run again, the schema is there and recorded.
+            let first = run().await;
+            let outcome = match first {
+                Err(_) => {
+                    tokio::time::sleep(MIGRATION_RETRY).await;
+                    run().await
+                }
+                ok => ok,
+            };
+            outcome.map_err(|e| match e {
                 sqlx::migrate::MigrateError::Execute(e) => db(e),
                 other => StateError::Database(other.to_string()),
             })

@@ -171,7 +171,8 @@ async fn a_gateway_waits_for_login_then_uses_the_stored_token() {
     assert_eq!((status, result["isError"].as_bool()), (200, Some(false)), "{result}");
 
     let logout = Command::new(BIN).arg("--config").arg(&config).args(["logout", "conf"]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&logout.stdout).trim(), "tokens forgotten");
+    let said = String::from_utf8_lossy(&logout.stderr);
+    assert_eq!(String::from_utf8_lossy(&logout.stdout).trim(), "tokens forgotten", "{said}");
 }
 
 #[test]

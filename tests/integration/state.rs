@@ -121,6 +121,21 @@ async fn postgres_keeps_entries_across_a_restart() {
     behaves(&pg.url.replacen("postgresql://", "postgres://", 1)).await;
 }
 
+/// Replicas (or `login` beside a starting gateway) opening a new SQLite file at once all
+/// start: the one that loses the race to apply the schema finds it applied.
+#[tokio::test]
+async fn stores_opened_at_once_on_a_new_file_all_start() {
+    for round in 0..5 {
+        let dir = TempDir::new("mcpmw-race");
+        let url = format!("sqlite://{}/state.db", dir.0.display());
+        let stores: Vec<SqlStore> = (0..6).map(|_| SqlStore::open(&url).unwrap()).collect();
+        let puts = futures_util::future::join_all(stores.iter().map(|s| s.put("s", "k", b"v", None))).await;
+        for put in puts {
+            put.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_gateway_creates_its_store_on_first_start() {
     let app = TestApp::spawn("").await;
