@@ -13,6 +13,7 @@ use memchr::memmem::Finder;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
+use super::large::{self, HOLD_BODIES_FROM};
 use super::run::{Agent, ChatJob, ResumeRequest, Start};
 use super::tool_loop::ToolLoop;
 use super::{
@@ -94,9 +95,6 @@ pub enum ChatReply {
     },
 }
 
-/// Bodies larger than this are parsed on the blocking pool.
-const BLOCKING_PARSE: usize = 1024 * 1024;
-
 /// Why a chat request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
@@ -147,18 +145,16 @@ impl Agent {
             tracing::debug!(model = %peek.model, stream, "chat completion passed through");
             let traced = crate::telemetry::spans::chat(&peek.model, self.upstream.base_url());
             drop(peek);
-            return self.forward(raw, headers, client_auth, traced, stream).await;
+            return self.forward(UpstreamBody::Bytes(raw), headers, client_auth, traced, stream).await;
         }
         // A body of megabytes takes milliseconds to parse: off the serving core, whose other
-        // connections would wait for it.
-        let mut chat = if raw.len() > BLOCKING_PARSE {
+        // connections would wait for it. Its large messages are held as slices of it.
+        let (mut chat, slices) = if raw.len() >= HOLD_BODIES_FROM {
             let shared = raw.clone();
             // (Parsed here after all if the blocking pool is gone: the runtime is stopping.)
-            tokio::task::spawn_blocking(move || ChatRequest::parse(shared))
-                .await
-                .unwrap_or_else(|_| ChatRequest::parse(raw))?
+            tokio::task::spawn_blocking(move || large::parse(shared)).await.unwrap_or_else(|_| large::parse(raw))?
         } else {
-            ChatRequest::parse(raw)?
+            (ChatRequest::parse(raw)?, large::Slices::default())
         };
         let had_controls = chat.body.contains_key("mcp");
         let header_values: Vec<&str> = mcp_servers.iter().map(String::as_str).collect();
@@ -242,21 +238,32 @@ impl Agent {
         let native = model.is_some_and(|m| m.responses_api);
         if tools.is_empty() && offer.find_tools.is_none() && !native {
             // Nothing of ours to run: a plain proxy, forwarding the client's bytes when unchanged.
-            // One copy of the body is held while it goes upstream: the bytes sent.
-            let bytes =
-                if had_controls || has_cards { serde_json::to_vec(&body).unwrap_or_default().into() } else { raw };
+            // One copy of the body is held while it goes upstream: the bytes sent (and a held
+            // message's slice of the client's).
             let traced = crate::telemetry::spans::chat(
                 body.get("model").and_then(Value::as_str).unwrap_or_default(),
                 self.upstream.base_url(),
             );
-            drop(body);
-            return self.forward(bytes, headers, client_auth, traced, stream).await;
+            let sent = if had_controls || has_cards {
+                drop(raw);
+                let mut body = body;
+                let messages: Vec<large::Message> = match body.remove("messages") {
+                    Some(Value::Array(messages)) => messages.into_iter().map(|m| slices.take(m)).collect(),
+                    _ => Vec::new(),
+                };
+                large::body(&body, &messages)
+            } else {
+                drop(body);
+                UpstreamBody::Bytes(raw)
+            };
+            return self.forward(sent, headers, client_auth, traced, stream).await;
         }
 
-        // The loop works from the parsed body; the client's bytes are not kept beside it.
+        // The loop works from the parsed body; the client's bytes are kept only as its held
+        // messages' slices.
         drop(raw);
         let vision = takes_images(&body, &self.models);
-        let job = ChatJob { body, offer, headers, client_auth, vision, identity, catalog, approval };
+        let job = ChatJob { body, slices, offer, headers, client_auth, vision, identity, catalog, approval };
         Ok(Planned::Loop { job: Box::new(job), stream, first_event_wait })
     }
 
@@ -286,11 +293,11 @@ impl Agent {
         !crate::access::model_policy_named(&peek.model, &self.models).is_some_and(|m| m.responses_api)
     }
 
-    /// Sends a request with nothing of ours in it to the upstream, as `bytes` (its headers
-    /// hold no `x-mcp-servers`: the fast path runs only without one, the full read removes it).
+    /// Sends a request with nothing of ours in it to the upstream, as `body` (its headers hold
+    /// no `x-mcp-servers`: the fast path runs only without one, the full read removes it).
     async fn forward(
         &self,
-        bytes: Bytes,
+        body: UpstreamBody,
         mut headers: HeaderMap,
         client_auth: Option<crate::llm::CallerAuth>,
         traced: tracing::Span,
@@ -303,7 +310,7 @@ impl Agent {
             path_and_query: "/chat/completions".into(),
             headers,
             client_auth,
-            body: UpstreamBody::Bytes(bytes),
+            body,
         };
         let send = self.upstream.send(request);
         // Without traces there is no span to enter around each poll.

@@ -14,6 +14,7 @@ mod held;
 mod history;
 mod inputs;
 mod invoke;
+mod large;
 pub mod park;
 mod relay;
 mod results;

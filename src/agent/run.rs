@@ -51,6 +51,8 @@ impl Agent {
 pub struct ChatJob {
     /// The client's body (control fields removed, history converted).
     pub body: Map<String, Value>,
+    /// The slices of its messages held as the client sent them (stand-ins in `body`).
+    pub slices: super::large::Slices,
     /// Our tools for this request (what is offered, and what `find_tools` may add).
     pub offer: super::selection::Offer,
     /// Headers forwarded upstream.

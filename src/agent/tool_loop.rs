@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 
 use super::calls::{CallLedger, CallScope, Finder, ToolRun, run_calls};
 use super::cards;
+use super::large::Message;
 use super::park::{Answer, Parking, PendingCall, Wait};
 use super::round::{AssembledCall, Round};
 use super::run::{Agent, ChatJob};
@@ -41,8 +42,9 @@ pub struct LoopState {
     pub body: Map<String, Value>,
     /// The client's own tool definitions, as it sent them.
     pub client_definitions: Vec<Value>,
-    /// The conversation so far, as the next round sends it.
-    pub messages: Vec<Value>,
+    /// The conversation so far, as the next round sends it (large messages as the client's
+    /// bytes).
+    pub messages: Vec<Message>,
     /// Our tools offered, by exposed name, in order.
     pub offered: Vec<String>,
     /// Every tool the request may use, by exposed name (what `find_tools` searches).
@@ -107,19 +109,27 @@ pub struct ToolLoop {
 }
 
 /// One round's request, serialised straight from the shared parts: no copy of the history per
-/// round, and the tool definitions as the JSON they were serialised to once.
+/// round, the tool definitions as the JSON they were serialised to once, and held messages as
+/// the client's bytes.
 #[derive(Serialize)]
 struct RoundBody<'a> {
     #[serde(flatten)]
+    head: RoundHead<'a>,
+    messages: &'a [Message],
+}
+
+/// A round's request but its messages.
+#[derive(Serialize)]
+struct RoundHead<'a> {
+    #[serde(flatten)]
     body: &'a Map<String, Value>,
     tools: &'a serde_json::value::RawValue,
-    messages: &'a [Value],
 }
 
 impl ToolLoop {
     /// A new loop for `job`.
     pub fn start(agent: Agent, job: ChatJob) -> Self {
-        let ChatJob { mut body, offer, headers, client_auth, vision, identity, catalog, approval } = job;
+        let ChatJob { mut body, slices, offer, headers, client_auth, vision, identity, catalog, approval } = job;
         let client_definitions: Vec<Value> = match body.remove("tools") {
             Some(Value::Array(tools)) => tools,
             _ => Vec::new(),
@@ -139,7 +149,7 @@ impl ToolLoop {
         // The loop follows one answer: several choices would each want their own tool rounds.
         body.remove("n");
         let messages = match body.remove("messages") {
-            Some(Value::Array(m)) => m,
+            Some(Value::Array(m)) => m.into_iter().map(|m| slices.take(m)).collect(),
             _ => Vec::new(),
         };
         let deadline = Instant::now() + agent.limits.max_duration;
@@ -360,7 +370,7 @@ impl ToolLoop {
             let finish = if client_calls.is_empty() { "stop" } else { "tool_calls" };
             return Step::Done(Box::new(self.outcome(&round, client_calls, finish.into())));
         }
-        self.state.messages.push(serde_json::to_value(&round.message).unwrap_or_default());
+        self.state.messages.push(serde_json::to_value(&round.message).unwrap_or_default().into());
         // Calls that need the user's approval park the round before anything runs; in a round
         // that also hands calls to the client (or with no store to park in) they are declined.
         let mut declined = std::collections::HashMap::new();
@@ -649,7 +659,7 @@ impl ToolLoop {
                 tools_field(&self.state.client_definitions, &self.tools, self.state.find_tools.as_deref());
         }
         for run in &runs {
-            self.state.messages.push(json!({"role": "tool", "tool_call_id": run.id, "content": run.output}));
+            self.state.messages.push(json!({"role": "tool", "tool_call_id": run.id, "content": run.output}).into());
             let mut shown =
                 if self.agent.limits.tool_cards { cards::render(run, &self.agent.cards) } else { String::new() };
             // Images a tool produced reach the user as markdown images in the answer.
@@ -671,7 +681,7 @@ impl ToolLoop {
                 // `data:` URLs (a provider cannot fetch the gateway's own links).
                 let mut content = vec![json!({"type": "text", "text": "Images returned by the tool calls above:"})];
                 content.extend(parts);
-                self.state.messages.push(json!({"role": "user", "content": content}));
+                self.state.messages.push(json!({"role": "user", "content": content}).into());
             }
         }
         self.state.gathered.trace.extend(runs);
@@ -835,7 +845,7 @@ impl ToolLoop {
         self.record_runs(waiting, sink).await;
         let answered_questions = calls.iter().any(|c| matches!(c.wait, Wait::Input | Wait::Held));
         if !answered_questions && (decision == Answer::Other || !super::park::only_decision(answer)) {
-            self.state.messages.push(json!({"role": "user", "content": answer}));
+            self.state.messages.push(json!({"role": "user", "content": answer}).into());
         }
         relax_tool_choice(&mut self.state.body, &self.tools);
         self.run(sink).await
@@ -899,29 +909,31 @@ impl ToolLoop {
     /// [`round`](Self::round)'s request and answer; `traced` is its span (its context goes
     /// upstream as `traceparent`).
     async fn exchange(&mut self, sink: &Sink, traced: &tracing::Span) -> Result<Round, LlmError> {
-        let request = RoundBody { body: &self.state.body, tools: &self.tools_json, messages: &self.state.messages };
+        let head = RoundHead { body: &self.state.body, tools: &self.tools_json };
         let native = super::model_policy(&self.state.body, &self.agent.models).is_some_and(|m| m.responses_api);
         let mut headers = self.headers.clone();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         crate::telemetry::spans::inject_headers(traced, &mut headers);
         let upstream = &self.agent.upstream;
-        let send = |path: &'static str, bytes: Vec<u8>| {
+        let send = |path: &'static str, body: UpstreamBody| {
             upstream.send(UpstreamRequest {
                 method: Method::POST,
                 path_and_query: path.into(),
                 headers: headers.clone(),
                 client_auth: self.client_auth.clone(),
-                body: UpstreamBody::Bytes(bytes.into()),
+                body,
             })
         };
         let response = if native {
             // A model behind the upstream's Responses API: the same round, in its words. An
             // option of ours the model (or account) does not take is left out once refused.
-            let chat = serde_json::to_value(&request).unwrap_or_default();
+            let chat = serde_json::to_value(RoundBody { head, messages: &self.state.messages }).unwrap_or_default();
             let mut body = crate::llm::native::to_responses(chat.as_object().unwrap_or(&Map::new()));
             let mut attempts = 0;
             loop {
-                match send("/responses", serde_json::to_vec(&body).unwrap_or_default()).await {
+                match send("/responses", UpstreamBody::Bytes(serde_json::to_vec(&body).unwrap_or_default().into()))
+                    .await
+                {
                     Err(LlmError::Rejected { status, body: refusal, .. })
                         if status == http::StatusCode::BAD_REQUEST
                             && attempts < 2
@@ -938,7 +950,7 @@ impl ToolLoop {
                 }
             }
         } else {
-            send("/chat/completions", serde_json::to_vec(&request).unwrap_or_default()).await?
+            send("/chat/completions", super::large::body(&head, &self.state.messages)).await?
         };
         let mut round = Round::default();
         let events = if native {

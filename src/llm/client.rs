@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
+use super::payload::Payload;
 use super::pool::{Pool, PoolError, PooledBody};
 use super::{LlmError, SseEvent, sse};
 use crate::config::UpstreamConfig;
@@ -47,6 +48,9 @@ pub enum UpstreamBody {
     Empty,
     /// A body held in memory; replayable, so connection failures are retried.
     Bytes(Bytes),
+    /// A body held in memory as slices sent in turn (a round's body around slices of the
+    /// client's bytes); replayable like `Bytes`.
+    Parts(std::sync::Arc<[Bytes]>),
     /// A streamed body; sent once, never retried.
     Stream(reqwest::Body),
 }
@@ -234,11 +238,21 @@ impl UpstreamClient {
                 let builder = self.http.request(req.method, url.clone()).headers(headers).body(body);
                 Head::of(builder.send().await.map_err(|e| self.transport_error(e))?)
             }
-            (UpstreamBody::Empty, Some(fast)) => self.send_fast(fast, &req.method, url, headers, Bytes::new()).await?,
-            (UpstreamBody::Bytes(b), Some(fast)) => self.send_fast(fast, &req.method, url, headers, b).await?,
+            (UpstreamBody::Empty, Some(fast)) => {
+                self.send_fast(fast, &req.method, url, headers, Payload::one(Bytes::new())).await?
+            }
+            (UpstreamBody::Bytes(b), Some(fast)) => {
+                self.send_fast(fast, &req.method, url, headers, Payload::one(b)).await?
+            }
+            (UpstreamBody::Parts(p), Some(fast)) => {
+                self.send_fast(fast, &req.method, url, headers, Payload::many(p)).await?
+            }
             (UpstreamBody::Empty, None) => Head::of(self.send_replayable(&req.method, url, &headers, None).await?),
             (UpstreamBody::Bytes(b), None) => {
-                Head::of(self.send_replayable(&req.method, url, &headers, Some(b)).await?)
+                Head::of(self.send_replayable(&req.method, url, &headers, Some(Payload::one(b))).await?)
+            }
+            (UpstreamBody::Parts(p), None) => {
+                Head::of(self.send_replayable(&req.method, url, &headers, Some(Payload::many(p))).await?)
             }
         };
         crate::metrics::metrics().upstream_latency.observe(started.elapsed().as_secs_f64());
@@ -256,7 +270,7 @@ impl UpstreamClient {
         method: &Method,
         url: &url::Url,
         headers: HeaderMap,
-        body: Bytes,
+        body: Payload,
     ) -> Result<Head, LlmError> {
         let uri: http::Uri = match &self.chat_uri {
             Some(uri) if self.chat_url.as_deref().is_some_and(|chat| chat.as_str() == url.as_str()) => uri.clone(),
@@ -267,7 +281,7 @@ impl UpstreamClient {
         };
         let mut attempt = 0;
         loop {
-            let mut request = http::Request::new(http_body_util::Full::new(body.clone()));
+            let mut request = http::Request::new(body.clone());
             *request.method_mut() = method.clone();
             *request.uri_mut() = uri.clone();
             *request.headers_mut() = headers.clone();
@@ -342,13 +356,13 @@ impl UpstreamClient {
         method: &Method,
         url: &url::Url,
         headers: &HeaderMap,
-        body: Option<Bytes>,
+        body: Option<Payload>,
     ) -> Result<reqwest::Response, LlmError> {
         let mut attempt = 0;
         loop {
             let mut builder = self.http.request(method.clone(), url.clone()).headers(headers.clone());
             if let Some(body) = &body {
-                builder = builder.body(body.clone());
+                builder = builder.body(reqwest::Body::wrap(body.clone()));
             }
             match builder.send().await {
                 Ok(resp) => return Ok(resp),

@@ -5,12 +5,14 @@
 
 mod client;
 pub mod native;
+mod payload;
 mod pool;
 mod sse;
 mod types;
 pub mod wire;
 
 pub use client::{CallerAuth, UpstreamBody, UpstreamClient, UpstreamRequest, UpstreamResponse};
+pub use payload::Payload;
 pub use sse::SseEvent;
 pub use types::{ChatPeek, ChatRequest};
 

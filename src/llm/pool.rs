@@ -19,13 +19,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
-use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::connect::HttpConnector;
 use parking_lot::Mutex;
 
-type Sender = SendRequest<Full<Bytes>>;
+use super::payload::Payload;
+
+type Sender = SendRequest<Payload>;
 
 /// How long a pooled connection may take to be ready for its next request.
 const READY_WAIT: Duration = Duration::from_millis(20);
@@ -77,7 +78,7 @@ impl Pool {
     }
 
     /// Sends `req` (its URI the path and query) on an idle connection, or a new one.
-    pub async fn send(self: &Arc<Self>, mut req: Request<Full<Bytes>>) -> Result<Response<PooledBody>, PoolError> {
+    pub async fn send(self: &Arc<Self>, mut req: Request<Payload>) -> Result<Response<PooledBody>, PoolError> {
         req.headers_mut().insert(http::header::HOST, self.host.clone());
         loop {
             let (mut sender, reused) = self.checkout().await?;
@@ -270,7 +271,7 @@ mod tests {
     }
 
     async fn get(pool: &Arc<Pool>) -> Bytes {
-        let mut req = Request::new(Full::new(Bytes::new()));
+        let mut req = Request::new(Payload::one(Bytes::new()));
         *req.uri_mut() = "/v1/models".parse().unwrap();
         pool.send(req).await.unwrap().into_body().collect().await.unwrap().to_bytes()
     }
@@ -302,7 +303,7 @@ mod tests {
     async fn a_body_dropped_before_its_end_is_read_to_it_and_its_connection_kept() {
         let (origin, accepted) = server(false).await;
         let pool = pool(origin);
-        let mut req = Request::new(Full::new(Bytes::new()));
+        let mut req = Request::new(Payload::one(Bytes::new()));
         *req.uri_mut() = "/v1/models".parse().unwrap();
         drop(pool.send(req).await.unwrap());
         // The rest is read in the background.
@@ -335,7 +336,7 @@ mod tests {
             }
         });
         let pool = pool(origin);
-        let mut req = Request::new(Full::new(Bytes::new()));
+        let mut req = Request::new(Payload::one(Bytes::new()));
         *req.uri_mut() = "/v1/models".parse().unwrap();
         drop(pool.send(req).await.unwrap());
         tokio::time::sleep(Duration::from_millis(50)).await;

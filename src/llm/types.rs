@@ -24,6 +24,12 @@ impl ChatRequest {
     pub fn parse(raw: Bytes) -> Result<Self, LlmError> {
         let body: Map<String, Value> = serde_json::from_slice(&raw)
             .map_err(|e| invalid(format!("request body is not a valid JSON object: {e}"), None))?;
+        Self::checked(raw, body)
+    }
+
+    /// Checks a body parsed (as `body`) from `raw`: `model` a non-empty string, `messages` an
+    /// array.
+    pub fn checked(raw: Bytes, body: Map<String, Value>) -> Result<Self, LlmError> {
         match body.get("model") {
             Some(Value::String(m)) if !m.is_empty() => {}
             Some(_) => return Err(invalid("`model` must be a non-empty string".into(), Some("model"))),

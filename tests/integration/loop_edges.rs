@@ -252,3 +252,44 @@ async fn a_slow_first_token_still_starts_the_stream() {
         .unwrap();
     assert!(String::from_utf8_lossy(&first).starts_with(':'), "a keep-alive comment: {first:?}");
 }
+
+/// A pasted text and an image of megabytes (held as slices of the client's bytes) reach every
+/// round of the loop, and the pass-through a control makes, exactly as the client sent them.
+#[tokio::test]
+async fn large_messages_reach_every_round_as_sent() {
+    let llm = FakeLlm::new().tool_call("ts__echo", json!({"text": "hi"})).text("Done.").text("Plain.").start().await;
+    let app = TestApp::in_front_of(&llm, &ts("")).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "ts__echo")).await;
+    let paste = format!("### Task:\n{}\"quoted\" \\ é 😀\n the end", "line\twith tabs\n".repeat(150_000));
+    let image = format!("data:image/png;base64,{}", "iVBORw0KGgo".repeat(100_000));
+    let messages = json!([
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": paste, "name": "ann"},
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": [{"type": "text", "text": "and this"}, {"type": "image_url", "image_url": {"url": image}}]},
+    ]);
+    let resp = app.post("/v1/chat/completions", &json!({"model": "gpt-test", "messages": messages})).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["choices"][0]["message"]["content"].as_str().unwrap().ends_with("Done."), "{body}");
+    let sent = llm.chat_requests();
+    assert_eq!(sent.len(), 2, "a tool round and the answer");
+    for round in &sent {
+        let history = round["messages"].as_array().unwrap();
+        // (Compared, not printed: megabytes.)
+        assert!(history.get(..4) == messages.as_array().map(Vec::as_slice), "the client's messages as sent");
+        assert!(!round.to_string().contains("mcp-middleware-held"), "no stand-in goes upstream");
+    }
+    assert_eq!(
+        (sent[1]["messages"][4]["role"].as_str(), sent[1]["messages"][5]["role"].as_str()),
+        (Some("assistant"), Some("tool"))
+    );
+
+    // A control that turns our tools off: the body goes upstream re-written (without it).
+    let plain = json!({"model": "gpt-test", "messages": messages, "mcp": {"enabled": false}});
+    let resp = app.post("/v1/chat/completions", &plain).await;
+    assert_eq!(resp.status(), 200);
+    let last = llm.chat_requests().pop().unwrap();
+    assert!(last["messages"] == messages, "the client's messages as sent");
+    assert!(last.get("mcp").is_none() && last.get("tools").is_none(), "{}", last["tools"]);
+}
