@@ -99,6 +99,8 @@ struct Split<'a> {
 pub fn parse(raw: Bytes) -> Result<(ChatRequest, Slices), LlmError> {
     static CARD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(super::history::CARD_MARK));
     static PARKED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(super::park::REFERENCE));
+    // A surrogate escape may be a lone one, which only a full parse refuses.
+    static SURROGATE: LazyLock<[Finder<'static>; 2]> = LazyLock::new(|| [Finder::new(r"\ud"), Finder::new(r"\uD")]);
     let Ok(split) = serde_json::from_slice::<Split<'_>>(&raw) else {
         return Ok((ChatRequest::parse(raw)?, Slices::default()));
     };
@@ -108,8 +110,11 @@ pub fn parse(raw: Bytes) -> Result<(ChatRequest, Slices), LlmError> {
     for message in split.messages {
         let text = message.get();
         let reference = PARKED.find(text.as_bytes()).is_some();
-        let holdable =
-            text.len() >= HOLD_FROM && !reference && !after_reference && CARD.find(text.as_bytes()).is_none();
+        let holdable = text.len() >= HOLD_FROM
+            && !reference
+            && !after_reference
+            && CARD.find(text.as_bytes()).is_none()
+            && SURROGATE.iter().all(|escape| escape.find(text.as_bytes()).is_none());
         let stand_in = if holdable { slice_of(&raw, text).zip(stand_in(text, 0)) } else { None };
         after_reference = reference;
         match stand_in {
@@ -129,6 +134,14 @@ pub fn parse(raw: Bytes) -> Result<(ChatRequest, Slices), LlmError> {
     body.insert("messages".into(), Value::Array(messages));
     if slices.held.is_empty() {
         slices.tag.clear();
+    }
+    // A slice keeps the whole body alive: when the held messages are not most of it, they are
+    // copied out and the body goes.
+    let held: usize = slices.held.iter().map(Bytes::len).sum();
+    if held < raw.len() / 2 {
+        for slice in &mut slices.held {
+            *slice = Bytes::copy_from_slice(slice);
+        }
     }
     Ok((ChatRequest::checked(raw, body)?, slices))
 }
@@ -172,12 +185,14 @@ fn stand_in(raw: &str, depth: usize) -> Option<Value> {
 /// [`RANKED_LAST_USER_BYTES`](super::selection::RANKED_LAST_USER_BYTES), unescaped.
 fn text_stand_in(raw: &str) -> String {
     let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default();
-    let head = (0..8)
+    // Backed off (or on) by up to a surrogate pair's 12 bytes, `\ud83d\ude00`, to a whole
+    // character.
+    let head = (0..=12)
         .filter_map(|cut| inner.get(..HEAD.min(inner.len()).saturating_sub(cut)))
         .find_map(unescape)
         .unwrap_or_default();
     let from = inner.len().saturating_sub(super::selection::RANKED_LAST_USER_BYTES);
-    let tail = (0..8)
+    let tail = (0..=12)
         .map(|skip| from + skip)
         .filter(|&at| escapes_before(inner, at).is_multiple_of(2))
         .filter_map(|at| inner.get(at..))
@@ -270,10 +285,13 @@ mod tests {
     }
 
     fn chat(messages: Value) -> Bytes {
-        let mut body = json!({"model": "m", "stream": true, "messages": messages}).to_string();
-        // Past the size where messages are held.
-        body.insert_str(1, &format!("\"pad\":\"{}\",", "p".repeat(HOLD_BODIES_FROM)));
-        Bytes::from(body)
+        chat_raw(&messages.to_string())
+    }
+
+    /// A chat body with `messages` (JSON), past the size where messages are held.
+    fn chat_raw(messages: &str) -> Bytes {
+        let pad = "p".repeat(HOLD_BODIES_FROM);
+        Bytes::from(format!(r#"{{"pad":"{pad}","model":"m","stream":true,"messages":{messages}}}"#))
     }
 
     #[test]
@@ -328,6 +346,30 @@ mod tests {
         let (empty, _) = parse(Bytes::from_static(br#"{"model":"m","messages":[]}"#)).unwrap();
         assert_eq!(joined(body(&Map::new(), &[])), json!({"messages": []}));
         assert_eq!(empty.body["messages"], json!([]));
+    }
+
+    #[test]
+    fn surrogates_are_cut_whole_and_a_lone_one_is_parsed_whole() {
+        for pad in 0..14 {
+            let text = format!("### Task:{}{}", "x".repeat(pad), r"\ud83d\ude00".repeat(10_000));
+            let stand_in = text_stand_in(&format!("\"{text}\""));
+            assert!(stand_in.starts_with("### Task:") && stand_in.ends_with('😀'), "{pad}: {}", stand_in.len());
+        }
+        let lone = json!([{"role": "user", "content": "x".repeat(HOLD_FROM)}]).to_string().replacen('x', r"\ud800", 1);
+        let refused = parse(chat_raw(&lone));
+        assert!(refused.is_err(), "a lone surrogate is refused as before");
+        // Held messages that are a small part of the body are copied out of it.
+        let mut messages: Vec<Value> =
+            (0..40).map(|_| json!({"role": "user", "content": "y".repeat(60_000)})).collect();
+        messages.push(json!({"role": "user", "content": "z".repeat(HOLD_FROM)}));
+        let raw = chat(Value::Array(messages));
+        let (_, slices) = parse(raw.clone()).unwrap();
+        assert_eq!(slices.held.len(), 1);
+        assert!(slices.held.iter().all(|s| !raw.as_ptr_range().contains(&s.as_ptr())), "copied out");
+        // Held messages that are most of it stay slices of it.
+        let raw = chat(json!([{"role": "user", "content": "z".repeat(3 * HOLD_BODIES_FROM)}]));
+        let (_, slices) = parse(raw.clone()).unwrap();
+        assert!(slices.held.iter().all(|s| raw.as_ptr_range().contains(&s.as_ptr())), "not copied");
     }
 
     #[test]

@@ -927,7 +927,9 @@ impl ToolLoop {
         let response = if native {
             // A model behind the upstream's Responses API: the same round, in its words. An
             // option of ours the model (or account) does not take is left out once refused.
-            let chat = serde_json::to_value(RoundBody { head, messages: &self.state.messages }).unwrap_or_default();
+            let chat = serde_json::to_value(RoundBody { head, messages: &self.state.messages }).map_err(|e| {
+                LlmError::InvalidRequest { message: format!("the conversation cannot be sent: {e}"), param: None }
+            })?;
             let mut body = crate::llm::native::to_responses(chat.as_object().unwrap_or(&Map::new()));
             let mut attempts = 0;
             loop {

@@ -249,10 +249,13 @@ impl UpstreamClient {
             }
             (UpstreamBody::Empty, None) => Head::of(self.send_replayable(&req.method, url, &headers, None).await?),
             (UpstreamBody::Bytes(b), None) => {
-                Head::of(self.send_replayable(&req.method, url, &headers, Some(Payload::one(b))).await?)
+                Head::of(self.send_replayable(&req.method, url, &headers, Some(b)).await?)
             }
+            // Joined for reqwest: only a body it can copy is sent again on a refused HTTP/2
+            // stream (an HTTPS upstream's `GOAWAY`), and no request may be lost to that.
             (UpstreamBody::Parts(p), None) => {
-                Head::of(self.send_replayable(&req.method, url, &headers, Some(Payload::many(p))).await?)
+                let joined = Bytes::from(p.concat());
+                Head::of(self.send_replayable(&req.method, url, &headers, Some(joined)).await?)
             }
         };
         crate::metrics::metrics().upstream_latency.observe(started.elapsed().as_secs_f64());
@@ -356,13 +359,13 @@ impl UpstreamClient {
         method: &Method,
         url: &url::Url,
         headers: &HeaderMap,
-        body: Option<Payload>,
+        body: Option<Bytes>,
     ) -> Result<reqwest::Response, LlmError> {
         let mut attempt = 0;
         loop {
             let mut builder = self.http.request(method.clone(), url.clone()).headers(headers.clone());
             if let Some(body) = &body {
-                builder = builder.body(reqwest::Body::wrap(body.clone()));
+                builder = builder.body(body.clone());
             }
             match builder.send().await {
                 Ok(resp) => return Ok(resp),

@@ -22,6 +22,8 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 const WAIT: Duration = Duration::from_secs(5);
 /// Pause before applying the migrations again after a failure (another process applied them).
 const MIGRATION_RETRY: Duration = Duration::from_millis(100);
+/// Attempts at applying the migrations (another process may be applying a later one).
+const MIGRATION_ATTEMPTS: usize = 3;
 
 enum Pool {
     Sqlite(SqlitePool),
@@ -149,14 +151,14 @@ impl SqlStore {
             // SQLite has no migration lock: two processes opening a new file at once (replicas,
             // or `login` beside a starting gateway) both apply it, and the second one's record
             // of it fails. Run again, the schema is there and recorded.
-            let first = run().await;
-            let outcome = match first {
-                Err(_) => {
-                    tokio::time::sleep(MIGRATION_RETRY).await;
-                    run().await
+            let mut outcome = run().await;
+            for _ in 1..MIGRATION_ATTEMPTS {
+                if outcome.is_ok() {
+                    break;
                 }
-                ok => ok,
-            };
+                tokio::time::sleep(MIGRATION_RETRY).await;
+                outcome = run().await;
+            }
             outcome.map_err(|e| match e {
                 sqlx::migrate::MigrateError::Execute(e) => db(e),
                 other => StateError::Database(other.to_string()),

@@ -257,7 +257,14 @@ async fn a_slow_first_token_still_starts_the_stream() {
 /// round of the loop, and the pass-through a control makes, exactly as the client sent them.
 #[tokio::test]
 async fn large_messages_reach_every_round_as_sent() {
-    let llm = FakeLlm::new().tool_call("ts__echo", json!({"text": "hi"})).text("Done.").text("Plain.").start().await;
+    let llm = FakeLlm::new()
+        .tool_call("ts__echo", json!({"text": "hi"}))
+        .text("Done.")
+        .text("Plain.")
+        .tool_call("ts__echo", json!({"text": "again"}))
+        .text("Done again.")
+        .start()
+        .await;
     let app = TestApp::in_front_of(&llm, &ts("")).await;
     app.wait_for_tools(|n| n.iter().any(|t| t == "ts__echo")).await;
     let paste = format!("### Task:\n{}\"quoted\" \\ é 😀\n the end", "line\twith tabs\n".repeat(150_000));
@@ -292,4 +299,19 @@ async fn large_messages_reach_every_round_as_sent() {
     let last = llm.chat_requests().pop().unwrap();
     assert!(last["messages"] == messages, "the client's messages as sent");
     assert!(last.get("mcp").is_none() && last.get("tools").is_none(), "{}", last["tools"]);
+
+    // An upstream reqwest serves (credentials in its URL): the same bodies, joined for it.
+    let with_credentials = llm.url.replacen("http://", "http://user:secret@", 1);
+    let yaml = format!("upstream:\n  base_url: ${{UPSTREAM}}\n{}", ts(""));
+    let other = TestApp::spawn_with_env(&yaml, &[("UPSTREAM", &with_credentials)]).await;
+    other.wait_for_tools(|n| n.iter().any(|t| t == "ts__echo")).await;
+    let resp = other.post("/v1/chat/completions", &json!({"model": "gpt-test", "messages": messages})).await;
+    assert_eq!(resp.status(), 200);
+    let sent = llm.chat_requests();
+    let rounds = sent.get(sent.len() - 2..).unwrap_or_default();
+    assert_eq!(rounds.len(), 2);
+    for round in rounds {
+        let history = round["messages"].as_array().unwrap();
+        assert!(history.get(..4) == messages.as_array().map(Vec::as_slice), "the client's messages as sent");
+    }
 }
