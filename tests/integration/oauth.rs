@@ -156,7 +156,7 @@ async fn a_gateway_waits_for_login_then_uses_the_stored_token() {
     let error = needs_login["last_error"].as_str().unwrap();
     assert!(error.contains("mcp-middleware login conf"), "{error}");
 
-    let login = Command::new(BIN).arg("--config").arg(&config).args(["login", "conf", "--follow"]).output().unwrap();
+    let login = cli(&config, &["login", "conf", "--follow"]).await;
     let stdout = String::from_utf8_lossy(&login.stdout);
     assert!(login.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&login.stderr));
     let url_line = stdout.lines().find(|l| l.starts_with("http")).expect("the authorization URL on a line of its own");
@@ -170,9 +170,16 @@ async fn a_gateway_waits_for_login_then_uses_the_stored_token() {
     let (status, result) = app.call_tool("conf__test-tool", serde_json::json!({})).await;
     assert_eq!((status, result["isError"].as_bool()), (200, Some(false)), "{result}");
 
-    let logout = Command::new(BIN).arg("--config").arg(&config).args(["logout", "conf"]).output().unwrap();
+    let logout = cli(&config, &["logout", "conf"]).await;
     let said = String::from_utf8_lossy(&logout.stderr);
     assert_eq!(String::from_utf8_lossy(&logout.stdout).trim(), "tokens forgotten", "{said}");
+}
+
+/// Runs the gateway's CLI with `config` without blocking the test's runtime, which runs the
+/// gateway under test too: a blocking wait would stall its tasks, among them a store write that
+/// holds SQLite's lock the CLI waits for.
+async fn cli(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(BIN).arg("--config").arg(config).args(args).output().await.unwrap()
 }
 
 #[test]
