@@ -232,10 +232,10 @@ mod tests {
 
     use super::*;
 
-    /// A tiny HTTP/1.1 server on loopback: answers `ok` to every request; with `close`, closes
-    /// each connection after its first answer (as an upstream whose idle timeout is short). It
-    /// counts the connections it accepted.
-    async fn server(close: bool) -> (http::Uri, Arc<AtomicUsize>) {
+    /// A tiny HTTP/1.1 server on loopback: answers `body` to every request; with `close`,
+    /// closes each connection after its first answer (as an upstream whose idle timeout is
+    /// short). It counts the connections it accepted.
+    async fn server(close: bool, body: &'static [u8]) -> (http::Uri, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let origin = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -253,7 +253,9 @@ mod tests {
                         seen.extend_from_slice(buf.get(..n).unwrap_or_default());
                         while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                             seen.drain(..end + 4);
-                            let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                            let _ = tcp.write_all(head.as_bytes()).await;
+                            let _ = tcp.write_all(body).await;
                             if close {
                                 let _ = tcp.shutdown().await;
                                 return;
@@ -278,7 +280,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_whose_answer_was_read_serves_the_next_request() {
-        let (origin, accepted) = server(false).await;
+        let (origin, accepted) = server(false, b"ok").await;
         let pool = pool(origin);
         for _ in 0..3 {
             assert_eq!(get(&pool).await, "ok");
@@ -288,7 +290,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_upstream_closed_is_not_used_again() {
-        let (origin, accepted) = server(true).await;
+        let (origin, accepted) = server(true, b"ok").await;
         let pool = pool(origin);
         for _ in 0..3 {
             assert_eq!(get(&pool).await, "ok");
@@ -301,7 +303,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_dropped_before_its_end_is_read_to_it_and_its_connection_kept() {
-        let (origin, accepted) = server(false).await;
+        let (origin, accepted) = server(false, b"ok").await;
         let pool = pool(origin);
         let mut req = Request::new(Payload::one(Bytes::new()));
         *req.uri_mut() = "/v1/models".parse().unwrap();
@@ -314,27 +316,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_dropped_with_more_than_a_little_left_takes_its_connection_with_it() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let origin: http::Uri = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut tcp, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    while let Ok(n) = tcp.read(&mut buf).await {
-                        if n == 0 {
-                            return;
-                        }
-                        let big = vec![b'x'; DRAIN_BYTES * 2];
-                        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", big.len());
-                        let _ = tcp.write_all(head.as_bytes()).await;
-                        let _ = tcp.write_all(&big).await;
-                    }
-                });
-            }
-        });
+        static BIG: [u8; DRAIN_BYTES * 2] = [b'x'; DRAIN_BYTES * 2];
+        let (origin, accepted) = server(false, &BIG).await;
         let pool = pool(origin);
         let mut req = Request::new(Payload::one(Bytes::new()));
         *req.uri_mut() = "/v1/models".parse().unwrap();
