@@ -215,10 +215,19 @@ pub async fn run_calls(
     limits: &ToolLoopConfig,
 ) -> Vec<ToolRun> {
     let permits = tokio::sync::Semaphore::new(limits.parallel_calls.max(1));
-    let runs = calls.iter().map(|call| {
+    let at_once = limits.parallel_calls.max(1);
+    let runs = calls.iter().enumerate().map(|(index, call)| {
         let plan = match scope.declined.get(call.id()) {
             Some(text) => Plan::Decline(text.clone()),
             None => ledger.plan(call, scope, limits),
+        };
+        // The calls of the round that may be held and start at once are counted on their
+        // server before any starts (later ones count themselves when they start).
+        let held = match &plan {
+            Plan::Run(entry, _) if holdable(scope, call, entry) => {
+                Some(super::held::prepare(&scope.invoker.hub, entry, index < at_once))
+            }
+            _ => None,
         };
         let permits = &permits;
         // Boxed: the join holds pointers, not the calls' futures themselves.
@@ -226,7 +235,7 @@ pub async fn run_calls(
             let started = Instant::now();
             let run = async {
                 let _permit = permits.acquire().await;
-                run_one(scope, call, plan).await
+                run_one(scope, call, plan, held).await
             };
             // The request's deadline holds inside the round too: a call still running then is
             // cancelled (the server hears `notifications/cancelled`) and the model is told.
@@ -248,7 +257,18 @@ pub async fn run_calls(
     futures_util::future::join_all(runs).await
 }
 
-async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> ToolRun {
+/// Whether `call` runs in a task of its own that can be held open while the chat parks
+/// (legacy elicitation): a chat's call to a server that may ask questions mid-call.
+fn holdable(scope: &CallScope<'_>, call: &AssembledCall, entry: &ToolEntry) -> bool {
+    scope.hold && !scope.retries.contains_key(call.id()) && scope.invoker.hub.elicits(&entry.server)
+}
+
+async fn run_one(
+    scope: &CallScope<'_>,
+    call: &AssembledCall,
+    plan: Plan,
+    held: Option<super::held::Prepared>,
+) -> ToolRun {
     let started = Instant::now();
     let images = Vec::new();
     let mut found = Vec::new();
@@ -282,13 +302,11 @@ async fn run_one(scope: &CallScope<'_>, call: &AssembledCall, plan: Plan) -> Too
         }
         Plan::Run(entry, args) => {
             let retry = scope.retries.get(call.id());
-            // A call to a server that may ask questions mid-call runs in a task of its own, so
-            // it can be held open while the chat parks (legacy elicitation).
-            let invocation = if scope.hold && retry.is_none() && scope.invoker.hub.elicits(&entry.server) {
+            let invocation = if let Some(prepared) = held {
                 let visible = scope.offered.iter().map(|e| e.name.clone()).collect();
                 let run = Box::pin(super::held::run(
+                    prepared,
                     scope.invoker.clone(),
-                    entry.clone(),
                     args.clone(),
                     visible,
                     scope.identity.clone(),

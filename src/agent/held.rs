@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::invoke::{Authorized, Invocation, Invoker};
 use crate::config::UserIdentity;
-use crate::mcp::{Asker, CallRelay, PROGRESS, ProgressFn, RELAY, ToolEntry};
+use crate::mcp::{Asker, CallCount, CallRelay, Hub, PROGRESS, ProgressFn, RELAY, ToolEntry};
 
 /// Longest a held call waits for its answer.
 pub const MAX_HOLD: Duration = Duration::from_secs(3600);
@@ -65,17 +65,18 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Runs a call that may ask a question, in a task of its own.
-pub async fn run(
-    invoker: Invoker,
+/// A holdable call made ready to run: whom its questions reach, and (for a call its round
+/// starts at once) its count in flight on its server, taken before any call of the round starts.
+pub struct Prepared {
+    relay: Arc<CallRelay>,
+    questions: mpsc::Receiver<(Value, Answer)>,
+    count: Option<CallCount>,
     entry: Arc<ToolEntry>,
-    arguments: Value,
-    visible: Vec<String>,
-    identity: UserIdentity,
-    progress: Option<ProgressFn>,
-    call_id: String,
-) -> Holdable {
-    let identity_owner = identity.account.clone().unwrap_or_default();
+}
+
+/// Readies a call of `entry` that may ask a question; `now`: counted in flight from now on
+/// (see [`Hub::count_call`]), else when it is sent.
+pub fn prepare(hub: &Hub, entry: &Arc<ToolEntry>, now: bool) -> Prepared {
     let (ask_tx, questions) = mpsc::channel::<(Value, Answer)>(1);
     let asker: Asker = Arc::new(move |question| {
         let ask_tx = ask_tx.clone();
@@ -89,7 +90,27 @@ pub async fn run(
             }
         })
     });
+    let relay = Arc::new(CallRelay { asker: Some(asker), ..CallRelay::default() });
+    // A call to a server gone by then counts itself where it is sent, if it is.
+    let count = if now { hub.count_call(&entry.server, relay.clone()) } else { None };
+    Prepared { relay, questions, count, entry: entry.clone() }
+}
+
+/// Runs a prepared call, in a task of its own.
+pub async fn run(
+    prepared: Prepared,
+    invoker: Invoker,
+    arguments: Value,
+    visible: Vec<String>,
+    identity: UserIdentity,
+    progress: Option<ProgressFn>,
+    call_id: String,
+) -> Holdable {
+    let Prepared { relay, questions, count, entry } = prepared;
+    let identity_owner = identity.account.clone().unwrap_or_default();
     let call = async move {
+        // Counted until the call ends, held or not.
+        let _count = count;
         let tool = Authorized::offered(&entry);
         let invoked = invoker.invoke_with(tool, arguments, move || Some(visible), &identity, None, Some(&call_id));
         match progress {
@@ -97,11 +118,9 @@ pub async fn run(
             None => invoked.await,
         }
     };
-    let owner = identity_owner.clone();
-    let relay = Arc::new(CallRelay { asker: Some(asker), ..CallRelay::default() });
     // In the request's spans: the call's log lines and its trace belong to the chat.
     let task = crate::telemetry::spans::spawn(RELAY.scope(relay, call));
-    follow(owner, AbortOnDrop(Some(task)), questions).await
+    follow(identity_owner, AbortOnDrop(Some(task)), questions).await
 }
 
 /// Waits for the task to finish or to ask.

@@ -425,6 +425,16 @@ impl Hub {
         self.servers.read().iter().any(|r| r.handle.name() == server && r.handle.elicits())
     }
 
+    /// Counts a call on `server` in flight, with `relay` behind it, from before it is sent
+    /// until the count drops (`None`: no such server). A round counts its holdable calls before
+    /// it starts any: a question asked while a sibling call is still starting matches no single
+    /// call, whatever order the calls' tasks run in.
+    pub fn count_call(&self, server: &str, relay: Arc<super::CallRelay>) -> Option<CallCount> {
+        let servers = self.servers.read();
+        let running = servers.iter().find(|r| r.handle.name() == server)?;
+        Some(CallCount { _guard: running.handle.in_flight(Some(relay)) })
+    }
+
     /// Answers a sampling request `server` made from inside a chat (`model`: the chat's).
     pub async fn sample(&self, server: &str, params: Value, model: Option<String>) -> Result<Value, String> {
         let handle = self.handles().into_iter().find(|s| s.name() == server).ok_or("no such server")?;
@@ -508,4 +518,9 @@ fn sources(server: &ServerHandle) -> impl Iterator<Item = SourceTool> + use<> {
         input_schema: t.input_schema,
         prefix: Some(prefix.clone()),
     })
+}
+
+/// A call counted in flight on its server until dropped ([`Hub::count_call`]).
+pub struct CallCount {
+    _guard: super::server::CallerGuard,
 }

@@ -52,7 +52,7 @@ use serde_json::Value;
 
 pub use call_headers::CALL_HEADERS_META;
 pub use catalog::{Attached, Catalog, SEPARATOR, SourceTool, ToolEntry};
-pub use hub::{Attachment, Hub};
+pub use hub::{Attachment, CallCount, Hub};
 pub use prompts::ExposedPrompt;
 pub use resources::{ExposedResource, ExposedTemplate};
 pub use server::{ServerHandle, ServerState, ServerStatus};

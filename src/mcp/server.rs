@@ -232,6 +232,11 @@ impl ServerHandle {
         CallerGuard { callers: self.callers.clone(), id }
     }
 
+    /// Whether a call with `relay` behind it is counted in flight here already.
+    fn counts(&self, relay: &Arc<super::CallRelay>) -> bool {
+        self.callers.lock().iter().any(|(_, counted)| counted.as_ref().is_some_and(|c| Arc::ptr_eq(c, relay)))
+    }
+
     /// Sends this server's resource and list-change notifications to `events`.
     pub fn set_events(&self, events: tokio::sync::broadcast::Sender<super::HubEvent>) {
         *self.events.lock() = Some(events);
@@ -663,7 +668,11 @@ impl ServerHandle {
         let held = self.config.elicitation && relay.as_ref().is_some_and(|r| r.asker.is_some());
         let relay_progress = relay.as_ref().and_then(|r| r.progress.clone());
         let heard = relay.clone();
-        let _in_flight = self.in_flight(relay);
+        // Not twice: a round counts its holdable calls before it starts them.
+        let _in_flight = match relay {
+            Some(relay) if self.counts(&relay) => None,
+            relay => Some(self.in_flight(relay)),
+        };
         let longest = self.config.max_call_duration.max(self.config.tool_timeout);
         let options = PeerRequestOptions::with_timeout(if held { longest } else { self.config.tool_timeout })
             .reset_timeout_on_progress()

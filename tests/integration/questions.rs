@@ -194,31 +194,31 @@ async fn a_question_asked_mid_call_holds_the_call_until_the_user_answers() {
     assert!(tool_said(&llm).contains("User declined"), "{}", tool_said(&llm));
 }
 
-/// Two calls in flight on one connection: a question cannot be told to belong to either chat,
-/// so it is declined rather than shown to the wrong person.
+/// Two calls in flight on one connection, both asking while both run (our test server's
+/// `ask_together` waits until they do): a question cannot be told to belong to either call, so
+/// each is declined rather than shown to the wrong chat.
 #[tokio::test]
 async fn a_question_that_matches_no_single_call_is_declined() {
     let llm = FakeLlm::new()
-        .tool_calls(&[("ev__trigger-elicitation-request", json!({})), ("ev__trigger-elicitation-request", json!({}))])
+        .tool_calls(&[("t__ask_together", json!({"calls": 2})), ("t__ask_together", json!({"calls": 2}))])
         .text("Both declined.")
         .start()
         .await;
     let dir = TempDir::new("mcpmw-questions-two");
-    let ev = crate::common::peers::everything();
     let yaml = format!(
         "upstream:\n  base_url: {}\nauth:\n  keys:\n    - key: {KEY}\n      user: {{id: ada}}\n\
          state:\n  url: sqlite://{}/state.db\nbuiltin_tools:\n  enabled: false\n\
-         mcpServers:\n  ev:\n    command: node\n    args: [\"{ev}\", stdio]\n    elicitation: true\n",
+         mcpServers:\n  t:\n    command: {TEST_SERVER}\n    args: [--era, legacy, stdio]\n    elicitation: true\n",
         llm.url,
         dir.0.display()
     );
     let mut app = TestApp::spawn(&yaml).await;
     app.key = Some(KEY.into());
-    app.wait_for_tools(|n| n.iter().any(|t| t == "ev__trigger-elicitation-request")).await;
+    app.wait_for_tools(|n| n.iter().any(|t| t == "t__ask_together")).await;
     let answer = chat(&app, &[json!({"role": "user", "content": "two at once"})]).await;
     assert!(answer.contains("Both declined.") && !answer.contains("mcp-park-"), "{answer}");
     let said = tool_said(&llm);
-    assert_eq!(said.matches("User declined").count(), 2, "{said}");
+    assert_eq!(said.matches("Asked together: action=decline").count(), 2, "{said}");
 }
 
 /// A task that asks mid-way (server-everything's ambiguous `simulate-research-query`: the

@@ -420,7 +420,7 @@ async fn sampling(prompt: String, context: &RequestContext<RoleServer>) -> CallT
 }
 
 /// One form `elicitation/create`; the result is `"<label>: action=…, content=…"`.
-async fn elicit(
+pub async fn elicit(
     message: String,
     form: Value,
     label: &str,

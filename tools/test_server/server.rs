@@ -85,6 +85,32 @@ impl TestServer {
         Ok(CallToolResult::success(vec![ContentBlock::text(format!("slept {ms} ms"))]))
     }
 
+    /// `ask_together`: a question asked while `calls` calls run at once (a client that routes
+    /// a question to "the" call in flight cannot tell whose it is).
+    async fn ask_together(
+        &self,
+        request: &CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let calls = tools::optional_u64(&request.arguments, "calls")?.unwrap_or(2).max(1);
+        // Calls meet in groups of `calls`, by arrival: a group once met stays met, however
+        // soon one of its calls ends.
+        let mut arrived = 0;
+        self.shared.together.send_modify(|n| {
+            arrived = *n;
+            *n += 1;
+        });
+        let met_at = (arrived / calls + 1) * calls;
+        let mut running = self.shared.together.subscribe();
+        let waited = async { running.wait_for(|n| *n >= met_at).await.is_ok() };
+        let met = tokio::time::timeout(Duration::from_secs(5), waited).await == Ok(true);
+        if !met {
+            return Ok(CallToolResult::error(vec![ContentBlock::text(format!("{calls} calls never ran at once"))]));
+        }
+        let form = json!({"type": "object", "properties": {"which": {"type": "string"}}, "required": ["which"]});
+        conformance::elicit("Which call is this?".into(), form, "Asked together", context).await
+    }
+
     async fn list_change(&self, context: &RequestContext<RoleServer>, rewrite: Option<&str>) -> CallToolResult {
         let name = {
             let mut added = self.shared.added.lock();
@@ -212,6 +238,7 @@ impl ServerHandler for TestServer {
                 let bytes = usize::try_from(bytes).map_err(|_| McpError::invalid_params("`bytes` too large", None))?;
                 CallToolResult::success(vec![ContentBlock::text(tools::big_text(bytes))])
             }
+            "ask_together" => self.ask_together(&request, &context).await?,
             "ask" => {
                 return crate::ask::ask(
                     &request.arguments,

@@ -138,6 +138,12 @@ pub fn builtin_tools() -> Vec<Tool> {
             "required": ["started", "completed", "cancelled", "in_flight"],
         }))),
         Tool::new(
+            "ask_together",
+            "Waits (5 s at most) until `calls` calls of it have come (they meet in groups of `calls`), \
+             then asks the user (elicitation/create) while they all still run.",
+            schema(json!({"calls": {"type": "integer", "minimum": 1, "default": 2}}), &[]),
+        ),
+        Tool::new(
             "ask",
             "Asks first (input_required); kind: form|url|two|rounds|roots|sampling.",
             schema(json!({"kind": {"type": "string"}}), &[]),
@@ -204,6 +210,8 @@ pub struct Shared {
     pub slow_completed: AtomicU64,
     pub slow_cancelled: AtomicU64,
     pub slow_in_flight: AtomicU64,
+    /// `ask_together` calls so far.
+    pub together: tokio::sync::watch::Sender<u64>,
     /// The file named by `MCP_TEST_EVENTS`, if any.
     events: Option<Mutex<File>>,
 }
@@ -303,3 +311,4 @@ impl Drop for SlowGuard {
         }
     }
 }
+
