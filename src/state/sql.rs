@@ -22,8 +22,9 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 const WAIT: Duration = Duration::from_secs(5);
 /// Pause before applying the migrations again after a failure (another process applied them).
 const MIGRATION_RETRY: Duration = Duration::from_millis(100);
-/// Attempts at applying the migrations (another process may be applying a later one).
-const MIGRATION_ATTEMPTS: usize = 3;
+/// Attempts at applying the migrations (another process may be applying a later one, slowly on
+/// a loaded disk): about 2 s before a lasting failure is reported.
+const MIGRATION_ATTEMPTS: usize = 20;
 
 enum Pool {
     Sqlite(SqlitePool),

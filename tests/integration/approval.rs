@@ -87,15 +87,16 @@ async fn approve_runs_the_call_once_and_deny_tells_the_model() {
     assert!(asked.contains("send the report") && asked.contains("mcp-park-"), "{asked}");
     assert_eq!(llm.chat_requests().len(), 1, "the model was asked once");
     assert!(tool_messages(&llm).is_empty());
-    let pending = |m: &[(String, f64)]| crate::metrics::value(m, "mcp_middleware_pending_requests");
-    assert_eq!(pending(&crate::metrics::scrape(&base, OWUI).await), 1.0, "one request waits for Alice");
+    let pending =
+        |want: f64| crate::metrics::value_when(&base, OWUI, "mcp_middleware_pending_requests", move |v| v == want);
+    assert_eq!(pending(1.0).await, 1.0, "one request waits for Alice");
 
     // "approve": the call runs (once), and the model answers in the same response.
     let approved = [user("send the report"), assistant(&asked), user("approve")];
     let done = chat(&base, OWUI, "alice", &approved, false).await;
     assert!(done.contains("Sent."), "{done}");
     assert_eq!(tool_messages(&llm), vec!["send the report".to_owned()]);
-    assert_eq!(pending(&crate::metrics::scrape(&base, OWUI).await), 0.0, "nothing waits any more");
+    assert_eq!(pending(0.0).await, 0.0, "nothing waits any more");
 
     // Replayed: the reference is used up; the request is an ordinary one and nothing runs.
     let replayed = chat(&base, OWUI, "alice", &approved, false).await;

@@ -23,6 +23,7 @@ async fn default_logs_are_quiet_and_say_what_matters() {
         assert!(Instant::now() < deadline, "{}", gw.logs());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    gw.wait_for_tool(None, "ts__throw").await;
     let client = reqwest::Client::new();
     for _ in 0..5 {
         for probe in ["/health/liveliness", "/health/readiness"] {

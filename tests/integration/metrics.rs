@@ -38,6 +38,20 @@ pub fn value(samples: &[(String, f64)], series: &str) -> f64 {
     samples.iter().find(|(s, _)| s == series).map_or(0.0, |(_, v)| *v)
 }
 
+/// Scrapes until `series` is one `ok` takes (10 s at most), and returns it. Gauges counted from
+/// a store at scrape time are set in the one registry that every gateway of this test binary
+/// shares, and keep their last figure when the store is slow.
+pub async fn value_when(base: &str, key: &str, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = value(&scrape(base, key).await, series);
+        if ok(now) || std::time::Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn metrics_parse_and_count_a_tool_call() {
     let llm = FakeLlm::new().tool_call("metr__echo", json!({"text": "counted"})).text("Done.").start().await;

@@ -79,7 +79,12 @@ fn the_handshake_and_client_credentials_scenarios_pass() {
         let out = TempDir::new("mcpmw-conformance");
         let report = run(&["--scenario", scenario], &out);
         assert!(report.contains("OVERALL: PASSED"), "{scenario}:\n{report}");
-        assert!(report.contains(" 0 failed, 0 warnings"), "{scenario}:\n{report}");
+        // The one warning allowed: a reconnection up to 1 s after a 500 ms `retry:` (past that
+        // it fails) is "slightly late" when the machine is loaded, and says nothing of the client.
+        let late = scenario == "sse-retry"
+            && report.contains(" 0 failed, 1 warnings")
+            && report.contains("reconnected slightly late");
+        assert!(report.contains(" 0 failed, 0 warnings") || late, "{scenario}:\n{report}");
         let logs = client_logs(&out.0);
         assert!(
             !logs.contains("test-token-") && !logs.contains("conformance-test-secret"),

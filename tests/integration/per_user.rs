@@ -198,7 +198,8 @@ async fn each_user_connects_their_own_account_and_never_uses_anothers() {
     assert_eq!(app.servers().await["gh"]["connected_users"], 2);
     let base = app.url("");
     let connected = r#"mcp_middleware_connected_accounts{server="gh"}"#;
-    assert_eq!(crate::metrics::value(&crate::metrics::scrape(&base, "sk-owui-0123456789").await, connected), 2.0);
+    let owui = "sk-owui-0123456789";
+    assert_eq!(crate::metrics::value_when(&base, owui, connected, |v| v == 2.0).await, 2.0);
 
     // Alice's sign-in is revoked at the server: she is asked to connect again; Bob is not.
     reqwest::Client::new().post(format!("{}/revoke?user=alice-gh", peer.base)).send().await.unwrap();
@@ -219,7 +220,7 @@ async fn each_user_connects_their_own_account_and_never_uses_anothers() {
         .unwrap();
     assert_eq!(gone.json::<Value>().await.unwrap()["disconnected"], true);
     assert_eq!(call_as(&app, "sk-owui-0123456789", "bob", "gh__headers").await.0, 403);
-    let after = crate::metrics::value(&crate::metrics::scrape(&base, "sk-owui-0123456789").await, connected);
+    let after = crate::metrics::value_when(&base, owui, connected, |v| v < 2.0).await;
     assert!(after < 2.0, "Bob's account is no longer counted: {after}");
 }
 

@@ -17,7 +17,7 @@ fn stdio_ts() -> String {
 #[tokio::test]
 async fn presigned_links_dedup_expire_and_refuse_tampering() {
     let s3 = Seaweed::start().await;
-    let yaml = format!("{}{}builtin_tools:\n  enabled: true\n", stdio_ts(), s3.artifacts_yaml(S3_SECRET, "3s"));
+    let yaml = format!("{}{}builtin_tools:\n  enabled: true\n", stdio_ts(), s3.artifacts_yaml(S3_SECRET, "5s"));
     let app = TestApp::spawn(&yaml).await;
     app.wait_for_tools(|n| n.iter().any(|t| t == "ts__image") && n.iter().any(|t| t == "builtin__minio_get_url")).await;
 
@@ -47,7 +47,8 @@ async fn presigned_links_dedup_expire_and_refuse_tampering() {
     let (_, link) = app.call_tool("builtin__minio_get_url", json!({"key": "a.txt"})).await;
     assert_eq!(reqwest::get(first_text(&link)).await.unwrap().text().await.unwrap(), "on s3");
 
-    tokio::time::sleep(Duration::from_millis(4500)).await;
+    // Signed with whole seconds: the link lives between 4 and 5 s.
+    tokio::time::sleep(Duration::from_millis(6500)).await;
     assert_eq!(reqwest::get(&url).await.unwrap().status(), 403, "expired");
 }
 

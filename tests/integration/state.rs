@@ -28,9 +28,10 @@ async fn behaves(url: &str) {
     assert_eq!(got, vec![Some(b"token".to_vec())]);
 
     // Expired entries are gone to readers at once and to the table at the next sweep.
-    store.put("s", "short", b"x", Some(Duration::from_millis(100))).await.unwrap();
+    // The expiry runs from before the write: 2 s leaves room for a slow commit.
+    store.put("s", "short", b"x", Some(Duration::from_secs(2))).await.unwrap();
     assert!(store.get("s", "short").await.unwrap().is_some());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     assert_eq!(store.get("s", "short").await.unwrap(), None);
     assert_eq!(store.take("s", "short").await.unwrap(), None);
     assert!(store.sweep().await.unwrap() >= 1);

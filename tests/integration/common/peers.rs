@@ -283,6 +283,23 @@ impl Drop for TempDir {
     }
 }
 
+/// Whether the S3 server at `endpoint` takes a write (into a bucket of its own).
+async fn takes_writes(endpoint: &str) -> bool {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(S3_KEY, S3_SECRET, None, None, "tests"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .build();
+    let client = aws_sdk_s3::Client::from_conf(conf);
+    let _ = client.create_bucket().bucket("ready-probe").send().await;
+    let body = aws_sdk_s3::primitives::ByteStream::from_static(b"ok");
+    client.put_object().bucket("ready-probe").key("probe").body(body).send().await.is_ok()
+}
+
 impl Seaweed {
     /// Starts `weed mini`; when it exits early (a port taken between choosing it and binding it,
     /// which parallel tests make possible), starts again on fresh ports.
@@ -348,6 +365,21 @@ impl Seaweed {
             }
             if Instant::now() > deadline {
                 return Err(format!("S3 never answered on {endpoint}:\n{}", tail(&log)));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // S3 answers before its volume server has joined: the first writes of a SeaweedFS just
+        // started can be refused under load, and a gateway whose write failed holds back for a
+        // few seconds. A store is handed out once it has taken a write.
+        loop {
+            if takes_writes(&endpoint).await {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("weed mini exited ({status}):\n{}", tail(&log)));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("S3 on {endpoint} never took a write:\n{}", tail(&log)));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
