@@ -31,6 +31,9 @@ const CHATS: &str = "audit-chats";
 const QUEUE: usize = 1024;
 /// Most records written in one transaction.
 const BATCH: usize = 128;
+/// How long the writer gathers records after the first before it writes them: one commit (and
+/// its sync) per batch instead of one per tool call, for a page a person reads.
+const LINGER: Duration = Duration::from_millis(200);
 /// Most records a listing reads.
 pub const MAX_LISTED: usize = 500;
 
@@ -77,12 +80,32 @@ impl StoreAudit {
                     }
                 };
                 let Some(record) = record else { break };
-                // What queued up meanwhile goes in the same transaction: under load the store
-                // sees one write per batch, not one per tool call.
+                // What comes within `LINGER` goes in the same transaction: the store sees one
+                // write per batch, not one per tool call. Shutting down writes at once.
+                let mut batch = vec![record];
+                let linger = tokio::time::sleep(LINGER);
+                tokio::pin!(linger);
+                while batch.len() < BATCH {
+                    if shutdown.is_cancelled() {
+                        match records.try_recv() {
+                            Ok(record) => batch.push(record),
+                            Err(_) => break,
+                        }
+                        continue;
+                    }
+                    tokio::select! {
+                        biased;
+                        record = records.recv() => match record {
+                            Some(record) => batch.push(record),
+                            None => break,
+                        },
+                        () = &mut linger => break,
+                        () = shutdown.cancelled() => break,
+                    }
+                }
                 let mut entries = Vec::new();
-                let mut next = Some(record);
-                let mut taken = 0;
-                while let Some(record) = next.take() {
+                let taken = batch.len();
+                for record in batch {
                     let serial = serial.fetch_add(1, Ordering::Relaxed);
                     match &record {
                         Kept::Call(call) => {
@@ -93,10 +116,6 @@ impl StoreAudit {
                             let owner = owner(chat.key.as_deref(), chat.holder.as_deref(), chat.user.is_some());
                             entries_of(&mut entries, CHATS, chat, chat.started_ms, owner, serial);
                         }
-                    }
-                    taken += 1;
-                    if taken < BATCH {
-                        next = records.try_recv().ok();
                     }
                 }
                 if let Err(e) = secrets.put_private_many(entries, Some(ttl)).await {

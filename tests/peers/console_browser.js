@@ -74,7 +74,8 @@ async function signOut(page) {
     // Activity: that call, with its arguments.
     await page.click('nav a[href="/ui/activity"]');
     let activity = '';
-    for (let i = 0; i < 20; i++) {
+    // The trail is written in the background, in batches: up to 15 s on a loaded machine.
+    for (let i = 0; i < 100; i++) {
       activity = await page.textContent('#activity');
       if (activity.includes('hello from the console')) break;
       await page.waitForTimeout(100);
@@ -137,7 +138,8 @@ async function signOut(page) {
     check((await page.textContent('main')).includes('There is no tool'), 'another tool is as unknown as none');
     await page.click('nav a[href="/ui/activity"]');
     let own = '';
-    for (let i = 0; i < 20; i++) {
+    // The trail is written in the background, in batches: up to 15 s on a loaded machine.
+    for (let i = 0; i < 100; i++) {
       own = await page.textContent('#activity');
       if (own.includes('the limited key was here')) break;
       await page.waitForTimeout(100);
