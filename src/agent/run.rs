@@ -101,23 +101,26 @@ impl Start {
 impl Agent {
     /// Runs the loop for a non-streaming client.
     pub async fn complete(&self, job: ChatJob) -> Result<Value, LlmError> {
-        Ok(ToolLoop::start(self.clone(), job).run(&Sink::collect()).await?.into_completion())
+        // Boxed here and below: the loop's future is large, and only its pointer moves on.
+        let mut tool_loop = ToolLoop::start(self.clone(), job);
+        Ok(Box::pin(tool_loop.run(&Sink::collect())).await?.into_completion())
     }
 
     /// Runs the loop and hands back its outcome as it is (for other APIs' shapes: the
     /// Responses API needs each tool run's output).
     pub async fn outcome(&self, job: ChatJob) -> Result<super::Outcome, LlmError> {
-        ToolLoop::start(self.clone(), job).run(&Sink::collect()).await
+        let mut tool_loop = ToolLoop::start(self.clone(), job);
+        Box::pin(tool_loop.run(&Sink::collect())).await
     }
 
     /// [`outcome`](Self::outcome) for a resumed loop.
     pub async fn outcome_of_loop(&self, mut tool_loop: ToolLoop, start: Start) -> Result<super::Outcome, LlmError> {
-        start.run(&mut tool_loop, &Sink::collect()).await
+        Box::pin(start.run(&mut tool_loop, &Sink::collect())).await
     }
 
     /// Runs a loop (fresh or resumed) for a non-streaming client.
     pub async fn complete_loop(&self, mut tool_loop: ToolLoop, start: Start) -> Result<Value, LlmError> {
-        Ok(start.run(&mut tool_loop, &Sink::collect()).await?.into_completion())
+        Ok(Box::pin(start.run(&mut tool_loop, &Sink::collect())).await?.into_completion())
     }
 
     /// Runs the loop for a streaming client; events end when the loop does (the caller adds
@@ -159,8 +162,11 @@ impl Agent {
         // its trace).
         crate::telemetry::spans::spawn(async move {
             let sink = if runs { Sink::stream_with_runs(tx.clone()) } else { Sink::stream(tx.clone()) };
+            // Boxed: the loop's future is large; the spawned task (moved a few times on its
+            // way into the runtime) holds only its pointer.
+            let run = Box::pin(start.run(&mut tool_loop, &sink));
             let result = tokio::select! {
-                r = start.run(&mut tool_loop, &sink) => r,
+                r = run => r,
                 () = tx.closed() => {
                     tracing::info!("client went away; tool loop cancelled");
                     return;

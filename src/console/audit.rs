@@ -81,27 +81,24 @@ impl StoreAudit {
                 };
                 let Some(record) = record else { break };
                 // What comes within `LINGER` goes in the same transaction: the store sees one
-                // write per batch, not one per tool call. Shutting down writes at once.
+                // write per batch, not one per tool call. The writer sleeps meanwhile rather than
+                // wake for each record; a full batch (under load) or shutting down writes at once.
                 let mut batch = vec![record];
-                let linger = tokio::time::sleep(LINGER);
-                tokio::pin!(linger);
-                while batch.len() < BATCH {
-                    if shutdown.is_cancelled() {
+                let more = |batch: &mut Vec<Kept>, records: &mut mpsc::Receiver<Kept>| {
+                    while batch.len() < BATCH {
                         match records.try_recv() {
                             Ok(record) => batch.push(record),
                             Err(_) => break,
                         }
-                        continue;
                     }
+                };
+                more(&mut batch, &mut records);
+                if batch.len() < BATCH && !shutdown.is_cancelled() {
                     tokio::select! {
-                        biased;
-                        record = records.recv() => match record {
-                            Some(record) => batch.push(record),
-                            None => break,
-                        },
-                        () = &mut linger => break,
-                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(LINGER) => {}
+                        () = shutdown.cancelled() => {}
                     }
+                    more(&mut batch, &mut records);
                 }
                 let mut entries = Vec::new();
                 let taken = batch.len();
