@@ -163,7 +163,7 @@ impl Agent {
         crate::telemetry::spans::spawn(async move {
             let sink = if runs { Sink::stream_with_runs(tx.clone()) } else { Sink::stream(tx.clone()) };
             // Boxed: the loop's future is large; the spawned task (moved a few times on its
-            // way into the runtime) holds only its pointer.
+            // way into the runtime) holds its pointer beside the loop's state and sink.
             let run = Box::pin(start.run(&mut tool_loop, &sink));
             let result = tokio::select! {
                 r = run => r,

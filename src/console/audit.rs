@@ -61,6 +61,8 @@ pub struct StoreAudit {
     warned: AtomicU64,
     /// The writer, until shutdown waits for it.
     writer: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Told when a batch is waiting: the writer stops lingering.
+    full: Arc<tokio::sync::Notify>,
 }
 
 impl StoreAudit {
@@ -68,6 +70,8 @@ impl StoreAudit {
     /// `ttl`.
     pub fn start(secrets: Secrets, ttl: Duration, shutdown: CancellationToken) -> Arc<Self> {
         let (queue, mut records) = mpsc::channel::<Kept>(QUEUE);
+        let full = Arc::new(tokio::sync::Notify::new());
+        let batch_waits = full.clone();
         let writer = tokio::spawn(async move {
             let serial = AtomicU32::new(rand_start());
             loop {
@@ -96,6 +100,7 @@ impl StoreAudit {
                 if batch.len() < BATCH && !shutdown.is_cancelled() {
                     tokio::select! {
                         () = tokio::time::sleep(LINGER) => {}
+                        () = batch_waits.notified() => {}
                         () = shutdown.cancelled() => {}
                     }
                     more(&mut batch, &mut records);
@@ -120,11 +125,17 @@ impl StoreAudit {
                 }
             }
         });
-        Arc::new(Self { queue, warned: AtomicU64::new(0), writer: parking_lot::Mutex::new(Some(writer)) })
+        let writer = parking_lot::Mutex::new(Some(writer));
+        Arc::new(Self { queue, warned: AtomicU64::new(0), writer, full })
     }
 
     fn keep(&self, record: Kept) {
-        if self.queue.try_send(record).is_err() {
+        let kept = self.queue.try_send(record).is_ok();
+        // A burst fills a batch before the linger ends: it is written at once.
+        if self.queue.capacity() <= QUEUE - BATCH {
+            self.full.notify_one();
+        }
+        if !kept {
             let now = crate::state::unix_ms(std::time::SystemTime::now()).unsigned_abs() / 1000;
             let last = self.warned.load(Ordering::Relaxed);
             let due = now.saturating_sub(last) >= 10;

@@ -328,3 +328,31 @@ pub fn visible_tools_meta(names: Vec<String>) -> JsonObject {
     meta.insert(VISIBLE_TOOLS_META.into(), Value::Array(names.into_iter().map(Value::String).collect()));
     meta
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{CallRelay, ServerHandle, sole_caller};
+
+    /// What a round counts before its calls start: a call counted with its relay is not counted
+    /// again when it is sent; while two are counted no question reaches either; a count leaves
+    /// with its guard.
+    #[test]
+    fn counted_calls_route_questions_only_when_one_runs() {
+        let yaml = "mcpServers:\n  s:\n    command: server\n    elicitation: true\n";
+        let config = crate::config::load_str(yaml, &std::collections::HashMap::<String, String>::new()).unwrap();
+        let handle = ServerHandle::new(config.mcp_servers[0].clone(), None);
+        let (first, second) = (Arc::new(CallRelay::default()), Arc::new(CallRelay::default()));
+        let first_count = handle.in_flight(Some(first.clone()));
+        assert!(handle.counts(&first) && !handle.counts(&second));
+        assert!(Arc::ptr_eq(&sole_caller(&handle.callers).unwrap(), &first));
+        let second_count = handle.in_flight(Some(second.clone()));
+        assert!(sole_caller(&handle.callers).is_none(), "two counted: the question is nobody's");
+        drop(first_count);
+        assert!(!handle.counts(&first));
+        assert!(Arc::ptr_eq(&sole_caller(&handle.callers).unwrap(), &second));
+        drop(second_count);
+        assert!(sole_caller(&handle.callers).is_none() && handle.callers.lock().is_empty());
+    }
+}

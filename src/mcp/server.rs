@@ -122,7 +122,7 @@ pub struct ServerHandle {
     pub(super) sampler: parking_lot::Mutex<Option<super::Sampler>>,
     /// The calls in flight, with who stands behind each (questions, sampling and log messages
     /// are routed to the one call in flight).
-    callers: super::Callers,
+    pub(super) callers: super::Callers,
     /// Numbers the calls registered in `callers`.
     next_caller: std::sync::atomic::AtomicU64,
     /// Where resource and list-change notifications go (the hub's channel).
@@ -233,7 +233,7 @@ impl ServerHandle {
     }
 
     /// Whether a call with `relay` behind it is counted in flight here already.
-    fn counts(&self, relay: &Arc<super::CallRelay>) -> bool {
+    pub(super) fn counts(&self, relay: &Arc<super::CallRelay>) -> bool {
         self.callers.lock().iter().any(|(_, counted)| counted.as_ref().is_some_and(|c| Arc::ptr_eq(c, relay)))
     }
 

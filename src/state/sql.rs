@@ -22,9 +22,10 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 const WAIT: Duration = Duration::from_secs(5);
 /// Pause before applying the migrations again after a failure (another process applied them).
 const MIGRATION_RETRY: Duration = Duration::from_millis(100);
-/// Attempts at applying the migrations (another process may be applying a later one, slowly on
-/// a loaded disk): about 2 s before a lasting failure is reported.
-const MIGRATION_ATTEMPTS: usize = 20;
+/// How long the migrations are tried again while another process applies them (slowly, on a
+/// loaded disk). Only a clash with another process is tried again: a database that cannot be
+/// reached fails at once (each attempt would wait for a connection).
+const MIGRATION_CLASH: Duration = Duration::from_secs(2);
 
 enum Pool {
     Sqlite(SqlitePool),
@@ -152,11 +153,9 @@ impl SqlStore {
             // SQLite has no migration lock: two processes opening a new file at once (replicas,
             // or `login` beside a starting gateway) both apply it, and the second one's record
             // of it fails. Run again, the schema is there and recorded.
+            let until = tokio::time::Instant::now() + MIGRATION_CLASH;
             let mut outcome = run().await;
-            for _ in 1..MIGRATION_ATTEMPTS {
-                if outcome.is_ok() {
-                    break;
-                }
+            while outcome.as_ref().is_err_and(clash) && tokio::time::Instant::now() < until {
                 tokio::time::sleep(MIGRATION_RETRY).await;
                 outcome = run().await;
             }
@@ -167,6 +166,16 @@ impl SqlStore {
         };
         self.migrated.get_or_try_init(migrate).await.map(|_| ())
     }
+}
+
+/// Whether a failed migration clashed with another process applying it (its record or a lock
+/// in the database), rather than failing to reach the database.
+fn clash(error: &sqlx::migrate::MigrateError) -> bool {
+    use sqlx::migrate::MigrateError;
+    matches!(
+        error,
+        MigrateError::Execute(sqlx::Error::Database(_)) | MigrateError::ExecuteMigration(sqlx::Error::Database(_), _)
+    )
 }
 
 /// The two statements that answer one live entry's value.

@@ -268,16 +268,18 @@ async fn a_client_that_leaves_cancels_the_call_on_the_server() {
     // The client gives up once the call runs on the server: the request future is dropped and
     // the connection closes.
     let running = async {
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let (_, stats) = app.call_tool("remote__stats", json!({})).await;
             if stats["structuredContent"]["in_flight"] == 1 {
                 break;
             }
+            assert!(Instant::now() < deadline, "the call never ran on the server: {stats}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
     tokio::select! {
-        _ = call => panic!("the slow call cannot finish first"),
+        ended = call => panic!("the slow call cannot finish first: {ended:?}"),
         () = running => {}
     }
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -42,12 +42,16 @@ pub fn value(samples: &[(String, f64)], series: &str) -> f64 {
 /// a store at scrape time are set in the one registry that every gateway of this test binary
 /// shares, and keep their last figure when the store is slow.
 pub async fn value_when(base: &str, key: &str, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    // Taken when two scrapes in a row agree, so one scrape that read another gateway's figure
+    // does not pass.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut last = None;
     loop {
         let now = value(&scrape(base, key).await, series);
-        if ok(now) || std::time::Instant::now() > deadline {
+        if (ok(now) && last == Some(now)) || std::time::Instant::now() > deadline {
             return now;
         }
+        last = Some(now);
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

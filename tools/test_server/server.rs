@@ -23,6 +23,20 @@ use crate::Era;
 use crate::conformance::{self, Session};
 use crate::tools::{self, Shared};
 
+/// Counts a call in at `counter` and waits (5 s at most) until its group is all in: calls meet
+/// in groups of `calls`, by arrival, and a group once met stays met however soon one ends.
+async fn meet(counter: &tokio::sync::watch::Sender<u64>, calls: u64) -> bool {
+    let mut arrived = 0;
+    counter.send_modify(|n| {
+        arrived = *n;
+        *n += 1;
+    });
+    let met_at = (arrived / calls + 1) * calls;
+    let mut seen = counter.subscribe();
+    let waited = async { seen.wait_for(|n| *n >= met_at).await.is_ok() };
+    tokio::time::timeout(Duration::from_secs(5), waited).await == Ok(true)
+}
+
 /// The test MCP server of one session.
 #[derive(Clone)]
 pub struct TestServer {
@@ -93,22 +107,15 @@ impl TestServer {
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
         let calls = tools::optional_u64(&request.arguments, "calls")?.unwrap_or(2).max(1);
-        // Calls meet in groups of `calls`, by arrival: a group once met stays met, however
-        // soon one of its calls ends.
-        let mut arrived = 0;
-        self.shared.together.send_modify(|n| {
-            arrived = *n;
-            *n += 1;
-        });
-        let met_at = (arrived / calls + 1) * calls;
-        let mut running = self.shared.together.subscribe();
-        let waited = async { running.wait_for(|n| *n >= met_at).await.is_ok() };
-        let met = tokio::time::timeout(Duration::from_secs(5), waited).await == Ok(true);
-        if !met {
+        if !meet(&self.shared.together, calls).await {
             return Ok(CallToolResult::error(vec![ContentBlock::text(format!("{calls} calls never ran at once"))]));
         }
         let form = json!({"type": "object", "properties": {"which": {"type": "string"}}, "required": ["which"]});
-        conformance::elicit("Which call is this?".into(), form, "Asked together", context).await
+        let answer = conformance::elicit("Which call is this?".into(), form, "Asked together", context).await;
+        // None of the group ends before all are answered: each question is handled while every
+        // call of the group still runs.
+        meet(&self.shared.answered, calls).await;
+        answer
     }
 
     async fn list_change(&self, context: &RequestContext<RoleServer>, rewrite: Option<&str>) -> CallToolResult {

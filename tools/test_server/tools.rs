@@ -210,8 +210,10 @@ pub struct Shared {
     pub slow_completed: AtomicU64,
     pub slow_cancelled: AtomicU64,
     pub slow_in_flight: AtomicU64,
-    /// `ask_together` calls so far.
+    /// `ask_together` calls so far (a group that never met stays counted: one use per process).
     pub together: tokio::sync::watch::Sender<u64>,
+    /// `ask_together` calls answered so far.
+    pub answered: tokio::sync::watch::Sender<u64>,
     /// The file named by `MCP_TEST_EVENTS`, if any.
     events: Option<Mutex<File>>,
 }

@@ -295,9 +295,12 @@ async fn takes_writes(endpoint: &str) -> bool {
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .build();
     let client = aws_sdk_s3::Client::from_conf(conf);
-    let _ = client.create_bucket().bucket("ready-probe").send().await;
-    let body = aws_sdk_s3::primitives::ByteStream::from_static(b"ok");
-    client.put_object().bucket("ready-probe").key("probe").body(body).send().await.is_ok()
+    let probe = async {
+        let _ = client.create_bucket().bucket("ready-probe").send().await;
+        let body = aws_sdk_s3::primitives::ByteStream::from_static(b"ok");
+        client.put_object().bucket("ready-probe").key("probe").body(body).send().await.is_ok()
+    };
+    tokio::time::timeout(Duration::from_secs(10), probe).await == Ok(true)
 }
 
 impl Seaweed {
