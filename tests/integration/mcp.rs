@@ -267,30 +267,27 @@ async fn a_client_that_leaves_cancels_the_call_on_the_server() {
     let call = app.call_tool("remote__slow", json!({"ms": 5000, "steps": 5}));
     // The client gives up once the call runs on the server: the request future is dropped and
     // the connection closes.
-    let running = async {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (_, stats) = app.call_tool("remote__stats", json!({})).await;
-            if stats["structuredContent"]["in_flight"] == 1 {
-                break;
+    // Polls the server's counters until `field` reads 1.
+    let stats_reach = |field: &'static str, within: Duration| {
+        let app = &app;
+        async move {
+            let deadline = Instant::now() + within;
+            loop {
+                let (_, stats) = app.call_tool("remote__stats", json!({})).await;
+                if stats["structuredContent"][field] == 1 {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "`{field}` never reached 1 on the server: {stats}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            assert!(Instant::now() < deadline, "the call never ran on the server: {stats}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
     tokio::select! {
         ended = call => panic!("the slow call cannot finish first: {ended:?}"),
-        () = running => {}
+        () = stats_reach("in_flight", Duration::from_secs(10)) => {}
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_, stats) = app.call_tool("remote__stats", json!({})).await;
-        if stats["structuredContent"]["cancelled"] == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the server never saw the cancellation: {stats}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The server saw the cancellation.
+    stats_reach("cancelled", Duration::from_secs(5)).await;
 }
 
 #[tokio::test]

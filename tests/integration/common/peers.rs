@@ -354,35 +354,23 @@ impl Seaweed {
             let text = std::fs::read_to_string(log).unwrap_or_default();
             text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
         };
-        // Generous: on a busy 2-core machine `weed mini` can take a while to bring S3 up.
+        // Generous: on a busy 2-core machine `weed mini` can take a while to bring S3 up. S3
+        // answers (anonymous requests are refused with 403) before its volume server has joined:
+        // the first writes of a SeaweedFS just started can be refused under load, and a gateway
+        // whose write failed holds back for a few seconds. A store is handed out once it has
+        // taken a write.
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            // Anonymous requests are refused with 403 once S3 is up.
-            if let Ok(resp) = reqwest::get(&endpoint).await
-                && resp.status().as_u16() == 403
-            {
+            let answers = reqwest::get(&endpoint).await.is_ok_and(|resp| resp.status().as_u16() == 403);
+            if answers && takes_writes(&endpoint).await {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!("weed mini exited ({status}):\n{}", tail(&log)));
             }
             if Instant::now() > deadline {
-                return Err(format!("S3 never answered on {endpoint}:\n{}", tail(&log)));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        // S3 answers before its volume server has joined: the first writes of a SeaweedFS just
-        // started can be refused under load, and a gateway whose write failed holds back for a
-        // few seconds. A store is handed out once it has taken a write.
-        loop {
-            if takes_writes(&endpoint).await {
-                break;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("weed mini exited ({status}):\n{}", tail(&log)));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("S3 on {endpoint} never took a write:\n{}", tail(&log)));
+                let stage = if answers { "never took a write" } else { "never answered" };
+                return Err(format!("S3 on {endpoint} {stage}:\n{}", tail(&log)));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
