@@ -381,29 +381,46 @@ async fn run() {
         let sent_tools =
             serde_json::from_slice::<Value>(&sent).ok().and_then(|v| v["tools"].as_array().map(Vec::len)).unwrap_or(0);
         let (_, direct_catalog) = load::sequential(&direct, &sent, b"hello", 200, 3_000, Duration::from_secs(5)).await;
+        drop(big);
+        // One gateway, its server's catalog quiet and churning (a changed tool and
+        // `list_changed` every 100 ms) in turn: blocks of requests alternate, so the machine's
+        // drift weighs on both alike, and each block is as long as the listings' spacing (at
+        // most one a second).
         let untooled = Bytes::from(
             json!({"model": "bench", "messages": [{"role": "user", "content": "hi"}], "mcp": {"enabled": false}})
                 .to_string(),
         );
-        let (_, quiet) =
-            load::sequential(&big.target("mcp-middleware"), &untooled, b"hello", 200, 3_000, Duration::from_secs(5))
-                .await;
-        drop(big);
-        // The same catalog, its server announcing a change every 100 ms.
+        let switch = peers::TempDir::new("mcpmw-churn");
+        let churn_file = switch.0.join("churn");
         let churning_servers = format!(
-            "\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio, --extra-tools, \"{extra}\", --churn-ms, \"100\"]"
+            "\n  ts:\n    command: {TEST_SERVER}\n    args: [stdio, --extra-tools, \"{extra}\", --churn-ms, \"100\", --churn-while, \"{}\"]",
+            churn_file.display()
         );
         let churning = Gateway::start(upstream.addr, &churning_servers).await;
         churning.wait_for_tools(1_000).await;
-        let (_, churned) = load::sequential(
-            &churning.target("mcp-middleware"),
-            &untooled,
-            b"hello",
-            200,
-            3_000,
-            Duration::from_secs(5),
-        )
-        .await;
+        let (mut quiet, mut churned) = (Vec::new(), Vec::new());
+        for _ in 0..10 {
+            for (on, samples) in [(false, &mut quiet), (true, &mut churned)] {
+                if on {
+                    std::fs::write(&churn_file, b"").unwrap();
+                } else {
+                    let _ = std::fs::remove_file(&churn_file);
+                }
+                // A listing or rebuild of the other block's state has ended by now.
+                tokio::time::sleep(Duration::from_millis(1_100)).await;
+                let (_, block) = load::sequential(
+                    &churning.target("mcp-middleware"),
+                    &untooled,
+                    b"hello",
+                    50,
+                    20_000,
+                    Duration::from_secs(1),
+                )
+                .await;
+                samples.extend(block.0);
+            }
+        }
+        let (quiet, churned) = (load::Samples::new(quiet), load::Samples::new(churned));
         drop(churning);
         report.catalog = report::Catalog {
             listed,

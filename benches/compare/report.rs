@@ -33,7 +33,7 @@ pub struct Catalog {
     pub via_p50: f64,
     /// p50 of the same request, tools included by the client, sent direct.
     pub direct_p50: f64,
-    /// p50 and p99 of a pass-through request (tools off) through that gateway, its catalog quiet.
+    /// p50 and p99 of a pass-through request (tools off) through a gateway with that catalog, quiet.
     pub quiet: (f64, f64),
     /// The same while its server sends `tools/list_changed` every 100 ms.
     pub churning: (f64, f64),
@@ -336,9 +336,11 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "A pass-through request (tools off) through that gateway: p50 {:.3} ms, p99 {:.3} ms with the catalog \
-             quiet; p50 {:.3} ms, p99 {:.3} ms while its server changes a tool and sends `tools/list_changed` every \
-             100 ms (listed again at most once a second; the catalog rebuilt off the request threads).\n",
+            "A pass-through request (tools off) through a gateway with that catalog: p50 {:.3} ms, p99 {:.3} ms with \
+             the catalog quiet; p50 {:.3} ms, p99 {:.3} ms while its server changes a tool and sends \
+             `tools/list_changed` every 100 ms (listed again at most once a second; the catalog rebuilt off the request \
+             threads, unchanged tools kept). Quiet and churning alternate in ten pairs of 1-second blocks on one \
+             gateway.\n",
             c.quiet.0, c.quiet.1, c.churning.0, c.churning.1
         );
         let _ = writeln!(

@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -30,7 +30,7 @@ use tower::ServiceExt;
 use super::front::{FrontFuture, FrontLayer, Route};
 use super::{AppState, router_with};
 use crate::config::LimitsConfig;
-use crate::cores::{Cores, CoresHandle};
+use crate::cores::{CoreExecutor, Cores, CoresHandle};
 
 /// The routes being served, replaceable while serving.
 #[derive(Clone)]
@@ -99,7 +99,7 @@ pub async fn serve(
     let current = routes.0.clone();
     // Each request is routed once, by the routes current when it arrived (no outer router).
     let app = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| current.load().call(req));
-    let mut builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(CoreExecutor(cores.handle()));
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
     builder
         .http2()
@@ -202,7 +202,7 @@ impl Activity {
 /// streams included) finish first.
 async fn serve_connection<S>(
     tcp: tokio::net::TcpStream,
-    builder: &Builder<TokioExecutor>,
+    builder: &Builder<CoreExecutor>,
     app: S,
     idle_limit: Duration,
     shutdown: &CancellationToken,
@@ -259,11 +259,12 @@ where
             return;
         }
     };
-    cores.spawn(move || match tokio::net::TcpStream::from_std(tcp) {
-        Ok(tcp) => {
-            tokio::spawn(serve(tcp));
+    // Registered with the reactor of the core it runs on, once it runs there.
+    cores.spawn(async move {
+        match tokio::net::TcpStream::from_std(tcp) {
+            Ok(tcp) => serve(tcp).await,
+            Err(error) => tracing::debug!(%error, "a core cannot take the connection"),
         }
-        Err(error) => tracing::debug!(%error, "a core cannot take the connection"),
     });
 }
 

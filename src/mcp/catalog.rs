@@ -1,5 +1,7 @@
 //! The tool catalog: the union of every server's tools under names models accept, built once
-//! per change (connect, `list_changed`, reconnect) and shared read-only by every request.
+//! per change (connect, `list_changed`, reconnect) and shared read-only by every request. A
+//! rebuild keeps the entry of every tool that did not change, so a server re-listing a thousand
+//! tools after changing one costs one entry's work.
 //!
 //! Exposed names are `<server>__<tool>`, sanitised to `[A-Za-z0-9_-]` and at most 64
 //! characters. A name that sanitising changed, that is too long or that would collide is
@@ -45,9 +47,49 @@ pub struct ToolEntry {
     /// Compiled on first need (a call the server refused): the catalog build stays cheap, and
     /// arguments are never refused locally.
     validator: std::sync::OnceLock<Option<jsonschema::Validator>>,
+    /// What the search index counts of it (its terms, tokenised once with the entry).
+    pub(super) document: super::search::Document,
 }
 
 impl ToolEntry {
+    /// The entry for `tool`, exposed as `name`: its schema sanitised, its `tools` JSON and its
+    /// search terms made.
+    fn new(name: String, tool: SourceTool, attached: Option<Attached>) -> Self {
+        let input_schema = Arc::new(sanitize_schema(&tool.input_schema));
+        let openai_tool = json!({"type": "function", "function": {
+            "name": name,
+            "description": tool.description.clone().unwrap_or_default(),
+            "parameters": &*input_schema,
+        }});
+        let openai_tool = serde_json::value::to_raw_value(&openai_tool)
+            .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned());
+        let document = super::search::Document::of(&name, &tool.name, tool.description.as_deref(), &input_schema);
+        ToolEntry {
+            name,
+            server: tool.server,
+            original_name: tool.name,
+            description: tool.description,
+            input_schema,
+            server_schema: tool.input_schema,
+            destructive: tool.destructive,
+            openai_tool,
+            attached,
+            validator: std::sync::OnceLock::new(),
+            document,
+        }
+    }
+
+    /// Whether this shared entry is what `tool` exposed as `name` would make.
+    fn unchanged(&self, name: &str, tool: &SourceTool) -> bool {
+        self.attached.is_none()
+            && self.name == name
+            && self.server == tool.server
+            && self.original_name == tool.name
+            && self.description == tool.description
+            && self.destructive == tool.destructive
+            && (Arc::ptr_eq(&self.server_schema, &tool.input_schema) || self.server_schema == tool.input_schema)
+    }
+
     /// Its `server` and `tool` metric labels: a server a request named by URL is one bounded
     /// label (`url`), whatever the client called it and its tools.
     pub fn metric_labels(&self) -> (&str, &str) {
@@ -136,12 +178,19 @@ impl Catalog {
     /// Builds a catalog from the tools of every server (in a stable order: by server, then
     /// the server's own order).
     pub fn build(tools: impl IntoIterator<Item = SourceTool>) -> Self {
-        Self::build_attached(tools, &[])
+        Self::build_on(tools, &[], None)
     }
 
     /// [`build`](Self::build), where the tools of the servers in `attached` (by name) call
-    /// through those connections.
-    pub fn build_attached(tools: impl IntoIterator<Item = SourceTool>, attached: &[Attached]) -> Self {
+    /// through those connections, and a tool that `previous` holds unchanged (same server,
+    /// name, description, schema and annotations, under the same exposed name) keeps its entry:
+    /// a server that re-lists a thousand tools after changing one costs one entry's work
+    /// (schema cleaned, `tools` JSON, search terms), not a thousand.
+    pub fn build_on(
+        tools: impl IntoIterator<Item = SourceTool>,
+        attached: &[Attached],
+        previous: Option<&Catalog>,
+    ) -> Self {
         let mut catalog = Catalog::default();
         for tool in tools {
             // A server listing the same tool twice gets it once (found by fuzzing).
@@ -163,30 +212,15 @@ impl Catalog {
                 continue;
             }
             let name = catalog.unique_name(&joined, &tool.server, &tool.name);
-            let input_schema = Arc::new(sanitize_schema(&tool.input_schema));
-            let openai_tool = json!({"type": "function", "function": {
-                "name": name,
-                "description": tool.description.clone().unwrap_or_default(),
-                "parameters": &*input_schema,
-            }});
-            let openai_tool = serde_json::value::to_raw_value(&openai_tool)
-                .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned());
+            let attached = attached.iter().find(|a| a.handle.name() == tool.server).cloned();
+            let kept = previous
+                .and_then(|previous| previous.by_origin(&tool.server, &tool.name))
+                .filter(|entry| attached.is_none() && entry.unchanged(&name, &tool))
+                .cloned();
             let index = catalog.entries.len();
             catalog.by_name.insert(name.clone(), index);
             catalog.by_origin.insert((tool.server.clone(), tool.name.clone()), index);
-            let attached = attached.iter().find(|a| a.handle.name() == tool.server).cloned();
-            catalog.entries.push(Arc::new(ToolEntry {
-                name,
-                server: tool.server,
-                original_name: tool.name,
-                description: tool.description,
-                input_schema,
-                server_schema: tool.input_schema.clone(),
-                destructive: tool.destructive,
-                openai_tool,
-                attached,
-                validator: std::sync::OnceLock::new(),
-            }));
+            catalog.entries.push(kept.unwrap_or_else(|| Arc::new(ToolEntry::new(name, tool, attached))));
         }
         catalog.index = super::search::SearchIndex::build(&catalog.entries);
         catalog
@@ -469,5 +503,42 @@ mod tests {
         let err = e.validate(&json!({"text": 5})).unwrap_err();
         assert!(err.contains("/text"), "{err}");
         assert!(e.validate(&json!({})).unwrap_err().contains("text"));
+    }
+
+    #[test]
+    fn a_rebuild_keeps_the_entries_of_unchanged_tools_and_remakes_the_rest() {
+        let described = |server: &str, name: &str, description: &str| SourceTool {
+            description: Some(description.into()),
+            ..tool(server, name)
+        };
+        let first = Catalog::build([described("a", "echo", "Echoes"), tool("a", "add"), tool("b", "echo")]);
+        let listed_again = [described("a", "echo", "Echoes text back"), tool("a", "add"), tool("b", "echo")];
+        let second = Catalog::build_on(listed_again, &[], Some(&first));
+        let same = |name: &str| Arc::ptr_eq(first.get(name).unwrap(), second.get(name).unwrap());
+        assert!(same("a__add") && same("b__echo"), "unchanged tools keep their entries");
+        assert!(!same("a__echo"), "a changed description makes a new entry");
+        let echo = second.get("a__echo").unwrap();
+        assert_eq!(echo.description.as_deref(), Some("Echoes text back"));
+        assert!(echo.openai_tool.get().contains("Echoes text back"));
+        // The index counts the new text: a query for it finds the changed tool first.
+        let mut query = HashMap::new();
+        super::super::search::add_terms(&mut query, "text back", 1.0);
+        let scores = second.index().scores(&query);
+        let best = scores.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map(|(i, _)| i);
+        assert_eq!(best, second.position("a__echo"));
+        // A changed schema, a changed annotation or a new exposed name are changes too.
+        let schema = Arc::new(json!({"type": "object"}).as_object().unwrap().clone());
+        let third = Catalog::build_on(
+            [
+                SourceTool { input_schema: schema, ..tool("a", "add") },
+                SourceTool { destructive: true, ..tool("b", "echo") },
+                SourceTool { prefix: Some("x_".into()), ..described("a", "echo", "Echoes text back") },
+            ],
+            &[],
+            Some(&second),
+        );
+        assert!(!Arc::ptr_eq(second.get("a__add").unwrap(), third.get("a__add").unwrap()));
+        assert!(third.get("b__echo").unwrap().destructive);
+        assert!(third.get("x_echo").is_some() && third.get("a__echo").is_none());
     }
 }

@@ -146,8 +146,11 @@ impl Hub {
                 let wanted = rebuilds.wanted.load(Ordering::Acquire);
                 let Some(hub) = this.upgrade() else { return };
                 let handles = hub.handles();
-                let built =
-                    tokio::task::spawn_blocking(move || Catalog::build(handles.iter().flat_map(|s| sources(s)))).await;
+                let previous = hub.catalog();
+                let built = tokio::task::spawn_blocking(move || {
+                    Catalog::build_on(handles.iter().flat_map(|s| sources(s)), &[], Some(&previous))
+                })
+                .await;
                 match built {
                     Ok(catalog) => {
                         tracing::debug!(tools = catalog.len(), "tool catalog rebuilt");
@@ -417,7 +420,7 @@ impl Hub {
         let mut handles = self.handles();
         handles.retain(|h| !attached.iter().any(|a| a.handle.name() == h.name()));
         let all = handles.iter().chain(attached.iter().map(|a| &a.handle));
-        Arc::new(Catalog::build_attached(all.flat_map(|s| sources(s)), &attached))
+        Arc::new(Catalog::build_on(all.flat_map(|s| sources(s)), &attached, Some(&self.catalog())))
     }
 
     /// Whether `server` may ask questions mid-call (legacy elicitation).

@@ -68,22 +68,42 @@ fn stem(word: &str) -> String {
     word.to_owned()
 }
 
-/// The text of a tool the index sees: its name (exposed and original) twice, its description,
-/// its parameter names and their descriptions.
-fn document(entry: &ToolEntry) -> Vec<String> {
-    let mut text = format!("{0} {0} {1} {1} ", entry.name, entry.original_name);
-    text.push_str(entry.description.as_deref().unwrap_or_default());
-    if let Some(Value::Object(properties)) = entry.input_schema.get("properties") {
-        for (name, property) in properties {
-            text.push(' ');
-            text.push_str(name);
-            if let Some(description) = property.get("description").and_then(Value::as_str) {
+/// What the index counts of one tool: the stems of its name (exposed and original) twice, its
+/// description, its parameter names and their descriptions, with how often each occurs.
+#[derive(Debug, Default)]
+pub struct Document {
+    /// Each distinct term and its frequency.
+    terms: Box<[(String, u32)]>,
+    /// How many terms the text has in all.
+    length: u32,
+}
+
+impl Document {
+    /// The document of a tool exposed as `name` (`original` on its server).
+    pub fn of(name: &str, original: &str, description: Option<&str>, schema: &serde_json::Map<String, Value>) -> Self {
+        let mut text = format!("{name} {name} {original} {original} ");
+        text.push_str(description.unwrap_or_default());
+        if let Some(Value::Object(properties)) = schema.get("properties") {
+            for (name, property) in properties {
                 text.push(' ');
-                text.push_str(description);
+                text.push_str(name);
+                if let Some(description) = property.get("description").and_then(Value::as_str) {
+                    text.push(' ');
+                    text.push_str(description);
+                }
             }
         }
+        let words = tokens(&text);
+        let length = u32::try_from(words.len()).unwrap_or(u32::MAX);
+        let mut frequency: HashMap<String, u32> = HashMap::new();
+        for word in words {
+            *frequency.entry(word).or_default() += 1;
+        }
+        let mut terms: Vec<(String, u32)> = frequency.into_iter().collect();
+        // Catalog order and term order fixed: the same catalog always gives the same index.
+        terms.sort_unstable();
+        Self { terms: terms.into_boxed_slice(), length }
     }
-    tokens(&text)
 }
 
 /// The BM25 index of one catalog: an inverted index, so a query touches only the tools that
@@ -102,14 +122,15 @@ impl SearchIndex {
         let mut postings: HashMap<String, (f64, Vec<(usize, u32)>)> = HashMap::new();
         let mut lengths = Vec::with_capacity(entries.len());
         for (doc, entry) in entries.iter().enumerate() {
-            let words = document(entry);
-            lengths.push(words.len() as f64);
-            let mut frequency: HashMap<String, u32> = HashMap::new();
-            for word in words {
-                *frequency.entry(word).or_default() += 1;
-            }
-            for (word, tf) in frequency {
-                postings.entry(word).or_default().1.push((doc, tf));
+            let document = &entry.document;
+            lengths.push(f64::from(document.length));
+            for (word, tf) in &document.terms {
+                match postings.get_mut(word.as_str()) {
+                    Some((_, docs)) => docs.push((doc, *tf)),
+                    None => {
+                        postings.insert(word.clone(), (0.0, vec![(doc, *tf)]));
+                    }
+                }
             }
         }
         let n = entries.len() as f64;

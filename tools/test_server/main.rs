@@ -70,6 +70,10 @@ struct Cli {
     /// whose catalog churns, for the gateway's benchmark.
     #[arg(long, global = true, default_value_t = 0)]
     churn_ms: u64,
+    /// With `--churn-ms`: churn only while this file exists (a benchmark turns the churn on and
+    /// off between blocks of requests to one gateway).
+    #[arg(long, global = true)]
+    churn_while: Option<std::path::PathBuf>,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -144,6 +148,7 @@ async fn serve(cli: Cli) -> Result<(), BoxError> {
     let era = cli.era;
     let conformance = cli.conformance;
     let churn = std::time::Duration::from_millis(cli.churn_ms);
+    let churn_while = cli.churn_while;
     let churned = Arc::clone(&shared);
     let make_server = move || TestServer::new(Arc::clone(&name), Arc::clone(&shared), era, conformance);
     match cli.mode {
@@ -155,6 +160,9 @@ async fn serve(cli: Cli) -> Result<(), BoxError> {
                     let mut every = tokio::time::interval(churn);
                     for tick in 0u64.. {
                         every.tick().await;
+                        if churn_while.as_ref().is_some_and(|path| !path.exists()) {
+                            continue;
+                        }
                         churned.retouch_first_bulk_tool(tick);
                         if peer.notify_tool_list_changed().await.is_err() {
                             return;
