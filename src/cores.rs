@@ -105,9 +105,9 @@ impl Cores {
 
     /// Ends the cores: each runtime is dropped with whatever its requests spawned and left
     /// running. Called after the HTTP drain and the hub's shutdown.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.stop.cancel();
-        let threads = self.threads;
+        let threads = std::mem::take(&mut self.threads);
         // Joined off the runtime: a core may take a moment to drop its tasks.
         let _ = tokio::task::spawn_blocking(move || {
             for thread in threads {
@@ -115,6 +115,13 @@ impl Cores {
             }
         })
         .await;
+    }
+}
+
+impl Drop for Cores {
+    /// Cores dropped without [`Cores::stop`] (start-up failed after they started) end too.
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 

@@ -278,10 +278,13 @@ async fn run() {
         },
     ];
 
+    // Latencies are taken in rounds that visit every path in turn (ten blocks each), so the
+    // machine's drift over the section weighs on every path alike: the "added" figures are
+    // differences between paths.
     if run_section("pass") {
         eprintln!("pass-through latency (c=1) and throughput (c=16)…");
-        for path in &paths {
-            let (_, totals) = load::sequential(path, &plain, b"hello", 300, 5_000, Duration::from_secs(5)).await;
+        let totals = interleaved(&paths, &plain, 30, 500, Duration::from_millis(600), |(_, totals)| totals).await;
+        for (path, totals) in paths.iter().zip(totals) {
             let rps = load::throughput(path, &plain, b"hello", 16, Duration::from_secs(4)).await;
             report.pass_through.push((path.name.clone(), totals.ms(0.5), totals.ms(0.99), totals.0.len(), rps));
         }
@@ -289,8 +292,8 @@ async fn run() {
     if run_section("ttft") {
         eprintln!("time to first token (streaming)…");
         let ttft = chat("ttft", true);
-        for path in &paths {
-            let (firsts, _) = load::sequential(path, &ttft, b"hello", 20, 200, Duration::from_secs(8)).await;
+        let firsts = interleaved(&paths, &ttft, 5, 20, Duration::from_millis(800), |(firsts, _)| firsts).await;
+        for (path, firsts) in paths.iter().zip(firsts) {
             report.ttft.push((path.name.clone(), firsts.ms(0.5), firsts.ms(0.99)));
         }
     }
@@ -537,6 +540,25 @@ async fn run() {
         std::fs::write(&out, markdown).unwrap();
         eprintln!("wrote {}", out.display());
     }
+}
+
+/// Ten rounds of `load::sequential` over every path in turn (`warmup`, then up to `n` requests
+/// or `budget` per block); per path, the samples `pick` takes from each block, all together.
+async fn interleaved(
+    paths: &[Target],
+    body: &Bytes,
+    warmup: usize,
+    n: usize,
+    budget: Duration,
+    pick: impl Fn((load::Samples, load::Samples)) -> load::Samples,
+) -> Vec<load::Samples> {
+    let mut all: Vec<Vec<Duration>> = vec![Vec::new(); paths.len()];
+    for _ in 0..10 {
+        for (path, samples) in paths.iter().zip(all.iter_mut()) {
+            samples.extend(pick(load::sequential(path, body, b"hello", warmup, n, budget).await).0);
+        }
+    }
+    all.into_iter().map(load::Samples::new).collect()
 }
 
 /// How many tools the test server lists on its own.

@@ -241,6 +241,11 @@ impl Report {
         let (p50, _, _) = self.path(1);
         let (u50, u99, urps) = self.path(2);
         let _ = writeln!(md, "## Pass-through chat completion (non-streaming, no tools)\n");
+        let _ = writeln!(
+            md,
+            "Latencies here and for the first token are taken in ten rounds, each visiting every path in turn \
+             (a fresh keep-alive connection per block), so the machine's drift weighs on every path alike.\n"
+        );
         let _ = writeln!(md, "| path | p50 c=1 | p99 c=1 | added p50 | added p99 | samples | req/s c=16 | of direct |");
         let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
         for (name, p50, p99, n, rps) in &self.pass_through {

@@ -143,8 +143,8 @@ pub async fn serve(
             // hyper's header timeout starts once the protocol is known; a socket that sends
             // nothing (or a trickle of the HTTP/2 preface) is closed here.
             match tokio::time::timeout(idle_limit, protocol_known(&tcp)).await {
-                // HTTP/2 multiplexes a client's requests on one connection: served here, where
-                // work-stealing spreads its streams over every core.
+                // HTTP/2 multiplexes a client's requests on one connection: its framing is
+                // served here, and each stream's request runs on a core in turn (`CoreExecutor`).
                 Ok(Ok(true)) => serve_connection(tcp, &builder, app, idle_limit, &shutdown).await,
                 Ok(Ok(false)) => {
                     on_a_core(tcp, &cores, move |tcp| async move {

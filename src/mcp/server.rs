@@ -539,8 +539,19 @@ impl ServerHandle {
             .filter(|t| !exclude.iter().any(|n| n == t.name.as_ref()))
             .filter_map(|t| super::catalog::bounded_tool(self.name(), t))
             .collect();
-        let kept = self.check_definitions(kept);
+        let mut kept = self.check_definitions(kept);
         self.live.send_if_modified(|live| {
+            // A schema equal to the last listing's stays that allocation: one copy is held, and
+            // the catalog's rebuild (which keeps the entries of unchanged tools) sees it at once.
+            let previous: std::collections::HashMap<&str, &Arc<serde_json::Map<String, serde_json::Value>>> =
+                live.tools.iter().map(|t| (t.name.as_ref(), &t.input_schema)).collect();
+            for tool in &mut kept {
+                if let Some(&old) = previous.get(tool.name.as_ref())
+                    && *old == tool.input_schema
+                {
+                    tool.input_schema = Arc::clone(old);
+                }
+            }
             let changed = *live.tools != kept;
             if changed {
                 live.tools = Arc::new(kept);

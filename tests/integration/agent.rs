@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::fake_llm::{COMPLETION_TOKENS, PROMPT_TOKENS};
+use crate::common::fake_llm::{COMPLETION_TOKENS, PROMPT_TOKENS, Turn};
 use crate::common::peers::everything;
 use crate::common::{FakeLlm, FakeLlmHandle, TestApp, chunks, sse_data, streamed_text};
 
@@ -402,4 +402,37 @@ async fn keep_alive_comments_flow_while_a_slow_tool_runs() {
     let raw = app.post("/v1/chat/completions", &req).await.text().await.unwrap();
     assert!(raw.lines().filter(|l| l.starts_with(':')).count() >= 3, "keep-alive comments while the tool ran: {raw}");
     assert!(raw.trim_end().ends_with("data: [DONE]"));
+}
+
+/// Over HTTP/2 each stream's request runs on a serving core and its tool calls cross to the
+/// hub's runtime and back: two chats on one connection at once, each with its own call.
+#[tokio::test]
+async fn tool_loops_run_for_http2_streams() {
+    let round = Turn::ToolRound { calls: vec![("ts__echo".into(), json!({"text": "over h2"}))], text: "done".into() };
+    let llm = FakeLlm::new().turn(round).start().await;
+    let (app, _) = with_test_server(&llm, "").await;
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().timeout(Duration::from_secs(30)).build().unwrap();
+    let send = |stream: bool| {
+        let mut body = user("echo");
+        body["stream"] = json!(stream);
+        h2.post(app.url("/v1/chat/completions")).json(&body).send()
+    };
+    let (streamed, plain) = tokio::join!(send(true), send(false));
+    let (streamed, plain) = (streamed.unwrap(), plain.unwrap());
+    assert_eq!((streamed.version(), plain.version()), (reqwest::Version::HTTP_2, reqwest::Version::HTTP_2));
+    let streamed = streamed.text().await.unwrap();
+    assert!(streamed_text(&chunks(&crate::common::sse_payloads(&streamed))).contains("done"), "{streamed}");
+    let plain: Value = plain.json().await.unwrap();
+    let content = plain["choices"][0]["message"]["content"].as_str().unwrap_or_default();
+    assert!(content.ends_with("done") && content.contains("name=\"ts__echo\""), "{plain}");
+    assert_eq!(plain["mcp_tool_calls"][0]["is_error"], false, "{plain}");
+    // Both calls reached the server and their results the model.
+    let results: Vec<Value> = llm
+        .chat_requests()
+        .into_iter()
+        .filter_map(|r| r["messages"].as_array().and_then(|m| m.last().cloned()))
+        .filter(|m| m["role"] == "tool")
+        .collect();
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(results.iter().all(|m| m["content"].to_string().contains("over h2")), "{results:?}");
 }

@@ -209,7 +209,7 @@ async fn tool_call_deltas_are_relayed_as_the_model_sent_them() {
     assert_eq!(plain["choices"][0]["finish_reason"], "tool_calls");
 }
 
-/// HTTP/1 connections are served on the serving cores and HTTP/2 ones on the shared runtime:
+/// HTTP/1 connections are served on a serving core, and HTTP/2 streams on the cores in turn:
 /// both answer, several requests on one connection each, streamed and not, and the upstream's
 /// keep-alive connections are reused across them (one per core at most, not one per request).
 #[tokio::test]
@@ -230,5 +230,7 @@ async fn http1_and_http2_clients_are_served_on_kept_connections() {
     }
     assert_eq!(llm.chat_requests().len(), 8);
     let opened = llm.connections();
-    assert!((1..=2).contains(&opened), "{opened} upstream connections for 8 requests");
+    // The HTTP/1 connection takes one core, the four HTTP/2 requests the next four in turn.
+    let cores = mcp_middleware::cores::count().min(5);
+    assert!((1..=cores).contains(&opened), "{opened} upstream connections for 8 requests on {cores} cores");
 }
