@@ -244,7 +244,8 @@ impl Report {
         let _ = writeln!(
             md,
             "Latencies here and for the first token are taken in ten rounds, each visiting every path in turn \
-             (a fresh keep-alive connection per block), so the machine's drift weighs on every path alike.\n"
+             (a fresh keep-alive connection per block), and throughput in four such rounds of one second, so the \
+             machine's drift weighs on every path alike.\n"
         );
         let _ = writeln!(md, "| path | p50 c=1 | p99 c=1 | added p50 | added p99 | samples | req/s c=16 | of direct |");
         let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
