@@ -4,7 +4,8 @@
 //!
 //! Paths, each a separate process in front of the same scripted model (`upstream.rs`, its own
 //! process too): (a) direct, (b) a minimal hyper proxy (`proxy.rs`), (c) mcp-middleware's release
-//! binary, (d) the LiteLLM proxy. The load generator (`load.rs`) is the same for all four.
+//! binary, (d) the LiteLLM proxy; for tool rounds, a minimal tool loop (`minimal_loop.rs`) is the
+//! floor beside the gateway. The load generator (`load.rs`) is the same for all four.
 //! Latency targets are differences and ratios against baselines measured in the same run, never
 //! absolute times: this machine is shared and noisy.
 
@@ -12,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, clippy::unreachable)]
 
 mod load;
+mod minimal_loop;
 #[allow(dead_code)]
 #[path = "../../tests/integration/common/peers.rs"]
 mod peers;
@@ -45,6 +47,7 @@ fn main() {
     match std::env::var(ROLE).as_deref() {
         Ok("upstream") => runtime.block_on(upstream::serve()),
         Ok("proxy") => runtime.block_on(proxy::serve(std::env::var("MCPMW_BENCH_UPSTREAM").unwrap())),
+        Ok("loop") => runtime.block_on(minimal_loop::serve(std::env::var("MCPMW_BENCH_UPSTREAM").unwrap())),
         _ => runtime.block_on(run()),
     }
 }
@@ -283,7 +286,8 @@ async fn run() {
     // differences between paths.
     if run_section("pass") {
         eprintln!("pass-through latency (c=1) and throughput (c=16)…");
-        let totals = interleaved(&paths, &plain, 30, 500, Duration::from_millis(600), |(_, totals)| totals).await;
+        let totals =
+            interleaved(&paths, &plain, b"hello", 30, 500, Duration::from_millis(600), |(_, totals)| totals).await;
         // Throughput too: four rounds of 1 s (after each block's own 1 s warm-up) per path.
         let mut rps = vec![0.0; paths.len()];
         for _ in 0..4 {
@@ -298,7 +302,8 @@ async fn run() {
     if run_section("ttft") {
         eprintln!("time to first token (streaming)…");
         let ttft = chat("ttft", true);
-        let firsts = interleaved(&paths, &ttft, 5, 20, Duration::from_millis(800), |(firsts, _)| firsts).await;
+        let firsts =
+            interleaved(&paths, &ttft, b"hello", 5, 20, Duration::from_millis(800), |(firsts, _)| firsts).await;
         for (path, firsts) in paths.iter().zip(firsts) {
             report.ttft.push((path.name.clone(), firsts.ms(0.5), firsts.ms(0.99)));
         }
@@ -339,34 +344,48 @@ async fn run() {
         ev_cmd.args([everything, "stdio"]);
         let (ev_call, ev_client) = direct_mcp(ev_cmd, "echo", json!({"message": "hi"}), 1_000).await;
         drop(ev_client);
-        for (server, model, mcp) in [
-            ("mcp-test-server (Rust, stdio)", "tool-ts", &ts_call),
-            ("server-everything (Node, stdio)", "tool-ev", &ev_call),
+        // The floor of a round: a minimal tool loop (its own process, its own test server),
+        // measured in blocks interleaved with the gateway's.
+        let floor_loop = Role::start("loop", &[("MCPMW_BENCH_UPSTREAM", upstream.addr.to_string())]);
+        let floor = Target { name: "minimal tool loop".into(), addr: floor_loop.addr, ..direct.clone() };
+        let via_gateway = tooled.target("mcp-middleware");
+        let ts_rounds = interleaved(
+            &[floor.clone(), via_gateway.clone()],
+            &chat("tool-ts", true),
+            b"done",
+            20,
+            200,
+            Duration::from_millis(600),
+            |(_, totals)| totals,
+        )
+        .await;
+        let (_, ev_round) =
+            load::sequential(&via_gateway, &chat("tool-ev", true), b"done", 100, 2_000, Duration::from_secs(5)).await;
+        for (server, mcp, floor, round) in [
+            ("mcp-test-server (Rust, stdio)", &ts_call, ts_rounds.first(), ts_rounds.get(1)),
+            ("server-everything (Node, stdio)", &ev_call, None, Some(&ev_round)),
         ] {
-            let body = chat(model, true);
-            let (_, round) =
-                load::sequential(&tooled.target("mcp-middleware"), &body, b"done", 100, 2_000, Duration::from_secs(5))
-                    .await;
+            let round = round.unwrap();
             report.tool_rounds.push(report::ToolRound {
                 server: server.into(),
                 model_p50: model_call.ms(0.5),
                 mcp_p50: mcp.ms(0.5),
+                floor_p50: floor.map(|f| f.ms(0.5)),
                 round_p50: round.ms(0.5),
                 round_p99: round.ms(0.99),
             });
         }
 
         eprintln!("tool rounds at c=16 against the sum-of-parts ceiling…");
-        let via = load::throughput(
-            &tooled.target("mcp-middleware"),
-            &chat("tool-ts", true),
-            b"done",
-            16,
-            Duration::from_secs(4),
-        )
-        .await;
+        let ts_body = chat("tool-ts", true);
+        let (mut via, mut via_floor) = (0.0, 0.0);
+        for _ in 0..2 {
+            via += load::throughput(&via_gateway, &ts_body, b"done", 16, Duration::from_secs(2)).await / 2.0;
+            via_floor += load::throughput(&floor, &ts_body, b"done", 16, Duration::from_secs(2)).await / 2.0;
+        }
+        drop(floor_loop);
         let ceiling = parts_throughput(&direct, &streamed, ts_client.peer().clone(), 16, Duration::from_secs(4)).await;
-        report.rounds_c16 = (via, ceiling);
+        report.rounds_c16 = (via, ceiling, via_floor);
         drop(ts_client);
 
         eprintln!("parallel slow calls…");
@@ -549,10 +568,11 @@ async fn run() {
 }
 
 /// Ten rounds of `load::sequential` over every path in turn (`warmup`, then up to `n` requests
-/// or `budget` per block); per path, the samples `pick` takes from each block, all together.
+/// or `budget` per block, each answer checked for `needle`); per path, the samples `pick` takes from each block, all together.
 async fn interleaved(
     paths: &[Target],
     body: &Bytes,
+    needle: &[u8],
     warmup: usize,
     n: usize,
     budget: Duration,
@@ -561,7 +581,7 @@ async fn interleaved(
     let mut all: Vec<Vec<Duration>> = vec![Vec::new(); paths.len()];
     for _ in 0..10 {
         for (path, samples) in paths.iter().zip(all.iter_mut()) {
-            samples.extend(pick(load::sequential(path, body, b"hello", warmup, n, budget).await).0);
+            samples.extend(pick(load::sequential(path, body, needle, warmup, n, budget).await).0);
         }
     }
     all.into_iter().map(load::Samples::new).collect()

@@ -12,6 +12,8 @@
 //! back into tool calls: a card a model wrote into its answer (prompt injection from a web
 //! page, say) or a user pasted stays text, never a tool result the model trusts.
 
+use std::fmt::Write;
+
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -20,24 +22,31 @@ use super::calls::ToolRun;
 /// Signs and checks the cards this gateway renders.
 #[derive(Clone)]
 pub struct CardSigner {
-    key: [u8; 32],
+    /// The HMAC state with the key already absorbed: each mac starts from a copy of it
+    /// instead of hashing the key's pads again.
+    keyed: Option<Hmac<Sha256>>,
 }
 
 impl CardSigner {
     /// A signer with `key` (derived from the gateway's persistent secret, so cards stay valid
     /// across restarts and replicas that share it).
     pub fn new(key: [u8; 32]) -> Self {
-        Self { key }
+        Self { keyed: <Hmac<Sha256> as KeyInit>::new_from_slice(&key).ok() }
     }
 
-    /// The mac of one card's values, as hex.
+    /// The mac of one card's values, as hex (empty if the key could not be taken, which
+    /// HMAC's any-length keys rule out).
     pub fn mac(&self, id: &str, name: &str, arguments: &str, result: &str) -> String {
-        let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key) else { return String::new() };
+        let Some(mut mac) = self.keyed.clone() else { return String::new() };
         for part in [id, name, arguments, result] {
             mac.update(&(part.len() as u64).to_le_bytes());
             mac.update(part.as_bytes());
         }
-        mac.finalize().into_bytes().iter().take(16).map(|b| format!("{b:02x}")).collect()
+        let mut hex = String::with_capacity(32);
+        for b in mac.finalize().into_bytes().iter().take(16) {
+            let _ = write!(hex, "{b:02x}");
+        }
+        hex
     }
 
     /// Whether `given` is the mac of these values (constant time).

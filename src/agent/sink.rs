@@ -5,6 +5,10 @@
 //! add up to — text, extensions, log probabilities, usage, the trace — is [`Gathered`] in the
 //! loop's state, and [`Outcome::into_completion`] turns it into a `chat.completion`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -69,6 +73,53 @@ fn event_chunk(identity: &ResponseIdentity, event: &Value) -> String {
     let empty = Value::Object(Map::new());
     let choices = [Choice { index: 0, delta: &empty, logprobs: &Value::Null, finish_reason: None }];
     Chunk { event: Some(event), ..Chunk::new(identity, &choices) }.json()
+}
+
+/// How long a batch of tool calls runs before its "Running …" status line is shown. A quicker
+/// batch is not announced (its "Ran …" line and cards follow at once): the line would show for a
+/// fraction of a millisecond, and cost the client a write and a wake-up of their own.
+pub const ANNOUNCE_AFTER: Duration = Duration::from_millis(50);
+
+/// A status line sent at most once: when the calls it announces have run for
+/// [`ANNOUNCE_AFTER`], or just before their first progress line, whichever comes first.
+pub struct Announcement {
+    line: crate::mcp::ProgressFn,
+    text: String,
+    sent: AtomicBool,
+}
+
+impl Announcement {
+    /// `text` to be shown on `line` (a [`Sink::status_line`]).
+    pub fn new(line: crate::mcp::ProgressFn, text: String) -> Arc<Self> {
+        Arc::new(Self { line, text, sent: AtomicBool::new(false) })
+    }
+
+    /// Shows the line, unless it was shown.
+    pub fn send(&self) {
+        if !self.sent.swap(true, Ordering::Relaxed) {
+            (self.line)(self.text.clone());
+        }
+    }
+
+    /// The announced calls' progress line: the announcement comes first.
+    pub fn progress(self: &Arc<Self>) -> crate::mcp::ProgressFn {
+        let this = self.clone();
+        Arc::new(move |description: String| {
+            this.send();
+            (this.line)(description);
+        })
+    }
+
+    /// Runs `calls` to their end, shown once they take longer than [`ANNOUNCE_AFTER`].
+    pub async fn during<T>(&self, calls: impl Future<Output = T>) -> T {
+        let mut calls = std::pin::pin!(calls);
+        tokio::select! {
+            biased;
+            done = &mut calls => return done,
+            () = tokio::time::sleep(ANNOUNCE_AFTER) => self.send(),
+        }
+        calls.await
+    }
 }
 
 /// Chunks to a streaming client, or nowhere.
@@ -228,5 +279,45 @@ impl Outcome {
             object.insert("mcp_error".into(), error);
         }
         completion
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    fn recorder() -> (Arc<Mutex<Vec<String>>>, crate::mcp::ProgressFn) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let seen = lines.clone();
+        (lines, Arc::new(move |line: String| seen.lock().unwrap().push(line)))
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_announced_only_once_it_takes_a_moment_or_reports_progress() {
+        // Done at once: no line.
+        let (lines, line) = recorder();
+        let quick = Announcement::new(line, "Running quick…".into());
+        assert_eq!(quick.during(std::future::ready(1)).await, 1);
+        assert!(lines.lock().unwrap().is_empty());
+
+        // Longer than the wait: the line, once.
+        let (lines, line) = recorder();
+        let slow = Announcement::new(line, "Running slow…".into());
+        slow.during(tokio::time::sleep(ANNOUNCE_AFTER * 2)).await;
+        slow.send();
+        assert_eq!(*lines.lock().unwrap(), ["Running slow…"]);
+
+        // Progress before the wait is over: the line first, then the progress, never twice.
+        let (lines, line) = recorder();
+        let busy = Announcement::new(line, "Running busy…".into());
+        let progress = busy.progress();
+        busy.during(async {
+            progress("busy: 50%".into());
+            progress("busy: 100%".into());
+        })
+        .await;
+        assert_eq!(*lines.lock().unwrap(), ["Running busy…", "busy: 50%", "busy: 100%"]);
     }
 }

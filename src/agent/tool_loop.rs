@@ -22,7 +22,7 @@ use super::large::Message;
 use super::park::{Answer, Parking, PendingCall, Wait};
 use super::round::{AssembledCall, Round};
 use super::run::{Agent, ChatJob};
-use super::sink::{Gathered, Outcome, ResponseIdentity, Sink};
+use super::sink::{Announcement, Gathered, Outcome, ResponseIdentity, Sink};
 use crate::config::UserIdentity;
 use crate::llm::wire::ChatChunk;
 use crate::llm::{CallerAuth, LlmError, UpstreamBody, UpstreamRequest};
@@ -557,7 +557,14 @@ impl ToolLoop {
         sink: &Sink,
     ) -> Vec<ToolRun> {
         let names: Vec<&str> = calls.iter().map(|c| c.name()).collect();
-        self.status(sink, format!("Running {}…", names.join(", ")), false).await;
+        // "Running …" once the calls take a moment (or report progress); "Ran …" after them.
+        let announcement = self
+            .state
+            .response
+            .as_ref()
+            .filter(|_| self.agent.limits.tool_cards)
+            .and_then(|identity| sink.status_line(identity))
+            .map(|line| Announcement::new(line, format!("Running {}…", names.join(", "))));
         let started = std::time::Instant::now();
         let scope = CallScope {
             invoker: &self.agent.invoker,
@@ -573,15 +580,14 @@ impl ToolLoop {
             }),
             declined,
             retries,
-            progress: self
-                .state
-                .response
-                .as_ref()
-                .filter(|_| self.agent.limits.tool_cards)
-                .and_then(|identity| sink.status_line(identity)),
+            progress: announcement.as_ref().map(Announcement::progress),
             hold: hold && self.agent.parking.is_some(),
         };
-        let mut runs = run_calls(&scope, calls, &mut self.state.ledger, &self.agent.limits).await;
+        let first = run_calls(&scope, calls, &mut self.state.ledger, &self.agent.limits);
+        let mut runs = match &announcement {
+            Some(announcement) => announcement.during(first).await,
+            None => first.await,
+        };
         // What the gateway answers alone (`roots/list`) is answered at once, a few rounds at
         // most; what it does not answer (sampling) fails the call.
         for _ in 0..MAX_ALONE_ROUNDS {
