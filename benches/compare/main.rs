@@ -345,10 +345,29 @@ async fn run() {
         let (ev_call, ev_client) = direct_mcp(ev_cmd, "echo", json!({"message": "hi"}), 1_000).await;
         drop(ev_client);
         // The floor of a round: a minimal tool loop (its own process, its own test server),
-        // measured in blocks interleaved with the gateway's.
-        let floor_loop = Role::start("loop", &[("MCPMW_BENCH_UPSTREAM", upstream.addr.to_string())]);
-        let floor = Target { name: "minimal tool loop".into(), addr: floor_loop.addr, ..direct.clone() };
+        // measured in blocks interleaved with the gateway's. It offers the very definitions the
+        // gateway sent upstream for the same chat (both servers' tools), which the model reads.
         let via_gateway = tooled.target("mcp-middleware");
+        Conn::open(&via_gateway).await.request(&chat("tool-ts", true), b"done").await;
+        let sent: Value =
+            client.get(format!("http://{}/last-catalog", upstream.addr)).send().await.unwrap().json().await.unwrap();
+        let offered = peers::TempDir::new("mcpmw-floor");
+        let tools_file = offered.0.join("tools.json");
+        let offer = sent["tools"].as_array().map_or(0, Vec::len);
+        assert!(offer > 10, "the gateway offered {offer} tools");
+        eprintln!(
+            "the gateway offers {offer} tools ({} bytes); the floor offers the same",
+            sent["tools"].to_string().len()
+        );
+        std::fs::write(&tools_file, sent["tools"].to_string()).unwrap();
+        let floor_loop = Role::start(
+            "loop",
+            &[
+                ("MCPMW_BENCH_UPSTREAM", upstream.addr.to_string()),
+                ("MCPMW_BENCH_TOOLS", tools_file.display().to_string()),
+            ],
+        );
+        let floor = Target { name: "minimal tool loop".into(), addr: floor_loop.addr, ..direct.clone() };
         let ts_rounds = interleaved(
             &[floor.clone(), via_gateway.clone()],
             &chat("tool-ts", true),

@@ -1,7 +1,7 @@
 //! The physical floor of one tool round: a minimal tool loop on hyper, to a tool round what the
-//! minimal proxy is to a pass-through request. For each chat it adds the test server's tools
-//! (listed once at start, named `ts__<name>` as the gateway names them), sends the chat
-//! upstream, reads the streamed answer whole and parses its events for tool calls, calls each
+//! minimal proxy is to a pass-through request. For each chat it adds the tool definitions the
+//! gateway under test sent upstream for the same chat (`MCPMW_BENCH_TOOLS`, a JSON file), sends
+//! the chat upstream, reads the streamed answer whole and parses its events for tool calls, calls each
 //! tool on the Rust test server (stdio, started once) with rmcp, appends the call and its result
 //! to the messages, and relays the second answer's bytes to the client as they come.
 //! Nothing else: no ranking, cards, status lines, limits, redaction, trail or metrics. Runs as
@@ -29,7 +29,7 @@ struct Shared {
     /// `http://127.0.0.1:port/v1/chat/completions`.
     url: hyper::Uri,
     mcp: rmcp::Peer<rmcp::RoleClient>,
-    /// The server's tools as the model sees them (the gateway offers the same ones).
+    /// The tools offered, as the gateway offered them for the same chat.
     tools: Value,
 }
 
@@ -42,7 +42,7 @@ pub async fn serve(upstream: String) {
         client: Client::builder(TokioExecutor::new()).pool_max_idle_per_host(20_000).build_http(),
         url: format!("http://{upstream}/v1/chat/completions").parse().unwrap(),
         mcp: service.peer().clone(),
-        tools: offered(service.peer()).await,
+        tools: serde_json::from_slice(&std::fs::read(std::env::var("MCPMW_BENCH_TOOLS").unwrap()).unwrap()).unwrap(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("PORT {}", listener.local_addr().unwrap().port());
@@ -88,19 +88,6 @@ async fn round(
     let mut response = Response::new(second.boxed());
     response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
     Ok(response)
-}
-
-/// The server's tools as chat tool definitions, as the gateway offers them.
-async fn offered(mcp: &rmcp::Peer<rmcp::RoleClient>) -> Value {
-    let tools = mcp.list_all_tools().await.unwrap();
-    let tools: Vec<Value> = tools
-        .iter()
-        .map(|t| {
-            json!({"type": "function", "function": {"name": format!("ts__{}", t.name),
-                "description": t.description.as_deref().unwrap_or_default(), "parameters": &*t.input_schema}})
-        })
-        .collect();
-    Value::Array(tools)
 }
 
 async fn post(shared: &Shared, chat: &Value) -> Incoming {

@@ -170,9 +170,9 @@ impl Report {
             let floor = r.floor_p50.map_or(f64::NAN, |f| f - r.parts());
             let _ = writeln!(
                 md,
-                "| tool round beyond its parts, {} (floor: the minimal tool loop) | {floor:+.3} ms | {beyond:+.3} ms | {:.2}× | ≤ 0.10 ms | {} |",
+                "| tool round beyond its parts, {} (floor: the minimal tool loop) | {floor:+.3} ms | {beyond:+.3} ms | {} | ≤ 0.10 ms | {} |",
                 r.server,
-                beyond / floor,
+                if floor > 0.0 { format!("{:.2}×", beyond / floor) } else { "–".into() },
                 met(beyond <= 0.1)
             );
         }
@@ -324,7 +324,7 @@ impl Report {
             let _ = writeln!(
                 md,
                 "\nThe floor of a round: a minimal tool loop on hyper (`benches/compare/minimal_loop.rs`, its own \
-                 process) adds the server's tool definitions, sends the chat upstream, parses the streamed answer's events \
+                 process) adds the tool definitions the gateway sent for the same chat, sends the chat upstream, parses the streamed answer's events \
                  for the call, calls the tool with rmcp, appends the call and its result, and relays the second \
                  answer's bytes; nothing else. The same round through it, in blocks interleaved with the \
                  gateway's: {floor:.3} ms p50 ({:+.3} ms beyond the parts; the gateway {:+.3} ms).",

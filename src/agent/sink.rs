@@ -5,8 +5,7 @@
 //! add up to — text, extensions, log probabilities, usage, the trace — is [`Gathered`] in the
 //! loop's state, and [`Outcome::into_completion`] turns it into a `chat.completion`.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -85,20 +84,20 @@ pub const ANNOUNCE_AFTER: Duration = Duration::from_millis(50);
 pub struct Announcement {
     line: crate::mcp::ProgressFn,
     text: String,
-    sent: AtomicBool,
+    /// Held while the line is sent: a progress line from another task waits for it.
+    sent: Once,
 }
 
 impl Announcement {
     /// `text` to be shown on `line` (a [`Sink::status_line`]).
     pub fn new(line: crate::mcp::ProgressFn, text: String) -> Arc<Self> {
-        Arc::new(Self { line, text, sent: AtomicBool::new(false) })
+        Arc::new(Self { line, text, sent: Once::new() })
     }
 
-    /// Shows the line, unless it was shown.
+    /// Shows the line, unless it was shown. Like every status line, it is dropped rather than
+    /// waited for when the client is 32 chunks behind.
     pub fn send(&self) {
-        if !self.sent.swap(true, Ordering::Relaxed) {
-            (self.line)(self.text.clone());
-        }
+        self.sent.call_once(|| (self.line)(self.text.clone()));
     }
 
     /// The announced calls' progress line: the announcement comes first.
@@ -306,8 +305,9 @@ mod tests {
         let (lines, line) = recorder();
         let slow = Announcement::new(line, "Running slow…".into());
         slow.during(tokio::time::sleep(ANNOUNCE_AFTER * 2)).await;
-        slow.send();
         assert_eq!(*lines.lock().unwrap(), ["Running slow…"]);
+        slow.send();
+        assert_eq!(lines.lock().unwrap().len(), 1, "never twice");
 
         // Progress before the wait is over: the line first, then the progress, never twice.
         let (lines, line) = recorder();

@@ -410,8 +410,8 @@ impl ToolLoop {
                 }
             }
         }
-        // While the calls run, the client is told which (Open WebUI shows a status line above
-        // the answer); the cards with their results follow when they are done.
+        // While the calls run (past a moment), the client is told which (Open WebUI shows a
+        // status line above the answer); the cards with their results follow when they are done.
         let calls: Vec<&AssembledCall> = round.gateway_calls().collect();
         let none = std::collections::HashMap::new();
         let runs = self.run_and_show(&calls, &declined, &none, client_calls.is_empty(), sink).await;
@@ -546,8 +546,8 @@ impl ToolLoop {
         outcome
     }
 
-    /// Runs `calls` (those in `declined` are not run: the model reads why), with the status
-    /// line before and after.
+    /// Runs `calls` (those in `declined` are not run: the model reads why), with a status line
+    /// while they run (once they take a moment) and one after.
     async fn run_and_show(
         &mut self,
         calls: &[&AssembledCall],
@@ -597,6 +597,10 @@ impl ToolLoop {
                 if !super::inputs::answers_alone(&asked) {
                     continue;
                 }
+                // A model completion and the call again: shown as running from here.
+                if let Some(announcement) = &announcement {
+                    announcement.send();
+                }
                 let mut retry = super::inputs::alone(&asked);
                 match self.fill_sampling(&asked, &mut retry).await {
                     Ok(()) => {
@@ -615,8 +619,8 @@ impl ToolLoop {
             }
             let again: Vec<&AssembledCall> = calls.iter().copied().filter(|c| alone.contains_key(c.id())).collect();
             let none = std::collections::HashMap::new();
-            let scope =
-                CallScope { finder: None, declined: &none, retries: &alone, progress: None, hold: false, ..scope };
+            let progress = announcement.as_ref().map(Announcement::progress);
+            let scope = CallScope { finder: None, declined: &none, retries: &alone, progress, hold: false, ..scope };
             let redone = run_calls(&scope, &again, &mut self.state.ledger, &self.agent.limits).await;
             for run in redone {
                 if let Some(slot) = runs.iter_mut().find(|r| r.id == run.id) {
