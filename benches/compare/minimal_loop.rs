@@ -1,9 +1,9 @@
 //! The physical floor of one tool round: a minimal tool loop on hyper, to a tool round what the
 //! minimal proxy is to a pass-through request. For each chat it adds the tool definitions the
 //! gateway under test sent upstream for the same chat (`MCPMW_BENCH_TOOLS`, a JSON file), sends
-//! the chat upstream, reads the streamed answer whole and parses its events for tool calls, calls each
-//! tool on the Rust test server (stdio, started once) with rmcp, appends the call and its result
-//! to the messages, and relays the second answer's bytes to the client as they come.
+//! the chat upstream, reads the streamed answer whole and parses its events for tool calls,
+//! calls each tool on the Rust test server (stdio, started once) with rmcp, appends the call and
+//! its result to the messages, and relays the second answer's bytes to the client as they come.
 //! Nothing else: no ranking, cards, status lines, limits, redaction, trail or metrics. Runs as
 //! its own process (this bench binary, role `loop`).
 

@@ -478,15 +478,16 @@ impl ToolLoop {
         identity
     }
 
-    /// Adds `text` to the answer and shows it to a streaming client.
-    /// An Open WebUI status line (with the cards: the same presentation switch).
-    async fn status(&self, sink: &Sink, description: String, done: bool) {
+    /// An Open WebUI status line of finished calls (with the cards: the same presentation
+    /// switch); the line while they run is an [`Announcement`].
+    async fn done_status(&self, sink: &Sink, description: String) {
         if let (true, Some(identity)) = (self.agent.limits.tool_cards, &self.state.response) {
-            let event = json!({"type": "status", "data": {"description": description, "done": done}});
+            let event = json!({"type": "status", "data": {"description": description, "done": true}});
             sink.event(identity, event).await;
         }
     }
 
+    /// Adds `text` to the answer and shows it to a streaming client.
     async fn show(&mut self, sink: &Sink, text: &str) {
         self.state.gathered.content.push_str(text);
         if let Some(identity) = &self.state.response {
@@ -630,7 +631,7 @@ impl ToolLoop {
         }
         let took = started.elapsed().as_secs_f64();
         let ran = if runs.len() == 1 { names.join("") } else { format!("{} tools", runs.len()) };
-        self.status(sink, format!("Ran {ran} ({took:.1} s)"), true).await;
+        self.done_status(sink, format!("Ran {ran} ({took:.1} s)")).await;
         runs
     }
 
