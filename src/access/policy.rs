@@ -23,13 +23,16 @@ pub struct KeyPolicy(pub Arc<ToolSelection>);
 /// The header a request narrows its tools with (`x-mcp-servers: a,b` or `none`).
 pub const MCP_SERVERS_HEADER: &str = "x-mcp-servers";
 
+/// [`MCP_SERVERS_HEADER`] as a name made once.
+static NARROWING: http::HeaderName = http::HeaderName::from_static(MCP_SERVERS_HEADER);
+
 /// Every `x-mcp-servers` value of a request, for [`RequestControls::take`]: the one reader of
 /// that header for every surface. A value that is not text is refused rather than ignored (a
 /// narrowing the gateway cannot read must never widen a request to every tool); every value
 /// counts (a proxy may append one after the client's), each narrowing further.
 pub fn narrowing_headers(headers: &http::HeaderMap) -> Result<Vec<&str>, String> {
     headers
-        .get_all(MCP_SERVERS_HEADER)
+        .get_all(&NARROWING)
         .iter()
         .map(|value| value.to_str().map_err(|_| "the x-mcp-servers header must be plain ASCII text".to_owned()))
         .collect()

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderName, header};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
@@ -90,7 +90,13 @@ pub fn authenticate(auth: &AuthConfig, headers: &HeaderMap) -> Result<Caller, Ap
 /// have appended a second one), and commas in ids, emails and roles (an MCP server reading
 /// the value as a list would see two users).
 fn forwarded_user(headers: &HeaderMap, base: UserIdentity) -> UserIdentity {
-    let get = |name: &str, list_safe: bool| {
+    // Names made once (a name given as text is checked and lowered on each look-up).
+    static USER_ID: HeaderName = HeaderName::from_static("x-openwebui-user-id");
+    static USER_NAME: HeaderName = HeaderName::from_static("x-openwebui-user-name");
+    static USER_EMAIL: HeaderName = HeaderName::from_static("x-openwebui-user-email");
+    static USER_ROLE: HeaderName = HeaderName::from_static("x-openwebui-user-role");
+    static CHAT_ID: HeaderName = HeaderName::from_static("x-openwebui-chat-id");
+    let get = |name: &HeaderName, list_safe: bool| {
         let mut values = headers.get_all(name).iter();
         let (Some(value), None) = (values.next(), values.next()) else { return None };
         value
@@ -101,11 +107,11 @@ fn forwarded_user(headers: &HeaderMap, base: UserIdentity) -> UserIdentity {
             .map(str::to_owned)
     };
     UserIdentity {
-        id: get("x-openwebui-user-id", false).or(base.id),
-        name: get("x-openwebui-user-name", true).or(base.name),
-        email: get("x-openwebui-user-email", false).or(base.email),
-        role: get("x-openwebui-user-role", false).or(base.role),
-        chat_id: get("x-openwebui-chat-id", false).or(base.chat_id),
+        id: get(&USER_ID, false).or(base.id),
+        name: get(&USER_NAME, true).or(base.name),
+        email: get(&USER_EMAIL, false).or(base.email),
+        role: get(&USER_ROLE, false).or(base.role),
+        chat_id: get(&CHAT_ID, false).or(base.chat_id),
         files: None,
         account: None,
         public_url: None,
@@ -196,5 +202,6 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
         let (scheme, token) = v.trim_start().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then_some(token)
     });
-    bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok())).map(str::trim).filter(|k| !k.is_empty())
+    static API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+    bearer.or_else(|| headers.get(&API_KEY).and_then(|v| v.to_str().ok())).map(str::trim).filter(|k| !k.is_empty())
 }

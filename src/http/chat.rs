@@ -3,6 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Request, State};
+use axum::http::HeaderName;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 
@@ -19,7 +20,8 @@ pub async fn completions(State(state): State<AppState>, req: Request) -> Result<
     let caller = extensions.remove::<Caller>().ok_or(ApiError::Unauthorized)?;
     let raw = read_limited(body, &headers, state.config.limits.max_body_bytes).await?;
     let mcp_servers = mcp_servers_header(&headers)?.into_iter().map(str::to_owned).collect();
-    let background = headers.get("x-openwebui-task").is_some_and(|v| !v.as_bytes().trim_ascii().is_empty());
+    static TASK: HeaderName = HeaderName::from_static("x-openwebui-task");
+    let background = headers.get(&TASK).is_some_and(|v| !v.as_bytes().trim_ascii().is_empty());
     let client_auth = caller.upstream_auth(headers.get(axum::http::header::AUTHORIZATION));
     strip_for_upstream(&mut headers, Framing::Rewritten);
     let input = ChatInput {

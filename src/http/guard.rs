@@ -18,7 +18,7 @@
 //!   `text/plain` form post cannot be a tool call.
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
@@ -151,7 +151,8 @@ fn strip_port(host: &str) -> &str {
 /// are not cross-origin), or a 403 for a page that is not allowed.
 fn browser_origin(state: &AppState, headers: &HeaderMap) -> Result<Option<HeaderValue>, ApiError> {
     let origin = headers.get(header::ORIGIN);
-    let site = headers.get("sec-fetch-site").map(HeaderValue::as_bytes);
+    static FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+    let site = headers.get(&FETCH_SITE).map(HeaderValue::as_bytes);
     let cross_site = matches!(site, Some(b"cross-site" | b"same-site"));
     let Some(origin) = origin else {
         return if cross_site { Err(refused()) } else { Ok(None) };

@@ -21,6 +21,7 @@ mod sessions;
 mod sse;
 mod sse_bytes;
 mod ui;
+mod woken;
 
 use std::sync::Arc;
 use std::time::Instant;

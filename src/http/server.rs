@@ -145,10 +145,10 @@ pub async fn serve(
             match tokio::time::timeout(idle_limit, protocol_known(&tcp)).await {
                 // HTTP/2 multiplexes a client's requests on one connection: its framing is
                 // served here, and each stream's request runs on a core in turn (`CoreExecutor`).
-                Ok(Ok(true)) => serve_connection(tcp, &builder, app, idle_limit, &shutdown).await,
+                Ok(Ok(true)) => serve_connection(tcp, &builder, app, idle_limit, shutdown).await,
                 Ok(Ok(false)) => {
                     on_a_core(tcp, &cores, move |tcp| async move {
-                        serve_connection(tcp, &builder, app, idle_limit, &shutdown).await;
+                        serve_connection(tcp, &builder, app, idle_limit, shutdown).await;
                         drop(permit);
                     });
                     return;
@@ -205,7 +205,7 @@ async fn serve_connection<S>(
     builder: &Builder<CoreExecutor>,
     app: S,
     idle_limit: Duration,
-    shutdown: &CancellationToken,
+    shutdown: CancellationToken,
 ) where
     S: tower::Service<http::Request<hyper::body::Incoming>, Response = axum::response::Response, Error = Infallible>
         + Clone
@@ -219,29 +219,30 @@ async fn serve_connection<S>(
         tracked.touch();
         app.clone().oneshot(req)
     });
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service));
-    tokio::pin!(connection);
-    let mut tick = tokio::time::interval((idle_limit / 2).max(Duration::from_millis(100)));
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::trace!(error = %error, "connection ended with an error");
-                }
-                return;
-            }
-            () = shutdown.cancelled(), if !closing => {
-                connection.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            _ = tick.tick(), if !closing => {
-                if activity.idle_for() >= idle_limit {
-                    connection.as_mut().graceful_shutdown();
-                    closing = true;
-                }
+    // No route upgrades a connection (no WebSockets, no CONNECT): the plain connection.
+    let mut connection = std::pin::pin!(builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service)));
+    // What closes the connection gracefully: the shutdown, or no request started for
+    // `idle_limit`. Looked at only when its own waker fires, not on each of the connection's.
+    let mut close = super::woken::Woken::new(async move {
+        let mut tick = tokio::time::interval((idle_limit / 2).max(Duration::from_millis(100)));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => if activity.idle_for() >= idle_limit { return },
             }
         }
+    });
+    let mut closing = false;
+    let result = std::future::poll_fn(|cx| {
+        if !closing && std::pin::Pin::new(&mut close).poll(cx).is_ready() {
+            connection.as_mut().graceful_shutdown();
+            closing = true;
+        }
+        connection.as_mut().poll(cx)
+    })
+    .await;
+    if let Err(error) = result {
+        tracing::trace!(error = %error, "connection ended with an error");
     }
 }
 

@@ -31,7 +31,8 @@ where
     S: Stream<Item = Result<SseEvent, LlmError>> + Send + 'static,
 {
     let main = events.map(Next::Event).chain(stream::once(future::ready(Next::End)));
-    let stopping = stream::once(stop.cancelled_owned()).map(|()| Next::Stop);
+    // Looked at only when it fired, not on each of the stream's wake-ups (see `Woken`).
+    let stopping = stream::once(super::woken::Woken::new(stop.cancelled_owned())).map(|()| Next::Stop);
     let merged = Box::pin(stream::select(main, stopping));
     // The request's span: the body is sent after its handler returned.
     let span = tracing::Span::current();

@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt, stream};
@@ -25,6 +25,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::ApiError;
+use super::woken::Woken;
 use crate::bounded::{Bounded, MAX_EVENT_BYTES};
 use crate::llm::LlmError;
 
@@ -139,24 +140,32 @@ struct Relay<S> {
     framing: Framing,
     /// The start of an event the last chunk left open.
     held: BytesMut,
-    stop: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The gateway's stop (looked at only when it fired, as the timer: see [`Woken`]).
+    stop: Woken<WaitForCancellationFutureOwned>,
     /// Wakes the relay for a keep-alive or the idle timeout; the deadlines below decide which
     /// (kept as instants: a chunk moves them without touching the timer).
-    timer: Pin<Box<Sleep>>,
+    timer: Woken<Sleep>,
     /// When something was last sent.
     sent_at: Instant,
     /// When the upstream must have sent an event by.
     quiet_at: Instant,
     keepalive: Duration,
     idle: Duration,
-    upstream: String,
+    /// The upstream's name, for errors.
+    upstream: std::sync::Arc<str>,
     finished: bool,
     /// The request's span: the body is sent after its handler returned.
     span: tracing::Span,
 }
 
 /// The client's SSE response: the upstream's `bytes` as they come (see the module docs).
-pub fn relay<S>(bytes: S, upstream: String, idle: Duration, keepalive: Duration, stop: CancellationToken) -> Response
+pub fn relay<S>(
+    bytes: S,
+    upstream: std::sync::Arc<str>,
+    idle: Duration,
+    keepalive: Duration,
+    stop: CancellationToken,
+) -> Response
 where
     S: Stream<Item = Result<Bytes, LlmError>> + Send + 'static,
 {
@@ -165,8 +174,8 @@ where
         bytes: Box::pin(bytes),
         framing: Framing::new(),
         held: BytesMut::new(),
-        stop: Box::pin(stop.cancelled_owned()),
-        timer: Box::pin(tokio::time::sleep_until(now + keepalive.min(idle))),
+        stop: Woken::new(stop.cancelled_owned()),
+        timer: Woken::new(tokio::time::sleep_until(now + keepalive.min(idle))),
         sent_at: now,
         quiet_at: now + idle,
         keepalive,
@@ -175,7 +184,8 @@ where
         finished: false,
         span: tracing::Span::current(),
     };
-    let out = stream::unfold(relay, |mut relay| async move {
+    // Boxed: each chunk's step moves a pointer in and out of the stream's state, not the relay.
+    let out = stream::unfold(Box::new(relay), |mut relay| async move {
         if relay.finished {
             return None;
         }
@@ -187,7 +197,8 @@ where
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tell nginx-style proxies in front of us not to buffer the stream.
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    static ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+    headers.insert(ACCEL_BUFFERING.clone(), HeaderValue::from_static("no"));
     response
 }
 
@@ -210,7 +221,7 @@ where
                             self.quiet_at = now + self.idle;
                         } else if now >= self.quiet_at {
                             // Comments and other lines flowing without pause keep no stream alive.
-                            let upstream = std::mem::take(&mut self.upstream);
+                            let upstream = self.upstream.to_string();
                             return self.fail(LlmError::Timeout { upstream });
                         }
                         if let Some(end) = scanned.done_at {
@@ -236,7 +247,7 @@ where
                         };
                         if self.held.len() > MAX_EVENT_BYTES {
                             let detail = Bounded::<LlmError>::EventTooLarge(MAX_EVENT_BYTES).to_string();
-                            let upstream = std::mem::take(&mut self.upstream);
+                            let upstream = self.upstream.to_string();
                             return self.fail(LlmError::StreamBroken { upstream, detail });
                         }
                         if !out.is_empty() {
@@ -250,7 +261,7 @@ where
                         return Framing::close(None);
                     }
                 },
-                () = self.stop.as_mut() => {
+                () = &mut self.stop => {
                     self.finished = true;
                     let error = super::openai_error(
                         "the gateway is shutting down; the answer was cut short",
@@ -260,19 +271,21 @@ where
                     );
                     return Framing::close(Some(&error.to_string()));
                 }
-                () = self.timer.as_mut() => {
+                () = &mut self.timer => {
                     let now = Instant::now();
                     if now >= self.quiet_at {
-                        let upstream = std::mem::take(&mut self.upstream);
+                        let upstream = self.upstream.to_string();
                         return self.fail(LlmError::Timeout { upstream });
                     }
                     let ping_at = self.sent_at + self.keepalive;
                     if now >= ping_at {
                         self.sent_at = now;
-                        self.timer.as_mut().reset((now + self.keepalive).min(self.quiet_at));
+                        self.timer.inner().reset((now + self.keepalive).min(self.quiet_at));
+                        self.timer.rearm();
                         return Bytes::from_static(KEEPALIVE);
                     }
-                    self.timer.as_mut().reset(ping_at.min(self.quiet_at));
+                    self.timer.inner().reset(ping_at.min(self.quiet_at));
+                    self.timer.rearm();
                 }
             }
         }

@@ -140,17 +140,19 @@ impl Inner {
                 })
                 .left_stream(),
             Self::Hyper(body) => {
-                let upstream = display.to_string();
-                let broken = upstream.clone();
+                // The name is made into an error's text only when one happens.
+                let broken = display.clone();
                 let data = http_body_util::BodyStream::new(body).filter_map(move |frame| {
                     futures_util::future::ready(match frame {
                         Ok(frame) => frame.into_data().ok().map(Ok),
-                        Err(e) => Some(Err(LlmError::StreamBroken { upstream: broken.clone(), detail: e.to_string() })),
+                        Err(e) => {
+                            Some(Err(LlmError::StreamBroken { upstream: broken.to_string(), detail: e.to_string() }))
+                        }
                     })
                 });
                 match idle {
                     Some(idle) => crate::bounded::idle_timeout(data, idle, move || LlmError::Timeout {
-                        upstream: upstream.clone(),
+                        upstream: display.to_string(),
                     })
                     .left_stream(),
                     None => data.right_stream(),
@@ -282,23 +284,25 @@ impl UpstreamClient {
                 param: None,
             })?,
         };
+        // Made once: a retry sends the request the failed connect handed back.
+        let mut request = http::Request::new(body);
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        request.headers_mut().entry(header::ACCEPT).or_insert(HeaderValue::from_static("*/*"));
         let mut attempt = 0;
         loop {
-            let mut request = http::Request::new(body.clone());
-            *request.method_mut() = method.clone();
-            *request.uri_mut() = uri.clone();
-            *request.headers_mut() = headers.clone();
-            request.headers_mut().entry(header::ACCEPT).or_insert(HeaderValue::from_static("*/*"));
             match tokio::time::timeout(self.config.read_timeout, fast.send(request)).await {
                 Ok(Ok(response)) => {
                     let (parts, body) = response.into_parts();
                     return Ok(Head { status: parts.status, headers: parts.headers, body: Inner::Hyper(body) });
                 }
-                Ok(Err(e @ PoolError::Connect(_))) if attempt < self.config.max_retries => {
+                Ok(Err(PoolError::Connect { source, unsent: Some(unsent) })) if attempt < self.config.max_retries => {
                     attempt += 1;
                     let backoff = Duration::from_millis(100u64 << attempt.min(6));
-                    tracing::warn!(upstream = %self.display, attempt, error = %e, "upstream connect failed; retrying");
+                    tracing::warn!(upstream = %self.display, attempt, error = %source, "upstream connect failed; retrying");
                     tokio::time::sleep(backoff).await;
+                    request = *unsent;
                 }
                 Ok(Err(e)) => {
                     let upstream = self.display.to_string();
@@ -454,8 +458,10 @@ impl UpstreamResponse {
 
     /// The body as SSE bytes to relay unchanged: the chunks, the upstream's name (for errors)
     /// and the longest wait between events (`upstream.read_timeout`).
-    pub fn sse_bytes(self) -> (impl Stream<Item = Result<Bytes, LlmError>> + Send + 'static, String, Duration) {
-        let upstream = self.display.to_string();
+    pub fn sse_bytes(
+        self,
+    ) -> (impl Stream<Item = Result<Bytes, LlmError>> + Send + 'static, std::sync::Arc<str>, Duration) {
+        let upstream = self.display.clone();
         // The relay bounds the waits (its one timer keeps the idle and keep-alive deadlines).
         (self.inner.bytes(self.display, None), upstream, self.read_timeout)
     }

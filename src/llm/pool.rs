@@ -39,8 +39,14 @@ const MAX_IDLE_PER_CORE: usize = 128;
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     /// No connection could be made.
-    #[error("cannot connect to the upstream: {0}")]
-    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot connect to the upstream: {source}")]
+    Connect {
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+        /// The request, not sent: [`Pool::send`] hands it back for a retry.
+        unsent: Option<Box<Request<Payload>>>,
+    },
     /// The connection failed while the request was sent or answered.
     #[error(transparent)]
     Http(#[from] hyper::Error),
@@ -77,11 +83,18 @@ impl Pool {
         self.idle.get(crate::cores::current()).or_else(|| self.idle.first())
     }
 
-    /// Sends `req` (its URI the path and query) on an idle connection, or a new one.
+    /// Sends `req` (its URI the path and query) on an idle connection, or a new one. When no
+    /// connection can be made, the error holds the request, unsent.
     pub async fn send(self: &Arc<Self>, mut req: Request<Payload>) -> Result<Response<PooledBody>, PoolError> {
         req.headers_mut().insert(http::header::HOST, self.host.clone());
         loop {
-            let (mut sender, reused) = self.checkout().await?;
+            let (mut sender, reused) = match self.checkout().await {
+                Ok(found) => found,
+                Err(PoolError::Connect { source, .. }) => {
+                    return Err(PoolError::Connect { source, unsent: Some(Box::new(req)) });
+                }
+                Err(e) => return Err(e),
+            };
             match sender.try_send_request(req).await {
                 Ok(response) => {
                     let (parts, body) = response.into_parts();
@@ -119,7 +132,7 @@ impl Pool {
 
     async fn connect(&self) -> Result<Sender, PoolError> {
         let dial = tower::ServiceExt::oneshot(self.connector.clone(), self.origin.clone());
-        let io = dial.await.map_err(|e| PoolError::Connect(e.into()))?;
+        let io = dial.await.map_err(|e| PoolError::Connect { source: e.into(), unsent: None })?;
         let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
         // The connection's task runs on this core, beside the requests that use it.
         tokio::spawn(async move {
