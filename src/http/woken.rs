@@ -5,7 +5,9 @@
 //! and its idle timer; a relayed stream beside its keep-alive timer) is woken mostly by the main
 //! future, and polling every watcher on each of those wake-ups is not free: a tokio `Sleep`
 //! checks its timer entry, a cancellation future takes its waiters' lock. Wrapped, a watcher
-//! whose waker did not fire costs an atomic swap.
+//! whose waker did not fire costs the task waker's registration (a compare when it is the same
+//! waker) and an atomic swap. Once ready, the wrapped future is not polled again until
+//! [`Woken::rearm`] (an async block would panic).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,6 +42,8 @@ pub struct Woken<F> {
     inner: Pin<Box<F>>,
     flag: Arc<Flag>,
     waker: Waker,
+    /// `inner` returned ready (and was not rearmed since).
+    done: bool,
 }
 
 impl<F: Future> Woken<F> {
@@ -48,7 +52,7 @@ impl<F: Future> Woken<F> {
         let flag = Arc::new(Flag::default());
         flag.woken.store(true, Ordering::Relaxed);
         let waker = Waker::from(flag.clone());
-        Self { inner: Box::pin(inner), flag, waker }
+        Self { inner: Box::pin(inner), flag, waker, done: false }
     }
 
     /// The wrapped future, to change; call [`rearm`](Self::rearm) after a change that needs a
@@ -57,8 +61,10 @@ impl<F: Future> Woken<F> {
         self.inner.as_mut()
     }
 
-    /// The next poll looks at the wrapped future whether or not it woke.
+    /// The next poll looks at the wrapped future whether or not it woke (also after it was
+    /// ready: a timer reset to a new deadline).
     pub fn rearm(&mut self) {
+        self.done = false;
         self.flag.woken.store(true, Ordering::Relaxed);
     }
 }
@@ -70,10 +76,12 @@ impl<F: Future> Future for Woken<F> {
         let this = self.get_mut();
         // Registered before the flag is read: a wake after the read reaches this task's waker.
         this.flag.task.register(cx.waker());
-        if !this.flag.woken.swap(false, Ordering::AcqRel) {
+        if this.done || !this.flag.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
-        this.inner.as_mut().poll(&mut Context::from_waker(&this.waker))
+        let polled = this.inner.as_mut().poll(&mut Context::from_waker(&this.waker));
+        this.done = polled.is_ready();
+        polled
     }
 }
 
@@ -117,6 +125,12 @@ mod tests {
         woken.rearm();
         assert!(Pin::new(&mut woken).poll(&mut cx).is_pending());
         assert_eq!(polls.load(Ordering::Relaxed), 2, "rearmed: looked at again");
+
+        // Once ready it is not polled again (an async block would panic), even after a wake.
+        let mut once = Woken::new(async {});
+        assert!(Pin::new(&mut once).poll(&mut cx).is_ready());
+        once.flag.woken.store(true, Ordering::Relaxed);
+        assert!(Pin::new(&mut once).poll(&mut cx).is_pending());
 
         // A future that wakes itself is polled on each poll, and its wake reaches the task.
         let counted = Arc::new(AtomicUsize::new(0));

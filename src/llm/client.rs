@@ -302,11 +302,13 @@ impl UpstreamClient {
                     let backoff = Duration::from_millis(100u64 << attempt.min(6));
                     tracing::warn!(upstream = %self.display, attempt, error = %source, "upstream connect failed; retrying");
                     tokio::time::sleep(backoff).await;
-                    request = *unsent;
+                    request = *unsent.0;
                 }
                 Ok(Err(e)) => {
                     let upstream = self.display.to_string();
                     // A connect that timed out is a timeout, as reqwest says.
+                    // Kept for its cause only: the request it may hold goes now.
+                    let e = e.without_request();
                     let first: Option<&(dyn std::error::Error + 'static)> = Some(&e);
                     let timed_out = std::iter::successors(first, |s| s.source()).any(|s| {
                         s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)

@@ -45,11 +45,31 @@ pub enum PoolError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
         /// The request, not sent: [`Pool::send`] hands it back for a retry.
-        unsent: Option<Box<Request<Payload>>>,
+        unsent: Option<Unsent>,
     },
     /// The connection failed while the request was sent or answered.
     #[error(transparent)]
     Http(#[from] hyper::Error),
+}
+
+impl PoolError {
+    /// The error without the request it may hold (to keep or report: not the request's body
+    /// and credentials).
+    pub fn without_request(self) -> Self {
+        match self {
+            Self::Connect { source, .. } => Self::Connect { source, unsent: None },
+            other => other,
+        }
+    }
+}
+
+/// A request that was not sent. Its `Debug` shows nothing of it: it carries the upstream's key.
+pub struct Unsent(pub Box<Request<Payload>>);
+
+impl std::fmt::Debug for Unsent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Unsent(..)")
+    }
 }
 
 struct Idle {
@@ -91,7 +111,7 @@ impl Pool {
             let (mut sender, reused) = match self.checkout().await {
                 Ok(found) => found,
                 Err(PoolError::Connect { source, .. }) => {
-                    return Err(PoolError::Connect { source, unsent: Some(Box::new(req)) });
+                    return Err(PoolError::Connect { source, unsent: Some(Unsent(Box::new(req))) });
                 }
                 Err(e) => return Err(e),
             };
