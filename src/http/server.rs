@@ -232,11 +232,10 @@ async fn serve_connection<S>(
             }
         }
     });
-    let mut closing = false;
+    // Ready once (a `Woken` that was ready is not polled again): one graceful shutdown.
     let result = std::future::poll_fn(|cx| {
-        if !closing && std::pin::Pin::new(&mut close).poll(cx).is_ready() {
+        if std::pin::Pin::new(&mut close).poll(cx).is_ready() {
             connection.as_mut().graceful_shutdown();
-            closing = true;
         }
         connection.as_mut().poll(cx)
     })

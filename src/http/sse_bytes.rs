@@ -280,12 +280,10 @@ where
                     let ping_at = self.sent_at + self.keepalive;
                     if now >= ping_at {
                         self.sent_at = now;
-                        self.timer.inner().reset((now + self.keepalive).min(self.quiet_at));
-                        self.timer.rearm();
+                        self.timer.reset((now + self.keepalive).min(self.quiet_at));
                         return Bytes::from_static(KEEPALIVE);
                     }
-                    self.timer.inner().reset(ping_at.min(self.quiet_at));
-                    self.timer.rearm();
+                    self.timer.reset(ping_at.min(self.quiet_at));
                 }
             }
         }

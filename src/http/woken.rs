@@ -69,6 +69,14 @@ impl<F: Future> Woken<F> {
     }
 }
 
+impl Woken<tokio::time::Sleep> {
+    /// Moves the timer to `deadline` and looks at it on the next poll (it may have fired).
+    pub fn reset(&mut self, deadline: tokio::time::Instant) {
+        self.inner().reset(deadline);
+        self.rearm();
+    }
+}
+
 impl<F: Future> Future for Woken<F> {
     type Output = F::Output;
 
@@ -156,8 +164,7 @@ mod tests {
         }
         assert!(started.elapsed() >= Duration::from_millis(30));
         // Reset and rearmed, it fires again at the new deadline.
-        timer.inner().reset(tokio::time::Instant::now() + Duration::from_millis(20));
-        timer.rearm();
+        timer.reset(tokio::time::Instant::now() + Duration::from_millis(20));
         (&mut timer).await;
         assert!(started.elapsed() >= Duration::from_millis(50));
     }

@@ -306,9 +306,9 @@ impl UpstreamClient {
                 }
                 Ok(Err(e)) => {
                     let upstream = self.display.to_string();
-                    // A connect that timed out is a timeout, as reqwest says.
                     // Kept for its cause only: the request it may hold goes now.
                     let e = e.without_request();
+                    // A connect that timed out is a timeout, as reqwest says.
                     let first: Option<&(dyn std::error::Error + 'static)> = Some(&e);
                     let timed_out = std::iter::successors(first, |s| s.source()).any(|s| {
                         s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)

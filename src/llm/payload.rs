@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
-/// A body of one or more byte slices (cheap to clone: a failed connection's retry sends it again).
+/// A body of one or more byte slices (cheap to clone: the slices are shared).
 #[derive(Clone, Debug)]
 pub struct Payload {
     parts: Parts,
