@@ -305,21 +305,22 @@ pub fn bounded_tool(server: &str, mut tool: rmcp::model::Tool) -> Option<rmcp::m
         tracing::warn!(server, bytes = tool.name.len(), "a tool name over 256 bytes; tool left out");
         return None;
     }
-    let schema_bytes = serde_json::to_vec(&*tool.input_schema).map_or(usize::MAX, |v| v.len());
-    if schema_bytes > MAX_SCHEMA_BYTES {
-        tracing::warn!(server, tool = %tool.name, bytes = schema_bytes, "input schema over 64 KiB; tool left out");
+    // Measured as it is written, not into a buffer, and given up past the limit.
+    let mut size = ByteCount { bytes: 0, limit: MAX_SCHEMA_BYTES };
+    if serde_json::to_writer(&mut size, &*tool.input_schema).is_err() {
+        tracing::warn!(server, tool = %tool.name, bytes = size.bytes, "input schema over 64 KiB; tool left out");
         return None;
     }
-    if let Some(description) = &tool.description {
+    if let Some(description) = tool.description.as_deref().filter(|d| !is_clean(d)) {
         let clean = clean_description(description);
-        if clean.len() != description.len() {
-            tracing::info!(server, tool = %tool.name, "description cut or cleaned of invisible characters");
-        }
+        tracing::info!(server, tool = %tool.name, "description cut or cleaned of invisible characters");
         tool.description = Some(clean.into());
     }
-    // Parameter descriptions and titles reach the model too.
-    let mut schema = Value::Object((*tool.input_schema).clone());
-    if clean_schema_texts(&mut schema) {
+    // Parameter descriptions and titles reach the model too. Most schemas need nothing: they
+    // are read, and copied only to be cleaned.
+    if !tool.input_schema.iter().all(|(key, item)| texts_clean(key, item)) {
+        let mut schema = Value::Object((*tool.input_schema).clone());
+        clean_schema_texts(&mut schema);
         tracing::info!(server, tool = %tool.name, "schema texts cleaned of invisible characters");
         if let Value::Object(cleaned) = schema {
             tool.input_schema = Arc::new(cleaned);
@@ -328,47 +329,81 @@ pub fn bounded_tool(server: &str, mut tool: rmcp::model::Tool) -> Option<rmcp::m
     Some(tool)
 }
 
-/// Cleans every `description` and `title` string in a schema as [`clean_description`] does;
-/// whether anything changed.
-fn clean_schema_texts(value: &mut Value) -> bool {
+/// Counts the bytes written to it; an error once they pass `limit`.
+struct ByteCount {
+    bytes: usize,
+    limit: usize,
+}
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes = self.bytes.saturating_add(buf.len());
+        if self.bytes > self.limit {
+            return Err(std::io::Error::other("over the limit"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether the schema member `key: item` has no `description` or `title` text that
+/// [`clean_description`] would change, at any depth.
+fn texts_clean(key: &str, item: &Value) -> bool {
+    match item {
+        Value::String(text) if key == "description" || key == "title" => is_clean(text),
+        Value::Object(map) => map.iter().all(|(key, item)| texts_clean(key, item)),
+        Value::Array(items) => items.iter().all(|item| texts_clean("", item)),
+        _ => true,
+    }
+}
+
+/// Cleans every `description` and `title` string in a schema as [`clean_description`] does.
+fn clean_schema_texts(value: &mut Value) {
     match value {
         Value::Object(map) => {
-            let mut changed = false;
             for (key, item) in map.iter_mut() {
                 match item {
                     Value::String(text) if key == "description" || key == "title" => {
-                        let clean = clean_description(text);
-                        if clean != *text {
-                            *text = clean;
-                            changed = true;
+                        if !is_clean(text) {
+                            *text = clean_description(text);
                         }
                     }
-                    other => changed |= clean_schema_texts(other),
+                    other => clean_schema_texts(other),
                 }
             }
-            changed
         }
-        Value::Array(items) => items.iter_mut().fold(false, |changed, item| clean_schema_texts(item) | changed),
-        _ => false,
+        Value::Array(items) => items.iter_mut().for_each(clean_schema_texts),
+        _ => {}
     }
+}
+
+/// An invisible, direction-changing or control character (not a newline or tab): what a
+/// server could hide instructions to the model in.
+fn is_invisible(c: char) -> bool {
+    matches!(c as u32,
+        0xE0000..=0xE007F      // tag characters
+        | 0x200B..=0x200F      // zero-width space/joiners, LRM/RLM
+        | 0x202A..=0x202E      // bidi embeddings and overrides
+        | 0x2060..=0x2064      // word joiner, invisible operators
+        | 0x2066..=0x2069      // bidi isolates
+        | 0xFEFF               // zero-width no-break space
+        | 0xFFF9..=0xFFFB      // interlinear annotations
+    ) || (c.is_control() && c != '\n' && c != '\t')
+}
+
+/// Whether [`clean_description`] would return `text` as it is.
+fn is_clean(text: &str) -> bool {
+    text.len() <= MAX_DESCRIPTION_BYTES && !text.chars().any(is_invisible)
 }
 
 /// `text` without invisible, direction-changing or control characters (newlines and tabs
 /// stay), cut at [`MAX_DESCRIPTION_BYTES`] on a character boundary.
 pub fn clean_description(text: &str) -> String {
-    let invisible = |c: char| {
-        matches!(c as u32,
-            0xE0000..=0xE007F      // tag characters
-            | 0x200B..=0x200F      // zero-width space/joiners, LRM/RLM
-            | 0x202A..=0x202E      // bidi embeddings and overrides
-            | 0x2060..=0x2064      // word joiner, invisible operators
-            | 0x2066..=0x2069      // bidi isolates
-            | 0xFEFF               // zero-width no-break space
-            | 0xFFF9..=0xFFFB      // interlinear annotations
-        ) || (c.is_control() && c != '\n' && c != '\t')
-    };
     let mut out = String::with_capacity(text.len().min(MAX_DESCRIPTION_BYTES));
-    for c in text.chars().filter(|c| !invisible(*c)) {
+    for c in text.chars().filter(|c| !is_invisible(*c)) {
         if out.len() + c.len_utf8() > MAX_DESCRIPTION_BYTES {
             break;
         }

@@ -462,6 +462,7 @@ impl ServerHandle {
         let interval = self.config.ping_interval;
         let mut unanswered = 0u32;
         let mut listed_at: Option<Instant> = None;
+        let mut relist_gap = RELIST_GAP;
         // The next ping is due `interval` after the last one, whatever else happened meanwhile
         // (a server announcing changes all the time is still pinged).
         let mut ping_at = tokio::time::Instant::now() + interval;
@@ -499,22 +500,27 @@ impl ServerHandle {
                     return Ok(());
                 }
                 () = self.tools_changed.notified() => {
-                    // A server announcing changes often is listed again at most once a second:
-                    // what it announced meanwhile is one listing (the last is always listed).
-                    let gap = listed_at.map_or(Duration::ZERO, |at| RELIST_GAP.saturating_sub(at.elapsed()));
+                    // A server announcing changes often is listed again at most once a second,
+                    // or less often when its listings take long (see `relist_gap`): what it
+                    // announced meanwhile is one listing (the last is always listed).
+                    let gap = listed_at.map_or(Duration::ZERO, |at| relist_gap.saturating_sub(at.elapsed()));
                     if !gap.is_zero() {
                         tokio::select! {
                             () = tokio::time::sleep(gap) => {}
                             () = shutdown.cancelled() => continue,
                         }
                     }
-                    listed_at = Some(Instant::now());
+                    let started = Instant::now();
+                    listed_at = Some(started);
                     let _listing = self.in_flight(None);
                     match tokio::time::timeout(timeout, list_capped(&peer)).await {
                         // An announcement that changed nothing rebuilds nothing.
                         Ok(Ok(tools)) => {
-                            if self.store_tools(tools) {
-                                tracing::info!(server = %self.name(), tools = self.tools().len(), "tool list changed");
+                            let changed = self.store_tools(tools);
+                            relist_gap = self::relist_gap(started.elapsed());
+                            if changed {
+                                tracing::info!(server = %self.name(), tools = self.tools().len(),
+                                    took_ms = started.elapsed().as_millis(), "tool list changed");
                                 on_change();
                             }
                         }
@@ -533,20 +539,30 @@ impl ServerHandle {
     pub(super) fn store_tools(&self, tools: Vec<Tool>) -> bool {
         let include = self.config.include_tools.as_ref();
         let exclude = &self.config.exclude_tools;
-        let kept: Vec<Tool> = tools
+        let offered = self.live.borrow().tools.clone();
+        // A tool listed as it is offered now was bounded and checked when it was first offered:
+        // it stays that tool (and its schema that allocation, so the catalog's rebuild sees it
+        // unchanged at once). Only new and changed tools are bounded and checked.
+        let before: std::collections::HashMap<&str, &Tool> = offered.iter().map(|t| (t.name.as_ref(), t)).collect();
+        let mut first_seen = self.first_seen.lock();
+        let listed: Vec<(Tool, bool)> = tools
             .into_iter()
             .filter(|t| include.is_none_or(|inc| inc.iter().any(|n| n == t.name.as_ref())))
             .filter(|t| !exclude.iter().any(|n| n == t.name.as_ref()))
-            .filter_map(|t| super::catalog::bounded_tool(self.name(), t))
+            .filter_map(|t| match before.get(t.name.as_ref()) {
+                Some(&old) if first_seen.is_some() && *old == t => Some((old.clone(), true)),
+                _ => super::catalog::bounded_tool(self.name(), t).map(|t| (t, false)),
+            })
             .collect();
-        let mut kept = self.check_definitions(kept);
+        let mut kept = self.check_definitions(&mut first_seen, listed);
+        drop(first_seen);
         self.live.send_if_modified(|live| {
-            // A schema equal to the last listing's stays that allocation: one copy is held, and
-            // the catalog's rebuild (which keeps the entries of unchanged tools) sees it at once.
+            // A changed tool whose schema is equal to the last listing's keeps that allocation.
             let previous: std::collections::HashMap<&str, &Arc<serde_json::Map<String, serde_json::Value>>> =
                 live.tools.iter().map(|t| (t.name.as_ref(), &t.input_schema)).collect();
             for tool in &mut kept {
                 if let Some(&old) = previous.get(tool.name.as_ref())
+                    && !Arc::ptr_eq(old, &tool.input_schema)
                     && *old == tool.input_schema
                 {
                     tool.input_schema = Arc::clone(old);
@@ -560,25 +576,34 @@ impl ServerHandle {
         })
     }
 
-    /// Compares each tool's definition with the one first listed: a change (or a tool that
-    /// appeared later) is logged and counted, and with `pin_descriptions` the tool is held back.
-    fn check_definitions(&self, tools: Vec<Tool>) -> Vec<Tool> {
+    /// Compares each new or changed tool's definition (`false` beside it) with the one first
+    /// listed: a change (or a tool that appeared later) is logged and counted, and with
+    /// `pin_descriptions` the tool is held back. A tool offered as it is listed (`true`) passed
+    /// when it was first offered. The first listing is the one compared with.
+    fn check_definitions(
+        &self,
+        first_seen: &mut Option<std::collections::HashMap<String, u64>>,
+        tools: Vec<(Tool, bool)>,
+    ) -> Vec<Tool> {
         let fingerprint = |t: &Tool| {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             t.description.hash(&mut h);
-            serde_json::to_string(&*t.input_schema).unwrap_or_default().hash(&mut h);
+            // Hashed as it is written: no copy of the schema's text.
+            let _ = serde_json::to_writer(HashWriter(&mut h), &*t.input_schema);
             h.finish()
         };
-        let mut first_seen = self.first_seen.lock();
         let Some(first) = first_seen.as_ref() else {
-            *first_seen = Some(tools.iter().map(|t| (t.name.to_string(), fingerprint(t))).collect());
-            return tools;
+            *first_seen = Some(tools.iter().map(|(t, _)| (t.name.to_string(), fingerprint(t))).collect());
+            return tools.into_iter().map(|(t, _)| t).collect();
         };
         let pin = self.config.pin_descriptions;
         tools
             .into_iter()
-            .filter(|t| {
+            .filter(|(t, offered)| {
+                if *offered {
+                    return true;
+                }
                 let unchanged = first.get(t.name.as_ref()) == Some(&fingerprint(t));
                 if !unchanged {
                     let labels = crate::metrics::ServerLabels { server: self.name().to_owned() };
@@ -589,6 +614,7 @@ impl ServerHandle {
                 }
                 unchanged || !pin
             })
+            .map(|(t, _)| t)
             .collect()
     }
 
@@ -885,8 +911,36 @@ impl Drop for CancelOnDrop {
 
 /// Unanswered pings after which a connection is restarted.
 const MAX_UNANSWERED_PINGS: u32 = 3;
+/// Feeds what is written to it to a hasher.
+struct HashWriter<'a>(&'a mut std::collections::hash_map::DefaultHasher);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::hash::Hasher::write(self.0, buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Least time between two listings of a server's tools after it announced changes.
 const RELIST_GAP: Duration = Duration::from_secs(1);
+/// Most time between two listings of a server that keeps announcing changes.
+const MAX_RELIST_GAP: Duration = Duration::from_secs(10);
+/// A listing's time, multiplied by this, is the least time to the next: a server announcing
+/// changes all the time keeps the gateway listing and taking in its tools at most 1 % of the
+/// time.
+const RELIST_BUDGET: u32 = 100;
+
+/// How long after a listing that took `took` (the answer and taking in the tools) the server
+/// is listed again, if it announces changes meanwhile: [`RELIST_BUDGET`] times `took`, within
+/// [`RELIST_GAP`] and [`MAX_RELIST_GAP`]. A small catalog is listed again after a second; a
+/// listing of 1,000 tools, which takes tens of milliseconds, a few seconds apart.
+fn relist_gap(took: Duration) -> Duration {
+    took.saturating_mul(RELIST_BUDGET).clamp(RELIST_GAP, MAX_RELIST_GAP)
+}
 
 /// Whether `peer` answers a `ping` within `wait`.
 async fn ping(peer: &Peer<RoleClient>, wait: Duration) -> bool {
@@ -928,4 +982,60 @@ pub(super) async fn list_capped(peer: &rmcp::Peer<rmcp::RoleClient>) -> Result<V
     }
     tracing::warn!(pages = MAX_LIST_PAGES, "the server's tool list has too many pages; the rest is left out");
     Ok(tools)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(pin: bool) -> Arc<ServerHandle> {
+        let yaml = format!("mcpServers:\n  s:\n    command: server\n    pin_descriptions: {pin}\n");
+        let config = crate::config::load_str(&yaml, &std::collections::HashMap::<String, String>::new()).unwrap();
+        let server = config.mcp_servers.iter().find(|s| s.name == "s").unwrap();
+        ServerHandle::new(server.clone(), None)
+    }
+
+    fn tool(name: &str, description: &str) -> Tool {
+        let schema =
+            serde_json::json!({"type": "object", "properties": {"q": {"type": "string", "description": "Query"}}});
+        Tool::new(name.to_owned(), description.to_owned(), Arc::new(schema.as_object().unwrap().clone()))
+    }
+
+    /// A listing that repeats what is offered keeps the offered tools (the catalog's rebuild
+    /// sees their schemas unchanged by pointer) and changes nothing; a changed tool is bounded
+    /// and checked again: cleaned of hidden characters, and held back when pinned.
+    #[test]
+    fn a_relisted_tool_is_taken_in_again_only_when_it_changed() {
+        for pin in [false, true] {
+            let handle = handle(pin);
+            assert!(handle.store_tools(vec![tool("a", "A."), tool("b", "B.")]));
+            let offered = handle.offered_tools();
+            assert!(!handle.store_tools(vec![tool("a", "A."), tool("b", "B.")]), "the same listing changes nothing");
+            let kept = handle.offered_tools();
+            assert!(Arc::ptr_eq(&offered[0].input_schema, &kept[0].input_schema));
+            assert!(handle.store_tools(vec![tool("a", "A."), tool("b", "B, now\u{E0041} hidden.")]));
+            let changed = handle.offered_tools();
+            assert!(Arc::ptr_eq(&offered[0].input_schema, &changed[0].input_schema), "the unchanged tool stays");
+            match changed.iter().find(|t| t.name == "b") {
+                Some(b) => {
+                    assert!(!pin, "a pinned tool that changed is held back");
+                    assert_eq!(b.description.as_deref(), Some("B, now hidden."));
+                }
+                None => assert!(pin, "an unpinned tool that changed is taken"),
+            }
+            // Listed again as it changed: held back again when pinned, kept cleaned when not.
+            let again = handle.store_tools(vec![tool("a", "A."), tool("b", "B, now\u{E0041} hidden.")]);
+            assert!(!again);
+            assert_eq!(handle.offered_tools().len(), if pin { 1 } else { 2 });
+        }
+    }
+
+    #[test]
+    fn a_server_whose_listings_take_long_is_listed_less_often() {
+        assert_eq!(relist_gap(Duration::ZERO), RELIST_GAP);
+        assert_eq!(relist_gap(Duration::from_millis(3)), RELIST_GAP);
+        assert_eq!(relist_gap(Duration::from_millis(25)), Duration::from_millis(2_500));
+        assert_eq!(relist_gap(Duration::from_secs(5)), MAX_RELIST_GAP);
+        assert_eq!(relist_gap(Duration::MAX), MAX_RELIST_GAP);
+    }
 }
