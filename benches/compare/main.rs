@@ -36,6 +36,9 @@ use report::Report;
 pub(crate) const GATEWAY: &str = env!("CARGO_BIN_EXE_mcp-middleware");
 const TEST_SERVER: &str = env!("CARGO_BIN_EXE_mcp-test-server");
 const LITELLM_KEY: &str = "sk-bench-master";
+/// What a tool loop's final answer carries (the model's text after a tool, as a JSON string):
+/// quoted, so a tool card's `done="true"` does not count as the answer.
+const ANSWER: &[u8] = br#""done""#;
 pub(crate) const ROLE: &str = "MCPMW_BENCH_ROLE";
 
 fn main() {
@@ -348,7 +351,7 @@ async fn run() {
         // measured in blocks interleaved with the gateway's. It offers the very definitions the
         // gateway sent upstream for the same chat (both servers' tools), which the model reads.
         let via_gateway = tooled.target("mcp-middleware");
-        Conn::open(&via_gateway).await.request(&chat("tool-ts", true), b"done").await;
+        Conn::open(&via_gateway).await.request(&chat("tool-ts", true), ANSWER).await;
         let sent: Value =
             client.get(format!("http://{}/last-catalog", upstream.addr)).send().await.unwrap().json().await.unwrap();
         let offered = peers::TempDir::new("mcpmw-floor");
@@ -371,7 +374,7 @@ async fn run() {
         let ts_rounds = interleaved(
             &[floor.clone(), via_gateway.clone()],
             &chat("tool-ts", true),
-            b"done",
+            ANSWER,
             20,
             200,
             Duration::from_millis(600),
@@ -379,7 +382,7 @@ async fn run() {
         )
         .await;
         let (_, ev_round) =
-            load::sequential(&via_gateway, &chat("tool-ev", true), b"done", 100, 2_000, Duration::from_secs(5)).await;
+            load::sequential(&via_gateway, &chat("tool-ev", true), ANSWER, 100, 2_000, Duration::from_secs(5)).await;
         for (server, mcp, floor, round) in [
             ("mcp-test-server (Rust, stdio)", &ts_call, ts_rounds.first(), ts_rounds.get(1)),
             ("server-everything (Node, stdio)", &ev_call, None, Some(&ev_round)),
@@ -399,8 +402,8 @@ async fn run() {
         let ts_body = chat("tool-ts", true);
         let (mut via, mut via_floor) = (0.0, 0.0);
         for _ in 0..2 {
-            via += load::throughput(&via_gateway, &ts_body, b"done", 16, Duration::from_secs(2)).await / 2.0;
-            via_floor += load::throughput(&floor, &ts_body, b"done", 16, Duration::from_secs(2)).await / 2.0;
+            via += load::throughput(&via_gateway, &ts_body, ANSWER, 16, Duration::from_secs(2)).await / 2.0;
+            via_floor += load::throughput(&floor, &ts_body, ANSWER, 16, Duration::from_secs(2)).await / 2.0;
         }
         drop(floor_loop);
         let ceiling = parts_throughput(&direct, &streamed, ts_client.peer().clone(), 16, Duration::from_secs(4)).await;
@@ -410,7 +413,7 @@ async fn run() {
         eprintln!("parallel slow calls…");
         let parallel = chat("parallel", true);
         let (_, four) =
-            load::sequential(&tooled.target("mcp-middleware"), &parallel, b"done", 1, 5, Duration::from_secs(30)).await;
+            load::sequential(&tooled.target("mcp-middleware"), &parallel, ANSWER, 1, 5, Duration::from_secs(30)).await;
         report.parallel = (four.ms(0.5), 300.0);
         drop(tooled);
     }

@@ -365,8 +365,8 @@ impl Report {
             md,
             "A pass-through request (tools off) through a gateway with that catalog: p50 {:.3} ms, p99 {:.3} ms with \
              the catalog quiet; p50 {:.3} ms, p99 {:.3} ms while its server changes a tool and sends \
-             `tools/list_changed` every 100 ms (listed again at most once a second and 100 times a listing's time apart, \
-             here 1.2 – 2.4 s; the catalog rebuilt off the request threads, unchanged tools kept). Quiet and churning alternate in ten pairs of 1-second blocks on one \
+             `tools/list_changed` every 100 ms (listed again at most once a second and 100 times a listing's time apart; \
+             the catalog rebuilt off the request threads, unchanged tools kept). Quiet and churning alternate in ten pairs of 1-second blocks on one \
              gateway.\n",
             c.quiet.0, c.quiet.1, c.churning.0, c.churning.1
         );

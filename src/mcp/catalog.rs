@@ -308,7 +308,7 @@ pub fn bounded_tool(server: &str, mut tool: rmcp::model::Tool) -> Option<rmcp::m
     // Measured as it is written, not into a buffer, and given up past the limit.
     let mut size = ByteCount { bytes: 0, limit: MAX_SCHEMA_BYTES };
     if serde_json::to_writer(&mut size, &*tool.input_schema).is_err() {
-        tracing::warn!(server, tool = %tool.name, bytes = size.bytes, "input schema over 64 KiB; tool left out");
+        tracing::warn!(server, tool = %tool.name, "input schema over 64 KiB; tool left out");
         return None;
     }
     if let Some(description) = tool.description.as_deref().filter(|d| !is_clean(d)) {

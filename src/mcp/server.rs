@@ -102,8 +102,8 @@ pub struct ServerHandle {
     /// Whether to try the 2026-07-28 revision (`server/discover`) first: until a server has
     /// been reached with the `initialize` handshake instead.
     pub(super) try_discover: std::sync::atomic::AtomicBool,
-    /// A fingerprint of each tool's definition as first listed (kept across reconnections).
-    first_seen: parking_lot::Mutex<Option<std::collections::HashMap<String, u64>>>,
+    /// What the server's listings were checked against, and what the last check kept.
+    checked: parking_lot::Mutex<Checked>,
     /// The last stderr lines of the current child (stdio servers).
     stderr: StderrSlot,
     /// Where this server's OAuth tokens are kept.
@@ -188,7 +188,7 @@ impl ServerHandle {
         let tools_changed = Arc::new(Notify::new());
         let redactor = Redactor::for_server(&config);
         let try_discover = std::sync::atomic::AtomicBool::new(true);
-        let first_seen = parking_lot::Mutex::new(None);
+        let checked = parking_lot::Mutex::new(Checked::default());
         let stderr = StderrSlot::default();
         let secrets = parking_lot::Mutex::new(None);
         let auth_lost = Notify::new();
@@ -200,7 +200,7 @@ impl ServerHandle {
             in_process,
             redactor,
             try_discover,
-            first_seen,
+            checked,
             stderr,
             secrets,
             auth_lost,
@@ -508,6 +508,8 @@ impl ServerHandle {
                         tokio::select! {
                             () = tokio::time::sleep(gap) => {}
                             () = shutdown.cancelled() => continue,
+                            _ = &mut ended => break,
+                            () = self.auth_lost.notified() => break,
                         }
                     }
                     let started = Instant::now();
@@ -516,9 +518,7 @@ impl ServerHandle {
                     match tokio::time::timeout(timeout, list_capped(&peer)).await {
                         // An announcement that changed nothing rebuilds nothing.
                         Ok(Ok(tools)) => {
-                            let changed = self.store_tools(tools);
-                            relist_gap = self::relist_gap(started.elapsed());
-                            if changed {
+                            if self.store_tools(tools) {
                                 tracing::info!(server = %self.name(), tools = self.tools().len(),
                                     took_ms = started.elapsed().as_millis(), "tool list changed");
                                 on_change();
@@ -527,6 +527,8 @@ impl ServerHandle {
                         Ok(Err(e)) => tracing::warn!(server = %self.name(), error = %e, "tools/list after list_changed failed"),
                         Err(_) => tracing::warn!(server = %self.name(), "tools/list after list_changed timed out"),
                     }
+                    // A listing that failed or timed out took its time too.
+                    relist_gap = self::relist_gap(started.elapsed());
                 }
             }
         }
@@ -539,12 +541,13 @@ impl ServerHandle {
     pub(super) fn store_tools(&self, tools: Vec<Tool>) -> bool {
         let include = self.config.include_tools.as_ref();
         let exclude = &self.config.exclude_tools;
-        let offered = self.live.borrow().tools.clone();
-        // A tool listed as it is offered now was bounded and checked when it was first offered:
-        // it stays that tool (and its schema that allocation, so the catalog's rebuild sees it
-        // unchanged at once). Only new and changed tools are bounded and checked.
-        let before: std::collections::HashMap<&str, &Tool> = offered.iter().map(|t| (t.name.as_ref(), t)).collect();
-        let mut first_seen = self.first_seen.lock();
+        let mut checked = self.checked.lock();
+        let Checked { first_seen, kept: last } = &mut *checked;
+        // A tool listed as the last check kept it was bounded and checked then: it stays that
+        // tool (and its schema that allocation, so the catalog's rebuild sees it unchanged at
+        // once). Only new and changed tools are bounded and checked. The tools compared with
+        // are the ones kept here, never others put on offer (a per-user server's placeholder).
+        let before: std::collections::HashMap<&str, &Tool> = last.iter().map(|t| (t.name.as_ref(), t)).collect();
         let listed: Vec<(Tool, bool)> = tools
             .into_iter()
             .filter(|t| include.is_none_or(|inc| inc.iter().any(|n| n == t.name.as_ref())))
@@ -554,23 +557,24 @@ impl ServerHandle {
                 _ => super::catalog::bounded_tool(self.name(), t).map(|t| (t, false)),
             })
             .collect();
-        let mut kept = self.check_definitions(&mut first_seen, listed);
-        drop(first_seen);
-        self.live.send_if_modified(|live| {
-            // A changed tool whose schema is equal to the last listing's keeps that allocation.
-            let previous: std::collections::HashMap<&str, &Arc<serde_json::Map<String, serde_json::Value>>> =
-                live.tools.iter().map(|t| (t.name.as_ref(), &t.input_schema)).collect();
-            for tool in &mut kept {
-                if let Some(&old) = previous.get(tool.name.as_ref())
-                    && !Arc::ptr_eq(old, &tool.input_schema)
-                    && *old == tool.input_schema
-                {
-                    tool.input_schema = Arc::clone(old);
-                }
+        let mut kept = self.check_definitions(first_seen, listed);
+        // A changed tool whose schema is equal to the last listing's keeps that allocation.
+        for tool in &mut kept {
+            if let Some(&old) = before.get(tool.name.as_ref())
+                && !Arc::ptr_eq(&old.input_schema, &tool.input_schema)
+                && old.input_schema == tool.input_schema
+            {
+                tool.input_schema = Arc::clone(&old.input_schema);
             }
-            let changed = *live.tools != kept;
+        }
+        drop(before);
+        let kept = Arc::new(kept);
+        *last = Arc::clone(&kept);
+        drop(checked);
+        self.live.send_if_modified(|live| {
+            let changed = *live.tools != *kept;
             if changed {
-                live.tools = Arc::new(kept);
+                live.tools = kept;
             }
             changed
         })
@@ -578,8 +582,10 @@ impl ServerHandle {
 
     /// Compares each new or changed tool's definition (`false` beside it) with the one first
     /// listed: a change (or a tool that appeared later) is logged and counted, and with
-    /// `pin_descriptions` the tool is held back. A tool offered as it is listed (`true`) passed
-    /// when it was first offered. The first listing is the one compared with.
+    /// `pin_descriptions` the tool is held back. A tool listed as the last check kept it
+    /// (`true`) passed then. The first listing is the one compared with. A change is counted
+    /// in each listing that brings it anew: once when it is kept, in every listing while it is
+    /// held back (or while its text needs cleaning, as the cleaned tool is what was kept).
     fn check_definitions(
         &self,
         first_seen: &mut Option<std::collections::HashMap<String, u64>>,
@@ -911,6 +917,15 @@ impl Drop for CancelOnDrop {
 
 /// Unanswered pings after which a connection is restarted.
 const MAX_UNANSWERED_PINGS: u32 = 3;
+/// What a server's listings are checked against ([`ServerHandle::store_tools`]).
+#[derive(Default)]
+struct Checked {
+    /// A fingerprint of each tool's definition as first listed (kept across reconnections).
+    first_seen: Option<std::collections::HashMap<String, u64>>,
+    /// The tools the last check kept: a tool listed again as one of these is kept unchecked.
+    kept: Arc<Vec<Tool>>,
+}
+
 /// Feeds what is written to it to a hasher.
 struct HashWriter<'a>(&'a mut std::collections::hash_map::DefaultHasher);
 
@@ -930,11 +945,12 @@ const RELIST_GAP: Duration = Duration::from_secs(1);
 /// Most time between two listings of a server that keeps announcing changes.
 const MAX_RELIST_GAP: Duration = Duration::from_secs(10);
 /// A listing's time, multiplied by this, is the least time to the next: a server announcing
-/// changes all the time keeps the gateway listing and taking in its tools at most 1 % of the
-/// time.
+/// changes all the time keeps the gateway listing it at most 1 % of the time (for listings of up
+/// to 100 ms; [`MAX_RELIST_GAP`] caps the wait).
 const RELIST_BUDGET: u32 = 100;
 
-/// How long after a listing that took `took` (the answer and taking in the tools) the server
+/// How long after a listing that took `took` (wall time: the answer and taking in the tools,
+/// or the failure) the server
 /// is listed again, if it announces changes meanwhile: [`RELIST_BUDGET`] times `took`, within
 /// [`RELIST_GAP`] and [`MAX_RELIST_GAP`]. A small catalog is listed again after a second; a
 /// listing of 1,000 tools, which takes tens of milliseconds, a few seconds apart.
@@ -1028,6 +1044,18 @@ mod tests {
             assert!(!again);
             assert_eq!(handle.offered_tools().len(), if pin { 1 } else { 2 });
         }
+    }
+
+    /// A tool put on offer by other means (a per-user server's `connect_account` placeholder)
+    /// is not what a listing is compared with: listed by the server, it is checked as new.
+    #[test]
+    fn only_what_a_check_kept_is_trusted_again() {
+        let handle = handle(true);
+        assert!(handle.store_tools(vec![tool("a", "A.")]));
+        handle.live.send_modify(|live| live.tools = Arc::new(vec![tool("a", "A."), tool("x", "X.")]));
+        handle.store_tools(vec![tool("a", "A."), tool("x", "X.")]);
+        let names: Vec<String> = handle.offered_tools().iter().map(|t| t.name.to_string()).collect();
+        assert_eq!(names, ["a"], "a tool new since the first listing is held back when pinned");
     }
 
     #[test]
