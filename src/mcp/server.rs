@@ -606,8 +606,8 @@ impl ServerHandle {
         let pin = self.config.pin_descriptions;
         tools
             .into_iter()
-            .filter(|(t, offered)| {
-                if *offered {
+            .filter(|(t, kept_before)| {
+                if *kept_before {
                     return true;
                 }
                 let unchanged = first.get(t.name.as_ref()) == Some(&fingerprint(t));
