@@ -290,6 +290,12 @@ impl Report {
             }
         }
         let _ = writeln!(md, "\n## Streaming: time to first token\n");
+        let _ = writeln!(
+            md,
+            "The model pauses 20 ms after its first token, so each request starts on parked threads and idle \
+             CPUs. [docs/performance.md](docs/performance.md) splits the gap by phase: the gateway's checks run \
+             cold, and the upstream's own answer depends on how long its CPU was idle.\n"
+        );
         let _ = writeln!(md, "| path | p50 | p99 | added p50 |");
         let _ = writeln!(md, "|---|---:|---:|---:|");
         let t0 = self.ttft.first().map_or(f64::NAN, |t| t.1);
