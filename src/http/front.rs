@@ -27,6 +27,9 @@ use super::{AppState, auth};
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The chat routes, served before the router (see `server.rs`): nearly every request.
+pub const CHAT_ROUTES: [&str; 2] = ["/v1/chat/completions", "/chat/completions"];
+
 /// Routes open without a key: probes, artifact links (signed), the OAuth pages a browser
 /// or an authorization server opens, and the console (its pages find their caller in their
 /// session: `http::ui`).
@@ -228,10 +231,34 @@ fn finished(span: &tracing::Span, response: &Response, started: Instant) {
 
 /// Counts the request by matched route and status.
 fn count(route: Option<&Route>, response: &Response) {
-    // Only the router's own patterns are matched paths: a bounded set, whatever is requested.
-    let route = route.map_or("unmatched", |r| crate::metrics::route_label(r.as_str()));
-    let labels = crate::metrics::RequestLabels { route, status: response.status().as_u16() };
+    let status = response.status().as_u16();
+    let route = match route {
+        // A chat answered, the usual request: its counter is looked up once for the process.
+        Some(Route::Fixed(path)) if status == 200 => {
+            if let Some(counter) = chat_ok(path) {
+                counter.inc();
+                return;
+            }
+            *path
+        }
+        Some(Route::Fixed(path)) => *path,
+        // Only the router's own patterns are matched paths: a bounded set, whatever is requested.
+        Some(Route::Matched(path)) => crate::metrics::route_label(path.as_str()),
+        None => "unmatched",
+    };
+    let labels = crate::metrics::RequestLabels { route, status };
     crate::metrics::metrics().requests.get_or_create(&labels).inc();
+}
+
+/// The `200` counter of a chat route (the same counter the family hands out for its labels).
+fn chat_ok(path: &str) -> Option<&'static prometheus_client::metrics::counter::Counter> {
+    static OK: std::sync::LazyLock<Vec<(&'static str, prometheus_client::metrics::counter::Counter)>> =
+        std::sync::LazyLock::new(|| {
+            let requests = &crate::metrics::metrics().requests;
+            let counter = |route| requests.get_or_create(&crate::metrics::RequestLabels { route, status: 200 }).clone();
+            CHAT_ROUTES.into_iter().map(|route| (route, counter(route))).collect()
+        });
+    OK.iter().find(|(route, _)| *route == path).map(|(_, counter)| counter)
 }
 
 /// Request ids: this process's random prefix and a counter (`3f9a61c2e0b4-1a`): unique across
@@ -277,6 +304,27 @@ impl RequestIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chat_answered_is_counted_on_the_familys_own_counter() {
+        let family = |route, status| {
+            crate::metrics::metrics().requests.get_or_create(&crate::metrics::RequestLabels { route, status }).get()
+        };
+        let answered = |status: u16| {
+            let mut response = Response::new(axum::body::Body::empty());
+            *response.status_mut() = axum::http::StatusCode::from_u16(status).unwrap();
+            response
+        };
+        for route in CHAT_ROUTES {
+            let (ok, refused) = (family(route, 200), family(route, 429));
+            count(Some(&Route::Fixed(route)), &answered(200));
+            count(Some(&Route::Fixed(route)), &answered(200));
+            count(Some(&Route::Fixed(route)), &answered(429));
+            // Other tests count too (one registry per process): at least ours are there.
+            assert!(family(route, 200) >= ok + 2, "{route}");
+            assert!(family(route, 429) > refused, "{route}");
+        }
+    }
 
     #[test]
     fn request_ids_are_unique_and_header_safe() {

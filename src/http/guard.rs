@@ -205,7 +205,12 @@ fn json_route(path: &str) -> bool {
 
 /// `application/json` or a `+json` type, any parameters.
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return false };
+    // What nearly every client sends, before the general reading.
+    if value.as_bytes() == b"application/json" {
+        return true;
+    }
+    let Ok(value) = value.to_str() else { return false };
     let essence = value.split(';').next().unwrap_or_default().trim();
     let lower = |prefix: &str, s: &str| {
         s.len() >= prefix.len() && s.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix))
@@ -236,6 +241,24 @@ mod tests {
         assert!(own_origin("https://gw.example.com:8443", "https://gw.example.com:8443"));
         assert!(!own_origin("https://gw.example.com", "https://evil.example"));
         assert!(!own_origin("https://gw.example.com", "http://gw.example.com"));
+    }
+
+    #[test]
+    fn json_bodies_are_told_by_their_media_type() {
+        let typed = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            is_json(&headers)
+        };
+        for json in
+            ["application/json", "Application/JSON", "application/json; charset=utf-8", "application/vnd.x+json"]
+        {
+            assert!(typed(json), "{json}");
+        }
+        for other in ["text/plain", "application/jsonx", "application/x-www-form-urlencoded", "json", "+json"] {
+            assert!(!typed(other), "{other}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
     }
 
     #[test]

@@ -54,7 +54,7 @@ impl Served {
         if req.method() != http::Method::POST {
             return None;
         }
-        ["/v1/chat/completions", "/chat/completions"].into_iter().find(|route| req.uri().path() == *route)
+        super::front::CHAT_ROUTES.into_iter().find(|route| req.uri().path() == *route)
     }
 
     /// Serves `req`. A chat completion, nearly every request a gateway sees, goes through the
